@@ -1,0 +1,572 @@
+"""Dataset loading for EPKD: TFDS datasets, per-dataset preprocessing recipes, npz import.
+
+``load_data(DataConfig)`` resolves a TFDS dataset that is already prepared in
+``cfg.data_dir`` (the network is never used), validates the name, directory and splits up
+front and returns a :class:`Data` object whose pipelines yield ``(x float32, y int32)``
+batches.  ``import_npz`` writes an ``.npz`` file of images and labels as a TFDS dataset so
+that it can be loaded by name; it is also available from the command line::
+
+    python -m epkd_tf.data --import_npz=PATH --name=NAME --data_dir=DIR [--overwrite]
+
+Adding preprocessing for another dataset is a matter of registering a recipe::
+
+    @register_dataset("cifar10", augment=random_flip_and_crop)
+    def _cifar10(image, label): ...  # per-example (uint8 HxWxC, int) -> (float32, int32)
+"""
+from __future__ import annotations
+
+import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
+
+import dataclasses
+import difflib
+import os
+import re
+import shutil
+import sys
+import tempfile
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from tensorflow_datasets.core.dataset_builders import adhoc_builder
+
+from epkd_tf.config import DataConfig
+
+__all__ = [
+    "DataError",
+    "DatasetSpec",
+    "DatasetRecipe",
+    "Data",
+    "DATASET_ALIASES",
+    "register_dataset",
+    "get_recipe",
+    "load_data",
+    "import_npz",
+    "main",
+]
+
+# The command that prepares a dataset from an .npz file (quoted in error messages).
+_IMPORT_HINT = "python -m epkd_tf.data --import_npz=PATH --name={name} --data_dir={data_dir}"
+# Version written by import_npz: "mnist" must match the TFDS catalogue version so that the
+# registered MNIST builder finds it; other names are loaded from their directory.
+_CATALOGUE_VERSIONS = {"mnist": "3.0.1"}
+_DEFAULT_IMPORT_VERSION = "1.0.0"
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class DataError(ValueError):
+    """A dataset name, directory or split is unusable; message is one line naming it and what is allowed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """What a model needs to know about the loaded dataset."""
+
+    name: str                 # canonical TFDS name actually loaded
+    input_shape: tuple        # (H, W, C) of the images fed to the model
+    num_classes: int
+    num_train: int            # examples in the chosen train split
+    num_test: int
+
+
+# --------------------------------------------------------------------------- recipes
+
+Preprocess = Callable[[tf.Tensor, tf.Tensor], Tuple[tf.Tensor, tf.Tensor]]
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetRecipe:
+    """Per-dataset preprocessing.
+
+    ``preprocess`` maps one decoded example ``(image uint8 HxWxC, label)`` to
+    ``(image float32, label int32)``; it runs before the in-memory cache, so it must be
+    deterministic.  ``augment`` (optional) maps one preprocessed example again and runs
+    on the training pipeline only, after the cache and shuffle (random augmentation).
+    """
+
+    name: str
+    preprocess: Preprocess
+    augment: Optional[Preprocess] = None
+
+
+def scale_to_unit(image: tf.Tensor, label: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+    """Default preprocessing: float32 image scaled from [0, 255] to [0, 1], int32 label."""
+    image = tf.cast(image, tf.float32) / 255.0
+    if image.shape.rank == 2:
+        image = image[..., tf.newaxis]
+    return image, tf.cast(label, tf.int32)
+
+
+DEFAULT_RECIPE = DatasetRecipe(name="default", preprocess=scale_to_unit)
+_RECIPES: Dict[str, DatasetRecipe] = {}
+
+# User-facing names that differ from the TFDS name.
+DATASET_ALIASES: Dict[str, str] = {"imagenet": "imagenet2012"}
+
+
+def register_dataset(*names: str, augment: Optional[Preprocess] = None):
+    """Decorator registering a per-example preprocessing function for TFDS ``names``.
+
+    The decorated function maps ``(image, label)`` to ``(float32 image, int32 label)``;
+    ``augment`` is an optional train-only random transform applied after caching.
+    """
+    if not names:
+        raise ValueError("register_dataset needs at least one TFDS dataset name.")
+
+    def decorator(fn: Preprocess) -> Preprocess:
+        for name in names:
+            _RECIPES[name] = DatasetRecipe(name=name, preprocess=fn, augment=augment)
+        return fn
+
+    return decorator
+
+
+def get_recipe(name: str) -> DatasetRecipe:
+    """Returns the recipe registered for TFDS ``name`` or the default [0, 1] scaling recipe."""
+    return _RECIPES.get(DATASET_ALIASES.get(name, name), DEFAULT_RECIPE)
+
+
+@register_dataset("mnist", "fashion_mnist", "kmnist")
+def _grayscale_unit(image: tf.Tensor, label: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+    """MNIST-like datasets: 28x28x1 uint8 scaled to [0, 1]."""
+    return scale_to_unit(image, label)
+
+
+# --------------------------------------------------------------------------- Data
+
+
+class Data:
+    """A validated dataset: batched tf.data pipelines and numpy views of one TFDS dataset."""
+
+    def __init__(self, builder: tfds.core.DatasetBuilder, cfg: DataConfig, spec: DatasetSpec,
+                 recipe: DatasetRecipe, supervised: bool):
+        self.spec = spec
+        self.cfg = cfg
+        self.recipe = recipe
+        self._builder = builder
+        self._supervised = supervised
+        self._train_base = self._base(cfg.train_split)
+        self._test_base = self._base(cfg.test_split)
+        self._numpy_train: Optional[Tuple[np.ndarray, np.ndarray]] = None
+        self._numpy_test: Optional[Tuple[np.ndarray, np.ndarray]] = None
+
+    def __repr__(self) -> str:
+        return f"Data({self.spec!r})"
+
+    def _base(self, split: str) -> tf.data.Dataset:
+        """Decoded, preprocessed, in-memory cached examples of ``split`` in file order."""
+        read_config = tfds.ReadConfig(shuffle_seed=self.cfg.seed)
+        ds = self._builder.as_dataset(split=split, shuffle_files=False,
+                                      as_supervised=self._supervised, read_config=read_config)
+        if not self._supervised:
+            ds = ds.map(lambda ex: (ex["image"], ex["label"]),
+                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.map(self.recipe.preprocess, num_parallel_calls=tf.data.AUTOTUNE,
+                    deterministic=True)
+        return ds.cache()
+
+    def _finish(self, ds: tf.data.Dataset) -> tf.data.Dataset:
+        return ds.batch(self.cfg.batch_size).prefetch(tf.data.AUTOTUNE)
+
+    def train(self, shuffle: bool = True) -> tf.data.Dataset:
+        """Batched training split ``(x float32, y int32)``, shuffled with the config seed
+        (reshuffled each epoch) and augmented by the recipe if it has augmentation."""
+        ds = self._train_base
+        if shuffle:
+            ds = ds.shuffle(self.cfg.shuffle_buffer, seed=self.cfg.seed,
+                            reshuffle_each_iteration=True)
+        if self.recipe.augment is not None:
+            ds = ds.map(self.recipe.augment, num_parallel_calls=tf.data.AUTOTUNE)
+        return self._finish(ds)
+
+    def train_eval(self) -> tf.data.Dataset:
+        """Batched training split in deterministic order, no shuffling or augmentation."""
+        return self._finish(self._train_base)
+
+    def test(self) -> tf.data.Dataset:
+        """Batched test split in deterministic order."""
+        return self._finish(self._test_base)
+
+    @staticmethod
+    def _to_numpy(ds: tf.data.Dataset) -> Tuple[np.ndarray, np.ndarray]:
+        xs, ys = [], []
+        for x, y in tfds.as_numpy(ds):
+            xs.append(x)
+            ys.append(y)
+        return np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.int32)
+
+    def numpy_train(self) -> Tuple[np.ndarray, np.ndarray]:
+        """Whole training split as numpy ``(x float32 normalised, y int32)`` in file order."""
+        if self._numpy_train is None:
+            self._numpy_train = self._to_numpy(self.train_eval())
+        return self._numpy_train
+
+    def numpy_test(self) -> Tuple[np.ndarray, np.ndarray]:
+        """Whole test split as numpy ``(x float32 normalised, y int32)`` in file order."""
+        if self._numpy_test is None:
+            self._numpy_test = self._to_numpy(self.test())
+        return self._numpy_test
+
+    def sample(self, n: int, seed: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """A seeded random subset of ``n`` distinct training examples as numpy
+        ``(x float32 normalised, y int32)``; the same seed (default: the config seed)
+        always gives the same subset in the same order."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= self.spec.num_train:
+            raise DataError(f"sample size n={n!r} is invalid: give an integer between 1 and "
+                            f"{self.spec.num_train} (the examples in train split "
+                            f"{self.cfg.train_split!r}).")
+        seed = self.cfg.seed if seed is None else seed
+        x, y = self.numpy_train()
+        idx = np.random.default_rng(seed).choice(len(x), size=int(n), replace=False)
+        return x[idx], y[idx]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _exists(path: str) -> bool:
+    return tf.io.gfile.exists(path)
+
+
+def _prepared_versions(data_dir: str, name: str) -> List[str]:
+    """Version directories of ``data_dir/name`` that hold a prepared dataset, oldest first."""
+    root = os.path.join(data_dir, name)
+    if not tf.io.gfile.isdir(root):
+        return []
+    versions = [v.rstrip("/") for v in tf.io.gfile.listdir(root)]
+    versions = [v for v in versions
+                if _exists(os.path.join(root, v, "dataset_info.json"))]
+
+    def key(v: str):
+        try:
+            return tuple(int(p) for p in v.split("."))
+        except ValueError:
+            return (-1,)
+
+    return sorted(versions, key=key)
+
+
+def _local_names(data_dir: str) -> List[str]:
+    """Dataset names prepared directly under ``data_dir``."""
+    if not tf.io.gfile.isdir(data_dir):
+        return []
+    return sorted(n.rstrip("/") for n in tf.io.gfile.listdir(data_dir)
+                  if not n.startswith(".") and _prepared_versions(data_dir, n.rstrip("/")))
+
+
+class _NoLeftovers:
+    """Context manager removing empty directories created under ``data_dir/name`` (and
+    ``data_dir/name`` itself) while it is active, so validation leaves nothing behind."""
+
+    def __init__(self, data_dir: str, name: str):
+        self.data_dir = data_dir
+        self.root = os.path.join(data_dir, name.split(":")[0].split("/")[0])
+
+    def _snapshot(self) -> set:
+        found = set()
+        if os.path.isdir(self.root):
+            found.add(self.root)
+            for dirpath, dirnames, filenames in os.walk(self.root):
+                found.update(os.path.join(dirpath, d) for d in dirnames)
+                found.update(os.path.join(dirpath, f) for f in filenames)
+        return found
+
+    def __enter__(self):
+        self.before = self._snapshot()
+        return self
+
+    def __exit__(self, *exc):
+        new_dirs = sorted((p for p in self._snapshot() - self.before if os.path.isdir(p)),
+                          key=len, reverse=True)
+        for path in new_dirs:  # deepest first; only empty directories are removed
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass
+        return False
+
+
+def _resolve_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
+    """The builder of a prepared dataset ``name`` in ``data_dir``, or DataError."""
+    hint = _IMPORT_HINT.format(name=name, data_dir=data_dir)
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        builder = None
+    except (ValueError, TypeError, AssertionError) as e:  # e.g. unknown version or config
+        text = " ".join(str(e).split()) or type(e).__name__
+        if text.startswith("Failed to construct") and '": ' in text:
+            text = text.rsplit('": ', 1)[-1]  # drop TFDS's builder_kwargs preamble
+        raise DataError(f"--dataset={name!r} is unusable: {text}") from None
+    if builder is None:
+        candidates = sorted(set(tfds.list_builders()) | set(_local_names(data_dir)))
+        close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
+        suggestion = (f"did you mean {', '.join(close)}?" if close
+                      else "give a TFDS catalogue name such as mnist or cifar10")
+        raise DataError(f"--dataset={name!r} is neither a TFDS catalogue dataset nor prepared "
+                        f"in {data_dir}: {suggestion} (or import it with `{hint}`).")
+    if builder.is_prepared():
+        return builder
+    # A catalogue name imported by import_npz under another version than the catalogue's.
+    if ":" not in name and "/" not in name:
+        versions = _prepared_versions(data_dir, name)
+        if versions:
+            return tfds.builder_from_directory(os.path.join(data_dir, name, versions[-1]))
+    raise DataError(f"--dataset={name!r} is not prepared in --data_dir={data_dir} (looked for "
+                    f"{os.path.join(str(builder.data_path), 'dataset_info.json')}) and downloads "
+                    f"are disabled: import it with `{hint}`.")
+
+
+def _split_size(builder: tfds.core.DatasetBuilder, split: str, flag: str) -> int:
+    splits = builder.info.splits
+    allowed = ", ".join(sorted(splits.keys()))
+    try:
+        n = splits[split].num_examples
+    except (ValueError, KeyError, AssertionError, TypeError) as e:
+        msg = " ".join(str(e).split())
+        if "Unknown split" in msg:
+            reason = "no such split"
+        elif "incompatible" in msg:
+            reason = msg.rstrip(".")
+        else:
+            reason = "malformed split (see https://www.tensorflow.org/datasets/splits)"
+        raise DataError(f"--{flag}={split!r} is unusable for {builder.info.name}: {reason}; "
+                        f"splits that exist: {allowed} (e.g. train, train[:10%], "
+                        f"test[:1000]).") from None
+    if n <= 0:
+        raise DataError(f"--{flag}={split!r} selects 0 examples of {builder.info.name}: choose a "
+                        f"non-empty slice of one of the splits {allowed}.")
+    return int(n)
+
+
+def load_data(cfg: DataConfig) -> Data:
+    """Loads cfg.dataset through tensorflow_datasets (tfds.load with data_dir=cfg.data_dir, download=False never tries the network) and validates everything up front.
+
+    Concretely it resolves the builder with ``tfds.builder(name, data_dir=...)`` (falling
+    back to ``tfds.builder_from_directory`` for a catalogue name imported under another
+    version), checks ``builder.is_prepared()`` and reads the splits with
+    ``builder.as_dataset`` -- what ``tfds.load(..., download=False)`` does, without ever
+    calling ``download_and_prepare``.
+    The dataset name goes through ``DATASET_ALIASES``; it may be a TFDS catalogue name
+    prepared in ``data_dir`` or any dataset written there by :func:`import_npz`.  Raises
+    :class:`DataError` (one line) for an unknown or unprepared dataset, a missing
+    ``data_dir``, a malformed, unknown or empty split, or a non-image-classification
+    dataset.  Validation never leaves new directories in ``data_dir``.
+    """
+    if not isinstance(cfg, DataConfig):
+        raise TypeError(f"load_data expects a DataConfig, got {type(cfg).__name__}.")
+    data_dir = cfg.data_dir
+    if data_dir is None:
+        data_dir = str(tfds.core.constants.DATA_DIR)
+    data_dir = os.path.expanduser(str(data_dir))
+    if not tf.io.gfile.isdir(data_dir):
+        raise DataError(f"--data_dir={data_dir!r} does not exist: give an existing directory "
+                        f"holding prepared TFDS datasets.")
+    name = DATASET_ALIASES.get(cfg.dataset.strip(), cfg.dataset.strip())
+
+    with _NoLeftovers(data_dir, name):
+        builder = _resolve_builder(name, data_dir)
+        info = builder.info
+        canonical = info.name
+        features = info.features
+        keys = list(features.keys()) if hasattr(features, "keys") else []
+        if "image" not in keys or "label" not in keys:
+            raise DataError(f"--dataset={name!r} is not an image-classification dataset: it has "
+                            f"features {keys}, but 'image' and 'label' are required.")
+        image_shape = tuple(features["image"].shape)
+        if any(d is None for d in image_shape):
+            raise DataError(f"--dataset={name!r} has images of variable size {image_shape}: an "
+                            f"image size must be set (resizing is not supported yet).")
+        if len(image_shape) == 2:
+            image_shape = image_shape + (1,)
+        num_classes = getattr(features["label"], "num_classes", None)
+        if not num_classes:
+            raise DataError(f"--dataset={name!r} has a label feature without a class count: a "
+                            f"ClassLabel 'label' feature is required.")
+        supervised = tuple(info.supervised_keys or ()) == ("image", "label")
+        num_train = _split_size(builder, cfg.train_split, "train_split")
+        num_test = _split_size(builder, cfg.test_split, "test_split")
+
+    spec = DatasetSpec(name=canonical, input_shape=tuple(int(d) for d in image_shape),
+                       num_classes=int(num_classes), num_train=num_train, num_test=num_test)
+    return Data(builder, cfg, spec, get_recipe(canonical), supervised)
+
+
+# --------------------------------------------------------------------------- import_npz
+
+
+class _NpzBuilder(adhoc_builder.AdhocBuilder, skip_registration=True):
+    """AdhocBuilder that also records supervised keys, so ``as_supervised=True`` loads."""
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=self._description,
+            features=self._feature_spec,
+            supervised_keys=("image", "label"),
+            disable_shuffling=self._disable_shuffling,
+        )
+
+
+def _validate_npz(npz_path: str) -> Dict[str, np.ndarray]:
+    if not os.path.isfile(npz_path):
+        raise DataError(f"--import_npz={npz_path!r} does not exist: give an .npz file with "
+                        f"x_train, y_train, x_test, y_test.")
+    try:
+        with np.load(npz_path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except Exception as e:  # zipfile / pickle / format errors
+        raise DataError(f"--import_npz={npz_path!r} is not a readable .npz file "
+                        f"({type(e).__name__}).") from None
+    required = ("x_train", "y_train", "x_test", "y_test")
+    missing = [k for k in required if k not in arrays]
+    if missing:
+        raise DataError(f"--import_npz={npz_path!r} lacks the arrays {', '.join(missing)}: it must "
+                        f"hold x_train, y_train, x_test, y_test (has {', '.join(sorted(arrays))}).")
+    shapes = {}
+    for part in ("train", "test"):
+        x, y = arrays[f"x_{part}"], arrays[f"y_{part}"]
+        if x.dtype != np.uint8:
+            raise DataError(f"--import_npz={npz_path!r}: x_{part} has dtype {x.dtype}, but "
+                            f"images must be uint8.")
+        if x.ndim not in (3, 4) or (x.ndim == 4 and not 1 <= x.shape[-1] <= 4):
+            raise DataError(f"--import_npz={npz_path!r}: x_{part} has shape {x.shape}, but images "
+                            f"must be N x H x W or N x H x W x C with C in 1..4.")
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"--import_npz={npz_path!r}: y_{part} has shape {y.shape} and dtype "
+                            f"{y.dtype}, but labels must be a 1-D integer array.")
+        if len(x) != len(y):
+            raise DataError(f"--import_npz={npz_path!r}: x_{part} has {len(x)} images but y_{part} "
+                            f"has {len(y)} labels; the counts must be equal.")
+        if len(x) == 0:
+            raise DataError(f"--import_npz={npz_path!r}: x_{part} is empty; each split needs at "
+                            f"least one example.")
+        if y.min() < 0:
+            raise DataError(f"--import_npz={npz_path!r}: y_{part} has the negative label "
+                            f"{int(y.min())}; labels must be >= 0.")
+        if x.ndim == 3:
+            x = x[..., np.newaxis]
+        arrays[f"x_{part}"], arrays[f"y_{part}"] = x, y.astype(np.int64)
+        shapes[part] = x.shape[1:]
+    if shapes["train"] != shapes["test"]:
+        raise DataError(f"--import_npz={npz_path!r}: train images are {shapes['train']} but test "
+                        f"images are {shapes['test']}; they must have the same shape.")
+    return arrays
+
+
+def _examples(x: np.ndarray, y: np.ndarray) -> Iterator[Tuple[int, dict]]:
+    for i in range(len(x)):
+        yield i, {"image": x[i], "label": int(y[i])}
+
+
+def import_npz(npz_path: str, name: str, data_dir: str, overwrite: bool = False) -> str:
+    """Writes an .npz (x_train, y_train, x_test, y_test; images N×H×W or N×H×W×C uint8; integer labels) as a TFDS dataset under data_dir so tfds.load(name, data_dir=data_dir) finds it; returns the dataset directory.
+
+    The dataset has features ``image`` (``Image(shape=(H, W, C))``) and ``label``
+    (``ClassLabel(num_classes=max label + 1)``), splits ``train``/``test`` in file order and
+    supervised keys ``(image, label)``.  ``mnist`` is written as version 3.0.1 (the TFDS
+    catalogue version, so plain ``tfds.load("mnist")`` finds it), other names as 1.0.0.
+    The dataset is built in a temporary directory inside ``data_dir`` and moved into place
+    when complete.  An existing prepared dataset is only replaced if ``overwrite``.
+    """
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise DataError(f"--name={name!r} is not a valid dataset name: use lower-case letters, "
+                        f"digits and underscores, starting with a letter (e.g. my_digits).")
+    if not data_dir:
+        raise DataError("--data_dir is empty: give the directory to write the dataset into.")
+    data_dir = os.path.abspath(os.path.expanduser(str(data_dir)))
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise DataError(f"--data_dir={data_dir!r} is a file: give a directory.")
+    arrays = _validate_npz(npz_path)
+
+    version = _CATALOGUE_VERSIONS.get(name, _DEFAULT_IMPORT_VERSION)
+    target = os.path.join(data_dir, name, version)
+    if os.path.exists(os.path.join(target, "dataset_info.json")) and not overwrite:
+        raise DataError(f"--name={name!r} is already prepared at {target}: pass --overwrite "
+                        f"(overwrite=True) to replace it or choose another name.")
+
+    x_train, y_train = arrays["x_train"], arrays["y_train"]
+    x_test, y_test = arrays["x_test"], arrays["y_test"]
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    features = tfds.features.FeaturesDict({
+        "image": tfds.features.Image(shape=tuple(int(d) for d in x_train.shape[1:]),
+                                     dtype=np.uint8),
+        "label": tfds.features.ClassLabel(num_classes=num_classes),
+    })
+
+    os.makedirs(data_dir, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".import_{name}_", dir=data_dir)
+    created_parent = False
+    try:
+        builder = _NpzBuilder(
+            name=name, version=version, features=features,
+            split_datasets={"train": _examples(x_train, y_train),
+                            "test": _examples(x_test, y_test)},
+            data_dir=tmp,
+            description=f"Imported by epkd_tf.data.import_npz from {os.path.basename(npz_path)}.",
+            disable_shuffling=True,
+        )
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(
+                download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
+        built = os.path.join(tmp, name, version)
+        if not os.path.exists(os.path.join(built, "dataset_info.json")):
+            raise RuntimeError(f"TFDS did not write {built}/dataset_info.json.")
+        parent = os.path.join(data_dir, name)
+        if not os.path.isdir(parent):
+            os.makedirs(parent)
+            created_parent = True
+        if os.path.exists(target):  # overwrite (or a stray, unprepared directory)
+            os.rename(target, os.path.join(tmp, "replaced"))
+        os.rename(built, target)
+        created_parent = False
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if created_parent:
+            shutil.rmtree(os.path.join(data_dir, name), ignore_errors=True)
+    return target
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _define_flags() -> None:
+    from absl import flags
+
+    flags.DEFINE_string("import_npz", None, "Path of an .npz file (x_train, y_train, x_test, "
+                        "y_test) to import as a TFDS dataset.")
+    flags.DEFINE_string("name", None, "TFDS name to give the imported dataset (e.g. mnist).")
+    flags.DEFINE_string("data_dir", None, "TFDS data directory to write the dataset into.")
+    flags.DEFINE_boolean("overwrite", False, "Replace an already prepared dataset.")
+
+
+def main(argv) -> int:
+    """Command-line entry: imports --import_npz as --name into --data_dir; exit 2 on DataError."""
+    from absl import flags
+
+    FLAGS = flags.FLAGS
+    if len(argv) > 1:
+        print(f"error: unexpected arguments {' '.join(argv[1:])}; use "
+              f"--import_npz=PATH --name=NAME --data_dir=DIR.", file=sys.stderr)
+        return 2
+    try:
+        for flag in ("import_npz", "name", "data_dir"):
+            if not getattr(FLAGS, flag):
+                raise DataError(f"--{flag} is required: use {_IMPORT_HINT.format(name='NAME', data_dir='DIR')}"
+                                f" [--overwrite].")
+        path = import_npz(FLAGS.import_npz, FLAGS.name, FLAGS.data_dir, overwrite=FLAGS.overwrite)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    _define_flags()
+    app.run(main)
