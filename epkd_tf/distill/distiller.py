@@ -1,0 +1,313 @@
+"""Knowledge-distillation training wrapper (Hinton et al. 2015) for tf_keras models.
+
+Adapted from the keras-io "Knowledge Distillation" example: :class:`Distiller` wraps a
+(possibly pruned) student and a frozen teacher and trains the student on
+
+    loss = alpha * CE(labels, student_logits)
+           + (1 - alpha) * T**2 * KL(softmax(teacher_logits / T) || softmax(student_logits / T))
+
+Both models must output logits. Temperature and alpha live in non-trainable
+``tf.Variable`` s so they can be changed between ``fit`` calls without retracing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from typing import Dict, List, Optional, Tuple
+
+import epkd_tf  # noqa: F401  (must precede TensorFlow: selects Keras 2)
+
+import tensorflow as tf
+import tf_keras
+
+
+@dataclasses.dataclass(frozen=True)
+class _ZeroMasks:
+    """(variable, 0/1 mask) pairs.
+
+    Held in a plain (non-trackable) object so Keras' automatic attribute tracking does
+    not register the student's variables a second time under the Distiller.
+    """
+
+    pairs: Tuple[Tuple[tf.Variable, tf.Tensor], ...]
+
+
+def _check_temperature(temperature) -> float:
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        raise ValueError(f"temperature={temperature!r} is invalid: must be a real number > 0.")
+    if not (math.isfinite(float(temperature)) and float(temperature) > 0):
+        raise ValueError(f"temperature={temperature!r} is invalid: must be finite and > 0.")
+    return float(temperature)
+
+
+def _check_alpha(alpha) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
+        raise ValueError(f"alpha={alpha!r} is invalid: must be a real number in [0, 1].")
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"alpha={alpha!r} is invalid: must lie in [0, 1].")
+    return float(alpha)
+
+
+class Distiller(tf_keras.Model):
+    """Trains ``student`` to match hard labels and a frozen ``teacher``'s soft targets.
+
+    Batches given to ``fit``/``evaluate`` may be either
+
+    * ``(x, y)`` - the teacher is run on ``x`` on the fly (``training=False``), or
+    * ``(x, (y, teacher_logits))`` - ``teacher_logits`` are precomputed (a cache, e.g.
+      from ``teacher.predict``) and the teacher is not run at all.
+
+    A third element (sample weights) is accepted as in ordinary Keras.
+
+    Reported metrics: training logs ``loss`` (total, plus any student regularisation
+    losses), ``student_loss``, ``distillation_loss`` and the compiled metrics computed on
+    the student's logits; ``evaluate``/validation logs ``loss`` (= student cross-entropy on
+    hard labels) and the compiled metrics.
+
+    Args:
+      student: the tf_keras model being trained; outputs logits.
+      teacher: the frozen tf_keras model; outputs logits. May be ``None`` if every batch
+        supplies cached teacher logits.
+      preserve_zeros: if True, every trainable student variable with ``ndim >= 2`` that
+        contains at least one exact 0.0 (a magnitude-pruned kernel) gets a 0/1 mask
+        recorded now; after each optimizer step the variable is multiplied by its mask so
+        pruned weights stay exactly zero. Variables without zeros are left alone.
+      name: Keras model name.
+    """
+
+    def __init__(self, student, teacher=None, preserve_zeros: bool = False,
+                 name: str = "distiller", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if not isinstance(student, tf_keras.layers.Layer):
+            raise ValueError(f"student={student!r} is invalid: must be a tf_keras model "
+                             f"(build it with tf_keras, not keras).")
+        if teacher is not None and not isinstance(teacher, tf_keras.layers.Layer):
+            raise ValueError(f"teacher={teacher!r} is invalid: must be a tf_keras model or "
+                             f"None (build it with tf_keras, not keras).")
+        if teacher is student:
+            raise ValueError("teacher is invalid: it is the same object as student; "
+                             "distil from a separate (frozen) model.")
+        if not isinstance(preserve_zeros, bool):
+            raise ValueError(f"preserve_zeros={preserve_zeros!r} is invalid: must be a bool.")
+        self.student = student
+        self.teacher = teacher
+        if teacher is not None:
+            # Belt and braces: train_step only differentiates w.r.t. the student anyway.
+            teacher.trainable = False
+        self.preserve_zeros = preserve_zeros
+
+        # Non-trainable variables (not Python floats) so a change between two `fit`
+        # calls is seen by the already-traced train function.
+        self._temperature = tf.Variable(3.0, trainable=False, dtype=tf.float32,
+                                        name="temperature")
+        self._alpha = tf.Variable(0.1, trainable=False, dtype=tf.float32, name="alpha")
+
+        self.student_loss_fn = tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        self.distillation_loss_fn = tf_keras.losses.KLDivergence()
+
+        self._loss_tracker = tf_keras.metrics.Mean(name="loss")
+        self._student_loss_tracker = tf_keras.metrics.Mean(name="student_loss")
+        self._distillation_loss_tracker = tf_keras.metrics.Mean(name="distillation_loss")
+
+        self._zero_masks = _ZeroMasks(self._record_zero_masks() if preserve_zeros else ())
+
+    # ------------------------------------------------------------------ configuration
+    def compile(self, optimizer="adam", metrics=None, student_loss_fn=None,
+                distillation_loss_fn=None, alpha: float = 0.1, temperature: float = 3.0,
+                **kwargs):
+        """Configures training.
+
+        Args:
+          optimizer: a tf_keras optimizer (or its name).
+          metrics: metrics computed on the student's logits against hard labels, e.g.
+            ``[tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")]``.
+          student_loss_fn: hard-label loss ``fn(y, student_logits)``; default
+            ``SparseCategoricalCrossentropy(from_logits=True)``.
+          distillation_loss_fn: soft-target loss ``fn(teacher_probs, student_probs)``;
+            default ``tf_keras.losses.KLDivergence()``.
+          alpha: weight of the hard-label loss, in [0, 1].
+          temperature: softmax temperature, > 0.
+          **kwargs: forwarded to ``tf_keras.Model.compile`` (e.g. ``run_eagerly``);
+            ``loss`` is not allowed.
+        """
+        if "loss" in kwargs:
+            raise ValueError("loss is not accepted by Distiller.compile: use "
+                             "student_loss_fn and distillation_loss_fn.")
+        if student_loss_fn is not None and not callable(student_loss_fn):
+            raise ValueError(f"student_loss_fn={student_loss_fn!r} is invalid: must be callable.")
+        if distillation_loss_fn is not None and not callable(distillation_loss_fn):
+            raise ValueError(f"distillation_loss_fn={distillation_loss_fn!r} is invalid: "
+                             f"must be callable.")
+        super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
+        if student_loss_fn is not None:
+            self.student_loss_fn = student_loss_fn
+        if distillation_loss_fn is not None:
+            self.distillation_loss_fn = distillation_loss_fn
+        self.set_alpha(alpha)
+        self.set_temperature(temperature)
+
+    def set_temperature(self, temperature: float) -> None:
+        """Sets the softmax temperature (> 0); takes effect at the next train step."""
+        self._temperature.assign(_check_temperature(temperature))
+
+    def set_alpha(self, alpha: float) -> None:
+        """Sets the hard-label loss weight (in [0, 1]); takes effect at the next train step."""
+        self._alpha.assign(_check_alpha(alpha))
+
+    @property
+    def temperature(self) -> float:
+        """Current softmax temperature."""
+        return float(self._temperature.numpy())
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        self.set_temperature(value)
+
+    @property
+    def alpha(self) -> float:
+        """Current weight of the hard-label loss."""
+        return float(self._alpha.numpy())
+
+    @alpha.setter
+    def alpha(self, value: float) -> None:
+        self.set_alpha(value)
+
+    @property
+    def masked_variables(self) -> List[tf.Variable]:
+        """Student variables whose zeros are re-imposed after every optimizer step."""
+        return [v for v, _ in self._zero_masks.pairs]
+
+    @property
+    def metrics(self):
+        """Loss trackers followed by the compiled metrics (all reset by Keras per epoch)."""
+        metrics = [self._loss_tracker, self._student_loss_tracker,
+                   self._distillation_loss_tracker]
+        compiled = getattr(self, "compiled_metrics", None)
+        if compiled is not None:
+            metrics += compiled.metrics
+        return metrics
+
+    # ------------------------------------------------------------------ sparsity masks
+    def _record_zero_masks(self):
+        # Unbuilt Sequential models raise on variable access; subclassed ones return [].
+        variables = self.student.trainable_variables if self.student.built else []
+        if not variables:
+            raise ValueError("student is invalid for preserve_zeros=True: it has no "
+                             "variables yet; build it (call it once) before distilling.")
+        pairs = []
+        for var in variables:
+            if var.shape.rank is None or var.shape.rank < 2:
+                continue  # biases / BN parameters are never pruned
+            mask = tf.cast(tf.not_equal(var, 0), var.dtype)
+            if bool(tf.reduce_any(tf.equal(mask, 0))):
+                pairs.append((var, tf.constant(mask)))
+        return tuple(pairs)
+
+    def _apply_zero_masks(self) -> None:
+        for var, mask in self._zero_masks.pairs:
+            var.assign(var * mask)
+
+    # ------------------------------------------------------------------ losses
+    def call(self, inputs, training=None):
+        """Returns the student's logits."""
+        return self.student(inputs, training=training)
+
+    def _teacher_logits(self, x):
+        if self.teacher is None:
+            raise ValueError("teacher is None, so every batch must be (x, (y, "
+                             "teacher_logits)) with cached teacher logits.")
+        return tf.stop_gradient(self.teacher(x, training=False))
+
+    def compute_losses(self, x, y, teacher_logits=None, sample_weight=None,
+                       training: bool = False) -> Dict[str, tf.Tensor]:
+        """Computes the distillation objective on one batch (used by ``train_step``).
+
+        Args:
+          x: student (and teacher) input batch.
+          y: integer hard labels.
+          teacher_logits: precomputed teacher logits; if None the teacher is run on ``x``.
+          sample_weight: optional per-example weights passed to both losses.
+          training: passed to the student call.
+
+        Returns:
+          dict with scalar ``loss``, ``student_loss``, ``distillation_loss`` (the latter
+          already multiplied by T**2, before the (1 - alpha) weight) and the tensors
+          ``student_logits`` and ``teacher_logits``.
+        """
+        if teacher_logits is None:
+            teacher_logits = self._teacher_logits(x)
+        else:
+            teacher_logits = tf.stop_gradient(tf.convert_to_tensor(teacher_logits))
+        student_logits = self.student(x, training=training)
+        s_dim, t_dim = student_logits.shape[-1], teacher_logits.shape[-1]
+        if s_dim is not None and t_dim is not None and s_dim != t_dim:
+            raise ValueError(f"teacher_logits has {t_dim} classes but the student outputs "
+                             f"{s_dim}; they must match.")
+        dtype = student_logits.dtype
+        temperature = tf.cast(self._temperature, dtype)
+        alpha = tf.cast(self._alpha, dtype)
+        teacher_logits = tf.cast(teacher_logits, dtype)
+
+        student_loss = self.student_loss_fn(y, student_logits, sample_weight=sample_weight)
+        # T**2 keeps the soft-target gradient magnitude comparable across temperatures
+        # (Hinton et al. 2015, section 2).
+        distillation_loss = self.distillation_loss_fn(
+            tf.nn.softmax(teacher_logits / temperature, axis=-1),
+            tf.nn.softmax(student_logits / temperature, axis=-1),
+            sample_weight=sample_weight,
+        ) * tf.square(temperature)
+        loss = alpha * student_loss + (1.0 - alpha) * distillation_loss
+        return {"loss": loss, "student_loss": student_loss,
+                "distillation_loss": distillation_loss,
+                "student_logits": student_logits, "teacher_logits": teacher_logits}
+
+    @staticmethod
+    def _unpack(data):
+        x, y, sample_weight = tf_keras.utils.unpack_x_y_sample_weight(data)
+        if y is None:
+            raise ValueError("batches must contain labels: (x, y) or (x, (y, teacher_logits)).")
+        teacher_logits = None
+        if isinstance(y, (tuple, list)):
+            if len(y) != 2:
+                raise ValueError(f"y has {len(y)} parts; give labels y or the pair "
+                                 f"(y, teacher_logits).")
+            y, teacher_logits = y
+        return x, y, teacher_logits, sample_weight
+
+    # ------------------------------------------------------------------ steps
+    def train_step(self, data):
+        """One optimizer step on the student; the teacher is only run in inference mode."""
+        x, y, teacher_logits, sample_weight = self._unpack(data)
+        if teacher_logits is None:
+            # Outside the tape: the teacher's activations need not be recorded.
+            teacher_logits = self._teacher_logits(x)
+        with tf.GradientTape() as tape:
+            losses = self.compute_losses(x, y, teacher_logits, sample_weight=sample_weight,
+                                         training=True)
+            total = losses["loss"]
+            if self.student.losses:  # weight regularisers of the student, as Keras would
+                total = total + tf.add_n(self.student.losses)
+        variables = self.student.trainable_variables
+        gradients = tape.gradient(total, variables)
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        self._apply_zero_masks()
+
+        batch = tf.shape(losses["student_logits"])[0]
+        self._loss_tracker.update_state(total, sample_weight=batch)
+        self._student_loss_tracker.update_state(losses["student_loss"], sample_weight=batch)
+        self._distillation_loss_tracker.update_state(losses["distillation_loss"],
+                                                     sample_weight=batch)
+        self.compiled_metrics.update_state(y, losses["student_logits"], sample_weight)
+        return {m.name: m.result() for m in self.metrics}
+
+    def test_step(self, data):
+        """Evaluates the student on hard labels: ``loss`` = student loss, plus compiled metrics."""
+        x, y, _, sample_weight = self._unpack(data)
+        logits = self.student(x, training=False)
+        loss = self.student_loss_fn(y, logits, sample_weight=sample_weight)
+        self._loss_tracker.update_state(loss, sample_weight=tf.shape(logits)[0])
+        self.compiled_metrics.update_state(y, logits, sample_weight)
+        results = {"loss": self._loss_tracker.result()}
+        results.update({m.name: m.result() for m in self.compiled_metrics.metrics})
+        return results
