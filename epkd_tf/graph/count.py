@@ -1,0 +1,69 @@
+"""Parameter counts of a model and of any pruned version of it, without rebuilding it."""
+from __future__ import annotations
+
+import numpy as np
+
+import epkd_tf  # noqa: F401
+import tf_keras
+
+from epkd_tf.graph.analysis import ChannelGraph
+
+
+def dense_params(model: tf_keras.Model) -> int:
+    """Every weight of the model (trainable or not), zeros included."""
+    return int(sum(int(np.prod(w.shape)) for w in model.weights))
+
+
+def nonzero_params(model: tf_keras.Model) -> int:
+    """Weights that are not exactly zero: the size a sparse format has to store."""
+    return int(sum(int(np.count_nonzero(w)) for w in model.get_weights()))
+
+
+def _keep_of(positions: np.ndarray, unit_keep: np.ndarray) -> np.ndarray:
+    keep = np.ones(len(positions), dtype=np.int64)
+    live = positions >= 0
+    keep[live] = unit_keep[positions[live]]
+    return keep
+
+
+class ParamCounter:
+    """Counts the nonzero parameters a pruned version of the model would have.
+
+    The count of a structured-pruned model is a sum over layers of two dot products of
+    keep vectors with tables built once from the weights (see ``rules.CountTables``), so a
+    pruning plan can try many removal sets cheaply. Zeros already in the weights (from
+    magnitude pruning) are not counted, so the count is a *nonzero* count.
+    """
+
+    def __init__(self, graph: ChannelGraph):
+        self.graph = graph
+        self._entries = []
+        weights_by_layer = {layer.name: layer.get_weights() for layer in graph.model.layers}
+        counted = set()
+        for info in graph.layers:
+            weights = weights_by_layer[info.name]
+            counted.add(info.name)
+            if not weights:
+                continue
+            tables = info.rule.count_tables(graph.model.get_layer(info.name), weights)
+            in_pos = info.in_positions[0] if info.in_positions else np.zeros(0, np.int64)
+            self._entries.append((in_pos, info.units, tables))
+
+    def count(self, unit_keep: np.ndarray) -> int:
+        """Nonzero parameters left when only units with ``unit_keep[u]`` survive."""
+        unit_keep = np.asarray(unit_keep, dtype=np.int64)
+        total = 0
+        for in_pos, units, t in self._entries:
+            in_keep = _keep_of(in_pos, unit_keep)
+            out_keep = unit_keep[units] if len(units) else None
+            if t.pair is not None:
+                total += int(in_keep @ t.pair @ out_keep)
+            if t.out_vec is not None:
+                total += int(t.out_vec @ out_keep)
+            if t.in_vec is not None:
+                total += int(t.in_vec @ in_keep)
+        return total
+
+    def count_all(self) -> int:
+        """Nonzero parameters of the unpruned model."""
+        return self.count(np.ones(self.graph.num_units, dtype=np.int64))

@@ -1,0 +1,259 @@
+"""How each Keras layer class moves, consumes or produces channels.
+
+The dependency analysis tracks, for every tensor, which *unit* (an output channel of a
+Conv/Dense layer) sits at each position of its last axis (``-1`` marks a position that can
+never be removed, e.g. an input image channel). A rule tells, for one layer class:
+
+* ``propagate``: the output positions given the input positions;
+* ``produces``: whether the layer creates new units (its output channels);
+* ``mixes``: whether the layer reads across channels with weights (Dense, Conv), so that
+  removing a unit means deleting the rows that read it — the place where "a unit is
+  removed" is defined;
+* ``slice_weights``: the layer's weights once some input positions / output units are gone;
+* ``count_tables``: per-layer tables from which the nonzero parameter count of any pruned
+  version follows by two dot products (see ``graph.count``).
+
+Only layers with a rule are supported; anything else raises UnsupportedLayerError naming
+the layer, so a model is never rebuilt silently wrong.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+
+class UnsupportedLayerError(ValueError):
+    """A layer cannot be analysed or pruned; the message names the layer and its class."""
+
+
+def unsupported(layer, why: str) -> UnsupportedLayerError:
+    return UnsupportedLayerError(
+        f"Layer {layer.name!r} ({type(layer).__name__}) cannot be pruned: {why}.")
+
+
+@dataclasses.dataclass
+class CountTables:
+    """Nonzero-parameter tables of one layer.
+
+    count = in_keep · pair · out_keep + out_vec · out_keep + in_vec · in_keep
+    where in_keep / out_keep are 0/1 vectors over the layer's input positions and output
+    units. ``pair`` is None for layers whose weights are per channel.
+    """
+
+    pair: Optional[np.ndarray] = None
+    out_vec: Optional[np.ndarray] = None
+    in_vec: Optional[np.ndarray] = None
+
+
+class Rule:
+    """Base rule: a layer without weights that passes every channel through unchanged."""
+
+    produces = False
+    mixes = False
+
+    def check(self, layer) -> None:
+        """Raises UnsupportedLayerError when this layer's settings are not handled."""
+
+    def out_units(self, layer) -> int:
+        """Number of units a producer creates."""
+        raise NotImplementedError
+
+    def propagate(self, layer, in_pos: List[np.ndarray], in_shapes, new_units) -> np.ndarray:
+        return in_pos[0]
+
+    def slice_weights(self, layer, weights, in_keep: List[np.ndarray], out_keep):
+        return weights
+
+    def set_width(self, config: dict, width: int) -> dict:
+        return config
+
+    def count_tables(self, layer, weights) -> CountTables:
+        return CountTables()
+
+
+def _channels_last(layer):
+    fmt = getattr(layer, "data_format", None)
+    if fmt not in (None, "channels_last"):
+        raise unsupported(layer, f"data_format={fmt!r}; only channels_last is supported")
+
+
+class Passthrough(Rule):
+    """Activations, dropout, pooling, padding: channel c in is channel c out."""
+
+    def check(self, layer):
+        _channels_last(layer)
+        if layer.weights:
+            raise unsupported(layer, "it has weights that no rule knows how to slice")
+
+
+class ChannelMixingWithoutWeights(Rule):
+    """Layers that mix channels without weights (Softmax over channels, ...).
+
+    They are fine when every channel reaching them is fixed; otherwise removing a channel
+    would change what they compute, so they are refused.
+    """
+
+    def propagate(self, layer, in_pos, in_shapes, new_units):
+        if np.any(in_pos[0] >= 0):
+            raise unsupported(layer, "it mixes prunable channels without weights")
+        return in_pos[0]
+
+
+class WeightedProducer(Rule):
+    """Dense and ConvND (groups=1): consume input positions, produce new units."""
+
+    produces = True
+    mixes = True
+    width_key = "units"
+
+    def check(self, layer):
+        _channels_last(layer)
+        if getattr(layer, "groups", 1) != 1:
+            raise unsupported(layer, f"grouped convolution (groups={layer.groups})")
+
+    def out_units(self, layer):
+        return int(layer.kernel.shape[-1])
+
+    def propagate(self, layer, in_pos, in_shapes, new_units):
+        return new_units(self.out_units(layer))
+
+    def slice_weights(self, layer, weights, in_keep, out_keep):
+        kernel = weights[0][..., in_keep[0], :][..., out_keep]
+        rest = [w[out_keep] for w in weights[1:]]  # the bias
+        return [kernel] + rest
+
+    def set_width(self, config, width):
+        return {**config, self.width_key: int(width)}
+
+    def count_tables(self, layer, weights):
+        kernel = weights[0]
+        pair = np.count_nonzero(kernel.reshape(-1, kernel.shape[-2], kernel.shape[-1]), axis=0)
+        out_vec = (weights[1] != 0).astype(np.int64) if len(weights) > 1 else None
+        return CountTables(pair=pair.astype(np.int64), out_vec=out_vec)
+
+
+class ConvProducer(WeightedProducer):
+    width_key = "filters"
+
+
+class PerChannel(Rule):
+    """BatchNormalization-like layers: every weight vector is indexed by channel."""
+
+    def check(self, layer):
+        axis = getattr(layer, "axis", -1)
+        axes = list(axis) if isinstance(axis, (list, tuple)) else [axis]
+        rank = len(layer.input_shape)
+        if [a % rank for a in axes] != [rank - 1]:
+            raise unsupported(layer, f"normalises over axis {axis}, not the channel axis")
+
+    def slice_weights(self, layer, weights, in_keep, out_keep):
+        return [w[in_keep[0]] for w in weights]
+
+    def count_tables(self, layer, weights):
+        return CountTables(in_vec=sum((w != 0).astype(np.int64) for w in weights))
+
+
+class Depthwise(Rule):
+    """DepthwiseConv2D: output channel c*m+k comes from input channel c alone."""
+
+    def check(self, layer):
+        _channels_last(layer)
+
+    def propagate(self, layer, in_pos, in_shapes, new_units):
+        return np.repeat(in_pos[0], layer.depth_multiplier)
+
+    def slice_weights(self, layer, weights, in_keep, out_keep):
+        keep = in_keep[0]
+        kernel = weights[0][:, :, keep, :]
+        rest = [w.reshape(len(keep), -1)[keep].reshape(-1) for w in weights[1:]]
+        return [kernel] + rest
+
+    def count_tables(self, layer, weights):
+        per_channel = np.count_nonzero(weights[0], axis=(0, 1, 3)).astype(np.int64)
+        for w in weights[1:]:
+            per_channel = per_channel + np.count_nonzero(
+                w.reshape(len(per_channel), -1), axis=1)
+        return CountTables(in_vec=per_channel)
+
+
+class Flatten(Rule):
+    """Flatten of (…, H, W, C): channel c appears at every one of the H·W spatial positions."""
+
+    def check(self, layer):
+        _channels_last(layer)
+
+    def propagate(self, layer, in_pos, in_shapes, new_units):
+        spatial = in_shapes[0][1:-1]
+        if any(d is None for d in spatial):
+            raise unsupported(layer, "its input has an unknown spatial size")
+        return np.tile(in_pos[0], int(np.prod(spatial, dtype=np.int64)))
+
+
+class Elementwise(Rule):
+    """Add / Multiply / ...: position i of every input is the same channel of the output.
+
+    Coupling is done by the analysis (``couples = True``): the units at the same position of
+    all inputs form one group and are removed together.
+    """
+
+    couples = True
+
+
+class Concatenate(Rule):
+    """Concatenate on the channel axis stacks the inputs' positions; on another axis it
+    couples them like Add."""
+
+    def propagate(self, layer, in_pos, in_shapes, new_units):
+        rank = len(in_shapes[0])
+        if layer.axis % rank == rank - 1:
+            return np.concatenate(in_pos)
+        return in_pos[0]
+
+    def couples_inputs(self, layer, in_shapes) -> bool:
+        rank = len(in_shapes[0])
+        return layer.axis % rank != rank - 1
+
+
+_PASSTHROUGH = [
+    "Activation", "ReLU", "LeakyReLU", "ELU", "ThresholdedReLU",
+    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
+    "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization",
+    "MaxPooling1D", "MaxPooling2D", "MaxPooling3D",
+    "AveragePooling1D", "AveragePooling2D", "AveragePooling3D",
+    "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
+    "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
+    "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D",
+    "Cropping1D", "Cropping2D", "Cropping3D",
+    "UpSampling1D", "UpSampling2D", "UpSampling3D",
+    "Rescaling", "InputLayer",
+]
+
+RULES: Dict[str, Rule] = {name: Passthrough() for name in _PASSTHROUGH}
+RULES.update({
+    "Dense": WeightedProducer(),
+    "Conv1D": ConvProducer(),
+    "Conv2D": ConvProducer(),
+    "Conv3D": ConvProducer(),
+    "BatchNormalization": PerChannel(),
+    "DepthwiseConv2D": Depthwise(),
+    "Flatten": Flatten(),
+    "Add": Elementwise(), "Subtract": Elementwise(), "Multiply": Elementwise(),
+    "Average": Elementwise(), "Maximum": Elementwise(), "Minimum": Elementwise(),
+    "Concatenate": Concatenate(),
+    "Softmax": ChannelMixingWithoutWeights(),
+})
+
+
+def rule_for(layer) -> Rule:
+    """The rule of ``layer``'s class; UnsupportedLayerError names the layer otherwise."""
+    rule = RULES.get(type(layer).__name__)
+    if rule is None:
+        if hasattr(layer, "layers") and hasattr(layer, "inputs"):
+            raise unsupported(layer, "it is a nested model; build the network flat "
+                              "(one functional model) so its channels can be traced")
+        raise unsupported(layer, "epkd_tf has no channel rule for this layer class "
+                          f"(supported: {', '.join(sorted(RULES))})")
+    rule.check(layer)
+    return rule

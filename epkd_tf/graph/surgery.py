@@ -1,0 +1,74 @@
+"""Surgery: rebuild a physically smaller functional model without the removed groups."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+import epkd_tf  # noqa: F401
+import tf_keras
+
+from epkd_tf.graph.analysis import ChannelGraph
+
+
+def _keep_of(positions: np.ndarray, unit_keep: np.ndarray) -> np.ndarray:
+    keep = np.ones(len(positions), dtype=bool)
+    live = positions >= 0
+    keep[live] = unit_keep[positions[live]]
+    return keep
+
+
+def remove_groups(graph: ChannelGraph, removed_groups) -> tf_keras.Model:
+    """Returns a new model without ``removed_groups``, surviving weights copied.
+
+    Layer names, classes, configs (except the width of pruned layers) and connections are
+    those of ``graph.model``; kernels, biases and BatchNorm statistics of the surviving
+    channels are copied. The new model computes exactly what the original computes when
+    every removed channel is not read by its consumers (see ``zero_groups``).
+    """
+    model = graph.model
+    unit_keep = graph.unit_keep(removed_groups)
+    for info in graph.layers:
+        if len(info.units) and not unit_keep[info.units].any():
+            raise ValueError(f"Removing these groups would empty layer {info.name!r}; "
+                             "keep at least one unit per layer.")
+    config = copy.deepcopy(model.get_config())
+    by_name = {entry["config"]["name"]: entry for entry in config["layers"]}
+    for info in graph.layers:
+        if len(info.units):
+            entry = by_name[info.name]
+            entry["config"] = info.rule.set_width(entry["config"],
+                                                  int(unit_keep[info.units].sum()))
+    pruned = model.__class__.from_config(config)
+    for info in graph.layers:
+        old = model.get_layer(info.name)
+        weights = old.get_weights()
+        if not weights:
+            continue
+        in_keep = [_keep_of(p, unit_keep) for p in info.in_positions]
+        out_keep = unit_keep[info.units] if len(info.units) else None
+        new_weights = info.rule.slice_weights(old, weights, in_keep, out_keep)
+        pruned.get_layer(info.name).set_weights(new_weights)
+    return pruned
+
+
+def zero_groups(graph: ChannelGraph, removed_groups) -> tf_keras.Model:
+    """Returns a copy of the model in which no consumer reads the removed groups.
+
+    The rows of every Dense/Conv kernel that read a removed channel are zeroed; the model
+    keeps its shape. It computes what ``remove_groups`` computes, which is the definition
+    of removing a unit that the oracle criterion and the surgery tests rely on.
+    """
+    model = graph.model
+    clone = tf_keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    unit_keep = graph.unit_keep(removed_groups)
+    for info in graph.mixing_layers():
+        in_keep = _keep_of(info.in_positions[0], unit_keep)
+        if in_keep.all():
+            continue
+        layer = clone.get_layer(info.name)
+        weights = layer.get_weights()
+        weights[0][..., ~in_keep, :] = 0.0
+        layer.set_weights(weights)
+    return clone
