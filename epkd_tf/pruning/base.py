@@ -1,0 +1,96 @@
+"""What a pruning method is: something that turns a network into a smaller candidate.
+
+Structured criteria only *score* groups of channels (see ``graph.analysis``); the shared
+``make_candidate`` of ``StructuredPruner`` turns scores into a removal plan with the same
+parameter budget for every criterion and performs the surgery. A criterion never sees the
+budget and never rebuilds a model.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+import epkd_tf  # noqa: F401
+import tf_keras
+
+from epkd_tf.config import PruningConfig
+from epkd_tf.graph import ChannelGraph, analyze, remove_groups
+from epkd_tf.pruning.plan import plan_removal
+
+
+@dataclasses.dataclass
+class PruningContext:
+    """What criteria may use besides the model: data, settings and a shared cache."""
+
+    data: Any                      # epkd_tf.data.Data
+    config: PruningConfig
+    seed: int = 0
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    cache: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def sample(self, n: int):
+        """A fixed, seeded subset of n training examples, shared by every criterion."""
+        key = ("sample", n)
+        if key not in self.cache:
+            self.cache[key] = self.data.sample(min(n, self.data.spec.num_train), seed=self.seed)
+        return self.cache[key]
+
+
+@dataclasses.dataclass
+class Candidate:
+    """A pruned network and how it was obtained."""
+
+    pruner: str
+    model: tf_keras.Model
+    graph: Optional[ChannelGraph] = None     # the graph the scores refer to
+    scores: Optional[np.ndarray] = None      # one score per group (structured criteria)
+    structured: bool = True
+
+
+class Pruner(abc.ABC):
+    """A pruning method; ``name`` is set by ``register_pruner``."""
+
+    name = "unregistered"
+    #: The criterion other criteria are compared with (Spearman) when it runs.
+    reference = False
+
+    @abc.abstractmethod
+    def make_candidate(self, model: tf_keras.Model, target_nonzero: int,
+                       ctx: PruningContext) -> Candidate:
+        """Returns a candidate with ``target_nonzero`` nonzero parameters (within one unit)."""
+
+
+class StructuredPruner(Pruner):
+    """Removes whole channels; subclasses implement only ``score``."""
+
+    @abc.abstractmethod
+    def score(self, graph: ChannelGraph, ctx: PruningContext) -> np.ndarray:
+        """Importance of every group of ``graph`` (higher = keep); shape (num_groups,)."""
+
+    def make_candidate(self, model, target_nonzero, ctx):
+        graph = analyze(model)
+        scores = np.asarray(self.score(graph, ctx), dtype=np.float64)
+        if scores.shape != (graph.num_groups,):
+            raise ValueError(f"Pruner {self.name!r} returned {scores.shape} scores for "
+                             f"{graph.num_groups} groups.")
+        plan = plan_removal(graph, scores, target_nonzero, ctx.config.layer_floor)
+        return Candidate(self.name, remove_groups(graph, plan.removed_groups), graph, scores)
+
+
+def unit_to_group_mean(graph: ChannelGraph, unit_scores: np.ndarray) -> np.ndarray:
+    """Group score = mean of its member units' scores (one unit per group in plain chains)."""
+    return np.array([unit_scores[units].mean() for units in graph.group_units])
+
+
+def normalise_per_block(graph: ChannelGraph, scores: np.ndarray) -> np.ndarray:
+    """Divides each block's scores by their L2 norm, making layers comparable."""
+    out = np.array(scores, dtype=np.float64)
+    for block in graph.blocks:
+        norm = np.linalg.norm(out[block.groups])
+        if norm > 0:
+            out[block.groups] /= norm
+    return out

@@ -1,0 +1,116 @@
+"""Polynomial-decay magnitude pruning with TF-MOT (Zhu & Gupta 2017, arXiv 1710.01878)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow_model_optimization as tfmot
+from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
+
+import epkd_tf  # noqa: F401
+import tf_keras
+
+from epkd_tf.graph import nonzero_params
+from epkd_tf.pruning.base import Candidate, Pruner
+from epkd_tf.pruning.registry import register_pruner
+
+sparsity = tfmot.sparsity.keras
+
+# How many times the mask is recomputed while sparsity ramps up.
+_MASK_UPDATES = 10
+
+
+def _prunable_kernels(model):
+    """(layer name, weight index) of every weight TF-MOT prunes (Dense/Conv kernels ...)."""
+    registry = prune_registry.PruneRegistry
+    result = []
+    for layer in model.layers:
+        if not registry.supports(layer):
+            continue
+        prunable = [getattr(layer, name) for name in registry._weight_names(layer)]
+        for i, weight in enumerate(layer.weights):
+            if any(weight is p for p in prunable):
+                result.append((layer.name, i))
+    return result
+
+
+def schedule_steps(total_steps: int):
+    """(end_step, frequency) such that the last mask update lands on ``end_step``.
+
+    TF-MOT updates masks when (step - begin) % frequency == 0 and step <= end_step; with
+    its default frequency of 100 a short fine-tune never updates the mask at all.
+    """
+    span = max(1, total_steps - 2)
+    updates = min(_MASK_UPDATES, span)
+    frequency = max(1, span // updates)
+    return frequency * updates, frequency
+
+
+def trim_to(model, kernels, target_nonzero: int) -> None:
+    """Zeroes the smallest nonzero kernel weights until at most ``target_nonzero`` remain.
+
+    TF-MOT keeps round(size × density) weights per layer, and a weight at mask 1 that was
+    already zero may grow back; this removes that last handful so every candidate of an
+    iteration has the same size.
+    """
+    excess = nonzero_params(model) - target_nonzero
+    if excess <= 0:
+        return
+    values = []
+    for layer_name, index in kernels:
+        w = model.get_layer(layer_name).get_weights()[index]
+        values.append(np.abs(w[w != 0]))
+    threshold = np.partition(np.concatenate(values), excess - 1)[excess - 1]
+    left = excess
+    for layer_name, index in kernels:
+        layer = model.get_layer(layer_name)
+        weights = layer.get_weights()
+        w = weights[index]
+        hit = np.flatnonzero((w != 0) & (np.abs(w) <= threshold))[:left]
+        w.reshape(-1)[hit] = 0.0
+        left -= len(hit)
+        layer.set_weights(weights)
+        if left == 0:
+            break
+
+
+@register_pruner("poly_magnitude")
+class PolyMagnitudePruner(Pruner):
+    """Zeroes the smallest-magnitude weights of every layer while fine-tuning briefly.
+
+    Sparsity rises from the current level to the target along TF-MOT's PolynomialDecay
+    schedule over ``--magnitude_epochs`` of training on hard labels; ``strip_pruning``
+    then removes the wrappers. The network keeps its shape (zeros are stored), so its
+    dense and nonzero parameter counts differ; only the nonzero count meets the target.
+    """
+
+    def make_candidate(self, model, target_nonzero, ctx):
+        # prune_low_magnitude wraps the model's own layer objects: work on a copy so the
+        # current student, which the other pruners also start from, stays untouched.
+        original = model
+        model = tf_keras.models.clone_model(original)
+        model.set_weights(original.get_weights())
+        kernels = _prunable_kernels(model)
+        kernel_sizes = {(n, i): model.get_layer(n).get_weights()[i].size for n, i in kernels}
+        kernel_total = sum(kernel_sizes.values())
+        kernel_nonzero = sum(int(np.count_nonzero(model.get_layer(n).get_weights()[i]))
+                             for n, i in kernels)
+        other_nonzero = nonzero_params(model) - kernel_nonzero
+        initial = 1.0 - kernel_nonzero / kernel_total
+        final = 1.0 - (target_nonzero - other_nonzero) / kernel_total
+        final = min(max(final, initial), 0.999)
+
+        dataset = ctx.data.train()
+        steps_per_epoch = math.ceil(ctx.data.spec.num_train / ctx.batch_size)
+        end_step, frequency = schedule_steps(steps_per_epoch * ctx.config.magnitude_epochs)
+        schedule = sparsity.PolynomialDecay(initial_sparsity=initial, final_sparsity=final,
+                                            begin_step=0, end_step=end_step,
+                                            frequency=frequency)
+        wrapped = sparsity.prune_low_magnitude(model, pruning_schedule=schedule)
+        wrapped.compile(optimizer=tf_keras.optimizers.Adam(ctx.learning_rate),
+                        loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        wrapped.fit(dataset, epochs=ctx.config.magnitude_epochs, verbose=0,
+                    callbacks=[sparsity.UpdatePruningStep()])
+        pruned = sparsity.strip_pruning(wrapped)
+        trim_to(pruned, kernels, target_nonzero)
+        return Candidate(self.name, pruned, structured=False)

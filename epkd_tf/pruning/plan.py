@@ -1,0 +1,76 @@
+"""From scores and a parameter budget to the groups to remove — shared by every criterion."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from epkd_tf.graph import ChannelGraph, ParamCounter
+
+
+class PruningError(ValueError):
+    """A parameter target cannot be met; the message says which limit stops it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    removed_groups: np.ndarray
+    nonzero_params: int
+    target: int
+
+
+def block_floors(graph: ChannelGraph, layer_floor: float) -> np.ndarray:
+    """Minimum groups every block keeps: ceil(layer_floor × its groups), at least one."""
+    return np.array([max(1, math.ceil(layer_floor * len(b.groups))) for b in graph.blocks])
+
+
+def removal_order(graph: ChannelGraph, scores: np.ndarray, layer_floor: float) -> np.ndarray:
+    """Groups from least to most important (global ranking), skipping those a floor protects.
+
+    Ties are broken by group id so the order is deterministic.
+    """
+    order = np.lexsort((np.arange(len(scores)), scores))
+    removable = np.array([len(b.groups) for b in graph.blocks]) - block_floors(graph, layer_floor)
+    taken = np.zeros(len(graph.blocks), dtype=np.int64)
+    result = []
+    for g in order:
+        b = graph.group_block[g]
+        if taken[b] < removable[b]:
+            taken[b] += 1
+            result.append(g)
+    return np.array(result, dtype=np.int64)
+
+
+def plan_removal(graph: ChannelGraph, scores: np.ndarray, target_nonzero: int,
+                 layer_floor: float, counter: ParamCounter = None) -> Plan:
+    """The prefix of the removal order whose nonzero count is closest to ``target_nonzero``.
+
+    The count falls monotonically along the order, so a binary search finds the first
+    prefix at or below the target; that prefix or the one before it (whichever is closer)
+    is the plan. Any two criteria therefore land within one group's parameters of the
+    target, and so of each other.
+    """
+    counter = counter or ParamCounter(graph)
+    order = removal_order(graph, scores, layer_floor)
+
+    def count(k: int) -> int:
+        return counter.count(graph.unit_keep(order[:k]))
+
+    full = count(0)
+    if target_nonzero >= full:
+        return Plan(order[:0], full, target_nonzero)
+    if count(len(order)) > target_nonzero:
+        raise PruningError(
+            f"Cannot reach {target_nonzero} nonzero parameters: removing every unit the "
+            f"per-layer floor allows leaves {count(len(order))}. Lower --layer_floor or "
+            "use fewer iterations / a larger --keep_ratio.")
+    lo, hi = 0, len(order)          # count(lo) > target >= count(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if count(mid) > target_nonzero:
+            lo = mid
+        else:
+            hi = mid
+    k = hi if abs(count(hi) - target_nonzero) <= abs(count(lo) - target_nonzero) else lo
+    return Plan(order[:k], count(k), target_nonzero)

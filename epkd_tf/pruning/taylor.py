@@ -1,0 +1,56 @@
+"""First-order Taylor pruning (Molchanov et al. 2016, arXiv 1611.06440)."""
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from epkd_tf.graph.executor import GraphExecutor, mixing_input_positions
+from epkd_tf.pruning.base import StructuredPruner, normalise_per_block
+from epkd_tf.pruning.registry import register_pruner
+
+
+def taylor_scores(graph, x: np.ndarray, y: np.ndarray, batch_size: int) -> np.ndarray:
+    """Raw Taylor criterion per group, before per-layer normalisation.
+
+    For each batch: Θ(g) = | mean over examples and positions of z · ∂ℓ/∂z |, where z is
+    the activation at every position where a consumer (Dense/Conv) reads group g and ℓ is
+    the per-example cross-entropy — the first-order estimate of the loss change when g's
+    activations become zero, i.e. when g is removed. Θ is averaged over the batches.
+    """
+    executor = GraphExecutor(graph)
+    positions = mixing_input_positions(graph)
+    loss_fn = tf_keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True, reduction=tf_keras.losses.Reduction.SUM)
+    total = np.zeros(graph.num_groups)
+    batches = 0
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        with tf.GradientTape() as tape:
+            values = executor.forward(xb)
+            inputs = {name: values[executor.input_id(name)] for name in positions}
+            tape.watch(list(inputs.values()))
+            loss = loss_fn(yb, executor.output(values))
+        grads = tape.gradient(loss, inputs)
+        sums = np.zeros(graph.num_groups)
+        counts = np.zeros(graph.num_groups)
+        for name, groups in positions.items():
+            zg = (inputs[name] * grads[name]).numpy()
+            per_position = zg.reshape(-1, zg.shape[-1])       # (examples × spatial, C)
+            live = groups >= 0
+            np.add.at(sums, groups[live], per_position.sum(axis=0)[live])
+            np.add.at(counts, groups[live], per_position.shape[0])
+        total += np.abs(sums / np.maximum(counts, 1))
+        batches += 1
+    return total / max(batches, 1)
+
+
+@register_pruner("taylor")
+class TaylorPruner(StructuredPruner):
+    """Removes the groups whose removal the first-order Taylor expansion says costs least.
+
+    Scores are L2-normalised within each layer (block), as Molchanov et al. do, so that
+    they can be ranked across layers.
+    """
+
+    def score(self, graph, ctx):
+        x, y = ctx.sample(ctx.config.taylor_batches * ctx.batch_size)
+        return normalise_per_block(graph, taylor_scores(graph, x, y, ctx.batch_size))
