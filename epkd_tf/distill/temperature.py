@@ -59,6 +59,18 @@ def make_schedule(name: str, **params):
                          f"name={name!r}: {err}.") from err
 
 
+def schedule_from_settings(name: str, start: float, step: float, minimum: float):
+    """Builds schedule ``name`` from the run's --temperature_* settings.
+
+    Every registered schedule provides ``from_settings(start, step, minimum)`` and uses
+    what applies to it, so callers need not know which schedule they hold.
+    """
+    if name not in SCHEDULES:
+        raise ValueError(f"Unknown temperature schedule name={name!r}; "
+                         f"allowed: {', '.join(sorted(SCHEDULES))}.")
+    return SCHEDULES[name].from_settings(start=start, step=step, minimum=minimum)
+
+
 def _check_number(name: str, value) -> float:
     # bool is an Integral subclass; True as a temperature is almost certainly a bug.
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -114,6 +126,11 @@ class LinearTemperature:
         object.__setattr__(self, "step", step)
         object.__setattr__(self, "minimum", minimum)
 
+    @classmethod
+    def from_settings(cls, start: float, step: float, minimum: float) -> "LinearTemperature":
+        """Built from the --temperature_start/_step/_min flags."""
+        return cls(start=start, step=step, minimum=minimum)
+
     def __call__(self, iteration: int) -> float:
         """Temperature for the 1-based ``iteration``; raises ValueError if iteration < 1."""
         iteration = _check_iteration(iteration)
@@ -132,6 +149,11 @@ class ConstantTemperature:
         if value <= 0:
             raise ValueError(f"value={self.value!r} is invalid: temperatures must be > 0.")
         object.__setattr__(self, "value", value)
+
+    @classmethod
+    def from_settings(cls, start: float, step: float, minimum: float) -> "ConstantTemperature":
+        """Built from the flags: the constant is --temperature_start."""
+        return cls(value=start)
 
     def __call__(self, iteration: int) -> float:
         """Returns ``value``; raises ValueError if ``iteration`` < 1 (for consistency)."""

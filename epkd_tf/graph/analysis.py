@@ -155,8 +155,13 @@ def analyze(model: tf_keras.Model) -> ChannelGraph:
     producer_names: List[str] = []
     unit_layer: List[np.ndarray] = []
     infos: List[LayerInfo] = []
+    nodes = model_nodes(model)
+    # Model inputs hold no units. (Sequential.layers omits its InputLayer, so seed them here.)
+    for tensor in model.inputs:
+        positions[_tensor_key(tensor)] = np.full(int(tensor.shape[-1]), -1, dtype=np.int64)
+        shapes[_tensor_key(tensor)] = tuple(tensor.shape)
 
-    for layer, node in model_nodes(model):
+    for layer, node in nodes:
         rule = rule_for(layer)
         outputs = node.outputs
         if isinstance(outputs, (list, tuple)):

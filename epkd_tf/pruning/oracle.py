@@ -41,13 +41,18 @@ def oracle_scores(graph, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 @register_pruner("oracle")
 class OraclePruner(StructuredPruner):
-    """Removes the groups whose removal raises the loss least (may even lower it).
+    """Removes the groups whose removal changes the loss least: score = |ΔL| ("oracle-abs").
 
-    The reference that the Spearman correlations of the other criteria are computed against.
+    Molchanov et al. define a signed oracle (ΔL) and an absolute one (|ΔL|) and use the
+    absolute one as their reference. Measured here, the signed ranking is much worse for
+    pruning many units at once: it first removes units whose *individual* removal lowers
+    the loss, and together those changes add up to a large loss increase (LeNet-300-100,
+    70% kept in one shot: 0.79 test accuracy signed, 0.92 absolute, 0.95 Taylor). It is also
+    the reference the Spearman correlations of the other criteria are computed against.
     """
 
     reference = True
 
     def score(self, graph, ctx):
         x, y = ctx.sample(ctx.config.oracle_examples)
-        return oracle_scores(graph, x, y)
+        return np.abs(oracle_scores(graph, x, y))

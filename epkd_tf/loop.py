@@ -1,0 +1,247 @@
+"""The EPKD algorithm: train a teacher, then per iteration prune, rank, distil, record.
+
+    teacher = train(teacher)
+    student = teacher
+    for iteration in 1..N:
+        target     = keep_ratio × nonzero_params(student)
+        candidates = [pruner(student, target) for pruner in pruners]   # equal sizes
+        ranked     = rank(candidates, (w_train·train_acc + w_test·test_acc) / Σw)
+        student    = distil(ranked[0], original teacher, T = schedule(iteration))
+        record(iteration, candidates, student); export(student)
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import List
+
+import numpy as np
+import pandas as pd
+
+import epkd_tf  # noqa: F401
+import tf_keras
+
+from epkd_tf import deploy, metrics, training
+from epkd_tf.config import RunConfig
+from epkd_tf.distill import Distiller
+from epkd_tf.distill.temperature import schedule_from_settings
+from epkd_tf.graph import nonzero_params
+from epkd_tf.models import build_model
+from epkd_tf.pruning import (Candidate, PruningContext, criteria_correlation, make_pruner)
+from epkd_tf.records import RunDir
+
+log = logging.getLogger("epkd_tf")
+
+
+class _Clock:
+    """Collects (phase, iteration, pruner, seconds) rows for timings.csv."""
+
+    def __init__(self):
+        self.rows: List[tuple] = []
+        self.started = time.perf_counter()
+
+    @contextlib.contextmanager
+    def phase(self, phase: str, iteration: int = 0, pruner: str = ""):
+        start = time.perf_counter()
+        yield
+        self.rows.append((phase, iteration, pruner, time.perf_counter() - start))
+
+    def flush(self) -> pd.DataFrame:
+        rows, self.rows = self.rows, []
+        return pd.DataFrame(rows, columns=["phase", "iteration", "pruner", "seconds"])
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def rank_candidates(table: pd.DataFrame, weights) -> pd.DataFrame:
+    """Adds ``weighted_score`` and ``rank`` (1 = best) to a candidates table.
+
+    Ties keep the order of --pruners, so the ranking is deterministic.
+    """
+    table = table.copy()
+    table["weighted_score"] = [metrics.weighted_score(tr, te, weights)
+                               for tr, te in zip(table["train_accuracy"], table["test_accuracy"])]
+    order = np.lexsort((np.arange(len(table)), -table["weighted_score"].to_numpy()))
+    ranks = np.empty(len(table), dtype=int)
+    ranks[order] = np.arange(1, len(table) + 1)
+    table["rank"] = ranks
+    return table
+
+
+def _tensorboard(run: RunDir, name: str):
+    return tf_keras.callbacks.TensorBoard(run.tensorboard_dir(name), write_graph=False,
+                                          profile_batch=0)
+
+
+def _export(run: RunDir, model, name: str, serving_dir: str) -> bytes:
+    """SavedModel for TF Serving + float32 TFLite; returns the TFLite bytes."""
+    run.write_directory(serving_dir, lambda tmp: deploy.export_saved_model(model, tmp))
+    tflite = metrics.to_tflite(model)
+    run.write_bytes(f"tflite/{name}.tflite", tflite)
+    return tflite
+
+
+class EPKD:
+    """One EPKD run over ``cfg`` on loaded ``data``, writing into ``run``."""
+
+    def __init__(self, cfg: RunConfig, data, run: RunDir, verbose: int = 0):
+        self.cfg, self.data, self.run, self.verbose = cfg, data, run, verbose
+        self.pruners = [make_pruner(name) for name in cfg.pruning.pruners]
+        d = cfg.distill
+        self.schedule = schedule_from_settings(d.temperature_schedule, d.temperature_start,
+                                               d.temperature_step, d.temperature_min)
+        self.clock = _Clock()
+
+    # -- the algorithm -------------------------------------------------------------------
+    def __call__(self) -> pd.DataFrame:
+        tf_keras.utils.set_random_seed(self.cfg.data.seed)
+        self.run.drop_unfinished()
+        teacher = self.teacher()
+        done = self.run.progress()["iterations_done"]
+        student = (teacher if done == 0 else
+                   tf_keras.models.load_model(self.run.student_checkpoint(done), compile=False))
+        for iteration in range(done + 1, self.cfg.iterations + 1):
+            tf_keras.utils.set_random_seed(self.cfg.data.seed + iteration)
+            target = int(round(self.cfg.pruning.keep_ratio * nonzero_params(student)))
+            candidates = self.make_candidates(student, target, iteration)
+            table = self.evaluate(candidates, iteration)
+            best = candidates[int(np.argmin(table["rank"].to_numpy()))]
+            student = self.distil(best.model, teacher, iteration)
+            self.record(iteration, best, table, candidates, student)
+            self.report_progress(iteration, done)
+        self.run.mark(finished=True)
+        return self.run.read("students")
+
+    # -- stages --------------------------------------------------------------------------
+    def teacher(self) -> tf_keras.Model:
+        """Trains the teacher (or reloads it when resuming) and exports it."""
+        run, cfg = self.run, self.cfg
+        if run.progress()["teacher_done"]:
+            log.info("Teacher: reloaded from %s", run.teacher_checkpoint())
+            return tf_keras.models.load_model(run.teacher_checkpoint(), compile=False)
+        spec = self.data.spec
+        model = build_model(cfg.teacher.teacher, spec.input_shape, spec.num_classes)
+        log.info("Teacher: %s, %d params, training %d epochs on %d examples",
+                 cfg.teacher.teacher, model.count_params(), cfg.teacher.teacher_epochs,
+                 spec.num_train)
+        with self.clock.phase("teacher_training"):
+            history = training.train_classifier(
+                model, self.data, cfg.teacher.teacher_epochs, cfg.teacher.learning_rate,
+                callbacks=[_tensorboard(run, "teacher")], verbose=self.verbose)
+        for row in history.itertuples():
+            log.info("Teacher epoch %d: loss %.4f, train acc %.4f, test acc %.4f",
+                     row.epoch, row.loss, row.train_accuracy, row.test_accuracy)
+        with self.clock.phase("export", 0, "teacher"):
+            run.save_checkpoint(model, run.teacher_checkpoint())
+            _export(run, model, "teacher", run.serving_dir("teacher", 1))
+        run.append("teacher_history", history)
+        run.append("timings", self.clock.flush())
+        run.mark(teacher_done=True)
+        return model
+
+    def make_candidates(self, student, target: int, iteration: int) -> List[Candidate]:
+        cfg = self.cfg
+        ctx = PruningContext(self.data, cfg.pruning, seed=cfg.data.seed,
+                             batch_size=cfg.data.batch_size,
+                             learning_rate=cfg.distill.learning_rate)
+        candidates = []
+        for pruner in self.pruners:
+            with self.clock.phase("pruning", iteration, pruner.name):
+                candidates.append(pruner.make_candidate(student, target, ctx))
+        return candidates
+
+    def evaluate(self, candidates: List[Candidate], iteration: int) -> pd.DataFrame:
+        """Accuracy, size and latency of every candidate, ranked."""
+        rows = []
+        for c in candidates:
+            with self.clock.phase("candidate_evaluation", iteration, c.pruner):
+                train_acc = training.accuracy(c.model, self.data.train_eval())
+                test_acc = training.accuracy(c.model, self.data.test())
+                costs = metrics.measure_costs(c.model, runs=self.cfg.latency_runs)
+            rows.append({"iteration": iteration, "pruner": c.pruner,
+                         **costs.__dict__, "train_accuracy": train_acc,
+                         "test_accuracy": test_acc})
+        table = rank_candidates(pd.DataFrame(rows), self.cfg.rank_weights)
+        for row in table.sort_values("rank").itertuples():
+            log.info("Iteration %d candidate #%d %-14s nonzero %d, train %.4f, test %.4f, "
+                     "score %.4f", iteration, row.rank, row.pruner, row.nonzero_params,
+                     row.train_accuracy, row.test_accuracy, row.weighted_score)
+        return table
+
+    def distil(self, model, teacher, iteration: int) -> tf_keras.Model:
+        """Fine-tunes the winner by distillation from the original teacher."""
+        d = self.cfg.distill
+        temperature = self.schedule(iteration)
+        distiller = Distiller(student=model, teacher=teacher, preserve_zeros=True)
+        distiller.compile(optimizer=tf_keras.optimizers.Adam(d.learning_rate),
+                          metrics=[tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                          alpha=d.alpha, temperature=temperature)
+        self._finetune_history = pd.DataFrame(columns=["iteration", "epoch", "temperature"])
+        if d.finetune_epochs:
+            with self.clock.phase("distillation", iteration):
+                history = distiller.fit(
+                    self.data.train(), validation_data=self.data.test(),
+                    epochs=d.finetune_epochs, verbose=self.verbose,
+                    callbacks=[_tensorboard(self.run, f"finetune_{iteration}")])
+            frame = training.history_frame(history)
+            frame.insert(0, "iteration", iteration)
+            frame.insert(2, "temperature", temperature)
+            self._finetune_history = frame
+        return model
+
+    def record(self, iteration, best: Candidate, table, candidates, student) -> None:
+        """Writes the iteration's rows and exports; ``progress.json`` goes last."""
+        run, cfg = self.run, self.cfg
+        with self.clock.phase("student_evaluation", iteration):
+            train_acc = training.accuracy(student, self.data.train_eval())
+            test_acc = training.accuracy(student, self.data.test())
+        with self.clock.phase("export", iteration, "student"):
+            run.save_checkpoint(student, run.student_checkpoint(iteration))
+            tflite = _export(run, student, f"student_{iteration}",
+                             run.serving_dir("student", iteration))
+            if cfg.export_candidates:
+                for c in candidates:
+                    run.write_directory(run.candidate_dir(iteration, c.pruner),
+                                        lambda tmp, m=c.model: deploy.export_saved_model(m, tmp))
+            costs = metrics.measure_costs(student, runs=cfg.latency_runs, tflite=tflite)
+        before = float(table.loc[table["pruner"] == best.pruner, "test_accuracy"].iloc[0])
+        temperature = self.schedule(iteration)
+        student_row = pd.DataFrame([{
+            "iteration": iteration, "pruner": best.pruner, **costs.__dict__,
+            "test_accuracy_before_finetune": before, "train_accuracy": train_acc,
+            "test_accuracy": test_acc, "temperature": temperature}])
+        log.info("Iteration %d student (%s, T=%g): nonzero %d, test %.4f -> %.4f after "
+                 "distillation", iteration, best.pruner, temperature, costs.nonzero_params,
+                 before, test_acc)
+        run.append("candidates", table)
+        run.append("finetune_history", self._finetune_history)
+        run.append("criteria_correlation", self.correlation(candidates, iteration))
+        run.append("students", student_row)
+        run.append("timings", self.clock.flush())
+        run.mark(iterations_done=iteration)
+
+    def correlation(self, candidates: List[Candidate], iteration: int) -> pd.DataFrame:
+        """Spearman of every structured criterion with the reference criterion, if it ran."""
+        scored = {c.pruner: c for c in candidates if c.scores is not None}
+        reference = [p.name for p in self.pruners if p.reference and p.name in scored]
+        if not reference or len(scored) < 2:
+            return pd.DataFrame(columns=["iteration", "criterion", "scope", "spearman"])
+        graph = scored[reference[0]].graph
+        frame = criteria_correlation(graph, {n: c.scores for n, c in scored.items()},
+                                     reference[0])
+        frame.insert(0, "iteration", iteration)
+        return frame
+
+    def report_progress(self, iteration: int, resumed_from: int) -> None:
+        done_now = iteration - resumed_from
+        per_iteration = self.clock.elapsed() / max(done_now, 1)
+        remaining = (self.cfg.iterations - iteration) * per_iteration
+        log.info("Iteration %d/%d done; elapsed %.0f s, ETA %.0f s", iteration,
+                 self.cfg.iterations, self.clock.elapsed(), remaining)
+
+
+def run_epkd(cfg: RunConfig, data, run: RunDir, verbose: int = 0) -> pd.DataFrame:
+    """Runs (or resumes) EPKD and returns the students table."""
+    return EPKD(cfg, data, run, verbose)()

@@ -1,0 +1,240 @@
+"""``python -m epkd_tf.main``: run EPKD (pruning + distillation) on a TFDS dataset.
+
+Every flag is validated before any work: a bad value prints one line ``error: ...`` naming
+the flag, exits with status 2 and leaves no output directory behind. Pointing
+``--output_dir`` at an unfinished run with the same flags resumes it.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import re
+import shutil
+import sys
+
+from absl import app, flags
+
+import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
+
+FLAGS = flags.FLAGS
+
+# -- data ---------------------------------------------------------------------------------
+flags.DEFINE_string("dataset", "mnist", "TFDS dataset name (mnist, cifar10, imagenet2012, "
+                    "or any TFDS image-classification dataset prepared in --data_dir).")
+flags.DEFINE_string("data_dir", None, "TFDS data directory (default: ~/tensorflow_datasets). "
+                    "Nothing is downloaded: prepare it first, e.g. with "
+                    "python -m epkd_tf.data --import_npz=...")
+flags.DEFINE_string("train_split", "train", "TFDS split for training, e.g. train[:10%].")
+flags.DEFINE_string("test_split", "test", "TFDS split for testing, e.g. test[:50%].")
+flags.DEFINE_integer("batch_size", 128, "Batch size of every training and evaluation pass.")
+flags.DEFINE_integer("seed", 0, "Seed of shuffling, initialisation and scoring subsets.")
+# -- teacher ------------------------------------------------------------------------------
+flags.DEFINE_string("teacher", "lenet300_100", "Teacher architecture (see README).")
+flags.DEFINE_integer("teacher_epochs", 10, "Epochs of teacher training.")
+flags.DEFINE_float("teacher_learning_rate", 1e-3, "Adam learning rate of teacher training.")
+# -- pruning ------------------------------------------------------------------------------
+flags.DEFINE_integer("iterations", 10, "Compression iterations.")
+flags.DEFINE_float("keep_ratio", 0.9, "Nonzero parameters each iteration keeps, in (0, 1).")
+flags.DEFINE_list("pruners", ["l1_filter", "taylor", "oracle", "poly_magnitude"],
+                  "Pruning methods that make the candidates of every iteration.")
+flags.DEFINE_float("layer_floor", 0.1, "Fraction of each layer's units structured pruning "
+                   "never removes (at least one unit).")
+flags.DEFINE_integer("taylor_batches", 8, "Batches of --batch_size the Taylor criterion "
+                     "averages over.")
+flags.DEFINE_integer("oracle_examples", 1024, "Training examples the oracle criterion "
+                     "measures each loss change on.")
+flags.DEFINE_integer("magnitude_epochs", 1, "Epochs of the poly_magnitude pruning fine-tune.")
+flags.DEFINE_string("rank_weights", "1,3", "Weights train,test of the candidates' ranking "
+                    "score (w_train*train_acc + w_test*test_acc) / (w_train + w_test).")
+# -- distillation -------------------------------------------------------------------------
+flags.DEFINE_integer("finetune_epochs", 2, "Epochs of distillation fine-tuning per iteration.")
+flags.DEFINE_float("finetune_learning_rate", 5e-4, "Adam learning rate of fine-tuning (also "
+                   "of the poly_magnitude pruning fine-tune).")
+flags.DEFINE_float("alpha", 0.1, "Weight of the hard-label loss; 1 - alpha weighs the "
+                   "soft-target loss.")
+flags.DEFINE_string("temperature_schedule", "linear", "linear: max(temperature_min, "
+                    "temperature_start - temperature_step*(iteration-1)); constant: "
+                    "temperature_start.")
+flags.DEFINE_float("temperature_start", 50.0, "Distillation temperature of iteration 1.")
+flags.DEFINE_float("temperature_step", 5.0, "Temperature decrease per iteration.")
+flags.DEFINE_float("temperature_min", 1.0, "Lowest temperature.")
+# -- outputs ------------------------------------------------------------------------------
+flags.DEFINE_string("output_dir", None, "Run directory (default: "
+                    "saved_models/<dataset>_<teacher>_<time>).")
+flags.DEFINE_bool("export_candidates", False, "Also export every candidate as a SavedModel.")
+flags.DEFINE_integer("latency_runs", 50, "Timed TFLite runs per latency measurement.")
+flags.DEFINE_bool("overwrite", False, "Replace an existing finished run in --output_dir.")
+flags.DEFINE_integer("verbose", 0, "Keras progress output (0 = one log line per phase).")
+
+# Flags that describe the run (written to flags.txt, compared when resuming).
+RUN_FLAGS = ("dataset", "data_dir", "train_split", "test_split", "batch_size", "seed",
+             "teacher", "teacher_epochs", "teacher_learning_rate", "iterations",
+             "keep_ratio", "pruners", "layer_floor", "taylor_batches", "oracle_examples",
+             "magnitude_epochs", "rank_weights", "finetune_epochs", "finetune_learning_rate",
+             "alpha", "temperature_schedule", "temperature_start", "temperature_step",
+             "temperature_min", "output_dir", "export_candidates", "latency_runs")
+
+
+class UsageError(ValueError):
+    """A flag or input is unusable; the message is the one line the user sees."""
+
+
+def _default_output_dir() -> str:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{FLAGS.dataset}_{FLAGS.teacher}_{stamp}")
+    return os.path.join("saved_models", name)
+
+
+def build_config():
+    """FLAGS → RunConfig, once; raises ConfigError naming the bad flag."""
+    from epkd_tf.config import (DataConfig, DistillConfig, PruningConfig, RunConfig,
+                                TeacherConfig, parse_rank_weights)
+    return RunConfig(
+        data=DataConfig(dataset=FLAGS.dataset.strip(), data_dir=FLAGS.data_dir,
+                        train_split=FLAGS.train_split, test_split=FLAGS.test_split,
+                        batch_size=FLAGS.batch_size, seed=FLAGS.seed),
+        teacher=TeacherConfig(teacher=FLAGS.teacher, teacher_epochs=FLAGS.teacher_epochs,
+                              learning_rate=FLAGS.teacher_learning_rate),
+        pruning=PruningConfig(pruners=tuple(p.strip() for p in FLAGS.pruners),
+                              keep_ratio=FLAGS.keep_ratio, layer_floor=FLAGS.layer_floor,
+                              taylor_batches=FLAGS.taylor_batches,
+                              oracle_examples=FLAGS.oracle_examples,
+                              magnitude_epochs=FLAGS.magnitude_epochs),
+        distill=DistillConfig(finetune_epochs=FLAGS.finetune_epochs, alpha=FLAGS.alpha,
+                              temperature_schedule=FLAGS.temperature_schedule,
+                              temperature_start=FLAGS.temperature_start,
+                              temperature_step=FLAGS.temperature_step,
+                              temperature_min=FLAGS.temperature_min,
+                              learning_rate=FLAGS.finetune_learning_rate),
+        iterations=FLAGS.iterations,
+        rank_weights=parse_rank_weights(FLAGS.rank_weights),
+        output_dir=FLAGS.output_dir,
+        export_candidates=FLAGS.export_candidates,
+        latency_runs=FLAGS.latency_runs)
+
+
+def check_names(cfg) -> None:
+    """Unknown pruner / teacher / schedule names, before anything is loaded."""
+    from epkd_tf.distill.temperature import SCHEDULES
+    from epkd_tf.models import model_names
+    from epkd_tf.pruning import pruner_names
+    unknown = [p for p in cfg.pruning.pruners if p not in pruner_names()]
+    if unknown:
+        raise UsageError(f"--pruners: unknown pruner {unknown[0]!r}; choose from "
+                         f"{', '.join(pruner_names())}.")
+    if cfg.teacher.teacher not in model_names():
+        raise UsageError(f"--teacher={cfg.teacher.teacher!r} is unknown; choose from "
+                         f"{', '.join(model_names())}.")
+    if cfg.distill.temperature_schedule not in SCHEDULES:
+        raise UsageError(f"--temperature_schedule={cfg.distill.temperature_schedule!r} is "
+                         f"unknown; choose from {', '.join(sorted(SCHEDULES))}.")
+
+
+def check_teacher(cfg, spec) -> None:
+    """The teacher builds for the dataset and structured pruners can trace it."""
+    from epkd_tf.graph import UnsupportedLayerError, analyze
+    from epkd_tf.models import build_model
+    from epkd_tf.pruning import StructuredPruner, make_pruner
+    try:
+        model = build_model(cfg.teacher.teacher, spec.input_shape, spec.num_classes)
+    except ValueError as err:
+        raise UsageError(f"--teacher={cfg.teacher.teacher}: cannot be built for "
+                         f"--dataset={cfg.data.dataset} {spec.input_shape}: {err}") from err
+    if any(isinstance(make_pruner(p), StructuredPruner) for p in cfg.pruning.pruners):
+        try:
+            analyze(model)
+        except UnsupportedLayerError as err:
+            raise UsageError(f"--teacher={cfg.teacher.teacher}: {err}") from err
+
+
+def flags_text() -> str:
+    return "".join(FLAGS[name].serialize() + "\n" for name in RUN_FLAGS
+                   if FLAGS[name].value is not None)
+
+
+def prepare_output_dir(path: str) -> None:
+    """Refuses to clobber a finished or different run; otherwise resumes or starts fresh."""
+    from epkd_tf.records import RunDir
+    if not os.path.exists(path):
+        return
+    if not os.path.isdir(path):
+        raise UsageError(f"--output_dir={path} exists and is not a directory.")
+    run = RunDir(path)
+    if not os.path.exists(run.flags_file):
+        if os.listdir(path):
+            raise UsageError(f"--output_dir={path} is a non-empty directory that holds no "
+                             "epkd_tf run; choose a new or empty directory.")
+        return
+    if FLAGS.overwrite:
+        shutil.rmtree(path)
+        return
+    with open(run.flags_file, encoding="utf-8") as f:
+        old = {line.split("=", 1)[0]: line.strip() for line in f if line.strip()}
+    new = {line.split("=", 1)[0]: line for line in flags_text().splitlines()}
+    differing = sorted(k.lstrip("-") for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if differing:
+        raise UsageError(f"--output_dir={path} holds a run with different flags "
+                         f"({', '.join(differing)}); use another --output_dir or --overwrite.")
+    if run.progress().get("finished"):
+        raise UsageError(f"--output_dir={path} holds a finished run; pass --overwrite to "
+                         "run it again.")
+
+
+def _setup_logging() -> None:
+    logger = logging.getLogger("epkd_tf")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s epkd_tf: %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def main(argv) -> int:
+    if len(argv) > 1:
+        return _fail(f"unexpected arguments {' '.join(argv[1:])!r}; every setting is a --flag.")
+    from epkd_tf.config import ConfigError
+    from epkd_tf.data import DataError, load_data
+    if not FLAGS.output_dir:
+        FLAGS.output_dir = _default_output_dir()
+    try:
+        cfg = build_config()
+        check_names(cfg)
+        data = load_data(cfg.data)
+        check_teacher(cfg, data.spec)
+        prepare_output_dir(cfg.output_dir)
+    except (ConfigError, DataError, UsageError) as err:
+        return _fail(str(err))
+    _setup_logging()
+    from epkd_tf.loop import run_epkd
+    from epkd_tf.records import RunDir
+    run = RunDir(cfg.output_dir)
+    run.write_text("flags.txt", flags_text())
+    logging.getLogger("epkd_tf").info("Run directory: %s (%s)", run.root, data.spec)
+    students = run_epkd(cfg, data, run, verbose=FLAGS.verbose)
+    logging.getLogger("epkd_tf").info("Done: %d students in %s", len(students), run.root)
+    return 0
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def parse_flags(argv):
+    """absl's parser, but a malformed or unknown flag is one line and exit status 2."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run() -> None:
+    """Console entry point."""
+    app.run(lambda argv: sys.exit(main(argv)), flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,67 @@
+"""Plain supervised training and evaluation of classifiers that output logits."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import pandas as pd
+
+import epkd_tf  # noqa: F401
+import tf_keras
+
+HISTORY_COLUMNS = ["epoch", "loss", "train_accuracy", "test_accuracy"]
+
+
+def compile_classifier(model: tf_keras.Model, learning_rate: float) -> tf_keras.Model:
+    """Compiles ``model`` with Adam, cross-entropy on logits and an accuracy metric."""
+    model.compile(optimizer=tf_keras.optimizers.Adam(learning_rate),
+                  loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=[tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    return model
+
+
+def history_frame(history: tf_keras.callbacks.History, first_epoch: int = 1) -> pd.DataFrame:
+    """Keras history → DataFrame(epoch, loss, train_accuracy, test_accuracy).
+
+    ``train_accuracy`` is the mean over the epoch's training batches as Keras reports it
+    (weights move during the epoch); ``test_accuracy`` is measured on the whole test split
+    after the epoch.
+    """
+    h = history.history
+    epochs = len(h.get("loss", []))
+    return pd.DataFrame({
+        "epoch": list(range(first_epoch, first_epoch + epochs)),
+        "loss": h.get("loss", []),
+        "train_accuracy": h.get("accuracy", []),
+        "test_accuracy": h.get("val_accuracy", []),
+    }, columns=HISTORY_COLUMNS)
+
+
+def train_classifier(model: tf_keras.Model, data, epochs: int, learning_rate: float,
+                     callbacks: Optional[List] = None, verbose: int = 0) -> pd.DataFrame:
+    """Trains ``model`` on ``data.train()`` for ``epochs``, evaluating on the test split
+    after every epoch; returns the per-epoch history."""
+    compile_classifier(model, learning_rate)
+    if epochs == 0:
+        return pd.DataFrame(columns=HISTORY_COLUMNS)
+    history = model.fit(data.train(), epochs=epochs, validation_data=data.test(),
+                        callbacks=callbacks or [], verbose=verbose)
+    return history_frame(history)
+
+
+def accuracy(model: tf_keras.Model, dataset) -> float:
+    """Top-1 accuracy of ``model`` (logits) on a batched (x, y) dataset."""
+    metric = tf_keras.metrics.SparseCategoricalAccuracy()
+    predict = _predict_fn(model)
+    for x, y in dataset:
+        metric.update_state(y, predict(x))
+    return float(metric.result().numpy())
+
+
+def _predict_fn(model):
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def predict(x):
+        return model(x, training=False)
+
+    return predict
