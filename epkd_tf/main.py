@@ -153,6 +153,19 @@ def flags_text() -> str:
                    if FLAGS[name].value is not None)
 
 
+def _flag_lines(text: str) -> dict:
+    """flags.txt → {flag name: its line}; ``--nofoo`` and ``--foo`` share the name foo."""
+    result = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line:
+            name = line.split("=", 1)[0].lstrip("-")
+            if "=" not in line and name.startswith("no") and name[2:] in RUN_FLAGS:
+                name = name[2:]
+            result[name] = line
+    return result
+
+
 def prepare_output_dir(path: str) -> None:
     """Refuses to clobber a finished or different run; otherwise resumes or starts fresh."""
     from epkd_tf.records import RunDir
@@ -170,9 +183,9 @@ def prepare_output_dir(path: str) -> None:
         shutil.rmtree(path)
         return
     with open(run.flags_file, encoding="utf-8") as f:
-        old = {line.split("=", 1)[0]: line.strip() for line in f if line.strip()}
-    new = {line.split("=", 1)[0]: line for line in flags_text().splitlines()}
-    differing = sorted(k.lstrip("-") for k in set(old) | set(new) if old.get(k) != new.get(k))
+        old = _flag_lines(f.read())
+    new = _flag_lines(flags_text())
+    differing = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if differing:
         raise UsageError(f"--output_dir={path} holds a run with different flags "
                          f"({', '.join(differing)}); use another --output_dir or --overwrite.")

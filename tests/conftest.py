@@ -1,0 +1,50 @@
+"""Shared fixtures: small TFDS datasets written offline once per test session."""
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
+
+REPO = Path(__file__).resolve().parents[1]
+MNIST_NPZ = REPO.parent / "shared" / "data" / "mnist.npz"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(tmp_path_factory):
+    """A TFDS data_dir holding the real MNIST (from ../shared/data/mnist.npz) as `mnist`."""
+    if not MNIST_NPZ.exists():
+        pytest.skip(f"real MNIST not found at {MNIST_NPZ} (see ../shared/data/README.md)")
+    from epkd_tf.data import import_npz
+    data_dir = tmp_path_factory.mktemp("tfds_mnist")
+    import_npz(str(MNIST_NPZ), "mnist", str(data_dir))
+    return str(data_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """A TFDS data_dir with `tiny_digits`: 256 train / 128 test 12×12 images, 4 classes,
+    learnable (each class is a bright quadrant plus noise)."""
+    from epkd_tf.data import import_npz
+    rng = np.random.default_rng(0)
+
+    def make(n):
+        y = rng.integers(0, 4, n)
+        x = rng.integers(0, 60, (n, 12, 12)).astype(np.uint8)
+        for i, label in enumerate(y):
+            r, c = divmod(int(label), 2)
+            x[i, r * 6:(r + 1) * 6, c * 6:(c + 1) * 6] += 150
+        return x, y.astype(np.int64)
+
+    x_train, y_train = make(256)
+    x_test, y_test = make(128)
+    root = tmp_path_factory.mktemp("tfds_tiny")
+    npz = root / "tiny.npz"
+    np.savez(npz, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    data_dir = root / "data"
+    data_dir.mkdir()
+    import_npz(str(npz), "tiny_digits", str(data_dir))
+    return str(data_dir)

@@ -1,0 +1,176 @@
+"""The CLI: a real end-to-end run on a slice of MNIST, bad flags, resuming."""
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from cli_helpers import error_lines, run_in_process, run_subprocess
+from epkd_tf import main as epkd_main
+from epkd_tf.records import TABLES
+
+SLICE = ["--train_split=train[:3%]", "--test_split=test[:10%]", "--teacher_epochs=2",
+         "--iterations=2", "--finetune_epochs=1", "--latency_runs=3", "--oracle_examples=256",
+         "--taylor_batches=2", "--batch_size=64"]
+
+
+@pytest.fixture(scope="module")
+def mnist_run(mnist_dir, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("run") / "lenet300")
+    code = run_in_process(epkd_main, [f"--data_dir={mnist_dir}", f"--output_dir={out}",
+                                      "--export_candidates", *SLICE])
+    assert code == 0
+    return out
+
+
+def read(out, table):
+    return pd.read_csv(os.path.join(out, f"{table}.csv"))
+
+
+def test_every_table_has_its_documented_columns_and_rows(mnist_run):
+    for table in ["teacher_history", "candidates", "finetune_history", "students",
+                  "criteria_correlation", "timings"]:
+        assert list(read(mnist_run, table).columns) == TABLES[table], table
+    assert len(read(mnist_run, "teacher_history")) == 2
+    candidates = read(mnist_run, "candidates")
+    assert len(candidates) == 2 * 4
+    assert sorted(candidates.pruner.unique()) == ["l1_filter", "oracle", "poly_magnitude",
+                                                  "taylor"]
+    students = read(mnist_run, "students")
+    assert students.iteration.tolist() == [1, 2]
+    assert students.temperature.tolist() == [50.0, 45.0]
+    assert read(mnist_run, "finetune_history").temperature.tolist() == [50.0, 45.0]
+
+
+def test_candidates_of_an_iteration_have_equal_nonzero_params(mnist_run):
+    candidates = read(mnist_run, "candidates")
+    teacher = tf.keras.models.load_model(os.path.join(mnist_run, "checkpoints", "teacher.keras"),
+                                         compile=False)
+    previous = sum(int(np.count_nonzero(w)) for w in teacher.get_weights())
+    students = read(mnist_run, "students").set_index("iteration")
+    for iteration, group in candidates.groupby("iteration"):
+        target = round(0.9 * previous)
+        # within 1% or one unit's worth (a fc1 unit of LeNet-300-100 holds 784+1+100 weights)
+        tolerance = max(0.01 * target, 885)
+        assert (abs(group.nonzero_params - target) <= tolerance).all(), group
+        previous = students.loc[iteration, "nonzero_params"]
+
+
+def test_ranking_follows_weighted_score_and_winner_becomes_student(mnist_run):
+    candidates = read(mnist_run, "candidates")
+    students = read(mnist_run, "students").set_index("iteration")
+    for iteration, group in candidates.groupby("iteration"):
+        expected = (group.train_accuracy + 3 * group.test_accuracy) / 4
+        np.testing.assert_allclose(group.weighted_score, expected, rtol=1e-9)
+        assert group.sort_values("rank").weighted_score.is_monotonic_decreasing
+        winner = group[group["rank"] == 1].iloc[0]
+        assert students.loc[iteration, "pruner"] == winner.pruner
+        assert students.loc[iteration, "test_accuracy_before_finetune"] == pytest.approx(
+            winner.test_accuracy)
+
+
+def test_correlations_against_oracle_are_recorded(mnist_run):
+    corr = read(mnist_run, "criteria_correlation")
+    assert set(corr.criterion) == {"l1_filter", "taylor"}
+    assert {"global", "layer:fc1", "layer:fc2"} <= set(corr.scope)
+    assert corr.spearman.between(-1, 1).all()
+
+
+def test_exports_load_and_match_the_checkpoints(mnist_run):
+    x = np.random.default_rng(0).random((3, 28, 28, 1), dtype=np.float32)
+    for name, serving in [("teacher", "serving/teacher/1"), ("student_2", "serving/student/2")]:
+        keras_path = os.path.join(mnist_run, "checkpoints", f"{name}.keras")
+        model = tf.keras.models.load_model(keras_path, compile=False)
+        loaded = tf.saved_model.load(os.path.join(mnist_run, serving))
+        out = loaded.signatures["serving_default"](images=tf.constant(x))
+        np.testing.assert_allclose(out["logits"].numpy(), model(x).numpy(), atol=1e-5)
+        assert out["classes"].numpy().tolist() == model(x).numpy().argmax(-1).tolist()
+        assert os.path.getsize(os.path.join(mnist_run, "tflite", f"{name}.tflite")) > 0
+    for pruner in ["l1_filter", "taylor", "oracle", "poly_magnitude"]:
+        assert os.path.exists(os.path.join(mnist_run, "candidates", "1", pruner,
+                                           "saved_model.pb"))
+    assert json.load(open(os.path.join(mnist_run, "progress.json")))["finished"]
+
+
+def test_structured_students_are_physically_smaller(mnist_run):
+    candidates = read(mnist_run, "candidates")
+    structured = candidates[candidates.pruner != "poly_magnitude"]
+    assert (structured.total_params < 266_610).all()
+    magnitude = candidates[candidates.pruner == "poly_magnitude"]
+    assert (magnitude.total_params == 266_610).all()
+    assert (magnitude.nonzero_params < magnitude.total_params).all()
+
+
+def test_flags_file_replays_the_run(mnist_run):
+    text = open(os.path.join(mnist_run, "flags.txt")).read()
+    assert "--keep_ratio=0.9" in text and "--pruners=l1_filter,taylor,oracle,poly_magnitude" in text
+    # The same flags pointed at the finished run are refused rather than overwriting it.
+    code = run_in_process(epkd_main, [f"--flagfile={os.path.join(mnist_run, 'flags.txt')}"])
+    assert code == 2
+
+
+def test_an_interrupted_run_resumes_without_duplicate_rows(mnist_dir, tmp_path):
+    out = str(tmp_path / "run")
+    args = [f"--data_dir={mnist_dir}", f"--output_dir={out}", *SLICE,
+            "--pruners=l1_filter,taylor"]
+    assert run_in_process(epkd_main, args) == 0
+    before = {t: read(out, t) for t in ["students", "candidates", "finetune_history"]}
+    # Pretend the run was killed after iteration 1 had written some rows of iteration 2.
+    progress = json.load(open(os.path.join(out, "progress.json")))
+    progress.update(iterations_done=1, finished=False)
+    json.dump(progress, open(os.path.join(out, "progress.json"), "w"))
+    assert run_in_process(epkd_main, args) == 0
+    for table, frame in before.items():
+        after = read(out, table)
+        assert after.iteration.tolist() == frame.iteration.tolist(), table
+    assert read(out, "teacher_history").epoch.tolist() == [1, 2]
+
+
+BAD_FLAGS = [
+    (["--keep_ratio=1.5"], "--keep_ratio"),
+    (["--keep_ratio=0"], "--keep_ratio"),
+    (["--keep_ratio=abc"], "--keep_ratio"),
+    (["--pruners=l1_filter,magic"], "magic"),
+    (["--pruners="], "--pruners"),
+    (["--teacher=resnet999"], "--teacher"),
+    (["--dataset=no_such_dataset"], "no_such_dataset"),
+    (["--temperature_start=0"], "--temperature_start"),
+    (["--temperature_min=-1"], "--temperature_min"),
+    (["--temperature_schedule=cosine"], "--temperature_schedule"),
+    (["--rank_weights=1"], "--rank_weights"),
+    (["--rank_weights=a,b"], "--rank_weights"),
+    (["--rank_weights=0,0"], "--rank_weights"),
+    (["--alpha=1.5"], "--alpha"),
+    (["--iterations=0"], "--iterations"),
+    (["--batch_size=0"], "--batch_size"),
+    (["--train_split=validation"], "validation"),
+    (["--layer_floor=1"], "--layer_floor"),
+    (["--no_such_flag=1"], "no_such_flag"),
+]
+
+
+@pytest.mark.parametrize("args,named", BAD_FLAGS, ids=[" ".join(a) for a, _ in BAD_FLAGS])
+def test_bad_flags_stop_before_any_work(args, named, tiny_dir, tmp_path, capsys):
+    out = tmp_path / "never"
+    code = run_in_process(epkd_main, [f"--data_dir={tiny_dir}", "--dataset=tiny_digits",
+                                      f"--output_dir={out}", *args])
+    lines = error_lines(capsys.readouterr().err)
+    assert code == 2
+    assert len(lines) == 1 and named in lines[0], lines
+    assert not out.exists()
+
+
+def test_different_flags_on_an_existing_run_are_refused(mnist_run, capsys):
+    code = run_in_process(epkd_main, [f"--flagfile={os.path.join(mnist_run, 'flags.txt')}",
+                                      "--keep_ratio=0.8"])
+    err = error_lines(capsys.readouterr().err)
+    assert code == 2 and "keep_ratio" in err[0]
+
+
+def test_cli_subprocess_reports_one_line_and_exit_2(tmp_path):
+    result = run_subprocess("epkd_tf.main", ["--keep_ratio=2", f"--output_dir={tmp_path}/x"])
+    assert result.returncode == 2
+    assert len(error_lines(result.stderr)) == 1 and "--keep_ratio" in result.stderr
+    assert not (tmp_path / "x").exists()
