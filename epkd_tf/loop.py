@@ -98,10 +98,11 @@ class EPKD:
     def __call__(self) -> pd.DataFrame:
         tf_keras.utils.set_random_seed(self.cfg.data.seed)
         self.run.drop_unfinished()
-        teacher = self.teacher()
+        teacher = self.teacher_model = self.teacher()
         done = self.run.progress()["iterations_done"]
         student = (teacher if done == 0 else
                    tf_keras.models.load_model(self.run.student_checkpoint(done), compile=False))
+        self.iterations_started = time.perf_counter()
         for iteration in range(done + 1, self.cfg.iterations + 1):
             tf_keras.utils.set_random_seed(self.cfg.data.seed + iteration)
             target = int(round(self.cfg.pruning.keep_ratio * nonzero_params(student)))
@@ -236,7 +237,7 @@ class EPKD:
 
     def report_progress(self, iteration: int, resumed_from: int) -> None:
         done_now = iteration - resumed_from
-        per_iteration = self.clock.elapsed() / max(done_now, 1)
+        per_iteration = (time.perf_counter() - self.iterations_started) / max(done_now, 1)
         remaining = (self.cfg.iterations - iteration) * per_iteration
         log.info("Iteration %d/%d done; elapsed %.0f s, ETA %.0f s", iteration,
                  self.cfg.iterations, self.clock.elapsed(), remaining)

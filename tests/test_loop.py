@@ -1,0 +1,97 @@
+"""Ranking and the algorithm's invariants on a tiny synthetic dataset."""
+import numpy as np
+import pandas as pd
+import pytest
+
+import tf_keras
+
+from epkd_tf.config import DataConfig, DistillConfig, PruningConfig, RunConfig, TeacherConfig
+from epkd_tf.data import load_data
+from epkd_tf.loop import EPKD, rank_candidates
+from epkd_tf.records import RunDir
+
+
+def test_rank_uses_weighted_score_and_breaks_ties_by_pruner_order():
+    table = pd.DataFrame({"pruner": ["a", "b", "c", "d"],
+                          "train_accuracy": [0.9, 1.0, 0.5, 0.6],
+                          "test_accuracy": [0.8, 0.7, 0.9, 0.8]})
+    ranked = rank_candidates(table, (1.0, 3.0))
+    expected = [(0.9 + 2.4) / 4, (1.0 + 2.1) / 4, (0.5 + 2.7) / 4, (0.6 + 2.4) / 4]
+    np.testing.assert_allclose(ranked.weighted_score, expected)
+    # a: .825, b: .775, c: .8, d: .75
+    assert ranked["rank"].tolist() == [1, 3, 2, 4]
+    tied = rank_candidates(table.assign(train_accuracy=0.5, test_accuracy=0.5), (1, 3))
+    assert tied["rank"].tolist() == [1, 2, 3, 4]
+
+
+def test_rank_weights_change_the_winner():
+    table = pd.DataFrame({"pruner": ["a", "b"], "train_accuracy": [1.0, 0.5],
+                          "test_accuracy": [0.5, 0.6]})
+    assert rank_candidates(table, (1, 0))["rank"].tolist() == [1, 2]
+    assert rank_candidates(table, (0, 1))["rank"].tolist() == [2, 1]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_dir, tmp_path_factory):
+    import epkd_tf.loop as loop_module
+    teachers = []
+    real = loop_module.Distiller
+
+    def spy(student, teacher, **kwargs):
+        teachers.append(teacher)
+        return real(student=student, teacher=teacher, **kwargs)
+
+    loop_module.Distiller = spy
+    cfg = RunConfig(
+        data=DataConfig(dataset="tiny_digits", data_dir=tiny_dir, batch_size=32),
+        teacher=TeacherConfig(teacher="lenet300_100", teacher_epochs=2),
+        pruning=PruningConfig(pruners=("l1_filter", "taylor", "oracle", "poly_magnitude"),
+                              keep_ratio=0.8, oracle_examples=64, taylor_batches=2),
+        distill=DistillConfig(finetune_epochs=1, temperature_start=8, temperature_step=3),
+        iterations=3, output_dir=str(tmp_path_factory.mktemp("tiny") / "run"),
+        latency_runs=2)
+    run = RunDir(cfg.output_dir)
+    epkd = EPKD(cfg, load_data(cfg.data), run)
+    try:
+        students = epkd()
+    finally:
+        loop_module.Distiller = real
+    run.teachers_seen, run.epkd = teachers, epkd
+    return cfg, run, students
+
+
+def test_every_iteration_shrinks_by_keep_ratio(tiny_run):
+    cfg, run, students = tiny_run
+    teacher = tf_keras.models.load_model(run.teacher_checkpoint(), compile=False)
+    previous = sum(int(np.count_nonzero(w)) for w in teacher.get_weights())
+    for row in students.itertuples():
+        target = round(0.8 * previous)
+        # one fc1 unit of this 12x12 LeNet-300-100 holds 144 + 1 + 100 weights
+        assert abs(row.nonzero_params - target) <= max(0.01 * target, 245)
+        previous = row.nonzero_params
+
+
+def test_temperature_follows_the_schedule(tiny_run):
+    _, run, students = tiny_run
+    assert students.temperature.tolist() == [8.0, 5.0, 2.0]
+    history = run.read("finetune_history")
+    assert history.groupby("iteration").temperature.first().tolist() == [8.0, 5.0, 2.0]
+
+
+def test_distillation_uses_the_original_teacher_unchanged(tiny_run):
+    _, run, _ = tiny_run
+    # Every iteration distils from the one original teacher, never from a student ...
+    assert len(run.teachers_seen) == 3
+    assert all(t is run.epkd.teacher_model for t in run.teachers_seen)
+    # ... which after three distillations still has the weights it was saved with.
+    saved = tf_keras.models.load_model(run.teacher_checkpoint(), compile=False)
+    for a, b in zip(run.epkd.teacher_model.get_weights(), saved.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_magnitude_students_keep_their_zeros_through_distillation(tiny_run):
+    _, run, students = tiny_run
+    for row in students.itertuples():
+        model = tf_keras.models.load_model(run.student_checkpoint(row.iteration), compile=False)
+        nonzero = sum(int(np.count_nonzero(w)) for w in model.get_weights())
+        assert nonzero == row.nonzero_params
