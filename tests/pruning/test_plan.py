@@ -1,0 +1,121 @@
+"""Tests for epkd_tf.pruning.plan: removal order, floors and parameter budgets."""
+import epkd_tf  # noqa: F401  (before TensorFlow)
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from helpers_models import lenet300_100, randomize, residual_model  # noqa: E402
+
+from epkd_tf.graph import ParamCounter, analyze  # noqa: E402
+from epkd_tf.pruning import PruningError, plan_removal, removal_order  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def mlp_graph():
+    return analyze(randomize(lenet300_100(input_shape=(8, 8, 1)), sparsity=0.3))
+
+
+@pytest.fixture(scope="module")
+def residual_graph():
+    return analyze(randomize(residual_model(width=6)))
+
+
+def _reference_order(graph, scores, layer_floor):
+    """Independent reference: sort by (score, group id), skip groups a block floor protects."""
+    sizes = {b: len(block.groups) for b, block in enumerate(graph.blocks)}
+    floors = {b: max(1, math.ceil(layer_floor * n)) for b, n in sizes.items()}
+    removed_per_block = {b: 0 for b in sizes}
+    result = []
+    for g in sorted(range(len(scores)), key=lambda i: (scores[i], i)):
+        b = int(graph.group_block[g])
+        if sizes[b] - removed_per_block[b] > floors[b]:
+            removed_per_block[b] += 1
+            result.append(g)
+    return result
+
+
+@pytest.mark.parametrize("layer_floor", [0.1, 0.5, 0.95])
+@pytest.mark.parametrize("ties", [False, True])
+def test_removal_order_matches_reference(mlp_graph, layer_floor, ties):
+    rng = np.random.default_rng(7)
+    scores = rng.normal(size=mlp_graph.num_groups)
+    if ties:
+        scores = np.round(scores)            # a handful of distinct values: many ties
+    order = removal_order(mlp_graph, scores, layer_floor)
+    assert order.tolist() == _reference_order(mlp_graph, scores, layer_floor)
+    # Floors: each block keeps at least ceil(floor * size) groups, and exactly that many
+    # when the order runs to the end.
+    for b, block in enumerate(mlp_graph.blocks):
+        removed = int(np.sum(mlp_graph.group_block[order] == b))
+        assert len(block.groups) - removed == max(1, math.ceil(layer_floor * len(block.groups)))
+
+
+def test_removal_order_ties_by_group_id(residual_graph):
+    scores = np.zeros(residual_graph.num_groups)
+    order = removal_order(residual_graph, scores, 0.01)
+    # Every block keeps one group: the highest id of each block goes last and is kept.
+    kept = [int(block.groups.max()) for block in residual_graph.blocks]
+    assert order.tolist() == [g for g in range(residual_graph.num_groups) if g not in kept]
+
+
+@pytest.mark.parametrize("fraction", [0.97, 0.8, 0.55, 0.3])
+def test_plan_lands_near_target(mlp_graph, fraction):
+    counter = ParamCounter(mlp_graph)
+    full = counter.count_all()
+    rng = np.random.default_rng(11)
+    scores = rng.random(mlp_graph.num_groups)
+    order = removal_order(mlp_graph, scores, 0.1)
+    counts = np.array([counter.count(mlp_graph.unit_keep(order[:k]))
+                       for k in range(len(order) + 1)])
+    assert counts[0] == full
+    steps = -np.diff(counts)
+    assert np.all(steps >= 0), "count must not increase along the removal order"
+    target = int(fraction * full)
+    plan = plan_removal(mlp_graph, scores, target, 0.1)
+    k = len(plan.removed_groups)
+    assert plan.removed_groups.tolist() == order[:k].tolist()
+    assert plan.nonzero_params == counts[k] == counter.count(mlp_graph.unit_keep(plan.removed_groups))
+    assert plan.target == target
+    # Within one group's parameters of the target, and the closest prefix of the order.
+    assert abs(plan.nonzero_params - target) <= steps.max()
+    assert abs(plan.nonzero_params - target) == np.min(np.abs(counts - target))
+    assert abs(plan.nonzero_params - target) <= max(steps[k - 1] if k else 0,
+                                                    steps[k] if k < len(steps) else 0)
+
+
+def test_plan_on_coupled_groups(residual_graph):
+    counter = ParamCounter(residual_graph)
+    full = counter.count_all()
+    scores = np.random.default_rng(0).random(residual_graph.num_groups)
+    target = int(0.7 * full)
+    plan = plan_removal(residual_graph, scores, target, 0.1)
+    order = removal_order(residual_graph, scores, 0.1)
+    counts = [counter.count(residual_graph.unit_keep(order[:k])) for k in range(len(order) + 1)]
+    assert plan.nonzero_params == min(counts, key=lambda c: abs(c - target))
+    assert abs(plan.nonzero_params - target) <= max(-np.diff(counts))
+
+
+def test_target_above_current_removes_nothing(mlp_graph):
+    counter = ParamCounter(mlp_graph)
+    full = counter.count_all()
+    scores = np.arange(mlp_graph.num_groups, dtype=float)
+    for target in (full, full + 1, 10 * full):
+        plan = plan_removal(mlp_graph, scores, target, 0.1)
+        assert len(plan.removed_groups) == 0
+        assert plan.nonzero_params == full
+
+
+def test_unreachable_target_raises(mlp_graph):
+    scores = np.arange(mlp_graph.num_groups, dtype=float)
+    with pytest.raises(PruningError, match="--layer_floor"):
+        plan_removal(mlp_graph, scores, 10, 0.1)
+    # With a high floor even a moderate target is out of reach.
+    full = ParamCounter(mlp_graph).count_all()
+    with pytest.raises(PruningError, match="--layer_floor"):
+        plan_removal(mlp_graph, scores, int(0.3 * full), 0.9)
+    assert issubclass(PruningError, ValueError)
