@@ -1,0 +1,41 @@
+"""Costs: parameter counts, TFLite conversion, latency and the ranking score."""
+import gzip
+
+import numpy as np
+import pytest
+
+from epkd_tf import metrics
+from epkd_tf.models import build_model
+
+
+@pytest.fixture(scope="module")
+def lenet():
+    return build_model("lenet5", (16, 16, 1), 10)
+
+
+def test_tflite_float_matches_keras(lenet):
+    interpreter = metrics.make_interpreter(metrics.to_tflite(lenet))
+    x = np.random.default_rng(0).random((1, 16, 16, 1), dtype=np.float32)
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    out = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(out, lenet(x).numpy(), atol=1e-4)
+
+
+def test_costs_count_zeros_separately(lenet):
+    weights = lenet.get_weights()
+    weights[0][...] = 0.0                      # conv1 kernel all zero
+    lenet.set_weights(weights)
+    tflite = metrics.to_tflite(lenet)
+    costs = metrics.measure_costs(lenet, runs=3, tflite=tflite)
+    dense = sum(w.size for w in weights)
+    assert costs.total_params == dense
+    assert costs.nonzero_params == sum(int(np.count_nonzero(w)) for w in weights)
+    assert costs.size_mb == len(tflite) / 1e6
+    assert costs.gzip_mb == pytest.approx(len(gzip.compress(tflite, 9)) / 1e6)
+    assert costs.latency_ms > 0
+
+
+def test_weighted_score():
+    assert metrics.weighted_score(0.9, 0.8, (1, 3)) == pytest.approx((0.9 + 2.4) / 4)
+    assert metrics.weighted_score(0.9, 0.8, (0, 1)) == pytest.approx(0.8)
