@@ -1,0 +1,133 @@
+"""Benchmark: the MNIST EPKD recipes on the full data, written to BENCHMARKS.md.
+
+    python benchmarks/mnist_epkd.py [--npz=../shared/data/mnist.npz] [--keep_runs=DIR]
+
+Runs ``flags/mnist_lenet300.cfg`` and ``flags/mnist_lenet5.cfg`` one after the other (never
+side by side: the machine has two cores) through the real CLI, then reads only the CSVs of
+each run and replaces this benchmark's section of BENCHMARKS.md with: teacher accuracy;
+per iteration the winning pruner, nonzero params, test accuracy before and after
+distillation; wall time per phase; and the targets of issue #2 with met / not met.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+SECTION = "mnist_epkd"
+RECIPES = [("LeNet-300-100", "flags/mnist_lenet300.cfg", 98.0),
+           ("LeNet-5", "flags/mnist_lenet5.cfg", 99.0)]
+MAX_DROP_POINTS = 0.3
+MAX_RUN_SECONDS = 600
+
+
+def replace_section(path: Path, name: str, body: str) -> None:
+    """Replaces (or appends) the text between this benchmark's markers in BENCHMARKS.md."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = path.read_text() if path.exists() else "# Benchmarks\n\nEvery figure below is " \
+        "measured by a script under `benchmarks/`; rerun it to refresh its section.\n"
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        text = before + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def run_recipe(flagfile: str, data_dir: str, out: str) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "epkd_tf.main", f"--flagfile={flagfile}",
+                    f"--data_dir={data_dir}", f"--output_dir={out}"], cwd=REPO, check=True)
+    return time.perf_counter() - start
+
+
+def teacher_nonzero_params(out: str) -> int:
+    import numpy as np
+    import epkd_tf  # noqa: F401  (Keras 2)
+    import tf_keras
+    model = tf_keras.models.load_model(os.path.join(out, "checkpoints", "teacher.keras"),
+                                       compile=False)
+    return int(sum(np.count_nonzero(w) for w in model.get_weights()))
+
+
+def summarise(name: str, out: str, wall: float, target_teacher: float) -> tuple:
+    teacher = pd.read_csv(os.path.join(out, "teacher_history.csv"))
+    students = pd.read_csv(os.path.join(out, "students.csv"))
+    timings = pd.read_csv(os.path.join(out, "timings.csv"))
+    teacher_acc = 100 * teacher.test_accuracy.iloc[-1]
+    final = students.iloc[-1]
+    teacher_params = teacher_nonzero_params(out)
+    final_acc = 100 * final.test_accuracy
+    lines = [f"### {name}", "",
+             f"Teacher test accuracy after {len(teacher)} epochs: **{teacher_acc:.2f}%** "
+             f"(target >= {target_teacher}%). Whole run: **{wall:.0f} s** wall.", "",
+             "| iteration | winner | nonzero params | % of teacher | T | test before distil. "
+             "| test after | TFLite MB | gzip MB | latency ms |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in students.itertuples():
+        lines.append(f"| {r.iteration} | {r.pruner} | {r.nonzero_params:,} | "
+                     f"{100 * r.nonzero_params / teacher_params:.1f} | {r.temperature:g} | "
+                     f"{100 * r.test_accuracy_before_finetune:.2f} | "
+                     f"{100 * r.test_accuracy:.2f} | {r.size_mb:.3f} | {r.gzip_mb:.3f} | "
+                     f"{r.latency_ms:.3f} |")
+    phases = timings.groupby("phase").seconds.sum().sort_values(ascending=False)
+    lines += ["", "Wall time per phase (s): " + ", ".join(
+        f"{phase} {sec:.1f}" for phase, sec in phases.items()) + "."]
+    drop = teacher_acc - final_acc
+    checks = [
+        (f"{name} teacher >= {target_teacher}%", teacher_acc >= target_teacher,
+         f"{teacher_acc:.2f}%"),
+        (f"{name} final student within {MAX_DROP_POINTS} points of its teacher",
+         drop <= MAX_DROP_POINTS,
+         f"{final_acc:.2f}% at {100 * final.nonzero_params / teacher_params:.1f}% of the "
+         f"params ({drop:+.2f} points below)"),
+        (f"{name} run under {MAX_RUN_SECONDS} s", wall < MAX_RUN_SECONDS, f"{wall:.0f} s"),
+    ]
+    return "\n".join(lines), checks
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--npz", default=str(REPO.parent / "shared" / "data" / "mnist.npz"))
+    parser.add_argument("--keep_runs", default=None, help="keep run directories here")
+    args = parser.parse_args()
+    if not os.path.exists(args.npz):
+        print(f"error: MNIST not found at {args.npz}; pass --npz=PATH", file=sys.stderr)
+        return 2
+    work = args.keep_runs or tempfile.mkdtemp(prefix="epkd_bench_")
+    data_dir = os.path.join(work, "tfds")
+    if not os.path.exists(os.path.join(data_dir, "mnist")):
+        subprocess.run([sys.executable, "-m", "epkd_tf.data", f"--import_npz={args.npz}",
+                        "--name=mnist", f"--data_dir={data_dir}"], cwd=REPO, check=True)
+    sections, checks = [], []
+    for name, flagfile, target in RECIPES:
+        out = os.path.join(work, Path(flagfile).stem)
+        wall = run_recipe(flagfile, data_dir, out)
+        text, recipe_checks = summarise(name, out, wall, target)
+        sections.append(text)
+        checks += recipe_checks
+    header = [
+        "## EPKD on full MNIST (`benchmarks/mnist_epkd.py`)", "",
+        f"Measured {datetime.date.today()} on {platform.machine()}, {os.cpu_count()} cores, "
+        "CPU only, one recipe at a time, with `python -m epkd_tf.main --flagfile=...`. "
+        "Test accuracy is on the full 10,000-image test split; latency is the batch-1 "
+        "median of the float32 TFLite file on one thread (README: Outputs).", "",
+        "| target | result | met |", "|---|---|---|"]
+    header += [f"| {what} | {value} | {'yes' if ok else '**no**'} |" for what, ok, value in checks]
+    replace_section(REPO / "BENCHMARKS.md", SECTION, "\n".join(header + [""] + sections))
+    print(f"wrote BENCHMARKS.md section {SECTION}; runs in {work}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
