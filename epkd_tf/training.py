@@ -1,6 +1,7 @@
 """Plain supervised training and evaluation of classifiers that output logits."""
 from __future__ import annotations
 
+import math
 from typing import List, Optional
 
 import pandas as pd
@@ -11,8 +12,9 @@ import tf_keras
 HISTORY_COLUMNS = ["epoch", "loss", "train_accuracy", "test_accuracy"]
 
 
-def compile_classifier(model: tf_keras.Model, learning_rate: float) -> tf_keras.Model:
-    """Compiles ``model`` with Adam, cross-entropy on logits and an accuracy metric."""
+def compile_classifier(model: tf_keras.Model, learning_rate) -> tf_keras.Model:
+    """Compiles ``model`` with Adam (a float or a schedule), cross-entropy on logits and an
+    accuracy metric."""
     model.compile(optimizer=tf_keras.optimizers.Adam(learning_rate),
                   loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=[tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
@@ -36,11 +38,23 @@ def history_frame(history: tf_keras.callbacks.History, first_epoch: int = 1) -> 
     }, columns=HISTORY_COLUMNS)
 
 
+def cosine_learning_rate(learning_rate: float, epochs: int, steps_per_epoch: int,
+                         final_fraction: float = 0.01):
+    """Cosine decay from ``learning_rate`` to ``final_fraction`` of it over the training.
+
+    A decayed rate ends training on a stable model: with a constant Adam rate the test
+    accuracy of the last LeNet epochs swings by a few tenths of a point.
+    """
+    return tf_keras.optimizers.schedules.CosineDecay(
+        learning_rate, decay_steps=max(1, epochs * steps_per_epoch), alpha=final_fraction)
+
+
 def train_classifier(model: tf_keras.Model, data, epochs: int, learning_rate: float,
                      callbacks: Optional[List] = None, verbose: int = 0) -> pd.DataFrame:
-    """Trains ``model`` on ``data.train()`` for ``epochs``, evaluating on the test split
-    after every epoch; returns the per-epoch history."""
-    compile_classifier(model, learning_rate)
+    """Trains ``model`` on ``data.train()`` for ``epochs`` (Adam, cosine-decayed rate),
+    evaluating on the test split after every epoch; returns the per-epoch history."""
+    steps = math.ceil(data.spec.num_train / data.cfg.batch_size)
+    compile_classifier(model, cosine_learning_rate(learning_rate, epochs, steps))
     if epochs == 0:
         return pd.DataFrame(columns=HISTORY_COLUMNS)
     history = model.fit(data.train(), epochs=epochs, validation_data=data.test(),
