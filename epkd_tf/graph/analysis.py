@@ -92,6 +92,14 @@ class ChannelGraph:
         return ~removed[self.group_of_unit]
 
 
+def keep_of_positions(positions: np.ndarray, unit_keep: np.ndarray) -> np.ndarray:
+    """Boolean keep mask over tensor positions: fixed positions (-1) are always kept."""
+    keep = np.ones(len(positions), dtype=bool)
+    live = positions >= 0
+    keep[live] = unit_keep[positions[live]]
+    return keep
+
+
 class _UnionFind:
     def __init__(self):
         self.parent: List[int] = []

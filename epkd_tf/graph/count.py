@@ -6,7 +6,7 @@ import numpy as np
 import epkd_tf  # noqa: F401
 import tf_keras
 
-from epkd_tf.graph.analysis import ChannelGraph
+from epkd_tf.graph.analysis import ChannelGraph, keep_of_positions
 
 
 def dense_params(model: tf_keras.Model) -> int:
@@ -17,13 +17,6 @@ def dense_params(model: tf_keras.Model) -> int:
 def nonzero_params(model: tf_keras.Model) -> int:
     """Weights that are not exactly zero: the size a sparse format has to store."""
     return int(sum(int(np.count_nonzero(w)) for w in model.get_weights()))
-
-
-def _keep_of(positions: np.ndarray, unit_keep: np.ndarray) -> np.ndarray:
-    keep = np.ones(len(positions), dtype=np.int64)
-    live = positions >= 0
-    keep[live] = unit_keep[positions[live]]
-    return keep
 
 
 class ParamCounter:
@@ -54,7 +47,7 @@ class ParamCounter:
         unit_keep = np.asarray(unit_keep, dtype=np.int64)
         total = 0
         for in_pos, units, t in self._entries:
-            in_keep = _keep_of(in_pos, unit_keep)
+            in_keep = keep_of_positions(in_pos, unit_keep).astype(np.int64)
             out_keep = unit_keep[units] if len(units) else None
             if t.pair is not None:
                 total += int(in_keep @ t.pair @ out_keep)

@@ -8,14 +8,7 @@ import numpy as np
 import epkd_tf  # noqa: F401
 import tf_keras
 
-from epkd_tf.graph.analysis import ChannelGraph
-
-
-def _keep_of(positions: np.ndarray, unit_keep: np.ndarray) -> np.ndarray:
-    keep = np.ones(len(positions), dtype=bool)
-    live = positions >= 0
-    keep[live] = unit_keep[positions[live]]
-    return keep
+from epkd_tf.graph.analysis import ChannelGraph, keep_of_positions
 
 
 def remove_groups(graph: ChannelGraph, removed_groups) -> tf_keras.Model:
@@ -45,7 +38,7 @@ def remove_groups(graph: ChannelGraph, removed_groups) -> tf_keras.Model:
         weights = old.get_weights()
         if not weights:
             continue
-        in_keep = [_keep_of(p, unit_keep) for p in info.in_positions]
+        in_keep = [keep_of_positions(p, unit_keep) for p in info.in_positions]
         out_keep = unit_keep[info.units] if len(info.units) else None
         new_weights = info.rule.slice_weights(old, weights, in_keep, out_keep)
         pruned.get_layer(info.name).set_weights(new_weights)
@@ -64,7 +57,7 @@ def zero_groups(graph: ChannelGraph, removed_groups) -> tf_keras.Model:
     clone.set_weights(model.get_weights())
     unit_keep = graph.unit_keep(removed_groups)
     for info in graph.mixing_layers():
-        in_keep = _keep_of(info.in_positions[0], unit_keep)
+        in_keep = keep_of_positions(info.in_positions[0], unit_keep)
         if in_keep.all():
             continue
         layer = clone.get_layer(info.name)
