@@ -39,3 +39,19 @@ def test_costs_count_zeros_separately(lenet):
 def test_weighted_score():
     assert metrics.weighted_score(0.9, 0.8, (1, 3)) == pytest.approx((0.9 + 2.4) / 4)
     assert metrics.weighted_score(0.9, 0.8, (0, 1)) == pytest.approx(0.8)
+
+
+def test_multiply_accumulates_by_hand():
+    import tf_keras
+    # LeNet-5 on 28x28: conv1 24·24·5·5·1·20, conv2 8·8·5·5·20·50, fc1 800·500, logits 500·10
+    lenet5 = build_model("lenet5", (28, 28, 1), 10)
+    assert metrics.multiply_accumulates(lenet5) == (24 * 24 * 25 * 20 + 8 * 8 * 25 * 20 * 50
+                                                    + 800 * 500 + 500 * 10)
+    inputs = tf_keras.Input((8, 8, 4))
+    x = tf_keras.layers.DepthwiseConv2D(3, strides=2, padding="same", depth_multiplier=2)(inputs)
+    x = tf_keras.layers.SeparableConv2D(6, 3, padding="same")(x)
+    model = tf_keras.Model(inputs, tf_keras.layers.Dense(5)(x))
+    depthwise = 4 * 4 * 3 * 3 * 4 * 2
+    separable = 4 * 4 * 3 * 3 * 8 + 4 * 4 * 8 * 6
+    dense = 4 * 4 * 6 * 5                     # Dense applied at every spatial position
+    assert metrics.multiply_accumulates(model) == depthwise + separable + dense
