@@ -22,26 +22,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmarks_md import replace_section
+
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "mnist_epkd"
 RECIPES = [("LeNet-300-100", "flags/mnist_lenet300.cfg", 98.0),
            ("LeNet-5", "flags/mnist_lenet5.cfg", 99.0)]
 MAX_DROP_POINTS = 0.3
 MAX_RUN_SECONDS = 600
-
-
-def replace_section(path: Path, name: str, body: str) -> None:
-    """Replaces (or appends) the text between this benchmark's markers in BENCHMARKS.md."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nEvery figure below is " \
-        "measured by a script under `benchmarks/`; rerun it to refresh its section.\n"
-    block = f"{start}\n{body.rstrip()}\n{end}"
-    if start in text and end in text:
-        before, rest = text.split(start, 1)
-        text = before + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
 
 
 def run_recipe(flagfile: str, data_dir: str, out: str) -> float:
@@ -124,7 +112,7 @@ def main() -> int:
         "median of the float32 TFLite file on one thread (README: Outputs).", "",
         "| target | result | met |", "|---|---|---|"]
     header += [f"| {what} | {value} | {'yes' if ok else '**no**'} |" for what, ok, value in checks]
-    replace_section(REPO / "BENCHMARKS.md", SECTION, "\n".join(header + [""] + sections))
+    replace_section(SECTION, "\n".join(header + [""] + sections))
     print(f"wrote BENCHMARKS.md section {SECTION}; runs in {work}")
     return 0
 
