@@ -212,6 +212,13 @@ def analyze(model: tf_keras.Model) -> ChannelGraph:
         for unit in positions[_tensor_key(output)]:
             if unit >= 0:
                 uf.fix(int(unit))
+    # Checked only now: a Softmax / LayerNorm on the logits reads units that are prunable
+    # while tracing and fixed only once the outputs are known.
+    for info in infos:
+        reason = info.rule.needs_fixed_inputs(info.node.layer)
+        if reason and any(not uf.fixed[uf.find(int(u))]
+                          for pos in info.in_positions for u in pos[pos >= 0]):
+            raise unsupported(info.node.layer, reason)
 
     n_units = len(uf.parent)
     roots = np.array([uf.find(u) for u in range(n_units)], dtype=np.int64)

@@ -55,6 +55,7 @@ class ParamCounter:
                 total += int(t.out_vec @ out_keep)
             if t.in_vec is not None:
                 total += int(t.in_vec @ in_keep)
+            total += t.const
         return total
 
     def count_all(self) -> int:

@@ -37,14 +37,17 @@ def unsupported(layer, why: str) -> UnsupportedLayerError:
 class CountTables:
     """Nonzero-parameter tables of one layer.
 
-    count = in_keep · pair · out_keep + out_vec · out_keep + in_vec · in_keep
+    count = in_keep · pair · out_keep + out_vec · out_keep + in_vec · in_keep + const
     where in_keep / out_keep are 0/1 vectors over the layer's input positions and output
-    units. ``pair`` is None for layers whose weights are per channel.
+    units. ``pair`` is None for layers whose weights are per channel; ``const`` counts
+    weights that no pruning removes (a Normalization layer's sample count, a LayerNorm
+    that only sees fixed channels).
     """
 
     pair: Optional[np.ndarray] = None
     out_vec: Optional[np.ndarray] = None
     in_vec: Optional[np.ndarray] = None
+    const: int = 0
 
 
 class Rule:
@@ -67,6 +70,22 @@ class Rule:
         return weights
 
     def set_width(self, config: dict, width: int) -> dict:
+        return config
+
+    def needs_fixed_inputs(self, layer) -> Optional[str]:
+        """Why every channel entering the layer must be fixed, or None if they need not.
+
+        The analysis checks it once the model outputs have fixed their channels (a Softmax
+        or LayerNorm on the logits is fine; on a prunable layer it is not).
+        """
+        return None
+
+    def adapt_config(self, layer, config: dict, in_keep: List[np.ndarray]) -> dict:
+        """The layer's config once the input positions not in ``in_keep`` are gone.
+
+        Only layers whose config spells out a channel count (Reshape's target shape,
+        Normalization's mean) override it; producers change theirs in ``set_width``.
+        """
         return config
 
     def count_tables(self, layer, weights) -> CountTables:
@@ -95,10 +114,8 @@ class ChannelMixingWithoutWeights(Rule):
     would change what they compute, so they are refused.
     """
 
-    def propagate(self, layer, in_pos, in_shapes, new_units):
-        if np.any(in_pos[0] >= 0):
-            raise unsupported(layer, "it mixes prunable channels without weights")
-        return in_pos[0]
+    def needs_fixed_inputs(self, layer):
+        return "it mixes prunable channels without weights"
 
 
 class WeightedProducer(Rule):
@@ -216,6 +233,160 @@ class Concatenate(Rule):
         return layer.axis % rank != rank - 1
 
 
+class Separable(Rule):
+    """SeparableConv1D/2D: a depthwise conv (multiplier m) then a 1x1 conv producing units.
+
+    The depthwise kernel [..., Cin, m] is indexed by input position; the pointwise kernel
+    [..., Cin*m, Cout] reads depthwise channel c*m+k from input position c, so removing an
+    input position removes m of its rows, and removing a unit removes one of its columns.
+    """
+
+    produces = True
+    mixes = True
+
+    def check(self, layer):
+        _channels_last(layer)
+
+    def out_units(self, layer):
+        return int(layer.pointwise_kernel.shape[-1])
+
+    def propagate(self, layer, in_pos, in_shapes, new_units):
+        return new_units(self.out_units(layer))
+
+    def slice_weights(self, layer, weights, in_keep, out_keep):
+        depthwise, pointwise = weights[0], weights[1]
+        multiplier = depthwise.shape[-1]
+        depthwise = depthwise[..., in_keep[0], :]
+        pointwise = pointwise[..., np.repeat(in_keep[0], multiplier), :][..., out_keep]
+        return [depthwise, pointwise] + [w[out_keep] for w in weights[2:]]
+
+    def set_width(self, config, width):
+        return {**config, "filters": int(width)}
+
+    def count_tables(self, layer, weights):
+        depthwise, pointwise = weights[0], weights[1]
+        cin, multiplier = depthwise.shape[-2], depthwise.shape[-1]
+        in_vec = np.count_nonzero(depthwise.reshape(-1, cin, multiplier), axis=(0, 2))
+        rows = pointwise.reshape(cin, multiplier, pointwise.shape[-1])
+        pair = np.count_nonzero(rows, axis=1)
+        out_vec = (weights[2] != 0).astype(np.int64) if len(weights) > 2 else None
+        return CountTables(pair=pair.astype(np.int64), out_vec=out_vec,
+                           in_vec=in_vec.astype(np.int64))
+
+
+class Reshape(Rule):
+    """Reshape that keeps the channel axis last and whole, e.g. Squeeze-Excitation's
+    (C,) -> (1, 1, C): position c in is position c out. Any other reshape moves channels
+    into spatial positions (or back) and is refused."""
+
+    def propagate(self, layer, in_pos, in_shapes, new_units):
+        out_last = tuple(layer.compute_output_shape(in_shapes[0]))[-1]
+        if out_last != in_shapes[0][-1]:
+            raise unsupported(layer, f"it changes the last axis from {in_shapes[0][-1]} to "
+                              f"{out_last} channels (only reshapes that keep it are traced)")
+        return in_pos[0]
+
+    def adapt_config(self, layer, config, in_keep):
+        target = list(config["target_shape"])
+        if target and target[-1] != -1:
+            target[-1] = int(np.count_nonzero(in_keep[0]))
+        return {**config, "target_shape": tuple(target)}
+
+
+def _channel_axis_in(layer, axis) -> bool:
+    """Whether ``axis`` (an int, a list, or None for "all") includes the last axis."""
+    rank = len(layer.input_shape)
+    if axis is None:
+        return True
+    axes = list(axis) if isinstance(axis, (list, tuple)) else [axis]
+    return any(int(a) % rank == rank - 1 for a in axes)
+
+
+class LastAxisVectors(Rule):
+    """Channel-wise layers whose weights broadcast along the last axis (PReLU's alpha,
+    Normalization's mean and variance): weights whose last axis is the channel axis are
+    sliced there; the others (a scalar sample count, an alpha shared over channels) stay.
+    """
+
+    def check(self, layer):
+        _channels_last(layer)
+
+    def channel_weights(self, layer, weights, channels: int) -> List[bool]:
+        """Which of ``weights`` are indexed by channel on their last axis."""
+        raise NotImplementedError
+
+    def slice_weights(self, layer, weights, in_keep, out_keep):
+        mask = self.channel_weights(layer, weights, len(in_keep[0]))
+        return [w[..., in_keep[0]] if is_channel else w for w, is_channel in zip(weights, mask)]
+
+    def count_tables(self, layer, weights):
+        channels = int(layer.input_shape[-1])
+        mask = self.channel_weights(layer, weights, channels)
+        in_vec = np.zeros(channels, dtype=np.int64)
+        const = 0
+        for w, is_channel in zip(weights, mask):
+            if is_channel:
+                in_vec += np.count_nonzero(w.reshape(-1, channels), axis=0)
+            else:
+                const += int(np.count_nonzero(w))
+        return CountTables(in_vec=in_vec, const=const)
+
+
+class PReLURule(LastAxisVectors):
+    """PReLU: alpha has the input's shape (1 on shared axes); per channel unless the
+    channel axis is shared."""
+
+    def channel_weights(self, layer, weights, channels):
+        shared = layer.shared_axes or []
+        rank = len(layer.input_shape)
+        channel_shared = any(int(a) % rank == rank - 1 for a in shared)
+        return [not channel_shared and w.ndim >= 1 and w.shape[-1] == channels
+                for w in weights]
+
+
+class NormalizationRule(LastAxisVectors):
+    """Normalization (preprocessing): mean/variance over the kept axes, a scalar count."""
+
+    def _keeps_channels(self, layer) -> bool:
+        rank = len(layer.input_shape)
+        keep = getattr(layer, "_keep_axis", None) or []
+        return any(int(a) % rank == rank - 1 for a in keep)
+
+    def channel_weights(self, layer, weights, channels):
+        keeps = self._keeps_channels(layer)
+        return [keeps and w.ndim >= 1 and w.shape[-1] == channels for w in weights]
+
+    def adapt_config(self, layer, config, in_keep):
+        # A Normalization built with mean=/variance= stores them in its config, not weights.
+        config = dict(config)
+        if self._keeps_channels(layer):
+            for key in ("mean", "variance"):
+                value = config.get(key)
+                if value is not None and np.ndim(value) >= 1 \
+                        and np.shape(value)[-1] == len(in_keep[0]):
+                    config[key] = np.asarray(value)[..., in_keep[0]].tolist()
+        return config
+
+
+class ChannelNorm(Rule):
+    """LayerNormalization / UnitNormalization. Over the channel axis they mix channels
+    (every output depends on the statistics of all of them), so they are allowed only
+    where every channel reaching them is fixed; over other axes channels stay independent
+    and the weights (shaped by the normalised axes) never need slicing."""
+
+    def check(self, layer):
+        _channels_last(layer)
+
+    def needs_fixed_inputs(self, layer):
+        if _channel_axis_in(layer, getattr(layer, "axis", -1)):
+            return ("it normalises across prunable channels (removing one would change the "
+                    "statistics of the others)")
+        return None
+
+    def count_tables(self, layer, weights):
+        return CountTables(const=int(sum(np.count_nonzero(w) for w in weights)))
+
+
 _PASSTHROUGH = [
     "Activation", "ReLU", "LeakyReLU", "ELU", "ThresholdedReLU",
     "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
@@ -243,6 +414,13 @@ RULES.update({
     "Average": Elementwise(), "Maximum": Elementwise(), "Minimum": Elementwise(),
     "Concatenate": Concatenate(),
     "Softmax": ChannelMixingWithoutWeights(),
+    "SeparableConv1D": Separable(),
+    "SeparableConv2D": Separable(),
+    "Reshape": Reshape(),
+    "PReLU": PReLURule(),
+    "Normalization": NormalizationRule(),
+    "LayerNormalization": ChannelNorm(),
+    "UnitNormalization": ChannelNorm(),
 })
 
 

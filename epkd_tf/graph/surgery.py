@@ -28,10 +28,15 @@ def remove_groups(graph: ChannelGraph, removed_groups) -> tf_keras.Model:
     config = copy.deepcopy(model.get_config())
     by_name = {entry["config"]["name"]: entry for entry in config["layers"]}
     for info in graph.layers:
+        entry = by_name[info.name]
         if len(info.units):
-            entry = by_name[info.name]
             entry["config"] = info.rule.set_width(entry["config"],
                                                   int(unit_keep[info.units].sum()))
+        in_keep = [keep_of_positions(p, unit_keep) for p in info.in_positions]
+        if not all(k.all() for k in in_keep):
+            # Layers that spell out their channel count (Reshape) follow their input.
+            model_layer = model.get_layer(info.name)
+            entry["config"] = info.rule.adapt_config(model_layer, entry["config"], in_keep)
     pruned = model.__class__.from_config(config)
     for info in graph.layers:
         old = model.get_layer(info.name)
