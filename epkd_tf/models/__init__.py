@@ -1,5 +1,7 @@
 """Teacher architectures. Importing this package registers every built-in model."""
-from epkd_tf.models import lenet  # noqa: F401  (registers the LeNets)
-from epkd_tf.models.registry import build_model, model_names, register_model
+# Each module registers its models on import.
+from epkd_tf.models import alexnet, inception, lenet, mobilenet, resnet, vgg  # noqa: F401
+from epkd_tf.models.registry import (application_names, build_model, model_names,
+                                     register_model)
 
-__all__ = ["build_model", "model_names", "register_model"]
+__all__ = ["application_names", "build_model", "model_names", "register_model"]
