@@ -20,7 +20,11 @@ def mean_abs_weight_per_unit(graph) -> np.ndarray:
     for info in graph.layers:
         if not len(info.units):
             continue
-        kernel = model.get_layer(info.name).get_weights()[0]
+        layer = model.get_layer(info.name)
+        # A separable conv's units are the outputs of its pointwise kernel; its depthwise
+        # kernel's last axis is the depth multiplier, not the units.
+        kernel = getattr(layer, "pointwise_kernel", None)
+        kernel = (kernel if kernel is not None else layer.kernel).numpy()
         per_unit = np.abs(kernel.reshape(-1, kernel.shape[-1])).mean(axis=0)
         scores[info.units] = per_unit
     return scores
