@@ -31,6 +31,9 @@ class DataConfig:
     batch_size: int = 128
     seed: int = 0
     shuffle_buffer: int = 10_000
+    # Square side images are resized/cropped to; None: the dataset's own size (224 for
+    # imagenet2012). Required for other datasets whose images vary in size.
+    image_size: Optional[int] = None
 
     def __post_init__(self):
         _require(bool(self.dataset and self.dataset.strip()), "dataset",
@@ -45,6 +48,11 @@ class DataConfig:
                  "must be a non-negative integer", self.seed)
         _require(isinstance(self.shuffle_buffer, int) and self.shuffle_buffer >= 1,
                  "shuffle_buffer", "must be a positive integer", self.shuffle_buffer)
+        _require(self.image_size is None or (isinstance(self.image_size, int)
+                                             and not isinstance(self.image_size, bool)
+                                             and self.image_size >= 8),
+                 "image_size", "must be an integer of at least 8 (pixels per side) or unset "
+                 "for the dataset's own size", self.image_size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,12 +62,17 @@ class TeacherConfig:
     teacher: str = "lenet300_100"
     teacher_epochs: int = 10
     learning_rate: float = 1e-3
+    width: float = 1.0  # channel/unit width multiplier of the teacher architecture
 
     def __post_init__(self):
         _require(isinstance(self.teacher_epochs, int) and self.teacher_epochs >= 0,
                  "teacher_epochs", "must be a non-negative integer", self.teacher_epochs)
         _require(self.learning_rate > 0 and math.isfinite(self.learning_rate),
                  "learning_rate", "must be a positive number", self.learning_rate)
+        _require(isinstance(self.width, (int, float)) and not isinstance(self.width, bool)
+                 and self.width > 0 and math.isfinite(self.width), "teacher_width",
+                 "must be a positive number (1 = the architecture's published width)",
+                 self.width)
 
 
 @dataclasses.dataclass(frozen=True)

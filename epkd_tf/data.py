@@ -8,10 +8,17 @@ that it can be loaded by name; it is also available from the command line::
 
     python -m epkd_tf.data --import_npz=PATH --name=NAME --data_dir=DIR [--overwrite]
 
-Adding preprocessing for another dataset is a matter of registering a recipe::
+Recipes (per-dataset preprocessing, see :class:`DatasetRecipe`) are registered by name:
+``cifar10``/``cifar100`` (CIFAR mean/std normalisation; training: zero-pad 4 + random crop +
+flip), ``imagenet2012`` (shorter side to round(1.14 x --image_size), random / central crop,
+flip, ImageNet mean/std; --image_size defaults to 224), MNIST-likes and everything else
+([0, 1] scaling, bilinear resize to --image_size if given). Adding one::
 
-    @register_dataset("cifar10", augment=random_flip_and_crop)
-    def _cifar10(image, label): ...  # per-example (uint8 HxWxC, int) -> (float32, int32)
+    @register_dataset("my_ds", augment=my_augment)     # fixed-size preprocessing
+    def _my_ds(image, label): ...  # per-example (uint8 HxWxC, int) -> (float32, int32)
+
+    @register_recipe("my_other_ds")                     # depends on --image_size
+    def _factory(image_size): return DatasetRecipe(...)
 """
 from __future__ import annotations
 
@@ -40,6 +47,8 @@ __all__ = [
     "Data",
     "DATASET_ALIASES",
     "register_dataset",
+    "register_recipe",
+    "CACHE_LIMIT_BYTES",
     "get_recipe",
     "load_data",
     "import_npz",
@@ -53,6 +62,8 @@ _IMPORT_HINT = "python -m epkd_tf.data --import_npz=PATH --name={name} --data_di
 _CATALOGUE_VERSIONS = {"mnist": "3.0.1"}
 _DEFAULT_IMPORT_VERSION = "1.0.0"
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+# Datasets whose "test" split is unlabelled (label -1) -> the split to evaluate on instead.
+_UNLABELLED_TEST_SPLITS = {"imagenet2012": "validation"}
 
 
 class DataError(ValueError):
@@ -73,21 +84,31 @@ class DatasetSpec:
 # --------------------------------------------------------------------------- recipes
 
 Preprocess = Callable[[tf.Tensor, tf.Tensor], Tuple[tf.Tensor, tf.Tensor]]
+Augment = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], Tuple[tf.Tensor, tf.Tensor]]
 
 
 @dataclasses.dataclass(frozen=True)
 class DatasetRecipe:
-    """Per-dataset preprocessing.
+    """Per-dataset preprocessing, built for one image size.
 
-    ``preprocess`` maps one decoded example ``(image uint8 HxWxC, label)`` to
-    ``(image float32, label int32)``; it runs before the in-memory cache, so it must be
-    deterministic.  ``augment`` (optional) maps one preprocessed example again and runs
-    on the training pipeline only, after the cache and shuffle (random augmentation).
+    Both functions receive one *decoded* example ``(image uint8 HxWxC, label)`` -- the
+    in-memory cache (if any) holds these raw uint8 images -- and return
+    ``(image float32, label int32)`` at the model's input size.
+
+    * ``preprocess`` is the evaluation transform (``train_eval``, ``test``, ``sample``); it
+      must be deterministic.
+    * ``augment`` (optional) is the training transform (``train`` only); it takes a third
+      argument, a stateless seed (int64 tensor of shape [2]) that differs per example and
+      epoch, and must draw all its randomness from it (``tf.image.stateless_random_*``)
+      so that training is reproducible. Without it ``train`` uses ``preprocess``.
+    * ``default_image_size``: the side used when ``--image_size`` is not given (needed by
+      datasets whose images vary in size, e.g. 224 for imagenet2012).
     """
 
     name: str
     preprocess: Preprocess
-    augment: Optional[Preprocess] = None
+    augment: Optional[Augment] = None
+    default_image_size: Optional[int] = None
 
 
 def scale_to_unit(image: tf.Tensor, label: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
@@ -98,33 +119,90 @@ def scale_to_unit(image: tf.Tensor, label: tf.Tensor) -> Tuple[tf.Tensor, tf.Ten
     return image, tf.cast(label, tf.int32)
 
 
+def resize_square(image: tf.Tensor, size: int) -> tf.Tensor:
+    """Bilinear (antialiased when shrinking) resize of an HxWxC image to size x size;
+    float32 output in the input's value range. The aspect ratio is not kept."""
+    if image.shape.rank == 2:
+        image = image[..., tf.newaxis]
+    return tf.image.resize(tf.cast(image, tf.float32), [size, size], method="bilinear",
+                           antialias=True)
+
+
+def with_resize(fn: Preprocess, size: Optional[int]) -> Preprocess:
+    """``fn`` applied to the image resized to ``size`` x ``size`` (``fn`` itself if None)."""
+    if size is None:
+        return fn
+
+    def resized(image, label):
+        return fn(resize_square(image, size), label)
+
+    resized.__name__ = f"{getattr(fn, '__name__', 'preprocess')}_resized_{size}"
+    return resized
+
+
 DEFAULT_RECIPE = DatasetRecipe(name="default", preprocess=scale_to_unit)
-_RECIPES: Dict[str, DatasetRecipe] = {}
+
+# TFDS name -> factory(image_size or None) -> DatasetRecipe.
+RecipeFactory = Callable[[Optional[int]], DatasetRecipe]
+_RECIPES: Dict[str, RecipeFactory] = {}
 
 # User-facing names that differ from the TFDS name.
 DATASET_ALIASES: Dict[str, str] = {"imagenet": "imagenet2012"}
 
 
-def register_dataset(*names: str, augment: Optional[Preprocess] = None):
+def register_recipe(*names: str):
+    """Decorator registering ``factory(image_size: Optional[int]) -> DatasetRecipe`` for
+    TFDS ``names``; ``image_size`` is ``--image_size`` (None when not given)."""
+    if not names:
+        raise ValueError("register_recipe needs at least one TFDS dataset name.")
+
+    def decorator(factory: RecipeFactory) -> RecipeFactory:
+        for name in names:
+            _RECIPES[name] = factory
+        return factory
+
+    return decorator
+
+
+def register_dataset(*names: str, augment: Optional[Augment] = None):
     """Decorator registering a per-example preprocessing function for TFDS ``names``.
 
-    The decorated function maps ``(image, label)`` to ``(float32 image, int32 label)``;
-    ``augment`` is an optional train-only random transform applied after caching.
+    The decorated function maps ``(image uint8, label)`` to ``(float32 image, int32
+    label)``; ``augment`` is an optional train-only transform ``(image uint8, label, seed)``
+    (see :class:`DatasetRecipe`). With ``--image_size`` both see the image already resized.
     """
     if not names:
         raise ValueError("register_dataset needs at least one TFDS dataset name.")
 
     def decorator(fn: Preprocess) -> Preprocess:
         for name in names:
-            _RECIPES[name] = DatasetRecipe(name=name, preprocess=fn, augment=augment)
+            plain = DatasetRecipe(name=name, preprocess=fn, augment=augment)
+
+            def factory(image_size, plain=plain, fn=fn, name=name):
+                if image_size is None:
+                    return plain
+                aug = None
+                if augment is not None:
+                    def aug(image, label, seed):
+                        return augment(resize_square(image, image_size), label, seed)
+                return DatasetRecipe(name=name, preprocess=with_resize(fn, image_size),
+                                     augment=aug)
+
+            _RECIPES[name] = factory
         return fn
 
     return decorator
 
 
-def get_recipe(name: str) -> DatasetRecipe:
-    """Returns the recipe registered for TFDS ``name`` or the default [0, 1] scaling recipe."""
-    return _RECIPES.get(DATASET_ALIASES.get(name, name), DEFAULT_RECIPE)
+def get_recipe(name: str, image_size: Optional[int] = None) -> DatasetRecipe:
+    """The recipe registered for TFDS ``name`` (or the default [0, 1] scaling recipe), built
+    for ``image_size`` (None: the dataset's own size)."""
+    factory = _RECIPES.get(DATASET_ALIASES.get(name, name))
+    if factory is None:
+        if image_size is None:
+            return DEFAULT_RECIPE
+        return DatasetRecipe(name="default", preprocess=with_resize(scale_to_unit, image_size))
+    return factory(image_size)
 
 
 @register_dataset("mnist", "fashion_mnist", "kmnist")
@@ -133,7 +211,109 @@ def _grayscale_unit(image: tf.Tensor, label: tf.Tensor) -> Tuple[tf.Tensor, tf.T
     return scale_to_unit(image, label)
 
 
+def normalize(image: tf.Tensor, mean, std) -> tf.Tensor:
+    """``(image / 255 - mean) / std`` per channel, float32."""
+    image = tf.cast(image, tf.float32) / 255.0
+    return (image - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
+
+
+def _split_seed(seed: tf.Tensor, n: int) -> List[tf.Tensor]:
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=n)
+    return [seeds[i] for i in range(n)]
+
+
+# CIFAR-10 training-set statistics (also used for CIFAR-100, as is customary).
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+CIFAR_PAD = 4
+
+
+def cifar_pad_crop_flip(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """He et al. 2016 augmentation on a uint8 HxWxC image: zero-pad 4 px per side, random
+    HxW crop, random horizontal flip; stateless, all randomness from ``seed``."""
+    crop_seed, flip_seed = _split_seed(seed, 2)
+    padded = tf.pad(image, [[CIFAR_PAD, CIFAR_PAD], [CIFAR_PAD, CIFAR_PAD], [0, 0]])
+    cropped = tf.image.stateless_random_crop(padded, tf.shape(image), seed=crop_seed)
+    return tf.image.stateless_random_flip_left_right(cropped, seed=flip_seed)
+
+
+@register_recipe("cifar10", "cifar100")
+def _cifar_recipe(image_size: Optional[int]) -> DatasetRecipe:
+    """CIFAR: per-channel normalisation with the CIFAR-10 training mean/std; training adds
+    zero padding by 4 px + random crop back to 32x32 + random horizontal flip.
+    ``--image_size`` (if given) resizes after augmentation, before normalisation."""
+
+    def resize(image):
+        return image if image_size is None else resize_square(image, image_size)
+
+    def preprocess(image, label):
+        return normalize(resize(image), CIFAR_MEAN, CIFAR_STD), tf.cast(label, tf.int32)
+
+    def augment(image, label, seed):
+        image = cifar_pad_crop_flip(image, seed)
+        return normalize(resize(image), CIFAR_MEAN, CIFAR_STD), tf.cast(label, tf.int32)
+
+    return DatasetRecipe(name="cifar", preprocess=preprocess, augment=augment)
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_DEFAULT_SIZE = 224
+IMAGENET_RESIZE_RATIO = 1.14  # shorter side resized to round(1.14 * image_size): 256 for 224
+
+
+def resize_shorter_side(image: tf.Tensor, side: int) -> tf.Tensor:
+    """Bilinear (antialiased) resize keeping the aspect ratio so that the shorter side is
+    ``side`` pixels; float32 in the input's value range."""
+    shape = tf.shape(image)
+    h, w = tf.cast(shape[0], tf.float64), tf.cast(shape[1], tf.float64)
+    scale = tf.cast(side, tf.float64) / tf.minimum(h, w)
+    new_h = tf.maximum(tf.cast(tf.round(h * scale), tf.int32), side)
+    new_w = tf.maximum(tf.cast(tf.round(w * scale), tf.int32), side)
+    return tf.image.resize(tf.cast(image, tf.float32), tf.stack([new_h, new_w]),
+                           method="bilinear", antialias=True)
+
+
+def central_crop(image: tf.Tensor, size: int) -> tf.Tensor:
+    """The central size x size window of an HxWxC image (offsets rounded down)."""
+    shape = tf.shape(image)
+    top, left = (shape[0] - size) // 2, (shape[1] - size) // 2
+    return image[top:top + size, left:left + size, :]
+
+
+@register_recipe("imagenet2012")
+def _imagenet_recipe(image_size: Optional[int]) -> DatasetRecipe:
+    """ImageNet: shorter side resized to round(1.14 x image_size) (256 for 224), then a
+    random image_size crop + random horizontal flip for training or the central crop for
+    evaluation; pixels scaled to [0, 1] and normalised with the ImageNet mean/std."""
+    size = IMAGENET_DEFAULT_SIZE if image_size is None else int(image_size)
+    side = int(round(size * IMAGENET_RESIZE_RATIO))
+
+    def finish(image, label):
+        image = tf.ensure_shape(image, (size, size, 3))
+        return normalize(image, IMAGENET_MEAN, IMAGENET_STD), tf.cast(label, tf.int32)
+
+    def preprocess(image, label):
+        return finish(central_crop(resize_shorter_side(image, side), size), label)
+
+    def augment(image, label, seed):
+        crop_seed, flip_seed = _split_seed(seed, 2)
+        image = resize_shorter_side(image, side)
+        image = tf.image.stateless_random_crop(image, (size, size, 3), seed=crop_seed)
+        image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+        return finish(image, label)
+
+    return DatasetRecipe(name="imagenet2012", preprocess=preprocess, augment=augment,
+                         default_image_size=IMAGENET_DEFAULT_SIZE)
+
+
 # --------------------------------------------------------------------------- Data
+
+# A split is cached in memory (as decoded uint8 images, before any augmentation) when its
+# images have a fixed shape and num_examples x H x W x C bytes is at most this much; other
+# splits (imagenet2012: variable sizes, ~1.3M images) are streamed from the TFDS files
+# every epoch. MNIST (47 MB) and CIFAR (154 MB) are cached.
+CACHE_LIMIT_BYTES = 2 * 1024 ** 3
 
 
 class Data:
@@ -146,6 +326,9 @@ class Data:
         self.recipe = recipe
         self._builder = builder
         self._supervised = supervised
+        self._image_feature = builder.info.features["image"]
+        self.cached = {split: self._cacheable(split, n) for split, n in
+                       ((cfg.train_split, spec.num_train), (cfg.test_split, spec.num_test))}
         self._train_base = self._base(cfg.train_split)
         self._test_base = self._base(cfg.test_split)
         self._numpy_train: Optional[Tuple[np.ndarray, np.ndarray]] = None
@@ -154,39 +337,79 @@ class Data:
     def __repr__(self) -> str:
         return f"Data({self.spec!r})"
 
-    def _base(self, split: str) -> tf.data.Dataset:
-        """Decoded, preprocessed, in-memory cached examples of ``split`` in file order."""
+    def _cacheable(self, split: str, num_examples: int) -> bool:
+        """The caching rule: fixed image shape and at most CACHE_LIMIT_BYTES of uint8."""
+        shape = tuple(self._image_feature.shape)
+        if any(d is None for d in shape):
+            return False
+        return num_examples * int(np.prod(shape)) <= CACHE_LIMIT_BYTES
+
+    def _read(self, split: str, shuffle_files: bool = False,
+              decode: bool = True) -> tf.data.Dataset:
+        """``(image, label)`` of ``split`` in file order (or with seeded file shuffling);
+        ``decode=False`` leaves images encoded (cheap to shuffle / skip; see _decode)."""
         read_config = tfds.ReadConfig(shuffle_seed=self.cfg.seed)
-        ds = self._builder.as_dataset(split=split, shuffle_files=False,
-                                      as_supervised=self._supervised, read_config=read_config)
+        decoders = None if decode else {"image": tfds.decode.SkipDecoding()}
+        ds = self._builder.as_dataset(split=split, shuffle_files=shuffle_files,
+                                      as_supervised=self._supervised, read_config=read_config,
+                                      decoders=decoders)
         if not self._supervised:
             ds = ds.map(lambda ex: (ex["image"], ex["label"]),
                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        ds = ds.map(self.recipe.preprocess, num_parallel_calls=tf.data.AUTOTUNE,
-                    deterministic=True)
-        return ds.cache()
+        return ds
+
+    def _decode(self, image: tf.Tensor) -> tf.Tensor:
+        return self._image_feature.decode_example(image)
+
+    def _base(self, split: str) -> tf.data.Dataset:
+        """Decoded uint8 examples of ``split`` in file order, cached in memory if small."""
+        ds = self._read(split)
+        return ds.cache() if self.cached[split] else ds
 
     def _finish(self, ds: tf.data.Dataset) -> tf.data.Dataset:
         return ds.batch(self.cfg.batch_size).prefetch(tf.data.AUTOTUNE)
 
     def train(self, shuffle: bool = True) -> tf.data.Dataset:
         """Batched training split ``(x float32, y int32)``, shuffled with the config seed
-        (reshuffled each epoch) and augmented by the recipe if it has augmentation."""
-        ds = self._train_base
-        if shuffle:
+        (reshuffled each epoch) and augmented by the recipe if it has augmentation.
+
+        Augmentation draws from stateless seeds of ``tf.data.Dataset.random(seed)``,
+        re-randomised each epoch: the same ``--seed`` gives the same batches run to run,
+        and every epoch sees new crops and flips."""
+        split = self.cfg.train_split
+        if self.cached[split] or not shuffle:
+            ds = self._train_base
+            if shuffle:
+                ds = ds.shuffle(self.cfg.shuffle_buffer, seed=self.cfg.seed,
+                                reshuffle_each_iteration=True)
+        else:  # streamed: shuffle file order and encoded images, decode afterwards
+            ds = self._read(split, shuffle_files=True, decode=False)
             ds = ds.shuffle(self.cfg.shuffle_buffer, seed=self.cfg.seed,
                             reshuffle_each_iteration=True)
-        if self.recipe.augment is not None:
-            ds = ds.map(self.recipe.augment, num_parallel_calls=tf.data.AUTOTUNE)
+            ds = ds.map(lambda image, label: (self._decode(image), label),
+                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if self.recipe.augment is None:
+            ds = ds.map(self.recipe.preprocess, num_parallel_calls=tf.data.AUTOTUNE,
+                        deterministic=True)
+        else:
+            seeds = tf.data.Dataset.random(seed=self.cfg.seed,
+                                           rerandomize_each_iteration=True).batch(2)
+            ds = tf.data.Dataset.zip((ds, seeds)).map(
+                lambda example, seed: self.recipe.augment(example[0], example[1], seed),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return self._finish(ds)
+
+    def _evaluation(self, base: tf.data.Dataset) -> tf.data.Dataset:
+        return self._finish(base.map(self.recipe.preprocess, num_parallel_calls=tf.data.AUTOTUNE,
+                                     deterministic=True))
 
     def train_eval(self) -> tf.data.Dataset:
         """Batched training split in deterministic order, no shuffling or augmentation."""
-        return self._finish(self._train_base)
+        return self._evaluation(self._train_base)
 
     def test(self) -> tf.data.Dataset:
         """Batched test split in deterministic order."""
-        return self._finish(self._test_base)
+        return self._evaluation(self._test_base)
 
     @staticmethod
     def _to_numpy(ds: tf.data.Dataset) -> Tuple[np.ndarray, np.ndarray]:
@@ -211,15 +434,35 @@ class Data:
     def sample(self, n: int, seed: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
         """A seeded random subset of ``n`` distinct training examples as numpy
         ``(x float32 normalised, y int32)``; the same seed (default: the config seed)
-        always gives the same subset in the same order."""
+        always gives the same subset in the same order. Evaluation preprocessing (no
+        augmentation). A streamed (uncached) split is read once, decoding only the chosen
+        examples, instead of being materialised."""
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= self.spec.num_train:
             raise DataError(f"sample size n={n!r} is invalid: give an integer between 1 and "
                             f"{self.spec.num_train} (the examples in train split "
                             f"{self.cfg.train_split!r}).")
         seed = self.cfg.seed if seed is None else seed
-        x, y = self.numpy_train()
-        idx = np.random.default_rng(seed).choice(len(x), size=int(n), replace=False)
-        return x[idx], y[idx]
+        idx = np.random.default_rng(seed).choice(self.spec.num_train, size=int(n),
+                                                 replace=False)
+        if self.cached[self.cfg.train_split]:
+            x, y = self.numpy_train()
+            return x[idx], y[idx]
+        wanted = tf.constant(np.sort(idx), tf.int64)
+        ds = self._read(self.cfg.train_split, decode=False).enumerate()
+        ds = ds.filter(lambda i, example: tf.reduce_any(tf.equal(i, wanted))).take(int(n))
+        ds = ds.map(lambda i, example: (i, self.recipe.preprocess(self._decode(example[0]),
+                                                                   example[1])),
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        found, xs, ys = [], [], []
+        for i, (x, y) in tfds.as_numpy(ds.batch(self.cfg.batch_size)):
+            found.append(i)
+            xs.append(x)
+            ys.append(y)
+        found = np.concatenate(found)
+        position = {int(i): k for k, i in enumerate(found)}
+        order = np.array([position[int(i)] for i in idx])
+        return (np.concatenate(xs)[order].astype(np.float32),
+                np.concatenate(ys)[order].astype(np.int32))
 
 
 # --------------------------------------------------------------------------- loading
@@ -375,11 +618,16 @@ def load_data(cfg: DataConfig) -> Data:
             raise DataError(f"--dataset={name!r} is not an image-classification dataset: it has "
                             f"features {keys}, but 'image' and 'label' are required.")
         image_shape = tuple(features["image"].shape)
-        if any(d is None for d in image_shape):
-            raise DataError(f"--dataset={name!r} has images of variable size {image_shape}: an "
-                            f"image size must be set (resizing is not supported yet).")
         if len(image_shape) == 2:
             image_shape = image_shape + (1,)
+        recipe = get_recipe(canonical, cfg.image_size)
+        size = cfg.image_size if cfg.image_size is not None else recipe.default_image_size
+        if size is not None:
+            image_shape = (size, size) + image_shape[2:]
+        if any(d is None for d in image_shape):
+            raise DataError(f"--dataset={name!r} has images of variable size {image_shape}: an "
+                            f"image size must be set with --image_size=N (images are resized "
+                            f"to N x N).")
         num_classes = getattr(features["label"], "num_classes", None)
         if not num_classes:
             raise DataError(f"--dataset={name!r} has a label feature without a class count: a "
@@ -387,10 +635,14 @@ def load_data(cfg: DataConfig) -> Data:
         supervised = tuple(info.supervised_keys or ()) == ("image", "label")
         num_train = _split_size(builder, cfg.train_split, "train_split")
         num_test = _split_size(builder, cfg.test_split, "test_split")
+        if canonical in _UNLABELLED_TEST_SPLITS and re.match(r"^\s*test\b", cfg.test_split):
+            raise DataError(f"--test_split={cfg.test_split!r} is unusable for {canonical}: its "
+                            f"test split has no labels (all -1); use --test_split="
+                            f"{_UNLABELLED_TEST_SPLITS[canonical]}.")
 
     spec = DatasetSpec(name=canonical, input_shape=tuple(int(d) for d in image_shape),
                        num_classes=int(num_classes), num_train=num_train, num_test=num_test)
-    return Data(builder, cfg, spec, get_recipe(canonical), supervised)
+    return Data(builder, cfg, spec, recipe, supervised)
 
 
 # --------------------------------------------------------------------------- import_npz

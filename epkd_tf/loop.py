@@ -123,7 +123,8 @@ class EPKD:
             log.info("Teacher: reloaded from %s", run.teacher_checkpoint())
             return tf_keras.models.load_model(run.teacher_checkpoint(), compile=False)
         spec = self.data.spec
-        model = build_model(cfg.teacher.teacher, spec.input_shape, spec.num_classes)
+        model = build_model(cfg.teacher.teacher, spec.input_shape, spec.num_classes,
+                            width=cfg.teacher.width)
         log.info("Teacher: %s, %d params, training %d epochs on %d examples",
                  cfg.teacher.teacher, model.count_params(), cfg.teacher.teacher_epochs,
                  spec.num_train)

@@ -20,8 +20,9 @@ import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 FLAGS = flags.FLAGS
 
 # -- data ---------------------------------------------------------------------------------
-flags.DEFINE_string("dataset", "mnist", "TFDS dataset name (mnist, cifar10, imagenet2012, "
-                    "or any TFDS image-classification dataset prepared in --data_dir).")
+flags.DEFINE_string("dataset", "mnist", "TFDS dataset name (mnist, cifar10, imagenet2012 "
+                    "alias imagenet, or any TFDS image-classification dataset prepared in "
+                    "--data_dir).")
 flags.DEFINE_string("data_dir", None, "TFDS data directory (default: ~/tensorflow_datasets). "
                     "Nothing is downloaded: prepare it first, e.g. with "
                     "python -m epkd_tf.data --import_npz=...")
@@ -29,10 +30,15 @@ flags.DEFINE_string("train_split", "train", "TFDS split for training, e.g. train
 flags.DEFINE_string("test_split", "test", "TFDS split for testing, e.g. test[:50%].")
 flags.DEFINE_integer("batch_size", 128, "Batch size of every training and evaluation pass.")
 flags.DEFINE_integer("seed", 0, "Seed of shuffling, initialisation and scoring subsets.")
+flags.DEFINE_integer("image_size", None, "Square size (pixels per side) images are resized/"
+                     "cropped to; required for datasets with variable image sizes such as "
+                     "imagenet2012 (which defaults to 224); default: the dataset's own size.")
 # -- teacher ------------------------------------------------------------------------------
 flags.DEFINE_string("teacher", "lenet300_100", "Teacher architecture (see README).")
 flags.DEFINE_integer("teacher_epochs", 10, "Epochs of teacher training.")
 flags.DEFINE_float("teacher_learning_rate", 1e-3, "Adam learning rate of teacher training.")
+flags.DEFINE_float("teacher_width", 1.0, "Width multiplier of the teacher's channels/units "
+                   "(1 = the published architecture; e.g. 0.25 for a quick run).")
 # -- pruning ------------------------------------------------------------------------------
 flags.DEFINE_integer("iterations", 10, "Compression iterations.")
 flags.DEFINE_float("keep_ratio", 0.9, "Nonzero parameters each iteration keeps, in (0, 1).")
@@ -69,7 +75,8 @@ flags.DEFINE_integer("verbose", 0, "Keras progress output (0 = one log line per 
 
 # Flags that describe the run (written to flags.txt, compared when resuming).
 RUN_FLAGS = ("dataset", "data_dir", "train_split", "test_split", "batch_size", "seed",
-             "teacher", "teacher_epochs", "teacher_learning_rate", "iterations",
+             "image_size", "teacher", "teacher_epochs", "teacher_learning_rate",
+             "teacher_width", "iterations",
              "keep_ratio", "pruners", "layer_floor", "taylor_batches", "oracle_examples",
              "magnitude_epochs", "rank_weights", "finetune_epochs", "finetune_learning_rate",
              "alpha", "temperature_schedule", "temperature_start", "temperature_step",
@@ -93,9 +100,11 @@ def build_config():
     return RunConfig(
         data=DataConfig(dataset=FLAGS.dataset.strip(), data_dir=FLAGS.data_dir,
                         train_split=FLAGS.train_split, test_split=FLAGS.test_split,
-                        batch_size=FLAGS.batch_size, seed=FLAGS.seed),
+                        batch_size=FLAGS.batch_size, seed=FLAGS.seed,
+                        image_size=FLAGS.image_size),
         teacher=TeacherConfig(teacher=FLAGS.teacher, teacher_epochs=FLAGS.teacher_epochs,
-                              learning_rate=FLAGS.teacher_learning_rate),
+                              learning_rate=FLAGS.teacher_learning_rate,
+                              width=FLAGS.teacher_width),
         pruning=PruningConfig(pruners=tuple(p.strip() for p in FLAGS.pruners),
                               keep_ratio=FLAGS.keep_ratio, layer_floor=FLAGS.layer_floor,
                               taylor_batches=FLAGS.taylor_batches,
@@ -137,10 +146,14 @@ def check_teacher(cfg, spec) -> None:
     from epkd_tf.models import build_model
     from epkd_tf.pruning import StructuredPruner, make_pruner
     try:
-        model = build_model(cfg.teacher.teacher, spec.input_shape, spec.num_classes)
-    except ValueError as err:
-        raise UsageError(f"--teacher={cfg.teacher.teacher}: cannot be built for "
-                         f"--dataset={cfg.data.dataset} {spec.input_shape}: {err}") from err
+        model = build_model(cfg.teacher.teacher, spec.input_shape, spec.num_classes,
+                            width=cfg.teacher.width)
+    except (ValueError, TypeError) as err:
+        # Keras shape errors span several lines; the user gets one.
+        reason = " ".join(str(err).split())[:300]
+        raise UsageError(f"--teacher={cfg.teacher.teacher} cannot be built for "
+                         f"--dataset={cfg.data.dataset} with input shape {spec.input_shape}: "
+                         f"{reason}") from err
     if any(isinstance(make_pruner(p), StructuredPruner) for p in cfg.pruning.pruners):
         try:
             analyze(model)

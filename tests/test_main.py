@@ -148,6 +148,10 @@ BAD_FLAGS = [
     (["--train_split=validation"], "validation"),
     (["--layer_floor=1"], "--layer_floor"),
     (["--no_such_flag=1"], "no_such_flag"),
+    # LeNet-5's two valid 5x5 convolutions and pools need more than tiny_digits' 12x12.
+    (["--teacher=lenet5"], "--teacher=lenet5"),
+    (["--teacher_width=0"], "--teacher_width"),
+    (["--image_size=3"], "--image_size"),
 ]
 
 

@@ -1,0 +1,95 @@
+"""The CLI on ImageNet (mocked TFDS, see mock_tfds.py): an end-to-end ResNet-50 run, the
+--image_size / --teacher_width flags, and every recipe in flags/ parsing."""
+import epkd_tf  # noqa: F401
+
+import glob
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+from absl import flags
+
+from cli_helpers import error_lines, run_in_process
+from epkd_tf import main as epkd_main
+from mock_tfds import mocked, write_metadata
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLAGFILES = sorted(glob.glob(os.path.join(REPO, "flags", "*.cfg")))
+N = 16  # mock examples per split
+
+QUICK = ["--dataset=imagenet", "--test_split=validation", "--teacher=resnet50",
+         "--image_size=64", "--teacher_width=0.25", "--iterations=1", "--teacher_epochs=1",
+         "--finetune_epochs=1", "--pruners=l1_filter,taylor", "--batch_size=8",
+         "--latency_runs=2", "--taylor_batches=1"]
+
+
+@pytest.fixture(scope="module")
+def meta_dir(tmp_path_factory):
+    return write_metadata(tmp_path_factory.mktemp("tfds_meta"), N)
+
+
+def read(out, table):
+    return pd.read_csv(os.path.join(out, f"{table}.csv"))
+
+
+def test_imagenet_resnet50_end_to_end(meta_dir, tmp_path):
+    out = str(tmp_path / "run")
+    with mocked(meta_dir, N):
+        code = run_in_process(epkd_main, [f"--data_dir={meta_dir}", f"--output_dir={out}",
+                                          *QUICK])
+    assert code == 0
+    students, candidates = read(out, "students"), read(out, "candidates")
+    assert len(students) == 1
+    assert sorted(candidates.pruner) == ["l1_filter", "taylor"]
+    params = candidates.nonzero_params.to_numpy()
+    assert abs(params[0] - params[1]) <= 0.02 * params.max(), candidates
+    teacher = tf.keras.models.load_model(os.path.join(out, "checkpoints", "teacher.keras"),
+                                         compile=False)
+    assert teacher.input_shape == (None, 64, 64, 3) and teacher.output_shape == (None, 1000)
+    teacher_params = sum(int(np.count_nonzero(w)) for w in teacher.get_weights())
+    assert students.nonzero_params.iloc[0] < teacher_params
+    assert abs(params.mean() - 0.9 * teacher_params) <= 0.02 * teacher_params
+    text = open(os.path.join(out, "flags.txt")).read()
+    assert "--image_size=64" in text and "--teacher_width=0.25" in text
+
+
+@pytest.mark.parametrize("args,named", [
+    (["--image_size=3"], "--image_size"),
+    (["--image_size=abc"], "--image_size"),
+    (["--teacher_width=0"], "--teacher_width"),
+    (["--teacher_width=-1"], "--teacher_width"),
+    (["--test_split=test"], "--test_split"),
+])
+def test_bad_imagenet_flags_stop_before_any_work(args, named, meta_dir, tmp_path, capsys):
+    out = tmp_path / "never"
+    with mocked(meta_dir, N):
+        code = run_in_process(epkd_main, [f"--data_dir={meta_dir}", f"--output_dir={out}",
+                                          *QUICK, *args])
+    lines = error_lines(capsys.readouterr().err)
+    assert code == 2
+    assert len(lines) == 1 and named in lines[0], lines
+    assert not out.exists()
+
+
+def test_flag_files_exist():
+    names = {os.path.basename(p) for p in FLAGFILES}
+    assert {"cifar10_resnet34.cfg", "cifar10_vgg16.cfg", "imagenet_resnet50.cfg"} <= names
+
+
+@pytest.mark.parametrize("path", FLAGFILES, ids=[os.path.basename(p) for p in FLAGFILES])
+def test_every_flag_file_parses(path):
+    from epkd_tf.models import model_names
+    from epkd_tf.pruning import pruner_names
+    flags.FLAGS.unparse_flags()
+    try:
+        flags.FLAGS(["epkd", f"--flagfile={path}", "--output_dir=unused"])
+        cfg = epkd_main.build_config()
+    finally:
+        flags.FLAGS.unparse_flags()
+    assert cfg.teacher.teacher in model_names()
+    assert set(cfg.pruning.pruners) <= set(pruner_names())
+    if "imagenet" in os.path.basename(path):
+        assert cfg.data.dataset == "imagenet" and cfg.data.image_size == 224
+        assert cfg.data.test_split == "validation"
