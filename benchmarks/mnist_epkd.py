@@ -78,7 +78,7 @@ def summarise(name: str, out: str, wall: float, target_teacher: float) -> tuple:
         (f"{name} final student within {MAX_DROP_POINTS} points of its teacher",
          drop <= MAX_DROP_POINTS,
          f"{final_acc:.2f}% at {100 * final.nonzero_params / teacher_params:.1f}% of the "
-         f"params ({drop:+.2f} points below)"),
+         f"params ({abs(drop):.2f} points {'below' if drop >= 0 else 'above'} it)"),
         (f"{name} run under {MAX_RUN_SECONDS} s", wall < MAX_RUN_SECONDS, f"{wall:.0f} s"),
     ]
     return "\n".join(lines), checks
