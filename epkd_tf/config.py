@@ -11,6 +11,11 @@ import math
 from typing import Optional, Tuple
 
 
+# Deployment formats a run can write per model (see deploy.py and README "Deployment").
+EXPORT_FORMATS: Tuple[str, ...] = ("saved_model", "tflite", "tflite_sparse",
+                                   "tflite_int8_dynamic", "tflite_int8")
+
+
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field (= the flag)."""
 
@@ -146,6 +151,8 @@ class RunConfig:
     output_dir: str = ""
     export_candidates: bool = False
     latency_runs: int = 50
+    export_formats: Tuple[str, ...] = EXPORT_FORMATS
+    tflite_threads: int = 1
 
     def __post_init__(self):
         _require(isinstance(self.iterations, int) and self.iterations >= 1, "iterations",
@@ -159,6 +166,9 @@ class RunConfig:
         _require(bool(self.output_dir), "output_dir", "must name a directory", self.output_dir)
         _require(isinstance(self.latency_runs, int) and self.latency_runs >= 1, "latency_runs",
                  "must be a positive integer", self.latency_runs)
+        check_export_formats(self.export_formats, "export_formats")
+        _require(isinstance(self.tflite_threads, int) and self.tflite_threads >= 1,
+                 "tflite_threads", "must be a positive integer", self.tflite_threads)
 
 
 def parse_rank_weights(text: str) -> Tuple[float, float]:
@@ -170,3 +180,13 @@ def parse_rank_weights(text: str) -> Tuple[float, float]:
         values = ()
     _require(len(values) == 2, "rank_weights", "give two numbers: train,test (e.g. 1,3)", text)
     return values  # validated further by RunConfig
+
+
+def check_export_formats(formats, flag: str) -> None:
+    """Each of ``formats`` is a known deployment format, none twice (empty: no exports);
+    raises ConfigError naming ``--flag``."""
+    for name in formats:
+        _require(name in EXPORT_FORMATS, flag, f"unknown format {name!r}; choose from "
+                 f"{', '.join(EXPORT_FORMATS)}", ",".join(formats))
+    _require(len(set(formats)) == len(formats), flag, "a format is named twice",
+             ",".join(formats))

@@ -1,27 +1,254 @@
-"""Exports for serving: SavedModel in TF Serving's layout and TFLite flatbuffers."""
+"""Deployment exports: SavedModels for TF Serving, TFLite formats and their measurements.
+
+``export_model`` writes one model in every requested format into a run directory and
+returns its ``deployment.csv`` rows (see README, "Deployment"):
+
+* ``saved_model`` — ``serving/<serving_name>/<version>/`` (TF Serving's layout) with the
+  signature ``serving_default``: raw uint8 images ``[batch, H, W, C]`` at the dataset's
+  stored size → ``logits``, ``probabilities``, ``classes``; the dataset recipe's
+  evaluation preprocessing runs inside. ``serving_preprocessed`` takes the float32 model
+  input instead. ``serving/models.config`` (and ``models.docker.config``) name every model.
+* ``tflite``, ``tflite_sparse``, ``tflite_int8_dynamic``, ``tflite_int8`` — see
+  :func:`epkd_tf.metrics.to_tflite`; ``tflite_sparse`` is only written for models with at
+  least ``SPARSE_MIN_ZEROS`` exact zeros (a dense model has nothing to encode).
+"""
 from __future__ import annotations
 
+import gzip
+import io
+import logging
+import os
+import tarfile
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 import epkd_tf  # noqa: F401
 import tf_keras
 
+from epkd_tf import metrics
+from epkd_tf.config import EXPORT_FORMATS
+from epkd_tf.graph import dense_params, nonzero_params
 
-def serving_signature(model: tf_keras.Model):
-    """``serving_default``: float32 images as the model takes them → named outputs
-    ``logits``, ``probabilities`` and ``classes``."""
+log = logging.getLogger("epkd_tf")
+
+FORMATS = EXPORT_FORMATS
+# tflite_sparse is written only for models with at least this fraction of exact zeros:
+# TF 2.21's converter leaves a weight tensor with fewer than ~30% zeros dense (measured on
+# LeNet-300-100: 20% zeros gives the float file byte for byte), so below this the "sparse"
+# file would be a copy of the float one.
+SPARSE_MIN_ZEROS = 0.30
+# Training examples (Data.sample, the run's seed) the tflite_int8 ranges are calibrated on.
+CALIBRATION_EXAMPLES = 256
+# Batch of the TFLite interpreters that measure test accuracy.
+EVAL_BATCH = 256
+
+
+# -- SavedModel ---------------------------------------------------------------------------
+def raw_image_shape(data) -> tuple:
+    """(H, W, C) of the images as the dataset stores them (what a client sends); a
+    dimension is None where the dataset's images vary in size (e.g. imagenet2012)."""
+    # Data keeps its TFDS image feature privately; its shape is the stored image size.
+    shape = tuple(data._image_feature.shape)
+    return tuple(None if d is None else int(d) for d in shape)
+
+
+def _outputs(logits: tf.Tensor) -> Dict[str, tf.Tensor]:
+    return {"logits": logits,
+            "probabilities": tf.nn.softmax(logits, axis=-1),
+            "classes": tf.argmax(logits, axis=-1, output_type=tf.int32)}
+
+
+def preprocessed_signature(model: tf_keras.Model):
+    """float32 images as the model takes them (preprocessed) → named outputs ``logits``,
+    ``probabilities`` and ``classes``."""
     spec = tf.TensorSpec([None] + list(model.input_shape[1:]), tf.float32, name="images")
 
     @tf.function(input_signature=[spec])
     def serve(images):
-        logits = model(images, training=False)
-        return {"logits": logits,
-                "probabilities": tf.nn.softmax(logits, axis=-1),
-                "classes": tf.argmax(logits, axis=-1, output_type=tf.int32)}
+        return _outputs(model(images, training=False))
 
     return serve
 
 
-def export_saved_model(model: tf_keras.Model, path: str) -> None:
-    """Writes ``model`` as a SavedModel that TF Serving loads from ``path`` as it is."""
-    tf.saved_model.save(model, path, signatures={"serving_default": serving_signature(model)})
+def serving_signature(model: tf_keras.Model, preprocess=None, raw_shape=None):
+    """``serving_default``: without ``preprocess`` the float signature of
+    :func:`preprocessed_signature`; with it, uint8 images ``[batch, *raw_shape]`` are mapped
+    through ``preprocess(image, label) -> (float image, label)`` one by one (a recipe's
+    transform is written per example: crops and resizes read the image's own shape)."""
+    if preprocess is None:
+        return preprocessed_signature(model)
+    if raw_shape is None:
+        raise ValueError("A preprocessing signature needs raw_shape, the (H, W, C) of the "
+                         "images clients send.")
+    spec = tf.TensorSpec([None] + list(raw_shape), tf.uint8, name="images")
+    model_input = tf.TensorSpec(list(model.input_shape[1:]), tf.float32)
+
+    @tf.function(input_signature=[spec])
+    def serve(images):
+        dummy_label = tf.constant(0, tf.int64)
+        x = tf.map_fn(lambda image: preprocess(image, dummy_label)[0], images,
+                      fn_output_signature=model_input)
+        return _outputs(model(x, training=False))
+
+    return serve
+
+
+def export_saved_model(model: tf_keras.Model, path: str, preprocess=None,
+                       raw_shape=None) -> None:
+    """Writes ``model`` as a SavedModel that TF Serving loads from ``path`` as it is.
+
+    ``serving_default`` takes raw uint8 images when ``preprocess`` (the dataset recipe's
+    evaluation transform) and ``raw_shape`` are given, float32 model inputs otherwise;
+    with ``preprocess`` the float signature is kept as ``serving_preprocessed``. Saved
+    through Keras (``save_format="tf"``), so ``tf_keras.models.load_model`` reloads it.
+    """
+    signatures = {"serving_default": serving_signature(model, preprocess, raw_shape)}
+    if preprocess is not None:
+        signatures["serving_preprocessed"] = preprocessed_signature(model)
+    tf_keras.models.save_model(model, path, save_format="tf", include_optimizer=False,
+                               signatures=signatures)
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def models_config(base_paths: Dict[str, str]) -> str:
+    """TF Serving's ModelServerConfig (text proto) serving ``{name: base_path}``; each
+    model serves its newest version (TF Serving's default version policy)."""
+    configs = "".join(f"  config {{\n    name: {_quote(name)}\n    base_path: {_quote(path)}\n"
+                      f"    model_platform: 'tensorflow'\n  }}\n"
+                      for name, path in base_paths.items())
+    return f"model_config_list {{\n{configs}}}\n"
+
+
+def served_models(run) -> Sequence[str]:
+    """Names under ``serving/`` that hold at least one version directory (teacher first)."""
+    root = run.path("serving")
+    if not os.path.isdir(root):
+        return []
+    names = [n for n in sorted(os.listdir(root))
+             if os.path.isdir(os.path.join(root, n))
+             and any(v.isdigit() for v in os.listdir(os.path.join(root, n)))]
+    return sorted(names, key=lambda n: (n != "teacher", n))
+
+
+def write_models_config(run) -> None:
+    """``serving/models.config`` with absolute base paths (a server on this machine) and
+    ``serving/models.docker.config`` with ``/models/<name>`` (``-v <run>/serving:/models``)."""
+    names = served_models(run)
+    run.write_text(os.path.join("serving", "models.config"),
+                   models_config({n: run.path("serving", n) for n in names}))
+    run.write_text(os.path.join("serving", "models.docker.config"),
+                   models_config({n: f"/models/{n}" for n in names}))
+
+
+# -- sizes --------------------------------------------------------------------------------
+def directory_bytes(path: str) -> int:
+    """Total size of the files under ``path``."""
+    return sum(os.path.getsize(os.path.join(root, f))
+               for root, _, files in os.walk(path) for f in files)
+
+
+def gzip_tar_bytes(path: str) -> int:
+    """Size of ``path`` as a gzipped tar (level 9), the way a directory is shipped."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=9) as tar:
+        tar.add(path, arcname=os.path.basename(path))
+    return buffer.tell()
+
+
+def zero_fraction(model: tf_keras.Model) -> float:
+    """Fraction of the model's weights that are exactly zero."""
+    total = dense_params(model)
+    return 1.0 - nonzero_params(model) / total if total else 0.0
+
+
+# -- measurements -------------------------------------------------------------------------
+def calibration_examples(data, seed: Optional[int] = None) -> np.ndarray:
+    """The float32 training inputs ``tflite_int8`` is calibrated on (seeded, fixed)."""
+    return data.sample(min(CALIBRATION_EXAMPLES, data.spec.num_train), seed=seed)[0]
+
+
+def tflite_accuracies(flatbuffers: Dict[str, bytes], data) -> Dict[str, float]:
+    """Top-1 test accuracy of each flatbuffer, in one pass over the test split at batch
+    ``EVAL_BATCH`` (interpreters on every CPU core: accuracy does not depend on threads)."""
+    threads = os.cpu_count() or 1
+    interpreters = {f: metrics.make_interpreter(b, threads) for f, b in flatbuffers.items()}
+    correct = dict.fromkeys(flatbuffers, 0)
+    seen = 0
+    for x, y in data.test().unbatch().batch(EVAL_BATCH).as_numpy_iterator():
+        for fmt, interpreter in interpreters.items():
+            correct[fmt] += int(np.sum(metrics.tflite_predict(interpreter, x).argmax(-1) == y))
+        seen += len(y)
+    return {f: correct[f] / max(seen, 1) for f in flatbuffers}
+
+
+def export_model(run, model: tf_keras.Model, name: str, formats: Sequence[str], *,
+                 serving_name: str, version: int, iteration=None, data=None,
+                 latency_runs: int = 50, threads: int = 1,
+                 test_accuracy: Optional[float] = None,
+                 calibration: Optional[np.ndarray] = None,
+                 preprocess_signature: bool = True) -> Tuple[pd.DataFrame, Optional[bytes]]:
+    """Writes ``model`` in ``formats`` into ``run`` (a :class:`epkd_tf.records.RunDir`) and
+    measures each file; returns its ``deployment.csv`` rows and the float TFLite bytes
+    (None if ``tflite`` is not among ``formats``).
+
+    ``name`` is the model column and TFLite file stem (``teacher``, ``student_3``); the
+    SavedModel goes to ``serving/<serving_name>/<version>/``. ``data`` (a loaded
+    :class:`epkd_tf.data.Data`) gives the raw-image signature, the test accuracies and the
+    ``tflite_int8`` calibration (``calibration`` if given, else ``calibration_examples``);
+    without it accuracy is left empty and ``tflite_int8`` is refused. ``test_accuracy``:
+    the Keras model's, if already known (the SavedModel computes the same function).
+    """
+    formats = [f for f in FORMATS if f in formats]
+    if "tflite_int8" in formats and data is None and calibration is None:
+        raise ValueError("tflite_int8 needs data (or calibration examples) to calibrate on.")
+    rows = []
+
+    def row(fmt, path, size, gzip_size, accuracy=np.nan, latency=(np.nan, np.nan)):
+        rows.append({"model": name, "iteration": iteration, "format": fmt,
+                     "path": os.path.relpath(path, run.root), "bytes": int(size),
+                     "gzip_bytes": int(gzip_size), "test_accuracy": accuracy,
+                     "latency_ms_median": latency[0], "latency_ms_p90": latency[1]})
+
+    if "saved_model" in formats:
+        preprocess = raw_shape = None
+        if data is not None and preprocess_signature:
+            preprocess, raw_shape = data.recipe.preprocess, raw_image_shape(data)
+        path = run.serving_dir(serving_name, version)
+        run.write_directory(path, lambda tmp: export_saved_model(model, tmp, preprocess,
+                                                                 raw_shape))
+        write_models_config(run)
+        if test_accuracy is None and data is not None:
+            from epkd_tf.training import accuracy
+            test_accuracy = accuracy(model, data.test())
+        row("saved_model", path, directory_bytes(path), gzip_tar_bytes(path),
+            np.nan if test_accuracy is None else test_accuracy)
+
+    flatbuffers = {}
+    for fmt in formats:
+        if fmt == "saved_model":
+            continue
+        if fmt == "tflite_sparse" and zero_fraction(model) < SPARSE_MIN_ZEROS:
+            log.info("%s: tflite_sparse skipped (%.2f%% exact zeros < %.0f%%)", name,
+                     100 * zero_fraction(model), 100 * SPARSE_MIN_ZEROS)
+            continue
+        if fmt == "tflite_int8" and calibration is None:
+            calibration = calibration_examples(data)
+        flatbuffers[fmt] = metrics.to_tflite(model, fmt, calibration)
+        run.write_bytes(os.path.relpath(run.tflite_path(name, fmt), run.root), flatbuffers[fmt])
+    accuracies = tflite_accuracies(flatbuffers, data) if data is not None and flatbuffers else {}
+    for fmt, flatbuffer in flatbuffers.items():
+        latency = metrics.tflite_latency(flatbuffer, runs=latency_runs, threads=threads)
+        row(fmt, run.tflite_path(name, fmt), len(flatbuffer), len(gzip.compress(flatbuffer, 9)),
+            accuracies.get(fmt, np.nan), latency)
+    frame = pd.DataFrame(rows)
+    for r in frame.itertuples():
+        log.info("%s %-19s %9.3f MB (gzip %8.3f MB)  test acc %.4f  latency %.3f / %.3f ms",
+                 name, r.format, r.bytes / 1e6, r.gzip_bytes / 1e6, r.test_accuracy,
+                 r.latency_ms_median, r.latency_ms_p90)
+    return frame, flatbuffers.get("tflite")

@@ -7,7 +7,7 @@
         candidates = [pruner(student, target) for pruner in pruners]   # equal sizes
         ranked     = rank(candidates, (w_train·train_acc + w_test·test_acc) / Σw)
         student    = distil(ranked[0], original teacher, T = schedule(iteration))
-        record(iteration, candidates, student); export(student)
+        record(iteration, candidates, student); export(student)   # deployment.csv
 """
 from __future__ import annotations
 
@@ -75,14 +75,6 @@ def _tensorboard(run: RunDir, name: str):
                                           profile_batch=0)
 
 
-def _export(run: RunDir, model, name: str, serving_dir: str) -> bytes:
-    """SavedModel for TF Serving + float32 TFLite; returns the TFLite bytes."""
-    run.write_directory(serving_dir, lambda tmp: deploy.export_saved_model(model, tmp))
-    tflite = metrics.to_tflite(model)
-    run.write_bytes(f"tflite/{name}.tflite", tflite)
-    return tflite
-
-
 class EPKD:
     """One EPKD run over ``cfg`` on loaded ``data``, writing into ``run``."""
 
@@ -93,6 +85,7 @@ class EPKD:
         self.schedule = schedule_from_settings(d.temperature_schedule, d.temperature_start,
                                                d.temperature_step, d.temperature_min)
         self.clock = _Clock()
+        self._calibration = None
 
     # -- the algorithm -------------------------------------------------------------------
     def __call__(self) -> pd.DataFrame:
@@ -137,11 +130,25 @@ class EPKD:
                      row.epoch, row.loss, row.train_accuracy, row.test_accuracy)
         with self.clock.phase("export", 0, "teacher"):
             run.save_checkpoint(model, run.teacher_checkpoint())
-            _export(run, model, "teacher", run.serving_dir("teacher", 1))
+            deployment, _ = self.deploy(model, "teacher", "teacher", 1, iteration=0)
         run.append("teacher_history", history)
+        run.append("deployment", deployment)
         run.append("timings", self.clock.flush())
         run.mark(teacher_done=True)
         return model
+
+    def deploy(self, model, name: str, serving_name: str, version: int, iteration: int,
+               test_accuracy=None):
+        """Writes ``model`` in every --export_formats format; its deployment.csv rows and
+        the float TFLite bytes (None when tflite is not exported)."""
+        cfg = self.cfg
+        if "tflite_int8" in cfg.export_formats and self._calibration is None:
+            self._calibration = deploy.calibration_examples(self.data, cfg.data.seed)
+        return deploy.export_model(self.run, model, name, cfg.export_formats,
+                                   serving_name=serving_name, version=version,
+                                   iteration=iteration, data=self.data,
+                                   latency_runs=cfg.latency_runs, threads=cfg.tflite_threads,
+                                   test_accuracy=test_accuracy, calibration=self._calibration)
 
     def make_candidates(self, student, target: int, iteration: int) -> List[Candidate]:
         cfg = self.cfg
@@ -201,12 +208,15 @@ class EPKD:
             test_acc = training.accuracy(student, self.data.test())
         with self.clock.phase("export", iteration, "student"):
             run.save_checkpoint(student, run.student_checkpoint(iteration))
-            tflite = _export(run, student, f"student_{iteration}",
-                             run.serving_dir("student", iteration))
+            deployment, tflite = self.deploy(student, f"student_{iteration}", "student",
+                                             iteration, iteration=iteration,
+                                             test_accuracy=test_acc)
             if cfg.export_candidates:
+                raw_shape = deploy.raw_image_shape(self.data)
                 for c in candidates:
                     run.write_directory(run.candidate_dir(iteration, c.pruner),
-                                        lambda tmp, m=c.model: deploy.export_saved_model(m, tmp))
+                                        lambda tmp, m=c.model: deploy.export_saved_model(
+                                            m, tmp, self.data.recipe.preprocess, raw_shape))
             costs = metrics.measure_costs(student, runs=cfg.latency_runs, tflite=tflite)
         before = float(table.loc[table["pruner"] == best.pruner, "test_accuracy"].iloc[0])
         temperature = self.schedule(iteration)
@@ -221,6 +231,7 @@ class EPKD:
         run.append("finetune_history", self._finetune_history)
         run.append("criteria_correlation", self.correlation(candidates, iteration))
         run.append("students", student_row)
+        run.append("deployment", deployment)
         run.append("timings", self.clock.flush())
         run.mark(iterations_done=iteration)
 

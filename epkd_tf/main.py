@@ -70,6 +70,12 @@ flags.DEFINE_string("output_dir", None, "Run directory (default: "
                     "saved_models/<dataset>_<teacher>_<time>).")
 flags.DEFINE_bool("export_candidates", False, "Also export every candidate as a SavedModel.")
 flags.DEFINE_integer("latency_runs", 50, "Timed TFLite runs per latency measurement.")
+flags.DEFINE_list("export_formats", ["saved_model", "tflite", "tflite_sparse",
+                                     "tflite_int8_dynamic", "tflite_int8"],
+                  "Deployment formats written (and measured in deployment.csv) for the teacher "
+                  "and every student; empty: none (see README, Deployment).")
+flags.DEFINE_integer("tflite_threads", 1, "CPU threads of the TFLite latency measurements "
+                     "in deployment.csv.")
 flags.DEFINE_bool("overwrite", False, "Replace an existing finished run in --output_dir.")
 flags.DEFINE_integer("verbose", 0, "Keras progress output (0 = one log line per phase).")
 
@@ -80,7 +86,8 @@ RUN_FLAGS = ("dataset", "data_dir", "train_split", "test_split", "batch_size", "
              "keep_ratio", "pruners", "layer_floor", "taylor_batches", "oracle_examples",
              "magnitude_epochs", "rank_weights", "finetune_epochs", "finetune_learning_rate",
              "alpha", "temperature_schedule", "temperature_start", "temperature_step",
-             "temperature_min", "output_dir", "export_candidates", "latency_runs")
+             "temperature_min", "output_dir", "export_candidates", "latency_runs",
+             "export_formats", "tflite_threads")
 
 
 class UsageError(ValueError):
@@ -120,7 +127,9 @@ def build_config():
         rank_weights=parse_rank_weights(FLAGS.rank_weights),
         output_dir=FLAGS.output_dir,
         export_candidates=FLAGS.export_candidates,
-        latency_runs=FLAGS.latency_runs)
+        latency_runs=FLAGS.latency_runs,
+        export_formats=tuple(f.strip() for f in FLAGS.export_formats),
+        tflite_threads=FLAGS.tflite_threads)
 
 
 def check_names(cfg) -> None:

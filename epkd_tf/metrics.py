@@ -10,12 +10,16 @@ Definitions used in every CSV of a run (also in README.md):
 * ``latency_ms`` — median wall time of one ``invoke()`` of that TFLite file on one input
   (batch 1) with the LiteRT interpreter on one CPU thread, over ``runs`` timed runs after
   ``warmup`` untimed ones.
+
+``deployment.csv`` (deploy.py) measures every TFLite format with :func:`tflite_latency`:
+median and 90th percentile, same method, on ``--tflite_threads`` threads.
 """
 from __future__ import annotations
 
 import dataclasses
 import gzip
 import time
+from typing import Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -37,8 +41,28 @@ def make_interpreter(model_bytes: bytes, num_threads: int = 1):
     return interpreter
 
 
-def to_tflite(model: tf_keras.Model) -> bytes:
-    """Float32 TFLite flatbuffer of ``model`` (batch dimension left dynamic)."""
+# TFLite formats (deployment.csv) -> converter optimisations. tflite_int8 additionally
+# needs representative data and has int8 input and output tensors (see to_tflite).
+TFLITE_FORMATS = ("tflite", "tflite_sparse", "tflite_int8_dynamic", "tflite_int8")
+
+
+def to_tflite(model: tf_keras.Model, fmt: str = "tflite", representative=None) -> bytes:
+    """TFLite flatbuffer of ``model`` (batch dimension left dynamic) in format ``fmt``:
+
+    * ``tflite`` — float32;
+    * ``tflite_sparse`` — float32 with ``Optimize.EXPERIMENTAL_SPARSITY``: weight tensors
+      with enough exact zeros are stored in TFLite's sparse (CSR-like) encoding;
+    * ``tflite_int8_dynamic`` — dynamic-range quantisation (``Optimize.DEFAULT``): int8
+      weights, float32 activations, input and output;
+    * ``tflite_int8`` — full-integer int8 (weights and activations, builtin int8 kernels
+      only) calibrated on ``representative`` (float32 model inputs, first axis = examples);
+      its input and output tensors are int8 too, as int8-only accelerators need: feed
+      ``round(x / scale + zero_point)`` and dequantise the logits, see ``quantize_input``.
+    """
+    if fmt not in TFLITE_FORMATS:
+        raise ValueError(f"Unknown TFLite format {fmt!r}; choose from {', '.join(TFLITE_FORMATS)}.")
+    if fmt == "tflite_int8" and representative is None:
+        raise ValueError("tflite_int8 needs representative data to calibrate on.")
     spec = tf.TensorSpec([None] + list(model.input_shape[1:]), tf.float32)
 
     @tf.function(input_signature=[spec])
@@ -52,16 +76,77 @@ def to_tflite(model: tf_keras.Model) -> bytes:
     holder.variables_to_convert = list(model.weights)
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [serve.get_concrete_function()], holder)
+    if fmt == "tflite_sparse":
+        converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+    elif fmt == "tflite_int8_dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif fmt == "tflite_int8":
+        examples = np.asarray(representative, dtype=np.float32)
+
+        def calibration_batches():
+            # Batches of 32 calibrate like single examples (min/max are taken over all
+            # values) at a fraction of the interpreter calls.
+            for start in range(0, len(examples), 32):
+                yield [examples[start:start + 32]]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = calibration_batches
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
     return converter.convert()
 
 
-def tflite_latency_ms(model_bytes: bytes, runs: int = 50, warmup: int = 10,
-                      num_threads: int = 1, seed: int = 0) -> float:
-    """Median batch-1 ``invoke()`` time in milliseconds (see module docstring)."""
-    interpreter = make_interpreter(model_bytes, num_threads)
+def quantize_input(x: np.ndarray, detail: dict) -> np.ndarray:
+    """``x`` (float32 model input) as the interpreter input ``detail`` expects it: unchanged
+    for float inputs, ``clip(round(x / scale + zero_point))`` for integer ones."""
+    dtype = np.dtype(detail["dtype"])
+    if dtype == np.float32:
+        return x.astype(np.float32, copy=False)
+    scale, zero_point = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def dequantize_output(y: np.ndarray, detail: dict) -> np.ndarray:
+    """An interpreter output as float32 (``(y - zero_point) * scale`` for integer outputs)."""
+    if np.dtype(detail["dtype"]) == np.float32:
+        return y
+    scale, zero_point = detail["quantization"]
+    return (y.astype(np.float32) - zero_point) * scale
+
+
+def _resize_batch(interpreter, batch: int) -> None:
     detail = interpreter.get_input_details()[0]
-    shape = [1] + [int(d) for d in detail["shape"][1:]]
-    x = np.random.default_rng(seed).random(shape, dtype=np.float32)
+    if int(detail["shape"][0]) != batch:
+        interpreter.resize_tensor_input(detail["index"], [batch] + list(detail["shape"][1:]))
+        interpreter.allocate_tensors()
+
+
+def tflite_predict(interpreter, x: np.ndarray) -> np.ndarray:
+    """Float32 logits of ``interpreter`` on a float32 batch ``x`` (resizing its input to the
+    batch; quantising / dequantising an int8 model's input and output)."""
+    _resize_batch(interpreter, len(x))
+    inp = interpreter.get_input_details()[0]
+    out = interpreter.get_output_details()[0]
+    interpreter.set_tensor(inp["index"], quantize_input(x, inp))
+    interpreter.invoke()
+    return dequantize_output(interpreter.get_tensor(out["index"]), out)
+
+
+def tflite_latency(model_bytes: bytes, runs: int = 50, warmup: int = 10, threads: int = 1,
+                   seed: int = 0) -> Tuple[float, float]:
+    """Median and 90th percentile of batch-1 ``invoke()`` wall time in milliseconds.
+
+    One random input (of the model's input dtype) is set once; ``warmup`` untimed calls
+    (first-call allocation, XNNPACK weight packing) precede ``runs`` timed ones, each timed
+    with ``time.perf_counter`` around ``invoke()`` alone, on ``threads`` CPU threads.
+    """
+    interpreter = make_interpreter(model_bytes, threads)
+    _resize_batch(interpreter, 1)
+    detail = interpreter.get_input_details()[0]
+    shape = [int(d) for d in detail["shape"]]
+    x = quantize_input(np.random.default_rng(seed).random(shape, dtype=np.float32), detail)
     interpreter.set_tensor(detail["index"], x)
     for _ in range(warmup):
         interpreter.invoke()
@@ -70,7 +155,14 @@ def tflite_latency_ms(model_bytes: bytes, runs: int = 50, warmup: int = 10,
         start = time.perf_counter()
         interpreter.invoke()
         times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1e3)
+    times = np.asarray(times) * 1e3
+    return float(np.median(times)), float(np.percentile(times, 90))
+
+
+def tflite_latency_ms(model_bytes: bytes, runs: int = 50, warmup: int = 10,
+                      num_threads: int = 1, seed: int = 0) -> float:
+    """Median batch-1 ``invoke()`` time in milliseconds (see module docstring)."""
+    return tflite_latency(model_bytes, runs, warmup, num_threads, seed)[0]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,10 +10,14 @@ Layout of ``<output_dir>``::
     students.csv               one row per iteration: the distilled winner
     criteria_correlation.csv   iteration, criterion, scope, spearman
     timings.csv                phase, iteration, pruner, seconds
+    deployment.csv             one row per (model, format): files, sizes, accuracy, latency
     serving/teacher/1/         SavedModel (TF Serving layout: <model>/<version>/)
     serving/student/<k>/       the student of iteration k (newest version = latest student)
+    serving/models.config      TF Serving ModelServerConfig (absolute base paths)
+    serving/models.docker.config   the same for the docker mount (base paths /models/...)
     candidates/<k>/<pruner>/   every candidate as a SavedModel (with --export_candidates)
-    tflite/teacher.tflite, tflite/student_<k>.tflite
+    tflite/<model>.tflite      float32; <model>_sparse, _int8_dynamic, _int8 .tflite: the
+                               other TFLite formats (<model>: teacher or student_<k>)
     checkpoints/               teacher.keras, student_<k>.keras (what a resumed run reloads)
     tensorboard/               teacher/, finetune_<k>/
 
@@ -43,6 +47,9 @@ TABLES: Dict[str, List[str]] = {
                  "test_accuracy", "temperature"],
     "criteria_correlation": ["iteration", "criterion", "scope", "spearman"],
     "timings": ["phase", "iteration", "pruner", "seconds"],
+    # iteration: 0 for the teacher, k for student_<k>, empty for `python -m epkd_tf.export`.
+    "deployment": ["model", "iteration", "format", "path", "bytes", "gzip_bytes",
+                   "test_accuracy", "latency_ms_median", "latency_ms_p90"],
 }
 
 
@@ -146,8 +153,12 @@ class RunDir:
     def candidate_dir(self, iteration: int, pruner: str) -> str:
         return self.path("candidates", str(iteration), pruner)
 
-    def tflite_path(self, name: str) -> str:
-        return self.path("tflite", f"{name}.tflite")
+    def tflite_path(self, name: str, fmt: str = "tflite") -> str:
+        """``tflite/<name>.tflite`` for the float format, ``tflite/<name>_<suffix>.tflite``
+        for ``tflite_<suffix>`` (e.g. ``student_3_int8.tflite``)."""
+        if fmt != "tflite" and not fmt.startswith("tflite_"):
+            raise ValueError(f"{fmt!r} is not a TFLite format.")
+        return self.path("tflite", f"{name}{fmt[len('tflite'):]}.tflite")
 
     def tensorboard_dir(self, name: str) -> str:
         return self.path("tensorboard", name)
@@ -180,9 +191,9 @@ class RunDir:
             keep = df
             if "iteration" in df.columns:
                 keep = df[df["iteration"].fillna(0) <= done]
-            if table == "teacher_history" and not state["teacher_done"]:
-                keep = df.iloc[0:0]
-            if table == "timings" and not state["teacher_done"]:
+            if not state["teacher_done"]:
+                # Nothing is complete before the teacher: this also drops rows without an
+                # iteration (teacher_history) and the teacher's own (iteration 0) rows.
                 keep = df.iloc[0:0]
             if len(keep) != len(df):
                 _atomic_write(self.table_path(table), lambda tmp, k=keep: k.to_csv(tmp, index=False))

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from cli_helpers import error_lines, run_in_process, run_subprocess
 from epkd_tf import main as epkd_main
+from epkd_tf.deploy import SPARSE_MIN_ZEROS
 from epkd_tf.records import TABLES
 
 SLICE = ["--train_split=train[:3%]", "--test_split=test[:10%]", "--teacher_epochs=2",
@@ -31,7 +32,7 @@ def read(out, table):
 
 def test_every_table_has_its_documented_columns_and_rows(mnist_run):
     for table in ["teacher_history", "candidates", "finetune_history", "students",
-                  "criteria_correlation", "timings"]:
+                  "criteria_correlation", "timings", "deployment"]:
         assert list(read(mnist_run, table).columns) == TABLES[table], table
     assert len(read(mnist_run, "teacher_history")) == 2
     candidates = read(mnist_run, "candidates")
@@ -79,19 +80,60 @@ def test_correlations_against_oracle_are_recorded(mnist_run):
 
 
 def test_exports_load_and_match_the_checkpoints(mnist_run):
-    x = np.random.default_rng(0).random((3, 28, 28, 1), dtype=np.float32)
+    raw = np.random.default_rng(0).integers(0, 256, (3, 28, 28, 1)).astype(np.uint8)
+    x = raw.astype(np.float32) / 255.0            # the MNIST recipe's preprocessing
     for name, serving in [("teacher", "serving/teacher/1"), ("student_2", "serving/student/2")]:
         keras_path = os.path.join(mnist_run, "checkpoints", f"{name}.keras")
         model = tf.keras.models.load_model(keras_path, compile=False)
         loaded = tf.saved_model.load(os.path.join(mnist_run, serving))
-        out = loaded.signatures["serving_default"](images=tf.constant(x))
+        out = loaded.signatures["serving_default"](images=tf.constant(raw))
         np.testing.assert_allclose(out["logits"].numpy(), model(x).numpy(), atol=1e-5)
+        np.testing.assert_allclose(out["probabilities"].numpy(),
+                                   tf.nn.softmax(model(x)).numpy(), atol=1e-5)
         assert out["classes"].numpy().tolist() == model(x).numpy().argmax(-1).tolist()
+        out = loaded.signatures["serving_preprocessed"](images=tf.constant(x))
+        np.testing.assert_allclose(out["logits"].numpy(), model(x).numpy(), atol=1e-5)
         assert os.path.getsize(os.path.join(mnist_run, "tflite", f"{name}.tflite")) > 0
     for pruner in ["l1_filter", "taylor", "oracle", "poly_magnitude"]:
         assert os.path.exists(os.path.join(mnist_run, "candidates", "1", pruner,
                                            "saved_model.pb"))
     assert json.load(open(os.path.join(mnist_run, "progress.json")))["finished"]
+    config = open(os.path.join(mnist_run, "serving", "models.config")).read()
+    for name in ("teacher", "student"):
+        base = os.path.join(mnist_run, "serving", name)
+        assert f"name: '{name}'" in config and f"base_path: '{base}'" in config
+
+
+def test_deployment_has_a_row_per_model_and_format(mnist_run):
+    deployment = read(mnist_run, "deployment")
+    assert list(deployment.columns) == TABLES["deployment"]
+    assert deployment.model.unique().tolist() == ["teacher", "student_1", "student_2"]
+    assert deployment.groupby("model").iteration.first().to_dict() == {
+        "teacher": 0, "student_1": 1, "student_2": 2}
+    for model, group in deployment.groupby("model"):
+        keras = tf.keras.models.load_model(
+            os.path.join(mnist_run, "checkpoints", f"{model}.keras"), compile=False)
+        zeros = 1 - (sum(int(np.count_nonzero(w)) for w in keras.get_weights())
+                     / sum(w.size for w in keras.get_weights()))
+        expected = ["saved_model", "tflite", "tflite_sparse", "tflite_int8_dynamic",
+                    "tflite_int8"]
+        if zeros < SPARSE_MIN_ZEROS:                  # dense models get no sparse file
+            expected.remove("tflite_sparse")
+        assert group.format.tolist() == expected, model
+    assert all(os.path.exists(os.path.join(mnist_run, p)) for p in deployment.path)
+    assert (deployment.bytes > 0).all() and (deployment.gzip_bytes > 0).all()
+    assert deployment.test_accuracy.between(0.5, 1).all()
+    tflite = deployment[deployment.format != "saved_model"]
+    assert (tflite.latency_ms_median > 0).all()
+    assert deployment[deployment.format == "saved_model"].latency_ms_median.isna().all()
+    students = read(mnist_run, "students").set_index("iteration")
+    saved = deployment[(deployment.format == "saved_model") & (deployment.iteration > 0)]
+    for row in saved.itertuples():
+        assert row.test_accuracy == pytest.approx(students.loc[row.iteration, "test_accuracy"])
+    floats = tflite[tflite.format == "tflite"].set_index("model")
+    for row in saved.itertuples():
+        assert floats.loc[row.model, "test_accuracy"] == pytest.approx(row.test_accuracy,
+                                                                       abs=2e-3)
 
 
 def test_structured_students_are_physically_smaller(mnist_run):
@@ -116,7 +158,8 @@ def test_an_interrupted_run_resumes_without_duplicate_rows(mnist_dir, tmp_path):
     args = [f"--data_dir={mnist_dir}", f"--output_dir={out}", *SLICE,
             "--pruners=l1_filter,taylor"]
     assert run_in_process(epkd_main, args) == 0
-    before = {t: read(out, t) for t in ["students", "candidates", "finetune_history"]}
+    before = {t: read(out, t) for t in ["students", "candidates", "finetune_history",
+                                        "deployment"]}
     # Pretend the run was killed after iteration 1 had written some rows of iteration 2.
     progress = json.load(open(os.path.join(out, "progress.json")))
     progress.update(iterations_done=1, finished=False)
@@ -152,6 +195,9 @@ BAD_FLAGS = [
     (["--teacher=lenet5"], "--teacher=lenet5"),
     (["--teacher_width=0"], "--teacher_width"),
     (["--image_size=3"], "--image_size"),
+    (["--export_formats=tflite,tflite_fp16"], "--export_formats"),
+    (["--export_formats=tflite,tflite"], "--export_formats"),
+    (["--tflite_threads=0"], "--tflite_threads"),
 ]
 
 

@@ -22,7 +22,9 @@ N = 16  # mock examples per split
 QUICK = ["--dataset=imagenet", "--test_split=validation", "--teacher=resnet50",
          "--image_size=64", "--teacher_width=0.25", "--iterations=1", "--teacher_epochs=1",
          "--finetune_epochs=1", "--pruners=l1_filter,taylor", "--batch_size=8",
-         "--latency_runs=2", "--taylor_batches=1"]
+         "--latency_runs=2", "--taylor_batches=1",
+         # int8 calibration runs TFLite reference kernels (~20 s here); tested elsewhere
+         "--export_formats=saved_model,tflite,tflite_int8_dynamic"]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,243 @@
+"""Deployment exports: raw-image SavedModel signature, models.config, TFLite formats."""
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+import tf_keras
+from epkd_tf import deploy, metrics, training
+from epkd_tf.config import DataConfig
+from epkd_tf.data import load_data
+from epkd_tf.models import build_model
+from epkd_tf.records import TABLES, RunDir
+
+TFLITE = ["tflite", "tflite_sparse", "tflite_int8_dynamic", "tflite_int8"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_dir):
+    """tiny_digits (12x12x1 uint8, 4 classes) and a LeNet-300-100 trained on it."""
+    data = load_data(DataConfig(dataset="tiny_digits", data_dir=tiny_dir, batch_size=64))
+    tf_keras.utils.set_random_seed(0)
+    model = build_model("lenet300_100", data.spec.input_shape, data.spec.num_classes)
+    training.train_classifier(model, data, epochs=10, learning_rate=1e-3)
+    return data, model
+
+
+def raw_test(data):
+    """The test split as a client holds it: uint8 images at the stored size, labels."""
+    xs, ys = zip(*data._test_base.as_numpy_iterator())
+    return np.stack(xs), np.array(ys)
+
+
+def sparse_copy(model, zeros=0.8):
+    """``model`` with the smallest ``zeros`` fraction of every kernel set to exactly 0."""
+    copy = tf_keras.models.clone_model(model)
+    weights = []
+    for w in model.get_weights():
+        if w.ndim > 1:
+            w = np.where(np.abs(w) < np.quantile(np.abs(w), zeros), 0.0, w).astype(w.dtype)
+        weights.append(w)
+    copy.set_weights(weights)
+    return copy
+
+
+def test_raw_image_signature_matches_keras(tiny, tmp_path):
+    data, model = tiny
+    assert deploy.raw_image_shape(data) == (12, 12, 1)
+    path = str(tmp_path / "sm")
+    deploy.export_saved_model(model, path, data.recipe.preprocess, deploy.raw_image_shape(data))
+    loaded = tf.saved_model.load(path)
+    raw, labels = raw_test(data)
+    assert raw.dtype == np.uint8
+    out = loaded.signatures["serving_default"](images=tf.constant(raw))
+    x, y = data.numpy_test()                      # the same examples, preprocessed
+    np.testing.assert_array_equal(y, labels)
+    logits = model(x).numpy()
+    np.testing.assert_allclose(out["probabilities"].numpy(), tf.nn.softmax(logits).numpy(),
+                               atol=1e-5)
+    np.testing.assert_allclose(out["logits"].numpy(), logits, atol=1e-5)
+    assert out["classes"].numpy().tolist() == logits.argmax(-1).tolist()
+    float_out = loaded.signatures["serving_preprocessed"](images=tf.constant(x))
+    np.testing.assert_allclose(float_out["logits"].numpy(), logits, atol=1e-5)
+    # The Keras metadata is kept: the export CLI reloads it as a Keras model.
+    np.testing.assert_allclose(tf_keras.models.load_model(path, compile=False)(x).numpy(),
+                               logits, atol=1e-6)
+
+
+def test_without_preprocessing_the_signature_takes_float_images(tiny, tmp_path):
+    _, model = tiny
+    deploy.export_saved_model(model, str(tmp_path / "sm"))
+    signature = tf.saved_model.load(str(tmp_path / "sm")).signatures["serving_default"]
+    spec = signature.structured_input_signature[1]["images"]
+    assert spec.dtype == tf.float32 and spec.shape.as_list() == [None, 12, 12, 1]
+
+
+CONFIG_RE = re.compile(r"config \{\s*name: '([^']+)'\s*base_path: '([^']+)'\s*"
+                       r"model_platform: 'tensorflow'\s*\}")
+
+
+def test_models_config_names_teacher_and_student_with_existing_paths(tiny, tmp_path):
+    data, model = tiny
+    run = RunDir(str(tmp_path / "run"))
+    deploy.export_model(run, model, "teacher", ["saved_model"], serving_name="teacher",
+                        version=1, iteration=0, data=data)
+    for k in (1, 2):
+        deploy.export_model(run, model, f"student_{k}", ["saved_model"],
+                            serving_name="student", version=k, iteration=k, data=data)
+    text = open(run.path("serving", "models.config")).read()
+    assert re.fullmatch(r"model_config_list \{\s*(" + CONFIG_RE.pattern + r"\s*)+\}\s*", text)
+    configs = dict(CONFIG_RE.findall(text))
+    assert configs == {"teacher": run.path("serving", "teacher"),
+                       "student": run.path("serving", "student")}
+    for base in configs.values():
+        assert os.path.isabs(base) and os.path.isdir(base)
+    assert sorted(os.listdir(configs["student"])) == ["1", "2"]   # newest version is served
+    docker = dict(CONFIG_RE.findall(open(run.path("serving", "models.docker.config")).read()))
+    assert docker == {"teacher": "/models/teacher", "student": "/models/student"}
+
+
+def test_every_tflite_format_converts_and_is_measured(tiny, tmp_path):
+    data, model = tiny
+    sparse = sparse_copy(model)
+    run = RunDir(str(tmp_path / "run"))
+    rows, float_bytes = deploy.export_model(run, sparse, "student_1", deploy.FORMATS,
+                                            serving_name="student", version=1, iteration=1,
+                                            data=data, latency_runs=5)
+    assert list(rows.reindex(columns=TABLES["deployment"]).columns) == TABLES["deployment"]
+    assert rows.format.tolist() == list(deploy.FORMATS)
+    assert rows.path.tolist() == ["serving/student/1", "tflite/student_1.tflite",
+                                  "tflite/student_1_sparse.tflite",
+                                  "tflite/student_1_int8_dynamic.tflite",
+                                  "tflite/student_1_int8.tflite"]
+    for r in rows.itertuples():
+        assert os.path.exists(run.path(r.path)) and r.bytes > 0 and 0 < r.gzip_bytes
+    tfl = rows[rows.format != "saved_model"].set_index("format")
+    assert (tfl.latency_ms_median > 0).all() and (tfl.latency_ms_p90 >= tfl.latency_ms_median).all()
+    assert rows.latency_ms_median.isna().tolist() == [True, False, False, False, False]
+    keras_accuracy = training.accuracy(sparse, data.test())
+    assert rows.set_index("format").loc["saved_model", "test_accuracy"] == pytest.approx(
+        keras_accuracy)
+    assert keras_accuracy > 0.8
+    # float TFLite computes the Keras model; int8 stays close on this easy task
+    assert tfl.loc["tflite", "test_accuracy"] == pytest.approx(keras_accuracy, abs=1e-6)
+    assert abs(tfl.loc["tflite_int8_dynamic", "test_accuracy"] - keras_accuracy) <= 0.03
+    assert abs(tfl.loc["tflite_int8", "test_accuracy"] - keras_accuracy) <= 0.05
+    # an 80%-zero model: the sparse encoding is smaller, gzipped or not
+    assert tfl.loc["tflite_sparse", "bytes"] < 0.6 * tfl.loc["tflite", "bytes"]
+    assert tfl.loc["tflite_sparse", "gzip_bytes"] < tfl.loc["tflite", "gzip_bytes"]
+    # int8 stores one byte per weight
+    assert tfl.loc["tflite_int8", "bytes"] < 0.35 * tfl.loc["tflite", "bytes"]
+    assert float_bytes == open(run.path("tflite/student_1.tflite"), "rb").read()
+
+
+def test_float_tflite_matches_keras_and_int8_has_int8_io(tiny):
+    data, model = tiny
+    x, _ = data.numpy_test()
+    interpreter = metrics.make_interpreter(metrics.to_tflite(model, "tflite"))
+    np.testing.assert_allclose(metrics.tflite_predict(interpreter, x), model(x).numpy(),
+                               atol=1e-4)
+    int8 = metrics.make_interpreter(metrics.to_tflite(model, "tflite_int8", x[:64]))
+    assert int8.get_input_details()[0]["dtype"] == np.int8
+    assert int8.get_output_details()[0]["dtype"] == np.int8
+    agree = (metrics.tflite_predict(int8, x).argmax(-1) == model(x).numpy().argmax(-1)).mean()
+    assert agree >= 0.95
+    with pytest.raises(ValueError, match="representative"):
+        metrics.to_tflite(model, "tflite_int8")
+
+
+def test_sparse_format_is_skipped_for_dense_models(tiny, tmp_path):
+    data, model = tiny
+    assert deploy.zero_fraction(model) < deploy.SPARSE_MIN_ZEROS
+    rows, _ = deploy.export_model(RunDir(str(tmp_path)), model, "teacher",
+                                  ["tflite", "tflite_sparse"], serving_name="teacher",
+                                  version=1, iteration=0, data=data, latency_runs=2)
+    assert rows.format.tolist() == ["tflite"]
+    assert not (tmp_path / "tflite" / "teacher_sparse.tflite").exists()
+
+
+def test_latency_reports_median_and_p90(tiny):
+    _, model = tiny
+    median, p90 = metrics.tflite_latency(metrics.to_tflite(model), runs=20, warmup=2, threads=2)
+    assert 0 < median <= p90
+
+
+def test_saved_model_sizes(tmp_path):
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    (tmp_path / "d" / "a").write_bytes(b"\0" * 5000)
+    (tmp_path / "d" / "sub" / "b").write_bytes(b"x" * 300)
+    assert deploy.directory_bytes(str(tmp_path / "d")) == 5300
+    assert 0 < deploy.gzip_tar_bytes(str(tmp_path / "d")) < 1000
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(shutil.which("tensorflow_model_server") is None,
+                    reason="tensorflow_model_server is not on PATH")
+def test_tensorflow_serving_answers_rest_predict(tiny, tmp_path):
+    data, model = tiny
+    run = RunDir(str(tmp_path / "run"))
+    deploy.export_model(run, model, "teacher", ["saved_model"], serving_name="teacher",
+                        version=1, iteration=0, data=data)
+    deploy.export_model(run, model, "student_1", ["saved_model"], serving_name="student",
+                        version=1, iteration=1, data=data)
+    port = _free_port()
+    server = subprocess.Popen(["tensorflow_model_server", f"--rest_api_port={port}",
+                               f"--port={_free_port()}", "--rest_api_num_threads=1",
+                               f"--model_config_file={run.path('serving', 'models.config')}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        raw, _ = raw_test(data)
+        body = json.dumps({"instances": raw[:4].tolist()}).encode()
+        url = f"http://127.0.0.1:{port}/v1/models/student:predict"
+        deadline, answer = time.time() + 60, None
+        while answer is None and time.time() < deadline:
+            try:
+                request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+                answer = json.load(urllib.request.urlopen(request, timeout=5))
+            except OSError:
+                time.sleep(0.5)
+        assert answer is not None, "TF Serving did not answer within 60 s"
+        predictions = answer["predictions"]
+        x, _ = data.numpy_test()
+        expected = tf.nn.softmax(model(x[:4])).numpy()
+        np.testing.assert_allclose([p["probabilities"] for p in predictions], expected,
+                                   atol=1e-5)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_resume_drops_deployment_rows_of_unfinished_stages(tmp_path):
+    run = RunDir(str(tmp_path))
+    rows = pd.DataFrame({"model": ["teacher", "student_1", "student_2"], "iteration": [0, 1, 2],
+                         "format": "tflite"})
+    run.append("deployment", rows)
+    run.drop_unfinished()                         # killed while exporting the teacher
+    assert run.read("deployment").empty
+    run.append("deployment", rows)
+    run.mark(teacher_done=True, iterations_done=1)
+    run.drop_unfinished()                         # killed during iteration 2
+    assert run.read("deployment").model.tolist() == ["teacher", "student_1"]
+
+
+def test_tflite_file_names():
+    run = RunDir("/r")
+    assert run.tflite_path("teacher") == "/r/tflite/teacher.tflite"
+    assert run.tflite_path("student_3", "tflite_int8") == "/r/tflite/student_3_int8.tflite"
+    assert run.tflite_path("student_3", "tflite_sparse") == "/r/tflite/student_3_sparse.tflite"
+    with pytest.raises(ValueError):
+        run.tflite_path("teacher", "saved_model")
