@@ -90,6 +90,7 @@ class PruningConfig:
     taylor_batches: int = 8
     oracle_examples: int = 1024
     magnitude_epochs: int = 1
+    flops_weight: float = 0.0
 
     def __post_init__(self):
         _require(len(self.pruners) >= 1, "pruners", "name at least one pruner", ",".join(self.pruners))
@@ -106,6 +107,8 @@ class PruningConfig:
                  "oracle_examples", "must be a positive integer", self.oracle_examples)
         _require(isinstance(self.magnitude_epochs, int) and self.magnitude_epochs >= 1,
                  "magnitude_epochs", "must be a positive integer", self.magnitude_epochs)
+        _require(self.flops_weight >= 0 and math.isfinite(self.flops_weight), "flops_weight",
+                 "must be zero (rank by importance only) or positive", self.flops_weight)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -51,6 +51,10 @@ flags.DEFINE_integer("taylor_batches", 8, "Batches of --batch_size the Taylor cr
 flags.DEFINE_integer("oracle_examples", 1024, "Training examples the oracle criterion "
                      "measures each loss change on.")
 flags.DEFINE_integer("magnitude_epochs", 1, "Epochs of the poly_magnitude pruning fine-tune.")
+flags.DEFINE_float("flops_weight", 0.0, "FLOPs regularisation of the structured pruners' "
+                   "global ranking (Molchanov et al.): > 0 prefers removing units that cost "
+                   "many multiply-accumulates, so latency falls with the parameters; 0 ranks "
+                   "by importance alone.")
 flags.DEFINE_string("rank_weights", "1,3", "Weights train,test of the candidates' ranking "
                     "score (w_train*train_acc + w_test*test_acc) / (w_train + w_test).")
 # -- distillation -------------------------------------------------------------------------
@@ -84,7 +88,8 @@ RUN_FLAGS = ("dataset", "data_dir", "train_split", "test_split", "batch_size", "
              "image_size", "teacher", "teacher_epochs", "teacher_learning_rate",
              "teacher_width", "iterations",
              "keep_ratio", "pruners", "layer_floor", "taylor_batches", "oracle_examples",
-             "magnitude_epochs", "rank_weights", "finetune_epochs", "finetune_learning_rate",
+             "magnitude_epochs", "flops_weight", "rank_weights", "finetune_epochs",
+             "finetune_learning_rate",
              "alpha", "temperature_schedule", "temperature_start", "temperature_step",
              "temperature_min", "output_dir", "export_candidates", "latency_runs",
              "export_formats", "tflite_threads")
@@ -116,7 +121,8 @@ def build_config():
                               keep_ratio=FLAGS.keep_ratio, layer_floor=FLAGS.layer_floor,
                               taylor_batches=FLAGS.taylor_batches,
                               oracle_examples=FLAGS.oracle_examples,
-                              magnitude_epochs=FLAGS.magnitude_epochs),
+                              magnitude_epochs=FLAGS.magnitude_epochs,
+                              flops_weight=FLAGS.flops_weight),
         distill=DistillConfig(finetune_epochs=FLAGS.finetune_epochs, alpha=FLAGS.alpha,
                               temperature_schedule=FLAGS.temperature_schedule,
                               temperature_start=FLAGS.temperature_start,

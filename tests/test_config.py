@@ -18,6 +18,7 @@ BAD = [
     (PruningConfig, {"pruners": ("taylor", "taylor")}, "--pruners"),
     (PruningConfig, {"layer_floor": 0.0}, "--layer_floor"),
     (PruningConfig, {"oracle_examples": 0}, "--oracle_examples"),
+    (PruningConfig, {"flops_weight": -0.1}, "--flops_weight"),
     (DistillConfig, {"alpha": -0.1}, "--alpha"),
     (DistillConfig, {"temperature_start": 0.0}, "--temperature_start"),
     (DistillConfig, {"temperature_min": 60.0}, "--temperature_min"),

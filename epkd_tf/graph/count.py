@@ -61,3 +61,40 @@ class ParamCounter:
     def count_all(self) -> int:
         """Nonzero parameters of the unpruned model."""
         return self.count(np.ones(self.graph.num_units, dtype=np.int64))
+
+
+def group_macs(graph: ChannelGraph) -> np.ndarray:
+    """Multiply-accumulates per example that each group costs in the current model.
+
+    A unit costs what its producer spends computing it (output positions × kernel size ×
+    input channels) plus what every Dense/Conv reading it spends on it (that layer's output
+    positions × kernel size × output channels, per position the unit occupies); depthwise
+    layers add their per-channel work. Removing the group saves about this much (exactly,
+    up to the interaction of two removed groups in one layer).
+    """
+    model = graph.model
+    unit_cost = np.zeros(graph.num_units)
+    for info in graph.layers:
+        layer = model.get_layer(info.name)
+        kernel = getattr(layer, "kernel", None)
+        kind = type(layer).__name__
+        if kernel is None and kind not in ("DepthwiseConv2D", "SeparableConv2D"):
+            continue
+        positions = int(np.prod(layer.output_shape[1:-1], dtype=np.int64))
+        in_pos = info.in_positions[0]
+        if kind == "DepthwiseConv2D" or kind == "SeparableConv2D":
+            depthwise = layer.depthwise_kernel.shape          # (kh, kw, C, m)
+            per_channel = positions * int(np.prod(depthwise[:2])) * int(depthwise[3])
+            live = in_pos >= 0
+            np.add.at(unit_cost, in_pos[live], per_channel)
+            if kind == "DepthwiseConv2D":
+                continue
+            kernel = layer.pointwise_kernel                    # (1, 1, C·m, out)
+            in_pos = np.repeat(in_pos, int(depthwise[3]))
+        spatial = int(np.prod(kernel.shape[:-2]))
+        n_in, n_out = int(kernel.shape[-2]), int(kernel.shape[-1])
+        if len(info.units):                                    # producing its units
+            unit_cost[info.units] += positions * spatial * n_in
+        live = in_pos >= 0                                     # reading prunable units
+        np.add.at(unit_cost, in_pos[live], positions * spatial * n_out)
+    return np.array([unit_cost[units].sum() for units in graph.group_units])

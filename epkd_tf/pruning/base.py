@@ -77,7 +77,8 @@ class StructuredPruner(Pruner):
         if scores.shape != (graph.num_groups,):
             raise ValueError(f"Pruner {self.name!r} returned {scores.shape} scores for "
                              f"{graph.num_groups} groups.")
-        plan = plan_removal(graph, scores, target_nonzero, ctx.config.layer_floor)
+        plan = plan_removal(graph, scores, target_nonzero, ctx.config.layer_floor,
+                            flops_weight=ctx.config.flops_weight)
         return Candidate(self.name, remove_groups(graph, plan.removed_groups), graph, scores)
 
 

@@ -6,7 +6,9 @@ import math
 
 import numpy as np
 
-from epkd_tf.graph import ChannelGraph, ParamCounter
+from scipy import stats
+
+from epkd_tf.graph import ChannelGraph, ParamCounter, group_macs
 
 
 class PruningError(ValueError):
@@ -25,12 +27,30 @@ def block_floors(graph: ChannelGraph, layer_floor: float) -> np.ndarray:
     return np.array([max(1, math.ceil(layer_floor * len(b.groups))) for b in graph.blocks])
 
 
-def removal_order(graph: ChannelGraph, scores: np.ndarray, layer_floor: float) -> np.ndarray:
+def ranking_key(graph: ChannelGraph, scores: np.ndarray, flops_weight: float) -> np.ndarray:
+    """What the global ranking sorts by: the scores, or with ``flops_weight`` λ > 0,
+    rank(score) / #groups − λ · MACs(group) / max MACs.
+
+    This is the FLOPs regularisation of Molchanov et al. (2016, section 2.3): importance
+    alone keeps the cheap-per-parameter convolutions and strips the dense layers, which
+    shrinks parameters far more than latency. Scores enter as normalised ranks so the
+    trade-off means the same for every criterion, whatever the scale of its scores.
+    """
+    if flops_weight == 0:
+        return scores
+    ranks = stats.rankdata(scores) / len(scores)
+    macs = group_macs(graph)
+    return ranks - flops_weight * macs / max(macs.max(), 1.0)
+
+
+def removal_order(graph: ChannelGraph, scores: np.ndarray, layer_floor: float,
+                  flops_weight: float = 0.0) -> np.ndarray:
     """Groups from least to most important (global ranking), skipping those a floor protects.
 
     Ties are broken by group id so the order is deterministic.
     """
-    order = np.lexsort((np.arange(len(scores)), scores))
+    key = ranking_key(graph, scores, flops_weight)
+    order = np.lexsort((np.arange(len(key)), key))
     removable = np.array([len(b.groups) for b in graph.blocks]) - block_floors(graph, layer_floor)
     taken = np.zeros(len(graph.blocks), dtype=np.int64)
     result = []
@@ -43,7 +63,8 @@ def removal_order(graph: ChannelGraph, scores: np.ndarray, layer_floor: float) -
 
 
 def plan_removal(graph: ChannelGraph, scores: np.ndarray, target_nonzero: int,
-                 layer_floor: float, counter: ParamCounter = None) -> Plan:
+                 layer_floor: float, counter: ParamCounter = None,
+                 flops_weight: float = 0.0) -> Plan:
     """The prefix of the removal order whose nonzero count is closest to ``target_nonzero``.
 
     The count falls monotonically along the order, so a binary search finds the first
@@ -52,7 +73,7 @@ def plan_removal(graph: ChannelGraph, scores: np.ndarray, target_nonzero: int,
     target, and so of each other.
     """
     counter = counter or ParamCounter(graph)
-    order = removal_order(graph, scores, layer_floor)
+    order = removal_order(graph, scores, layer_floor, flops_weight)
 
     def count(k: int) -> int:
         return counter.count(graph.unit_keep(order[:k]))
