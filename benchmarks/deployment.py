@@ -5,7 +5,7 @@
 For LeNet-300-100 and LeNet-5 on full MNIST it runs EPKD twice through the real CLI, to
 about 10x fewer nonzero parameters (keep ratio 0.63 for 5 iterations): once with the
 structured pruners only (l1_filter, taylor, oracle; FLOPs-regularised ranking,
---flops_weight=0.5) and once with poly_magnitude only.
+--flops_weight=1.0) and once with poly_magnitude only.
 It exports the teacher and each final student in every format with ``python -m
 epkd_tf.export`` (size, gzip size, test accuracy in its ``deployment.csv``), then times all
 their TFLite files again side by side in one process, interleaved round-robin, so the
@@ -35,7 +35,7 @@ MODELS = [("LeNet-300-100", "flags/mnist_lenet300.cfg"), ("LeNet-5", "flags/mnis
 # The structured run ranks with FLOPs regularisation: by importance alone the criteria
 # strip LeNet-5's dense layer (most parameters, few MACs) and keep its convolutions, which
 # shrinks parameters 10x but MACs only 1.6x.
-VARIANTS = [("structured", "l1_filter,taylor,oracle", ["--flops_weight=0.5"]),
+VARIANTS = [("structured", "l1_filter,taylor,oracle", ["--flops_weight=1.0"]),
             ("magnitude", "poly_magnitude", [])]
 SHRINK = ["--keep_ratio=0.63", "--iterations=5"]
 
@@ -136,7 +136,7 @@ def main() -> int:
     header = ["## Deployment of the MNIST students (`benchmarks/deployment.py`)", "",
              f"Measured {datetime.date.today()} on {platform.machine()}, {os.cpu_count()} "
              "cores, CPU only. EPKD to ~10x fewer nonzero parameters (`--keep_ratio=0.63 "
-             "--iterations=5`), structured pruners only (with `--flops_weight=0.5`) vs "
+             "--iterations=5`), structured pruners only (with `--flops_weight=1.0`) vs "
              "`poly_magnitude` only. Sizes and "
              "accuracies (full test split) from `python -m epkd_tf.export`; latencies "
              "re-measured here for every TFLite file side by side (LiteRT, batch 1, one "
