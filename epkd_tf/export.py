@@ -28,6 +28,7 @@ import sys
 from absl import flags
 
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
+from epkd_tf.cli import fail, setup_logging
 from epkd_tf.config import EXPORT_FORMATS
 
 FLAGS = flags.FlagValues()
@@ -103,7 +104,7 @@ def _check_output_dir(path: str) -> None:
 
 def main(argv) -> int:
     if len(argv) > 1:
-        return _fail(f"unexpected arguments {' '.join(argv[1:])!r}; every setting is a --flag.")
+        return fail(f"unexpected arguments {' '.join(argv[1:])!r}; every setting is a --flag.")
     from epkd_tf.config import ConfigError, DataConfig, check_export_formats
     from epkd_tf.data import DataError, load_data
     try:
@@ -137,8 +138,8 @@ def main(argv) -> int:
                                         image_size=FLAGS.image_size))
             _check_fits(model, data.spec)
     except (ConfigError, DataError, UsageError) as err:
-        return _fail(str(err))
-    _setup_logging()
+        return fail(str(err))
+    setup_logging()
     log = logging.getLogger("epkd_tf")
     from epkd_tf import deploy
     from epkd_tf.records import RunDir
@@ -164,19 +165,6 @@ def _default_name(path: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", stem) or "model"
 
 
-def _setup_logging() -> None:
-    logger = logging.getLogger("epkd_tf")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s epkd_tf: %(message)s", "%H:%M:%S"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-
-
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
 
 
 def parse_flags(argv):

@@ -16,6 +16,7 @@ import sys
 from absl import app, flags
 
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
+from epkd_tf.cli import fail, setup_logging
 
 FLAGS = flags.FLAGS
 
@@ -222,19 +223,10 @@ def prepare_output_dir(path: str) -> None:
                          "run it again.")
 
 
-def _setup_logging() -> None:
-    logger = logging.getLogger("epkd_tf")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s epkd_tf: %(message)s", "%H:%M:%S"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-
 
 def main(argv) -> int:
     if len(argv) > 1:
-        return _fail(f"unexpected arguments {' '.join(argv[1:])!r}; every setting is a --flag.")
+        return fail(f"unexpected arguments {' '.join(argv[1:])!r}; every setting is a --flag.")
     from epkd_tf.config import ConfigError
     from epkd_tf.data import DataError, load_data
     if not FLAGS.output_dir:
@@ -246,8 +238,8 @@ def main(argv) -> int:
         check_teacher(cfg, data.spec)
         prepare_output_dir(cfg.output_dir)
     except (ConfigError, DataError, UsageError) as err:
-        return _fail(str(err))
-    _setup_logging()
+        return fail(str(err))
+    setup_logging()
     from epkd_tf.loop import run_epkd
     from epkd_tf.records import RunDir
     run = RunDir(cfg.output_dir)
@@ -257,10 +249,6 @@ def main(argv) -> int:
     logging.getLogger("epkd_tf").info("Done: %d students in %s", len(students), run.root)
     return 0
 
-
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
 
 
 def parse_flags(argv):
