@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks_md import replace_section
-from mnist_epkd import teacher_nonzero_params
+from mnist_epkd import mnist_data_dir, teacher_nonzero_params
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "deployment"
@@ -122,10 +122,7 @@ def main() -> int:
         return 2
     import tempfile
     work = args.keep_runs or tempfile.mkdtemp(prefix="epkd_deploy_")
-    data_dir = os.path.join(work, "tfds")
-    if not os.path.exists(os.path.join(data_dir, "mnist")):
-        subprocess.run([sys.executable, "-m", "epkd_tf.data", f"--import_npz={args.npz}",
-                        "--name=mnist", f"--data_dir={data_dir}"], cwd=REPO, check=True)
+    data_dir = mnist_data_dir(args.npz, work)
     for _, flagfile in MODELS:
         for variant, pruners, extra in VARIANTS:
             run(flagfile, pruners, extra, data_dir,

@@ -32,6 +32,15 @@ MAX_DROP_POINTS = 0.3
 MAX_RUN_SECONDS = 600
 
 
+def mnist_data_dir(npz: str, work: str) -> str:
+    """``work/tfds`` holding MNIST as TFDS ``mnist`` (imported once with epkd_tf.data)."""
+    data_dir = os.path.join(work, "tfds")
+    if not os.path.exists(os.path.join(data_dir, "mnist")):
+        subprocess.run([sys.executable, "-m", "epkd_tf.data", f"--import_npz={npz}",
+                        "--name=mnist", f"--data_dir={data_dir}"], cwd=REPO, check=True)
+    return data_dir
+
+
 def run_recipe(flagfile: str, data_dir: str, out: str) -> float:
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "epkd_tf.main", f"--flagfile={flagfile}",
@@ -93,10 +102,7 @@ def main() -> int:
         print(f"error: MNIST not found at {args.npz}; pass --npz=PATH", file=sys.stderr)
         return 2
     work = args.keep_runs or tempfile.mkdtemp(prefix="epkd_bench_")
-    data_dir = os.path.join(work, "tfds")
-    if not os.path.exists(os.path.join(data_dir, "mnist")):
-        subprocess.run([sys.executable, "-m", "epkd_tf.data", f"--import_npz={args.npz}",
-                        "--name=mnist", f"--data_dir={data_dir}"], cwd=REPO, check=True)
+    data_dir = mnist_data_dir(args.npz, work)
     sections, checks = [], []
     for name, flagfile, target in RECIPES:
         out = os.path.join(work, Path(flagfile).stem)
