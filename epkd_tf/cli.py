@@ -2,6 +2,8 @@
 import logging
 import sys
 
+from absl import flags
+
 
 def fail(message: str) -> int:
     """Prints the one-line ``error: ...`` users see for bad input; returns exit status 2."""
@@ -18,3 +20,11 @@ def setup_logging() -> None:
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
+
+
+def parse_or_exit(flag_values: flags.FlagValues, argv):
+    """absl parsing, but a malformed or unknown flag is one ``error:`` line and exit 2."""
+    try:
+        return flag_values(argv)
+    except flags.Error as err:
+        sys.exit(fail(str(err)))

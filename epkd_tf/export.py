@@ -28,7 +28,7 @@ import sys
 from absl import flags
 
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
-from epkd_tf.cli import fail, setup_logging
+from epkd_tf.cli import fail, parse_or_exit, setup_logging
 from epkd_tf.config import EXPORT_FORMATS
 
 FLAGS = flags.FlagValues()
@@ -174,11 +174,7 @@ def parse_flags(argv):
         print(__doc__.split("\n\n")[1] + "\n" + FLAGS.get_help())
         sys.exit(0)
     FLAGS.unparse_flags()
-    try:
-        return FLAGS(argv)
-    except flags.Error as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    return parse_or_exit(FLAGS, argv)
 
 
 def run() -> None:

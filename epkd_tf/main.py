@@ -16,7 +16,7 @@ import sys
 from absl import app, flags
 
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
-from epkd_tf.cli import fail, setup_logging
+from epkd_tf.cli import fail, parse_or_exit, setup_logging
 
 FLAGS = flags.FLAGS
 
@@ -253,11 +253,7 @@ def main(argv) -> int:
 
 def parse_flags(argv):
     """absl's parser, but a malformed or unknown flag is one line and exit status 2."""
-    try:
-        return FLAGS(argv)
-    except flags.Error as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    return parse_or_exit(FLAGS, argv)
 
 
 def run() -> None:
