@@ -156,6 +156,7 @@ class RunConfig:
     latency_runs: int = 50
     export_formats: Tuple[str, ...] = EXPORT_FORMATS
     tflite_threads: int = 1
+    int8_dense_per_channel: bool = False
 
     def __post_init__(self):
         _require(isinstance(self.iterations, int) and self.iterations >= 1, "iterations",

@@ -192,7 +192,8 @@ def export_model(run, model: tf_keras.Model, name: str, formats: Sequence[str], 
                  latency_runs: int = 50, threads: int = 1,
                  test_accuracy: Optional[float] = None,
                  calibration: Optional[np.ndarray] = None,
-                 preprocess_signature: bool = True) -> Tuple[pd.DataFrame, Optional[bytes]]:
+                 preprocess_signature: bool = True,
+                 int8_dense_per_channel: bool = False) -> Tuple[pd.DataFrame, Optional[bytes]]:
     """Writes ``model`` in ``formats`` into ``run`` (a :class:`epkd_tf.records.RunDir`) and
     measures each file; returns its ``deployment.csv`` rows and the float TFLite bytes
     (None if ``tflite`` is not among ``formats``).
@@ -203,6 +204,7 @@ def export_model(run, model: tf_keras.Model, name: str, formats: Sequence[str], 
     ``tflite_int8`` calibration (``calibration`` if given, else ``calibration_examples``);
     without it accuracy is left empty and ``tflite_int8`` is refused. ``test_accuracy``:
     the Keras model's, if already known (the SavedModel computes the same function).
+    ``int8_dense_per_channel``: see :func:`epkd_tf.metrics.to_tflite`.
     """
     formats = [f for f in FORMATS if f in formats]
     if "tflite_int8" in formats and data is None and calibration is None:
@@ -239,7 +241,8 @@ def export_model(run, model: tf_keras.Model, name: str, formats: Sequence[str], 
             continue
         if fmt == "tflite_int8" and calibration is None:
             calibration = calibration_examples(data)
-        flatbuffers[fmt] = metrics.to_tflite(model, fmt, calibration)
+        flatbuffers[fmt] = metrics.to_tflite(model, fmt, calibration,
+                                             dense_per_channel=int8_dense_per_channel)
         run.write_bytes(os.path.relpath(run.tflite_path(name, fmt), run.root), flatbuffers[fmt])
     accuracies = tflite_accuracies(flatbuffers, data) if data is not None and flatbuffers else {}
     for fmt, flatbuffer in flatbuffers.items():

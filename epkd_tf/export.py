@@ -60,6 +60,8 @@ flags.DEFINE_integer("latency_runs", 50, "Timed TFLite runs per latency figure."
                      flag_values=FLAGS)
 flags.DEFINE_integer("tflite_threads", 1, "CPU threads of the TFLite latency measurements.",
                      flag_values=FLAGS)
+flags.DEFINE_bool("int8_dense_per_channel", False, "tflite_int8: quantise Dense weights per "
+                  "output unit instead of per tensor (larger file).", flag_values=FLAGS)
 
 
 class UsageError(ValueError):
@@ -153,7 +155,8 @@ def main(argv) -> int:
                    if "tflite_int8" in formats else None)
     rows, _ = deploy.export_model(run, model, name, formats, serving_name=name, version=1,
                                   data=data, latency_runs=FLAGS.latency_runs,
-                                  threads=FLAGS.tflite_threads, calibration=calibration)
+                                  threads=FLAGS.tflite_threads, calibration=calibration,
+                                  int8_dense_per_channel=FLAGS.int8_dense_per_channel)
     run.append("deployment", rows)
     log.info("Wrote %d formats of %s to %s", len(rows), name, run.root)
     return 0

@@ -148,7 +148,8 @@ class EPKD:
                                    serving_name=serving_name, version=version,
                                    iteration=iteration, data=self.data,
                                    latency_runs=cfg.latency_runs, threads=cfg.tflite_threads,
-                                   test_accuracy=test_accuracy, calibration=self._calibration)
+                                   test_accuracy=test_accuracy, calibration=self._calibration,
+                                   int8_dense_per_channel=cfg.int8_dense_per_channel)
 
     def make_candidates(self, student, target: int, iteration: int) -> List[Candidate]:
         cfg = self.cfg

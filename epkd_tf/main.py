@@ -81,6 +81,8 @@ flags.DEFINE_list("export_formats", ["saved_model", "tflite", "tflite_sparse",
                   "and every student; empty: none (see README, Deployment).")
 flags.DEFINE_integer("tflite_threads", 1, "CPU threads of the TFLite latency measurements "
                      "in deployment.csv.")
+flags.DEFINE_bool("int8_dense_per_channel", False, "tflite_int8: quantise Dense weights "
+                  "per output unit instead of per tensor (larger file; see README, Deployment).")
 flags.DEFINE_bool("overwrite", False, "Replace an existing finished run in --output_dir.")
 flags.DEFINE_integer("verbose", 0, "Keras progress output (0 = one log line per phase).")
 
@@ -93,7 +95,7 @@ RUN_FLAGS = ("dataset", "data_dir", "train_split", "test_split", "batch_size", "
              "finetune_learning_rate",
              "alpha", "temperature_schedule", "temperature_start", "temperature_step",
              "temperature_min", "output_dir", "export_candidates", "latency_runs",
-             "export_formats", "tflite_threads")
+             "export_formats", "tflite_threads", "int8_dense_per_channel")
 
 
 class UsageError(ValueError):
@@ -136,7 +138,8 @@ def build_config():
         export_candidates=FLAGS.export_candidates,
         latency_runs=FLAGS.latency_runs,
         export_formats=tuple(f.strip() for f in FLAGS.export_formats),
-        tflite_threads=FLAGS.tflite_threads)
+        tflite_threads=FLAGS.tflite_threads,
+        int8_dense_per_channel=FLAGS.int8_dense_per_channel)
 
 
 def check_names(cfg) -> None:
@@ -214,7 +217,10 @@ def prepare_output_dir(path: str) -> None:
     with open(run.flags_file, encoding="utf-8") as f:
         old = _flag_lines(f.read())
     new = _flag_lines(flags_text())
-    differing = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    # A flag added after the run was written is absent from its flags.txt: the run used
+    # that flag's default, so only a non-default value differs.
+    differing = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)
+                       and not (k not in old and FLAGS[k].value == FLAGS[k].default))
     if differing:
         raise UsageError(f"--output_dir={path} holds a run with different flags "
                          f"({', '.join(differing)}); use another --output_dir or --overwrite.")

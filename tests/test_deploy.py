@@ -155,6 +155,30 @@ def test_float_tflite_matches_keras_and_int8_has_int8_io(tiny):
         metrics.to_tflite(model, "tflite_int8")
 
 
+def dense_weight_zero_points(flatbuffer: bytes) -> list:
+    """How many zero points each int8 Dense weight stores (1 = per tensor, units = per
+    channel) and whether its scales take a single value."""
+    interpreter = metrics.make_interpreter(flatbuffer)
+    found = []
+    for t in interpreter.get_tensor_details():
+        if t["dtype"] == np.int8 and len(t["shape"]) == 2 and t["shape"][0] > 1:
+            q = t["quantization_parameters"]
+            found.append((len(q["zero_points"]), len(set(q["scales"].tolist())) == 1))
+    return found
+
+
+def test_int8_dense_weights_are_per_tensor_unless_asked(tiny):
+    data, model = tiny
+    x, _ = data.numpy_test()
+    per_tensor = metrics.to_tflite(model, "tflite_int8", x[:64])
+    per_channel = metrics.to_tflite(model, "tflite_int8", x[:64], dense_per_channel=True)
+    units = [layer.units for layer in model.layers if isinstance(layer, tf_keras.layers.Dense)]
+    assert dense_weight_zero_points(per_tensor) == [(1, True)] * len(units)
+    assert sorted(n for n, _ in dense_weight_zero_points(per_channel)) == sorted(units)
+    # Each dropped scale saved at least its float32 scale and int64 zero point.
+    assert len(per_channel) - len(per_tensor) >= 12 * (sum(units) - len(units))
+
+
 def test_sparse_format_is_skipped_for_dense_models(tiny, tmp_path):
     data, model = tiny
     assert deploy.zero_fraction(model) < deploy.SPARSE_MIN_ZEROS

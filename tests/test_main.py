@@ -1,6 +1,7 @@
 """The CLI: a real end-to-end run on a slice of MNIST, bad flags, resuming."""
 import json
 import os
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -217,6 +218,23 @@ def test_different_flags_on_an_existing_run_are_refused(mnist_run, capsys):
                                       "--keep_ratio=0.8"])
     err = error_lines(capsys.readouterr().err)
     assert code == 2 and "keep_ratio" in err[0]
+
+
+def test_a_run_written_before_a_flag_existed_resumes_at_its_default(mnist_run, tmp_path,
+                                                                   capsys):
+    # A copy whose flags.txt lacks --int8_dense_per_channel (as runs written before it did).
+    old = tmp_path / "old_run"
+    shutil.copytree(mnist_run, old)
+    lines = [l for l in (old / "flags.txt").read_text().splitlines()
+             if "int8_dense_per_channel" not in l]
+    (old / "flags.txt").write_text("\n".join(lines).replace(mnist_run, str(old)) + "\n")
+    code = run_in_process(epkd_main, [f"--flagfile={old / 'flags.txt'}"])
+    err = error_lines(capsys.readouterr().err)
+    assert code == 2 and "finished run" in err[0], err  # same flags: only "finished" refusal
+    code = run_in_process(epkd_main, [f"--flagfile={old / 'flags.txt'}",
+                                      "--int8_dense_per_channel"])
+    err = error_lines(capsys.readouterr().err)
+    assert code == 2 and "different flags (int8_dense_per_channel)" in err[0], err
 
 
 def test_cli_subprocess_reports_one_line_and_exit_2(tmp_path):
