@@ -39,6 +39,9 @@ class DataConfig:
     # Square side images are resized/cropped to; None: the dataset's own size (224 for
     # imagenet2012). Required for other datasets whose images vary in size.
     image_size: Optional[int] = None
+    # Fraction of training labels replaced by a different, random class (a seeded, fixed
+    # set of examples; see Data.flipped_indices). 0: the labels as stored.
+    label_noise: float = 0.0
 
     def __post_init__(self):
         _require(bool(self.dataset and self.dataset.strip()), "dataset",
@@ -58,6 +61,9 @@ class DataConfig:
                                              and self.image_size >= 8),
                  "image_size", "must be an integer of at least 8 (pixels per side) or unset "
                  "for the dataset's own size", self.image_size)
+        _require(isinstance(self.label_noise, (int, float)) and not isinstance(
+            self.label_noise, bool) and 0.0 <= self.label_noise < 1.0, "label_noise",
+            "must be a fraction in [0, 1) of training labels to replace", self.label_noise)
 
 
 @dataclasses.dataclass(frozen=True)

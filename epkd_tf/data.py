@@ -329,7 +329,13 @@ class Data:
         self._image_feature = builder.info.features["image"]
         self.cached = {split: self._cacheable(split, n) for split, n in
                        ((cfg.train_split, spec.num_train), (cfg.test_split, spec.num_test))}
-        self._train_base = self._base(cfg.train_split)
+        if cfg.label_noise and not self.cached[cfg.train_split]:
+            raise DataError(f"--label_noise={cfg.label_noise} needs a training split that is "
+                            f"cached in memory (fixed image size, at most "
+                            f"{CACHE_LIMIT_BYTES / 1e9:g} GB of uint8); choose a smaller "
+                            f"--train_split.")
+        self.flipped_indices, self._label_offsets = self._label_noise()
+        self._train_base = self._base(cfg.train_split, noisy=True)
         self._test_base = self._base(cfg.test_split)
         self._numpy_train: Optional[Tuple[np.ndarray, np.ndarray]] = None
         self._numpy_test: Optional[Tuple[np.ndarray, np.ndarray]] = None
@@ -361,9 +367,36 @@ class Data:
     def _decode(self, image: tf.Tensor) -> tf.Tensor:
         return self._image_feature.decode_example(image)
 
-    def _base(self, split: str) -> tf.data.Dataset:
-        """Decoded uint8 examples of ``split`` in file order, cached in memory if small."""
+    def _label_noise(self) -> Tuple[np.ndarray, np.ndarray]:
+        """The training examples whose label ``--label_noise`` replaces (sorted positions in
+        file order) and per-example label offsets in ``1..classes-1`` (0 elsewhere).
+
+        Exactly ``round(label_noise * num_train)`` labels change, each to one of the other
+        classes with equal probability (``(label + offset) % classes``), the same ones for
+        the same ``--seed``; drawn from a stream of their own, so the noise does not shift
+        any other seeded choice.
+        """
+        n, classes = self.spec.num_train, self.spec.num_classes
+        offsets = np.zeros(n, dtype=np.int64)
+        flips = int(round(self.cfg.label_noise * n))
+        if flips == 0 or classes < 2:
+            return np.zeros(0, dtype=np.int64), offsets
+        rng = np.random.default_rng([self.cfg.seed, 0x1A8E1])
+        chosen = np.sort(rng.choice(n, size=flips, replace=False))
+        offsets[chosen] = rng.integers(1, classes, size=flips)
+        return chosen, offsets
+
+    def _base(self, split: str, noisy: bool = False) -> tf.data.Dataset:
+        """Decoded uint8 examples of ``split`` in file order, cached in memory if small;
+        the training split carries ``--label_noise``'s replaced labels."""
         ds = self._read(split)
+        if noisy and len(self.flipped_indices):
+            offsets = tf.constant(self._label_offsets)
+            classes = tf.constant(self.spec.num_classes, tf.int64)
+            ds = ds.enumerate().map(
+                lambda i, example: (example[0], tf.cast(
+                    (tf.cast(example[1], tf.int64) + offsets[i]) % classes, example[1].dtype)),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return ds.cache() if self.cached[split] else ds
 
     def _finish(self, ds: tf.data.Dataset) -> tf.data.Dataset:

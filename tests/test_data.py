@@ -12,7 +12,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from epkd_tf import data as data_lib
-from epkd_tf.config import DataConfig
+from epkd_tf.config import ConfigError, DataConfig
 from epkd_tf.data import DataError, DatasetSpec, import_npz, load_data
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -201,6 +201,36 @@ def _assert_error_leaves_nothing(data_dir, config, *fragments):
         assert fragment in msg, (fragment, msg)
     assert snapshot(data_dir) == before
     return msg
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.1, 0.5, 0.9])
+def test_label_noise_replaces_the_requested_fraction(synth, noise):
+    arrays = synth["arrays"]
+    d = load_data(cfg(synth["data_dir"], label_noise=noise, seed=3))
+    _, noisy = all_batches(d.train_eval())
+    changed = np.flatnonzero(noisy != arrays["y_train"])
+    assert len(changed) == round(noise * N_TRAIN)
+    np.testing.assert_array_equal(changed, d.flipped_indices)
+    assert ((noisy >= 0) & (noisy < CLASSES)).all()
+    # The shuffled training batches carry the same replaced labels; the test split none.
+    x_shuffled, y_shuffled = all_batches(d.train())
+    x_eval, _ = all_batches(d.train_eval())
+    position = {x.tobytes(): i for i, x in enumerate(x_eval)}
+    order = [position[x.tobytes()] for x in x_shuffled]
+    np.testing.assert_array_equal(y_shuffled, noisy[order])
+    np.testing.assert_array_equal(d.numpy_test()[1], arrays["y_test"])
+    # Same seed, same flips; another seed, other examples.
+    again = load_data(cfg(synth["data_dir"], label_noise=noise, seed=3))
+    np.testing.assert_array_equal(again.flipped_indices, d.flipped_indices)
+    if noise == 0.5:
+        other = load_data(cfg(synth["data_dir"], label_noise=noise, seed=4))
+        assert not np.array_equal(other.flipped_indices, d.flipped_indices)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, True])
+def test_label_noise_must_be_a_fraction(bad):
+    with pytest.raises(ConfigError, match="--label_noise"):
+        DataConfig(label_noise=bad)
 
 
 def test_unknown_dataset(synth):
