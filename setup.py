@@ -25,6 +25,8 @@ setup(
         "tensorboard",
         # The LiteRT interpreter replaces the deprecated tf.lite.Interpreter.
         "ai-edge-litert",
+        # Plots of the study and run reports (PNG, Agg backend).
+        "matplotlib",
     ],
     extras_require={"test": ["pytest>=7"]},
 )

@@ -402,22 +402,25 @@ class Data:
     def _finish(self, ds: tf.data.Dataset) -> tf.data.Dataset:
         return ds.batch(self.cfg.batch_size).prefetch(tf.data.AUTOTUNE)
 
-    def train(self, shuffle: bool = True) -> tf.data.Dataset:
+    def train(self, shuffle: bool = True, seed: Optional[int] = None) -> tf.data.Dataset:
         """Batched training split ``(x float32, y int32)``, shuffled with the config seed
-        (reshuffled each epoch) and augmented by the recipe if it has augmentation.
+        (reshuffled each epoch) and augmented by the recipe if it has augmentation;
+        ``seed`` replaces the config seed of shuffling and augmentation (not of
+        ``--label_noise``, which stays fixed).
 
         Augmentation draws from stateless seeds of ``tf.data.Dataset.random(seed)``,
         re-randomised each epoch: the same ``--seed`` gives the same batches run to run,
         and every epoch sees new crops and flips."""
         split = self.cfg.train_split
+        seed = self.cfg.seed if seed is None else seed
         if self.cached[split] or not shuffle:
             ds = self._train_base
             if shuffle:
-                ds = ds.shuffle(self.cfg.shuffle_buffer, seed=self.cfg.seed,
+                ds = ds.shuffle(self.cfg.shuffle_buffer, seed=seed,
                                 reshuffle_each_iteration=True)
         else:  # streamed: shuffle file order and encoded images, decode afterwards
             ds = self._read(split, shuffle_files=True, decode=False)
-            ds = ds.shuffle(self.cfg.shuffle_buffer, seed=self.cfg.seed,
+            ds = ds.shuffle(self.cfg.shuffle_buffer, seed=seed,
                             reshuffle_each_iteration=True)
             ds = ds.map(lambda image, label: (self._decode(image), label),
                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -425,7 +428,7 @@ class Data:
             ds = ds.map(self.recipe.preprocess, num_parallel_calls=tf.data.AUTOTUNE,
                         deterministic=True)
         else:
-            seeds = tf.data.Dataset.random(seed=self.cfg.seed,
+            seeds = tf.data.Dataset.random(seed=seed,
                                            rerandomize_each_iteration=True).batch(2)
             ds = tf.data.Dataset.zip((ds, seeds)).map(
                 lambda example, seed: self.recipe.augment(example[0], example[1], seed),
@@ -463,6 +466,22 @@ class Data:
         if self._numpy_test is None:
             self._numpy_test = self._to_numpy(self.test())
         return self._numpy_test
+
+    def raw_test_images(self, indices) -> Tuple[np.ndarray, np.ndarray]:
+        """Test images as stored (uint8, before preprocessing) and their labels, at the
+        positions ``indices`` of the test split's file order (for showing examples)."""
+        wanted = sorted(set(int(i) for i in indices))
+        found = {}
+        if wanted:
+            ds = self._test_base.take(wanted[-1] + 1).enumerate()
+            for i, (image, label) in tfds.as_numpy(ds):
+                if int(i) in wanted:
+                    found[int(i)] = (image, label)
+        xs = [found[int(i)][0] for i in indices]
+        ys = [found[int(i)][1] for i in indices]
+        shape = tuple(self._image_feature.shape)
+        return (np.stack(xs) if xs else np.zeros((0,) + shape, np.uint8),
+                np.array(ys, dtype=np.int64))
 
     def sample(self, n: int, seed: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
         """A seeded random subset of ``n`` distinct training examples as numpy

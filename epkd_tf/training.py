@@ -34,7 +34,7 @@ def history_frame(history: tf_keras.callbacks.History, first_epoch: int = 1) -> 
         "epoch": list(range(first_epoch, first_epoch + epochs)),
         "loss": h.get("loss", []),
         "train_accuracy": h.get("accuracy", []),
-        "test_accuracy": h.get("val_accuracy", []),
+        "test_accuracy": h.get("val_accuracy", [float("nan")] * epochs),
     }, columns=HISTORY_COLUMNS)
 
 
@@ -50,14 +50,17 @@ def cosine_learning_rate(learning_rate: float, epochs: int, steps_per_epoch: int
 
 
 def train_classifier(model: tf_keras.Model, data, epochs: int, learning_rate: float,
-                     callbacks: Optional[List] = None, verbose: int = 0) -> pd.DataFrame:
+                     callbacks: Optional[List] = None, verbose: int = 0,
+                     validate: bool = True) -> pd.DataFrame:
     """Trains ``model`` on ``data.train()`` for ``epochs`` (Adam, cosine-decayed rate),
-    evaluating on the test split after every epoch; returns the per-epoch history."""
+    evaluating on the test split after every epoch unless ``validate`` is False (then
+    ``test_accuracy`` is empty); returns the per-epoch history."""
     steps = math.ceil(data.spec.num_train / data.cfg.batch_size)
     compile_classifier(model, cosine_learning_rate(learning_rate, epochs, steps))
     if epochs == 0:
         return pd.DataFrame(columns=HISTORY_COLUMNS)
-    history = model.fit(data.train(), epochs=epochs, validation_data=data.test(),
+    history = model.fit(data.train(), epochs=epochs,
+                        validation_data=data.test() if validate else None,
                         callbacks=callbacks or [], verbose=verbose)
     return history_frame(history)
 

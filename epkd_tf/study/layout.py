@@ -1,0 +1,115 @@
+"""The study directory: every file name lives here; every write is atomic.
+
+Layout of ``<output_dir>``::
+
+    flags.txt                       the study's flags (usable with --flagfile)
+    study.csv                       one row per finished cell (method, fraction, seed)
+    comparisons.csv                 one row per compared pair of models at a fraction
+    teacher_history.csv             epoch, loss, train_accuracy, test_accuracy
+    study.md                        the tables of the study (see report.py)
+    plots/accuracy_vs_fraction.png  test accuracy vs fraction removed, seed spread
+    plots/misclassified.png         test examples each method gets wrong
+    test_images.npz                 index, x (stored uint8 images), y of those examples
+    teacher/teacher.keras           the trained teacher; initial.keras: its weights
+                                    before training (the lottery ticket's reset point)
+    teacher/test_probabilities.npy  its softmax outputs on the test split
+    cells/<method>/f<fraction>_s<seed>.keras / .npy   each cell's model and test softmax
+    epkd/s<seed>/                   the EPKD method's working run (TensorBoard logs)
+
+A cell's model and outputs are written before its ``study.csv`` row, so a study killed at
+any moment resumes with the cells listed in ``study.csv`` and redoes only the one that was
+running.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+
+from epkd_tf.records import RunDir, _atomic_write
+
+STUDY_TABLES = {
+    "study": ["method", "fraction_removed", "seed", "nonzero_params", "test_accuracy",
+              "train_accuracy", "agreement_with_teacher", "total_params", "epochs",
+              "seconds"],
+    "comparisons": ["fraction_removed", "model_a", "model_b", "n_differ", "l2_distance",
+                    "weight_l2_distance"],
+    "teacher_history": ["epoch", "loss", "train_accuracy", "test_accuracy"],
+}
+
+
+def cell_name(method: str, fraction: float, seed: int) -> str:
+    """``distill/f0.900_s1``: how a cell's model is named in files and comparisons."""
+    return f"{method}/f{fraction:.3f}_s{seed}"
+
+
+class StudyDir(RunDir):
+    """One study's output directory (see the module docstring)."""
+
+    def table_path(self, table: str) -> str:
+        if table not in STUDY_TABLES:
+            raise KeyError(f"Unknown table {table!r}; known: {', '.join(STUDY_TABLES)}.")
+        return self.path(f"{table}.csv")
+
+    def read(self, table: str) -> pd.DataFrame:
+        path = self.table_path(table)
+        if not os.path.exists(path):
+            return pd.DataFrame(columns=STUDY_TABLES[table])
+        return pd.read_csv(path)
+
+    def append(self, table: str, rows: pd.DataFrame) -> None:
+        rows = rows.reindex(columns=STUDY_TABLES[table])
+        existing = self.read(table)
+        combined = rows if existing.empty else pd.concat([existing, rows], ignore_index=True)
+        _atomic_write(self.table_path(table), lambda tmp: combined.to_csv(tmp, index=False))
+
+    def replace(self, table: str, rows: pd.DataFrame) -> None:
+        rows = rows.reindex(columns=STUDY_TABLES[table])
+        _atomic_write(self.table_path(table), lambda tmp: rows.to_csv(tmp, index=False))
+
+    # -- models and outputs --------------------------------------------------------------
+    def teacher_checkpoint(self) -> str:
+        return self.path("teacher", "teacher.keras")
+
+    def teacher_initial_checkpoint(self) -> str:
+        return self.path("teacher", "initial.keras")
+
+    def teacher_probabilities(self) -> str:
+        return self.path("teacher", "test_probabilities.npy")
+
+    def cell_checkpoint(self, method: str, fraction: float, seed: int) -> str:
+        return self.path("cells", cell_name(method, fraction, seed) + ".keras")
+
+    def cell_probabilities(self, method: str, fraction: float, seed: int) -> str:
+        return self.path("cells", cell_name(method, fraction, seed) + ".npy")
+
+    def epkd_dir(self, seed: int) -> str:
+        return self.path("epkd", f"s{seed}")
+
+    def test_images(self) -> str:
+        return self.path("test_images.npz")
+
+    def plot_path(self, name: str) -> str:
+        return self.path("plots", f"{name}.png")
+
+    def save_array(self, path: str, array: np.ndarray) -> None:
+        def write(tmp):
+            with open(tmp, "wb") as f:
+                np.save(f, array)
+        _atomic_write(path, write)
+
+    # -- progress ------------------------------------------------------------------------
+    def teacher_done(self) -> bool:
+        return self.progress().get("teacher_done", False)
+
+    def finished_cells(self) -> set:
+        """(method, fraction rounded to 6 places, seed) of every cell in study.csv."""
+        table = self.read("study")
+        return {(m, round(float(f), 6), int(s)) for m, f, s in
+                zip(table.method, table.fraction_removed, table.seed)}
+
+    def mark(self, **progress) -> None:
+        state = {**self.progress(), **progress}
+        self.write_text("progress.json", json.dumps(state, indent=2))

@@ -1,0 +1,266 @@
+"""The study's compression methods, one small class each, in a registry.
+
+A method turns its predecessor (the teacher, or for iterative methods its own model at the
+previous fraction of the grid) into a model with ``target`` nonzero parameters and says how
+many training epochs that took. Budget accounting (``--epochs`` = E):
+
+* ``scratch`` / ``distill`` — a student sized to the target, E epochs from random init
+  (hard labels / Hinton distillation from the teacher).
+* ``prune`` (Han et al. 2015) / ``prune_distill`` — from the previous fraction's model:
+  global magnitude pruning in rounds of at most ``--prune_rate`` of the remaining weights,
+  each round retrained for E / rounds epochs (at least 1) with the mask kept; retraining
+  on hard labels / by distillation from the teacher.
+* ``lottery`` (Frankle & Carbin 2018) — the same rounds, but before each retraining the
+  surviving weights are reset to the teacher's initial values and trained for E epochs
+  (the method needs full training from the reset point, so it spends E per round).
+* ``epkd`` — the backbone's EPKD iterations (every ``--epkd_pruners`` candidate, ranked,
+  the winner distilled from the teacher) with the same rounds and E / rounds epochs each.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+import epkd_tf  # noqa: F401
+import tf_keras
+
+from epkd_tf import training
+from epkd_tf.distill import Distiller
+from epkd_tf.graph import nonzero_params
+from epkd_tf.study import sparsity
+from epkd_tf.study.students import sized_student
+
+log = logging.getLogger("epkd_tf")
+
+
+class ReseededData:
+    """``data`` whose training batches are shuffled (and augmented) with ``seed``: the
+    runs of one cell differ in data order as well as in initialisation."""
+
+    def __init__(self, data, seed: int):
+        self._data, self._seed = data, seed
+
+    def train(self, shuffle: bool = True):
+        return self._data.train(shuffle, seed=self._seed)
+
+    def __getattr__(self, name):
+        return getattr(self._data, name)
+
+
+@dataclasses.dataclass
+class StudyContext:
+    """What every method may use: the config, the data of this seed, the teacher."""
+
+    cfg: object                      # StudyConfig
+    data: object                     # Data (or ReseededData)
+    teacher: tf_keras.Model
+    teacher_initial_weights: List[np.ndarray]
+    study_dir: object                # StudyDir
+    verbose: int = 0
+
+
+@dataclasses.dataclass
+class Step:
+    """A method's output at one fraction."""
+
+    model: tf_keras.Model
+    epochs: int                      # training epochs spent since the predecessor
+    rounds: int = 1                  # pruning rounds (iterations for epkd) in the step
+
+
+class StudyMethod:
+    """Base class: ``make`` returns the model of one cell."""
+
+    name = ""
+    #: True: the model at a fraction starts from this method's model at the previous
+    #: fraction of the grid (one iterative trajectory per seed); False: from scratch.
+    from_previous = False
+
+    def make(self, ctx: StudyContext, previous: tf_keras.Model, target: int, seed: int,
+             rounds_before: int) -> Step:
+        """``previous``: the teacher or this method's model at the previous fraction;
+        ``target``: nonzero parameters wanted; ``rounds_before``: pruning rounds this
+        trajectory made before (numbering for EPKD's temperature schedule)."""
+        raise NotImplementedError
+
+
+_METHODS: Dict[str, Callable[[], StudyMethod]] = {}
+
+
+def register_method(cls):
+    """Class decorator: registers a :class:`StudyMethod` subclass under ``cls.name``."""
+    if cls.name in _METHODS:
+        raise ValueError(f"Study method {cls.name!r} is registered twice.")
+    _METHODS[cls.name] = cls
+    return cls
+
+
+def method_names() -> List[str]:
+    return list(_METHODS)
+
+
+def make_method(name: str) -> StudyMethod:
+    if name not in _METHODS:
+        raise ValueError(f"Unknown study method {name!r}; choose from {', '.join(_METHODS)}.")
+    return _METHODS[name]()
+
+
+# ------------------------------------------------------------------------- training pieces
+def train_hard(model, data, epochs: int, learning_rate: float, keep_zeros: bool,
+               verbose: int = 0) -> None:
+    """Cross-entropy training (Adam, cosine decay); pruned weights stay zero if asked."""
+    callbacks = [sparsity.KeepZeros(model)] if keep_zeros else []
+    training.train_classifier(model, data, epochs, learning_rate, callbacks=callbacks,
+                              verbose=verbose, validate=False)
+
+
+def train_distilled(model, teacher, data, epochs: int, learning_rate: float, alpha: float,
+                    temperature: float, keep_zeros: bool, verbose: int = 0) -> None:
+    """Hinton distillation from ``teacher`` (Adam, cosine decay, T^2-scaled soft loss)."""
+    steps = -(-data.spec.num_train // data.cfg.batch_size)
+    distiller = Distiller(student=model, teacher=teacher, preserve_zeros=keep_zeros)
+    distiller.compile(optimizer=tf_keras.optimizers.Adam(
+        training.cosine_learning_rate(learning_rate, epochs, steps)),
+        alpha=alpha, temperature=temperature)
+    distiller.fit(data.train(), epochs=epochs, verbose=verbose)
+
+
+def copy_model(model: tf_keras.Model) -> tf_keras.Model:
+    """An independent, trainable copy (the teacher is frozen by the Distiller)."""
+    clone = tf_keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    clone.trainable = True
+    return clone
+
+
+def per_round(epochs: int, rounds: int) -> int:
+    return max(1, int(round(epochs / max(rounds, 1))))
+
+
+# ------------------------------------------------------------------------- methods
+@register_method
+class Scratch(StudyMethod):
+    """A student of the target size trained on hard labels only."""
+
+    name = "scratch"
+
+    def make(self, ctx, previous, target, seed, rounds_before):
+        spec, cfg = ctx.data.spec, ctx.cfg
+        model, _ = sized_student(cfg.teacher.teacher, spec.input_shape, spec.num_classes,
+                                 target)
+        train_hard(model, ctx.data, cfg.epochs, cfg.learning_rate, False, ctx.verbose)
+        return Step(model, cfg.epochs)
+
+
+@register_method
+class Distill(StudyMethod):
+    """A student of the target size trained on the teacher's soft targets."""
+
+    name = "distill"
+
+    def make(self, ctx, previous, target, seed, rounds_before):
+        spec, cfg = ctx.data.spec, ctx.cfg
+        model, _ = sized_student(cfg.teacher.teacher, spec.input_shape, spec.num_classes,
+                                 target)
+        train_distilled(model, ctx.teacher, ctx.data, cfg.epochs, cfg.learning_rate,
+                        cfg.alpha, cfg.temperature, False, ctx.verbose)
+        return Step(model, cfg.epochs)
+
+
+class _IterativeMagnitude(StudyMethod):
+    """Rounds of global magnitude pruning, each followed by retraining (``retrain``)."""
+
+    from_previous = True
+
+    def retrain(self, ctx, model, epochs: int) -> None:
+        raise NotImplementedError
+
+    def round_epochs(self, ctx, rounds: int) -> int:
+        return per_round(ctx.cfg.epochs, rounds)
+
+    def before_retraining(self, ctx, model) -> None:
+        """Hook between pruning and retraining (the lottery ticket's reset)."""
+
+    def make(self, ctx, previous, target, seed, rounds_before):
+        model = copy_model(previous)
+        targets = sparsity.round_targets(nonzero_params(model), target, ctx.cfg.prune_rate)
+        epochs = self.round_epochs(ctx, len(targets))
+        for t in targets:
+            sparsity.prune_to(model, t)
+            self.before_retraining(ctx, model)
+            self.retrain(ctx, model, epochs)
+        return Step(model, epochs * len(targets), len(targets))
+
+
+@register_method
+class Prune(_IterativeMagnitude):
+    """Han et al. 2015: prune small weights, retrain the sparse net; repeat."""
+
+    name = "prune"
+
+    def retrain(self, ctx, model, epochs):
+        train_hard(model, ctx.data, epochs, ctx.cfg.learning_rate, True, ctx.verbose)
+
+
+@register_method
+class PruneDistill(_IterativeMagnitude):
+    """Magnitude pruning whose retraining is distillation from the teacher."""
+
+    name = "prune_distill"
+
+    def retrain(self, ctx, model, epochs):
+        cfg = ctx.cfg
+        train_distilled(model, ctx.teacher, ctx.data, epochs, cfg.learning_rate, cfg.alpha,
+                        cfg.temperature, True, ctx.verbose)
+
+
+@register_method
+class Lottery(_IterativeMagnitude):
+    """Frankle & Carbin 2018: iterative magnitude pruning, survivors reset to their
+    initial values before each retraining."""
+
+    name = "lottery"
+
+    def round_epochs(self, ctx, rounds):
+        return ctx.cfg.epochs
+
+    def before_retraining(self, ctx, model):
+        sparsity.rewind(model, ctx.teacher_initial_weights)
+
+    def retrain(self, ctx, model, epochs):
+        train_hard(model, ctx.data, epochs, ctx.cfg.learning_rate, True, ctx.verbose)
+
+
+@register_method
+class EPKDMethod(StudyMethod):
+    """The backbone's EPKD iterations (candidates of every pruner, ranked, the winner
+    distilled from the original teacher with the falling temperature)."""
+
+    name = "epkd"
+    from_previous = True
+
+    def make(self, ctx, previous, target, seed, rounds_before):
+        from epkd_tf.config import DistillConfig, PruningConfig, RunConfig
+        from epkd_tf.loop import EPKD
+        from epkd_tf.records import RunDir
+        cfg = ctx.cfg
+        targets = sparsity.round_targets(nonzero_params(previous), target, cfg.prune_rate)
+        epochs = per_round(cfg.epochs, len(targets))
+        run_cfg = RunConfig(data=cfg.data, teacher=cfg.teacher,
+                            pruning=PruningConfig(pruners=cfg.epkd_pruners),
+                            distill=DistillConfig(finetune_epochs=epochs, alpha=cfg.alpha),
+                            output_dir=ctx.study_dir.epkd_dir(seed), export_formats=(),
+                            latency_runs=3)
+        epkd = EPKD(run_cfg, ctx.data, RunDir(run_cfg.output_dir), verbose=ctx.verbose)
+        student = copy_model(previous)   # trainable, and never the shared teacher itself
+        for k, t in enumerate(targets):
+            iteration = rounds_before + k + 1
+            tf_keras.utils.set_random_seed(seed * 1000 + iteration)
+            candidates = epkd.make_candidates(student, t, iteration)
+            table = epkd.evaluate(candidates, iteration)
+            best = candidates[int(np.argmin(table["rank"].to_numpy()))]
+            student = epkd.distil(best.model, ctx.teacher, iteration)
+        return Step(student, epochs * len(targets), len(targets))

@@ -1,0 +1,91 @@
+"""Unstructured magnitude pruning for the study's iterative methods (Han et al. 2015;
+Frankle & Carbin 2018): global thresholds, pruning rounds and masks kept during training."""
+from __future__ import annotations
+
+import math
+from typing import List, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+import epkd_tf  # noqa: F401
+import tf_keras
+
+from epkd_tf.graph import nonzero_params
+
+
+def prunable(model: tf_keras.Model) -> List[tf.Variable]:
+    """The weights magnitude pruning may zero: kernels (rank >= 2). Biases and
+    normalisation parameters are kept, as in Han et al. and Frankle & Carbin. (Not
+    ``trainable_variables``: a frozen teacher has none.)"""
+    return [v for v in model.weights if v.shape.rank is not None and v.shape.rank >= 2]
+
+
+def prune_to(model: tf_keras.Model, target_nonzero: int) -> int:
+    """Zeros the globally smallest-magnitude nonzero kernel weights of ``model`` (in place)
+    until it has ``target_nonzero`` nonzero parameters (every weight counted, as
+    ``nonzero_params`` does); returns the number zeroed.
+
+    One threshold over all layers: small layers whose weights are large keep more of them.
+    Ties at the threshold are broken by position, so the count is exact.
+    """
+    excess = nonzero_params(model) - int(target_nonzero)
+    if excess <= 0:
+        return 0
+    variables = prunable(model)
+    values = [v.numpy() for v in variables]
+    magnitudes = np.concatenate([np.abs(w).ravel() for w in values])
+    candidates = np.flatnonzero(magnitudes)
+    if excess > len(candidates):
+        raise ValueError(f"cannot reach {target_nonzero} nonzero parameters: only "
+                         f"{len(candidates)} kernel weights are left to prune.")
+    order = candidates[np.argsort(magnitudes[candidates], kind="stable")[:excess]]
+    flat_mask = np.ones(len(magnitudes), dtype=bool)
+    flat_mask[order] = False
+    start = 0
+    for var, w in zip(variables, values):
+        mask = flat_mask[start:start + w.size].reshape(w.shape)
+        var.assign(np.where(mask, w, 0).astype(w.dtype))
+        start += w.size
+    return excess
+
+
+def masks(model: tf_keras.Model) -> List[np.ndarray]:
+    """0/1 masks of the prunable weights (1 = nonzero)."""
+    return [(v.numpy() != 0).astype(v.dtype.as_numpy_dtype) for v in prunable(model)]
+
+
+def rewind(model: tf_keras.Model, initial_weights: Sequence[np.ndarray]) -> None:
+    """Lottery-ticket reset: every weight back to ``initial_weights`` (those of the model
+    before its first training), pruned kernel entries kept at zero."""
+    kept = masks(model)
+    model.set_weights(initial_weights)
+    for var, mask in zip(prunable(model), kept):
+        var.assign(var.numpy() * mask)
+
+
+def round_targets(start_nonzero: int, target_nonzero: int, prune_rate: float) -> List[int]:
+    """Nonzero counts after each pruning round from ``start_nonzero`` down to
+    ``target_nonzero``: the fewest equal geometric rounds that each remove at most
+    ``prune_rate`` of the remaining weights; the last equals ``target_nonzero``."""
+    if target_nonzero >= start_nonzero:
+        return []
+    ratio = target_nonzero / start_nonzero
+    rounds = max(1, math.ceil(math.log(ratio) / math.log(1.0 - prune_rate) - 1e-9))
+    step = ratio ** (1.0 / rounds)
+    targets = [int(round(start_nonzero * step ** k)) for k in range(1, rounds)]
+    return targets + [int(target_nonzero)]
+
+
+class KeepZeros(tf_keras.callbacks.Callback):
+    """Re-zeros pruned weights after every training batch, so retraining a sparse network
+    keeps its mask (the masks are taken when training starts)."""
+
+    def __init__(self, model: tf_keras.Model):
+        super().__init__()
+        self._pairs = [(v, tf.constant(m)) for v, m in zip(prunable(model), masks(model))
+                       if not m.all()]
+
+    def on_train_batch_end(self, batch, logs=None):
+        for var, mask in self._pairs:
+            var.assign(var * mask)
