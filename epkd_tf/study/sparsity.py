@@ -85,7 +85,13 @@ class KeepZeros(tf_keras.callbacks.Callback):
         super().__init__()
         self._pairs = [(v, tf.constant(m)) for v, m in zip(prunable(model), masks(model))
                        if not m.all()]
+        # One traced function: eager assigns cost more than a LeNet training step.
+        self._apply = tf.function(self._assign_masked)
 
-    def on_train_batch_end(self, batch, logs=None):
+    def _assign_masked(self):
         for var, mask in self._pairs:
             var.assign(var * mask)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._pairs:
+            self._apply()
