@@ -98,7 +98,12 @@ def check_inputs(cfg, spec) -> None:
     from epkd_tf.graph import dense_params
     from epkd_tf.models import build_model, model_names
     from epkd_tf.pruning import StructuredPruner, make_pruner, pruner_names
+    from epkd_tf.study.methods import method_names
     from epkd_tf.study.students import sized_student, student_family
+    unknown = [m for m in cfg.methods if m not in method_names()]
+    if unknown:
+        raise UsageError(f"--methods: unknown method {unknown[0]!r}; choose from "
+                         f"{', '.join(method_names())}.")
     if cfg.teacher.teacher not in model_names():
         raise UsageError(f"--teacher={cfg.teacher.teacher!r} is unknown; choose from "
                          f"{', '.join(model_names())}.")
