@@ -402,7 +402,14 @@ class Data:
     def _finish(self, ds: tf.data.Dataset) -> tf.data.Dataset:
         return ds.batch(self.cfg.batch_size).prefetch(tf.data.AUTOTUNE)
 
-    def train(self, shuffle: bool = True, seed: Optional[int] = None) -> tf.data.Dataset:
+    @property
+    def can_pair_teacher_logits(self) -> bool:
+        """Whether :meth:`train` can carry precomputed teacher logits: the split is cached
+        in memory and not augmented (an augmented image needs the teacher run on it)."""
+        return self.cached[self.cfg.train_split] and self.recipe.augment is None
+
+    def train(self, shuffle: bool = True, seed: Optional[int] = None,
+              teacher_logits: Optional[np.ndarray] = None) -> tf.data.Dataset:
         """Batched training split ``(x float32, y int32)``, shuffled with the config seed
         (reshuffled each epoch) and augmented by the recipe if it has augmentation;
         ``seed`` replaces the config seed of shuffling and augmentation (not of
@@ -410,9 +417,17 @@ class Data:
 
         Augmentation draws from stateless seeds of ``tf.data.Dataset.random(seed)``,
         re-randomised each epoch: the same ``--seed`` gives the same batches run to run,
-        and every epoch sees new crops and flips."""
+        and every epoch sees new crops and flips.
+
+        ``teacher_logits`` (examples x classes, in the file order of :meth:`train_eval`)
+        makes the batches ``(x, (y, teacher_logits))``, the cached-logits input of
+        :class:`epkd_tf.distill.Distiller`: each example travels with its own row through
+        the shuffle. Only when :attr:`can_pair_teacher_logits`."""
         split = self.cfg.train_split
         seed = self.cfg.seed if seed is None else seed
+        if teacher_logits is not None:
+            return self._train_with_logits(np.asarray(teacher_logits, np.float32), shuffle,
+                                           seed)
         if self.cached[split] or not shuffle:
             ds = self._train_base
             if shuffle:
@@ -434,6 +449,30 @@ class Data:
                 lambda example, seed: self.recipe.augment(example[0], example[1], seed),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return self._finish(ds)
+
+    def _train_with_logits(self, logits: np.ndarray, shuffle: bool,
+                           seed: int) -> tf.data.Dataset:
+        if not self.can_pair_teacher_logits:
+            raise ValueError("teacher logits can only be paired with a cached, un-augmented "
+                             "training split; run the teacher on each batch instead.")
+        if logits.ndim != 2 or len(logits) != self.spec.num_train:
+            raise ValueError(f"teacher_logits has shape {logits.shape}: expected "
+                             f"({self.spec.num_train}, classes), one row per training "
+                             f"example in file order.")
+        table = tf.constant(logits)
+        ds = self._train_base.enumerate().map(
+            lambda i, example: (example[0], example[1], table[i]),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if shuffle:
+            ds = ds.shuffle(self.cfg.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        preprocess = self.recipe.preprocess
+
+        def paired(image, label, row):
+            x, y = preprocess(image, label)
+            return x, (y, row)
+
+        return self._finish(ds.map(paired, num_parallel_calls=tf.data.AUTOTUNE,
+                                   deterministic=True))
 
     def _evaluation(self, base: tf.data.Dataset) -> tf.data.Dataset:
         return self._finish(base.map(self.recipe.preprocess, num_parallel_calls=tf.data.AUTOTUNE,

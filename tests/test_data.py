@@ -227,6 +227,24 @@ def test_label_noise_replaces_the_requested_fraction(synth, noise):
         assert not np.array_equal(other.flipped_indices, d.flipped_indices)
 
 
+def test_teacher_logits_travel_with_their_examples_through_the_shuffle(synth):
+    d = load_data(cfg(synth["data_dir"], seed=5))
+    assert d.can_pair_teacher_logits
+    x_eval, y_eval = all_batches(d.train_eval())
+    logits = np.random.default_rng(0).normal(size=(N_TRAIN, CLASSES)).astype(np.float32)
+    position = {x.tobytes(): i for i, x in enumerate(x_eval)}
+    batches = list(d.train(teacher_logits=logits))
+    xs = np.concatenate([x.numpy() for x, _ in batches])
+    ys = np.concatenate([y.numpy() for _, (y, _) in batches])
+    rows = np.concatenate([t.numpy() for _, (_, t) in batches])
+    order = [position[x.tobytes()] for x in xs]
+    assert sorted(order) == list(range(N_TRAIN)) and order != list(range(N_TRAIN))
+    np.testing.assert_array_equal(rows, logits[order])
+    np.testing.assert_array_equal(ys, y_eval[order])
+    with pytest.raises(ValueError, match="one row per training example"):
+        d.train(teacher_logits=logits[:10])
+
+
 @pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, True])
 def test_label_noise_must_be_a_fraction(bad):
     with pytest.raises(ConfigError, match="--label_noise"):

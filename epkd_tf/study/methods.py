@@ -43,8 +43,8 @@ class ReseededData:
     def __init__(self, data, seed: int):
         self._data, self._seed = data, seed
 
-    def train(self, shuffle: bool = True):
-        return self._data.train(shuffle, seed=self._seed)
+    def train(self, shuffle: bool = True, teacher_logits=None):
+        return self._data.train(shuffle, seed=self._seed, teacher_logits=teacher_logits)
 
     def __getattr__(self, name):
         return getattr(self._data, name)
@@ -60,6 +60,16 @@ class StudyContext:
     teacher_initial_weights: List[np.ndarray]
     study_dir: object                # StudyDir
     verbose: int = 0
+    _teacher_logits: object = None
+
+    def teacher_logits(self):
+        """The teacher's training-set logits, computed once (None: run it per batch)."""
+        if self._teacher_logits is None:
+            from epkd_tf.distill.cache import teacher_logits_for
+            self._teacher_logits = teacher_logits_for(self.teacher, self.data)
+            if self._teacher_logits is None:
+                self._teacher_logits = False
+        return self._teacher_logits if self._teacher_logits is not False else None
 
 
 @dataclasses.dataclass
@@ -118,14 +128,18 @@ def train_hard(model, data, epochs: int, learning_rate: float, keep_zeros: bool,
 
 
 def train_distilled(model, teacher, data, epochs: int, learning_rate: float, alpha: float,
-                    temperature: float, keep_zeros: bool, verbose: int = 0) -> None:
-    """Hinton distillation from ``teacher`` (Adam, cosine decay, T^2-scaled soft loss)."""
+                    temperature: float, keep_zeros: bool, verbose: int = 0,
+                    teacher_logits=None) -> None:
+    """Hinton distillation from ``teacher`` (Adam, cosine decay, T^2-scaled soft loss);
+    with ``teacher_logits`` (see epkd_tf.distill.cache) the teacher is not run at all."""
     steps = -(-data.spec.num_train // data.cfg.batch_size)
     distiller = Distiller(student=model, teacher=teacher, preserve_zeros=keep_zeros)
     distiller.compile(optimizer=tf_keras.optimizers.Adam(
         training.cosine_learning_rate(learning_rate, epochs, steps)),
         alpha=alpha, temperature=temperature)
-    distiller.fit(data.train(), epochs=epochs, verbose=verbose)
+    batches = data.train(teacher_logits=teacher_logits) if teacher_logits is not None \
+        else data.train()
+    distiller.fit(batches, epochs=epochs, verbose=verbose)
 
 
 def copy_model(model: tf_keras.Model) -> tf_keras.Model:
@@ -166,7 +180,7 @@ class Distill(StudyMethod):
         model, _ = sized_student(cfg.teacher.teacher, spec.input_shape, spec.num_classes,
                                  target)
         train_distilled(model, ctx.teacher, ctx.data, cfg.epochs, cfg.learning_rate,
-                        cfg.alpha, cfg.temperature, False, ctx.verbose)
+                        cfg.alpha, cfg.temperature, False, ctx.verbose, ctx.teacher_logits())
         return Step(model, cfg.epochs)
 
 
@@ -217,7 +231,7 @@ class PruneDistill(_IterativeMagnitude):
     def retrain(self, ctx, model, epochs):
         cfg = ctx.cfg
         train_distilled(model, ctx.teacher, ctx.data, epochs, cfg.learning_rate, cfg.alpha,
-                        cfg.temperature, True, ctx.verbose)
+                        cfg.temperature, True, ctx.verbose, ctx.teacher_logits())
 
 
 @register_method
