@@ -122,9 +122,9 @@ def make_method(name: str) -> StudyMethod:
 def train_hard(model, data, epochs: int, learning_rate: float, keep_zeros: bool,
                verbose: int = 0) -> None:
     """Cross-entropy training (Adam, cosine decay); pruned weights stay zero if asked."""
-    callbacks = [sparsity.KeepZeros(model)] if keep_zeros else []
-    training.train_classifier(model, data, epochs, learning_rate, callbacks=callbacks,
-                              verbose=verbose, validate=False)
+    trained = sparsity.MaskedClassifier(model) if keep_zeros else model
+    training.train_classifier(trained, data, epochs, learning_rate, verbose=verbose,
+                              validate=False)
 
 
 def train_distilled(model, teacher, data, epochs: int, learning_rate: float, alpha: float,

@@ -77,21 +77,29 @@ def round_targets(start_nonzero: int, target_nonzero: int, prune_rate: float) ->
     return targets + [int(target_nonzero)]
 
 
-class KeepZeros(tf_keras.callbacks.Callback):
-    """Re-zeros pruned weights after every training batch, so retraining a sparse network
-    keeps its mask (the masks are taken when training starts)."""
+class MaskedClassifier(tf_keras.Model):
+    """Trains ``model`` with its pruned weights held at zero: after every optimizer step
+    inside the compiled train step, each kernel is multiplied by its 0/1 mask (taken when
+    the wrapper is made). Compile and fit the wrapper like the model; the model itself
+    holds the trained weights."""
 
-    def __init__(self, model: tf_keras.Model):
-        super().__init__()
-        self._pairs = [(v, tf.constant(m)) for v, m in zip(prunable(model), masks(model))
+    def __init__(self, model: tf_keras.Model, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = model
+        self._masks = [(v, tf.constant(m)) for v, m in zip(prunable(model), masks(model))
                        if not m.all()]
-        # One traced function: eager assigns cost more than a LeNet training step.
-        self._apply = tf.function(self._assign_masked)
 
-    def _assign_masked(self):
-        for var, mask in self._pairs:
+    def call(self, inputs, training=None):
+        return self.inner(inputs, training=training)
+
+    def train_step(self, data):
+        x, y = data[0], data[1]
+        with tf.GradientTape() as tape:
+            logits = self.inner(x, training=True)
+            loss = self.compiled_loss(y, logits, regularization_losses=self.inner.losses)
+        variables = self.inner.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        for var, mask in self._masks:
             var.assign(var * mask)
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self._pairs:
-            self._apply()
+        self.compiled_metrics.update_state(y, logits)
+        return {m.name: m.result() for m in self.metrics}
