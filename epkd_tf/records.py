@@ -20,20 +20,31 @@ Layout of ``<output_dir>``::
                                other TFLite formats (<model>: teacher or student_<k>)
     checkpoints/               teacher.keras, student_<k>.keras (what a resumed run reloads)
     tensorboard/               teacher/, finetune_<k>/
+    report.md, plots/<name>.png    the run's report (python -m epkd_tf.report)
 
 A stage's files are written first and ``progress.json`` last, so a run killed at any
-moment resumes after its last completed stage; rows of a stage that did not complete are
-dropped on resume, so no CSV row is duplicated or missing.
+moment resumes after its last completed stage; rows and files of a stage that did not
+complete (and temporaries of interrupted writes) are dropped on resume, so no CSV row is
+duplicated or missing and no half-written export survives.
+
+Every path is built by :meth:`RunDir.path`, which refuses any that would leave the run
+directory; names that come from the user (run names, model names) go through
+:func:`safe_name` first.
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
 import shutil
 import tempfile
 from typing import Dict, List
 
 import pandas as pd
+
+from epkd_tf import faults
+from epkd_tf.config import EXPORT_FORMATS
 
 TABLES: Dict[str, List[str]] = {
     "teacher_history": ["epoch", "loss", "train_accuracy", "test_accuracy"],
@@ -42,9 +53,11 @@ TABLES: Dict[str, List[str]] = {
                    "weighted_score", "rank"],
     "finetune_history": ["iteration", "epoch", "temperature", "loss", "train_accuracy",
                          "test_accuracy"],
+    # kept_previous: the winner's distillation hit a NaN/Inf loss, so the iteration's
+    # student is the previous one (README, Outputs).
     "students": ["iteration", "pruner", "nonzero_params", "total_params", "size_mb",
                  "gzip_mb", "latency_ms", "test_accuracy_before_finetune", "train_accuracy",
-                 "test_accuracy", "temperature"],
+                 "test_accuracy", "temperature", "kept_previous"],
     "criteria_correlation": ["iteration", "criterion", "scope", "spearman"],
     "timings": ["phase", "iteration", "pruner", "seconds"],
     # iteration: 0 for the teacher, k for student_<k>, empty for `python -m epkd_tf.export`.
@@ -52,15 +65,27 @@ TABLES: Dict[str, List[str]] = {
                    "test_accuracy", "latency_ms_median", "latency_ms_p90"],
 }
 
+# Prefix of every temporary file or directory a write creates next to its target.
+TMP_PREFIX = ".tmp-"
+
+
+def safe_name(text: str, fallback: str = "run") -> str:
+    """``text`` as one harmless path component: runs of anything but letters, digits,
+    ``_ . -`` become ``-``, leading dots go (no ``..``, hidden or temporary names);
+    ``fallback`` if nothing is left."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", str(text)).lstrip(".")
+    return name or fallback
+
 
 def _atomic_write(path: str, write) -> None:
     """Calls ``write(tmp_path)`` and renames the result onto ``path``."""
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=TMP_PREFIX)
     os.close(fd)
     try:
         write(tmp)
+        faults.reached(faults.write_point(path))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -72,10 +97,11 @@ def _atomic_dir(path: str, write) -> None:
     """Calls ``write(tmp_dir)`` and renames the finished directory onto ``path``."""
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-")
+    tmp = tempfile.mkdtemp(dir=parent, prefix=TMP_PREFIX)
     try:
         target = os.path.join(tmp, "out")
         write(target)
+        faults.reached(faults.write_point(path))
         if os.path.exists(path):
             shutil.rmtree(path)
         os.replace(target, path)
@@ -90,7 +116,13 @@ class RunDir:
         self.root = os.path.abspath(root)
 
     def path(self, *parts: str) -> str:
-        return os.path.join(self.root, *parts)
+        """``root/parts...``; a path that would leave the run directory (``..``, an
+        absolute part) is refused: nothing is ever written outside it."""
+        path = os.path.normpath(os.path.join(self.root, *parts))
+        if path != self.root and not path.startswith(self.root + os.sep):
+            raise ValueError(f"{os.path.join(*parts)!r} lies outside the run directory "
+                             f"{self.root}.")
+        return path
 
     # -- plain files ---------------------------------------------------------------------
     @property
@@ -139,9 +171,10 @@ class RunDir:
     def save_checkpoint(self, model, path: str) -> None:
         """Saves a Keras model atomically (Keras insists on the .keras suffix)."""
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = os.path.join(os.path.dirname(path), ".tmp-" + os.path.basename(path))
+        tmp = os.path.join(os.path.dirname(path), TMP_PREFIX + os.path.basename(path))
         try:
             model.save(tmp)
+            faults.reached(faults.write_point(path))
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
@@ -163,6 +196,14 @@ class RunDir:
     def tensorboard_dir(self, name: str) -> str:
         return self.path("tensorboard", name)
 
+    # -- report --------------------------------------------------------------------------
+    @property
+    def report_file(self) -> str:
+        return self.path("report.md")
+
+    def plot_path(self, name: str) -> str:
+        return self.path("plots", f"{safe_name(name)}.png")
+
     def write_directory(self, path: str, write) -> None:
         """Writes a directory (e.g. a SavedModel) atomically: ``write(tmp_dir)`` then rename."""
         _atomic_dir(path, write)
@@ -181,7 +222,9 @@ class RunDir:
         self.write_text("progress.json", json.dumps(state, indent=2))
 
     def drop_unfinished(self) -> None:
-        """Removes rows of stages after the last completed one (left by an interrupted run)."""
+        """Removes what stages after the last completed one left (an interrupted run):
+        their CSV rows, their checkpoints, exports and TensorBoard logs, and the
+        temporaries of writes that never reached their rename."""
         state = self.progress()
         done = state["iterations_done"]
         for table in TABLES:
@@ -197,3 +240,42 @@ class RunDir:
                 keep = df.iloc[0:0]
             if len(keep) != len(df):
                 _atomic_write(self.table_path(table), lambda tmp, k=keep: k.to_csv(tmp, index=False))
+        done = done if state["teacher_done"] else -1     # stage 0 is the teacher
+        leftovers = [p for stage in sorted(self._stages_on_disk() | {0}) if stage > done
+                     for p in self.stage_files(stage)]
+        for root, dirs, files in os.walk(self.root):
+            leftovers += [os.path.join(root, n) for n in dirs + files
+                          if n.startswith(TMP_PREFIX)]
+            dirs[:] = [d for d in dirs if not d.startswith(TMP_PREFIX)]
+        for path in leftovers:
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            elif os.path.lexists(path):
+                os.remove(path)
+
+    def stage_files(self, stage: int) -> List[str]:
+        """Checkpoint, exports and TensorBoard logs of a stage (0: the teacher, k: the
+        student of iteration k) — what ``drop_unfinished`` removes of an unfinished one."""
+        name = "teacher" if stage == 0 else f"student_{stage}"
+        paths = [self.teacher_checkpoint() if stage == 0 else self.student_checkpoint(stage),
+                 self.serving_dir("teacher", 1) if stage == 0 else self.serving_dir("student", stage),
+                 self.tensorboard_dir("teacher" if stage == 0 else f"finetune_{stage}")]
+        paths += [self.tflite_path(name, fmt) for fmt in EXPORT_FORMATS if fmt.startswith("tflite")]
+        if stage:
+            paths.append(self.path("candidates", str(stage)))
+        return paths
+
+    def _stages_on_disk(self) -> set:
+        """Iteration numbers any checkpoint, export or log on disk belongs to."""
+        stages = set()
+        for folder, regex in ((("checkpoints",), r"student_(\d+)\.keras"),
+                              (("serving", "student"), r"(\d+)"),
+                              (("candidates",), r"(\d+)"),
+                              (("tensorboard",), r"finetune_(\d+)"),
+                              (("tflite",), r"student_(\d+)(?:_[a-z0-9]+)*\.tflite")):
+            path = self.path(*folder)
+            for entry in os.listdir(path) if os.path.isdir(path) else []:
+                match = re.fullmatch(regex, entry)
+                if match:
+                    stages.add(int(match.group(1)))
+        return stages

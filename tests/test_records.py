@@ -4,7 +4,7 @@ import os
 import pandas as pd
 import pytest
 
-from epkd_tf.records import TABLES, RunDir
+from epkd_tf.records import TABLES, RunDir, safe_name
 
 
 def test_append_keeps_documented_column_order(tmp_path):
@@ -82,3 +82,48 @@ def test_write_directory_is_all_or_nothing(tmp_path):
 def test_unknown_table_is_named(tmp_path):
     with pytest.raises(KeyError, match="nope"):
         RunDir(str(tmp_path)).read("nope")
+
+
+def test_drop_unfinished_removes_files_of_unfinished_stages_and_temporaries(tmp_path):
+    run = RunDir(str(tmp_path))
+    run.mark(teacher_done=True, iterations_done=1)
+    paths = ["checkpoints/teacher.keras", "checkpoints/student_1.keras",
+             "checkpoints/student_2.keras", "checkpoints/student_12.keras",
+             "tflite/teacher.tflite", "tflite/student_1_int8.tflite",
+             "tflite/student_2.tflite", "tflite/student_2_int8_dynamic.tflite",
+             "serving/teacher/1/saved_model.pb", "serving/student/1/saved_model.pb",
+             "serving/student/2/saved_model.pb", "serving/student/.tmp-abc/out/x",
+             "candidates/2/taylor/saved_model.pb", "tensorboard/finetune_1/train/e",
+             "tensorboard/finetune_2/train/e", "tflite/.tmp-xyz", ".tmp-progress"]
+    for p in paths:
+        os.makedirs(os.path.dirname(run.path(p)), exist_ok=True)
+        open(run.path(p), "w").close()
+    run.drop_unfinished()
+    left = sorted(os.path.relpath(os.path.join(r, f), tmp_path)
+                  for r, _, files in os.walk(tmp_path) for f in files)
+    assert left == ["checkpoints/student_1.keras", "checkpoints/teacher.keras",
+                    "progress.json", "serving/student/1/saved_model.pb",
+                    "serving/teacher/1/saved_model.pb", "tensorboard/finetune_1/train/e",
+                    "tflite/student_1_int8.tflite", "tflite/teacher.tflite"]
+    # Before the teacher completed, nothing stays but progress.json.
+    run.mark(teacher_done=False, iterations_done=0)
+    run.drop_unfinished()
+    assert [f for _, _, files in os.walk(tmp_path) for f in files] == ["progress.json"]
+
+
+def test_paths_never_leave_the_run_directory(tmp_path):
+    run = RunDir(str(tmp_path / "run"))
+    assert run.path("plots", "a.png") == str(tmp_path / "run" / "plots" / "a.png")
+    for parts in [("..", "x"), ("plots", "..", "..", "x"), ("/etc/passwd",)]:
+        with pytest.raises(ValueError, match="outside the run directory"):
+            run.path(*parts)
+    assert run.plot_path("../../evil name") == str(tmp_path / "run" / "plots" / "-..-evil-name.png")
+
+
+def test_safe_name_is_one_harmless_path_component():
+    assert safe_name("mnist_applications.ResNet50_20250101-120000") == \
+        "mnist_applications.ResNet50_20250101-120000"
+    assert safe_name("a/b c:d") == "a-b-c-d"
+    assert safe_name("../..") == "-.."
+    assert safe_name("..") == "run" and safe_name("", fallback="model") == "model"
+    assert safe_name(".tmp-x") == "tmp-x"
