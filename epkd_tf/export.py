@@ -6,11 +6,12 @@
 
 writes the files of ``--formats`` into ``--output_dir`` (same layout as a run:
 ``serving/<name>/1/``, ``serving/models.config``, ``tflite/<name>*.tflite``) and a
-``deployment.csv`` with one row per format. ``--model`` is a ``.keras`` file or a SavedModel
-directory written by epkd_tf. Without ``--dataset`` there is no test accuracy, the
-SavedModel's ``serving_default`` takes float32 (already preprocessed) images, and
-``tflite_int8`` (which needs calibration data) is refused (left out of the default
-``--formats``).
+``deployment.csv`` with one row per format. ``--model`` is a ``.keras`` file, an ``.h5``
+file or a Keras SavedModel directory (written by epkd_tf or ``model.save``), loaded in Keras
+safe mode (a model with a ``Lambda`` layer is refused; see ``epkd_tf/models/user.py``).
+Without ``--dataset`` there is no test accuracy, the SavedModel's ``serving_default`` takes
+float32 (already preprocessed) images, and ``tflite_int8`` (which needs calibration data) is
+refused (left out of the default ``--formats``).
 
 Bad input (missing model, unknown format, a model that does not fit the dataset...) prints
 one line ``error: ...`` naming the flag, exits with status 2 and writes nothing.
@@ -33,8 +34,9 @@ from epkd_tf.config import EXPORT_FORMATS
 
 FLAGS = flags.FlagValues()
 
-flags.DEFINE_string("model", None, "The model to export: a .keras file or a SavedModel "
-                    "directory written by epkd_tf (e.g. RUN/checkpoints/student_3.keras).",
+flags.DEFINE_string("model", None, "The model to export: a .keras file, an .h5 file or a "
+                    "Keras SavedModel directory (e.g. RUN/checkpoints/student_3.keras); "
+                    "loaded in safe mode, Lambda layers are refused.",
                     flag_values=FLAGS)
 flags.DEFINE_list("formats", list(EXPORT_FORMATS), f"Comma list of formats to write, from "
                   f"{', '.join(EXPORT_FORMATS)} (default: all; without --dataset all but "
@@ -68,37 +70,6 @@ class UsageError(ValueError):
     """A flag or input is unusable; the message is the one line the user sees."""
 
 
-def _load_model(path: str):
-    """The Keras model at ``path`` (.keras file or Keras SavedModel directory)."""
-    import tf_keras
-    import epkd_tf.models  # noqa: F401  (registers the zoo's custom layers, if any)
-    if not os.path.exists(path):
-        raise UsageError(f"--model={path} does not exist.")
-    is_saved_model = os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb"))
-    if not (path.endswith(".keras") and os.path.isfile(path)) and not is_saved_model:
-        raise UsageError(f"--model={path} is neither a .keras file nor a SavedModel directory.")
-    try:
-        model = tf_keras.models.load_model(path, compile=False)
-    except Exception as err:  # any loader failure is the user's file, reported in one line
-        reason = " ".join(str(err).split())[:300]
-        raise UsageError(f"--model={path} cannot be loaded as a Keras model: {reason}") from err
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise UsageError(f"--model={path} must have one image input and one logits output.")
-    return model
-
-
-def _check_fits(model, spec) -> None:
-    """The model takes the dataset's images and predicts its classes."""
-    expected = tuple(spec.input_shape)
-    if tuple(model.input_shape[1:]) != expected:
-        raise UsageError(f"--model input shape {tuple(model.input_shape[1:])} does not match "
-                         f"--dataset={FLAGS.dataset} images {expected} (set --image_size if "
-                         f"the model was trained on resized images).")
-    if model.output_shape[-1] != spec.num_classes:
-        raise UsageError(f"--model predicts {model.output_shape[-1]} classes but "
-                         f"--dataset={FLAGS.dataset} has {spec.num_classes}.")
-
-
 def _check_output_dir(path: str) -> None:
     if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
         raise UsageError(f"--output_dir={path} exists and is not an empty directory.")
@@ -109,9 +80,11 @@ def main(argv) -> int:
         return fail(f"unexpected arguments {' '.join(argv[1:])!r}; every setting is a --flag.")
     from epkd_tf.config import ConfigError, DataConfig, check_export_formats
     from epkd_tf.data import DataError, load_data
+    from epkd_tf.models.user import ModelFileError, check_fits, load_user_model
     try:
         if not FLAGS.model:
-            raise UsageError("--model is required: a .keras file or SavedModel directory.")
+            raise UsageError("--model is required: a .keras file, an .h5 file or a SavedModel "
+                             "directory.")
         if not FLAGS.output_dir:
             raise UsageError("--output_dir is required: a new or empty directory.")
         formats = tuple(f.strip() for f in FLAGS.formats)
@@ -131,15 +104,15 @@ def main(argv) -> int:
         if FLAGS.name is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", FLAGS.name):
             raise UsageError(f"--name={FLAGS.name!r} is invalid: use letters, digits, _ . -")
         _check_output_dir(FLAGS.output_dir)
-        model = _load_model(FLAGS.model)
+        model = load_user_model(FLAGS.model, "model")
         data = None
         if FLAGS.dataset:
             data = load_data(DataConfig(dataset=FLAGS.dataset.strip(), data_dir=FLAGS.data_dir,
                                         train_split=FLAGS.train_split,
                                         test_split=FLAGS.test_split, seed=FLAGS.seed,
                                         image_size=FLAGS.image_size))
-            _check_fits(model, data.spec)
-    except (ConfigError, DataError, UsageError) as err:
+            check_fits(model, data.spec, "model", FLAGS.dataset)
+    except (ConfigError, DataError, ModelFileError, UsageError) as err:
         return fail(str(err))
     setup_logging()
     log = logging.getLogger("epkd_tf")
@@ -163,9 +136,8 @@ def main(argv) -> int:
 
 
 def _default_name(path: str) -> str:
-    stem = os.path.basename(os.path.normpath(path))
-    stem = stem[:-len(".keras")] if stem.endswith(".keras") else stem
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", stem) or "model"
+    from epkd_tf.models.user import model_stem
+    return model_stem(path)
 
 
 
