@@ -8,6 +8,7 @@
         ranked     = rank(candidates, (w_train·train_acc + w_test·test_acc) / Σw)
         student    = distil(ranked[0], original teacher, T = schedule(iteration))
         record(iteration, candidates, student); export(student)   # deployment.csv
+    report(run)                                                    # report.md, plots/
 """
 from __future__ import annotations
 
@@ -105,6 +106,8 @@ class EPKD:
             student = self.distil(best.model, teacher, iteration)
             self.record(iteration, best, table, candidates, student)
             self.report_progress(iteration, done)
+        from epkd_tf.report import write_report
+        log.info("Report: %s", write_report(self.run))
         self.run.mark(finished=True)
         return self.run.read("students")
 

@@ -5,6 +5,13 @@ import sys
 
 from absl import flags
 
+# A short real run on tiny_digits (tests/conftest.py): every stage, three pruners with the
+# oracle, two export formats; conftest's tiny_cli_run runs it once per session.
+TINY_RUN_ARGS = ["--dataset=tiny_digits", "--teacher_epochs=2", "--iterations=2",
+                 "--finetune_epochs=1", "--latency_runs=2", "--oracle_examples=64",
+                 "--taylor_batches=2", "--batch_size=32", "--pruners=l1_filter,taylor,oracle",
+                 "--export_formats=saved_model,tflite"]
+
 
 def run_in_process(module, args):
     """Parses ``args`` with the module's flags and calls its ``main``; returns the exit code."""
@@ -17,8 +24,9 @@ def run_in_process(module, args):
     return module.main([argv[0]])
 
 
-def run_subprocess(module_name, args, cwd=None, timeout=300):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+def run_subprocess(module_name, args, cwd=None, timeout=300, env=None):
+    """Runs ``python -m module_name args`` (``env``: extra environment variables)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
     return subprocess.run([sys.executable, "-m", module_name, *args], capture_output=True,
                           text=True, cwd=cwd, env=env, timeout=timeout)
 

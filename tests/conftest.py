@@ -48,3 +48,15 @@ def tiny_dir(tmp_path_factory):
     data_dir.mkdir()
     import_npz(str(npz), "tiny_digits", str(data_dir))
     return str(data_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_cli_run(tiny_dir, tmp_path_factory):
+    """An uninterrupted ``python -m epkd_tf.main`` subprocess run on tiny_digits:
+    (run directory, its CompletedProcess)."""
+    from cli_helpers import TINY_RUN_ARGS, run_subprocess
+    out = str(tmp_path_factory.mktemp("tiny_cli") / "run")
+    result = run_subprocess("epkd_tf.main", [f"--data_dir={tiny_dir}", f"--output_dir={out}",
+                                             *TINY_RUN_ARGS])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result

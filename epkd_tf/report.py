@@ -1,0 +1,330 @@
+"""``python -m epkd_tf.report RUN_DIR``: ``report.md`` and ``plots/*.png`` of a run.
+
+    python -m epkd_tf.report saved_models/mnist_lenet300_100_20250101-120000
+
+Everything comes from the run's CSV files (only the stages ``progress.json`` records as
+completed), so a report can be written for a finished or an interrupted run; every run
+writes its own at the end. ``report.md`` holds the students, the candidates' ranking per
+iteration, the Spearman correlations of the criteria with the oracle and the deployment
+table, and links the plots:
+
+* ``plots/accuracy_vs_params.png`` — test accuracy vs nonzero parameters of every
+  candidate (marker per pruner) and of each iteration's student (the line);
+* ``plots/temperature.png`` — the distillation temperature per iteration;
+* ``plots/criteria_correlation.png`` — global Spearman correlation of each criterion with
+  the oracle per iteration (only when the oracle ran with another structured criterion);
+* ``plots/size_latency.png`` — file size and TFLite latency per model and format
+  (``deployment.csv``; ``students.csv`` when the run exported nothing).
+
+A RUN_DIR that is not an epkd_tf run prints one line ``error: ...`` and exits with status 2.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import sys
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+from absl import flags
+
+from epkd_tf.cli import fail, parse_or_exit, setup_logging
+from epkd_tf.records import RunDir
+
+FLAGS = flags.FlagValues()   # no flags: the run directory is the one argument
+
+PLOTS = ("accuracy_vs_params", "temperature", "criteria_correlation", "size_latency")
+# Columns written with 4 decimals; other floats get 4 significant digits.
+_FIXED = ("accuracy", "score", "spearman")
+
+
+def markdown_table(frame: pd.DataFrame, columns: Optional[Sequence[str]] = None) -> List[str]:
+    """``frame`` (its ``columns``) as the lines of a Markdown table: integers as they are,
+    accuracies, scores and correlations with 4 decimals, other floats with 4 significant
+    digits, missing values empty."""
+    columns = list(frame.columns if columns is None else columns)
+
+    def cell(column, value) -> str:
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            return ""
+        if isinstance(value, (bool, np.bool_)):
+            return "yes" if value else "no"
+        if isinstance(value, (int, np.integer)):
+            return str(int(value))
+        if isinstance(value, (float, np.floating)):
+            if any(key in column for key in _FIXED):
+                return f"{value:.4f}"
+            return f"{value:.4g}"
+        return str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in frame[columns].itertuples(index=False):
+        lines.append("| " + " | ".join(cell(c, v) for c, v in zip(columns, row)) + " |")
+    return lines
+
+
+def completed_tables(run: RunDir) -> Dict[str, pd.DataFrame]:
+    """Every table of the run, without rows of stages that did not complete."""
+    state = run.progress()
+    done = state.get("iterations_done", 0) if state.get("teacher_done") else -1
+    tables = {}
+    for name in ("teacher_history", "candidates", "students", "criteria_correlation",
+                 "deployment", "timings"):
+        frame = run.read(name)
+        if "iteration" in frame.columns:
+            frame = frame[frame["iteration"].fillna(0) <= done]
+        elif done < 0:
+            frame = frame.iloc[0:0]
+        tables[name] = frame.reset_index(drop=True)
+    return tables
+
+
+# -- plots --------------------------------------------------------------------------------
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _integer_ticks(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _save(run: RunDir, fig, name: str) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    _pyplot().close(fig)
+    path = run.plot_path(name)
+    return run.write_bytes(os.path.relpath(path, run.root), buffer.getvalue())
+
+
+def plot_accuracy_vs_params(run: RunDir, candidates, students) -> Optional[str]:
+    if students.empty and candidates.empty:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    markers = "osD^v<>px*"
+    for k, (pruner, group) in enumerate(candidates.groupby("pruner", sort=False)):
+        ax.scatter(group.nonzero_params, 100 * group.test_accuracy, marker=markers[k % 10],
+                   alpha=0.6, label=f"candidate: {pruner}")
+    if not students.empty:
+        ax.plot(students.nonzero_params, 100 * students.test_accuracy, "k-", marker="*",
+                markersize=10, label="student (winner, distilled)")
+        for row in students.itertuples():
+            ax.annotate(str(row.iteration), (row.nonzero_params, 100 * row.test_accuracy),
+                        textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.invert_xaxis()
+    ax.set_xlabel("nonzero parameters (fewer →)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Test accuracy vs nonzero parameters per iteration")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(run, fig, "accuracy_vs_params")
+
+
+def plot_temperature(run: RunDir, students) -> Optional[str]:
+    if students.empty:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(students.iteration, students.temperature, "o-")
+    _integer_ticks(ax)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("temperature T")
+    ax.set_title("Distillation temperature schedule")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    return _save(run, fig, "temperature")
+
+
+def plot_correlation(run: RunDir, correlation) -> Optional[str]:
+    overall = correlation[correlation.scope == "global"]
+    if overall.empty:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for criterion, group in overall.groupby("criterion", sort=False):
+        ax.plot(group.iteration, group.spearman, "o-", label=criterion)
+    ax.axhline(0, color="k", lw=0.8)
+    _integer_ticks(ax)
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("Spearman ρ with the oracle")
+    ax.set_title("Agreement of each criterion's ranking with the oracle (global)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(run, fig, "criteria_correlation")
+
+
+def plot_size_latency(run: RunDir, deployment, students) -> Optional[str]:
+    plt = _pyplot()
+    fig, (size_ax, latency_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    if not deployment.empty:
+        for k, (fmt, group) in enumerate(deployment.groupby("format", sort=False)):
+            size_ax.plot(group.iteration, group.bytes / 1e6, "o-", color=f"C{k}", label=fmt)
+            if group.latency_ms_median.notna().any():
+                latency_ax.plot(group.iteration, group.latency_ms_median, "o-",
+                                color=f"C{k}", label=fmt)
+        xlabel = "model (0 = teacher, k = student of iteration k)"
+    elif not students.empty:
+        size_ax.plot(students.iteration, students.size_mb, "o-", label="tflite")
+        size_ax.plot(students.iteration, students.gzip_mb, "o-", label="tflite, gzip")
+        latency_ax.plot(students.iteration, students.latency_ms, "o-", label="tflite")
+        xlabel = "iteration"
+    else:
+        plt.close(fig)
+        return None
+    size_ax.set_title("File size")
+    size_ax.set_ylabel("MB")
+    latency_ax.set_title("Latency, batch 1 (median)")
+    latency_ax.set_ylabel("ms")
+    for ax in (size_ax, latency_ax):
+        _integer_ticks(ax)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    return _save(run, fig, "size_latency")
+
+
+# -- the report ---------------------------------------------------------------------------
+def _image(run: RunDir, path: Optional[str], alt: str) -> List[str]:
+    if path is None:
+        return []
+    return [f"![{alt}]({os.path.relpath(path, run.root)})", ""]
+
+
+def write_report(run: RunDir) -> str:
+    """Writes ``report.md`` and its plots into ``run`` (atomically); returns its path."""
+    t = completed_tables(run)
+    state = run.progress()
+    students, candidates = t["students"], t["candidates"]
+    flags_text = ""
+    if os.path.exists(run.flags_file):
+        with open(run.flags_file, encoding="utf-8") as f:
+            flags_text = f.read().strip()
+    planned = [line.split("=", 1)[1] for line in flags_text.splitlines()
+               if line.startswith("--iterations=")]
+    lines = ["# EPKD run report", "",
+             f"Run directory: `{run.root}` — {len(students)}"
+             f"{' of ' + planned[0] if planned else ''} iterations completed.", ""]
+    if flags_text:
+        lines += ["Flags (replay with `--flagfile`):", "", "```", flags_text, "```", ""]
+    history = t["teacher_history"]
+    lines += ["## Teacher", ""]
+    if not state.get("teacher_done"):
+        lines += ["The teacher has not completed yet.", ""]
+    elif history.empty:
+        lines += ["Not trained by this run (`--teacher_path`, or `--teacher_epochs=0`).", ""]
+    else:
+        lines += markdown_table(history) + [""]
+
+    lines += ["## Students", "",
+              "One row per iteration: the winning candidate after distillation "
+              "(`students.csv`; `kept_previous`: the distillation hit a NaN/Inf loss and "
+              "the previous student was kept).", ""]
+    if students.empty:
+        lines += ["No iteration has completed yet.", ""]
+    else:
+        lines += markdown_table(students) + [""]
+    lines += _image(run, plot_accuracy_vs_params(run, candidates, students),
+                    "test accuracy vs nonzero parameters")
+
+    lines += ["## Temperature schedule", ""]
+    lines += _image(run, plot_temperature(run, students), "temperature per iteration")
+
+    lines += ["## Candidate ranking per iteration", "",
+              "Score = (w_train·train accuracy + w_test·test accuracy) / (w_train + w_test) "
+              "(`--rank_weights`); rank 1 is distilled (`candidates.csv`).", ""]
+    for iteration, group in candidates.groupby("iteration"):
+        lines += [f"### Iteration {int(iteration)}", ""]
+        lines += markdown_table(group.sort_values("rank"),
+                                ["rank", "pruner", "nonzero_params", "total_params",
+                                 "train_accuracy", "test_accuracy", "weighted_score",
+                                 "size_mb", "latency_ms"]) + [""]
+
+    lines += ["## Spearman correlation with the oracle", ""]
+    correlation = t["criteria_correlation"]
+    overall = correlation[correlation.scope == "global"]
+    if overall.empty:
+        lines += ["None recorded (it needs the `oracle` and another structured criterion "
+                  "among `--pruners`).", ""]
+    else:
+        lines += ["Over all units ranked together; per-layer values (`layer:<name>`) are in "
+                  "`criteria_correlation.csv`.", ""]
+        lines += markdown_table(overall, ["iteration", "criterion", "scope", "spearman"]) + [""]
+        lines += _image(run, plot_correlation(run, correlation), "Spearman correlation")
+
+    lines += ["## Size and latency", ""]
+    deployment = t["deployment"]
+    if deployment.empty:
+        lines += ["No deployment formats exported (`--export_formats`); the float TFLite "
+                  "size and latency of each student are in the students table.", ""]
+    else:
+        lines += ["Every exported model and format (`deployment.csv`; latency: median and "
+                  "90th percentile of batch-1 TFLite runs).", ""]
+        lines += markdown_table(deployment, ["model", "iteration", "format", "bytes",
+                                             "gzip_bytes", "test_accuracy",
+                                             "latency_ms_median", "latency_ms_p90"]) + [""]
+    lines += _image(run, plot_size_latency(run, deployment, students), "size and latency")
+
+    run.write_text(os.path.relpath(run.report_file, run.root), "\n".join(lines))
+    return run.report_file
+
+
+# -- command line -------------------------------------------------------------------------
+class UsageError(ValueError):
+    """The run directory is unusable; the message is the one line the user sees."""
+
+
+def check_run_dir(path: str) -> RunDir:
+    """``path`` is an epkd_tf run directory; raises UsageError naming it otherwise."""
+    if not os.path.exists(path):
+        raise UsageError(f"RUN_DIR={path} does not exist; give the --output_dir of a run.")
+    if not os.path.isdir(path):
+        raise UsageError(f"RUN_DIR={path} is not a directory; give the --output_dir of a run.")
+    run = RunDir(path)
+    if not (os.path.isfile(run.flags_file) and os.path.isfile(run.path("progress.json"))):
+        raise UsageError(f"RUN_DIR={path} is not an epkd_tf run (it has no flags.txt and "
+                         f"progress.json); give the --output_dir of a run.")
+    try:
+        run.progress()
+    except ValueError as err:   # json.JSONDecodeError
+        raise UsageError(f"RUN_DIR={path} has an unreadable progress.json: "
+                         f"{' '.join(str(err).split())}") from err
+    return run
+
+
+def main(argv) -> int:
+    if len(argv) != 2:
+        return fail("give one run directory: python -m epkd_tf.report RUN_DIR")
+    try:
+        run = check_run_dir(argv[1])
+    except UsageError as err:
+        return fail(str(err))
+    setup_logging()
+    path = write_report(run)
+    logging.getLogger("epkd_tf").info("Report: %s", path)
+    return 0
+
+
+def parse_flags(argv):
+    """Unknown flags are one line and exit status 2; --help prints the usage."""
+    if any(a in ("--help", "-h", "--helpfull", "--helpshort") for a in argv[1:]):
+        print(__doc__)
+        sys.exit(0)
+    FLAGS.unparse_flags()
+    return parse_or_exit(FLAGS, argv)
+
+
+def run() -> None:
+    """Console entry point."""
+    sys.exit(main(parse_flags(sys.argv)))
+
+
+if __name__ == "__main__":
+    run()

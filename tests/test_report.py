@@ -1,0 +1,135 @@
+"""report.md and plots/: written by every run and by ``python -m epkd_tf.report RUN_DIR``."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cli_helpers import error_lines, run_subprocess
+from epkd_tf import report
+from epkd_tf.records import TABLES
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def sections(markdown: str) -> dict:
+    """{heading: [table rows as {column: cell}]} for every Markdown table of the report."""
+    tables, heading, header = {}, None, None
+    for line in markdown.splitlines():
+        if line.startswith("#"):
+            heading, header = line.lstrip("# ").strip(), None
+        elif line.startswith("|") and not line.startswith("|---"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if header is None:
+                header = cells
+                tables[heading] = []
+            else:
+                tables[heading].append(dict(zip(header, cells)))
+        elif not line.startswith("|"):
+            header = None
+    return tables
+
+
+def assert_rows_match(rows, frame: pd.DataFrame, columns=None):
+    """The Markdown rows show ``frame``'s values (as report.markdown_table rounds them)."""
+    columns = list(frame.columns if columns is None else columns)
+    assert len(rows) == len(frame)
+    for row, (_, expected) in zip(rows, frame.iterrows()):
+        assert list(row) == columns
+        for column in columns:
+            value, cell = expected[column], row[column]
+            if isinstance(value, (bool, np.bool_)):
+                assert cell == ("yes" if value else "no"), column
+            elif pd.isna(value):
+                assert cell == "", column
+            elif isinstance(value, (int, np.integer)):
+                assert int(cell) == value, column
+            elif isinstance(value, (float, np.floating)):
+                assert float(cell) == pytest.approx(value, rel=5e-4, abs=5e-5), column
+            else:
+                assert cell == str(value), column
+
+
+def check_report(out, iterations):
+    text = open(os.path.join(out, "report.md"), encoding="utf-8").read()
+    tables = sections(text)
+    read = lambda t: pd.read_csv(os.path.join(out, f"{t}.csv"))   # noqa: E731
+    students = read("students")
+    students = students[students.iteration <= iterations]
+    assert_rows_match(tables["Students"], students, TABLES["students"])
+    candidates = read("candidates")
+    for k in range(1, iterations + 1):
+        ranked = candidates[candidates.iteration == k].sort_values("rank")
+        assert_rows_match(tables[f"Iteration {k}"], ranked,
+                          ["rank", "pruner", "nonzero_params", "total_params", "train_accuracy",
+                           "test_accuracy", "weighted_score", "size_mb", "latency_ms"])
+    assert f"Iteration {iterations + 1}" not in tables
+    correlation = read("criteria_correlation")
+    overall = correlation[(correlation.scope == "global") & (correlation.iteration <= iterations)]
+    assert len(overall) == 2 * iterations      # l1_filter and taylor against the oracle
+    assert_rows_match(tables["Spearman correlation with the oracle"], overall)
+    deployment = read("deployment")
+    assert_rows_match(tables["Size and latency"], deployment[deployment.iteration <= iterations],
+                      ["model", "iteration", "format", "bytes", "gzip_bytes", "test_accuracy",
+                       "latency_ms_median", "latency_ms_p90"])
+    assert_rows_match(tables["Teacher"], read("teacher_history"))
+    import matplotlib.image
+    for name in report.PLOTS:
+        path = os.path.join(out, "plots", f"{name}.png")
+        assert f"](plots/{name}.png)" in text
+        with open(path, "rb") as f:
+            assert f.read(8) == PNG_SIGNATURE, name
+        height, width, channels = matplotlib.image.imread(path).shape
+        assert height > 100 and width > 100 and channels in (3, 4), name
+    return text
+
+
+def test_every_run_writes_its_report(tiny_cli_run):
+    out, _ = tiny_cli_run
+    text = check_report(out, iterations=2)
+    assert "— 2 of 2 iterations completed." in text
+    assert not [f for f in os.listdir(out) + os.listdir(os.path.join(out, "plots"))
+                if f.startswith(".tmp-")]
+
+
+def test_report_command_rewrites_it_for_the_completed_stages(tiny_cli_run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(tiny_cli_run[0], copy)
+    shutil.rmtree(copy / "plots")
+    os.remove(copy / "report.md")
+    # As if the run had been killed during iteration 2: its rows are not reported.
+    progress = json.load(open(copy / "progress.json"))
+    progress.update(iterations_done=1, finished=False)
+    json.dump(progress, open(copy / "progress.json", "w"))
+    result = run_subprocess("epkd_tf.report", [str(copy)])
+    assert result.returncode == 0, result.stderr
+    text = check_report(str(copy), iterations=1)
+    assert "— 1 of 2 iterations completed." in text
+
+
+@pytest.mark.parametrize("kind", ["missing", "file", "empty", "no_progress", "bad_progress"])
+def test_a_bad_run_dir_is_one_line_and_exit_2(kind, tmp_path, capsys):
+    path = tmp_path / "run"
+    if kind == "file":
+        path.write_text("x")
+    elif kind != "missing":
+        path.mkdir()
+        if kind in ("no_progress", "bad_progress"):
+            (path / "flags.txt").write_text("--dataset=mnist\n")
+        if kind == "bad_progress":
+            (path / "progress.json").write_text("{not json")
+    before = sorted(os.listdir(path)) if path.is_dir() else None
+    assert report.main(["report", str(path)]) == 2
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and f"RUN_DIR={path}" in lines[0], lines
+    assert (sorted(os.listdir(path)) if path.is_dir() else None) == before
+
+
+def test_the_command_needs_exactly_one_run_dir(tmp_path, capsys):
+    assert report.main(["report"]) == 2
+    assert report.main(["report", str(tmp_path), str(tmp_path)]) == 2
+    assert len(error_lines(capsys.readouterr().err)) == 2
+    result = run_subprocess("epkd_tf.report", [str(tmp_path / "nope")])
+    assert result.returncode == 2 and len(error_lines(result.stderr)) == 1
