@@ -8,8 +8,9 @@ budget and never rebuilds a model.
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
-from typing import Any, Dict, Optional
+from typing import Any, Callable, ContextManager, Dict, Optional
 
 import numpy as np
 
@@ -31,6 +32,13 @@ class PruningContext:
     batch_size: int = 128
     learning_rate: float = 1e-3
     cache: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: ``clock(phase, pruner)`` → a context manager timing that phase (timings.csv); None:
+    #: untimed. Phases: scoring, surgery, magnitude_finetune.
+    clock: Optional[Callable[[str, str], ContextManager]] = None
+
+    def phase(self, name: str, pruner: str) -> ContextManager:
+        """Times ``name`` of ``pruner`` with the run's clock, if there is one."""
+        return self.clock(name, pruner) if self.clock else contextlib.nullcontext()
 
     def sample(self, n: int):
         """A fixed, seeded subset of n training examples, shared by every criterion."""
@@ -72,14 +80,17 @@ class StructuredPruner(Pruner):
         """Importance of every group of ``graph`` (higher = keep); shape (num_groups,)."""
 
     def make_candidate(self, model, target_nonzero, ctx):
-        graph = analyze(model)
-        scores = np.asarray(self.score(graph, ctx), dtype=np.float64)
+        with ctx.phase("scoring", self.name):
+            graph = analyze(model)
+            scores = np.asarray(self.score(graph, ctx), dtype=np.float64)
         if scores.shape != (graph.num_groups,):
             raise ValueError(f"Pruner {self.name!r} returned {scores.shape} scores for "
                              f"{graph.num_groups} groups.")
-        plan = plan_removal(graph, scores, target_nonzero, ctx.config.layer_floor,
-                            flops_weight=ctx.config.flops_weight)
-        return Candidate(self.name, remove_groups(graph, plan.removed_groups), graph, scores)
+        with ctx.phase("surgery", self.name):
+            plan = plan_removal(graph, scores, target_nonzero, ctx.config.layer_floor,
+                                flops_weight=ctx.config.flops_weight)
+            student = remove_groups(graph, plan.removed_groups)
+        return Candidate(self.name, student, graph, scores)
 
 
 def unit_to_group_mean(graph: ChannelGraph, unit_scores: np.ndarray) -> np.ndarray:

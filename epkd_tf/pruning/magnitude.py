@@ -109,8 +109,9 @@ class PolyMagnitudePruner(Pruner):
         wrapped = sparsity.prune_low_magnitude(model, pruning_schedule=schedule)
         wrapped.compile(optimizer=tf_keras.optimizers.Adam(ctx.learning_rate),
                         loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        wrapped.fit(dataset, epochs=ctx.config.magnitude_epochs, verbose=0,
-                    callbacks=[sparsity.UpdatePruningStep()])
+        with ctx.phase("magnitude_finetune", self.name):
+            wrapped.fit(dataset, epochs=ctx.config.magnitude_epochs, verbose=0,
+                        callbacks=[sparsity.UpdatePruningStep()])
         pruned = sparsity.strip_pruning(wrapped)
         trim_to(pruned, kernels, target_nonzero)
         return Candidate(self.name, pruned, structured=False)

@@ -101,3 +101,22 @@ def test_candidates_agree_with_each_other(setting):
     structured = [n for n, c in candidates.items() if c.structured]
     assert "poly_magnitude" not in structured
     assert {"l1_filter", "taylor", "oracle"} <= set(structured)
+
+
+@pytest.mark.parametrize("name", pruner_names())
+def test_pruners_time_their_phases_on_the_run_clock(setting, name):
+    import contextlib
+    import dataclasses
+    model, ctx, target, _ = setting
+    seen = []
+
+    @contextlib.contextmanager
+    def clock(phase, pruner):
+        seen.append((phase, pruner))
+        yield
+
+    make_pruner(name).make_candidate(model, target, dataclasses.replace(ctx, clock=clock))
+    phases = {p for p, _ in seen}
+    assert {pruner for _, pruner in seen} == {name}
+    expected = {"magnitude_finetune"} if name == "poly_magnitude" else {"scoring", "surgery"}
+    assert phases == expected
