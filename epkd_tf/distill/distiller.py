@@ -49,6 +49,25 @@ def _check_alpha(alpha) -> float:
     return float(alpha)
 
 
+def _per_example(fn):
+    """``fn`` returning one loss per example: a tf_keras ``Loss`` is rebuilt with
+    ``reduction=NONE`` (reduced losses are refused under tf.distribute and would hide the
+    global batch); any other callable must already return per-example losses."""
+    if isinstance(fn, tf_keras.losses.Loss) and fn.reduction != tf_keras.losses.Reduction.NONE:
+        config = dict(fn.get_config(), reduction=tf_keras.losses.Reduction.NONE)
+        return type(fn).from_config(config)
+    return fn
+
+
+def _batch_mean(per_example, sample_weight=None):
+    """Mean over the (replica's) batch, weighted like Keras' SUM_OVER_BATCH_SIZE:
+    ``sum(loss * weight) / examples``."""
+    per_example = tf.convert_to_tensor(per_example)
+    if sample_weight is not None:
+        per_example = per_example * tf.cast(sample_weight, per_example.dtype)
+    return tf.reduce_mean(per_example)
+
+
 class Distiller(tf_keras.Model):
     """Trains ``student`` to match hard labels and a frozen ``teacher``'s soft targets.
 
@@ -103,8 +122,9 @@ class Distiller(tf_keras.Model):
                                         name="temperature")
         self._alpha = tf.Variable(0.1, trainable=False, dtype=tf.float32, name="alpha")
 
-        self.student_loss_fn = tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        self.distillation_loss_fn = tf_keras.losses.KLDivergence()
+        self.student_loss_fn = _per_example(
+            tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        self.distillation_loss_fn = _per_example(tf_keras.losses.KLDivergence())
 
         self._loss_tracker = tf_keras.metrics.Mean(name="loss")
         self._student_loss_tracker = tf_keras.metrics.Mean(name="student_loss")
@@ -122,7 +142,8 @@ class Distiller(tf_keras.Model):
           optimizer: a tf_keras optimizer (or its name).
           metrics: metrics computed on the student's logits against hard labels, e.g.
             ``[tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")]``.
-          student_loss_fn: hard-label loss ``fn(y, student_logits)``; default
+          student_loss_fn: hard-label loss ``fn(y, student_logits)`` (a tf_keras Loss, or a
+            callable returning one loss per example); default
             ``SparseCategoricalCrossentropy(from_logits=True)``.
           distillation_loss_fn: soft-target loss ``fn(teacher_probs, student_probs)``;
             default ``tf_keras.losses.KLDivergence()``.
@@ -141,9 +162,9 @@ class Distiller(tf_keras.Model):
                              f"must be callable.")
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
         if student_loss_fn is not None:
-            self.student_loss_fn = student_loss_fn
+            self.student_loss_fn = _per_example(student_loss_fn)
         if distillation_loss_fn is not None:
-            self.distillation_loss_fn = distillation_loss_fn
+            self.distillation_loss_fn = _per_example(distillation_loss_fn)
         self.set_alpha(alpha)
         self.set_temperature(temperature)
 
@@ -249,14 +270,13 @@ class Distiller(tf_keras.Model):
         alpha = tf.cast(self._alpha, dtype)
         teacher_logits = tf.cast(teacher_logits, dtype)
 
-        student_loss = self.student_loss_fn(y, student_logits, sample_weight=sample_weight)
+        student_loss = _batch_mean(self.student_loss_fn(y, student_logits), sample_weight)
         # T**2 keeps the soft-target gradient magnitude comparable across temperatures
         # (Hinton et al. 2015, section 2).
-        distillation_loss = self.distillation_loss_fn(
+        distillation_loss = _batch_mean(self.distillation_loss_fn(
             tf.nn.softmax(teacher_logits / temperature, axis=-1),
-            tf.nn.softmax(student_logits / temperature, axis=-1),
-            sample_weight=sample_weight,
-        ) * tf.square(temperature)
+            tf.nn.softmax(student_logits / temperature, axis=-1)),
+            sample_weight) * tf.square(temperature)
         loss = alpha * student_loss + (1.0 - alpha) * distillation_loss
         return {"loss": loss, "student_loss": student_loss,
                 "distillation_loss": distillation_loss,
@@ -288,8 +308,13 @@ class Distiller(tf_keras.Model):
             total = losses["loss"]
             if self.student.losses:  # weight regularisers of the student, as Keras would
                 total = total + tf.add_n(self.student.losses)
+            # Under tf.distribute each replica sees 1/n of the global batch and the
+            # optimizer sums the replicas' gradients: dividing the replica's mean by n makes
+            # that sum the gradient of the global-batch mean (1 without a strategy).
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = total / tf.cast(replicas, total.dtype)
         variables = self.student.trainable_variables
-        gradients = tape.gradient(total, variables)
+        gradients = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
         self._apply_zero_masks()
 
@@ -305,7 +330,7 @@ class Distiller(tf_keras.Model):
         """Evaluates the student on hard labels: ``loss`` = student loss, plus compiled metrics."""
         x, y, _, sample_weight = self._unpack(data)
         logits = self.student(x, training=False)
-        loss = self.student_loss_fn(y, logits, sample_weight=sample_weight)
+        loss = _batch_mean(self.student_loss_fn(y, logits), sample_weight)
         self._loss_tracker.update_state(loss, sample_weight=tf.shape(logits)[0])
         self.compiled_metrics.update_state(y, logits, sample_weight)
         results = {"loss": self._loss_tracker.result()}
