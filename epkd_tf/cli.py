@@ -5,17 +5,31 @@ import sys
 from absl import flags
 
 
-def fail(message: str) -> int:
-    """Prints the one-line ``error: ...`` users see for bad input; returns exit status 2."""
+def fail(message: str, status: int = 2) -> int:
+    """Prints the one-line ``error: ...`` users see; returns the exit status (2: bad
+    input, the default; 1: a run that failed on the way)."""
     print(f"error: {message}", file=sys.stderr)
-    return 2
+    return status
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted (not the stream of the
+    first call: callers such as tests swap it between runs)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _):
+        pass
 
 
 def setup_logging() -> None:
     """One concise ``HH:MM:SS epkd_tf: ...`` line per event on stderr."""
     logger = logging.getLogger("epkd_tf")
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s epkd_tf: %(message)s", "%H:%M:%S"))
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)

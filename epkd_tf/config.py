@@ -163,6 +163,8 @@ class RunConfig:
     export_formats: Tuple[str, ...] = EXPORT_FORMATS
     tflite_threads: int = 1
     int8_dense_per_channel: bool = False
+    # A NaN/Inf distillation loss stops the run (instead of keeping the previous student).
+    fail_on_nan: bool = False
 
     def __post_init__(self):
         _require(isinstance(self.iterations, int) and self.iterations >= 1, "iterations",

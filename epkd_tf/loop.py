@@ -7,6 +7,8 @@
         candidates = [pruner(student, target) for pruner in pruners]   # equal sizes
         ranked     = rank(candidates, (w_train·train_acc + w_test·test_acc) / Σw)
         student    = distil(ranked[0], original teacher, T = schedule(iteration))
+                     # a NaN/Inf loss stops it: the previous student is kept (or, with
+                     # --fail_on_nan, the run stops)
         record(iteration, candidates, student); export(student)   # deployment.csv
     report(run)                                                    # report.md, plots/
 """
@@ -14,8 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 import pandas as pd
@@ -23,7 +26,7 @@ import pandas as pd
 import epkd_tf  # noqa: F401
 import tf_keras
 
-from epkd_tf import deploy, metrics, training
+from epkd_tf import deploy, faults, metrics, training
 from epkd_tf.config import RunConfig
 from epkd_tf.distill import Distiller
 from epkd_tf.distill.temperature import schedule_from_settings
@@ -33,6 +36,11 @@ from epkd_tf.pruning import (Candidate, PruningContext, criteria_correlation, ma
 from epkd_tf.records import RunDir
 
 log = logging.getLogger("epkd_tf")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or Inf loss and the run cannot go on (the teacher's, or a
+    distillation's with ``--fail_on_nan``); the message is the one line the user sees."""
 
 
 class _Clock:
@@ -76,6 +84,31 @@ def _tensorboard(run: RunDir, name: str):
                                           profile_batch=0)
 
 
+class LossGuard(tf_keras.callbacks.Callback):
+    """Stops training at the first batch whose loss is NaN or Inf (as Keras'
+    ``TerminateOnNaN``) and remembers where in ``problem``; the end of every epoch is the
+    fault-injection point ``<name>_epoch_<n>`` (see ``faults.py``)."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self._supports_tf_logs = True     # fetch the loss alone, not every metric per batch
+        self.name = name
+        self.problem: Optional[str] = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if self.problem is None and loss is not None and not math.isfinite(float(loss)):
+            self.problem = f"loss {float(loss)} at epoch {self._epoch + 1}, batch {batch + 1}"
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        faults.reached(f"{self.name}_epoch_{epoch + 1}")
+
+
 class EPKD:
     """One EPKD run over ``cfg`` on loaded ``data``, writing into ``run``."""
 
@@ -87,6 +120,8 @@ class EPKD:
                                                d.temperature_step, d.temperature_min)
         self.clock = _Clock()
         self._calibration = None
+        # Where the last distil() hit a NaN/Inf loss (None: it did not).
+        self.nonfinite: Optional[str] = None
 
     # -- the algorithm -------------------------------------------------------------------
     def __call__(self) -> pd.DataFrame:
@@ -103,13 +138,35 @@ class EPKD:
             candidates = self.make_candidates(student, target, iteration)
             table = self.evaluate(candidates, iteration)
             best = candidates[int(np.argmin(table["rank"].to_numpy()))]
-            student = self.distil(best.model, teacher, iteration)
-            self.record(iteration, best, table, candidates, student)
+            distilled = self.distil(best.model, teacher, iteration)
+            kept_previous = self.nonfinite is not None
+            if kept_previous:
+                student = self.keep_previous(iteration, best.pruner)
+            else:
+                student = distilled
+            self.record(iteration, best, table, candidates, student,
+                        kept_previous=kept_previous)
+            faults.reached(f"iteration_{iteration}_done")
             self.report_progress(iteration, done)
         from epkd_tf.report import write_report
         log.info("Report: %s", write_report(self.run))
         self.run.mark(finished=True)
         return self.run.read("students")
+
+    def keep_previous(self, iteration: int, pruner: str) -> tf_keras.Model:
+        """After a NaN/Inf distillation loss: the previous student (the teacher before
+        iteration 1), reloaded from its checkpoint; with --fail_on_nan the run stops."""
+        what = (f"iteration {iteration}: the distillation of the {pruner} candidate hit a "
+                f"non-finite {self.nonfinite}")
+        if self.cfg.fail_on_nan:
+            raise NonFiniteLossError(f"{what}; stopped (--fail_on_nan). Lower "
+                                     f"--finetune_learning_rate (now "
+                                     f"{self.cfg.distill.learning_rate:g}).")
+        log.warning("warning: %s; fine-tune stopped, iteration %d keeps the previous "
+                    "student", what, iteration)
+        path = (self.run.teacher_checkpoint() if iteration == 1
+                else self.run.student_checkpoint(iteration - 1))
+        return tf_keras.models.load_model(path, compile=False)
 
     # -- stages --------------------------------------------------------------------------
     def teacher(self) -> tf_keras.Model:
@@ -118,19 +175,7 @@ class EPKD:
         if run.progress()["teacher_done"]:
             log.info("Teacher: reloaded from %s", run.teacher_checkpoint())
             return tf_keras.models.load_model(run.teacher_checkpoint(), compile=False)
-        spec = self.data.spec
-        model = build_model(cfg.teacher.teacher, spec.input_shape, spec.num_classes,
-                            width=cfg.teacher.width)
-        log.info("Teacher: %s, %d params, training %d epochs on %d examples",
-                 cfg.teacher.teacher, model.count_params(), cfg.teacher.teacher_epochs,
-                 spec.num_train)
-        with self.clock.phase("teacher_training"):
-            history = training.train_classifier(
-                model, self.data, cfg.teacher.teacher_epochs, cfg.teacher.learning_rate,
-                callbacks=[_tensorboard(run, "teacher")], verbose=self.verbose)
-        for row in history.itertuples():
-            log.info("Teacher epoch %d: loss %.4f, train acc %.4f, test acc %.4f",
-                     row.epoch, row.loss, row.train_accuracy, row.test_accuracy)
+        model, history = self.train_teacher()
         with self.clock.phase("export", 0, "teacher"):
             run.save_checkpoint(model, run.teacher_checkpoint())
             deployment, _ = self.deploy(model, "teacher", "teacher", 1, iteration=0)
@@ -138,7 +183,31 @@ class EPKD:
         run.append("deployment", deployment)
         run.append("timings", self.clock.flush())
         run.mark(teacher_done=True)
+        log.info("Teacher done; elapsed %.0f s", self.clock.elapsed())
         return model
+
+    def train_teacher(self):
+        """Builds --teacher and trains it; (model, per-epoch history). A NaN/Inf loss
+        stops the run: every later stage needs the teacher."""
+        cfg, spec = self.cfg, self.data.spec
+        model = build_model(cfg.teacher.teacher, spec.input_shape, spec.num_classes,
+                            width=cfg.teacher.width)
+        log.info("Teacher: %s, %d params, training %d epochs on %d examples",
+                 cfg.teacher.teacher, model.count_params(), cfg.teacher.teacher_epochs,
+                 spec.num_train)
+        guard = LossGuard("teacher")
+        with self.clock.phase("teacher_training"):
+            history = training.train_classifier(
+                model, self.data, cfg.teacher.teacher_epochs, cfg.teacher.learning_rate,
+                callbacks=[_tensorboard(self.run, "teacher"), guard], verbose=self.verbose)
+        for row in history.itertuples():
+            log.info("Teacher epoch %d: loss %.4f, train acc %.4f, test acc %.4f",
+                     row.epoch, row.loss, row.train_accuracy, row.test_accuracy)
+        if guard.problem:
+            raise NonFiniteLossError(f"teacher training hit a non-finite {guard.problem}; "
+                                     f"lower --teacher_learning_rate (now "
+                                     f"{cfg.teacher.learning_rate:g}).")
+        return model, history
 
     def deploy(self, model, name: str, serving_name: str, version: int, iteration: int,
                test_accuracy=None):
@@ -192,20 +261,26 @@ class EPKD:
                           metrics=[tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
                           alpha=d.alpha, temperature=temperature)
         self._finetune_history = pd.DataFrame(columns=["iteration", "epoch", "temperature"])
+        self.nonfinite = None
         if d.finetune_epochs:
+            guard = LossGuard(f"finetune_{iteration}")
             with self.clock.phase("distillation", iteration):
                 history = distiller.fit(
                     self.data.train(), validation_data=self.data.test(),
                     epochs=d.finetune_epochs, verbose=self.verbose,
-                    callbacks=[_tensorboard(self.run, f"finetune_{iteration}")])
+                    callbacks=[_tensorboard(self.run, f"finetune_{iteration}"), guard])
+            self.nonfinite = guard.problem
             frame = training.history_frame(history)
             frame.insert(0, "iteration", iteration)
             frame.insert(2, "temperature", temperature)
             self._finetune_history = frame
         return model
 
-    def record(self, iteration, best: Candidate, table, candidates, student) -> None:
-        """Writes the iteration's rows and exports; ``progress.json`` goes last."""
+    def record(self, iteration, best: Candidate, table, candidates, student,
+               kept_previous: bool = False) -> None:
+        """Writes the iteration's rows and exports; ``progress.json`` goes last.
+        ``kept_previous``: ``student`` is the previous one (the winner's distillation
+        failed)."""
         run, cfg = self.run, self.cfg
         with self.clock.phase("student_evaluation", iteration):
             train_acc = training.accuracy(student, self.data.train_eval())
@@ -227,10 +302,15 @@ class EPKD:
         student_row = pd.DataFrame([{
             "iteration": iteration, "pruner": best.pruner, **costs.__dict__,
             "test_accuracy_before_finetune": before, "train_accuracy": train_acc,
-            "test_accuracy": test_acc, "temperature": temperature}])
-        log.info("Iteration %d student (%s, T=%g): nonzero %d, test %.4f -> %.4f after "
-                 "distillation", iteration, best.pruner, temperature, costs.nonzero_params,
-                 before, test_acc)
+            "test_accuracy": test_acc, "temperature": temperature,
+            "kept_previous": kept_previous}])
+        if kept_previous:
+            log.info("Iteration %d student: the previous one kept (nonzero %d, test %.4f)",
+                     iteration, costs.nonzero_params, test_acc)
+        else:
+            log.info("Iteration %d student (%s, T=%g): nonzero %d, test %.4f -> %.4f after "
+                     "distillation", iteration, best.pruner, temperature,
+                     costs.nonzero_params, before, test_acc)
         run.append("candidates", table)
         run.append("finetune_history", self._finetune_history)
         run.append("criteria_correlation", self.correlation(candidates, iteration))

@@ -2,7 +2,13 @@
 
 Every flag is validated before any work: a bad value prints one line ``error: ...`` naming
 the flag, exits with status 2 and leaves no output directory behind. Pointing
-``--output_dir`` at an unfinished run with the same flags resumes it.
+``--output_dir`` at an unfinished run with the same flags resumes it. A run that fails on
+the way (a NaN/Inf teacher loss, or a distillation's with ``--fail_on_nan``) prints one
+line ``error: ...`` and exits with status 1.
+
+Runs are reproducible: ``--seed`` seeds Python, NumPy and TensorFlow (again per
+iteration) and TensorFlow's op determinism is on, so the same flags give the same models
+and accuracies on the same machine, also across an interrupted and resumed run.
 """
 from __future__ import annotations
 
@@ -83,6 +89,9 @@ flags.DEFINE_integer("tflite_threads", 1, "CPU threads of the TFLite latency mea
                      "in deployment.csv.")
 flags.DEFINE_bool("int8_dense_per_channel", False, "tflite_int8: quantise Dense weights "
                   "per output unit instead of per tensor (larger file; see README, Deployment).")
+flags.DEFINE_bool("fail_on_nan", False, "Stop the run (exit status 1) when a distillation "
+                  "loss becomes NaN or Inf, instead of keeping the previous student for that "
+                  "iteration and going on with a warning.")
 flags.DEFINE_bool("overwrite", False, "Replace an existing finished run in --output_dir.")
 flags.DEFINE_integer("verbose", 0, "Keras progress output (0 = one log line per phase).")
 
@@ -95,7 +104,7 @@ RUN_FLAGS = ("dataset", "data_dir", "train_split", "test_split", "batch_size", "
              "finetune_learning_rate",
              "alpha", "temperature_schedule", "temperature_start", "temperature_step",
              "temperature_min", "output_dir", "export_candidates", "latency_runs",
-             "export_formats", "tflite_threads", "int8_dense_per_channel")
+             "export_formats", "tflite_threads", "int8_dense_per_channel", "fail_on_nan")
 
 
 class UsageError(ValueError):
@@ -139,7 +148,8 @@ def build_config():
         latency_runs=FLAGS.latency_runs,
         export_formats=tuple(f.strip() for f in FLAGS.export_formats),
         tflite_threads=FLAGS.tflite_threads,
-        int8_dense_per_channel=FLAGS.int8_dense_per_channel)
+        int8_dense_per_channel=FLAGS.int8_dense_per_channel,
+        fail_on_nan=FLAGS.fail_on_nan)
 
 
 def check_names(cfg) -> None:
@@ -218,8 +228,10 @@ def prepare_output_dir(path: str) -> None:
         old = _flag_lines(f.read())
     new = _flag_lines(flags_text())
     # A flag added after the run was written is absent from its flags.txt: the run used
-    # that flag's default, so only a non-default value differs.
+    # that flag's default, so only a non-default value differs. --output_dir names this
+    # very directory however it is spelt (relative to another working directory, ...).
     differing = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)
+                       and k != "output_dir"
                        and not (k not in old and FLAGS[k].value == FLAGS[k].default))
     if differing:
         raise UsageError(f"--output_dir={path} holds a run with different flags "
@@ -239,6 +251,7 @@ def main(argv) -> int:
         FLAGS.output_dir = _default_output_dir()
     try:
         cfg = build_config()
+        seed_everything(cfg.data.seed)
         check_names(cfg)
         data = load_data(cfg.data)
         check_teacher(cfg, data.spec)
@@ -246,14 +259,27 @@ def main(argv) -> int:
     except (ConfigError, DataError, UsageError) as err:
         return fail(str(err))
     setup_logging()
-    from epkd_tf.loop import run_epkd
+    from epkd_tf.loop import NonFiniteLossError, run_epkd
     from epkd_tf.records import RunDir
+    log = logging.getLogger("epkd_tf")
     run = RunDir(cfg.output_dir)
     run.write_text("flags.txt", flags_text())
-    logging.getLogger("epkd_tf").info("Run directory: %s (%s)", run.root, data.spec)
-    students = run_epkd(cfg, data, run, verbose=FLAGS.verbose)
-    logging.getLogger("epkd_tf").info("Done: %d students in %s", len(students), run.root)
+    log.info("Run directory: %s (%s)", run.root, data.spec)
+    try:
+        students = run_epkd(cfg, data, run, verbose=FLAGS.verbose)
+    except NonFiniteLossError as err:
+        return fail(str(err), status=1)
+    log.info("Done: %d students in %s", len(students), run.root)
     return 0
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds Python, NumPy and TensorFlow and turns on TensorFlow's op determinism, so
+    that the same flags reproduce a run (README, Reproducibility)."""
+    import tensorflow as tf
+    import tf_keras
+    tf.config.experimental.enable_op_determinism()
+    tf_keras.utils.set_random_seed(seed)
 
 
 

@@ -242,3 +242,75 @@ def test_cli_subprocess_reports_one_line_and_exit_2(tmp_path):
     assert result.returncode == 2
     assert len(error_lines(result.stderr)) == 1 and "--keep_ratio" in result.stderr
     assert not (tmp_path / "x").exists()
+
+
+NAN_ARGS = ["--dataset=tiny_digits", "--iterations=2", "--pruners=l1_filter",
+            "--teacher_epochs=1", "--finetune_epochs=1", "--batch_size=32",
+            "--latency_runs=2", "--export_formats=tflite"]
+
+
+def test_a_nan_distillation_keeps_the_previous_student(tiny_dir, tmp_path, capsys):
+    import tf_keras
+    out = tmp_path / "nan"
+    # A learning rate of 1e30 blows the student's weights (and loss) up in a few steps.
+    code = run_in_process(epkd_main, [f"--data_dir={tiny_dir}", f"--output_dir={out}",
+                                      *NAN_ARGS, "--finetune_learning_rate=1e30"])
+    err = capsys.readouterr().err
+    assert code == 0 and not error_lines(err)
+    for k in (1, 2):
+        assert f"warning: iteration {k}: the distillation of the l1_filter candidate hit a " \
+               f"non-finite loss nan" in err
+    students = read(out, "students")
+    assert students.kept_previous.tolist() == [True, True]
+    teacher = tf_keras.models.load_model(out / "checkpoints" / "teacher.keras", compile=False)
+    teacher_nonzero = sum(int(np.count_nonzero(w)) for w in teacher.get_weights())
+    assert students.nonzero_params.tolist() == [teacher_nonzero] * 2
+    assert read(out, "finetune_history").loss.isna().all()     # what happened, recorded
+    assert read(out, "candidates").nonzero_params.lt(teacher_nonzero).all()
+
+
+def test_fail_on_nan_stops_the_run_with_one_line(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "nan"
+    code = run_in_process(epkd_main, [f"--data_dir={tiny_dir}", f"--output_dir={out}",
+                                      *NAN_ARGS, "--finetune_learning_rate=1e30",
+                                      "--fail_on_nan"])
+    lines = error_lines(capsys.readouterr().err)
+    assert code == 1 and len(lines) == 1
+    assert "iteration 1" in lines[0] and "--fail_on_nan" in lines[0], lines
+    assert json.load(open(out / "progress.json"))["iterations_done"] == 0
+    # A NaN teacher leaves nothing to compress: always an error.
+    code = run_in_process(epkd_main, [f"--data_dir={tiny_dir}", f"--output_dir={out}_teacher",
+                                      *NAN_ARGS, "--teacher_learning_rate=1e30"])
+    lines = error_lines(capsys.readouterr().err)
+    assert code == 1 and len(lines) == 1 and "--teacher_learning_rate" in lines[0], lines
+
+
+def test_different_flags_on_an_existing_run_are_refused(mnist_run, capsys):
+    code = run_in_process(epkd_main, [f"--flagfile={os.path.join(mnist_run, 'flags.txt')}",
+                                      "--keep_ratio=0.8"])
+    err = error_lines(capsys.readouterr().err)
+    assert code == 2 and "keep_ratio" in err[0]
+
+
+def test_a_run_written_before_a_flag_existed_resumes_at_its_default(mnist_run, tmp_path,
+                                                                   capsys):
+    # A copy whose flags.txt lacks --int8_dense_per_channel (as runs written before it did).
+    old = tmp_path / "old_run"
+    shutil.copytree(mnist_run, old)
+    lines = [l for l in (old / "flags.txt").read_text().splitlines()
+             if "int8_dense_per_channel" not in l]
+    (old / "flags.txt").write_text("\n".join(lines).replace(mnist_run, str(old)) + "\n")
+    code = run_in_process(epkd_main, [f"--flagfile={old / 'flags.txt'}"])
+    err = error_lines(capsys.readouterr().err)
+    assert code == 2 and "finished run" in err[0], err  # same flags: only "finished" refusal
+    code = run_in_process(epkd_main, [f"--flagfile={old / 'flags.txt'}",
+                                      "--int8_dense_per_channel"])
+    err = error_lines(capsys.readouterr().err)
+    assert code == 2 and "different flags (int8_dense_per_channel)" in err[0], err
+
+
+def test_cli_subprocess_reports_one_line_and_exit_2(tmp_path):
+    result = run_subprocess("epkd_tf.main", ["--keep_ratio=2", f"--output_dir={tmp_path}/x"])
+    assert result.returncode == 2
+    assert len(error_lines(result.stderr)) == 1 and "--keep_ratio" in result.stderr
+    assert not (tmp_path / "x").exists()
