@@ -74,8 +74,15 @@ class TeacherConfig:
     teacher_epochs: int = 10
     learning_rate: float = 1e-3
     width: float = 1.0  # channel/unit width multiplier of the teacher architecture
+    # A user's trained model (.keras, .h5 or SavedModel directory) used as the teacher
+    # instead of building and training ``teacher`` (see epkd_tf/models/user.py).
+    teacher_path: Optional[str] = None
 
     def __post_init__(self):
+        _require(self.teacher_path is None or (isinstance(self.teacher_path, str)
+                                               and bool(self.teacher_path.strip())),
+                 "teacher_path", "give the path of a .keras file, an .h5 file or a "
+                 "SavedModel directory", self.teacher_path)
         _require(isinstance(self.teacher_epochs, int) and self.teacher_epochs >= 0,
                  "teacher_epochs", "must be a non-negative integer", self.teacher_epochs)
         _require(self.learning_rate > 0 and math.isfinite(self.learning_rate),

@@ -11,6 +11,8 @@
                      # --fail_on_nan, the run stops)
         record(iteration, candidates, student); export(student)   # deployment.csv
     report(run)                                                    # report.md, plots/
+
+The teacher is trained from ``--teacher`` or loaded from ``--teacher_path``.
 """
 from __future__ import annotations
 
@@ -170,12 +172,20 @@ class EPKD:
 
     # -- stages --------------------------------------------------------------------------
     def teacher(self) -> tf_keras.Model:
-        """Trains the teacher (or reloads it when resuming) and exports it."""
+        """Trains the teacher, or loads it from --teacher_path (or reloads it when
+        resuming), and exports it."""
         run, cfg = self.run, self.cfg
         if run.progress()["teacher_done"]:
             log.info("Teacher: reloaded from %s", run.teacher_checkpoint())
             return tf_keras.models.load_model(run.teacher_checkpoint(), compile=False)
-        model, history = self.train_teacher()
+        if cfg.teacher.teacher_path:
+            from epkd_tf.models.user import load_user_model
+            model = load_user_model(cfg.teacher.teacher_path, "teacher_path")
+            history = pd.DataFrame(columns=training.HISTORY_COLUMNS)   # not trained here
+            log.info("Teacher: %s, %d params, loaded from %s (not trained)", model.name,
+                     model.count_params(), cfg.teacher.teacher_path)
+        else:
+            model, history = self.train_teacher()
         with self.clock.phase("export", 0, "teacher"):
             run.save_checkpoint(model, run.teacher_checkpoint())
             deployment, _ = self.deploy(model, "teacher", "teacher", 1, iteration=0)

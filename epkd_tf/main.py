@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-import re
 import shutil
 import sys
 
@@ -46,6 +45,11 @@ flags.DEFINE_integer("teacher_epochs", 10, "Epochs of teacher training.")
 flags.DEFINE_float("teacher_learning_rate", 1e-3, "Adam learning rate of teacher training.")
 flags.DEFINE_float("teacher_width", 1.0, "Width multiplier of the teacher's channels/units "
                    "(1 = the published architecture; e.g. 0.25 for a quick run).")
+flags.DEFINE_string("teacher_path", None, "A trained model to use as the teacher instead of "
+                    "training --teacher: a .keras file, an .h5 file or a Keras SavedModel "
+                    "directory that outputs logits for the dataset's classes (loaded in "
+                    "Keras safe mode; Lambda layers are refused). --teacher_epochs, "
+                    "--teacher_learning_rate and --teacher_width are then unused.")
 # -- pruning ------------------------------------------------------------------------------
 flags.DEFINE_integer("iterations", 10, "Compression iterations.")
 flags.DEFINE_float("keep_ratio", 0.9, "Nonzero parameters each iteration keeps, in (0, 1).")
@@ -98,13 +102,15 @@ flags.DEFINE_integer("verbose", 0, "Keras progress output (0 = one log line per 
 # Flags that describe the run (written to flags.txt, compared when resuming).
 RUN_FLAGS = ("dataset", "data_dir", "train_split", "test_split", "batch_size", "seed",
              "image_size", "teacher", "teacher_epochs", "teacher_learning_rate",
-             "teacher_width", "iterations",
+             "teacher_width", "teacher_path", "iterations",
              "keep_ratio", "pruners", "layer_floor", "taylor_batches", "oracle_examples",
              "magnitude_epochs", "flops_weight", "rank_weights", "finetune_epochs",
              "finetune_learning_rate",
              "alpha", "temperature_schedule", "temperature_start", "temperature_step",
              "temperature_min", "output_dir", "export_candidates", "latency_runs",
              "export_formats", "tflite_threads", "int8_dense_per_channel", "fail_on_nan")
+# Flags that only describe how to build and train a teacher: unused with --teacher_path.
+TEACHER_TRAINING_FLAGS = ("teacher", "teacher_epochs", "teacher_learning_rate", "teacher_width")
 
 
 class UsageError(ValueError):
@@ -112,9 +118,13 @@ class UsageError(ValueError):
 
 
 def _default_output_dir() -> str:
+    """``saved_models/<dataset>_<teacher>_<time>``, one sanitised path component (the
+    teacher is the --teacher_path file's name when given)."""
+    from epkd_tf.models.user import model_stem
+    from epkd_tf.records import safe_name
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{FLAGS.dataset}_{FLAGS.teacher}_{stamp}")
-    return os.path.join("saved_models", name)
+    teacher = model_stem(FLAGS.teacher_path) if FLAGS.teacher_path else FLAGS.teacher
+    return os.path.join("saved_models", safe_name(f"{FLAGS.dataset}_{teacher}_{stamp}"))
 
 
 def build_config():
@@ -128,7 +138,7 @@ def build_config():
                         image_size=FLAGS.image_size),
         teacher=TeacherConfig(teacher=FLAGS.teacher, teacher_epochs=FLAGS.teacher_epochs,
                               learning_rate=FLAGS.teacher_learning_rate,
-                              width=FLAGS.teacher_width),
+                              width=FLAGS.teacher_width, teacher_path=FLAGS.teacher_path),
         pruning=PruningConfig(pruners=tuple(p.strip() for p in FLAGS.pruners),
                               keep_ratio=FLAGS.keep_ratio, layer_floor=FLAGS.layer_floor,
                               taylor_batches=FLAGS.taylor_batches,
@@ -161,6 +171,9 @@ def check_names(cfg) -> None:
     if unknown:
         raise UsageError(f"--pruners: unknown pruner {unknown[0]!r}; choose from "
                          f"{', '.join(pruner_names())}.")
+    if cfg.teacher.teacher_path and FLAGS["teacher"].present:
+        raise UsageError(f"--teacher={cfg.teacher.teacher} and --teacher_path="
+                         f"{cfg.teacher.teacher_path} both name the teacher; give one.")
     if cfg.teacher.teacher not in model_names():
         raise UsageError(f"--teacher={cfg.teacher.teacher!r} is unknown; choose from "
                          f"{', '.join(model_names())}.")
@@ -170,10 +183,27 @@ def check_names(cfg) -> None:
 
 
 def check_teacher(cfg, spec) -> None:
-    """The teacher builds for the dataset and structured pruners can trace it."""
+    """The teacher builds for the dataset (or --teacher_path loads and fits it) and
+    structured pruners can trace it."""
     from epkd_tf.graph import UnsupportedLayerError, analyze
-    from epkd_tf.models import build_model
     from epkd_tf.pruning import StructuredPruner, make_pruner
+    if cfg.teacher.teacher_path:
+        from epkd_tf.models.user import check_fits, load_user_model
+        flag = f"--teacher_path={cfg.teacher.teacher_path}"
+        model = load_user_model(cfg.teacher.teacher_path, "teacher_path")
+        check_fits(model, spec, "teacher_path", cfg.data.dataset)
+    else:
+        flag = f"--teacher={cfg.teacher.teacher}"
+        model = _build_teacher(cfg, spec)
+    if any(isinstance(make_pruner(p), StructuredPruner) for p in cfg.pruning.pruners):
+        try:
+            analyze(model)
+        except UnsupportedLayerError as err:
+            raise UsageError(f"{flag}: {err}") from err
+
+
+def _build_teacher(cfg, spec):
+    from epkd_tf.models import build_model
     try:
         model = build_model(cfg.teacher.teacher, spec.input_shape, spec.num_classes,
                             width=cfg.teacher.width)
@@ -183,16 +213,13 @@ def check_teacher(cfg, spec) -> None:
         raise UsageError(f"--teacher={cfg.teacher.teacher} cannot be built for "
                          f"--dataset={cfg.data.dataset} with input shape {spec.input_shape}: "
                          f"{reason}") from err
-    if any(isinstance(make_pruner(p), StructuredPruner) for p in cfg.pruning.pruners):
-        try:
-            analyze(model)
-        except UnsupportedLayerError as err:
-            raise UsageError(f"--teacher={cfg.teacher.teacher}: {err}") from err
+    return model
 
 
 def flags_text() -> str:
+    unused = TEACHER_TRAINING_FLAGS if FLAGS.teacher_path else ()
     return "".join(FLAGS[name].serialize() + "\n" for name in RUN_FLAGS
-                   if FLAGS[name].value is not None)
+                   if FLAGS[name].value is not None and name not in unused)
 
 
 def _flag_lines(text: str) -> dict:
@@ -247,6 +274,7 @@ def main(argv) -> int:
         return fail(f"unexpected arguments {' '.join(argv[1:])!r}; every setting is a --flag.")
     from epkd_tf.config import ConfigError
     from epkd_tf.data import DataError, load_data
+    from epkd_tf.models.user import ModelFileError
     if not FLAGS.output_dir:
         FLAGS.output_dir = _default_output_dir()
     try:
@@ -256,7 +284,7 @@ def main(argv) -> int:
         data = load_data(cfg.data)
         check_teacher(cfg, data.spec)
         prepare_output_dir(cfg.output_dir)
-    except (ConfigError, DataError, UsageError) as err:
+    except (ConfigError, DataError, ModelFileError, UsageError) as err:
         return fail(str(err))
     setup_logging()
     from epkd_tf.loop import NonFiniteLossError, run_epkd
@@ -265,6 +293,10 @@ def main(argv) -> int:
     run = RunDir(cfg.output_dir)
     run.write_text("flags.txt", flags_text())
     log.info("Run directory: %s (%s)", run.root, data.spec)
+    if cfg.teacher.teacher_path:
+        unused = [f"--{n}" for n in TEACHER_TRAINING_FLAGS[1:] if FLAGS[n].present]
+        if unused:
+            log.info("--teacher_path given: %s unused", ", ".join(unused))
     try:
         students = run_epkd(cfg, data, run, verbose=FLAGS.verbose)
     except NonFiniteLossError as err:

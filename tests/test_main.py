@@ -1,6 +1,7 @@
 """The CLI: a real end-to-end run on a slice of MNIST, bad flags, resuming."""
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -199,12 +200,66 @@ BAD_FLAGS = [
     (["--export_formats=tflite,tflite_fp16"], "--export_formats"),
     (["--export_formats=tflite,tflite"], "--export_formats"),
     (["--tflite_threads=0"], "--tflite_threads"),
+    # --teacher_path: {models} is the directory of the teacher_files fixture.
+    (["--teacher_path="], "--teacher_path"),
+    (["--teacher_path={models}/missing.keras"], "missing.keras does not exist"),
+    (["--teacher_path={models}/notes.txt"], "neither a .keras file, an .h5 file nor a SavedModel"),
+    (["--teacher_path={models}/corrupt.keras"], "corrupt.keras is not a readable .keras file"),
+    (["--teacher_path={models}/corrupt.h5"], "corrupt.h5 is not a readable .h5 file"),
+    (["--teacher_path={models}/weights_only.h5"], "holds weights only"),
+    (["--teacher_path={models}/plain_saved_model"], "not a Keras SavedModel"),
+    (["--teacher_path={models}/lambda.keras"], "lambda.keras has a Lambda layer 'double'"),
+    (["--teacher_path={models}/lambda.h5"], "lambda.h5 has a Lambda layer 'double'"),
+    (["--teacher_path={models}/lambda_saved_model"], "has a Lambda layer 'double'"),
+    (["--teacher_path={models}/mnist_shaped.keras"], "--teacher_path input shape (28, 28, 1)"),
+    (["--teacher_path={models}/ten_classes.keras"], "--teacher_path predicts 10 classes"),
+    (["--teacher_path={models}/softmax.keras"], "--teacher_path outputs probabilities"),
+    (["--teacher_path={models}/rank3.keras"], "--teacher_path outputs shape (None, 2, 4)"),
+    (["--teacher_path={models}/lstm.keras"], "(LSTM) cannot be pruned"),
+    (["--teacher_path={models}/good.keras", "--teacher=lenet5"], "both name the teacher"),
 ]
 
 
+@pytest.fixture(scope="module")
+def teacher_files(tmp_path_factory):
+    """User models for --teacher_path on tiny_digits (12x12x1, 4 classes): good ones and
+    each kind of bad one."""
+    import tf_keras
+    from tf_keras import layers
+    root = tmp_path_factory.mktemp("teachers")
+
+    def model(*hidden, shape=(12, 12, 1), classes=4, activation=None, flatten=True):
+        tf_keras.utils.set_random_seed(0)
+        inputs = tf_keras.Input(shape)
+        x = layers.Flatten()(inputs) if flatten else inputs
+        for layer in hidden:
+            x = layer(x)
+        return tf_keras.Model(inputs, layers.Dense(classes, activation=activation)(x))
+
+    good = model(layers.Dense(16, activation="relu"))
+    good.save(root / "good.keras")
+    good.save(root / "good.h5")
+    good.save_weights(root / "weights_only.h5")
+    lam = model(layers.Lambda(lambda t: 2.0 * t, name="double"))
+    lam.save(root / "lambda.keras")
+    lam.save(root / "lambda.h5")
+    lam.save(root / "lambda_saved_model", save_format="tf")
+    model(shape=(28, 28, 1)).save(root / "mnist_shaped.keras")
+    model(classes=10).save(root / "ten_classes.keras")
+    model(activation="softmax").save(root / "softmax.keras")
+    model(layers.Dense(8), layers.Reshape((2, 4)), classes=4).save(root / "rank3.keras")
+    model(layers.Reshape((144, 1)), layers.LSTM(8), flatten=False).save(root / "lstm.keras")
+    tf.saved_model.save(tf.Module(), str(root / "plain_saved_model"))
+    (root / "corrupt.keras").write_bytes(b"\x00 not a zip archive")
+    (root / "corrupt.h5").write_bytes(b"\x00 not an HDF5 file")
+    (root / "notes.txt").write_text("not a model")
+    return str(root)
+
+
 @pytest.mark.parametrize("args,named", BAD_FLAGS, ids=[" ".join(a) for a, _ in BAD_FLAGS])
-def test_bad_flags_stop_before_any_work(args, named, tiny_dir, tmp_path, capsys):
+def test_bad_flags_stop_before_any_work(args, named, tiny_dir, teacher_files, tmp_path, capsys):
     out = tmp_path / "never"
+    args = [a.format(models=teacher_files) for a in args]
     code = run_in_process(epkd_main, [f"--data_dir={tiny_dir}", "--dataset=tiny_digits",
                                       f"--output_dir={out}", *args])
     lines = error_lines(capsys.readouterr().err)
@@ -213,35 +268,47 @@ def test_bad_flags_stop_before_any_work(args, named, tiny_dir, tmp_path, capsys)
     assert not out.exists()
 
 
-def test_different_flags_on_an_existing_run_are_refused(mnist_run, capsys):
-    code = run_in_process(epkd_main, [f"--flagfile={os.path.join(mnist_run, 'flags.txt')}",
-                                      "--keep_ratio=0.8"])
-    err = error_lines(capsys.readouterr().err)
-    assert code == 2 and "keep_ratio" in err[0]
+def tree(path):
+    return sorted(os.path.relpath(os.path.join(root, n), path)
+                  for root, dirs, names in os.walk(path) for n in dirs + names)
 
 
-def test_a_run_written_before_a_flag_existed_resumes_at_its_default(mnist_run, tmp_path,
-                                                                   capsys):
-    # A copy whose flags.txt lacks --int8_dense_per_channel (as runs written before it did).
-    old = tmp_path / "old_run"
-    shutil.copytree(mnist_run, old)
-    lines = [l for l in (old / "flags.txt").read_text().splitlines()
-             if "int8_dense_per_channel" not in l]
-    (old / "flags.txt").write_text("\n".join(lines).replace(mnist_run, str(old)) + "\n")
-    code = run_in_process(epkd_main, [f"--flagfile={old / 'flags.txt'}"])
-    err = error_lines(capsys.readouterr().err)
-    assert code == 2 and "finished run" in err[0], err  # same flags: only "finished" refusal
-    code = run_in_process(epkd_main, [f"--flagfile={old / 'flags.txt'}",
-                                      "--int8_dense_per_channel"])
-    err = error_lines(capsys.readouterr().err)
-    assert code == 2 and "different flags (int8_dense_per_channel)" in err[0], err
-
-
-def test_cli_subprocess_reports_one_line_and_exit_2(tmp_path):
-    result = run_subprocess("epkd_tf.main", ["--keep_ratio=2", f"--output_dir={tmp_path}/x"])
-    assert result.returncode == 2
-    assert len(error_lines(result.stderr)) == 1 and "--keep_ratio" in result.stderr
-    assert not (tmp_path / "x").exists()
+def test_teacher_path_replaces_training_under_a_sanitised_default_run_name(
+        teacher_files, tiny_dir, tmp_path, monkeypatch, capsys):
+    import tf_keras
+    user = tmp_path / "mine" / "my teacher (v2).h5"       # a name unfit for a path
+    user.parent.mkdir()
+    shutil.copy(os.path.join(teacher_files, "good.h5"), user)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    data_before = tree(tiny_dir)
+    args = [f"--data_dir={tiny_dir}", "--dataset=tiny_digits", f"--teacher_path={user}",
+            "--iterations=1", "--pruners=l1_filter", "--finetune_epochs=1",
+            "--batch_size=32", "--latency_runs=2", "--export_formats=tflite"]
+    assert run_in_process(epkd_main, args) == 0
+    # Everything went into one directory under ./saved_models, named from the dataset and
+    # the teacher's file name (sanitised) and the time; nothing was written anywhere else.
+    assert os.listdir(work) == ["saved_models"]
+    (name,) = os.listdir(work / "saved_models")
+    assert re.fullmatch(r"tiny_digits_my-teacher-v2-_\d{8}-\d{6}", name), name
+    assert tree(tiny_dir) == data_before and os.listdir(user.parent) == [user.name]
+    out = work / "saved_models" / name
+    # The teacher is the user's model, exported and recorded like a trained one.
+    assert read(out, "teacher_history").empty
+    assert list(read(out, "teacher_history").columns) == TABLES["teacher_history"]
+    saved = tf_keras.models.load_model(out / "checkpoints" / "teacher.keras", compile=False)
+    for a, b in zip(tf_keras.models.load_model(user, compile=False).get_weights(),
+                    saved.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert read(out, "deployment").model.tolist() == ["teacher", "student_1"]
+    assert read(out, "students").iteration.tolist() == [1]
+    flags_text = (out / "flags.txt").read_text()
+    assert f"--teacher_path={user}" in flags_text and "--teacher=" not in flags_text
+    # The same command on the finished run: the same flags, so only "finished" is refused.
+    capsys.readouterr()
+    assert run_in_process(epkd_main, [*args, f"--output_dir={out}"]) == 2
+    assert "holds a finished run" in error_lines(capsys.readouterr().err)[0]
 
 
 NAN_ARGS = ["--dataset=tiny_digits", "--iterations=2", "--pruners=l1_filter",

@@ -118,7 +118,8 @@ def load_user_model(path: str, flag: str):
     except ModelFileError:
         raise
     except Exception as err:  # a damaged archive, HDF5 or protobuf file
-        raise ModelFileError(f"--{flag}={path} cannot be read as a Keras {kind} model: "
+        label = {KERAS: ".keras file", H5: ".h5 file", SAVED_MODEL: "Keras SavedModel"}[kind]
+        raise ModelFileError(f"--{flag}={path} is not a readable {label}: "
                              f"{_one_line(err)}") from err
     try:
         if kind == KERAS:

@@ -65,7 +65,7 @@ def test_checks_name_the_problem(tmp_path):
         with pytest.raises(ModelFileError, match=message):
             check_fits(model, spec, "teacher_path", "tiny")
     (tmp_path / "broken.keras").write_bytes(b"not a zip archive")
-    with pytest.raises(ModelFileError, match="cannot be read"):
+    with pytest.raises(ModelFileError, match="broken.keras is not a readable .keras file"):
         load_user_model(str(tmp_path / "broken.keras"), "teacher_path")
 
 
