@@ -16,6 +16,11 @@ EXPORT_FORMATS: Tuple[str, ...] = ("saved_model", "tflite", "tflite_sparse",
                                    "tflite_int8_dynamic", "tflite_int8")
 
 
+# tf.distribute strategies (the registry lives in epkd_tf/distribute.py, which imports
+# TensorFlow; the names are repeated here so that configs validate without it).
+DISTRIBUTIONS: Tuple[str, ...] = ("default", "mirrored", "multi_worker_mirrored", "tpu")
+
+
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field (= the flag)."""
 
@@ -172,6 +177,15 @@ class RunConfig:
     int8_dense_per_channel: bool = False
     # A NaN/Inf distillation loss stops the run (instead of keeping the previous student).
     fail_on_nan: bool = False
+    # Training examples (a fixed seeded subset, shared with the criteria's samples) whose
+    # accuracy ranks the candidates; 0: the whole training split.
+    eval_examples: int = 10_000
+    # XLA-compiled train steps (teacher training and distillation).
+    jit_compile: bool = False
+    # tf.distribute strategy (epkd_tf/distribute.py) and, for "mirrored" on a machine
+    # without GPUs, how many logical CPU devices to mirror over (0: one).
+    distribution: str = "default"
+    logical_cpus: int = 0
 
     def __post_init__(self):
         _require(isinstance(self.iterations, int) and self.iterations >= 1, "iterations",
@@ -188,6 +202,14 @@ class RunConfig:
         check_export_formats(self.export_formats, "export_formats")
         _require(isinstance(self.tflite_threads, int) and self.tflite_threads >= 1,
                  "tflite_threads", "must be a positive integer", self.tflite_threads)
+        _require(isinstance(self.eval_examples, int) and self.eval_examples >= 0,
+                 "eval_examples", "must be 0 (the whole training split) or a positive "
+                 "number of examples", self.eval_examples)
+        _require(self.distribution in DISTRIBUTIONS, "distribution",
+                 f"choose from {', '.join(DISTRIBUTIONS)}", self.distribution)
+        _require(isinstance(self.logical_cpus, int) and 0 <= self.logical_cpus <= 64,
+                 "logical_cpus", "must be 0 (one device) or a number of logical CPU "
+                 "devices up to 64", self.logical_cpus)
 
 
 def parse_rank_weights(text: str) -> Tuple[float, float]:

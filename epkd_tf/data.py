@@ -400,7 +400,12 @@ class Data:
         return ds.cache() if self.cached[split] else ds
 
     def _finish(self, ds: tf.data.Dataset) -> tf.data.Dataset:
-        return ds.batch(self.cfg.batch_size).prefetch(tf.data.AUTOTUNE)
+        # Multi-worker training shards by example: a TFDS split may have fewer files
+        # than there are workers, which file-based sharding cannot split.
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = \
+            tf.data.experimental.AutoShardPolicy.DATA
+        return ds.batch(self.cfg.batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
 
     @property
     def can_pair_teacher_logits(self) -> bool:

@@ -151,7 +151,9 @@ class EPKD:
             faults.reached(f"iteration_{iteration}_done")
             self.report_progress(iteration, done)
         from epkd_tf.report import write_report
-        log.info("Report: %s", write_report(self.run))
+        with self.clock.phase("logging"):
+            log.info("Report: %s", write_report(self.run))
+        self.run.append("timings", self.clock.flush())
         self.run.mark(finished=True)
         return self.run.read("students")
 
@@ -209,7 +211,8 @@ class EPKD:
         with self.clock.phase("teacher_training"):
             history = training.train_classifier(
                 model, self.data, cfg.teacher.teacher_epochs, cfg.teacher.learning_rate,
-                callbacks=[_tensorboard(self.run, "teacher"), guard], verbose=self.verbose)
+                callbacks=[_tensorboard(self.run, "teacher"), guard], verbose=self.verbose,
+                jit_compile=cfg.jit_compile)
         for row in history.itertuples():
             log.info("Teacher epoch %d: loss %.4f, train acc %.4f, test acc %.4f",
                      row.epoch, row.loss, row.train_accuracy, row.test_accuracy)
@@ -237,19 +240,19 @@ class EPKD:
         cfg = self.cfg
         ctx = PruningContext(self.data, cfg.pruning, seed=cfg.data.seed,
                              batch_size=cfg.data.batch_size,
-                             learning_rate=cfg.distill.learning_rate)
-        candidates = []
-        for pruner in self.pruners:
-            with self.clock.phase("pruning", iteration, pruner.name):
-                candidates.append(pruner.make_candidate(student, target, ctx))
-        return candidates
+                             learning_rate=cfg.distill.learning_rate,
+                             clock=lambda phase, pruner: self.clock.phase(phase, iteration,
+                                                                          pruner))
+        self._pruning_context = ctx     # its seeded samples serve evaluate() too
+        return [pruner.make_candidate(student, target, ctx) for pruner in self.pruners]
 
     def evaluate(self, candidates: List[Candidate], iteration: int) -> pd.DataFrame:
         """Accuracy, size and latency of every candidate, ranked."""
         rows = []
+        ranking_data = self.ranking_examples()
         for c in candidates:
             with self.clock.phase("candidate_evaluation", iteration, c.pruner):
-                train_acc = training.accuracy(c.model, self.data.train_eval())
+                train_acc = training.accuracy(c.model, ranking_data)
                 test_acc = training.accuracy(c.model, self.data.test())
                 costs = metrics.measure_costs(c.model, runs=self.cfg.latency_runs)
             rows.append({"iteration": iteration, "pruner": c.pruner,
@@ -262,6 +265,27 @@ class EPKD:
                      row.train_accuracy, row.test_accuracy, row.weighted_score)
         return table
 
+    def ranking_examples(self):
+        """The training examples whose accuracy ranks the candidates: --eval_examples of
+        them (the same seeded subset every iteration, shared with any criterion that draws
+        as many), or the whole split."""
+        n = self.cfg.eval_examples
+        if n == 0 or n >= self.data.spec.num_train:
+            return self.data.train_eval()
+        ctx = getattr(self, "_pruning_context", None)
+        x, y = ctx.sample(n) if ctx is not None else self.data.sample(n, self.cfg.data.seed)
+        import tensorflow as tf
+        return tf.data.Dataset.from_tensor_slices((x, y)).batch(self.cfg.data.batch_size)
+
+    def teacher_logits(self, teacher):
+        """The teacher's logits on the training split, computed once per run (None when
+        the training data is augmented: then the teacher runs on every batch)."""
+        if not hasattr(self, "_teacher_logits"):
+            from epkd_tf.distill.cache import teacher_logits_for
+            with self.clock.phase("teacher_logits"):
+                self._teacher_logits = teacher_logits_for(teacher, self.data)
+        return self._teacher_logits
+
     def distil(self, model, teacher, iteration: int) -> tf_keras.Model:
         """Fine-tunes the winner by distillation from the original teacher."""
         d = self.cfg.distill
@@ -269,14 +293,18 @@ class EPKD:
         distiller = Distiller(student=model, teacher=teacher, preserve_zeros=True)
         distiller.compile(optimizer=tf_keras.optimizers.Adam(d.learning_rate),
                           metrics=[tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-                          alpha=d.alpha, temperature=temperature)
+                          alpha=d.alpha, temperature=temperature,
+                          jit_compile=self.cfg.jit_compile)
         self._finetune_history = pd.DataFrame(columns=["iteration", "epoch", "temperature"])
         self.nonfinite = None
         if d.finetune_epochs:
             guard = LossGuard(f"finetune_{iteration}")
+            logits = self.teacher_logits(teacher)
+            batches = (self.data.train(teacher_logits=logits) if logits is not None
+                       else self.data.train())
             with self.clock.phase("distillation", iteration):
                 history = distiller.fit(
-                    self.data.train(), validation_data=self.data.test(),
+                    batches, validation_data=self.data.test(),
                     epochs=d.finetune_epochs, verbose=self.verbose,
                     callbacks=[_tensorboard(self.run, f"finetune_{iteration}"), guard])
             self.nonfinite = guard.problem
@@ -321,11 +349,12 @@ class EPKD:
             log.info("Iteration %d student (%s, T=%g): nonzero %d, test %.4f -> %.4f after "
                      "distillation", iteration, best.pruner, temperature,
                      costs.nonzero_params, before, test_acc)
-        run.append("candidates", table)
-        run.append("finetune_history", self._finetune_history)
-        run.append("criteria_correlation", self.correlation(candidates, iteration))
-        run.append("students", student_row)
-        run.append("deployment", deployment)
+        with self.clock.phase("logging", iteration):
+            run.append("candidates", table)
+            run.append("finetune_history", self._finetune_history)
+            run.append("criteria_correlation", self.correlation(candidates, iteration))
+            run.append("students", student_row)
+            run.append("deployment", deployment)
         run.append("timings", self.clock.flush())
         run.mark(iterations_done=iteration)
 

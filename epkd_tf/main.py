@@ -96,6 +96,15 @@ flags.DEFINE_bool("int8_dense_per_channel", False, "tflite_int8: quantise Dense 
 flags.DEFINE_bool("fail_on_nan", False, "Stop the run (exit status 1) when a distillation "
                   "loss becomes NaN or Inf, instead of keeping the previous student for that "
                   "iteration and going on with a warning.")
+flags.DEFINE_integer("eval_examples", 10_000, "Training examples (a fixed seeded subset) "
+                     "whose accuracy ranks the candidates; 0: the whole training split.")
+flags.DEFINE_bool("jit_compile", False, "XLA-compile the train steps of teacher training "
+                  "and distillation.")
+flags.DEFINE_string("distribution", "default", "tf.distribute strategy: default (one "
+                    "device), mirrored (all local GPUs), multi_worker_mirrored (a cluster "
+                    "described by TF_CONFIG) or tpu. --batch_size is the global batch.")
+flags.DEFINE_integer("logical_cpus", 0, "With --distribution=mirrored on a machine without "
+                     "GPUs: mirror over this many logical CPU devices (for testing).")
 flags.DEFINE_bool("overwrite", False, "Replace an existing finished run in --output_dir.")
 flags.DEFINE_integer("verbose", 0, "Keras progress output (0 = one log line per phase).")
 
@@ -108,7 +117,8 @@ RUN_FLAGS = ("dataset", "data_dir", "train_split", "test_split", "batch_size", "
              "finetune_learning_rate",
              "alpha", "temperature_schedule", "temperature_start", "temperature_step",
              "temperature_min", "output_dir", "export_candidates", "latency_runs",
-             "export_formats", "tflite_threads", "int8_dense_per_channel", "fail_on_nan")
+             "export_formats", "tflite_threads", "int8_dense_per_channel", "fail_on_nan",
+             "eval_examples", "jit_compile", "distribution", "logical_cpus")
 # Flags that only describe how to build and train a teacher: unused with --teacher_path.
 TEACHER_TRAINING_FLAGS = ("teacher", "teacher_epochs", "teacher_learning_rate", "teacher_width")
 
@@ -159,7 +169,11 @@ def build_config():
         export_formats=tuple(f.strip() for f in FLAGS.export_formats),
         tflite_threads=FLAGS.tflite_threads,
         int8_dense_per_channel=FLAGS.int8_dense_per_channel,
-        fail_on_nan=FLAGS.fail_on_nan)
+        fail_on_nan=FLAGS.fail_on_nan,
+        eval_examples=FLAGS.eval_examples,
+        jit_compile=FLAGS.jit_compile,
+        distribution=FLAGS.distribution.strip(),
+        logical_cpus=FLAGS.logical_cpus)
 
 
 def check_names(cfg) -> None:
@@ -279,30 +293,56 @@ def main(argv) -> int:
         FLAGS.output_dir = _default_output_dir()
     try:
         cfg = build_config()
+        # Before anything else touches TensorFlow: strategies configure the devices.
+        strategy, chief = make_strategy(cfg)
         seed_everything(cfg.data.seed)
         check_names(cfg)
         data = load_data(cfg.data)
         check_teacher(cfg, data.spec)
-        prepare_output_dir(cfg.output_dir)
+        if chief:
+            prepare_output_dir(cfg.output_dir)
     except (ConfigError, DataError, ModelFileError, UsageError) as err:
         return fail(str(err))
     setup_logging()
     from epkd_tf.loop import NonFiniteLossError, run_epkd
     from epkd_tf.records import RunDir
     log = logging.getLogger("epkd_tf")
-    run = RunDir(cfg.output_dir)
-    run.write_text("flags.txt", flags_text())
-    log.info("Run directory: %s (%s)", run.root, data.spec)
+    if chief:
+        run = RunDir(cfg.output_dir)
+        run.write_text("flags.txt", flags_text())
+    else:
+        # Workers other than the chief run every step (collectives must match) but keep
+        # their files in a scratch directory that is removed at the end.
+        import tempfile
+        scratch = tempfile.mkdtemp(prefix="epkd_worker_")
+        run = RunDir(scratch)
+    log.info("Run directory: %s (%s; %s, %d replica(s))", run.root, data.spec,
+             cfg.distribution, strategy.num_replicas_in_sync)
     if cfg.teacher.teacher_path:
         unused = [f"--{n}" for n in TEACHER_TRAINING_FLAGS[1:] if FLAGS[n].present]
         if unused:
             log.info("--teacher_path given: %s unused", ", ".join(unused))
     try:
-        students = run_epkd(cfg, data, run, verbose=FLAGS.verbose)
+        with strategy.scope():
+            students = run_epkd(cfg, data, run, verbose=FLAGS.verbose)
     except NonFiniteLossError as err:
         return fail(str(err), status=1)
+    finally:
+        if not chief:
+            shutil.rmtree(run.root, ignore_errors=True)
     log.info("Done: %d students in %s", len(students), run.root)
     return 0
+
+
+def make_strategy(cfg):
+    """The run's tf.distribute strategy and whether this process writes the outputs."""
+    from epkd_tf import distribute
+    try:
+        distribute.check_tf_config()
+        strategy = distribute.make_strategy(cfg.distribution, cfg.logical_cpus)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    return strategy, distribute.is_chief(strategy)
 
 
 def seed_everything(seed: int) -> None:

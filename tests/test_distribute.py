@@ -44,3 +44,53 @@ def test_mirrored_over_two_cpus_matches_one_device():
     np.testing.assert_allclose(two["classifier_loss"], one["classifier_loss"], rtol=1e-4)
     for a, b in zip(one["student"], two["student"]):
         np.testing.assert_allclose(np.array(b), np.array(a), rtol=1e-4, atol=1e-5)
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+SHORT = ["--dataset=tiny_digits", "--iterations=1", "--pruners=l1_filter",
+         "--teacher_epochs=2", "--finetune_epochs=1", "--export_formats=",
+         "--latency_runs=2", "--batch_size=32", "--oracle_examples=64", "--eval_examples=0"]
+
+
+def _main(args, env=None):
+    return subprocess.Popen([sys.executable, "-m", "epkd_tf.main", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {})))
+
+
+def test_cli_run_mirrored_over_two_cpus_matches_one_device(tiny_dir, tmp_path):
+    import pandas as pd
+    runs = {}
+    for name, extra in [("one", []), ("two", ["--distribution=mirrored", "--logical_cpus=2"])]:
+        out = tmp_path / name
+        proc = _main([f"--data_dir={tiny_dir}", f"--output_dir={out}", *SHORT, *extra])
+        log = proc.communicate(timeout=300)[0]
+        assert proc.returncode == 0, log[-3000:]
+        runs[name] = pd.read_csv(out / "students.csv")
+    assert "2 replica(s)" in log
+    for column in ("nonzero_params", "test_accuracy", "train_accuracy"):
+        np.testing.assert_allclose(runs["two"][column], runs["one"][column], atol=0.02)
+
+
+def test_multi_worker_mirrored_two_workers_complete_a_run(tiny_dir, tmp_path):
+    cluster = {"worker": [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]}
+    out = tmp_path / "run"
+    workers = [_main([f"--data_dir={tiny_dir}", f"--output_dir={out}", *SHORT,
+                      "--distribution=multi_worker_mirrored"],
+                     env={"TF_CONFIG": json.dumps({"cluster": cluster,
+                                                   "task": {"type": "worker", "index": i}})})
+               for i in range(2)]
+    logs = [w.communicate(timeout=600)[0] for w in workers]
+    for w, log in zip(workers, logs):
+        assert w.returncode == 0, log[-3000:]
+    assert "2 replica(s)" in logs[0]
+    import pandas as pd
+    students = pd.read_csv(out / "students.csv")        # written by the chief alone
+    assert students.iteration.tolist() == [1]
+    assert not any(name.startswith(".tmp") for name in os.listdir(out))

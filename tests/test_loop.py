@@ -95,3 +95,23 @@ def test_magnitude_students_keep_their_zeros_through_distillation(tiny_run):
         model = tf_keras.models.load_model(run.student_checkpoint(row.iteration), compile=False)
         nonzero = sum(int(np.count_nonzero(w)) for w in model.get_weights())
         assert nonzero == row.nonzero_params
+
+
+def test_timings_cover_every_phase(tiny_run):
+    _, run, _ = tiny_run
+    timings = run.read("timings")
+    phases = set(timings.phase)
+    assert {"teacher_training", "teacher_logits", "scoring", "surgery", "magnitude_finetune",
+            "candidate_evaluation", "distillation", "student_evaluation", "export",
+            "logging"} <= phases
+    scoring = timings[timings.phase == "scoring"]
+    assert set(scoring.pruner) == {"l1_filter", "taylor", "oracle"}
+    assert sorted(scoring.iteration.unique()) == [1, 2, 3]
+    assert (timings.seconds >= 0).all()
+
+
+def test_distillation_reads_cached_teacher_logits(tiny_run):
+    _, run, _ = tiny_run
+    logits = run.epkd.teacher_logits(None)      # computed once, during iteration 1
+    assert logits.shape == (256, 4)
+    assert len(run.read("timings").query("phase == 'teacher_logits'")) == 1
