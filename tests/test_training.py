@@ -33,3 +33,17 @@ def test_accuracy_equals_numpy_argmax(tiny):
     x, y = tiny.numpy_test()
     expected = float(np.mean(model.predict(x, verbose=0).argmax(-1) == y))
     assert accuracy(model, tiny.test()) == pytest.approx(expected)
+
+
+def test_jit_compiled_training_learns_like_the_default(tiny_dir):
+    import tf_keras
+    from epkd_tf import training
+    data = load_data(DataConfig(dataset="tiny_digits", data_dir=tiny_dir, batch_size=64))
+    accuracies = []
+    for jit in (False, True):
+        tf_keras.utils.set_random_seed(0)
+        model = build_model("lenet300_100", data.spec.input_shape, data.spec.num_classes)
+        training.train_classifier(model, data, 2, 1e-3, validate=False, jit_compile=jit)
+        assert model.jit_compile is jit
+        accuracies.append(training.accuracy(model, data.test()))
+    assert abs(accuracies[0] - accuracies[1]) <= 0.02 and accuracies[1] > 0.9
