@@ -300,6 +300,13 @@ def main(argv) -> int:
         data = load_data(cfg.data)
         check_teacher(cfg, data.spec)
         if chief:
+            if (cfg.distribution == "multi_worker_mirrored" and not FLAGS.overwrite
+                    and os.path.exists(os.path.join(cfg.output_dir, "flags.txt"))):
+                # The other workers keep no state to resume from: they would start over
+                # while the chief resumed, and their collective operations would not match.
+                raise UsageError(f"--output_dir={cfg.output_dir} holds a run, and "
+                                 "multi-worker runs cannot resume; pass --overwrite or "
+                                 "choose a new --output_dir.")
             prepare_output_dir(cfg.output_dir)
     except (ConfigError, DataError, ModelFileError, UsageError) as err:
         return fail(str(err))
