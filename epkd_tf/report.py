@@ -71,7 +71,7 @@ def completed_tables(run: RunDir) -> Dict[str, pd.DataFrame]:
     done = state.get("iterations_done", 0) if state.get("teacher_done") else -1
     tables = {}
     for name in ("teacher_history", "candidates", "students", "criteria_correlation",
-                 "deployment", "timings"):
+                 "deployment"):
         frame = run.read(name)
         if "iteration" in frame.columns:
             frame = frame[frame["iteration"].fillna(0) <= done]
