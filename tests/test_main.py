@@ -200,6 +200,11 @@ BAD_FLAGS = [
     (["--export_formats=tflite,tflite_fp16"], "--export_formats"),
     (["--export_formats=tflite,tflite"], "--export_formats"),
     (["--tflite_threads=0"], "--tflite_threads"),
+    (["--eval_examples=-1"], "--eval_examples"),
+    (["--distribution=nccl"], "--distribution"),
+    (["--logical_cpus=-1"], "--logical_cpus"),
+    # Without TF_CONFIG there is no cluster to join.
+    (["--distribution=multi_worker_mirrored"], "TF_CONFIG"),
     # --teacher_path: {models} is the directory of the teacher_files fixture.
     (["--teacher_path="], "--teacher_path"),
     (["--teacher_path={models}/missing.keras"], "missing.keras does not exist"),
