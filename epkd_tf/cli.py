@@ -1,4 +1,5 @@
-"""Plumbing shared by the absl entry points (``main``, ``export``): errors and logging."""
+"""Plumbing shared by the absl entry points (``main``, ``export``, ``study``, ``report``):
+errors, logging, flag parsing and comparing a run's flags with the ones it was written with."""
 import logging
 import sys
 
@@ -42,3 +43,42 @@ def parse_or_exit(flag_values: flags.FlagValues, argv):
         return flag_values(argv)
     except flags.Error as err:
         sys.exit(fail(str(err)))
+
+
+HELP_ARGS = ("--help", "-h", "--helpfull", "--helpshort")
+
+
+def parse_module_flags(flag_values: flags.FlagValues, argv, usage: str):
+    """Parses an entry point's own ``FlagValues`` (reset first, so tests can call it
+    repeatedly); ``--help`` prints ``usage`` and the flags and exits 0; a malformed or
+    unknown flag is one ``error:`` line and exit 2."""
+    if any(a in HELP_ARGS for a in argv[1:]):
+        print(usage.rstrip() + "\n\n" + flag_values.get_help())
+        sys.exit(0)
+    flag_values.unparse_flags()
+    return parse_or_exit(flag_values, argv)
+
+
+def flag_lines(text: str, names) -> dict:
+    """flags.txt → {flag name: its line}; ``--nofoo`` and ``--foo`` share the name foo."""
+    result = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            name = line.split("=", 1)[0].lstrip("-")
+            if "=" not in line and name.startswith("no") and name[2:] in names:
+                name = name[2:]
+            result[name] = line
+    return result
+
+
+def differing_flags(old_text: str, new_text: str, flag_values: flags.FlagValues,
+                    names) -> list:
+    """Names of the flags whose value differs between a run's flags.txt (``old_text``) and
+    now. A flag added after the run was written is absent from its flags.txt: the run used
+    that flag's default, so only a non-default value differs. ``--output_dir`` names the
+    run's own directory however it is spelt, so it never differs."""
+    old, new = flag_lines(old_text, names), flag_lines(new_text, names)
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)
+                  and k != "output_dir"
+                  and not (k not in old and flag_values[k].value == flag_values[k].default))

@@ -29,7 +29,7 @@ import sys
 from absl import flags
 
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
-from epkd_tf.cli import fail, parse_or_exit, setup_logging
+from epkd_tf.cli import fail, parse_module_flags, setup_logging
 from epkd_tf.config import EXPORT_FORMATS
 
 FLAGS = flags.FlagValues()
@@ -143,13 +143,8 @@ def _default_name(path: str) -> str:
 
 
 def parse_flags(argv):
-    """Parses this module's flags (reset first); a malformed or unknown flag is one line and
-    exit status 2; --help prints the flags."""
-    if any(a in ("--help", "-h", "--helpfull", "--helpshort") for a in argv[1:]):
-        print(__doc__.split("\n\n")[1] + "\n" + FLAGS.get_help())
-        sys.exit(0)
-    FLAGS.unparse_flags()
-    return parse_or_exit(FLAGS, argv)
+    """Parses this module's flags; see :func:`epkd_tf.cli.parse_module_flags`."""
+    return parse_module_flags(FLAGS, argv, __doc__.split("\n\n")[1])
 
 
 def run() -> None:

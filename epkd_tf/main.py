@@ -21,7 +21,7 @@ import sys
 from absl import app, flags
 
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
-from epkd_tf.cli import fail, parse_or_exit, setup_logging
+from epkd_tf.cli import differing_flags, fail, parse_or_exit, setup_logging
 
 FLAGS = flags.FLAGS
 
@@ -236,19 +236,6 @@ def flags_text() -> str:
                    if FLAGS[name].value is not None and name not in unused)
 
 
-def _flag_lines(text: str) -> dict:
-    """flags.txt → {flag name: its line}; ``--nofoo`` and ``--foo`` share the name foo."""
-    result = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if line:
-            name = line.split("=", 1)[0].lstrip("-")
-            if "=" not in line and name.startswith("no") and name[2:] in RUN_FLAGS:
-                name = name[2:]
-            result[name] = line
-    return result
-
-
 def prepare_output_dir(path: str) -> None:
     """Refuses to clobber a finished or different run; otherwise resumes or starts fresh."""
     from epkd_tf.records import RunDir
@@ -266,14 +253,8 @@ def prepare_output_dir(path: str) -> None:
         shutil.rmtree(path)
         return
     with open(run.flags_file, encoding="utf-8") as f:
-        old = _flag_lines(f.read())
-    new = _flag_lines(flags_text())
-    # A flag added after the run was written is absent from its flags.txt: the run used
-    # that flag's default, so only a non-default value differs. --output_dir names this
-    # very directory however it is spelt (relative to another working directory, ...).
-    differing = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)
-                       and k != "output_dir"
-                       and not (k not in old and FLAGS[k].value == FLAGS[k].default))
+        old = f.read()
+    differing = differing_flags(old, flags_text(), FLAGS, RUN_FLAGS)
     if differing:
         raise UsageError(f"--output_dir={path} holds a run with different flags "
                          f"({', '.join(differing)}); use another --output_dir or --overwrite.")

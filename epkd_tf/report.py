@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from absl import flags
 
-from epkd_tf.cli import fail, parse_or_exit, setup_logging
+from epkd_tf.cli import fail, parse_module_flags, setup_logging
 from epkd_tf.records import RunDir
 
 FLAGS = flags.FlagValues()   # no flags: the run directory is the one argument
@@ -313,12 +313,8 @@ def main(argv) -> int:
 
 
 def parse_flags(argv):
-    """Unknown flags are one line and exit status 2; --help prints the usage."""
-    if any(a in ("--help", "-h", "--helpfull", "--helpshort") for a in argv[1:]):
-        print(__doc__)
-        sys.exit(0)
-    FLAGS.unparse_flags()
-    return parse_or_exit(FLAGS, argv)
+    """Parses this module's flags; see :func:`epkd_tf.cli.parse_module_flags`."""
+    return parse_module_flags(FLAGS, argv, __doc__)
 
 
 def run() -> None:

@@ -19,7 +19,7 @@ import sys
 from absl import flags
 
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
-from epkd_tf.cli import fail, parse_or_exit, setup_logging
+from epkd_tf.cli import differing_flags, fail, parse_module_flags, setup_logging
 from epkd_tf.study.config import FRACTIONS, METHODS
 
 FLAGS = flags.FlagValues()
@@ -157,9 +157,8 @@ def prepare_output_dir(path: str) -> None:
     if FLAGS.overwrite:
         shutil.rmtree(path)
         return
-    old = set(open(d.flags_file, encoding="utf-8").read().split("\n"))
-    new = set(flags_text().split("\n"))
-    differing = sorted({line.split("=", 1)[0].lstrip("-") for line in old ^ new if line})
+    with open(d.flags_file, encoding="utf-8") as f:
+        differing = differing_flags(f.read(), flags_text(), FLAGS, RUN_FLAGS)
     if differing:
         raise UsageError(f"--output_dir={path} holds a study with different flags "
                          f"({', '.join(differing)}); use another --output_dir or --overwrite.")
@@ -195,13 +194,8 @@ def main(argv) -> int:
 
 
 def parse_flags(argv):
-    """Parses this module's flags (reset first); a malformed or unknown flag is one line and
-    exit status 2; --help prints the flags."""
-    if any(a in ("--help", "-h", "--helpfull", "--helpshort") for a in argv[1:]):
-        print(__doc__.split("\n\n")[1] + "\n" + FLAGS.get_help())
-        sys.exit(0)
-    FLAGS.unparse_flags()
-    return parse_or_exit(FLAGS, argv)
+    """Parses this module's flags; see :func:`epkd_tf.cli.parse_module_flags`."""
+    return parse_module_flags(FLAGS, argv, __doc__.split("\n\n")[1])
 
 
 def run() -> None:
