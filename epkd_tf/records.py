@@ -77,6 +77,12 @@ def safe_name(text: str, fallback: str = "run") -> str:
     return name or fallback
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: str, write) -> None:
     """Calls ``write(tmp_path)`` and renames the result onto ``path``."""
     directory = os.path.dirname(path) or "."
@@ -85,6 +91,9 @@ def _atomic_write(path: str, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        # mkstemp makes the file private (0600); give it the mode a plain open() would,
+        # so that e.g. a TF Serving container running as another user can read it.
+        os.chmod(tmp, 0o666 & ~_umask())
         faults.reached(faults.write_point(path))
         os.replace(tmp, path)
     except BaseException:

@@ -127,3 +127,15 @@ def test_safe_name_is_one_harmless_path_component():
     assert safe_name("../..") == "-.."
     assert safe_name("..") == "run" and safe_name("", fallback="model") == "model"
     assert safe_name(".tmp-x") == "tmp-x"
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    import os
+    from epkd_tf.records import RunDir
+    run = RunDir(str(tmp_path))
+    mask = os.umask(0o022)
+    try:
+        path = run.write_bytes("tflite/x.tflite", b"abc")
+        assert os.stat(path).st_mode & 0o777 == 0o644
+    finally:
+        os.umask(mask)
