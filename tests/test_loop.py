@@ -115,3 +115,37 @@ def test_distillation_reads_cached_teacher_logits(tiny_run):
     logits = run.epkd.teacher_logits(None)      # computed once, during iteration 1
     assert logits.shape == (256, 4)
     assert len(run.read("timings").query("phase == 'teacher_logits'")) == 1
+
+
+def test_loss_guard_reads_the_loss_rarely_but_never_misses_a_nan():
+    import math
+    from epkd_tf.loop import LossGuard
+
+    class Loss:
+        """A loss whose reading is counted (reading a tensor loss syncs the host)."""
+        reads = 0
+
+        def __init__(self, value):
+            self.value = value
+
+        def __float__(self):
+            Loss.reads += 1
+            return self.value
+
+    class Model:
+        stop_training = False
+
+    guard = LossGuard("test")
+    guard.set_model(Model())
+    guard.on_epoch_begin(0)
+    for batch in range(120):
+        guard.on_train_batch_end(batch, {"loss": Loss(1.0 if batch < 70 else math.nan)})
+    assert Loss.reads == 3                       # batches 1, 51 and 101
+    assert guard.problem == "loss nan at epoch 1, batch 101" and guard.model.stop_training
+    late = LossGuard("test")
+    late.set_model(Model())
+    late.on_epoch_begin(1)
+    late.on_train_batch_end(7, {"loss": Loss(math.inf)})
+    assert late.problem is None
+    late.on_epoch_end(1, {"loss": Loss(math.inf)})
+    assert late.problem == "loss inf at epoch 2, end of the epoch"
