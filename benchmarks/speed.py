@@ -1,0 +1,191 @@
+"""Benchmark: where the time of an EPKD run goes, into BENCHMARKS.md (issue #6).
+
+    python benchmarks/speed.py [--npz=../shared/data/mnist.npz] [--keep_runs=DIR]
+
+Measured side by side in one process on full MNIST (so the ratios share the machine's
+noise; every figure is a median over interleaved rounds):
+
+1. a distillation epoch (Distiller with the run's cached teacher logits, and the keras-io
+   way with the teacher run on every batch) vs a plain ``fit`` epoch of the same student on
+   the same data — target <= 1.10 for the cached one, which the run uses;
+2. teacher-training throughput (``training.train_classifier``: the run's tf.data pipeline,
+   cosine-decayed Adam) vs a bare ``tf_keras`` ``fit`` of the same model on in-memory
+   arrays — target >= 0.95;
+3. the default LeNet-300-100 run (``python -m epkd_tf.main``, every flag at its default)
+   per phase from its ``timings.csv``: everything that is not training or evaluation
+   (scoring, surgery, export, logging and the rest of the wall time) — target <= 15%;
+4. oracle scoring of LeNet-5, every unit, 2,000 examples — target under 20 s.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmarks_md import replace_section
+from mnist_epkd import mnist_data_dir
+
+REPO = Path(__file__).resolve().parents[1]
+SECTION = "speed"
+ROUNDS = 3
+# timings.csv phases that are training or evaluation; everything else is overhead.
+TRAINING_OR_EVALUATION = {"teacher_training", "magnitude_finetune", "distillation",
+                          "candidate_evaluation", "student_evaluation",
+                          "teacher_logits"}
+
+
+def load(data_dir: str):
+    sys.path.insert(0, str(REPO))
+    import epkd_tf  # noqa: F401
+    from epkd_tf.config import DataConfig
+    from epkd_tf.data import load_data
+    return load_data(DataConfig(dataset="mnist", data_dir=data_dir))
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def distillation_vs_fit(data) -> dict:
+    """Median seconds of one epoch: plain fit, Distiller (cached logits), Distiller (live)."""
+    import tf_keras
+    from epkd_tf import training
+    from epkd_tf.distill import Distiller
+    from epkd_tf.distill.cache import teacher_logits_for
+    from epkd_tf.models import build_model
+    shape, classes = data.spec.input_shape, data.spec.num_classes
+    tf_keras.utils.set_random_seed(0)
+    teacher = build_model("lenet300_100", shape, classes)
+    training.train_classifier(teacher, data, 1, 1e-3, validate=False)
+    logits = teacher_logits_for(teacher, data)
+    plain = build_model("lenet300_100", shape, classes, width=0.3)
+    training.compile_classifier(plain, 1e-3)
+    students = {name: build_model("lenet300_100", shape, classes, width=0.3)
+                for name in ("cached", "live")}
+    distillers = {}
+    for name, student in students.items():
+        distillers[name] = Distiller(student=student, teacher=teacher)
+        distillers[name].compile(optimizer=tf_keras.optimizers.Adam(1e-3), alpha=0.1,
+                                 temperature=4.0)
+    runs = {"fit": lambda: plain.fit(data.train(), epochs=1, verbose=0),
+            "cached": lambda: distillers["cached"].fit(data.train(teacher_logits=logits),
+                                                       epochs=1, verbose=0),
+            "live": lambda: distillers["live"].fit(data.train(), epochs=1, verbose=0)}
+    for run in runs.values():   # warm-up: tracing, first pass over the pipeline
+        run()
+    samples = {name: [] for name in runs}
+    for _ in range(ROUNDS):
+        for name, run in runs.items():
+            samples[name].append(timed(run))
+    return {name: float(np.median(s)) for name, s in samples.items()}
+
+
+def teacher_training_vs_bare_fit(data) -> dict:
+    """Median seconds of one training epoch of LeNet-300-100: the run's teacher training
+    (without its per-epoch test evaluation) vs a bare fit on numpy arrays."""
+    import tf_keras
+    from epkd_tf import training
+    from epkd_tf.models import build_model
+    x, y = data.numpy_train()
+    shape, classes = data.spec.input_shape, data.spec.num_classes
+    ours = build_model("lenet300_100", shape, classes)
+    bare = build_model("lenet300_100", shape, classes)
+    bare.compile(optimizer=tf_keras.optimizers.Adam(1e-3),
+                 loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                 metrics=["accuracy"])
+    runs = {"ours": lambda: training.train_classifier(ours, data, 1, 1e-3, validate=False),
+            "bare": lambda: bare.fit(x, y, batch_size=data.cfg.batch_size, epochs=1,
+                                     shuffle=True, verbose=0)}
+    for run in runs.values():
+        run()
+    samples = {name: [] for name in runs}
+    for _ in range(ROUNDS):
+        for name, run in runs.items():
+            samples[name].append(timed(run))
+    return {name: float(np.median(s)) for name, s in samples.items()}
+
+
+def default_run(data_dir: str, out: str) -> tuple:
+    """Wall seconds and timings.csv of the default LeNet-300-100 run."""
+    start = time.perf_counter()
+    if not os.path.exists(os.path.join(out, "timings.csv")):
+        subprocess.run([sys.executable, "-m", "epkd_tf.main", f"--data_dir={data_dir}",
+                        f"--output_dir={out}"], cwd=REPO, check=True)
+    wall = time.perf_counter() - start
+    return wall, pd.read_csv(os.path.join(out, "timings.csv"))
+
+
+def oracle_lenet5(data) -> tuple:
+    from epkd_tf.graph import analyze
+    from epkd_tf.models import build_model
+    from epkd_tf.pruning.oracle import oracle_scores
+    model = build_model("lenet5", data.spec.input_shape, data.spec.num_classes)
+    x, y = data.sample(2000, seed=0)
+    graph = analyze(model)
+    oracle_scores(graph, x[:64], y[:64])     # warm-up (tracing)
+    return float(np.median([timed(lambda: oracle_scores(analyze(model), x, y))
+                            for _ in range(ROUNDS)])), graph.num_groups
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--npz", default=str(REPO.parent / "shared" / "data" / "mnist.npz"))
+    parser.add_argument("--keep_runs", default=None)
+    args = parser.parse_args()
+    if not os.path.exists(args.npz):
+        print(f"error: MNIST not found at {args.npz}; pass --npz=PATH", file=sys.stderr)
+        return 2
+    work = args.keep_runs or tempfile.mkdtemp(prefix="epkd_speed_")
+    data_dir = mnist_data_dir(args.npz, work)
+    data = load(data_dir)
+    epoch = distillation_vs_fit(data)
+    teacher = teacher_training_vs_bare_fit(data)
+    oracle_seconds, units = oracle_lenet5(data)
+    wall, timings = default_run(data_dir, os.path.join(work, "default_lenet300"))
+    phases = timings.groupby("phase").seconds.sum().sort_values(ascending=False)
+    measured = phases.sum()
+    work_phases = phases[phases.index.isin(TRAINING_OR_EVALUATION)].sum()
+    overhead = wall - work_phases
+    checks = [
+        ("distillation epoch (cached teacher logits) / plain fit epoch <= 1.10",
+         f"{epoch['cached'] / epoch['fit']:.2f} ({epoch['cached']:.1f} s vs "
+         f"{epoch['fit']:.1f} s; teacher run per batch: {epoch['live'] / epoch['fit']:.2f})",
+         epoch["cached"] / epoch["fit"] <= 1.10),
+        ("teacher-training throughput / bare tf_keras fit >= 0.95",
+         f"{teacher['bare'] / teacher['ours']:.2f} ({teacher['ours']:.1f} s vs "
+         f"{teacher['bare']:.1f} s per epoch)", teacher["bare"] / teacher["ours"] >= 0.95),
+        ("default LeNet-300-100 run: not training or evaluation <= 15%",
+         f"{100 * overhead / wall:.1f}% of {wall:.0f} s", overhead / wall <= 0.15),
+        ("oracle scoring of LeNet-5 (every unit, 2,000 examples) < 20 s",
+         f"{oracle_seconds:.1f} s ({units} units)", oracle_seconds < 20),
+    ]
+    lines = ["## Speed (`benchmarks/speed.py`)", "",
+             f"Measured {datetime.date.today()} on {platform.machine()}, {os.cpu_count()} "
+             f"cores, CPU only, full MNIST; epoch figures are medians of {ROUNDS} interleaved "
+             "rounds after a warm-up round.", "",
+             "| target | measured | met |", "|---|---|---|"]
+    lines += [f"| {what} | {value} | {'yes' if ok else '**no**'} |" for what, value, ok in checks]
+    lines += ["", f"Default run, {wall:.0f} s wall; seconds per phase (`timings.csv`; "
+              f"{wall - measured:.1f} s of the wall time are outside every phase: start-up, "
+              "data loading, logging):", "",
+              "| phase | seconds | share of wall | training or evaluation |", "|---|---|---|---|"]
+    lines += [f"| {p} | {s:.1f} | {100 * s / wall:.1f}% | "
+              f"{'yes' if p in TRAINING_OR_EVALUATION else 'no'} |" for p, s in phases.items()]
+    replace_section(SECTION, "\n".join(lines))
+    print(f"wrote BENCHMARKS.md section {SECTION}; runs in {work}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
