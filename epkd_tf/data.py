@@ -400,12 +400,16 @@ class Data:
         return ds.cache() if self.cached[split] else ds
 
     def _finish(self, ds: tf.data.Dataset) -> tf.data.Dataset:
+        return self._finish_batched(ds.batch(self.cfg.batch_size))
+
+    @staticmethod
+    def _finish_batched(ds: tf.data.Dataset) -> tf.data.Dataset:
         # Multi-worker training shards by example: a TFDS split may have fewer files
         # than there are workers, which file-based sharding cannot split.
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = \
             tf.data.experimental.AutoShardPolicy.DATA
-        return ds.batch(self.cfg.batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
+        return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
     @property
     def can_pair_teacher_logits(self) -> bool:
@@ -465,19 +469,18 @@ class Data:
                              f"({self.spec.num_train}, classes), one row per training "
                              f"example in file order.")
         table = tf.constant(logits)
-        ds = self._train_base.enumerate().map(
-            lambda i, example: (example[0], example[1], table[i]),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        # Examples travel with their position; the rows are gathered once per batch (a
+        # per-example lookup made the input pipeline, not the model, the bottleneck).
+        ds = self._train_base.enumerate()
         if shuffle:
             ds = ds.shuffle(self.cfg.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         preprocess = self.recipe.preprocess
-
-        def paired(image, label, row):
-            x, y = preprocess(image, label)
-            return x, (y, row)
-
-        return self._finish(ds.map(paired, num_parallel_calls=tf.data.AUTOTUNE,
-                                   deterministic=True))
+        ds = ds.map(lambda i, example: (preprocess(example[0], example[1]), i),
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.batch(self.cfg.batch_size).map(
+            lambda xy, i: (xy[0], (xy[1], tf.gather(table, i))),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return self._finish_batched(ds)
 
     def _evaluation(self, base: tf.data.Dataset) -> tf.data.Dataset:
         return self._finish(base.map(self.recipe.preprocess, num_parallel_calls=tf.data.AUTOTUNE,
