@@ -127,6 +127,11 @@ def main() -> int:
     body += ["### Reference points", "", "| reference | measured | within 0.2 points |",
              "|---|---|---|"] + [f"| {w} | {v} | {'yes' if ok else '**no**'} |"
                                   for w, v, ok in checks]
+    if args.lenet5_overrides and "lenet5" in args.recipes:
+        body += ["", "LeNet-5 ran with the overrides shown to fit the machine's time (and "
+                 "without `epkd`: EPKD on LeNet-5 is measured in the EPKD section): each "
+                 "lottery round trains 4 epochs, where Frankle & Carbin train 50K "
+                 "iterations (~107 epochs at batch 60) per round."]
     replace_section(SECTION, "\n".join(body))
     print(f"wrote BENCHMARKS.md section {SECTION}; studies in {work}")
     return 0
