@@ -124,6 +124,9 @@ class RunDir:
     def __init__(self, root: str):
         self.root = os.path.abspath(root)
 
+    #: The CSV tables of this kind of directory and their documented columns.
+    tables: Dict[str, List[str]] = TABLES
+
     def path(self, *parts: str) -> str:
         """``root/parts...``; a path that would leave the run directory (``..``, an
         absolute part) is refused: nothing is ever written outside it."""
@@ -153,22 +156,39 @@ class RunDir:
 
     # -- tables --------------------------------------------------------------------------
     def table_path(self, table: str) -> str:
-        if table not in TABLES:
-            raise KeyError(f"Unknown table {table!r}; known: {', '.join(TABLES)}.")
+        if table not in self.tables:
+            raise KeyError(f"Unknown table {table!r}; known: {', '.join(self.tables)}.")
         return self.path(f"{table}.csv")
 
     def read(self, table: str) -> pd.DataFrame:
         path = self.table_path(table)
         if not os.path.exists(path):
-            return pd.DataFrame(columns=TABLES[table])
+            return pd.DataFrame(columns=self.tables[table])
         return pd.read_csv(path)
 
     def append(self, table: str, rows: pd.DataFrame) -> None:
         """Appends rows (columns in the documented order) by rewriting the file atomically."""
-        rows = rows.reindex(columns=TABLES[table])
+        rows = rows.reindex(columns=self.tables[table])
         existing = self.read(table)
         combined = rows if existing.empty else pd.concat([existing, rows], ignore_index=True)
         _atomic_write(self.table_path(table), lambda tmp: combined.to_csv(tmp, index=False))
+
+    def replace(self, table: str, rows: pd.DataFrame) -> None:
+        """Replaces a table's rows (columns in the documented order), atomically."""
+        rows = rows.reindex(columns=self.tables[table])
+        _atomic_write(self.table_path(table), lambda tmp: rows.to_csv(tmp, index=False))
+
+    def write_array(self, path: str, **arrays) -> None:
+        """Writes NumPy arrays atomically: one as ``.npy`` (``array=``), several as ``.npz``."""
+        import numpy as np
+
+        def write(tmp):
+            with open(tmp, "wb") as f:
+                if set(arrays) == {"array"}:
+                    np.save(f, arrays["array"])
+                else:
+                    np.savez(f, **arrays)
+        _atomic_write(path, write)
 
     # -- models --------------------------------------------------------------------------
     def teacher_checkpoint(self) -> str:
@@ -236,7 +256,7 @@ class RunDir:
         temporaries of writes that never reached their rename."""
         state = self.progress()
         done = state["iterations_done"]
-        for table in TABLES:
+        for table in self.tables:
             if not os.path.exists(self.table_path(table)):
                 continue
             df = self.read(table)

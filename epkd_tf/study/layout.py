@@ -22,13 +22,7 @@ running.
 """
 from __future__ import annotations
 
-import json
-import os
-
-import numpy as np
-import pandas as pd
-
-from epkd_tf.records import RunDir, _atomic_write
+from epkd_tf.records import RunDir
 
 STUDY_TABLES = {
     "study": ["method", "fraction_removed", "seed", "nonzero_params", "test_accuracy",
@@ -48,26 +42,7 @@ def cell_name(method: str, fraction: float, seed: int) -> str:
 class StudyDir(RunDir):
     """One study's output directory (see the module docstring)."""
 
-    def table_path(self, table: str) -> str:
-        if table not in STUDY_TABLES:
-            raise KeyError(f"Unknown table {table!r}; known: {', '.join(STUDY_TABLES)}.")
-        return self.path(f"{table}.csv")
-
-    def read(self, table: str) -> pd.DataFrame:
-        path = self.table_path(table)
-        if not os.path.exists(path):
-            return pd.DataFrame(columns=STUDY_TABLES[table])
-        return pd.read_csv(path)
-
-    def append(self, table: str, rows: pd.DataFrame) -> None:
-        rows = rows.reindex(columns=STUDY_TABLES[table])
-        existing = self.read(table)
-        combined = rows if existing.empty else pd.concat([existing, rows], ignore_index=True)
-        _atomic_write(self.table_path(table), lambda tmp: combined.to_csv(tmp, index=False))
-
-    def replace(self, table: str, rows: pd.DataFrame) -> None:
-        rows = rows.reindex(columns=STUDY_TABLES[table])
-        _atomic_write(self.table_path(table), lambda tmp: rows.to_csv(tmp, index=False))
+    tables = STUDY_TABLES
 
     # -- models and outputs --------------------------------------------------------------
     def teacher_checkpoint(self) -> str:
@@ -94,12 +69,6 @@ class StudyDir(RunDir):
     def plot_path(self, name: str) -> str:
         return self.path("plots", f"{name}.png")
 
-    def save_array(self, path: str, array: np.ndarray) -> None:
-        def write(tmp):
-            with open(tmp, "wb") as f:
-                np.save(f, array)
-        _atomic_write(path, write)
-
     # -- progress ------------------------------------------------------------------------
     def teacher_done(self) -> bool:
         return self.progress().get("teacher_done", False)
@@ -109,7 +78,3 @@ class StudyDir(RunDir):
         table = self.read("study")
         return {(m, round(float(f), 6), int(s)) for m, f, s in
                 zip(table.method, table.fraction_removed, table.seed)}
-
-    def mark(self, **progress) -> None:
-        state = {**self.progress(), **progress}
-        self.write_text("progress.json", json.dumps(state, indent=2))

@@ -128,7 +128,7 @@ class Study:
             log.info("Teacher epoch %d: loss %.4f, train acc %.4f, test acc %.4f",
                      row.epoch, row.loss, row.train_accuracy, row.test_accuracy)
         d.save_checkpoint(model, d.teacher_checkpoint())
-        d.save_array(d.teacher_probabilities(), test_probabilities(model, self.data))
+        d.write_array(d.teacher_probabilities(), array=test_probabilities(model, self.data))
         d.replace("teacher_history", history)
         d.mark(teacher_done=True)
         return model, initial
@@ -146,7 +146,7 @@ class Study:
                "total_params": model.count_params(), "epochs": step.epochs,
                "seconds": round(seconds, 1)}
         d.save_checkpoint(model, d.cell_checkpoint(method, fraction, seed))
-        d.save_array(d.cell_probabilities(method, fraction, seed), probs)
+        d.write_array(d.cell_probabilities(method, fraction, seed), array=probs)
         d.append("study", pd.DataFrame([row]))
         log.info("Study cell %s: nonzero %d, test %.4f, train %.4f, agrees with teacher %.4f "
                  "(%d epochs, %.0f s)", cell_name(method, fraction, seed),
@@ -165,12 +165,7 @@ class Study:
             chosen.update(np.flatnonzero(predicted != y)[:per_method].tolist())
         index = np.array(sorted(chosen), dtype=np.int64)
         x, labels = self.data.raw_test_images(index)
-
-        def write(tmp):
-            with open(tmp, "wb") as f:
-                np.savez(f, index=index, x=x, y=labels)
-        from epkd_tf.records import _atomic_write
-        _atomic_write(d.test_images(), write)
+        d.write_array(d.test_images(), index=index, x=x, y=labels)
 
     def write_comparisons(self, teacher) -> None:
         """comparisons.csv: every pair of models (and the teacher) at each fraction."""
