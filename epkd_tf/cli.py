@@ -6,6 +6,10 @@ import sys
 from absl import flags
 
 
+class UsageError(ValueError):
+    """A flag or input is unusable; the message is the one line the user sees."""
+
+
 def fail(message: str, status: int = 2) -> int:
     """Prints the one-line ``error: ...`` users see; returns the exit status (2: bad
     input, the default; 1: a run that failed on the way)."""
@@ -82,3 +86,36 @@ def differing_flags(old_text: str, new_text: str, flag_values: flags.FlagValues,
     return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)
                   and k != "output_dir"
                   and not (k not in old and flag_values[k].value == flag_values[k].default))
+
+
+def prepare_output_dir(path: str, flags_text: str, flag_values: flags.FlagValues, names,
+                       overwrite: bool, kind: str = "run") -> None:
+    """Before an entry point writes ``path``: refuses a file, a non-empty directory that is
+    not an epkd_tf ``kind`` (run, study), one written with different flags (naming them)
+    and a finished one; with ``overwrite`` an existing one is removed; an unfinished one
+    with the same flags is left to resume. ``flags_text`` is what the entry point would
+    write to flags.txt now. Raises UsageError."""
+    import os
+    import shutil
+    from epkd_tf.records import RunDir
+    if not os.path.exists(path):
+        return
+    if not os.path.isdir(path):
+        raise UsageError(f"--output_dir={path} exists and is not a directory.")
+    run = RunDir(path)
+    if not os.path.exists(run.flags_file):
+        if os.listdir(path):
+            raise UsageError(f"--output_dir={path} is a non-empty directory that holds no "
+                             f"epkd_tf {kind}; choose a new or empty directory.")
+        return
+    if overwrite:
+        shutil.rmtree(path)
+        return
+    with open(run.flags_file, encoding="utf-8") as f:
+        differing = differing_flags(f.read(), flags_text, flag_values, names)
+    if differing:
+        raise UsageError(f"--output_dir={path} holds a {kind} with different flags "
+                         f"({', '.join(differing)}); use another --output_dir or --overwrite.")
+    if run.progress().get("finished"):
+        raise UsageError(f"--output_dir={path} holds a finished {kind}; pass --overwrite to "
+                         "run it again.")

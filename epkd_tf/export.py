@@ -29,7 +29,7 @@ import sys
 from absl import flags
 
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
-from epkd_tf.cli import fail, parse_module_flags, setup_logging
+from epkd_tf.cli import UsageError, fail, parse_module_flags, setup_logging
 from epkd_tf.config import EXPORT_FORMATS
 
 FLAGS = flags.FlagValues()
@@ -66,8 +66,7 @@ flags.DEFINE_bool("int8_dense_per_channel", False, "tflite_int8: quantise Dense 
                   "output unit instead of per tensor (larger file).", flag_values=FLAGS)
 
 
-class UsageError(ValueError):
-    """A flag or input is unusable; the message is the one line the user sees."""
+
 
 
 def _check_output_dir(path: str) -> None:

@@ -21,7 +21,8 @@ import sys
 from absl import app, flags
 
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
-from epkd_tf.cli import differing_flags, fail, parse_or_exit, setup_logging
+from epkd_tf.cli import (UsageError, fail, parse_or_exit, prepare_output_dir,
+                         setup_logging)
 
 FLAGS = flags.FLAGS
 
@@ -122,9 +123,6 @@ RUN_FLAGS = ("dataset", "data_dir", "train_split", "test_split", "batch_size", "
 # Flags that only describe how to build and train a teacher: unused with --teacher_path.
 TEACHER_TRAINING_FLAGS = ("teacher", "teacher_epochs", "teacher_learning_rate", "teacher_width")
 
-
-class UsageError(ValueError):
-    """A flag or input is unusable; the message is the one line the user sees."""
 
 
 def _default_output_dir() -> str:
@@ -236,34 +234,6 @@ def flags_text() -> str:
                    if FLAGS[name].value is not None and name not in unused)
 
 
-def prepare_output_dir(path: str) -> None:
-    """Refuses to clobber a finished or different run; otherwise resumes or starts fresh."""
-    from epkd_tf.records import RunDir
-    if not os.path.exists(path):
-        return
-    if not os.path.isdir(path):
-        raise UsageError(f"--output_dir={path} exists and is not a directory.")
-    run = RunDir(path)
-    if not os.path.exists(run.flags_file):
-        if os.listdir(path):
-            raise UsageError(f"--output_dir={path} is a non-empty directory that holds no "
-                             "epkd_tf run; choose a new or empty directory.")
-        return
-    if FLAGS.overwrite:
-        shutil.rmtree(path)
-        return
-    with open(run.flags_file, encoding="utf-8") as f:
-        old = f.read()
-    differing = differing_flags(old, flags_text(), FLAGS, RUN_FLAGS)
-    if differing:
-        raise UsageError(f"--output_dir={path} holds a run with different flags "
-                         f"({', '.join(differing)}); use another --output_dir or --overwrite.")
-    if run.progress().get("finished"):
-        raise UsageError(f"--output_dir={path} holds a finished run; pass --overwrite to "
-                         "run it again.")
-
-
-
 def main(argv) -> int:
     if len(argv) > 1:
         return fail(f"unexpected arguments {' '.join(argv[1:])!r}; every setting is a --flag.")
@@ -288,7 +258,7 @@ def main(argv) -> int:
                 raise UsageError(f"--output_dir={cfg.output_dir} holds a run, and "
                                  "multi-worker runs cannot resume; pass --overwrite or "
                                  "choose a new --output_dir.")
-            prepare_output_dir(cfg.output_dir)
+            prepare_output_dir(cfg.output_dir, flags_text(), FLAGS, RUN_FLAGS, FLAGS.overwrite)
     except (ConfigError, DataError, ModelFileError, UsageError) as err:
         return fail(str(err))
     setup_logging()

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
 
 from absl import flags
 
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
-from epkd_tf.cli import differing_flags, fail, parse_module_flags, setup_logging
+from epkd_tf.cli import (UsageError, fail, parse_module_flags, prepare_output_dir,
+                         setup_logging)
 from epkd_tf.study.config import FRACTIONS, METHODS
 
 FLAGS = flags.FlagValues()
@@ -67,9 +67,6 @@ RUN_FLAGS = ("dataset", "data_dir", "train_split", "test_split", "batch_size", "
              "fractions_removed", "seeds", "epochs", "learning_rate", "prune_rate", "alpha",
              "temperature", "epkd_pruners")
 
-
-class UsageError(ValueError):
-    """A flag or input is unusable; the message is the one line the user sees."""
 
 
 def build_config():
@@ -141,32 +138,6 @@ def flags_text() -> str:
                    if FLAGS[name].value is not None)
 
 
-def prepare_output_dir(path: str) -> None:
-    """Refuses to clobber a finished or different study; otherwise resumes or starts."""
-    from epkd_tf.study.layout import StudyDir
-    if not os.path.exists(path):
-        return
-    if not os.path.isdir(path):
-        raise UsageError(f"--output_dir={path} exists and is not a directory.")
-    d = StudyDir(path)
-    if not os.path.exists(d.flags_file):
-        if os.listdir(path):
-            raise UsageError(f"--output_dir={path} is a non-empty directory that holds no "
-                             "epkd_tf study; choose a new or empty directory.")
-        return
-    if FLAGS.overwrite:
-        shutil.rmtree(path)
-        return
-    with open(d.flags_file, encoding="utf-8") as f:
-        differing = differing_flags(f.read(), flags_text(), FLAGS, RUN_FLAGS)
-    if differing:
-        raise UsageError(f"--output_dir={path} holds a study with different flags "
-                         f"({', '.join(differing)}); use another --output_dir or --overwrite.")
-    if d.progress().get("finished"):
-        raise UsageError(f"--output_dir={path} holds a finished study; pass --overwrite to "
-                         "run it again.")
-
-
 def main(argv) -> int:
     if len(argv) > 1:
         return fail(f"unexpected arguments {' '.join(argv[1:])!r}; every setting is a --flag.")
@@ -179,7 +150,8 @@ def main(argv) -> int:
         cfg = build_config()
         data = load_data(cfg.data)
         check_inputs(cfg, data.spec)
-        prepare_output_dir(cfg.output_dir)
+        prepare_output_dir(cfg.output_dir, flags_text(), FLAGS, RUN_FLAGS, FLAGS.overwrite,
+                               "study")
     except (ConfigError, DataError, UsageError) as err:
         return fail(str(err))
     setup_logging()
