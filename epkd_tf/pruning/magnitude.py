@@ -46,6 +46,32 @@ def schedule_steps(total_steps: int):
     return frequency * updates, frequency
 
 
+def zero_smallest(model, target_nonzero: int, variables) -> int:
+    """Zeros the smallest-magnitude nonzero entries of ``variables`` (weights of ``model``,
+    ranked together) until ``model`` has ``target_nonzero`` nonzero parameters (every
+    weight counted, as ``nonzero_params`` does); returns how many were zeroed (0 if it is
+    already at or below the target). Ties at the threshold are broken by position, so the
+    count is exact; ValueError if ``variables`` hold too few nonzero entries."""
+    excess = nonzero_params(model) - int(target_nonzero)
+    if excess <= 0:
+        return 0
+    values = [v.numpy() for v in variables]
+    magnitudes = np.concatenate([np.abs(w).ravel() for w in values])
+    candidates = np.flatnonzero(magnitudes)
+    if excess > len(candidates):
+        raise ValueError(f"cannot reach {target_nonzero} nonzero parameters: only "
+                         f"{len(candidates)} kernel weights are left to prune.")
+    order = candidates[np.argsort(magnitudes[candidates], kind="stable")[:excess]]
+    keep = np.ones(len(magnitudes), dtype=bool)
+    keep[order] = False
+    start = 0
+    for var, w in zip(variables, values):
+        mask = keep[start:start + w.size].reshape(w.shape)
+        var.assign(np.where(mask, w, 0).astype(w.dtype))
+        start += w.size
+    return excess
+
+
 def trim_to(model, kernels, target_nonzero: int) -> None:
     """Zeroes the smallest nonzero kernel weights until at most ``target_nonzero`` remain.
 
@@ -53,25 +79,8 @@ def trim_to(model, kernels, target_nonzero: int) -> None:
     already zero may grow back; this removes that last handful so every candidate of an
     iteration has the same size.
     """
-    excess = nonzero_params(model) - target_nonzero
-    if excess <= 0:
-        return
-    values = []
-    for layer_name, index in kernels:
-        w = model.get_layer(layer_name).get_weights()[index]
-        values.append(np.abs(w[w != 0]))
-    threshold = np.partition(np.concatenate(values), excess - 1)[excess - 1]
-    left = excess
-    for layer_name, index in kernels:
-        layer = model.get_layer(layer_name)
-        weights = layer.get_weights()
-        w = weights[index]
-        hit = np.flatnonzero((w != 0) & (np.abs(w) <= threshold))[:left]
-        w.reshape(-1)[hit] = 0.0
-        left -= len(hit)
-        layer.set_weights(weights)
-        if left == 0:
-            break
+    zero_smallest(model, target_nonzero,
+                  [model.get_layer(name).weights[index] for name, index in kernels])
 
 
 @register_pruner("poly_magnitude")

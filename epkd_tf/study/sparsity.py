@@ -11,7 +11,7 @@ import tensorflow as tf
 import epkd_tf  # noqa: F401
 import tf_keras
 
-from epkd_tf.graph import nonzero_params
+from epkd_tf.pruning.magnitude import zero_smallest
 
 
 def prunable(model: tf_keras.Model) -> List[tf.Variable]:
@@ -23,31 +23,10 @@ def prunable(model: tf_keras.Model) -> List[tf.Variable]:
 
 def prune_to(model: tf_keras.Model, target_nonzero: int) -> int:
     """Zeros the globally smallest-magnitude nonzero kernel weights of ``model`` (in place)
-    until it has ``target_nonzero`` nonzero parameters (every weight counted, as
-    ``nonzero_params`` does); returns the number zeroed.
-
-    One threshold over all layers: small layers whose weights are large keep more of them.
-    Ties at the threshold are broken by position, so the count is exact.
-    """
-    excess = nonzero_params(model) - int(target_nonzero)
-    if excess <= 0:
-        return 0
-    variables = prunable(model)
-    values = [v.numpy() for v in variables]
-    magnitudes = np.concatenate([np.abs(w).ravel() for w in values])
-    candidates = np.flatnonzero(magnitudes)
-    if excess > len(candidates):
-        raise ValueError(f"cannot reach {target_nonzero} nonzero parameters: only "
-                         f"{len(candidates)} kernel weights are left to prune.")
-    order = candidates[np.argsort(magnitudes[candidates], kind="stable")[:excess]]
-    flat_mask = np.ones(len(magnitudes), dtype=bool)
-    flat_mask[order] = False
-    start = 0
-    for var, w in zip(variables, values):
-        mask = flat_mask[start:start + w.size].reshape(w.shape)
-        var.assign(np.where(mask, w, 0).astype(w.dtype))
-        start += w.size
-    return excess
+    until it has ``target_nonzero`` nonzero parameters; returns the number zeroed (see
+    :func:`epkd_tf.pruning.magnitude.zero_smallest`). One threshold over all layers: small
+    layers whose weights are large keep more of them."""
+    return zero_smallest(model, target_nonzero, prunable(model))
 
 
 def masks(model: tf_keras.Model) -> List[np.ndarray]:
