@@ -57,6 +57,18 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def interleaved_medians(runs: dict) -> dict:
+    """Median seconds of each callable over ROUNDS interleaved rounds, after a warm-up
+    round (tracing, first pass over the input pipeline)."""
+    for run in runs.values():
+        run()
+    samples = {name: [] for name in runs}
+    for _ in range(ROUNDS):
+        for name, run in runs.items():
+            samples[name].append(timed(run))
+    return {name: float(np.median(s)) for name, s in samples.items()}
+
+
 def distillation_vs_fit(data) -> dict:
     """Median seconds of one epoch: plain fit, Distiller (cached logits), Distiller (live)."""
     import tf_keras
@@ -82,13 +94,7 @@ def distillation_vs_fit(data) -> dict:
             "cached": lambda: distillers["cached"].fit(data.train(teacher_logits=logits),
                                                        epochs=1, verbose=0),
             "live": lambda: distillers["live"].fit(data.train(), epochs=1, verbose=0)}
-    for run in runs.values():   # warm-up: tracing, first pass over the pipeline
-        run()
-    samples = {name: [] for name in runs}
-    for _ in range(ROUNDS):
-        for name, run in runs.items():
-            samples[name].append(timed(run))
-    return {name: float(np.median(s)) for name, s in samples.items()}
+    return interleaved_medians(runs)
 
 
 def teacher_training_vs_bare_fit(data) -> dict:
@@ -107,13 +113,7 @@ def teacher_training_vs_bare_fit(data) -> dict:
     runs = {"ours": lambda: training.train_classifier(ours, data, 1, 1e-3, validate=False),
             "bare": lambda: bare.fit(x, y, batch_size=data.cfg.batch_size, epochs=1,
                                      shuffle=True, verbose=0)}
-    for run in runs.values():
-        run()
-    samples = {name: [] for name in runs}
-    for _ in range(ROUNDS):
-        for name, run in runs.items():
-            samples[name].append(timed(run))
-    return {name: float(np.median(s)) for name, s in samples.items()}
+    return interleaved_medians(runs)
 
 
 def default_run(data_dir: str, out: str) -> tuple:

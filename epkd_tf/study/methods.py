@@ -155,33 +155,41 @@ def per_round(epochs: int, rounds: int) -> int:
 
 
 # ------------------------------------------------------------------------- methods
+class _SizedStudent(StudyMethod):
+    """A student of the target size (``students.sized_student``) trained from random
+    initialisation for E epochs by ``train``."""
+
+    def train(self, ctx, model) -> None:
+        raise NotImplementedError
+
+    def make(self, ctx, previous, target, seed, rounds_before):
+        spec, cfg = ctx.data.spec, ctx.cfg
+        model, _ = sized_student(cfg.teacher.teacher, spec.input_shape, spec.num_classes,
+                                 target)
+        self.train(ctx, model)
+        return Step(model, cfg.epochs)
+
+
 @register_method
-class Scratch(StudyMethod):
+class Scratch(_SizedStudent):
     """A student of the target size trained on hard labels only."""
 
     name = "scratch"
 
-    def make(self, ctx, previous, target, seed, rounds_before):
-        spec, cfg = ctx.data.spec, ctx.cfg
-        model, _ = sized_student(cfg.teacher.teacher, spec.input_shape, spec.num_classes,
-                                 target)
-        train_hard(model, ctx.data, cfg.epochs, cfg.learning_rate, False, ctx.verbose)
-        return Step(model, cfg.epochs)
+    def train(self, ctx, model):
+        train_hard(model, ctx.data, ctx.cfg.epochs, ctx.cfg.learning_rate, False, ctx.verbose)
 
 
 @register_method
-class Distill(StudyMethod):
+class Distill(_SizedStudent):
     """A student of the target size trained on the teacher's soft targets."""
 
     name = "distill"
 
-    def make(self, ctx, previous, target, seed, rounds_before):
-        spec, cfg = ctx.data.spec, ctx.cfg
-        model, _ = sized_student(cfg.teacher.teacher, spec.input_shape, spec.num_classes,
-                                 target)
+    def train(self, ctx, model):
+        cfg = ctx.cfg
         train_distilled(model, ctx.teacher, ctx.data, cfg.epochs, cfg.learning_rate,
                         cfg.alpha, cfg.temperature, False, ctx.verbose, ctx.teacher_logits())
-        return Step(model, cfg.epochs)
 
 
 class _IterativeMagnitude(StudyMethod):
