@@ -103,16 +103,23 @@ class DatasetRecipe:
       so that training is reproducible. Without it ``train`` uses ``preprocess``.
     * ``default_image_size``: the side used when ``--image_size`` is not given (needed by
       datasets whose images vary in size, e.g. 224 for imagenet2012).
+    * ``batchable``: ``preprocess`` gives the same result on a batch ``(N, H, W, C)`` of
+      equally sized images as on each image alone (element-wise arithmetic, batched
+      resizes). The pipelines then batch first and preprocess whole batches: one op per
+      batch instead of one per example, which made the input pipeline, not the model, the
+      bottleneck of small models.
     """
 
     name: str
     preprocess: Preprocess
     augment: Optional[Augment] = None
     default_image_size: Optional[int] = None
+    batchable: bool = False
 
 
 def scale_to_unit(image: tf.Tensor, label: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
-    """Default preprocessing: float32 image scaled from [0, 255] to [0, 1], int32 label."""
+    """Default preprocessing: float32 image scaled from [0, 255] to [0, 1], int32 label.
+    Element-wise, so it also serves a batch of HxWxC images."""
     image = tf.cast(image, tf.float32) / 255.0
     if image.shape.rank == 2:
         image = image[..., tf.newaxis]
@@ -120,8 +127,9 @@ def scale_to_unit(image: tf.Tensor, label: tf.Tensor) -> Tuple[tf.Tensor, tf.Ten
 
 
 def resize_square(image: tf.Tensor, size: int) -> tf.Tensor:
-    """Bilinear (antialiased when shrinking) resize of an HxWxC image to size x size;
-    float32 output in the input's value range. The aspect ratio is not kept."""
+    """Bilinear (antialiased when shrinking) resize of an HxWxC image (or a batch of them)
+    to size x size; float32 output in the input's value range. The aspect ratio is not
+    kept."""
     if image.shape.rank == 2:
         image = image[..., tf.newaxis]
     return tf.image.resize(tf.cast(image, tf.float32), [size, size], method="bilinear",
@@ -140,7 +148,7 @@ def with_resize(fn: Preprocess, size: Optional[int]) -> Preprocess:
     return resized
 
 
-DEFAULT_RECIPE = DatasetRecipe(name="default", preprocess=scale_to_unit)
+DEFAULT_RECIPE = DatasetRecipe(name="default", preprocess=scale_to_unit, batchable=True)
 
 # TFDS name -> factory(image_size or None) -> DatasetRecipe.
 RecipeFactory = Callable[[Optional[int]], DatasetRecipe]
@@ -164,19 +172,22 @@ def register_recipe(*names: str):
     return decorator
 
 
-def register_dataset(*names: str, augment: Optional[Augment] = None):
+def register_dataset(*names: str, augment: Optional[Augment] = None,
+                     batchable: bool = False):
     """Decorator registering a per-example preprocessing function for TFDS ``names``.
 
     The decorated function maps ``(image uint8, label)`` to ``(float32 image, int32
     label)``; ``augment`` is an optional train-only transform ``(image uint8, label, seed)``
     (see :class:`DatasetRecipe`). With ``--image_size`` both see the image already resized.
+    ``batchable``: the function works unchanged on a batch (see :class:`DatasetRecipe`).
     """
     if not names:
         raise ValueError("register_dataset needs at least one TFDS dataset name.")
 
     def decorator(fn: Preprocess) -> Preprocess:
         for name in names:
-            plain = DatasetRecipe(name=name, preprocess=fn, augment=augment)
+            plain = DatasetRecipe(name=name, preprocess=fn, augment=augment,
+                                  batchable=batchable)
 
             def factory(image_size, plain=plain, fn=fn, name=name):
                 if image_size is None:
@@ -186,7 +197,7 @@ def register_dataset(*names: str, augment: Optional[Augment] = None):
                     def aug(image, label, seed):
                         return augment(resize_square(image, image_size), label, seed)
                 return DatasetRecipe(name=name, preprocess=with_resize(fn, image_size),
-                                     augment=aug)
+                                     augment=aug, batchable=batchable)
 
             _RECIPES[name] = factory
         return fn
@@ -201,11 +212,12 @@ def get_recipe(name: str, image_size: Optional[int] = None) -> DatasetRecipe:
     if factory is None:
         if image_size is None:
             return DEFAULT_RECIPE
-        return DatasetRecipe(name="default", preprocess=with_resize(scale_to_unit, image_size))
+        return DatasetRecipe(name="default", preprocess=with_resize(scale_to_unit, image_size),
+                             batchable=True)
     return factory(image_size)
 
 
-@register_dataset("mnist", "fashion_mnist", "kmnist")
+@register_dataset("mnist", "fashion_mnist", "kmnist", batchable=True)
 def _grayscale_unit(image: tf.Tensor, label: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
     """MNIST-like datasets: 28x28x1 uint8 scaled to [0, 1]."""
     return scale_to_unit(image, label)
@@ -253,7 +265,7 @@ def _cifar_recipe(image_size: Optional[int]) -> DatasetRecipe:
         image = cifar_pad_crop_flip(image, seed)
         return normalize(resize(image), CIFAR_MEAN, CIFAR_STD), tf.cast(label, tf.int32)
 
-    return DatasetRecipe(name="cifar", preprocess=preprocess, augment=augment)
+    return DatasetRecipe(name="cifar", preprocess=preprocess, augment=augment, batchable=True)
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -399,8 +411,23 @@ class Data:
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return ds.cache() if self.cached[split] else ds
 
-    def _finish(self, ds: tf.data.Dataset) -> tf.data.Dataset:
-        return self._finish_batched(ds.batch(self.cfg.batch_size))
+    @property
+    def preprocesses_batches(self) -> bool:
+        """Whether un-augmented pipelines batch first and preprocess whole batches: the
+        recipe is :attr:`DatasetRecipe.batchable` and every image has the same shape."""
+        shape = tuple(self._image_feature.shape)
+        return self.recipe.batchable and all(d is not None for d in shape)
+
+    def _preprocessed_batches(self, ds: tf.data.Dataset) -> tf.data.Dataset:
+        """Decoded ``(image, label)`` examples -> preprocessed, batched and prefetched."""
+        preprocess, size = self.recipe.preprocess, self.cfg.batch_size
+        if self.preprocesses_batches:
+            ds = ds.batch(size).map(preprocess, num_parallel_calls=tf.data.AUTOTUNE,
+                                    deterministic=True)
+        else:
+            ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE,
+                        deterministic=True).batch(size)
+        return self._finish_batched(ds)
 
     @staticmethod
     def _finish_batched(ds: tf.data.Dataset) -> tf.data.Dataset:
@@ -449,15 +476,12 @@ class Data:
             ds = ds.map(lambda image, label: (self._decode(image), label),
                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         if self.recipe.augment is None:
-            ds = ds.map(self.recipe.preprocess, num_parallel_calls=tf.data.AUTOTUNE,
-                        deterministic=True)
-        else:
-            seeds = tf.data.Dataset.random(seed=seed,
-                                           rerandomize_each_iteration=True).batch(2)
-            ds = tf.data.Dataset.zip((ds, seeds)).map(
-                lambda example, seed: self.recipe.augment(example[0], example[1], seed),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return self._finish(ds)
+            return self._preprocessed_batches(ds)
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(
+            lambda example, seed: self.recipe.augment(example[0], example[1], seed),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return self._finish_batched(ds.batch(self.cfg.batch_size))
 
     def _train_with_logits(self, logits: np.ndarray, shuffle: bool,
                            seed: int) -> tf.data.Dataset:
@@ -475,24 +499,25 @@ class Data:
         if shuffle:
             ds = ds.shuffle(self.cfg.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         preprocess = self.recipe.preprocess
-        ds = ds.map(lambda i, example: (preprocess(example[0], example[1]), i),
+        if self.preprocesses_batches:
+            ds = ds.batch(self.cfg.batch_size).map(
+                lambda i, example: (preprocess(example[0], example[1]), i),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        else:
+            ds = ds.map(lambda i, example: (preprocess(example[0], example[1]), i),
+                        num_parallel_calls=tf.data.AUTOTUNE,
+                        deterministic=True).batch(self.cfg.batch_size)
+        ds = ds.map(lambda xy, i: (xy[0], (xy[1], tf.gather(table, i))),
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        ds = ds.batch(self.cfg.batch_size).map(
-            lambda xy, i: (xy[0], (xy[1], tf.gather(table, i))),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return self._finish_batched(ds)
-
-    def _evaluation(self, base: tf.data.Dataset) -> tf.data.Dataset:
-        return self._finish(base.map(self.recipe.preprocess, num_parallel_calls=tf.data.AUTOTUNE,
-                                     deterministic=True))
 
     def train_eval(self) -> tf.data.Dataset:
         """Batched training split in deterministic order, no shuffling or augmentation."""
-        return self._evaluation(self._train_base)
+        return self._preprocessed_batches(self._train_base)
 
     def test(self) -> tf.data.Dataset:
         """Batched test split in deterministic order."""
-        return self._evaluation(self._test_base)
+        return self._preprocessed_batches(self._test_base)
 
     @staticmethod
     def _to_numpy(ds: tf.data.Dataset) -> Tuple[np.ndarray, np.ndarray]:

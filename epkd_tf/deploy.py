@@ -73,11 +73,14 @@ def preprocessed_signature(model: tf_keras.Model):
     return serve
 
 
-def serving_signature(model: tf_keras.Model, preprocess=None, raw_shape=None):
+def serving_signature(model: tf_keras.Model, preprocess=None, raw_shape=None,
+                      batchable: bool = False):
     """``serving_default``: without ``preprocess`` the float signature of
     :func:`preprocessed_signature`; with it, uint8 images ``[batch, *raw_shape]`` are mapped
-    through ``preprocess(image, label) -> (float image, label)`` one by one (a recipe's
-    transform is written per example: crops and resizes read the image's own shape)."""
+    through ``preprocess(image, label) -> (float image, label)``: the whole batch at once
+    if ``batchable`` (the recipe's :attr:`~epkd_tf.data.DatasetRecipe.batchable`), else one
+    by one (a recipe's transform is written per example: crops and resizes read the
+    image's own shape)."""
     if preprocess is None:
         return preprocessed_signature(model)
     if raw_shape is None:
@@ -88,6 +91,9 @@ def serving_signature(model: tf_keras.Model, preprocess=None, raw_shape=None):
 
     @tf.function(input_signature=[spec])
     def serve(images):
+        if batchable:
+            x = preprocess(images, tf.zeros(tf.shape(images)[:1], tf.int64))[0]
+            return _outputs(model(x, training=False))
         dummy_label = tf.constant(0, tf.int64)
         x = tf.map_fn(lambda image: preprocess(image, dummy_label)[0], images,
                       fn_output_signature=model_input)
@@ -97,15 +103,17 @@ def serving_signature(model: tf_keras.Model, preprocess=None, raw_shape=None):
 
 
 def export_saved_model(model: tf_keras.Model, path: str, preprocess=None,
-                       raw_shape=None) -> None:
+                       raw_shape=None, batchable: bool = False) -> None:
     """Writes ``model`` as a SavedModel that TF Serving loads from ``path`` as it is.
 
     ``serving_default`` takes raw uint8 images when ``preprocess`` (the dataset recipe's
     evaluation transform) and ``raw_shape`` are given, float32 model inputs otherwise;
-    with ``preprocess`` the float signature is kept as ``serving_preprocessed``. Saved
+    with ``preprocess`` the float signature is kept as ``serving_preprocessed``.
+    ``batchable``: ``preprocess`` may be applied to a whole batch at once. Saved
     through Keras (``save_format="tf"``), so ``tf_keras.models.load_model`` reloads it.
     """
-    signatures = {"serving_default": serving_signature(model, preprocess, raw_shape)}
+    signatures = {"serving_default": serving_signature(model, preprocess, raw_shape,
+                                                        batchable)}
     if preprocess is not None:
         signatures["serving_preprocessed"] = preprocessed_signature(model)
     tf_keras.models.save_model(model, path, save_format="tf", include_optimizer=False,
@@ -219,11 +227,13 @@ def export_model(run, model: tf_keras.Model, name: str, formats: Sequence[str], 
 
     if "saved_model" in formats:
         preprocess = raw_shape = None
+        batchable = False
         if data is not None and preprocess_signature:
             preprocess, raw_shape = data.recipe.preprocess, raw_image_shape(data)
+            batchable = data.recipe.batchable
         path = run.serving_dir(serving_name, version)
         run.write_directory(path, lambda tmp: export_saved_model(model, tmp, preprocess,
-                                                                 raw_shape))
+                                                                 raw_shape, batchable))
         write_models_config(run)
         if test_accuracy is None and data is not None:
             from epkd_tf.training import accuracy

@@ -345,7 +345,8 @@ class EPKD:
                 for c in candidates:
                     run.write_directory(run.candidate_dir(iteration, c.pruner),
                                         lambda tmp, m=c.model: deploy.export_saved_model(
-                                            m, tmp, self.data.recipe.preprocess, raw_shape))
+                                            m, tmp, self.data.recipe.preprocess, raw_shape,
+                                            self.data.recipe.batchable))
             costs = metrics.measure_costs(student, runs=cfg.latency_runs, tflite=tflite)
         before = float(table.loc[table["pruner"] == best.pruner, "test_accuracy"].iloc[0])
         temperature = self.schedule(iteration)

@@ -188,6 +188,44 @@ def test_recipes_and_aliases():
     assert data_lib.DATASET_ALIASES["imagenet"] == "imagenet2012"
 
 
+def _recipes():
+    names = sorted(data_lib._RECIPES) + ["some_unknown_ds"]
+    return [(name, size) for name in names for size in (None, 20)]
+
+
+@pytest.mark.parametrize("name,size", _recipes())
+def test_batchable_recipes_preprocess_a_batch_like_each_image(name, size):
+    """A recipe marked batchable gives on a whole batch exactly what it gives per image
+    (the pipelines rely on it to preprocess a batch at a time)."""
+    recipe = data_lib.get_recipe(name, size)
+    if not recipe.batchable:
+        pytest.skip(f"{name}'s recipe preprocesses one image at a time")
+    channels = 1 if "mnist" in name else 3
+    images = np.random.default_rng(0).integers(0, 256, (5, 12, 12, channels), np.uint8)
+    labels = np.arange(5, dtype=np.int64)
+    batch_x, batch_y = recipe.preprocess(tf.constant(images), tf.constant(labels))
+    singles = [recipe.preprocess(tf.constant(x), tf.constant(y)) for x, y in zip(images, labels)]
+    np.testing.assert_allclose(batch_x.numpy(), np.stack([x.numpy() for x, _ in singles]),
+                               rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(batch_y.numpy(), [int(y) for _, y in singles])
+    assert batch_x.dtype == tf.float32 and batch_y.dtype == tf.int32
+
+
+def test_batched_preprocessing_gives_the_per_example_pipelines(synth):
+    """Batch-first pipelines yield the same batches as preprocessing example by example."""
+    import dataclasses
+    fast = load_data(cfg(synth["data_dir"], seed=5))
+    slow = load_data(cfg(synth["data_dir"], seed=5))
+    slow.recipe = dataclasses.replace(slow.recipe, batchable=False)
+    assert fast.preprocesses_batches and not slow.preprocesses_batches
+    logits = np.random.default_rng(0).normal(size=(N_TRAIN, CLASSES)).astype(np.float32)
+    for pipeline in (lambda d: d.train(), lambda d: d.train(shuffle=False), lambda d: d.test(),
+                     lambda d: d.train_eval(), lambda d: d.train(teacher_logits=logits)):
+        for a, b in zip(pipeline(fast), pipeline(slow), strict=True):
+            tf.nest.map_structure(
+                lambda u, v: np.testing.assert_array_equal(u.numpy(), v.numpy()), a, b)
+
+
 # --------------------------------------------------------------------------- load validation
 
 

@@ -51,11 +51,13 @@ def sparse_copy(model, zeros=0.8):
     return copy
 
 
-def test_raw_image_signature_matches_keras(tiny, tmp_path):
+@pytest.mark.parametrize("batchable", [True, False], ids=["whole_batch", "per_image"])
+def test_raw_image_signature_matches_keras(tiny, tmp_path, batchable):
     data, model = tiny
     assert deploy.raw_image_shape(data) == (12, 12, 1)
     path = str(tmp_path / "sm")
-    deploy.export_saved_model(model, path, data.recipe.preprocess, deploy.raw_image_shape(data))
+    deploy.export_saved_model(model, path, data.recipe.preprocess, deploy.raw_image_shape(data),
+                              batchable=batchable)
     loaded = tf.saved_model.load(path)
     raw, labels = raw_test(data)
     assert raw.dtype == np.uint8
