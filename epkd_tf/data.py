@@ -499,16 +499,20 @@ class Data:
         if shuffle:
             ds = ds.shuffle(self.cfg.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         preprocess = self.recipe.preprocess
-        if self.preprocesses_batches:
+
+        def with_logits(i, example):
+            x, y = preprocess(example[0], example[1])
+            return x, (y, tf.gather(table, i))
+
+        if self.preprocesses_batches:    # one map per batch does both
             ds = ds.batch(self.cfg.batch_size).map(
-                lambda i, example: (preprocess(example[0], example[1]), i),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                with_logits, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         else:
             ds = ds.map(lambda i, example: (preprocess(example[0], example[1]), i),
                         num_parallel_calls=tf.data.AUTOTUNE,
                         deterministic=True).batch(self.cfg.batch_size)
-        ds = ds.map(lambda xy, i: (xy[0], (xy[1], tf.gather(table, i))),
-                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            ds = ds.map(lambda xy, i: (xy[0], (xy[1], tf.gather(table, i))),
+                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return self._finish_batched(ds)
 
     def train_eval(self) -> tf.data.Dataset:

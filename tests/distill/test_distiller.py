@@ -226,3 +226,39 @@ def test_invalid_constructor_arguments():
 def test_loss_kwarg_rejected():
     with pytest.raises(ValueError, match="loss"):
         Distiller(_mlp(1), _mlp(2)).compile(optimizer="sgd", loss="mse")
+
+
+def test_default_losses_match_numpy_and_custom_losses_receive_probabilities():
+    """The default losses (computed from logits) equal the NumPy reference; a custom
+    soft-target loss gets temperature-softened probabilities; tf_keras' own KLDivergence
+    (which clips probabilities at 1e-7) agrees with the default to float precision."""
+    from epkd_tf.distill.distiller import (soft_target_kl, soft_target_kl_from_logits,
+                                           sparse_cross_entropy)
+    x, y = _data()
+    s = np.random.default_rng(1).normal(size=(N, C)).astype("float32") * 3
+    t = np.random.default_rng(2).normal(size=(N, C)).astype("float32") * 3
+    log_s, log_ps, log_pt = _log_softmax(s), _log_softmax(s / 2.0), _log_softmax(t / 2.0)
+    np.testing.assert_allclose(sparse_cross_entropy(y[:, None], s).numpy(),
+                               -log_s[np.arange(N), y], rtol=1e-5)
+    kl = (np.exp(log_pt) * (log_pt - log_ps)).sum(-1)
+    np.testing.assert_allclose(soft_target_kl_from_logits(t, s, 2.0).numpy(), kl,
+                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(soft_target_kl(np.exp(log_pt), np.exp(log_ps)).numpy(), kl,
+                               rtol=1e-4, atol=1e-6)
+    seen = []
+
+    def recording_kl(teacher_probs, student_probs):
+        seen.append((teacher_probs, student_probs))
+        return tf_keras.losses.KLDivergence(reduction="none")(teacher_probs, student_probs)
+
+    default, custom = _distiller(), _distiller()
+    custom.compile(optimizer="sgd", distillation_loss_fn=recording_kl, alpha=0.3,
+                   temperature=2.0)
+    ref = default.compute_losses(x, y)["loss"].numpy()
+    got = custom.compute_losses(x, y)
+    np.testing.assert_allclose(got["loss"].numpy(), ref, rtol=1e-5)
+    teacher_probs, student_probs = seen[-1]
+    np.testing.assert_allclose(teacher_probs.numpy(),
+                               np.exp(_log_softmax(got["teacher_logits"].numpy() / 2.0)),
+                               rtol=1e-5)
+    np.testing.assert_allclose(student_probs.numpy().sum(-1), 1.0, rtol=1e-5)
