@@ -14,7 +14,6 @@ returns its ``deployment.csv`` rows (see README, "Deployment"):
 """
 from __future__ import annotations
 
-import gzip
 import io
 import logging
 import os
@@ -162,9 +161,10 @@ def directory_bytes(path: str) -> int:
 
 
 def gzip_tar_bytes(path: str) -> int:
-    """Size of ``path`` as a gzipped tar (level 9), the way a directory is shipped."""
+    """Size of ``path`` as a gzipped tar (``metrics.GZIP_LEVEL``), the way a directory is
+    shipped."""
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=9) as tar:
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=metrics.GZIP_LEVEL) as tar:
         tar.add(path, arcname=os.path.basename(path))
     return buffer.tell()
 
@@ -257,7 +257,7 @@ def export_model(run, model: tf_keras.Model, name: str, formats: Sequence[str], 
     accuracies = tflite_accuracies(flatbuffers, data) if data is not None and flatbuffers else {}
     for fmt, flatbuffer in flatbuffers.items():
         latency = metrics.tflite_latency(flatbuffer, runs=latency_runs, threads=threads)
-        row(fmt, run.tflite_path(name, fmt), len(flatbuffer), len(gzip.compress(flatbuffer, 9)),
+        row(fmt, run.tflite_path(name, fmt), len(flatbuffer), metrics.gzip_bytes(flatbuffer),
             accuracies.get(fmt, np.nan), latency)
     frame = pd.DataFrame(rows)
     for r in frame.itertuples():

@@ -1,4 +1,5 @@
 """Deployment exports: raw-image SavedModel signature, models.config, TFLite formats."""
+import gzip
 import json
 import os
 import re
@@ -124,6 +125,9 @@ def test_every_tflite_format_converts_and_is_measured(tiny, tmp_path):
     for r in rows.itertuples():
         assert os.path.exists(run.path(r.path)) and r.bytes > 0 and 0 < r.gzip_bytes
     tfl = rows[rows.format != "saved_model"].set_index("format")
+    for fmt, r in tfl.iterrows():     # gzip_bytes: the file at gzip's default level
+        with open(run.path(r.path), "rb") as f:
+            assert r.gzip_bytes == len(gzip.compress(f.read(), 6)), fmt
     assert (tfl.latency_ms_median > 0).all() and (tfl.latency_ms_p90 >= tfl.latency_ms_median).all()
     assert rows.latency_ms_median.isna().tolist() == [True, False, False, False, False]
     keras_accuracy = training.accuracy(sparse, data.test())

@@ -32,7 +32,7 @@ def test_costs_count_zeros_separately(lenet):
     assert costs.total_params == dense
     assert costs.nonzero_params == sum(int(np.count_nonzero(w)) for w in weights)
     assert costs.size_mb == len(tflite) / 1e6
-    assert costs.gzip_mb == pytest.approx(len(gzip.compress(tflite, 9)) / 1e6)
+    assert costs.gzip_mb == pytest.approx(len(gzip.compress(tflite, 6)) / 1e6)
     assert costs.latency_ms > 0
 
 
