@@ -14,11 +14,12 @@ returns its ``deployment.csv`` rows (see README, "Deployment"):
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
 import tarfile
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Callable, ContextManager, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -115,8 +116,11 @@ def export_saved_model(model: tf_keras.Model, path: str, preprocess=None,
                                                         batchable)}
     if preprocess is not None:
         signatures["serving_preprocessed"] = preprocessed_signature(model)
+    # save_traces=False: the layers are rebuilt from their configs on reload (every layer
+    # a run can hold is a built-in tf_keras layer), not from traced call functions - half
+    # the time of a save. TF Serving uses the signatures, which are traced either way.
     tf_keras.models.save_model(model, path, save_format="tf", include_optimizer=False,
-                               signatures=signatures)
+                               signatures=signatures, save_traces=False)
 
 
 def _quote(text: str) -> str:
@@ -201,7 +205,9 @@ def export_model(run, model: tf_keras.Model, name: str, formats: Sequence[str], 
                  test_accuracy: Optional[float] = None,
                  calibration: Optional[np.ndarray] = None,
                  preprocess_signature: bool = True,
-                 int8_dense_per_channel: bool = False) -> Tuple[pd.DataFrame, Optional[bytes]]:
+                 int8_dense_per_channel: bool = False,
+                 measuring: Optional[Callable[[], ContextManager]] = None
+                 ) -> Tuple[pd.DataFrame, Optional[bytes]]:
     """Writes ``model`` in ``formats`` into ``run`` (a :class:`epkd_tf.records.RunDir`) and
     measures each file; returns its ``deployment.csv`` rows and the float TFLite bytes
     (None if ``tflite`` is not among ``formats``).
@@ -212,8 +218,11 @@ def export_model(run, model: tf_keras.Model, name: str, formats: Sequence[str], 
     ``tflite_int8`` calibration (``calibration`` if given, else ``calibration_examples``);
     without it accuracy is left empty and ``tflite_int8`` is refused. ``test_accuracy``:
     the Keras model's, if already known (the SavedModel computes the same function).
-    ``int8_dense_per_channel``: see :func:`epkd_tf.metrics.to_tflite`.
+    ``int8_dense_per_channel``: see :func:`epkd_tf.metrics.to_tflite`. ``measuring()``, if
+    given, is entered around the measurements (test accuracies and latencies of the written
+    files), so that a caller can time them apart from the writing.
     """
+    measuring = measuring or contextlib.nullcontext
     formats = [f for f in FORMATS if f in formats]
     if "tflite_int8" in formats and data is None and calibration is None:
         raise ValueError("tflite_int8 needs data (or calibration examples) to calibrate on.")
@@ -237,7 +246,8 @@ def export_model(run, model: tf_keras.Model, name: str, formats: Sequence[str], 
         write_models_config(run)
         if test_accuracy is None and data is not None:
             from epkd_tf.training import accuracy
-            test_accuracy = accuracy(model, data.test())
+            with measuring():
+                test_accuracy = accuracy(model, data.test())
         row("saved_model", path, directory_bytes(path), gzip_tar_bytes(path),
             np.nan if test_accuracy is None else test_accuracy)
 
@@ -254,9 +264,13 @@ def export_model(run, model: tf_keras.Model, name: str, formats: Sequence[str], 
         flatbuffers[fmt] = metrics.to_tflite(model, fmt, calibration,
                                              dense_per_channel=int8_dense_per_channel)
         run.write_bytes(os.path.relpath(run.tflite_path(name, fmt), run.root), flatbuffers[fmt])
-    accuracies = tflite_accuracies(flatbuffers, data) if data is not None and flatbuffers else {}
+    with measuring():
+        accuracies = (tflite_accuracies(flatbuffers, data) if data is not None and flatbuffers
+                      else {})
+        latencies = {fmt: metrics.tflite_latency(flatbuffer, runs=latency_runs, threads=threads)
+                     for fmt, flatbuffer in flatbuffers.items()}
     for fmt, flatbuffer in flatbuffers.items():
-        latency = metrics.tflite_latency(flatbuffer, runs=latency_runs, threads=threads)
+        latency = latencies[fmt]
         row(fmt, run.tflite_path(name, fmt), len(flatbuffer), metrics.gzip_bytes(flatbuffer),
             accuracies.get(fmt, np.nan), latency)
     frame = pd.DataFrame(rows)

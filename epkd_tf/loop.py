@@ -46,17 +46,28 @@ class NonFiniteLossError(RuntimeError):
 
 
 class _Clock:
-    """Collects (phase, iteration, pruner, seconds) rows for timings.csv."""
+    """Collects (phase, iteration, pruner, seconds) rows for timings.csv.
+
+    Phases are exclusive: a phase entered inside another is counted in its own row and
+    left out of the outer one's seconds, so the rows add up to the time they cover."""
 
     def __init__(self):
         self.rows: List[tuple] = []
         self.started = time.perf_counter()
+        self._inner: List[float] = []     # per open phase: seconds spent in nested phases
 
     @contextlib.contextmanager
     def phase(self, phase: str, iteration: int = 0, pruner: str = ""):
         start = time.perf_counter()
-        yield
-        self.rows.append((phase, iteration, pruner, time.perf_counter() - start))
+        self._inner.append(0.0)
+        try:
+            yield
+        finally:
+            seconds = time.perf_counter() - start
+            inner = self._inner.pop()
+            if self._inner:
+                self._inner[-1] += seconds
+            self.rows.append((phase, iteration, pruner, seconds - inner))
 
     def flush(self) -> pd.DataFrame:
         rows, self.rows = self.rows, []
@@ -246,7 +257,9 @@ class EPKD:
                                    iteration=iteration, data=self.data,
                                    latency_runs=cfg.latency_runs, threads=cfg.tflite_threads,
                                    test_accuracy=test_accuracy, calibration=self._calibration,
-                                   int8_dense_per_channel=cfg.int8_dense_per_channel)
+                                   int8_dense_per_channel=cfg.int8_dense_per_channel,
+                                   measuring=lambda: self.clock.phase(
+                                       "deployment_evaluation", iteration, serving_name))
 
     def make_candidates(self, student, target: int, iteration: int) -> List[Candidate]:
         cfg = self.cfg
@@ -347,6 +360,7 @@ class EPKD:
                                         lambda tmp, m=c.model: deploy.export_saved_model(
                                             m, tmp, self.data.recipe.preprocess, raw_shape,
                                             self.data.recipe.batchable))
+        with self.clock.phase("student_evaluation", iteration):
             costs = metrics.measure_costs(student, runs=cfg.latency_runs, tflite=tflite)
         before = float(table.loc[table["pruner"] == best.pruner, "test_accuracy"].iloc[0])
         temperature = self.schedule(iteration)

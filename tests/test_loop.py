@@ -103,11 +103,42 @@ def test_timings_cover_every_phase(tiny_run):
     phases = set(timings.phase)
     assert {"teacher_training", "teacher_logits", "scoring", "surgery", "magnitude_finetune",
             "candidate_evaluation", "distillation", "student_evaluation", "export",
-            "logging"} <= phases
+            "deployment_evaluation", "logging"} <= phases
     scoring = timings[timings.phase == "scoring"]
     assert set(scoring.pruner) == {"l1_filter", "taylor", "oracle"}
+    # poly_magnitude's wrapping and stripping are its surgery
+    assert set(timings[timings.phase == "surgery"].pruner) == {"l1_filter", "taylor", "oracle",
+                                                               "poly_magnitude"}
+    measured = timings[timings.phase == "deployment_evaluation"]
+    assert measured.groupby("iteration").pruner.first().to_dict() == {
+        0: "teacher", 1: "student", 2: "student", 3: "student"}
     assert sorted(scoring.iteration.unique()) == [1, 2, 3]
     assert (timings.seconds >= 0).all()
+
+
+def test_clock_phases_are_exclusive(monkeypatch):
+    """A phase inside another gets its own row and is left out of the outer one's."""
+    import epkd_tf.loop as loop_module
+    now = [0.0]
+    monkeypatch.setattr(loop_module.time, "perf_counter", lambda: now[0])
+    clock = loop_module._Clock()
+    with clock.phase("export", 2, "student"):
+        now[0] += 1.0
+        with clock.phase("deployment_evaluation", 2, "student"):
+            now[0] += 4.0
+            with clock.phase("inner", 2):
+                now[0] += 0.5
+        now[0] += 2.0
+    with pytest.raises(RuntimeError):
+        with clock.phase("logging", 2):
+            now[0] += 3.0
+            raise RuntimeError("a failing phase is still counted")
+    rows = clock.flush()
+    assert rows.values.tolist() == [["inner", 2, "", 0.5],
+                                    ["deployment_evaluation", 2, "student", 4.0],
+                                    ["export", 2, "student", 3.0],
+                                    ["logging", 2, "", 3.0]]
+    assert rows.seconds.sum() == now[0] == 10.5
 
 
 def test_distillation_reads_cached_teacher_logits(tiny_run):

@@ -94,6 +94,21 @@ class PolyMagnitudePruner(Pruner):
     """
 
     def make_candidate(self, model, target_nonzero, ctx):
+        # Wrapping and stripping are this method's surgery; the fine-tune its own phase.
+        with ctx.phase("surgery", self.name):
+            wrapped, kernels = self._wrap(model, target_nonzero, ctx)
+        with ctx.phase("magnitude_finetune", self.name):
+            wrapped.fit(ctx.data.train(), epochs=ctx.config.magnitude_epochs, verbose=0,
+                        callbacks=[sparsity.UpdatePruningStep()])
+        with ctx.phase("surgery", self.name):
+            pruned = sparsity.strip_pruning(wrapped)
+            trim_to(pruned, kernels, target_nonzero)
+        return Candidate(self.name, pruned, structured=False)
+
+    @staticmethod
+    def _wrap(model, target_nonzero, ctx):
+        """A copy of ``model`` wrapped by TF-MOT with the schedule to ``target_nonzero``,
+        compiled; and its prunable kernels."""
         # prune_low_magnitude wraps the model's own layer objects: work on a copy so the
         # current student, which the other pruners also start from, stays untouched.
         original = model
@@ -109,7 +124,6 @@ class PolyMagnitudePruner(Pruner):
         final = 1.0 - (target_nonzero - other_nonzero) / kernel_total
         final = min(max(final, initial), 0.999)
 
-        dataset = ctx.data.train()
         steps_per_epoch = math.ceil(ctx.data.spec.num_train / ctx.batch_size)
         end_step, frequency = schedule_steps(steps_per_epoch * ctx.config.magnitude_epochs)
         schedule = sparsity.PolynomialDecay(initial_sparsity=initial, final_sparsity=final,
@@ -118,9 +132,4 @@ class PolyMagnitudePruner(Pruner):
         wrapped = sparsity.prune_low_magnitude(model, pruning_schedule=schedule)
         wrapped.compile(optimizer=tf_keras.optimizers.Adam(ctx.learning_rate),
                         loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        with ctx.phase("magnitude_finetune", self.name):
-            wrapped.fit(dataset, epochs=ctx.config.magnitude_epochs, verbose=0,
-                        callbacks=[sparsity.UpdatePruningStep()])
-        pruned = sparsity.strip_pruning(wrapped)
-        trim_to(pruned, kernels, target_nonzero)
-        return Candidate(self.name, pruned, structured=False)
+        return wrapped, kernels

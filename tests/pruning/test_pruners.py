@@ -118,5 +118,6 @@ def test_pruners_time_their_phases_on_the_run_clock(setting, name):
     make_pruner(name).make_candidate(model, target, dataclasses.replace(ctx, clock=clock))
     phases = {p for p, _ in seen}
     assert {pruner for _, pruner in seen} == {name}
-    expected = {"magnitude_finetune"} if name == "poly_magnitude" else {"scoring", "surgery"}
+    expected = ({"surgery", "magnitude_finetune"} if name == "poly_magnitude"
+                else {"scoring", "surgery"})
     assert phases == expected
