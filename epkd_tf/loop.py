@@ -49,11 +49,13 @@ class _Clock:
     """Collects (phase, iteration, pruner, seconds) rows for timings.csv.
 
     Phases are exclusive: a phase entered inside another is counted in its own row and
-    left out of the outer one's seconds, so the rows add up to the time they cover."""
+    left out of the outer one's seconds. Each flush adds an ``other`` row, the time since
+    the previous flush that no phase covered (bookkeeping between the stages), so the rows
+    add up to the run's whole time."""
 
     def __init__(self):
         self.rows: List[tuple] = []
-        self.started = time.perf_counter()
+        self.started = self._flushed = time.perf_counter()
         self._inner: List[float] = []     # per open phase: seconds spent in nested phases
 
     @contextlib.contextmanager
@@ -69,8 +71,13 @@ class _Clock:
                 self._inner[-1] += seconds
             self.rows.append((phase, iteration, pruner, seconds - inner))
 
-    def flush(self) -> pd.DataFrame:
+    def flush(self, iteration: int = 0) -> pd.DataFrame:
+        """The rows since the last flush, then ``other`` (labelled ``iteration``)."""
+        now = time.perf_counter()
         rows, self.rows = self.rows, []
+        covered = sum(row[3] for row in rows)
+        rows.append(("other", iteration, "", max(0.0, now - self._flushed - covered)))
+        self._flushed = now
         return pd.DataFrame(rows, columns=["phase", "iteration", "pruner", "seconds"])
 
     def elapsed(self) -> float:
@@ -382,7 +389,7 @@ class EPKD:
             run.append("criteria_correlation", self.correlation(candidates, iteration))
             run.append("students", student_row)
             run.append("deployment", deployment)
-        run.append("timings", self.clock.flush())
+        run.append("timings", self.clock.flush(iteration))
         run.mark(iterations_done=iteration)
 
     def correlation(self, candidates: List[Candidate], iteration: int) -> pd.DataFrame:

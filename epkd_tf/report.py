@@ -71,7 +71,7 @@ def completed_tables(run: RunDir) -> Dict[str, pd.DataFrame]:
     done = state.get("iterations_done", 0) if state.get("teacher_done") else -1
     tables = {}
     for name in ("teacher_history", "candidates", "students", "criteria_correlation",
-                 "deployment"):
+                 "deployment", "timings"):
         frame = run.read(name)
         if "iteration" in frame.columns:
             frame = frame[frame["iteration"].fillna(0) <= done]
@@ -198,6 +198,19 @@ def _image(run: RunDir, path: Optional[str], alt: str) -> List[str]:
     return [f"![{alt}]({os.path.relpath(path, run.root)})", ""]
 
 
+def time_per_phase(timings: pd.DataFrame) -> List[str]:
+    """Markdown lines: seconds and share of every ``timings.csv`` phase, largest first."""
+    if timings.empty:
+        return ["No stage has completed yet.", ""]
+    phases = timings.groupby("phase").seconds.sum().sort_values(ascending=False)
+    total = phases.sum()
+    frame = pd.DataFrame({"phase": phases.index, "seconds": phases.round(1).to_numpy(),
+                          "share_%": (100 * phases / total).round(1).to_numpy()})
+    return ([f"Seconds per phase of the completed stages, {total:.0f} s in all "
+             f"(`timings.csv` has them per iteration and pruner; `other` is the time "
+             f"between phases).", ""] + markdown_table(frame) + [""])
+
+
 def write_report(run: RunDir) -> str:
     """Writes ``report.md`` and its plots into ``run`` (atomically); returns its path."""
     t = completed_tables(run)
@@ -271,6 +284,9 @@ def write_report(run: RunDir) -> str:
                                              "gzip_bytes", "test_accuracy",
                                              "latency_ms_median", "latency_ms_p90"]) + [""]
     lines += _image(run, plot_size_latency(run, deployment, students), "size and latency")
+
+    lines += ["## Where the time went", ""]
+    lines += time_per_phase(t["timings"])
 
     run.write_text(os.path.relpath(run.report_file, run.root), "\n".join(lines))
     return run.report_file

@@ -51,12 +51,15 @@ def tiny_run(tiny_dir, tmp_path_factory):
         iterations=3, output_dir=str(tmp_path_factory.mktemp("tiny") / "run"),
         latency_runs=2)
     run = RunDir(cfg.output_dir)
+    import time
+    started = time.perf_counter()
     epkd = EPKD(cfg, load_data(cfg.data), run)
     try:
         students = epkd()
     finally:
         loop_module.Distiller = real
     run.teachers_seen, run.epkd = teachers, epkd
+    run.seconds = time.perf_counter() - started
     return cfg, run, students
 
 
@@ -103,7 +106,10 @@ def test_timings_cover_every_phase(tiny_run):
     phases = set(timings.phase)
     assert {"teacher_training", "teacher_logits", "scoring", "surgery", "magnitude_finetune",
             "candidate_evaluation", "distillation", "student_evaluation", "export",
-            "deployment_evaluation", "logging"} <= phases
+            "deployment_evaluation", "logging", "other"} <= phases
+    # The rows add up to the whole run: "other" holds what no phase covered.
+    assert timings.seconds.sum() == pytest.approx(run.seconds, abs=0.25)
+    assert sorted(timings[timings.phase == "other"].iteration) == [0, 0, 1, 2, 3]
     scoring = timings[timings.phase == "scoring"]
     assert set(scoring.pruner) == {"l1_filter", "taylor", "oracle"}
     # poly_magnitude's wrapping and stripping are its surgery
@@ -133,12 +139,16 @@ def test_clock_phases_are_exclusive(monkeypatch):
         with clock.phase("logging", 2):
             now[0] += 3.0
             raise RuntimeError("a failing phase is still counted")
-    rows = clock.flush()
+    now[0] += 0.25                     # between phases: counted as "other" at the flush
+    rows = clock.flush(2)
     assert rows.values.tolist() == [["inner", 2, "", 0.5],
                                     ["deployment_evaluation", 2, "student", 4.0],
                                     ["export", 2, "student", 3.0],
-                                    ["logging", 2, "", 3.0]]
-    assert rows.seconds.sum() == now[0] == 10.5
+                                    ["logging", 2, "", 3.0],
+                                    ["other", 2, "", 0.25]]
+    assert rows.seconds.sum() == now[0] == 10.75
+    now[0] += 1.0
+    assert clock.flush(3).values.tolist() == [["other", 3, "", 1.0]]
 
 
 def test_distillation_reads_cached_teacher_logits(tiny_run):

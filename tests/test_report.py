@@ -75,6 +75,10 @@ def check_report(out, iterations):
                       ["model", "iteration", "format", "bytes", "gzip_bytes", "test_accuracy",
                        "latency_ms_median", "latency_ms_p90"])
     assert_rows_match(tables["Teacher"], read("teacher_history"))
+    timings = read("timings")
+    shown = tables["Where the time went"]
+    assert {r["phase"] for r in shown} == set(timings.phase)
+    assert abs(sum(float(r["share_%"]) for r in shown) - 100) < 0.5
     import matplotlib.image
     for name in report.PLOTS:
         path = os.path.join(out, "plots", f"{name}.png")
@@ -107,6 +111,13 @@ def test_report_command_rewrites_it_for_the_completed_stages(tiny_cli_run, tmp_p
     assert result.returncode == 0, result.stderr
     text = check_report(str(copy), iterations=1)
     assert "— 1 of 2 iterations completed." in text
+    # The time per phase covers the completed stages (iteration 0: teacher and report).
+    timings = pd.read_csv(copy / "timings.csv")
+    per_phase = (timings[timings.iteration <= 1].groupby("phase").seconds.sum()
+                 .sort_values(ascending=False))
+    shown = sections(text)["Where the time went"]
+    assert [r["phase"] for r in shown] == per_phase.index.tolist()
+    np.testing.assert_allclose([float(r["seconds"]) for r in shown], per_phase, atol=0.051)
 
 
 @pytest.mark.parametrize("kind", ["missing", "file", "empty", "no_progress", "bad_progress"])
