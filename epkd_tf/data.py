@@ -49,6 +49,7 @@ __all__ = [
     "register_dataset",
     "register_recipe",
     "CACHE_LIMIT_BYTES",
+    "PREPROCESSED_CACHE_LIMIT_BYTES",
     "get_recipe",
     "load_data",
     "import_npz",
@@ -326,6 +327,11 @@ def _imagenet_recipe(image_size: Optional[int]) -> DatasetRecipe:
 # splits (imagenet2012: variable sizes, ~1.3M images) are streamed from the TFDS files
 # every epoch. MNIST (47 MB) and CIFAR (154 MB) are cached.
 CACHE_LIMIT_BYTES = 2 * 1024 ** 3
+# A cached split whose recipe preprocesses whole batches is also kept preprocessed, as the
+# float32 examples the model takes, when they take at most this much (MNIST: 188 MB): its
+# un-augmented pipelines then only shuffle and batch, which brought teacher training to the
+# throughput of a bare ``fit`` on in-memory arrays (BENCHMARKS.md, Speed).
+PREPROCESSED_CACHE_LIMIT_BYTES = 1024 ** 3
 
 
 class Data:
@@ -349,6 +355,9 @@ class Data:
         self.flipped_indices, self._label_offsets = self._label_noise()
         self._train_base = self._base(cfg.train_split, noisy=True)
         self._test_base = self._base(cfg.test_split)
+        # Keyed by role, not split name: the two may name one split (without label noise
+        # on the test side).
+        self._ready = {role: self._preprocessed_cache(role) for role in ("train", "test")}
         self._numpy_train: Optional[Tuple[np.ndarray, np.ndarray]] = None
         self._numpy_test: Optional[Tuple[np.ndarray, np.ndarray]] = None
 
@@ -398,9 +407,9 @@ class Data:
         offsets[chosen] = rng.integers(1, classes, size=flips)
         return chosen, offsets
 
-    def _base(self, split: str, noisy: bool = False) -> tf.data.Dataset:
-        """Decoded uint8 examples of ``split`` in file order, cached in memory if small;
-        the training split carries ``--label_noise``'s replaced labels."""
+    def _base(self, split: str, noisy: bool = False, cache: bool = True) -> tf.data.Dataset:
+        """Decoded uint8 examples of ``split`` in file order, cached in memory if small
+        (and ``cache``); the training split carries ``--label_noise``'s replaced labels."""
         ds = self._read(split)
         if noisy and len(self.flipped_indices):
             offsets = tf.constant(self._label_offsets)
@@ -409,7 +418,25 @@ class Data:
                 lambda i, example: (example[0], tf.cast(
                     (tf.cast(example[1], tf.int64) + offsets[i]) % classes, example[1].dtype)),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return ds.cache() if self.cached[split] else ds
+        return ds.cache() if self.cached[split] and cache else ds
+
+    def _preprocessed_cache(self, role: str) -> Optional[tf.data.Dataset]:
+        """The ``role`` ("train" or "test") split's examples preprocessed (a batch at a
+        time) and cached in memory as float32 model inputs, when the split is cached, the
+        recipe is batchable and they take at most PREPROCESSED_CACHE_LIMIT_BYTES; None
+        otherwise. Filled on the first pass, like the uint8 cache (which it replaces for
+        evaluation preprocessing)."""
+        train = role == "train"
+        split = self.cfg.train_split if train else self.cfg.test_split
+        n = self.spec.num_train if train else self.spec.num_test
+        floats = n * int(np.prod(self.spec.input_shape)) * 4
+        if not (self.cached[split] and self.preprocesses_batches
+                and floats <= PREPROCESSED_CACHE_LIMIT_BYTES):
+            return None
+        ds = self._base(split, noisy=train, cache=False).batch(self.cfg.batch_size)
+        ds = ds.map(self.recipe.preprocess, num_parallel_calls=tf.data.AUTOTUNE,
+                    deterministic=True)
+        return ds.unbatch().cache()
 
     @property
     def preprocesses_batches(self) -> bool:
@@ -464,6 +491,12 @@ class Data:
         if teacher_logits is not None:
             return self._train_with_logits(np.asarray(teacher_logits, np.float32), shuffle,
                                            seed)
+        if self.recipe.augment is None and self._ready["train"] is not None:
+            ds = self._ready["train"]
+            if shuffle:
+                ds = ds.shuffle(self.cfg.shuffle_buffer, seed=seed,
+                                reshuffle_each_iteration=True)
+            return self._finish(ds)
         if self.cached[split] or not shuffle:
             ds = self._train_base
             if shuffle:
@@ -492,36 +525,45 @@ class Data:
             raise ValueError(f"teacher_logits has shape {logits.shape}: expected "
                              f"({self.spec.num_train}, classes), one row per training "
                              f"example in file order.")
-        table = tf.constant(logits)
-        # Examples travel with their position; the rows are gathered once per batch (a
-        # per-example lookup made the input pipeline, not the model, the bottleneck).
-        ds = self._train_base.enumerate()
+        # Each example is zipped with its row before the shuffle, so they travel together
+        # (measured faster than carrying positions and gathering the rows per batch).
+        ready = self._ready["train"]
+        rows = tf.data.Dataset.from_tensor_slices(logits)
+        ds = tf.data.Dataset.zip((ready if ready is not None else self._train_base, rows))
+        if ready is not None:      # already model inputs: only regroup as (x, (y, logits))
+            ds = ds.map(lambda xy, t: (xy[0], (xy[1], t)))
         if shuffle:
             ds = ds.shuffle(self.cfg.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        if ready is not None:
+            return self._finish(ds)
         preprocess = self.recipe.preprocess
 
-        def with_logits(i, example):
+        def with_logits(example, t):
             x, y = preprocess(example[0], example[1])
-            return x, (y, tf.gather(table, i))
+            return x, (y, t)
 
-        if self.preprocesses_batches:    # one map per batch does both
+        if self.preprocesses_batches:    # one map per batch
             ds = ds.batch(self.cfg.batch_size).map(
                 with_logits, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         else:
-            ds = ds.map(lambda i, example: (preprocess(example[0], example[1]), i),
-                        num_parallel_calls=tf.data.AUTOTUNE,
+            ds = ds.map(with_logits, num_parallel_calls=tf.data.AUTOTUNE,
                         deterministic=True).batch(self.cfg.batch_size)
-            ds = ds.map(lambda xy, i: (xy[0], (xy[1], tf.gather(table, i))),
-                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return self._finish_batched(ds)
+
+    def _evaluation(self, role: str, base: tf.data.Dataset) -> tf.data.Dataset:
+        ready = self._ready[role]
+        return self._finish(ready) if ready is not None else self._preprocessed_batches(base)
+
+    def _finish(self, ds: tf.data.Dataset) -> tf.data.Dataset:
+        return self._finish_batched(ds.batch(self.cfg.batch_size))
 
     def train_eval(self) -> tf.data.Dataset:
         """Batched training split in deterministic order, no shuffling or augmentation."""
-        return self._preprocessed_batches(self._train_base)
+        return self._evaluation("train", self._train_base)
 
     def test(self) -> tf.data.Dataset:
         """Batched test split in deterministic order."""
-        return self._preprocessed_batches(self._test_base)
+        return self._evaluation("test", self._test_base)
 
     @staticmethod
     def _to_numpy(ds: tf.data.Dataset) -> Tuple[np.ndarray, np.ndarray]:

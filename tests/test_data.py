@@ -211,19 +211,30 @@ def test_batchable_recipes_preprocess_a_batch_like_each_image(name, size):
     assert batch_x.dtype == tf.float32 and batch_y.dtype == tf.int32
 
 
-def test_batched_preprocessing_gives_the_per_example_pipelines(synth):
+def test_batched_preprocessing_gives_the_per_example_pipelines(synth, monkeypatch):
     """Batch-first pipelines yield the same batches as preprocessing example by example."""
     import dataclasses
     fast = load_data(cfg(synth["data_dir"], seed=5))
     slow = load_data(cfg(synth["data_dir"], seed=5))
     slow.recipe = dataclasses.replace(slow.recipe, batchable=False)
     assert fast.preprocesses_batches and not slow.preprocesses_batches
+    # The fast one keeps both splits preprocessed in memory; the slow one cannot.
+    assert all(ds is not None for ds in fast._ready.values())
+    slow._ready = {role: None for role in slow._ready}
     logits = np.random.default_rng(0).normal(size=(N_TRAIN, CLASSES)).astype(np.float32)
     for pipeline in (lambda d: d.train(), lambda d: d.train(shuffle=False), lambda d: d.test(),
                      lambda d: d.train_eval(), lambda d: d.train(teacher_logits=logits)):
-        for a, b in zip(pipeline(fast), pipeline(slow), strict=True):
-            tf.nest.map_structure(
-                lambda u, v: np.testing.assert_array_equal(u.numpy(), v.numpy()), a, b)
+        for _ in range(2):      # the first pass fills the caches, the second reads them
+            for a, b in zip(pipeline(fast), pipeline(slow), strict=True):
+                tf.nest.map_structure(
+                    lambda u, v: np.testing.assert_array_equal(u.numpy(), v.numpy()), a, b)
+    # Only up to the limit: beyond it the uint8 images are preprocessed batch by batch.
+    monkeypatch.setattr(data_lib, "PREPROCESSED_CACHE_LIMIT_BYTES", N_TRAIN * SIZE * SIZE * 4 - 1)
+    limited = load_data(cfg(synth["data_dir"], seed=5))
+    assert limited._ready["train"] is None and limited._ready["test"] is not None
+    for a, b in zip(limited.train(), fast.train(), strict=True):
+        tf.nest.map_structure(lambda u, v: np.testing.assert_array_equal(u.numpy(), v.numpy()),
+                              a, b)
 
 
 # --------------------------------------------------------------------------- load validation
