@@ -436,7 +436,8 @@ class Data:
         ds = self._base(split, noisy=train, cache=False).batch(self.cfg.batch_size)
         ds = ds.map(self.recipe.preprocess, num_parallel_calls=tf.data.AUTOTUNE,
                     deterministic=True)
-        return ds.unbatch().cache()
+        # unbatch() forgets how many examples there are; Keras needs it to end epochs.
+        return ds.unbatch().apply(tf.data.experimental.assert_cardinality(n)).cache()
 
     @property
     def preprocesses_batches(self) -> bool:

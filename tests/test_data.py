@@ -220,6 +220,9 @@ def test_batched_preprocessing_gives_the_per_example_pipelines(synth, monkeypatc
     assert fast.preprocesses_batches and not slow.preprocesses_batches
     # The fast one keeps both splits preprocessed in memory; the slow one cannot.
     assert all(ds is not None for ds in fast._ready.values())
+    for pipeline in (fast.train(), fast.test(), fast.train(teacher_logits=np.zeros(
+            (N_TRAIN, CLASSES), np.float32))):   # Keras ends its epochs on the cardinality
+        assert int(pipeline.cardinality()) == len(list(pipeline))
     slow._ready = {role: None for role in slow._ready}
     logits = np.random.default_rng(0).normal(size=(N_TRAIN, CLASSES)).astype(np.float32)
     for pipeline in (lambda d: d.train(), lambda d: d.train(shuffle=False), lambda d: d.test(),
