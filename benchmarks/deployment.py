@@ -134,7 +134,7 @@ def main() -> int:
              f"Measured {datetime.date.today()} on {platform.machine()}, {os.cpu_count()} "
              "cores, CPU only. EPKD to ~10x fewer nonzero parameters (`--keep_ratio=0.63 "
              "--iterations=5`), structured pruners only (with `--flops_weight=1.0`) vs "
-             "`poly_magnitude` only. Sizes and "
+             "`poly_magnitude` only. Sizes (gzip at level 6, see README) and "
              "accuracies (full test split) from `python -m epkd_tf.export`; latencies "
              "re-measured here for every TFLite file side by side (LiteRT, batch 1, one "
              "thread, 200 timed invokes in 5 interleaved rounds after 20 warm-up).", ""]
