@@ -446,9 +446,18 @@ class Data:
         shape = tuple(self._image_feature.shape)
         return self.recipe.batchable and all(d is not None for d in shape)
 
-    def _preprocessed_batches(self, ds: tf.data.Dataset) -> tf.data.Dataset:
-        """Decoded ``(image, label)`` examples -> preprocessed, batched and prefetched."""
-        preprocess, size = self.recipe.preprocess, self.cfg.batch_size
+    def _shuffled(self, ds: tf.data.Dataset, shuffle: bool, seed: int) -> tf.data.Dataset:
+        """``ds`` shuffled with ``seed``, reshuffled each epoch (``ds`` if not ``shuffle``)."""
+        if not shuffle:
+            return ds
+        return ds.shuffle(self.cfg.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+
+    def _preprocessed_batches(self, ds: tf.data.Dataset,
+                              preprocess: Optional[Preprocess] = None) -> tf.data.Dataset:
+        """Decoded examples -> mapped by ``preprocess`` (a two-argument function, by default
+        the recipe's), batched and prefetched; a batch at a time when the recipe allows."""
+        preprocess = preprocess or self.recipe.preprocess
+        size = self.cfg.batch_size
         if self.preprocesses_batches:
             ds = ds.batch(size).map(preprocess, num_parallel_calls=tf.data.AUTOTUNE,
                                     deterministic=True)
@@ -493,20 +502,11 @@ class Data:
             return self._train_with_logits(np.asarray(teacher_logits, np.float32), shuffle,
                                            seed)
         if self.recipe.augment is None and self._ready["train"] is not None:
-            ds = self._ready["train"]
-            if shuffle:
-                ds = ds.shuffle(self.cfg.shuffle_buffer, seed=seed,
-                                reshuffle_each_iteration=True)
-            return self._finish(ds)
+            return self._finish(self._shuffled(self._ready["train"], shuffle, seed))
         if self.cached[split] or not shuffle:
-            ds = self._train_base
-            if shuffle:
-                ds = ds.shuffle(self.cfg.shuffle_buffer, seed=seed,
-                                reshuffle_each_iteration=True)
+            ds = self._shuffled(self._train_base, shuffle, seed)
         else:  # streamed: shuffle file order and encoded images, decode afterwards
-            ds = self._read(split, shuffle_files=True, decode=False)
-            ds = ds.shuffle(self.cfg.shuffle_buffer, seed=seed,
-                            reshuffle_each_iteration=True)
+            ds = self._shuffled(self._read(split, shuffle_files=True, decode=False), True, seed)
             ds = ds.map(lambda image, label: (self._decode(image), label),
                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         if self.recipe.augment is None:
@@ -533,23 +533,14 @@ class Data:
         ds = tf.data.Dataset.zip((ready if ready is not None else self._train_base, rows))
         if ready is not None:      # already model inputs: only regroup as (x, (y, logits))
             ds = ds.map(lambda xy, t: (xy[0], (xy[1], t)))
-        if shuffle:
-            ds = ds.shuffle(self.cfg.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-        if ready is not None:
-            return self._finish(ds)
+            return self._finish(self._shuffled(ds, shuffle, seed))
         preprocess = self.recipe.preprocess
 
         def with_logits(example, t):
             x, y = preprocess(example[0], example[1])
             return x, (y, t)
 
-        if self.preprocesses_batches:    # one map per batch
-            ds = ds.batch(self.cfg.batch_size).map(
-                with_logits, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        else:
-            ds = ds.map(with_logits, num_parallel_calls=tf.data.AUTOTUNE,
-                        deterministic=True).batch(self.cfg.batch_size)
-        return self._finish_batched(ds)
+        return self._preprocessed_batches(self._shuffled(ds, shuffle, seed), with_logits)
 
     def _evaluation(self, role: str, base: tf.data.Dataset) -> tf.data.Dataset:
         ready = self._ready[role]
