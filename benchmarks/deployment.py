@@ -15,7 +15,6 @@ is <= 1/3.5 of the float size.
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import os
 import platform
@@ -27,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks_md import replace_section
-from mnist_epkd import mnist_data_dir, teacher_nonzero_params
+from mnist_epkd import mnist_arguments, mnist_workspace, teacher_nonzero_params
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "deployment"
@@ -113,16 +112,9 @@ def collect(name: str, runs_dir: str, data_dir: str) -> pd.DataFrame:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--npz", default=str(REPO.parent / "shared" / "data" / "mnist.npz"))
-    parser.add_argument("--keep_runs", default=None)
+    parser = mnist_arguments(__doc__.splitlines()[0])
     args = parser.parse_args()
-    if not os.path.exists(args.npz):
-        print(f"error: MNIST not found at {args.npz}; pass --npz=PATH", file=sys.stderr)
-        return 2
-    import tempfile
-    work = args.keep_runs or tempfile.mkdtemp(prefix="epkd_deploy_")
-    data_dir = mnist_data_dir(args.npz, work)
+    work, data_dir = mnist_workspace(args, "epkd_deploy_")
     for _, flagfile in MODELS:
         for variant, pruners, extra in VARIANTS:
             run(flagfile, pruners, extra, data_dir,

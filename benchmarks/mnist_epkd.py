@@ -32,6 +32,24 @@ MAX_DROP_POINTS = 0.3
 MAX_RUN_SECONDS = 600
 
 
+def mnist_arguments(description: str) -> argparse.ArgumentParser:
+    """The MNIST benchmarks' command line: ``--npz`` and ``--keep_runs``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--npz", default=str(REPO.parent / "shared" / "data" / "mnist.npz"))
+    parser.add_argument("--keep_runs", default=None, help="keep run directories here")
+    return parser
+
+
+def mnist_workspace(args, prefix: str) -> tuple:
+    """``(work directory, TFDS data dir with MNIST)`` for parsed ``args``: the kept-runs
+    directory or a new temporary one; exits with status 2 when ``--npz`` is missing."""
+    if not os.path.exists(args.npz):
+        print(f"error: MNIST not found at {args.npz}; pass --npz=PATH", file=sys.stderr)
+        sys.exit(2)
+    work = args.keep_runs or tempfile.mkdtemp(prefix=prefix)
+    return work, mnist_data_dir(args.npz, work)
+
+
 def mnist_data_dir(npz: str, work: str) -> str:
     """``work/tfds`` holding MNIST as TFDS ``mnist`` (imported once with epkd_tf.data)."""
     data_dir = os.path.join(work, "tfds")
@@ -94,15 +112,8 @@ def summarise(name: str, out: str, wall: float, target_teacher: float) -> tuple:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--npz", default=str(REPO.parent / "shared" / "data" / "mnist.npz"))
-    parser.add_argument("--keep_runs", default=None, help="keep run directories here")
-    args = parser.parse_args()
-    if not os.path.exists(args.npz):
-        print(f"error: MNIST not found at {args.npz}; pass --npz=PATH", file=sys.stderr)
-        return 2
-    work = args.keep_runs or tempfile.mkdtemp(prefix="epkd_bench_")
-    data_dir = mnist_data_dir(args.npz, work)
+    args = mnist_arguments(__doc__.splitlines()[0]).parse_args()
+    work, data_dir = mnist_workspace(args, "epkd_bench_")
     sections, checks = [], []
     for name, flagfile, target in RECIPES:
         out = os.path.join(work, Path(flagfile).stem)

@@ -21,13 +21,11 @@ noise; every figure is a median over interleaved rounds):
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks_md import replace_section
-from mnist_epkd import mnist_data_dir
+from mnist_epkd import mnist_arguments, mnist_workspace
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "speed"
@@ -182,15 +180,9 @@ def oracle_lenet5(data) -> tuple:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--npz", default=str(REPO.parent / "shared" / "data" / "mnist.npz"))
-    parser.add_argument("--keep_runs", default=None)
+    parser = mnist_arguments(__doc__.splitlines()[0])
     args = parser.parse_args()
-    if not os.path.exists(args.npz):
-        print(f"error: MNIST not found at {args.npz}; pass --npz=PATH", file=sys.stderr)
-        return 2
-    work = args.keep_runs or tempfile.mkdtemp(prefix="epkd_speed_")
-    data_dir = mnist_data_dir(args.npz, work)
+    work, data_dir = mnist_workspace(args, "epkd_speed_")
     data = load(data_dir)
     epoch_samples = distillation_vs_fit(data)
     teacher_samples = teacher_training_vs_bare_fit(data)

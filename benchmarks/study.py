@@ -13,7 +13,6 @@ tickets match the original down to about 3.6% of the weights).
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import os
 import platform
@@ -21,14 +20,13 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
 
 from benchmarks_md import replace_section
-from mnist_epkd import mnist_data_dir
+from mnist_epkd import mnist_arguments, mnist_workspace
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "study"
@@ -84,18 +82,12 @@ def summary(name: str, out: str) -> list:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--npz", default=str(REPO.parent / "shared" / "data" / "mnist.npz"))
-    parser.add_argument("--keep_runs", default=None)
+    parser = mnist_arguments(__doc__.splitlines()[0])
     parser.add_argument("--recipes", default="lenet300,lenet5")
     parser.add_argument("--lenet300_overrides", default="")
     parser.add_argument("--lenet5_overrides", default="")
     args = parser.parse_args()
-    if not os.path.exists(args.npz):
-        print(f"error: MNIST not found at {args.npz}; pass --npz=PATH", file=sys.stderr)
-        return 2
-    work = args.keep_runs or tempfile.mkdtemp(prefix="epkd_study_")
-    data_dir = mnist_data_dir(args.npz, work)
+    work, data_dir = mnist_workspace(args, "epkd_study_")
     body = ["## The compression study on MNIST (`benchmarks/study.py`)", "",
             f"Measured {datetime.date.today()} on {platform.machine()}, {os.cpu_count()} "
             "cores, CPU only, full MNIST (60,000 train / 10,000 test). Full tables, "
