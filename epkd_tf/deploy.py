@@ -93,10 +93,10 @@ def serving_signature(model: tf_keras.Model, preprocess=None, raw_shape=None,
     def serve(images):
         if batchable:
             x = preprocess(images, tf.zeros(tf.shape(images)[:1], tf.int64))[0]
-            return _outputs(model(x, training=False))
-        dummy_label = tf.constant(0, tf.int64)
-        x = tf.map_fn(lambda image: preprocess(image, dummy_label)[0], images,
-                      fn_output_signature=model_input)
+        else:
+            dummy_label = tf.constant(0, tf.int64)
+            x = tf.map_fn(lambda image: preprocess(image, dummy_label)[0], images,
+                          fn_output_signature=model_input)
         return _outputs(model(x, training=False))
 
     return serve
@@ -270,9 +270,8 @@ def export_model(run, model: tf_keras.Model, name: str, formats: Sequence[str], 
         latencies = {fmt: metrics.tflite_latency(flatbuffer, runs=latency_runs, threads=threads)
                      for fmt, flatbuffer in flatbuffers.items()}
     for fmt, flatbuffer in flatbuffers.items():
-        latency = latencies[fmt]
         row(fmt, run.tflite_path(name, fmt), len(flatbuffer), metrics.gzip_bytes(flatbuffer),
-            accuracies.get(fmt, np.nan), latency)
+            accuracies.get(fmt, np.nan), latencies[fmt])
     frame = pd.DataFrame(rows)
     for r in frame.itertuples():
         log.info("%s %-19s %9.3f MB (gzip %8.3f MB)  test acc %.4f  latency %.3f / %.3f ms",
