@@ -1,233 +1,287 @@
-"""Frozen, validated configuration of an EPKD run.
+"""Frozen, validated settings of an EPKD run: the one place where a setting, its default,
+its help and its validation live (see :mod:`epkd_tf.settings`).
 
-Entry points (``main.py`` ...) convert absl flags into these dataclasses exactly once;
-library code receives configs and never reads ``FLAGS``. Every field name equals the
-flag that sets it, so a validation error names the flag the user has to fix.
+Entry points derive their flags from these classes (``settings.define_flags``) and build
+them back once (``settings.from_flags``); library code receives these objects and never
+reads ``FLAGS``. Every error names the flag that sets the value. Each pruning criterion
+owns its settings (``epkd_tf/pruning/<criterion>.py``); they appear here through
+``PruningConfig.criteria``.
+
+Nothing here imports TensorFlow: flags are validated before it loads.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Optional, Tuple
 
+from epkd_tf.settings import (DISTINCT, NON_EMPTY, NON_NEGATIVE, NOT_BLANK, POSITIVE, Check,
+                              ConfigError, Settings, at_least, between, nested, one_of,
+                              per_name, setting)
+
+__all__ = ["ConfigError", "DataConfig", "TeacherConfig", "PruningConfig", "DistillConfig",
+           "RunConfig", "EXPORT_FORMATS", "DISTRIBUTIONS", "check_export_formats"]
 
 # Deployment formats a run can write per model (see deploy.py and README "Deployment").
 EXPORT_FORMATS: Tuple[str, ...] = ("saved_model", "tflite", "tflite_sparse",
                                    "tflite_int8_dynamic", "tflite_int8")
 
-
 # tf.distribute strategies (the registry lives in epkd_tf/distribute.py, which imports
 # TensorFlow; the names are repeated here so that configs validate without it).
 DISTRIBUTIONS: Tuple[str, ...] = ("default", "mirrored", "multi_worker_mirrored", "tpu")
 
+# Seeds go to NumPy's legacy seeding (< 2**32) and are offset per iteration and per study
+# cell (see epkd_tf.seeds), so they are kept well inside it.
+MAX_SEED = 2 ** 31 - 1
 
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the field (= the flag)."""
+_INTEGER_PIXELS = Check(lambda v: 8 <= v <= 4096, "must be an integer from 8 to 4096 (pixels "
+                                                  "per side), or unset for the dataset's own "
+                                                  "size")
 
 
-def _require(condition: bool, field: str, message: str, value) -> None:
-    if not condition:
-        raise ConfigError(f"--{field}={value!r} is invalid: {message}.")
+def _pruner_names():
+    from epkd_tf.pruning.registry import PRUNERS
+    return PRUNERS.names()
 
 
-@dataclasses.dataclass(frozen=True)
-class DataConfig:
-    """Which TFDS dataset to load and how to batch it."""
+def _pruner_entries():
+    from epkd_tf.pruning.registry import PRUNERS
+    return PRUNERS.items()
 
-    dataset: str = "mnist"
-    data_dir: Optional[str] = None
-    train_split: str = "train"
-    test_split: str = "test"
-    batch_size: int = 128
-    seed: int = 0
-    shuffle_buffer: int = 10_000
-    # Square side images are resized/cropped to; None: the dataset's own size (224 for
-    # imagenet2012). Required for other datasets whose images vary in size.
-    image_size: Optional[int] = None
-    # Fraction of training labels replaced by a different, random class (a seeded, fixed
-    # set of examples; see Data.flipped_indices). 0: the labels as stored.
-    label_noise: float = 0.0
 
-    def __post_init__(self):
-        _require(bool(self.dataset and self.dataset.strip()), "dataset",
-                 "give a TFDS dataset name such as mnist or cifar10", self.dataset)
-        _require(bool(self.train_split.strip()), "train_split",
-                 "give a TFDS split such as train or train[:10%]", self.train_split)
-        _require(bool(self.test_split.strip()), "test_split",
-                 "give a TFDS split such as test or test[:50%]", self.test_split)
-        _require(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size",
-                 "must be a positive integer", self.batch_size)
-        _require(isinstance(self.seed, int) and self.seed >= 0, "seed",
-                 "must be a non-negative integer", self.seed)
-        _require(isinstance(self.shuffle_buffer, int) and self.shuffle_buffer >= 1,
-                 "shuffle_buffer", "must be a positive integer", self.shuffle_buffer)
-        _require(self.image_size is None or (isinstance(self.image_size, int)
-                                             and not isinstance(self.image_size, bool)
-                                             and self.image_size >= 8),
-                 "image_size", "must be an integer of at least 8 (pixels per side) or unset "
-                 "for the dataset's own size", self.image_size)
-        _require(isinstance(self.label_noise, (int, float)) and not isinstance(
-            self.label_noise, bool) and 0.0 <= self.label_noise < 1.0, "label_noise",
-            "must be a fraction in [0, 1) of training labels to replace", self.label_noise)
+def _teacher_names():
+    from epkd_tf.models.registry import model_names
+    return model_names()
+
+
+def _is_teacher(name: str) -> bool:
+    from epkd_tf.models.registry import APPLICATIONS_PREFIX
+    return name.startswith(APPLICATIONS_PREFIX) or name in _teacher_names()
+
+
+def _schedule_names():
+    from epkd_tf.distill.temperature import SCHEDULES
+    return SCHEDULES.names()
 
 
 @dataclasses.dataclass(frozen=True)
-class TeacherConfig:
-    """Which teacher to build and how long to train it."""
+class DataConfig(Settings):
+    """Which dataset to load, how to split and batch it."""
 
-    teacher: str = "lenet300_100"
-    teacher_epochs: int = 10
-    learning_rate: float = 1e-3
-    width: float = 1.0  # channel/unit width multiplier of the teacher architecture
-    # A user's trained model (.keras, .h5 or SavedModel directory) used as the teacher
-    # instead of building and training ``teacher`` (see epkd_tf/models/user.py).
-    teacher_path: Optional[str] = None
+    dataset: str = setting("mnist", "TFDS dataset name (mnist, cifar10, imagenet2012 alias "
+                           "imagenet, or any TFDS image-classification dataset).",
+                           checks=[NOT_BLANK])
+    data_dir: Optional[str] = setting(None, "TFDS data directory (default: "
+                                      "~/tensorflow_datasets).")
+    train_split: str = setting("train", "TFDS split for training, e.g. train[:90%].",
+                               checks=[NOT_BLANK])
+    test_split: str = setting("test", "TFDS split for testing, e.g. test[:50%].",
+                              checks=[NOT_BLANK])
+    validation_split: Optional[str] = setting(
+        None, "Held-out split on which candidates are ranked (and stop rules judged) "
+        "instead of the test split: a TFDS split string such as train[90%:] (use it with "
+        "--train_split=train[:90%]) or a fraction such as 0.1 carved reproducibly (by "
+        "--seed) from the training split. Unset: the seed's definition, ranking on the "
+        "test split (its accuracies of selected students are then optimistic).",
+        checks=[NOT_BLANK])
+    batch_size: int = setting(128, "Batch size of every training and evaluation pass.",
+                              checks=[between(1, 65536, what="examples per batch")])
+    seed: int = setting(0, "Seed of shuffling, initialisation and scoring subsets.",
+                        checks=[between(0, MAX_SEED)])
+    shuffle_buffer: int = setting(10_000, "Examples in the shuffle buffer of a streamed "
+                                  "(uncached) training split.", checks=[at_least(1)])
+    image_size: Optional[int] = setting(None, "Square size (pixels per side) images are "
+                                        "resized/cropped to; required for datasets with "
+                                        "variable image sizes (imagenet2012 defaults to "
+                                        "224); default: the dataset's own size.",
+                                        checks=[_INTEGER_PIXELS])
+    label_noise: float = setting(0.0, "Fraction of training labels replaced by another "
+                                 "random class (a fixed seeded set of examples).",
+                                 checks=[between(0, 1, open_upper=True,
+                                                 what="training labels replaced")])
+    download: bool = setting(True, "Download and prepare a TFDS dataset that is not in "
+                             "--data_dir yet (as tfds.load does); --nodownload refuses "
+                             "instead, saying how to prepare it.")
 
-    def __post_init__(self):
-        _require(self.teacher_path is None or (isinstance(self.teacher_path, str)
-                                               and bool(self.teacher_path.strip())),
-                 "teacher_path", "give the path of a .keras file, an .h5 file or a "
-                 "SavedModel directory", self.teacher_path)
-        _require(isinstance(self.teacher_epochs, int) and self.teacher_epochs >= 0,
-                 "teacher_epochs", "must be a non-negative integer", self.teacher_epochs)
-        _require(self.learning_rate > 0 and math.isfinite(self.learning_rate),
-                 "learning_rate", "must be a positive number", self.learning_rate)
-        _require(isinstance(self.width, (int, float)) and not isinstance(self.width, bool)
-                 and self.width > 0 and math.isfinite(self.width), "teacher_width",
-                 "must be a positive number (1 = the architecture's published width)",
-                 self.width)
+    def validate(self):
+        fraction = validation_fraction(self.validation_split)
+        if fraction is not None and not 0.0 < fraction < 1.0:
+            raise self.invalid("validation_split", "a fraction must lie in (0, 1)")
 
 
-@dataclasses.dataclass(frozen=True)
-class PruningConfig:
-    """How each iteration makes its candidate students."""
-
-    pruners: Tuple[str, ...] = ("l1_filter", "taylor", "oracle", "poly_magnitude")
-    keep_ratio: float = 0.9
-    layer_floor: float = 0.1
-    taylor_batches: int = 8
-    oracle_examples: int = 1024
-    magnitude_epochs: int = 1
-    flops_weight: float = 0.0
-
-    def __post_init__(self):
-        _require(len(self.pruners) >= 1, "pruners", "name at least one pruner", ",".join(self.pruners))
-        _require(len(set(self.pruners)) == len(self.pruners), "pruners",
-                 "a pruner is named twice", ",".join(self.pruners))
-        _require(0.0 < self.keep_ratio < 1.0, "keep_ratio",
-                 "must lie strictly between 0 and 1", self.keep_ratio)
-        _require(0.0 < self.layer_floor < 1.0, "layer_floor",
-                 "must lie strictly between 0 and 1 (the fraction of a layer's units "
-                 "that is never pruned)", self.layer_floor)
-        _require(isinstance(self.taylor_batches, int) and self.taylor_batches >= 1,
-                 "taylor_batches", "must be a positive integer", self.taylor_batches)
-        _require(isinstance(self.oracle_examples, int) and self.oracle_examples >= 1,
-                 "oracle_examples", "must be a positive integer", self.oracle_examples)
-        _require(isinstance(self.magnitude_epochs, int) and self.magnitude_epochs >= 1,
-                 "magnitude_epochs", "must be a positive integer", self.magnitude_epochs)
-        _require(self.flops_weight >= 0 and math.isfinite(self.flops_weight), "flops_weight",
-                 "must be zero (rank by importance only) or positive", self.flops_weight)
+def validation_fraction(split: Optional[str]) -> Optional[float]:
+    """The fraction of the training split a ``validation_split`` such as "0.1" carves out;
+    None for a TFDS split string (or no validation split)."""
+    if split is None:
+        return None
+    try:
+        return float(split)
+    except ValueError:
+        return None
 
 
 @dataclasses.dataclass(frozen=True)
-class DistillConfig:
+class TeacherConfig(Settings):
+    """Which teacher to build and how long to train it (or a trained one to load)."""
+
+    teacher: str = setting("lenet300_100", "Teacher architecture: a zoo name (see README) or "
+                           "applications.<Name> for a tf_keras.applications model.",
+                           checks=[NOT_BLANK])
+    teacher_epochs: int = setting(10, "Epochs of teacher training.", checks=[NON_NEGATIVE])
+    learning_rate: float = setting(1e-3, "Adam learning rate of teacher training "
+                                   "(cosine-decayed to 1%).", flag="teacher_learning_rate",
+                                   checks=[POSITIVE])
+    width: float = setting(1.0, "Width multiplier of the teacher's channels/units (1 = the "
+                           "published architecture; e.g. 0.25 for a quick run).",
+                           flag="teacher_width",
+                           checks=[between(0, 16, open_lower=True,
+                                           what="1 = the architecture's published width")])
+    teacher_path: Optional[str] = setting(
+        None, "A trained model to use as the teacher instead of training --teacher: a "
+        ".keras file, an .h5 file or a Keras SavedModel directory that outputs logits for "
+        "the dataset's classes (loaded in Keras safe mode; Lambda layers are refused). "
+        "--teacher_epochs, --teacher_learning_rate and --teacher_width are then unused.",
+        checks=[NOT_BLANK])
+
+    def validate(self):
+        if not _is_teacher(self.teacher):
+            reason = one_of(_teacher_names, "teacher").failure(self.teacher)
+            raise self.invalid("teacher", f"{reason}, or applications.<Name>")
+
+    def inactive(self):
+        return ("teacher", "teacher_epochs", "learning_rate", "width") if self.teacher_path \
+            else ()
+
+
+@dataclasses.dataclass(frozen=True)
+class PruningConfig(Settings):
+    """How each iteration makes its candidates: which criteria, and the shared rules that
+    turn their scores into a removal plan. Each criterion's own settings live in its class
+    (``criteria[name]``)."""
+
+    pruners: Tuple[str, ...] = setting(
+        ("l1_filter", "taylor", "oracle", "poly_magnitude"),
+        "Pruning methods that make the candidates of every iteration.",
+        checks=[NON_EMPTY, DISTINCT, one_of(_pruner_names, "pruner")])
+    layer_floor: float = setting(0.1, "Fraction of each layer's units structured pruning "
+                                 "never removes (at least one unit).",
+                                 checks=[between(0, 1, open_lower=True, open_upper=True)])
+    flops_weight: float = setting(0.0, "FLOPs regularisation of the structured pruners' "
+                                  "global ranking (Molchanov et al.): > 0 prefers removing "
+                                  "units that cost many multiply-accumulates, so latency "
+                                  "falls with the parameters; 0 ranks by importance alone.",
+                                  checks=[NON_NEGATIVE])
+    criteria: object = per_name(_pruner_entries)
+
+    def make_pruners(self):
+        """The pruner objects of ``pruners``, in order, each with its own settings."""
+        return [self.criteria[name] for name in self.pruners]
+
+    def validate(self):
+        missing = [p for p in self.pruners if p not in self.criteria]
+        if missing:
+            raise self.invalid("pruners", f"{missing[0]!r} has no settings (registered after "
+                               "this config was made); make the config again")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillConfig(Settings):
     """How the winning candidate is fine-tuned by distillation from the original teacher."""
 
-    finetune_epochs: int = 2
-    alpha: float = 0.1
-    temperature_schedule: str = "linear"
-    temperature_start: float = 50.0
-    temperature_step: float = 5.0
-    temperature_min: float = 1.0
-    learning_rate: float = 1e-3
+    finetune_epochs: int = setting(2, "Epochs of distillation fine-tuning per iteration.",
+                                   checks=[NON_NEGATIVE])
+    learning_rate: float = setting(5e-4, "Adam learning rate of fine-tuning (also of the "
+                                   "poly_magnitude pruning fine-tune).",
+                                   flag="finetune_learning_rate", checks=[POSITIVE])
+    learning_rate_schedule: str = setting(
+        "constant", "constant: --finetune_learning_rate throughout; cosine: decayed to 1% "
+        "over each fine-tune.", flag="finetune_schedule",
+        checks=[one_of(lambda: ("constant", "cosine"), "schedule")])
+    alpha: float = setting(0.1, "Weight of the hard-label loss; 1 - alpha weighs the "
+                           "soft-target loss.", checks=[between(0, 1)])
+    temperature_schedule: str = setting(
+        "linear", "linear: max(temperature_min, temperature_start - temperature_step * "
+        "(iteration - 1)); constant: temperature_start.",
+        checks=[one_of(_schedule_names, "temperature schedule")])
+    temperature_start: float = setting(50.0, "Distillation temperature of iteration 1.",
+                                       checks=[POSITIVE])
+    temperature_step: float = setting(5.0, "Temperature decrease per iteration.",
+                                      checks=[NON_NEGATIVE])
+    temperature_min: float = setting(1.0, "Lowest temperature.", checks=[POSITIVE])
 
-    def __post_init__(self):
-        _require(isinstance(self.finetune_epochs, int) and self.finetune_epochs >= 0,
-                 "finetune_epochs", "must be a non-negative integer", self.finetune_epochs)
-        _require(0.0 <= self.alpha <= 1.0, "alpha",
-                 "must lie in [0, 1] (the weight of the hard-label loss)", self.alpha)
-        _require(self.temperature_start > 0 and math.isfinite(self.temperature_start),
-                 "temperature_start", "must be a positive number", self.temperature_start)
-        _require(self.temperature_step >= 0 and math.isfinite(self.temperature_step),
-                 "temperature_step", "must be zero or positive", self.temperature_step)
-        _require(self.temperature_min > 0 and math.isfinite(self.temperature_min),
-                 "temperature_min", "must be a positive number", self.temperature_min)
-        _require(self.temperature_min <= self.temperature_start, "temperature_min",
-                 f"must not exceed --temperature_start={self.temperature_start}",
-                 self.temperature_min)
-        _require(self.learning_rate > 0 and math.isfinite(self.learning_rate),
-                 "finetune_learning_rate", "must be a positive number", self.learning_rate)
+    def validate(self):
+        if self.temperature_min > self.temperature_start:
+            raise self.invalid("temperature_min", f"must not exceed --temperature_start="
+                                                  f"{self.temperature_start:g}")
+
+    def schedule(self):
+        """The temperature schedule: iteration (1-based) -> T."""
+        from epkd_tf.distill.temperature import schedule_from_settings
+        return schedule_from_settings(self.temperature_schedule, self.temperature_start,
+                                      self.temperature_step, self.temperature_min)
+
+
+def _rank_weights_check(weights) -> bool:
+    return len(weights) == 2 and all(w >= 0 for w in weights) and sum(weights) > 0
 
 
 @dataclasses.dataclass(frozen=True)
-class RunConfig:
+class RunConfig(Settings):
     """Everything one EPKD run needs."""
 
-    data: DataConfig = DataConfig()
-    teacher: TeacherConfig = TeacherConfig()
-    pruning: PruningConfig = PruningConfig()
-    distill: DistillConfig = DistillConfig()
-    iterations: int = 10
-    rank_weights: Tuple[float, float] = (1.0, 3.0)
-    output_dir: str = ""
-    export_candidates: bool = False
-    latency_runs: int = 50
-    export_formats: Tuple[str, ...] = EXPORT_FORMATS
-    tflite_threads: int = 1
-    int8_dense_per_channel: bool = False
-    # A NaN/Inf distillation loss stops the run (instead of keeping the previous student).
-    fail_on_nan: bool = False
-    # Training examples (a fixed seeded subset, shared with the criteria's samples) whose
-    # accuracy ranks the candidates; 0: the whole training split.
-    eval_examples: int = 10_000
-    # XLA-compiled train steps (teacher training and distillation).
-    jit_compile: bool = False
-    # tf.distribute strategy (epkd_tf/distribute.py) and, for "mirrored" on a machine
-    # without GPUs, how many logical CPU devices to mirror over (0: one).
-    distribution: str = "default"
-    logical_cpus: int = 0
+    data: DataConfig = nested(DataConfig)
+    teacher: TeacherConfig = nested(TeacherConfig)
+    pruning: PruningConfig = nested(PruningConfig)
+    distill: DistillConfig = nested(DistillConfig)
+    iterations: int = setting(10, "Compression iterations.", checks=[at_least(1)])
+    keep_ratio: float = setting(0.9, "Nonzero parameters each iteration keeps, in (0, 1).",
+                                checks=[between(0, 1, open_lower=True, open_upper=True)])
+    rank_weights: Tuple[float, ...] = setting(
+        (1.0, 3.0), "Weights train,selection of the candidates' ranking score "
+        "(w_train*train_acc + w_sel*selection_acc) / (w_train + w_sel); the selection split "
+        "is --validation_split if set, else the test split.",
+        checks=[Check(_rank_weights_check, "give two non-negative weights train,selection "
+                                           "(e.g. 1,3), not both zero")])
+    output_dir: Optional[str] = setting(None, "Run directory (default: "
+                                        "saved_models/<dataset>_<teacher>_<time>).",
+                                        checks=[NOT_BLANK])
+    export_candidates: bool = setting(False, "Also export every candidate as a SavedModel.")
+    latency_runs: int = setting(50, "Timed TFLite runs per latency measurement.",
+                                checks=[between(1, 100_000)])
+    export_formats: Tuple[str, ...] = setting(
+        EXPORT_FORMATS, "Deployment formats written (and measured in deployment.csv) for the "
+        "teacher and every student; empty: none (see README, Deployment).",
+        checks=[DISTINCT, one_of(lambda: EXPORT_FORMATS, "format")])
+    tflite_threads: int = setting(1, "CPU threads of the TFLite latency measurements in "
+                                  "deployment.csv.", checks=[between(1, 256)])
+    int8_dense_per_channel: bool = setting(False, "tflite_int8: quantise Dense weights per "
+                                           "output unit instead of per tensor (larger file; "
+                                           "see README, Deployment).")
+    fail_on_nan: bool = setting(False, "Stop the run (exit status 1) when a distillation "
+                                "loss becomes NaN or Inf, instead of keeping the previous "
+                                "student for that iteration and going on with a warning.")
+    eval_examples: int = setting(10_000, "Training examples (a fixed seeded subset) whose "
+                                 "accuracy ranks the candidates (train_sample_accuracy); "
+                                 "0: the whole training split.", checks=[NON_NEGATIVE])
+    jit_compile: bool = setting(False, "XLA-compile the train steps of teacher training and "
+                                "distillation.")
+    distribution: str = setting("default", "tf.distribute strategy: default (one device), "
+                                "mirrored (all local GPUs), multi_worker_mirrored (a cluster "
+                                "described by TF_CONFIG) or tpu. --batch_size is the global "
+                                "batch.", checks=[one_of(lambda: DISTRIBUTIONS,
+                                                         "distribution")])
+    logical_cpus: int = setting(0, "With --distribution=mirrored on a machine without GPUs: "
+                                "mirror over this many logical CPU devices (for testing).",
+                                checks=[between(0, 64)])
 
-    def __post_init__(self):
-        _require(isinstance(self.iterations, int) and self.iterations >= 1, "iterations",
-                 "must be a positive integer", self.iterations)
-        _require(len(self.rank_weights) == 2, "rank_weights",
-                 "give two weights: train,test (e.g. 1,3)", self.rank_weights)
-        _require(all(w >= 0 and math.isfinite(w) for w in self.rank_weights), "rank_weights",
-                 "weights must be non-negative numbers", self.rank_weights)
-        _require(sum(self.rank_weights) > 0, "rank_weights",
-                 "at least one weight must be positive", self.rank_weights)
-        _require(bool(self.output_dir), "output_dir", "must name a directory", self.output_dir)
-        _require(isinstance(self.latency_runs, int) and self.latency_runs >= 1, "latency_runs",
-                 "must be a positive integer", self.latency_runs)
-        check_export_formats(self.export_formats, "export_formats")
-        _require(isinstance(self.tflite_threads, int) and self.tflite_threads >= 1,
-                 "tflite_threads", "must be a positive integer", self.tflite_threads)
-        _require(isinstance(self.eval_examples, int) and self.eval_examples >= 0,
-                 "eval_examples", "must be 0 (the whole training split) or a positive "
-                 "number of examples", self.eval_examples)
-        _require(self.distribution in DISTRIBUTIONS, "distribution",
-                 f"choose from {', '.join(DISTRIBUTIONS)}", self.distribution)
-        _require(isinstance(self.logical_cpus, int) and 0 <= self.logical_cpus <= 64,
-                 "logical_cpus", "must be 0 (one device) or a number of logical CPU "
-                 "devices up to 64", self.logical_cpus)
-
-
-def parse_rank_weights(text: str) -> Tuple[float, float]:
-    """Parses ``"1,3"`` into ``(1.0, 3.0)``; raises ConfigError naming --rank_weights."""
-    parts = [p.strip() for p in str(text).split(",")]
-    try:
-        values = tuple(float(p) for p in parts)
-    except ValueError:
-        values = ()
-    _require(len(values) == 2, "rank_weights", "give two numbers: train,test (e.g. 1,3)", text)
-    return values  # validated further by RunConfig
+    @property
+    def schedule(self):
+        return self.distill.schedule()
 
 
 def check_export_formats(formats, flag: str) -> None:
     """Each of ``formats`` is a known deployment format, none twice (empty: no exports);
     raises ConfigError naming ``--flag``."""
-    for name in formats:
-        _require(name in EXPORT_FORMATS, flag, f"unknown format {name!r}; choose from "
-                 f"{', '.join(EXPORT_FORMATS)}", ",".join(formats))
-    _require(len(set(formats)) == len(formats), flag, "a format is named twice",
-             ",".join(formats))
+    for check in (DISTINCT, one_of(lambda: EXPORT_FORMATS, "format")):
+        reason = check.failure(tuple(formats))
+        if reason:
+            raise ConfigError(flag, tuple(formats), reason)

@@ -31,10 +31,9 @@ import tf_keras
 from epkd_tf import deploy, faults, metrics, training
 from epkd_tf.config import RunConfig
 from epkd_tf.distill import Distiller
-from epkd_tf.distill.temperature import schedule_from_settings
 from epkd_tf.graph import nonzero_params
 from epkd_tf.models import build_model
-from epkd_tf.pruning import (Candidate, PruningContext, criteria_correlation, make_pruner)
+from epkd_tf.pruning import Candidate, PruningContext, criteria_correlation
 from epkd_tf.records import RunDir
 
 log = logging.getLogger("epkd_tf")
@@ -146,10 +145,8 @@ class EPKD:
 
     def __init__(self, cfg: RunConfig, data, run: RunDir, verbose: int = 0):
         self.cfg, self.data, self.run, self.verbose = cfg, data, run, verbose
-        self.pruners = [make_pruner(name) for name in cfg.pruning.pruners]
-        d = cfg.distill
-        self.schedule = schedule_from_settings(d.temperature_schedule, d.temperature_start,
-                                               d.temperature_step, d.temperature_min)
+        self.pruners = cfg.pruning.make_pruners()
+        self.schedule = cfg.distill.schedule()
         self.clock = _Clock()
         self._calibration = None
         # Where the last distil() hit a NaN/Inf loss (None: it did not).
@@ -166,7 +163,7 @@ class EPKD:
         self.iterations_started = time.perf_counter()
         for iteration in range(done + 1, self.cfg.iterations + 1):
             tf_keras.utils.set_random_seed(self.cfg.data.seed + iteration)
-            target = int(round(self.cfg.pruning.keep_ratio * nonzero_params(student)))
+            target = int(round(self.cfg.keep_ratio * nonzero_params(student)))
             candidates = self.make_candidates(student, target, iteration)
             table = self.evaluate(candidates, iteration)
             best = candidates[int(np.argmin(table["rank"].to_numpy()))]

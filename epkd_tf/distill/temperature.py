@@ -10,12 +10,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from typing import Callable, Dict, Type
+from typing import Callable, Type
 
-import epkd_tf  # noqa: F401  (selects Keras 2 before anything imports TensorFlow)
+from epkd_tf.registry import Registry
 
 #: Registered schedule classes by name.
-SCHEDULES: Dict[str, Type] = {}
+SCHEDULES: Registry = Registry("temperature schedule")
 
 
 def register_schedule(name: str) -> Callable[[Type], Type]:
@@ -24,17 +24,7 @@ def register_schedule(name: str) -> Callable[[Type], Type]:
     Raises:
       ValueError: ``name`` is empty or already registered.
     """
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"Schedule name={name!r} is invalid: give a non-empty string.")
-
-    def decorator(cls: Type) -> Type:
-        if name in SCHEDULES:
-            raise ValueError(f"Schedule name={name!r} is already registered "
-                             f"(by {SCHEDULES[name].__name__}).")
-        SCHEDULES[name] = cls
-        return cls
-
-    return decorator
+    return SCHEDULES.register(name)
 
 
 def make_schedule(name: str, **params):
@@ -47,11 +37,9 @@ def make_schedule(name: str, **params):
       ValueError: ``name`` is not registered (the message lists the allowed names), or a
         parameter is invalid.
     """
-    if name not in SCHEDULES:
-        raise ValueError(f"Unknown temperature schedule name={name!r}; "
-                         f"allowed: {', '.join(sorted(SCHEDULES))}.")
+    cls = SCHEDULES.get(name)
     try:
-        return SCHEDULES[name](**params)
+        return cls(**params)
     except TypeError as err:
         # Unknown/missing keyword arguments surface as TypeError; re-raise as a clear
         # configuration error naming the schedule.
@@ -65,10 +53,7 @@ def schedule_from_settings(name: str, start: float, step: float, minimum: float)
     Every registered schedule provides ``from_settings(start, step, minimum)`` and uses
     what applies to it, so callers need not know which schedule they hold.
     """
-    if name not in SCHEDULES:
-        raise ValueError(f"Unknown temperature schedule name={name!r}; "
-                         f"allowed: {', '.join(sorted(SCHEDULES))}.")
-    return SCHEDULES[name].from_settings(start=start, step=step, minimum=minimum)
+    return SCHEDULES.get(name).from_settings(start=start, step=step, minimum=minimum)
 
 
 def _check_number(name: str, value) -> float:

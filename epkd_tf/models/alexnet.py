@@ -1,7 +1,5 @@
 """AlexNet (Krizhevsky et al. 2012) and its common CIFAR-size adaptation."""
 import epkd_tf  # noqa: F401
-import tf_keras
-from tf_keras import layers
 
 from epkd_tf.models.common import min_side, scaled
 from epkd_tf.models.registry import register_model
@@ -19,6 +17,8 @@ def alexnet(input_shape, num_classes, width=1.0):
     layout (3x3 convs 64-192-384-256-256, 2x2 pools, dense 1024-1024). The classifier
     has Dropout(0.5) before each hidden dense layer.
     """
+    import tf_keras
+    from tf_keras import layers
     s = lambda n: scaled(n, width)  # noqa: E731
     inputs = tf_keras.Input(shape=input_shape, name="image")
     if min_side(input_shape) >= IMAGENET_PX:

@@ -1,6 +1,5 @@
 """Building blocks shared by the teacher zoo: width scaling and Conv-BN-activation units."""
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
-from tf_keras import layers
 
 # Below this many pixels (on the shorter side) a model uses its CIFAR-size stem; at or
 # above it the strided ImageNet stem, which would shrink a 32x32 image to almost nothing.
@@ -24,6 +23,7 @@ def conv_bn(x, filters, kernel_size, name, strides=1, activation="relu"):
     Layers are named ``name``, ``name_bn`` and ``name_relu`` so pruning reports and tests
     can refer to them independently of Keras' global name counters.
     """
+    from tf_keras import layers
     x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=False,
                       name=name)(x)
     x = layers.BatchNormalization(name=f"{name}_bn")(x)

@@ -1,7 +1,5 @@
 """GoogLeNet-style Inception network (Szegedy et al. 2014) with batch normalisation."""
 import epkd_tf  # noqa: F401
-import tf_keras
-from tf_keras import layers
 
 from epkd_tf.models.common import SMALL_INPUT_PX, conv_bn, min_side, scaled
 from epkd_tf.models.registry import register_model
@@ -22,6 +20,7 @@ def inception_module(x, sizes, width, name):
     1x1; 1x1 -> 3x3; 1x1 -> 3x3 -> 3x3 (the 5x5 factorised into two 3x3, as in
     Inception-v2, cheaper with the same receptive field); 3x3 max-pool -> 1x1.
     """
+    from tf_keras import layers
     c1, r3, c3, r5, c5, cp = (scaled(n, width) for n in sizes)
     b1 = conv_bn(x, c1, 1, name=f"{name}_1x1")
     b2 = conv_bn(x, r3, 1, name=f"{name}_3x3_reduce")
@@ -42,6 +41,8 @@ def inception(input_shape, num_classes, width=1.0):
     otherwise GoogLeNet's strided stem (7x7/2 conv 64, 3x3/2 pool, 1x1 conv 64, 3x3 conv
     192, 3x3/2 pool). Then global average pooling, Dropout(0.4) and the logits.
     """
+    import tf_keras
+    from tf_keras import layers
     inputs = tf_keras.Input(shape=input_shape, name="image")
     if min_side(input_shape) < SMALL_INPUT_PX:
         x = conv_bn(inputs, scaled(192, width), 3, name="stem_conv")

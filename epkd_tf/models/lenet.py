@@ -1,7 +1,5 @@
 """The LeNet teachers used throughout the pruning literature on MNIST."""
 import epkd_tf  # noqa: F401
-import tf_keras
-from tf_keras import layers
 
 from epkd_tf.models.common import scaled
 from epkd_tf.models.registry import register_model
@@ -10,6 +8,8 @@ from epkd_tf.models.registry import register_model
 @register_model("lenet300_100")
 def lenet300_100(input_shape, num_classes, width=1.0):
     """LeNet-300-100 (LeCun et al. 1998): fully connected 300-100; 266,610 params on MNIST."""
+    import tf_keras
+    from tf_keras import layers
     inputs = tf_keras.Input(shape=input_shape, name="image")
     x = layers.Flatten(name="flatten")(inputs)
     x = layers.Dense(scaled(300, width), activation="relu", name="fc1")(x)
@@ -26,6 +26,8 @@ def lenet5(input_shape, num_classes, width=1.0):
     params on MNIST. It is the LeNet-5 that the compression results we compare with
     report, wider than LeCun's 6-16-120-84 original.
     """
+    import tf_keras
+    from tf_keras import layers
     inputs = tf_keras.Input(shape=input_shape, name="image")
     x = layers.Conv2D(scaled(20, width), 5, activation="relu", name="conv1")(inputs)
     x = layers.MaxPooling2D(2, name="pool1")(x)

@@ -1,7 +1,5 @@
 """MobileNetV2 (Sandler et al. 2018), written flat for channel analysis."""
 import epkd_tf  # noqa: F401
-import tf_keras
-from tf_keras import layers
 
 from epkd_tf.models.common import SMALL_INPUT_PX, conv_bn, min_side, scaled
 from epkd_tf.models.registry import register_model
@@ -16,6 +14,7 @@ def inverted_residual(x, expansion, out_channels, stride, name):
 
     The input is added back when the block keeps the resolution and the channel count.
     """
+    from tf_keras import layers
     in_channels = int(x.shape[-1])
     y = x
     if expansion != 1:
@@ -39,6 +38,8 @@ def mobilenet_v2(input_shape, num_classes, width=1.0):
     below 100 px (CIFAR) the stem and the first strided stage use stride 1, so a 32x32
     image ends at 4x4 instead of 1x1.
     """
+    import tf_keras
+    from tf_keras import layers
     small = min_side(input_shape) < SMALL_INPUT_PX
     inputs = tf_keras.Input(shape=input_shape, name="image")
     x = conv_bn(inputs, scaled(32, width), 3, name="stem_conv", strides=1 if small else 2,

@@ -1,7 +1,5 @@
 """Plain (non-residual) convolutional students for the compression study."""
 import epkd_tf  # noqa: F401
-import tf_keras
-from tf_keras import layers
 
 from epkd_tf.models.common import conv_bn, scaled
 from epkd_tf.models.registry import register_model
@@ -15,6 +13,8 @@ def plain_convnet(input_shape, num_classes, width=1.0):
     student of the CIFAR-10 study (Polino et al. 2018 use such plain nets): at 32x32x3
     inputs, width 0.58 / 1.3 / 2.1 give 0.21M / 1.02M / 2.59M parameters.
     """
+    import tf_keras
+    from tf_keras import layers
     c = scaled(32, width)
     inputs = tf_keras.Input(shape=input_shape, name="image")
     x = conv_bn(inputs, c, 3, "conv1")

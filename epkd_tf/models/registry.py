@@ -9,13 +9,16 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
-from typing import Callable, Dict, Sequence
+from typing import Callable, Sequence
 
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
-import tf_keras
+from epkd_tf.registry import Registry
 
-ModelBuilder = Callable[..., tf_keras.Model]
-_MODELS: Dict[str, ModelBuilder] = {}
+ModelBuilder = Callable[..., "tf_keras.Model"]  # noqa: F821
+#: Teacher architectures by name: ``builder(input_shape, num_classes, width=1.0)``. The
+#: zoo's modules import tf_keras inside their builders, so the names are known (and flags
+#: validated) before TensorFlow loads.
+MODELS: Registry = Registry("teacher")
 APPLICATIONS_PREFIX = "applications."
 
 
@@ -24,25 +27,20 @@ def register_model(name: str):
 
     ``width`` multiplies the channel / unit count of every hidden layer.
     """
-
-    def decorate(builder: ModelBuilder) -> ModelBuilder:
-        if name in _MODELS:
-            raise ValueError(f"Model {name!r} is registered twice.")
-        _MODELS[name] = builder
-        return builder
-
-    return decorate
+    return MODELS.register(name)
 
 
 def model_names() -> list:
     """Names of every registered (built-in) teacher, sorted; ``applications.*`` not included."""
-    return sorted(_MODELS)
+    import epkd_tf.models  # noqa: F401  (the zoo registers itself on import)
+    return MODELS.names()
 
 
 def application_names() -> list:
     """Names of the ``tf_keras.applications`` model functions (``ResNet50``, ...), sorted."""
     # The model builders are the public capitalised callables; the lower-case attributes
     # are modules (``resnet``, ``mobilenet_v2``) holding preprocessing helpers.
+    import tf_keras
     return sorted(name for name in dir(tf_keras.applications)
                   if name[:1].isupper() and callable(getattr(tf_keras.applications, name)))
 
@@ -67,6 +65,7 @@ def _build_application(app_name: str, input_shape, num_classes: int, width: floa
             f"Unknown tf_keras application {app_name!r}; try e.g. "
             f"{', '.join(APPLICATIONS_PREFIX + n for n in examples)} "
             f"({len(known)} available, see tf_keras.applications).")
+    import tf_keras
     fn = getattr(tf_keras.applications, app_name)
     kwargs = dict(weights=None, include_top=True, classes=num_classes,
                   input_shape=tuple(input_shape), classifier_activation=None)
@@ -80,7 +79,7 @@ def _build_application(app_name: str, input_shape, num_classes: int, width: floa
 
 
 def build_model(name: str, input_shape: Sequence[int], num_classes: int,
-                width: float = 1.0) -> tf_keras.Model:
+                width: float = 1.0) -> "tf_keras.Model":  # noqa: F821
     """Builds teacher ``name`` for inputs of ``input_shape`` (H, W, C) and ``num_classes``.
 
     ``name`` is a registered model (see :func:`model_names`) or ``applications.<Name>``
@@ -96,8 +95,7 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int,
     if name.startswith(APPLICATIONS_PREFIX):
         return _build_application(name[len(APPLICATIONS_PREFIX):], shape, int(num_classes),
                                   width)
-    if name not in _MODELS:
-        raise ValueError(f"Unknown teacher {name!r}; choose one of: {', '.join(model_names())}"
-                         f", or {APPLICATIONS_PREFIX}<Name> for a tf_keras.applications "
-                         "model (e.g. applications.ResNet50).")
-    return _MODELS[name](shape, int(num_classes), width=width)
+    if name not in model_names():
+        raise ValueError(f"{MODELS.unknown_message(name)}, or {APPLICATIONS_PREFIX}<Name> "
+                         "for a tf_keras.applications model (e.g. applications.ResNet50).")
+    return MODELS.get(name)(shape, int(num_classes), width=width)

@@ -1,7 +1,5 @@
 """ResNet-18/34/50 (He et al. 2016) with CIFAR- and ImageNet-size stems."""
 import epkd_tf  # noqa: F401
-import tf_keras
-from tf_keras import layers
 
 from epkd_tf.models.common import SMALL_INPUT_PX, conv_bn, min_side, scaled
 from epkd_tf.models.registry import register_model
@@ -15,6 +13,7 @@ def _shortcut(x, filters, stride, name):
 
 
 def _basic_block(x, planes, stride, name):
+    from tf_keras import layers
     shortcut = _shortcut(x, planes, stride, name)
     y = conv_bn(x, planes, 3, name=f"{name}_conv1", strides=stride)
     y = conv_bn(y, planes, 3, name=f"{name}_conv2", activation=None)
@@ -24,6 +23,7 @@ def _basic_block(x, planes, stride, name):
 
 def _bottleneck(x, planes, stride, name, expansion=4):
     # The stride sits on the 3x3 conv (torchvision's "ResNet v1.5"), not the first 1x1.
+    from tf_keras import layers
     shortcut = _shortcut(x, planes * expansion, stride, name)
     y = conv_bn(x, planes, 1, name=f"{name}_conv1")
     y = conv_bn(y, planes, 3, name=f"{name}_conv2", strides=stride)
@@ -33,6 +33,8 @@ def _bottleneck(x, planes, stride, name, expansion=4):
 
 
 def _resnet(input_shape, num_classes, width, blocks, block_fn, name):
+    import tf_keras
+    from tf_keras import layers
     inputs = tf_keras.Input(shape=input_shape, name="image")
     stem = scaled(64, width)
     if min_side(input_shape) < SMALL_INPUT_PX:

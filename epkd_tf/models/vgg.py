@@ -1,7 +1,5 @@
 """VGG-16 with batch normalisation (Simonyan & Zisserman 2014; Ioffe & Szegedy 2015)."""
 import epkd_tf  # noqa: F401
-import tf_keras
-from tf_keras import layers
 
 from epkd_tf.models.common import conv_bn, min_side, scaled
 from epkd_tf.models.registry import register_model
@@ -19,6 +17,8 @@ def vgg16(input_shape, num_classes, width=1.0):
     ImageNet one (flatten -> dense 4096 -> dropout -> dense 4096 -> dropout -> logits).
     Pools use "same" padding so 28x28 inputs still leave a 1x1 map after five of them.
     """
+    import tf_keras
+    from tf_keras import layers
     inputs = tf_keras.Input(shape=input_shape, name="image")
     x = inputs
     stage, index = 1, 1

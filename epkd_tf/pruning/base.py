@@ -4,32 +4,38 @@ Structured criteria only *score* groups of channels (see ``graph.analysis``); th
 ``make_candidate`` of ``StructuredPruner`` turns scores into a removal plan with the same
 parameter budget for every criterion and performs the surgery. A criterion never sees the
 budget and never rebuilds a model.
+
+A pruner class is a frozen settings dataclass (``epkd_tf.settings``): its fields are its
+own settings, each naming the flag that sets it, so adding a criterion is one small class
+that owns its settings. Heavy modules (TensorFlow, the graph package) are imported when a
+pruner runs, not when it is registered.
 """
 from __future__ import annotations
 
 import abc
 import contextlib
 import dataclasses
-from typing import Any, Callable, ContextManager, Dict, Optional
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Dict, Optional
 
 import numpy as np
 
-import epkd_tf  # noqa: F401
-import tf_keras
+from epkd_tf.settings import Settings
 
-from epkd_tf.config import PruningConfig
-from epkd_tf.graph import ChannelGraph, analyze, remove_groups
-from epkd_tf.pruning.plan import plan_removal
+if TYPE_CHECKING:  # pragma: no cover
+    import tf_keras
+    from epkd_tf.config import PruningConfig
+    from epkd_tf.graph import ChannelGraph
 
 
 @dataclasses.dataclass
 class PruningContext:
-    """What criteria may use besides the model: data, settings and a shared cache."""
+    """What criteria may use besides the model: data, the shared settings and a cache."""
 
-    data: Any                      # epkd_tf.data.Data
-    config: PruningConfig
+    data: Any                      # a loaded dataset (epkd_tf.data)
+    config: "PruningConfig"        # layer floor, FLOPs weight (the plan's settings)
     seed: int = 0
     batch_size: int = 128
+    #: Adam rate of any training a pruner does (poly_magnitude's fine-tune).
     learning_rate: float = 1e-3
     cache: Dict[str, Any] = dataclasses.field(default_factory=dict)
     #: ``clock(phase, pruner)`` → a context manager timing that phase (timings.csv); None:
@@ -53,33 +59,39 @@ class Candidate:
     """A pruned network and how it was obtained."""
 
     pruner: str
-    model: tf_keras.Model
-    graph: Optional[ChannelGraph] = None     # the graph the scores refer to
+    model: "tf_keras.Model"
+    graph: Optional["ChannelGraph"] = None   # the graph the scores refer to
     scores: Optional[np.ndarray] = None      # one score per group (structured criteria)
     structured: bool = True
+    #: Training epochs spent making the candidate (a pruning fine-tune), for budgets.
+    epochs: int = 0
 
 
-class Pruner(abc.ABC):
-    """A pruning method; ``name`` is set by ``register_pruner``."""
+class Pruner(Settings, abc.ABC):
+    """A pruning method; ``name`` is set by ``register_pruner``. Subclasses are frozen
+    dataclasses whose fields are the method's settings."""
 
     name = "unregistered"
     #: The criterion other criteria are compared with (Spearman) when it runs.
     reference = False
 
     @abc.abstractmethod
-    def make_candidate(self, model: tf_keras.Model, target_nonzero: int,
+    def make_candidate(self, model: "tf_keras.Model", target_nonzero: int,
                        ctx: PruningContext) -> Candidate:
-        """Returns a candidate with ``target_nonzero`` nonzero parameters (within one unit)."""
+        """Returns a new candidate with ``target_nonzero`` nonzero parameters (within one
+        unit); ``model`` itself is never changed."""
 
 
 class StructuredPruner(Pruner):
     """Removes whole channels; subclasses implement only ``score``."""
 
     @abc.abstractmethod
-    def score(self, graph: ChannelGraph, ctx: PruningContext) -> np.ndarray:
+    def score(self, graph: "ChannelGraph", ctx: PruningContext) -> np.ndarray:
         """Importance of every group of ``graph`` (higher = keep); shape (num_groups,)."""
 
     def make_candidate(self, model, target_nonzero, ctx):
+        from epkd_tf.graph import analyze, remove_groups
+        from epkd_tf.pruning.plan import plan_removal
         with ctx.phase("scoring", self.name):
             graph = analyze(model)
             scores = np.asarray(self.score(graph, ctx), dtype=np.float64)
@@ -93,12 +105,12 @@ class StructuredPruner(Pruner):
         return Candidate(self.name, student, graph, scores)
 
 
-def unit_to_group_mean(graph: ChannelGraph, unit_scores: np.ndarray) -> np.ndarray:
+def unit_to_group_mean(graph: "ChannelGraph", unit_scores: np.ndarray) -> np.ndarray:
     """Group score = mean of its member units' scores (one unit per group in plain chains)."""
     return np.array([unit_scores[units].mean() for units in graph.group_units])
 
 
-def normalise_per_block(graph: ChannelGraph, scores: np.ndarray) -> np.ndarray:
+def normalise_per_block(graph: "ChannelGraph", scores: np.ndarray) -> np.ndarray:
     """Divides each block's scores by their L2 norm, making layers comparable."""
     out = np.array(scores, dtype=np.float64)
     for block in graph.blocks:

@@ -7,7 +7,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from epkd_tf.graph import ChannelGraph
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from epkd_tf.graph import ChannelGraph
 
 COLUMNS = ["criterion", "scope", "spearman"]
 

@@ -1,4 +1,6 @@
 """L1-norm filter pruning (Li et al. 2016, arXiv 1608.08710), ranked globally."""
+import dataclasses
+
 import numpy as np
 
 from epkd_tf.pruning.base import StructuredPruner, unit_to_group_mean
@@ -31,6 +33,7 @@ def mean_abs_weight_per_unit(graph) -> np.ndarray:
 
 
 @register_pruner("l1_filter")
+@dataclasses.dataclass(frozen=True)
 class L1FilterPruner(StructuredPruner):
     """Removes the units (filters / neurons) with the smallest mean absolute weight."""
 

@@ -1,27 +1,29 @@
 """Polynomial-decay magnitude pruning with TF-MOT (Zhu & Gupta 2017, arXiv 1710.01878)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
-import tensorflow_model_optimization as tfmot
-from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
 
-import epkd_tf  # noqa: F401
-import tf_keras
-
-from epkd_tf.graph import nonzero_params
 from epkd_tf.pruning.base import Candidate, Pruner
 from epkd_tf.pruning.registry import register_pruner
-
-sparsity = tfmot.sparsity.keras
+from epkd_tf.settings import at_least, setting
 
 # How many times the mask is recomputed while sparsity ramps up.
 _MASK_UPDATES = 10
 
 
+def _sparsity():
+    """TF-MOT's Keras sparsity API (imported when a magnitude pruner first runs: it is a
+    slow import that flag parsing should not pay for)."""
+    import tensorflow_model_optimization as tfmot
+    return tfmot.sparsity.keras
+
+
 def _prunable_kernels(model):
     """(layer name, weight index) of every weight TF-MOT prunes (Dense/Conv kernels ...)."""
+    from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
     registry = prune_registry.PruneRegistry
     result = []
     for layer in model.layers:
@@ -52,6 +54,7 @@ def zero_smallest(model, target_nonzero: int, variables) -> int:
     weight counted, as ``nonzero_params`` does); returns how many were zeroed (0 if it is
     already at or below the target). Ties at the threshold are broken by position, so the
     count is exact; ValueError if ``variables`` hold too few nonzero entries."""
+    from epkd_tf.graph import nonzero_params
     excess = nonzero_params(model) - int(target_nonzero)
     if excess <= 0:
         return 0
@@ -84,6 +87,7 @@ def trim_to(model, kernels, target_nonzero: int) -> None:
 
 
 @register_pruner("poly_magnitude")
+@dataclasses.dataclass(frozen=True)
 class PolyMagnitudePruner(Pruner):
     """Zeroes the smallest-magnitude weights of every layer while fine-tuning briefly.
 
@@ -93,22 +97,28 @@ class PolyMagnitudePruner(Pruner):
     dense and nonzero parameter counts differ; only the nonzero count meets the target.
     """
 
+    epochs: int = setting(1, "Epochs of the poly_magnitude pruning fine-tune.",
+                          flag="magnitude_epochs", checks=[at_least(1)])
+
     def make_candidate(self, model, target_nonzero, ctx):
+        sparsity = _sparsity()
         # Wrapping and stripping are this method's surgery; the fine-tune its own phase.
         with ctx.phase("surgery", self.name):
             wrapped, kernels = self._wrap(model, target_nonzero, ctx)
         with ctx.phase("magnitude_finetune", self.name):
-            wrapped.fit(ctx.data.train(), epochs=ctx.config.magnitude_epochs, verbose=0,
+            wrapped.fit(ctx.data.train(), epochs=self.epochs, verbose=0,
                         callbacks=[sparsity.UpdatePruningStep()])
         with ctx.phase("surgery", self.name):
             pruned = sparsity.strip_pruning(wrapped)
             trim_to(pruned, kernels, target_nonzero)
-        return Candidate(self.name, pruned, structured=False)
+        return Candidate(self.name, pruned, structured=False, epochs=self.epochs)
 
-    @staticmethod
-    def _wrap(model, target_nonzero, ctx):
+    def _wrap(self, model, target_nonzero, ctx):
         """A copy of ``model`` wrapped by TF-MOT with the schedule to ``target_nonzero``,
         compiled; and its prunable kernels."""
+        import tf_keras
+        from epkd_tf.graph import nonzero_params
+        sparsity = _sparsity()
         # prune_low_magnitude wraps the model's own layer objects: work on a copy so the
         # current student, which the other pruners also start from, stays untouched.
         original = model
@@ -125,7 +135,7 @@ class PolyMagnitudePruner(Pruner):
         final = min(max(final, initial), 0.999)
 
         steps_per_epoch = math.ceil(ctx.data.spec.num_train / ctx.batch_size)
-        end_step, frequency = schedule_steps(steps_per_epoch * ctx.config.magnitude_epochs)
+        end_step, frequency = schedule_steps(steps_per_epoch * self.epochs)
         schedule = sparsity.PolynomialDecay(initial_sparsity=initial, final_sparsity=final,
                                             begin_step=0, end_step=end_step,
                                             frequency=frequency)

@@ -1,17 +1,19 @@
 """Oracle pruning: the measured loss change when each group alone is removed."""
-import numpy as np
-import tensorflow as tf
-import tf_keras
+import dataclasses
 
-from epkd_tf.graph.executor import GraphExecutor, group_masks, mixing_input_positions
+import numpy as np
+
 from epkd_tf.pruning.base import StructuredPruner
 from epkd_tf.pruning.registry import register_pruner
+from epkd_tf.settings import at_least, setting
 
 # Upper bound on floats in one re-evaluation batch (copies × examples × widest input).
 _CHUNK_FLOATS = 16_000_000
 
 
-def _mean_loss(logits: tf.Tensor, y: np.ndarray, copies: int) -> np.ndarray:
+def _mean_loss(logits, y: np.ndarray, copies: int) -> np.ndarray:
+    import tensorflow as tf
+    import tf_keras
     per_example = tf_keras.losses.sparse_categorical_crossentropy(
         np.tile(y, copies), logits, from_logits=True)
     return tf.reduce_mean(tf.reshape(per_example, [copies, len(y)]), axis=1).numpy()
@@ -24,6 +26,7 @@ def oracle_scores(graph, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     its consumers are re-run, many groups at a time (stacked along the batch axis), so there
     is no Python loop calling ``evaluate`` per unit.
     """
+    from epkd_tf.graph.executor import GraphExecutor, group_masks, mixing_input_positions
     executor = GraphExecutor(graph)
     values = executor.forward(x)
     base = _mean_loss(executor.output(values), y, 1)[0]
@@ -40,6 +43,7 @@ def oracle_scores(graph, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 @register_pruner("oracle")
+@dataclasses.dataclass(frozen=True)
 class OraclePruner(StructuredPruner):
     """Removes the groups whose removal changes the loss least: score = |ΔL| ("oracle-abs").
 
@@ -52,7 +56,9 @@ class OraclePruner(StructuredPruner):
     """
 
     reference = True
+    examples: int = setting(1024, "Training examples the oracle criterion measures each "
+                            "loss change on.", flag="oracle_examples", checks=[at_least(1)])
 
     def score(self, graph, ctx):
-        x, y = ctx.sample(ctx.config.oracle_examples)
+        x, y = ctx.sample(self.examples)
         return np.abs(oracle_scores(graph, x, y))

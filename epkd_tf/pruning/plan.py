@@ -4,11 +4,12 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from scipy import stats
-
-from epkd_tf.graph import ChannelGraph, ParamCounter, group_macs
+if TYPE_CHECKING:  # pragma: no cover
+    from epkd_tf.graph import ChannelGraph, ParamCounter
 
 
 class PruningError(ValueError):
@@ -38,6 +39,8 @@ def ranking_key(graph: ChannelGraph, scores: np.ndarray, flops_weight: float) ->
     """
     if flops_weight == 0:
         return scores
+    from scipy import stats
+    from epkd_tf.graph import group_macs
     ranks = stats.rankdata(scores) / len(scores)
     macs = group_macs(graph)
     return ranks - flops_weight * macs / max(macs.max(), 1.0)
@@ -72,6 +75,7 @@ def plan_removal(graph: ChannelGraph, scores: np.ndarray, target_nonzero: int,
     is the plan. Any two criteria therefore land within one group's parameters of the
     target, and so of each other.
     """
+    from epkd_tf.graph import ParamCounter
     counter = counter or ParamCounter(graph)
     order = removal_order(graph, scores, layer_floor, flops_weight)
 

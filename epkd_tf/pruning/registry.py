@@ -1,31 +1,29 @@
 """Registry of pruning methods, looked up by the names users pass to --pruners."""
 from __future__ import annotations
 
-from typing import Dict, Type
+from epkd_tf.registry import Registry
 
-_PRUNERS: Dict[str, Type] = {}
+#: Every pruner class by name; a class is a frozen settings dataclass (its fields are its
+#: own settings and flags, see epkd_tf.settings).
+PRUNERS: Registry = Registry("pruner")
 
 
 def register_pruner(name: str):
-    """Class decorator: registers a Pruner subclass under ``name`` (sets ``cls.name``)."""
+    """Class decorator: registers a Pruner class under ``name`` (sets ``cls.name``)."""
 
     def decorate(cls):
-        if name in _PRUNERS:
-            raise ValueError(f"Pruner {name!r} is registered twice.")
         cls.name = name
-        _PRUNERS[name] = cls
-        return cls
+        return PRUNERS.register(name, cls)
 
     return decorate
 
 
 def pruner_names() -> list:
     """Every registered pruner name, sorted."""
-    return sorted(_PRUNERS)
+    return PRUNERS.names()
 
 
-def make_pruner(name: str):
-    """A new instance of the pruner registered as ``name``."""
-    if name not in _PRUNERS:
-        raise ValueError(f"Unknown pruner {name!r}; choose from: {', '.join(pruner_names())}.")
-    return _PRUNERS[name]()
+def make_pruner(name: str, **settings):
+    """A pruner registered as ``name`` with ``settings`` (its defaults otherwise);
+    ValueError naming the known pruners for an unknown name."""
+    return PRUNERS.get(name)(**settings)

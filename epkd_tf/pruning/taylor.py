@@ -1,11 +1,11 @@
 """First-order Taylor pruning (Molchanov et al. 2016, arXiv 1611.06440)."""
-import numpy as np
-import tensorflow as tf
-import tf_keras
+import dataclasses
 
-from epkd_tf.graph.executor import GraphExecutor, mixing_input_positions
+import numpy as np
+
 from epkd_tf.pruning.base import StructuredPruner, normalise_per_block
 from epkd_tf.pruning.registry import register_pruner
+from epkd_tf.settings import at_least, setting
 
 
 def taylor_scores(graph, x: np.ndarray, y: np.ndarray, batch_size: int) -> np.ndarray:
@@ -16,6 +16,9 @@ def taylor_scores(graph, x: np.ndarray, y: np.ndarray, batch_size: int) -> np.nd
     the per-example cross-entropy — the first-order estimate of the loss change when g's
     activations become zero, i.e. when g is removed. Θ is averaged over the batches.
     """
+    import tensorflow as tf
+    import tf_keras
+    from epkd_tf.graph.executor import GraphExecutor, mixing_input_positions
     executor = GraphExecutor(graph)
     positions = mixing_input_positions(graph)
     loss_fn = tf_keras.losses.SparseCategoricalCrossentropy(
@@ -44,6 +47,7 @@ def taylor_scores(graph, x: np.ndarray, y: np.ndarray, batch_size: int) -> np.nd
 
 
 @register_pruner("taylor")
+@dataclasses.dataclass(frozen=True)
 class TaylorPruner(StructuredPruner):
     """Removes the groups whose removal the first-order Taylor expansion says costs least.
 
@@ -51,6 +55,9 @@ class TaylorPruner(StructuredPruner):
     they can be ranked across layers.
     """
 
+    batches: int = setting(8, "Batches of --batch_size the Taylor criterion averages over.",
+                           flag="taylor_batches", checks=[at_least(1)])
+
     def score(self, graph, ctx):
-        x, y = ctx.sample(ctx.config.taylor_batches * ctx.batch_size)
+        x, y = ctx.sample(self.batches * ctx.batch_size)
         return normalise_per_block(graph, taylor_scores(graph, x, y, ctx.batch_size))

@@ -20,95 +20,38 @@ from absl import flags
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 from epkd_tf.cli import (UsageError, fail, parse_module_flags, prepare_output_dir,
                          setup_logging)
-from epkd_tf.study.config import FRACTIONS, METHODS
 
 FLAGS = flags.FlagValues()
-_ = dict(flag_values=FLAGS)
-# -- data and teacher (as in epkd_tf.main) -------------------------------------------------
-flags.DEFINE_string("dataset", "mnist", "TFDS dataset name (as for epkd_tf.main).", **_)
-flags.DEFINE_string("data_dir", None, "TFDS data directory (default: ~/tensorflow_datasets).",
-                    **_)
-flags.DEFINE_string("train_split", "train", "TFDS split for training.", **_)
-flags.DEFINE_string("test_split", "test", "TFDS split for testing and comparisons.", **_)
-flags.DEFINE_integer("batch_size", 128, "Batch size of training and evaluation.", **_)
-flags.DEFINE_integer("seed", 0, "First seed; the runs of a cell use --seed, --seed+1, ...", **_)
-flags.DEFINE_integer("image_size", None, "Square image size (see epkd_tf.main).", **_)
-flags.DEFINE_float("label_noise", 0.0, "Fraction of training labels replaced by another "
-                   "random class (the same examples for every method and seed).", **_)
-flags.DEFINE_string("teacher", "lenet300_100", "Teacher architecture.", **_)
-flags.DEFINE_integer("teacher_epochs", 10, "Epochs of teacher training.", **_)
-flags.DEFINE_float("teacher_learning_rate", 1e-3, "Adam learning rate of the teacher.", **_)
-flags.DEFINE_float("teacher_width", 1.0, "Width multiplier of the teacher.", **_)
-flags.DEFINE_string("output_dir", None, "Study directory (default: "
-                    "saved_models/study_<dataset>_<teacher>).", **_)
-flags.DEFINE_bool("overwrite", False, "Replace a finished study in --output_dir.", **_)
-flags.DEFINE_integer("verbose", 0, "Keras progress output (0 = one log line per cell).", **_)
-# -- the study ------------------------------------------------------------------------------
-flags.DEFINE_list("methods", list(METHODS), f"Methods compared, from {', '.join(METHODS)}.",
-                  **_)
-flags.DEFINE_list("fractions_removed", [str(f) for f in FRACTIONS], "Fractions of the "
-                  "teacher's parameters removed, increasing.", **_)
-flags.DEFINE_integer("seeds", 2, "Runs (seeds) per cell, so the spread is visible.", **_)
-flags.DEFINE_integer("epochs", 10, "Training budget per method and fraction (README: how "
-                     "each method spends it).", **_)
-flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (cosine-decayed) of every "
-                   "method's training.", **_)
-flags.DEFINE_float("prune_rate", 0.2, "Most of the remaining weights one pruning round "
-                   "removes (prune, lottery, prune_distill, epkd).", **_)
-flags.DEFINE_float("alpha", 0.1, "Hard-label loss weight of distillation.", **_)
-flags.DEFINE_float("temperature", 4.0, "Distillation temperature of distill and "
-                   "prune_distill (epkd uses the backbone's falling schedule).", **_)
-flags.DEFINE_list("epkd_pruners", ["l1_filter", "taylor", "oracle", "poly_magnitude"],
-                  "Pruners of the epkd method's candidates.", **_)
 
-RUN_FLAGS = ("dataset", "data_dir", "train_split", "test_split", "batch_size", "seed",
-             "image_size", "label_noise", "teacher", "teacher_epochs",
-             "teacher_learning_rate", "teacher_width", "output_dir", "methods",
-             "fractions_removed", "seeds", "epochs", "learning_rate", "prune_rate", "alpha",
-             "temperature", "epkd_pruners")
 
+def _study_defaults():
+    from epkd_tf.study.config import StudyConfig
+    return StudyConfig()
+
+
+# Every setting of StudyConfig is a flag with its default and help (epkd_tf.study.config).
+from epkd_tf.settings import define_flags  # noqa: E402
+
+RUN_FLAGS = define_flags(_study_defaults(), FLAGS)
+flags.DEFINE_bool("overwrite", False, "Replace a finished study in --output_dir.",
+                  flag_values=FLAGS)
+flags.DEFINE_integer("verbose", 0, "Keras progress output (0 = one log line per cell).",
+                     flag_values=FLAGS)
 
 
 def build_config():
     """FLAGS → StudyConfig, once; raises ConfigError naming the bad flag."""
-    from epkd_tf.config import DataConfig, TeacherConfig
-    from epkd_tf.study.config import StudyConfig, parse_fractions
-    return StudyConfig(
-        data=DataConfig(dataset=FLAGS.dataset.strip(), data_dir=FLAGS.data_dir,
-                        train_split=FLAGS.train_split, test_split=FLAGS.test_split,
-                        batch_size=FLAGS.batch_size, seed=FLAGS.seed,
-                        image_size=FLAGS.image_size, label_noise=FLAGS.label_noise),
-        teacher=TeacherConfig(teacher=FLAGS.teacher, teacher_epochs=FLAGS.teacher_epochs,
-                              learning_rate=FLAGS.teacher_learning_rate,
-                              width=FLAGS.teacher_width),
-        methods=tuple(m.strip() for m in FLAGS.methods),
-        fractions_removed=parse_fractions(FLAGS.fractions_removed),
-        seeds=FLAGS.seeds, epochs=FLAGS.epochs, learning_rate=FLAGS.learning_rate,
-        prune_rate=FLAGS.prune_rate, alpha=FLAGS.alpha, temperature=FLAGS.temperature,
-        epkd_pruners=tuple(p.strip() for p in FLAGS.epkd_pruners),
-        output_dir=FLAGS.output_dir)
+    from epkd_tf.settings import from_flags
+    return from_flags(_study_defaults(), FLAGS)
 
 
 def check_inputs(cfg, spec) -> None:
     """Names that the config cannot check alone, and that the models fit the dataset."""
     from epkd_tf.graph import UnsupportedLayerError, analyze
     from epkd_tf.graph import dense_params
-    from epkd_tf.models import build_model, model_names
-    from epkd_tf.pruning import StructuredPruner, make_pruner, pruner_names
-    from epkd_tf.study.methods import method_names
+    from epkd_tf.models import build_model
+    from epkd_tf.pruning import StructuredPruner
     from epkd_tf.study.students import sized_student, student_family
-    unknown = [m for m in cfg.methods if m not in method_names()]
-    if unknown:
-        raise UsageError(f"--methods: unknown method {unknown[0]!r}; choose from "
-                         f"{', '.join(method_names())}.")
-    if cfg.teacher.teacher not in model_names():
-        raise UsageError(f"--teacher={cfg.teacher.teacher!r} is unknown; choose from "
-                         f"{', '.join(model_names())}.")
-    if "epkd" in cfg.methods:
-        unknown = [p for p in cfg.epkd_pruners if p not in pruner_names()]
-        if unknown:
-            raise UsageError(f"--epkd_pruners: unknown pruner {unknown[0]!r}; choose from "
-                             f"{', '.join(pruner_names())}.")
     try:
         teacher = build_model(cfg.teacher.teacher, spec.input_shape, spec.num_classes,
                               width=cfg.teacher.width)
@@ -117,8 +60,8 @@ def check_inputs(cfg, spec) -> None:
         raise UsageError(f"--teacher={cfg.teacher.teacher} cannot be built for --dataset="
                          f"{cfg.data.dataset} with input shape {spec.input_shape}: "
                          f"{reason}") from err
-    if "epkd" in cfg.methods and any(isinstance(make_pruner(p), StructuredPruner)
-                                     for p in cfg.epkd_pruners):
+    if "epkd" in cfg.methods and any(isinstance(p, StructuredPruner)
+                                     for p in cfg.pruning.make_pruners()):
         try:
             analyze(teacher)
         except UnsupportedLayerError as err:
@@ -133,9 +76,11 @@ def check_inputs(cfg, spec) -> None:
                              "remove less.") from err
 
 
-def flags_text() -> str:
+def flags_text(cfg) -> str:
+    from epkd_tf.settings import flag_values_of
+    used = flag_values_of(cfg)
     return "".join(FLAGS[name].serialize() + "\n" for name in RUN_FLAGS
-                   if FLAGS[name].value is not None)
+                   if name in used and FLAGS[name].value is not None)
 
 
 def main(argv) -> int:
@@ -150,7 +95,7 @@ def main(argv) -> int:
         cfg = build_config()
         data = load_data(cfg.data)
         check_inputs(cfg, data.spec)
-        prepare_output_dir(cfg.output_dir, flags_text(), FLAGS, RUN_FLAGS, FLAGS.overwrite,
+        prepare_output_dir(cfg.output_dir, flags_text(cfg), FLAGS, RUN_FLAGS, FLAGS.overwrite,
                                "study")
     except (ConfigError, DataError, UsageError) as err:
         return fail(str(err))
@@ -158,7 +103,7 @@ def main(argv) -> int:
     from epkd_tf.study.layout import StudyDir
     from epkd_tf.study.runner import Study
     d = StudyDir(cfg.output_dir)
-    d.write_text("flags.txt", flags_text())
+    d.write_text("flags.txt", flags_text(cfg))
     logging.getLogger("epkd_tf").info("Study directory: %s (%s)", d.root, data.spec)
     Study(cfg, data, d, verbose=FLAGS.verbose)()
     logging.getLogger("epkd_tf").info("Done: %s", d.path("study.md"))

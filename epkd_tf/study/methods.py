@@ -275,7 +275,7 @@ class EPKDMethod(StudyMethod):
         targets = sparsity.round_targets(nonzero_params(previous), target, cfg.prune_rate)
         epochs = per_round(cfg.epochs, len(targets))
         run_cfg = RunConfig(data=cfg.data, teacher=cfg.teacher,
-                            pruning=PruningConfig(pruners=cfg.epkd_pruners),
+                            pruning=cfg.pruning,
                             distill=DistillConfig(finetune_epochs=epochs, alpha=cfg.alpha),
                             output_dir=ctx.study_dir.epkd_dir(seed), export_formats=(),
                             latency_runs=3)

@@ -80,8 +80,8 @@ def test_chunking_residual(monkeypatch):
 def test_oracle_pruner_uses_context_sample():
     graph, _, _ = _setup(residual_model)
     data = FakeData((8, 8, 2), 3, num_train=30, seed=4)
-    ctx = PruningContext(data, PruningConfig(oracle_examples=12), seed=3, batch_size=8)
-    scores = make_pruner("oracle").score(graph, ctx)
+    ctx = PruningContext(data, PruningConfig(), seed=3, batch_size=8)
+    scores = make_pruner("oracle", examples=12).score(graph, ctx)
     x, y = data.sample(12, seed=3)
     # The pruner ranks by |loss change| ("oracle-abs"); oracle_scores keeps the sign.
     expected = _brute_force(graph, x, y, range(graph.num_groups))

@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers_models import FakeData, mlp_model, randomize  # noqa: E402
 
 from epkd_tf.config import PruningConfig  # noqa: E402
+from epkd_tf.settings import with_flags  # noqa: E402
 from epkd_tf.graph import analyze  # noqa: E402
 from epkd_tf.pruning import PruningContext, make_pruner  # noqa: E402
 from epkd_tf.pruning.taylor import taylor_scores  # noqa: E402
@@ -98,10 +99,11 @@ def test_taylor_scores_match_hand_computation(model, batch_size):
 
 def test_taylor_pruner_normalises_per_layer(model):
     data = _data()
-    cfg = PruningConfig(taylor_batches=3)
+    # The criterion's own setting (--taylor_batches) travels with the config.
+    cfg = with_flags(PruningConfig(), taylor_batches=3)
     ctx = PruningContext(data, cfg, seed=0, batch_size=8)
     graph = analyze(model)
-    scores = make_pruner("taylor").score(graph, ctx)
+    scores = cfg.criteria["taylor"].score(graph, ctx)
     x, y = data.sample(24, seed=0)
     ref = _numpy_taylor(model, x, y, 8)
     for got, raw in zip(_by_layer(graph, scores), ref):

@@ -14,6 +14,7 @@ from epkd_tf.study.config import METHODS, StudyConfig
 from epkd_tf.study.layout import StudyDir
 from epkd_tf.study.methods import (ReseededData, StudyContext, make_method, method_names)
 from epkd_tf.study.runner import rounds_until, target_params
+from epkd_tf.settings import with_flags
 
 
 @pytest.fixture(scope="module")
@@ -23,9 +24,9 @@ def setup(tiny_dir, tmp_path_factory):
     teacher = build_model("lenet300_100", data.spec.input_shape, data.spec.num_classes)
     initial = teacher.get_weights()
     training.train_classifier(teacher, data, 3, 1e-3)
-    cfg = StudyConfig(data=data.cfg, teacher=TeacherConfig(teacher_epochs=3), epochs=1,
-                      prune_rate=0.5, epkd_pruners=("l1_filter", "poly_magnitude"),
-                      output_dir=str(tmp_path_factory.mktemp("study")))
+    cfg = with_flags(StudyConfig(data=data.cfg, teacher=TeacherConfig(teacher_epochs=3)),
+                     epochs=1, prune_rate=0.5, epkd_pruners=("l1_filter", "poly_magnitude"),
+                     output_dir=str(tmp_path_factory.mktemp("study")))
     ctx = StudyContext(cfg, ReseededData(data, 1), teacher, initial, StudyDir(cfg.output_dir))
     return ctx
 
