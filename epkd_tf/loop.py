@@ -3,22 +3,28 @@
     teacher = train(teacher)
     student = teacher
     for iteration in 1..N:
-        target     = keep_ratio × nonzero_params(student)
-        candidates = [pruner(student, target) for pruner in pruners]   # equal sizes
-        ranked     = rank(candidates, (w_train·train_acc + w_test·test_acc) / Σw)
-        student    = distil(ranked[0], original teacher, T = schedule(iteration))
-                     # a NaN/Inf loss stops it: the previous student is kept (or, with
-                     # --fail_on_nan, the run stops)
-        record(iteration, candidates, student); export(student)   # deployment.csv
-    report(run)                                                    # report.md, plots/
+        result  = step(student, iteration, target = keep_ratio × nonzero_params(student))
+        #   candidates = [pruner(student, target) for pruner in pruners]   # equal sizes
+        #   ranked     = rank(candidates, (w_train·train_acc + w_sel·selection_acc) / Σw)
+        #   student    = distil(copy of ranked[0], original teacher, T = schedule(iteration))
+        #                # a NaN/Inf loss: the previous student is kept (--fail_on_nan: stop)
+        student = result.student
+        record(result); export(student)                                # deployment.csv
+    report(run)                                                        # report.md, plots/
+
+``EPKD.step`` is the one implementation of an iteration: the run (``EPKD.__call__``), the
+study's ``epkd`` method and the Python API all call it. Candidates are never changed once
+made and evaluated (the winner is distilled as a copy), so every exported candidate is the
+model its ``candidates.csv`` row describes. The selection split is ``--validation_split``
+when set (no test example then influences any choice), else the test split (the seed's
+definition, whose test accuracies of selected students are optimistic).
 
 The teacher is trained from ``--teacher`` or loaded from ``--teacher_path``.
 """
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import logging
-import math
 import time
 from typing import List, Optional
 
@@ -35,62 +41,27 @@ from epkd_tf.graph import nonzero_params
 from epkd_tf.models import build_model
 from epkd_tf.pruning import Candidate, PruningContext, criteria_correlation
 from epkd_tf.records import RunDir
+from epkd_tf.timing import Clock
+from epkd_tf.training import LossGuard, NonFiniteLossError  # noqa: F401  (re-exported)
 
 log = logging.getLogger("epkd_tf")
 
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or Inf loss and the run cannot go on (the teacher's, or a
-    distillation's with ``--fail_on_nan``); the message is the one line the user sees."""
+# Kept for callers of the former private name.
+_Clock = Clock
 
 
-class _Clock:
-    """Collects (phase, iteration, pruner, seconds) rows for timings.csv.
-
-    Phases are exclusive: a phase entered inside another is counted in its own row and
-    left out of the outer one's seconds. Each flush adds an ``other`` row, the time since
-    the previous flush that no phase covered (bookkeeping between the stages), so the rows
-    add up to the run's whole time."""
-
-    def __init__(self):
-        self.rows: List[tuple] = []
-        self.started = self._flushed = time.perf_counter()
-        self._inner: List[float] = []     # per open phase: seconds spent in nested phases
-
-    @contextlib.contextmanager
-    def phase(self, phase: str, iteration: int = 0, pruner: str = ""):
-        start = time.perf_counter()
-        self._inner.append(0.0)
-        try:
-            yield
-        finally:
-            seconds = time.perf_counter() - start
-            inner = self._inner.pop()
-            if self._inner:
-                self._inner[-1] += seconds
-            self.rows.append((phase, iteration, pruner, seconds - inner))
-
-    def flush(self, iteration: int = 0) -> pd.DataFrame:
-        """The rows since the last flush, then ``other`` (labelled ``iteration``)."""
-        now = time.perf_counter()
-        rows, self.rows = self.rows, []
-        covered = sum(row[3] for row in rows)
-        rows.append(("other", iteration, "", max(0.0, now - self._flushed - covered)))
-        self._flushed = now
-        return pd.DataFrame(rows, columns=["phase", "iteration", "pruner", "seconds"])
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.started
-
-
-def rank_candidates(table: pd.DataFrame, weights) -> pd.DataFrame:
-    """Adds ``weighted_score`` and ``rank`` (1 = best) to a candidates table.
-
-    Ties keep the order of --pruners, so the ranking is deterministic.
+def rank_candidates(table: pd.DataFrame, weights,
+                    selection: str = "test_accuracy") -> pd.DataFrame:
+    """Adds ``weighted_score`` and ``rank`` (1 = best) to a candidates table:
+    ``(w_train · train_sample_accuracy + w_sel · selection) / (w_train + w_sel)``, where
+    ``selection`` names the column of the selection split (``validation_accuracy`` or
+    ``test_accuracy``). Ties keep the order of --pruners, so the ranking is deterministic.
     """
     table = table.copy()
-    table["weighted_score"] = [metrics.weighted_score(tr, te, weights)
-                               for tr, te in zip(table["train_accuracy"], table["test_accuracy"])]
+    train = table["train_sample_accuracy" if "train_sample_accuracy" in table
+                  else "train_accuracy"]
+    table["weighted_score"] = [metrics.weighted_score(tr, se, weights)
+                               for tr, se in zip(train, table[selection])]
     order = np.lexsort((np.arange(len(table)), -table["weighted_score"].to_numpy()))
     ranks = np.empty(len(table), dtype=int)
     ranks[order] = np.arange(1, len(table) + 1)
@@ -103,54 +74,48 @@ def _tensorboard(run: RunDir, name: str):
                                           profile_batch=0)
 
 
-class LossGuard(tf_keras.callbacks.Callback):
-    """Stops training at the first batch whose loss is NaN or Inf (as Keras'
-    ``TerminateOnNaN``) and remembers where in ``problem``; the end of every epoch is the
-    fault-injection point ``<name>_epoch_<n>`` (see ``faults.py``)."""
+@dataclasses.dataclass
+class IterationResult:
+    """What one EPKD iteration made (``EPKD.step``)."""
 
-    def __init__(self, name: str):
-        super().__init__()
-        self._supports_tf_logs = True     # fetch the loss alone, not every metric per batch
-        self.name = name
-        self.problem: Optional[str] = None
-        self._epoch = 0
+    iteration: int
+    target: int                       # nonzero parameters every candidate was made to
+    temperature: float
+    candidates: List[Candidate]       # as made and evaluated, never changed afterwards
+    table: pd.DataFrame               # their candidates.csv rows, ranked
+    winner: Candidate
+    student: tf_keras.Model           # a distilled copy of the winner, or the previous one
+    kept_previous: bool               # the winner's distillation hit a NaN/Inf loss
+    nonfinite: Optional[str]          # where it did
+    finetune_history: pd.DataFrame
+    epochs: int                       # every epoch any candidate or the student trained
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-
-    # Reading the loss forces the host to wait for the step: every batch, that doubled the
-    # time of a LeNet step. A non-finite loss stays non-finite, so checking every
-    # CHECK_EVERY batches (and at each epoch's end) finds it a few batches later at most.
-    CHECK_EVERY = 50
-
-    def on_train_batch_end(self, batch, logs=None):
-        if batch % self.CHECK_EVERY == 0:
-            self._check((logs or {}).get("loss"), f"batch {batch + 1}")
-
-    def _check(self, loss, where: str) -> None:
-        if self.problem is not None or loss is None:
-            return
-        value = float(loss)
-        if not math.isfinite(value):
-            self.problem = f"loss {value} at epoch {self._epoch + 1}, {where}"
-            self.model.stop_training = True
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._check((logs or {}).get("loss"), "end of the epoch")
-        faults.reached(f"{self.name}_epoch_{epoch + 1}")
+    @property
+    def selection_column(self) -> str:
+        return ("validation_accuracy" if self.table["validation_accuracy"].notna().any()
+                else "test_accuracy")
 
 
 class EPKD:
-    """One EPKD run over ``cfg`` on loaded ``data``, writing into ``run``."""
+    """EPKD over ``cfg`` on loaded ``data``.
 
-    def __init__(self, cfg: RunConfig, data, run: RunDir, verbose: int = 0):
+    ``run`` is the run directory the whole run (``__call__``) writes; ``step`` alone needs
+    none (the study and the Python API use it without files). ``teacher`` (and its cached
+    ``teacher_logits``) may be given when the caller already holds the trained teacher.
+    """
+
+    def __init__(self, cfg: RunConfig, data, run: Optional[RunDir] = None,
+                 verbose: int = 0, teacher: Optional[tf_keras.Model] = None,
+                 teacher_logits=None):
         self.cfg, self.data, self.run, self.verbose = cfg, data, run, verbose
         self.pruners = cfg.pruning.make_pruners()
         self.schedule = cfg.distill.schedule()
-        self.clock = _Clock()
+        self.clock = Clock()
+        self.teacher_model = teacher
+        self._teacher_logits = teacher_logits
         self._calibration = None
-        # Where the last distil() hit a NaN/Inf loss (None: it did not).
-        self.nonfinite: Optional[str] = None
+        self._pruning_context: Optional[PruningContext] = None
+        self.last_result: Optional[IterationResult] = None
 
     # -- the algorithm -------------------------------------------------------------------
     def __call__(self) -> pd.DataFrame:
@@ -164,17 +129,9 @@ class EPKD:
         for iteration in range(done + 1, self.cfg.iterations + 1):
             tf_keras.utils.set_random_seed(self.cfg.data.seed + iteration)
             target = int(round(self.cfg.keep_ratio * nonzero_params(student)))
-            candidates = self.make_candidates(student, target, iteration)
-            table = self.evaluate(candidates, iteration)
-            best = candidates[int(np.argmin(table["rank"].to_numpy()))]
-            distilled = self.distil(best.model, teacher, iteration)
-            kept_previous = self.nonfinite is not None
-            if kept_previous:
-                student = self.keep_previous(iteration, best.pruner)
-            else:
-                student = distilled
-            self.record(iteration, best, table, candidates, student,
-                        kept_previous=kept_previous)
+            result = self.last_result = self.step(student, iteration, target)
+            student = result.student
+            self.record(result)
             faults.reached(f"iteration_{iteration}_done")
             self.report_progress(iteration, done)
         from epkd_tf.report import write_report
@@ -184,20 +141,39 @@ class EPKD:
         self.run.mark(finished=True)
         return self.run.read("students")
 
-    def keep_previous(self, iteration: int, pruner: str) -> tf_keras.Model:
-        """After a NaN/Inf distillation loss: the previous student (the teacher before
-        iteration 1), reloaded from its checkpoint; with --fail_on_nan the run stops."""
+    def step(self, student: tf_keras.Model, iteration: int, target: int) -> IterationResult:
+        """One iteration: every pruner makes a candidate of ``target`` nonzero parameters
+        from ``student``; they are evaluated and ranked on the selection split; a copy of
+        the winner is distilled from the original teacher at this iteration's temperature.
+        ``student`` and the candidates are left as they are."""
+        if self.teacher_model is None:
+            raise ValueError("EPKD.step needs the trained teacher: pass teacher= or run the "
+                             "whole algorithm.")
+        candidates = self.make_candidates(student, target, iteration)
+        table = self.evaluate(candidates, iteration)
+        winner = candidates[int(np.argmin(table["rank"].to_numpy()))]
+        distilled, history, nonfinite = self.distil(winner.model, iteration)
+        kept_previous = nonfinite is not None
+        if kept_previous:
+            self.keep_previous(iteration, winner.pruner, nonfinite)
+        return IterationResult(
+            iteration=iteration, target=target, temperature=self.schedule(iteration),
+            candidates=candidates, table=table, winner=winner,
+            student=student if kept_previous else distilled, kept_previous=kept_previous,
+            nonfinite=nonfinite, finetune_history=history,
+            epochs=sum(c.epochs for c in candidates) + len(history))
+
+    def keep_previous(self, iteration: int, pruner: str, nonfinite: str) -> None:
+        """After a NaN/Inf distillation loss the iteration keeps the previous student (the
+        teacher before iteration 1); with --fail_on_nan the run stops instead."""
         what = (f"iteration {iteration}: the distillation of the {pruner} candidate hit a "
-                f"non-finite {self.nonfinite}")
+                f"non-finite {nonfinite}")
         if self.cfg.fail_on_nan:
             raise NonFiniteLossError(f"{what}; stopped (--fail_on_nan). Lower "
                                      f"--finetune_learning_rate (now "
                                      f"{self.cfg.distill.learning_rate:g}).")
         log.warning("warning: %s; fine-tune stopped, iteration %d keeps the previous "
                     "student", what, iteration)
-        path = (self.run.teacher_checkpoint() if iteration == 1
-                else self.run.student_checkpoint(iteration - 1))
-        return tf_keras.models.load_model(path, compile=False)
 
     # -- stages --------------------------------------------------------------------------
     def teacher(self) -> tf_keras.Model:
@@ -234,19 +210,14 @@ class EPKD:
         log.info("Teacher: %s, %d params, training %d epochs on %d examples",
                  cfg.teacher.teacher, model.count_params(), cfg.teacher.teacher_epochs,
                  spec.num_train)
-        guard = LossGuard("teacher")
         with self.clock.phase("teacher_training"):
-            history = training.train_classifier(
+            history = training.train_teacher(
                 model, self.data, cfg.teacher.teacher_epochs, cfg.teacher.learning_rate,
-                callbacks=[_tensorboard(self.run, "teacher"), guard], verbose=self.verbose,
+                callbacks=[_tensorboard(self.run, "teacher")], verbose=self.verbose,
                 jit_compile=cfg.jit_compile)
         for row in history.itertuples():
             log.info("Teacher epoch %d: loss %.4f, train acc %.4f, test acc %.4f",
                      row.epoch, row.loss, row.train_accuracy, row.test_accuracy)
-        if guard.problem:
-            raise NonFiniteLossError(f"teacher training hit a non-finite {guard.problem}; "
-                                     f"lower --teacher_learning_rate (now "
-                                     f"{cfg.teacher.learning_rate:g}).")
         return model, history
 
     def deploy(self, model, name: str, serving_name: str, version: int, iteration: int,
@@ -265,34 +236,49 @@ class EPKD:
                                    measuring=lambda: self.clock.phase(
                                        "deployment_evaluation", iteration, serving_name))
 
-    def make_candidates(self, student, target: int, iteration: int) -> List[Candidate]:
+    def pruning_context(self, iteration: int) -> PruningContext:
+        """What the criteria see: the data, the shared plan settings, the seeded samples
+        (one cache for the whole run), the fine-tune rate and the run's clock."""
         cfg = self.cfg
-        ctx = PruningContext(self.data, cfg.pruning, seed=cfg.data.seed,
-                             batch_size=cfg.data.batch_size,
-                             learning_rate=cfg.distill.learning_rate,
-                             clock=lambda phase, pruner: self.clock.phase(phase, iteration,
-                                                                          pruner))
-        self._pruning_context = ctx     # its seeded samples serve evaluate() too
+        if self._pruning_context is None:
+            self._pruning_context = PruningContext(
+                self.data, cfg.pruning, seed=cfg.data.seed, batch_size=cfg.data.batch_size,
+                learning_rate=cfg.distill.learning_rate)
+        return dataclasses.replace(
+            self._pruning_context,
+            clock=lambda phase, pruner: self.clock.phase(phase, iteration, pruner))
+
+    def make_candidates(self, student, target: int, iteration: int) -> List[Candidate]:
+        ctx = self.pruning_context(iteration)
         return [pruner.make_candidate(student, target, ctx) for pruner in self.pruners]
 
     def evaluate(self, candidates: List[Candidate], iteration: int) -> pd.DataFrame:
-        """Accuracy, size and latency of every candidate, ranked."""
+        """Accuracy, size and latency of every candidate, ranked on the selection split."""
         rows = []
         ranking_data = self.ranking_examples()
+        validation = self.data.validation() if self.has_validation else None
         for c in candidates:
             with self.clock.phase("candidate_evaluation", iteration, c.pruner):
                 train_acc = training.accuracy(c.model, ranking_data)
+                val_acc = (training.accuracy(c.model, validation) if validation is not None
+                           else np.nan)
                 test_acc = training.accuracy(c.model, self.data.test())
                 costs = metrics.measure_costs(c.model, runs=self.cfg.latency_runs)
             rows.append({"iteration": iteration, "pruner": c.pruner,
-                         **costs.__dict__, "train_accuracy": train_acc,
-                         "test_accuracy": test_acc})
-        table = rank_candidates(pd.DataFrame(rows), self.cfg.rank_weights)
+                         **costs.__dict__, "train_sample_accuracy": train_acc,
+                         "validation_accuracy": val_acc, "test_accuracy": test_acc})
+        selection = "validation_accuracy" if validation is not None else "test_accuracy"
+        table = rank_candidates(pd.DataFrame(rows), self.cfg.rank_weights, selection)
         for row in table.sort_values("rank").itertuples():
-            log.info("Iteration %d candidate #%d %-14s nonzero %d, train %.4f, test %.4f, "
-                     "score %.4f", iteration, row.rank, row.pruner, row.nonzero_params,
-                     row.train_accuracy, row.test_accuracy, row.weighted_score)
+            log.info("Iteration %d candidate #%d %-14s nonzero %d, train sample %.4f, %s "
+                     "%.4f, score %.4f", iteration, row.rank, row.pruner, row.nonzero_params,
+                     row.train_sample_accuracy, selection.split("_")[0],
+                     getattr(row, selection), row.weighted_score)
         return table
+
+    @property
+    def has_validation(self) -> bool:
+        return bool(getattr(self.data, "has_validation", False))
 
     def ranking_examples(self):
         """The training examples whose accuracy ranks the candidates: --eval_examples of
@@ -301,54 +287,59 @@ class EPKD:
         n = self.cfg.eval_examples
         if n == 0 or n >= self.data.spec.num_train:
             return self.data.train_eval()
-        ctx = getattr(self, "_pruning_context", None)
-        x, y = ctx.sample(n) if ctx is not None else self.data.sample(n, self.cfg.data.seed)
+        x, y = self.pruning_context(0).sample(n)
         import tensorflow as tf
         return tf.data.Dataset.from_tensor_slices((x, y)).batch(self.cfg.data.batch_size)
 
-    def teacher_logits(self, teacher):
+    def teacher_logits(self):
         """The teacher's logits on the training split, computed once per run (None when
         the training data is augmented: then the teacher runs on every batch)."""
-        if not hasattr(self, "_teacher_logits"):
+        if self._teacher_logits is None:
             from epkd_tf.distill.cache import teacher_logits_for
             with self.clock.phase("teacher_logits"):
-                self._teacher_logits = teacher_logits_for(teacher, self.data)
-        return self._teacher_logits
+                logits = teacher_logits_for(self.teacher_model, self.data)
+            self._teacher_logits = False if logits is None else logits
+        return None if self._teacher_logits is False else self._teacher_logits
 
-    def distil(self, model, teacher, iteration: int) -> tf_keras.Model:
-        """Fine-tunes the winner by distillation from the original teacher."""
+    def distil(self, model, iteration: int):
+        """Fine-tunes a copy of ``model`` (the winner, which stays as it was evaluated) by
+        distillation from the original teacher; (the copy, its per-epoch history, where a
+        NaN/Inf loss stopped it or None)."""
         d = self.cfg.distill
         temperature = self.schedule(iteration)
-        distiller = Distiller(student=model, teacher=teacher, preserve_zeros=True)
-        distiller.compile(optimizer=tf_keras.optimizers.Adam(d.learning_rate),
+        history = pd.DataFrame(columns=["iteration", "epoch", "temperature"])
+        student = training.copy_model(model)
+        if not d.finetune_epochs:
+            return student, history, None
+        distiller = Distiller(student=student, teacher=self.teacher_model,
+                              preserve_zeros=True)
+        steps = -(-self.data.spec.num_train // self.cfg.data.batch_size)
+        rate = (training.cosine_learning_rate(d.learning_rate, d.finetune_epochs, steps)
+                if d.learning_rate_schedule == "cosine" else d.learning_rate)
+        distiller.compile(optimizer=tf_keras.optimizers.Adam(rate),
                           metrics=[tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
                           alpha=d.alpha, temperature=temperature,
                           jit_compile=self.cfg.jit_compile)
-        self._finetune_history = pd.DataFrame(columns=["iteration", "epoch", "temperature"])
-        self.nonfinite = None
-        if d.finetune_epochs:
-            guard = LossGuard(f"finetune_{iteration}")
-            logits = self.teacher_logits(teacher)
-            batches = (self.data.train(teacher_logits=logits) if logits is not None
-                       else self.data.train())
-            with self.clock.phase("distillation", iteration):
-                history = distiller.fit(
-                    batches, validation_data=self.data.test(),
-                    epochs=d.finetune_epochs, verbose=self.verbose,
-                    callbacks=[_tensorboard(self.run, f"finetune_{iteration}"), guard])
-            self.nonfinite = guard.problem
-            frame = training.history_frame(history)
-            frame.insert(0, "iteration", iteration)
-            frame.insert(2, "temperature", temperature)
-            self._finetune_history = frame
-        return model
+        guard = LossGuard(f"finetune_{iteration}")
+        callbacks = [guard]
+        if self.run is not None:
+            callbacks.append(_tensorboard(self.run, f"finetune_{iteration}"))
+        logits = self.teacher_logits()
+        batches = (self.data.train(teacher_logits=logits) if logits is not None
+                   else self.data.train())
+        with self.clock.phase("distillation", iteration):
+            fitted = distiller.fit(batches, validation_data=self.data.test(),
+                                   epochs=d.finetune_epochs, verbose=self.verbose,
+                                   callbacks=callbacks)
+        frame = training.history_frame(fitted)
+        frame.insert(0, "iteration", iteration)
+        frame.insert(2, "temperature", temperature)
+        return student, frame, guard.problem
 
-    def record(self, iteration, best: Candidate, table, candidates, student,
-               kept_previous: bool = False) -> None:
-        """Writes the iteration's rows and exports; ``progress.json`` goes last.
-        ``kept_previous``: ``student`` is the previous one (the winner's distillation
-        failed)."""
-        run, cfg = self.run, self.cfg
+    def record(self, result: IterationResult) -> None:
+        """Writes the iteration's rows and exports; ``progress.json`` goes last."""
+        run, cfg, iteration = self.run, self.cfg, result.iteration
+        student, winner = result.student, result.winner
         with self.clock.phase("student_evaluation", iteration):
             train_acc = training.accuracy(student, self.data.train_eval())
             test_acc = training.accuracy(student, self.data.test())
@@ -358,36 +349,42 @@ class EPKD:
                                              iteration, iteration=iteration,
                                              test_accuracy=test_acc)
             if cfg.export_candidates:
-                raw_shape = deploy.raw_image_shape(self.data)
-                for c in candidates:
-                    run.write_directory(run.candidate_dir(iteration, c.pruner),
-                                        lambda tmp, m=c.model: deploy.export_saved_model(
-                                            m, tmp, self.data.recipe.preprocess, raw_shape,
-                                            self.data.recipe.batchable))
+                self.export_candidates(result)
         with self.clock.phase("student_evaluation", iteration):
             costs = metrics.measure_costs(student, runs=cfg.latency_runs, tflite=tflite)
-        before = float(table.loc[table["pruner"] == best.pruner, "test_accuracy"].iloc[0])
-        temperature = self.schedule(iteration)
+        before = float(result.table.loc[result.table["pruner"] == winner.pruner,
+                                        "test_accuracy"].iloc[0])
         student_row = pd.DataFrame([{
-            "iteration": iteration, "pruner": best.pruner, **costs.__dict__,
+            "iteration": iteration, "pruner": winner.pruner, **costs.__dict__,
             "test_accuracy_before_finetune": before, "train_accuracy": train_acc,
-            "test_accuracy": test_acc, "temperature": temperature,
-            "kept_previous": kept_previous}])
-        if kept_previous:
+            "test_accuracy": test_acc, "temperature": result.temperature,
+            "kept_previous": result.kept_previous, "epochs": result.epochs}])
+        if result.kept_previous:
             log.info("Iteration %d student: the previous one kept (nonzero %d, test %.4f)",
                      iteration, costs.nonzero_params, test_acc)
         else:
             log.info("Iteration %d student (%s, T=%g): nonzero %d, test %.4f -> %.4f after "
-                     "distillation", iteration, best.pruner, temperature,
+                     "distillation", iteration, winner.pruner, result.temperature,
                      costs.nonzero_params, before, test_acc)
         with self.clock.phase("logging", iteration):
-            run.append("candidates", table)
-            run.append("finetune_history", self._finetune_history)
-            run.append("criteria_correlation", self.correlation(candidates, iteration))
+            run.append("candidates", result.table)
+            run.append("finetune_history", result.finetune_history)
+            run.append("criteria_correlation", self.correlation(result.candidates, iteration))
             run.append("students", student_row)
             run.append("deployment", deployment)
         run.append("timings", self.clock.flush(iteration))
         run.mark(iterations_done=iteration)
+
+    def export_candidates(self, result: IterationResult) -> None:
+        """Every candidate of the iteration as a SavedModel (--export_candidates): the
+        models exactly as they were evaluated for candidates.csv."""
+        run = self.run
+        raw_shape = deploy.raw_image_shape(self.data)
+        for c in result.candidates:
+            run.write_directory(run.candidate_dir(result.iteration, c.pruner),
+                                lambda tmp, m=c.model: deploy.export_saved_model(
+                                    m, tmp, self.data.recipe.preprocess, raw_shape,
+                                    self.data.recipe.batchable))
 
     def correlation(self, candidates: List[Candidate], iteration: int) -> pd.DataFrame:
         """Spearman of every structured criterion with the reference criterion, if it ran."""

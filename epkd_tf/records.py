@@ -48,16 +48,19 @@ from epkd_tf.config import EXPORT_FORMATS
 
 TABLES: Dict[str, List[str]] = {
     "teacher_history": ["epoch", "loss", "train_accuracy", "test_accuracy"],
+    # train_sample_accuracy: on the --eval_examples training examples that rank the
+    # candidates; validation_accuracy: on --validation_split (empty without one).
     "candidates": ["iteration", "pruner", "nonzero_params", "total_params", "size_mb",
-                   "gzip_mb", "latency_ms", "train_accuracy", "test_accuracy",
-                   "weighted_score", "rank"],
+                   "gzip_mb", "latency_ms", "train_sample_accuracy", "validation_accuracy",
+                   "test_accuracy", "weighted_score", "rank"],
     "finetune_history": ["iteration", "epoch", "temperature", "loss", "train_accuracy",
                          "test_accuracy"],
     # kept_previous: the winner's distillation hit a NaN/Inf loss, so the iteration's
-    # student is the previous one (README, Outputs).
+    # student is the previous one (README, Outputs). epochs: every training epoch the
+    # iteration spent (pruning fine-tunes of the candidates and the distillation).
     "students": ["iteration", "pruner", "nonzero_params", "total_params", "size_mb",
                  "gzip_mb", "latency_ms", "test_accuracy_before_finetune", "train_accuracy",
-                 "test_accuracy", "temperature", "kept_previous"],
+                 "test_accuracy", "temperature", "kept_previous", "epochs"],
     "criteria_correlation": ["iteration", "criterion", "scope", "spearman"],
     "timings": ["phase", "iteration", "pruner", "seconds"],
     # iteration: 0 for the teacher, k for student_<k>, empty for `python -m epkd_tf.export`.

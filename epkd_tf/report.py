@@ -211,6 +211,24 @@ def time_per_phase(timings: pd.DataFrame) -> List[str]:
              f"between phases).", ""] + markdown_table(frame) + [""])
 
 
+def selection_statement(flags_text: str, candidates: pd.DataFrame) -> List[str]:
+    """On which split the candidates were ranked, and what that means for the test
+    accuracies reported."""
+    split = [line.split("=", 1)[1] for line in flags_text.splitlines()
+             if line.startswith("--validation_split=")]
+    validated = "validation_accuracy" in candidates and \
+        candidates["validation_accuracy"].notna().any()
+    if split or validated:
+        where = f"`--validation_split={split[0]}`" if split else "a validation split"
+        return [f"Candidates were ranked on the held-out {where}: no test example "
+                "influenced any choice, so the test accuracies below are unbiased "
+                "estimates."]
+    return ["Candidates were ranked on the **test split** (the seed's definition, "
+            "`--rank_weights` train,test): the test accuracies of the selected students are "
+            "therefore **optimistic**. Set `--validation_split` (e.g. 0.1) to select on "
+            "held-out training examples instead."]
+
+
 def write_report(run: RunDir) -> str:
     """Writes ``report.md`` and its plots into ``run`` (atomically); returns its path."""
     t = completed_tables(run)
@@ -225,6 +243,7 @@ def write_report(run: RunDir) -> str:
     lines = ["# EPKD run report", "",
              f"Run directory: `{run.root}` — {len(students)}"
              f"{' of ' + planned[0] if planned else ''} iterations completed.", ""]
+    lines += selection_statement(flags_text, candidates) + [""]
     if flags_text:
         lines += ["Flags (replay with `--flagfile`):", "", "```", flags_text, "```", ""]
     history = t["teacher_history"]
@@ -250,15 +269,20 @@ def write_report(run: RunDir) -> str:
     lines += ["## Temperature schedule", ""]
     lines += _image(run, plot_temperature(run, students), "temperature per iteration")
 
+    validated = "validation_accuracy" in candidates and \
+        candidates["validation_accuracy"].notna().any()
+    selection = "validation" if validated else "test"
     lines += ["## Candidate ranking per iteration", "",
-              "Score = (w_train·train accuracy + w_test·test accuracy) / (w_train + w_test) "
-              "(`--rank_weights`); rank 1 is distilled (`candidates.csv`).", ""]
+              f"Score = (w_train·train_sample_accuracy + w_sel·{selection}_accuracy) / "
+              "(w_train + w_sel) (`--rank_weights`); `train_sample_accuracy` is measured on "
+              "the `--eval_examples` training examples; rank 1 is distilled "
+              "(`candidates.csv`).", ""]
+    columns = ["rank", "pruner", "nonzero_params", "total_params", "train_sample_accuracy"]
+    columns += ["validation_accuracy"] if validated else []
+    columns += ["test_accuracy", "weighted_score", "size_mb", "latency_ms"]
     for iteration, group in candidates.groupby("iteration"):
         lines += [f"### Iteration {int(iteration)}", ""]
-        lines += markdown_table(group.sort_values("rank"),
-                                ["rank", "pruner", "nonzero_params", "total_params",
-                                 "train_accuracy", "test_accuracy", "weighted_score",
-                                 "size_mb", "latency_ms"]) + [""]
+        lines += markdown_table(group.sort_values("rank"), columns) + [""]
 
     lines += ["## Spearman correlation with the oracle", ""]
     correlation = t["criteria_correlation"]

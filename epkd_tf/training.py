@@ -9,6 +9,8 @@ import pandas as pd
 import epkd_tf  # noqa: F401
 import tf_keras
 
+from epkd_tf import faults
+
 HISTORY_COLUMNS = ["epoch", "loss", "train_accuracy", "test_accuracy"]
 
 
@@ -65,6 +67,75 @@ def train_classifier(model: tf_keras.Model, data, epochs: int, learning_rate: fl
                         validation_data=data.test() if validate else None,
                         callbacks=callbacks or [], verbose=verbose)
     return history_frame(history)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or Inf loss and the run cannot go on (the teacher's, or a
+    distillation's with ``--fail_on_nan``); the message is the one line the user sees."""
+
+
+class LossGuard(tf_keras.callbacks.Callback):
+    """Stops training at the first batch whose loss is NaN or Inf (as Keras'
+    ``TerminateOnNaN``) and remembers where in ``problem``; the end of every epoch is the
+    fault-injection point ``<name>_epoch_<n>`` (see ``faults.py``)."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self._supports_tf_logs = True     # fetch the loss alone, not every metric per batch
+        self.name = name
+        self.problem: Optional[str] = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    # Reading the loss forces the host to wait for the step: every batch, that doubled the
+    # time of a LeNet step. A non-finite loss stays non-finite, so checking every
+    # CHECK_EVERY batches (and at each epoch's end) finds it a few batches later at most.
+    CHECK_EVERY = 50
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch % self.CHECK_EVERY == 0:
+            self._check((logs or {}).get("loss"), f"batch {batch + 1}")
+
+    def _check(self, loss, where: str) -> None:
+        if self.problem is not None or loss is None:
+            return
+        value = float(loss)
+        if not math.isfinite(value):
+            self.problem = f"loss {value} at epoch {self._epoch + 1}, {where}"
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check((logs or {}).get("loss"), "end of the epoch")
+        faults.reached(f"{self.name}_epoch_{epoch + 1}")
+
+
+def copy_model(model: tf_keras.Model) -> tf_keras.Model:
+    """An independent, trainable copy with the same weights: what distillation trains, so
+    that the model it starts from (a ranked candidate, the shared teacher) stays as it was."""
+    clone = tf_keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    clone.trainable = True
+    return clone
+
+
+def train_teacher(model: tf_keras.Model, data, epochs: int, learning_rate: float,
+                  callbacks: Optional[List] = None, verbose: int = 0,
+                  jit_compile: bool = False, flag: str = "--teacher_learning_rate"
+                  ) -> pd.DataFrame:
+    """Trains a teacher with :func:`train_classifier` under a :class:`LossGuard`: the one
+    teacher training of the EPKD run and of the study. A NaN/Inf loss raises
+    NonFiniteLossError (naming ``flag``, the learning rate to lower): every later stage
+    needs the teacher."""
+    guard = LossGuard("teacher")
+    history = train_classifier(model, data, epochs, learning_rate,
+                               callbacks=list(callbacks or []) + [guard], verbose=verbose,
+                               jit_compile=jit_compile)
+    if guard.problem:
+        raise NonFiniteLossError(f"teacher training hit a non-finite {guard.problem}; "
+                                 f"lower {flag} (now {learning_rate:g}).")
+    return history
 
 
 def accuracy(model: tf_keras.Model, dataset) -> float:

@@ -14,19 +14,19 @@ from epkd_tf.settings import with_flags
 
 def test_rank_uses_weighted_score_and_breaks_ties_by_pruner_order():
     table = pd.DataFrame({"pruner": ["a", "b", "c", "d"],
-                          "train_accuracy": [0.9, 1.0, 0.5, 0.6],
+                          "train_sample_accuracy": [0.9, 1.0, 0.5, 0.6],
                           "test_accuracy": [0.8, 0.7, 0.9, 0.8]})
     ranked = rank_candidates(table, (1.0, 3.0))
     expected = [(0.9 + 2.4) / 4, (1.0 + 2.1) / 4, (0.5 + 2.7) / 4, (0.6 + 2.4) / 4]
     np.testing.assert_allclose(ranked.weighted_score, expected)
     # a: .825, b: .775, c: .8, d: .75
     assert ranked["rank"].tolist() == [1, 3, 2, 4]
-    tied = rank_candidates(table.assign(train_accuracy=0.5, test_accuracy=0.5), (1, 3))
+    tied = rank_candidates(table.assign(train_sample_accuracy=0.5, test_accuracy=0.5), (1, 3))
     assert tied["rank"].tolist() == [1, 2, 3, 4]
 
 
 def test_rank_weights_change_the_winner():
-    table = pd.DataFrame({"pruner": ["a", "b"], "train_accuracy": [1.0, 0.5],
+    table = pd.DataFrame({"pruner": ["a", "b"], "train_sample_accuracy": [1.0, 0.5],
                           "test_accuracy": [0.5, 0.6]})
     assert rank_candidates(table, (1, 0))["rank"].tolist() == [1, 2]
     assert rank_candidates(table, (0, 1))["rank"].tolist() == [2, 1]
@@ -103,6 +103,49 @@ def test_magnitude_students_keep_their_zeros_through_distillation(tiny_run):
         assert nonzero == row.nonzero_params
 
 
+def test_students_keep_exactly_the_size_their_candidate_was_ranked_at(tiny_run):
+    """Distillation keeps every zero (biases of dead units included), so a student has
+    exactly its winning candidate's nonzero count; magnitude candidates hit the target
+    exactly."""
+    cfg, run, students = tiny_run
+    candidates = run.read("candidates")
+    teacher = tf_keras.models.load_model(run.teacher_checkpoint(), compile=False)
+    previous = sum(int(np.count_nonzero(w)) for w in teacher.get_weights())
+    for row in students.itertuples():
+        group = candidates[candidates.iteration == row.iteration]
+        winner = group[group["rank"] == 1].iloc[0]
+        assert winner.pruner == row.pruner and not row.kept_previous
+        assert row.nonzero_params == winner.nonzero_params
+        target = int(round(cfg.keep_ratio * previous))
+        magnitude = group[group.pruner == "poly_magnitude"].iloc[0]
+        assert magnitude.nonzero_params == target
+        previous = row.nonzero_params
+
+
+def test_epochs_count_every_epoch_the_iteration_trained(tiny_run):
+    cfg, run, students = tiny_run
+    # poly_magnitude's fine-tune (1 epoch) + the distillation (1 epoch)
+    assert students.epochs.tolist() == [2, 2, 2]
+
+
+def test_candidates_are_never_changed_after_they_are_evaluated(tiny_run, tiny_dir):
+    """The winner is distilled as a copy: the candidate objects still compute the
+    accuracies and sizes of their candidates.csv rows after the run."""
+    from epkd_tf import training
+    from epkd_tf.graph import dense_params, nonzero_params
+    cfg, run, _ = tiny_run
+    last = run.epkd.last_result
+    rows = run.read("candidates").query(f"iteration == {last.iteration}").set_index("pruner")
+    data = load_data(cfg.data)
+    for c in last.candidates:
+        row = rows.loc[c.pruner]
+        assert nonzero_params(c.model) == row.nonzero_params
+        assert dense_params(c.model) == row.total_params
+        assert training.accuracy(c.model, data.test()) == pytest.approx(row.test_accuracy,
+                                                                         abs=1e-4)
+    assert all(c.model is not last.student for c in last.candidates)
+
+
 def test_timings_cover_every_phase(tiny_run):
     _, run, _ = tiny_run
     timings = run.read("timings")
@@ -156,7 +199,7 @@ def test_clock_phases_are_exclusive(monkeypatch):
 
 def test_distillation_reads_cached_teacher_logits(tiny_run):
     _, run, _ = tiny_run
-    logits = run.epkd.teacher_logits(None)      # computed once, during iteration 1
+    logits = run.epkd.teacher_logits()          # computed once, during iteration 1
     assert logits.shape == (256, 4)
     assert len(run.read("timings").query("phase == 'teacher_logits'")) == 1
 

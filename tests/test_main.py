@@ -65,7 +65,7 @@ def test_ranking_follows_weighted_score_and_winner_becomes_student(mnist_run):
     candidates = read(mnist_run, "candidates")
     students = read(mnist_run, "students").set_index("iteration")
     for iteration, group in candidates.groupby("iteration"):
-        expected = (group.train_accuracy + 3 * group.test_accuracy) / 4
+        expected = (group.train_sample_accuracy + 3 * group.test_accuracy) / 4
         np.testing.assert_allclose(group.weighted_score, expected, rtol=1e-9)
         assert group.sort_values("rank").weighted_score.is_monotonic_decreasing
         winner = group[group["rank"] == 1].iloc[0]
@@ -104,6 +104,28 @@ def test_exports_load_and_match_the_checkpoints(mnist_run):
     for name in ("teacher", "student"):
         base = os.path.join(mnist_run, "serving", name)
         assert f"name: '{name}'" in config and f"base_path: '{base}'" in config
+
+
+def test_every_exported_candidate_reproduces_its_candidates_row(mnist_run, mnist_dir):
+    """Candidates are never changed after they are evaluated: each exported candidate
+    (the winner included, which was distilled as a copy) has exactly the sizes and the
+    test accuracy of its candidates.csv row."""
+    import tf_keras
+    from epkd_tf import training
+    from epkd_tf.config import DataConfig
+    from epkd_tf.data import load_data
+    from epkd_tf.graph import dense_params, nonzero_params
+    data = load_data(DataConfig(dataset="mnist", data_dir=mnist_dir, batch_size=64,
+                                test_split="test[:10%]", train_split="train[:3%]"))
+    candidates = read(mnist_run, "candidates")
+    assert (candidates["rank"] == 1).sum() == 2          # a winner per iteration, checked too
+    for row in candidates.itertuples():
+        path = os.path.join(mnist_run, "candidates", str(row.iteration), row.pruner)
+        model = tf_keras.models.load_model(path, compile=False)
+        assert nonzero_params(model) == row.nonzero_params, (row.iteration, row.pruner)
+        assert dense_params(model) == row.total_params, (row.iteration, row.pruner)
+        assert training.accuracy(model, data.test()) == pytest.approx(row.test_accuracy,
+                                                                      abs=1e-4)
 
 
 def test_deployment_has_a_row_per_model_and_format(mnist_run):

@@ -114,10 +114,11 @@ class Distiller(tf_keras.Model):
       student: the tf_keras model being trained; outputs logits.
       teacher: the frozen tf_keras model; outputs logits. May be ``None`` if every batch
         supplies cached teacher logits.
-      preserve_zeros: if True, every trainable student variable with ``ndim >= 2`` that
-        contains at least one exact 0.0 (a magnitude-pruned kernel) gets a 0/1 mask
-        recorded now; after each optimizer step the variable is multiplied by its mask so
-        pruned weights stay exactly zero. Variables without zeros are left alone.
+      preserve_zeros: if True, every student variable (kernels, biases, normalisation
+        parameters and statistics) that contains at least one exact 0.0 (a pruned weight)
+        gets a 0/1 mask recorded now; after each optimizer step the variable is multiplied
+        by its mask so every zero stays exactly zero and the student keeps the nonzero
+        count it was made with. Variables without zeros are left alone.
       name: Keras model name.
     """
 
@@ -238,14 +239,15 @@ class Distiller(tf_keras.Model):
     # ------------------------------------------------------------------ sparsity masks
     def _record_zero_masks(self):
         # Unbuilt Sequential models raise on variable access; subclassed ones return [].
-        variables = self.student.trainable_variables if self.student.built else []
+        variables = self.student.variables if self.student.built else []
         if not variables:
             raise ValueError("student is invalid for preserve_zeros=True: it has no "
                              "variables yet; build it (call it once) before distilling.")
         pairs = []
         for var in variables:
-            if var.shape.rank is None or var.shape.rank < 2:
-                continue  # biases / BN parameters are never pruned
+            # Every exact zero a pruner left is kept, biases and normalisation parameters
+            # included: a bias that woke up would put the student above the size its
+            # candidate was ranked at.
             mask = tf.cast(tf.not_equal(var, 0), var.dtype)
             if bool(tf.reduce_any(tf.equal(mask, 0))):
                 pairs.append((var, tf.constant(mask)))

@@ -14,7 +14,6 @@ Layout of ``<output_dir>``::
                                     before training (the lottery ticket's reset point)
     teacher/test_probabilities.npy  its softmax outputs on the test split
     cells/<method>/f<fraction>_s<seed>.keras / .npy   each cell's model and test softmax
-    epkd/s<seed>/                   the EPKD method's working run (TensorBoard logs)
 
 A cell's model and outputs are written before its ``study.csv`` row, so a study killed at
 any moment resumes with the cells listed in ``study.csv`` and redoes only the one that was
@@ -59,9 +58,6 @@ class StudyDir(RunDir):
 
     def cell_probabilities(self, method: str, fraction: float, seed: int) -> str:
         return self.path("cells", cell_name(method, fraction, seed) + ".npy")
-
-    def epkd_dir(self, seed: int) -> str:
-        return self.path("epkd", f"s{seed}")
 
     def test_images(self) -> str:
         return self.path("test_images.npz")

@@ -13,8 +13,11 @@ many training epochs that took. Budget accounting (``--epochs`` = E):
 * ``lottery`` (Frankle & Carbin 2018) — the same rounds, but before each retraining the
   surviving weights are reset to the teacher's initial values and trained for E epochs
   (the method needs full training from the reset point, so it spends E per round).
-* ``epkd`` — the backbone's EPKD iterations (every ``--epkd_pruners`` candidate, ranked,
-  the winner distilled from the teacher) with the same rounds and E / rounds epochs each.
+* ``epkd`` — the backbone's EPKD iterations (``EPKD.step``: every ``--epkd_pruners``
+  candidate, ranked on the held-out validation split, a copy of the winner distilled from
+  the teacher) with the same rounds and E / rounds epochs of distillation each; its
+  ``epochs`` also count the candidates' own training (``poly_magnitude``'s
+  ``--magnitude_epochs`` per round), every epoch the cell trained.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ import tf_keras
 
 from epkd_tf import training
 from epkd_tf.distill import Distiller
+from epkd_tf.training import copy_model
 from epkd_tf.graph import nonzero_params
 from epkd_tf.study import sparsity
 from epkd_tf.study.students import sized_student
@@ -142,14 +146,6 @@ def train_distilled(model, teacher, data, epochs: int, learning_rate: float, alp
     distiller.fit(batches, epochs=epochs, verbose=verbose)
 
 
-def copy_model(model: tf_keras.Model) -> tf_keras.Model:
-    """An independent, trainable copy (the teacher is frozen by the Distiller)."""
-    clone = tf_keras.models.clone_model(model)
-    clone.set_weights(model.get_weights())
-    clone.trainable = True
-    return clone
-
-
 def per_round(epochs: int, rounds: int) -> int:
     return max(1, int(round(epochs / max(rounds, 1))))
 
@@ -261,31 +257,33 @@ class Lottery(_IterativeMagnitude):
 
 @register_method
 class EPKDMethod(StudyMethod):
-    """The backbone's EPKD iterations (candidates of every pruner, ranked, the winner
-    distilled from the original teacher with the falling temperature)."""
+    """The backbone's EPKD iterations (``EPKD.step``: candidates of every pruner, ranked on
+    the held-out validation split, a copy of the winner distilled from the original teacher
+    with the falling temperature), fine-tuned like every study method: Adam at
+    ``--learning_rate`` with cosine decay."""
 
     name = "epkd"
     from_previous = True
 
     def make(self, ctx, previous, target, seed, rounds_before):
-        from epkd_tf.config import DistillConfig, PruningConfig, RunConfig
+        from epkd_tf.config import DistillConfig, RunConfig
         from epkd_tf.loop import EPKD
-        from epkd_tf.records import RunDir
+        from epkd_tf.seeds import derive_seed
         cfg = ctx.cfg
         targets = sparsity.round_targets(nonzero_params(previous), target, cfg.prune_rate)
-        epochs = per_round(cfg.epochs, len(targets))
-        run_cfg = RunConfig(data=cfg.data, teacher=cfg.teacher,
-                            pruning=cfg.pruning,
-                            distill=DistillConfig(finetune_epochs=epochs, alpha=cfg.alpha),
-                            output_dir=ctx.study_dir.epkd_dir(seed), export_formats=(),
-                            latency_runs=3)
-        epkd = EPKD(run_cfg, ctx.data, RunDir(run_cfg.output_dir), verbose=ctx.verbose)
-        student = copy_model(previous)   # trainable, and never the shared teacher itself
+        distill = DistillConfig(finetune_epochs=per_round(cfg.epochs, len(targets)),
+                                learning_rate=cfg.learning_rate,
+                                learning_rate_schedule="cosine", alpha=cfg.alpha)
+        run_cfg = RunConfig(data=cfg.data, teacher=cfg.teacher, pruning=cfg.pruning,
+                            distill=distill, export_formats=(), latency_runs=3)
+        epkd = EPKD(run_cfg, ctx.data, verbose=ctx.verbose, teacher=ctx.teacher,
+                    teacher_logits=ctx.teacher_logits())
+        student, epochs = previous, 0
         for k, t in enumerate(targets):
             iteration = rounds_before + k + 1
-            tf_keras.utils.set_random_seed(seed * 1000 + iteration)
-            candidates = epkd.make_candidates(student, t, iteration)
-            table = epkd.evaluate(candidates, iteration)
-            best = candidates[int(np.argmin(table["rank"].to_numpy()))]
-            student = epkd.distil(best.model, ctx.teacher, iteration)
-        return Step(student, epochs * len(targets), len(targets))
+            tf_keras.utils.set_random_seed(derive_seed(seed, iteration))
+            result = epkd.step(student, iteration, t)
+            student, epochs = result.student, epochs + result.epochs
+        if student is previous:            # every round kept the previous model
+            student = copy_model(previous)
+        return Step(student, epochs, len(targets))

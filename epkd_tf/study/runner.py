@@ -26,6 +26,7 @@ import tf_keras
 from epkd_tf import training
 from epkd_tf.graph import nonzero_params
 from epkd_tf.models import build_model
+from epkd_tf.seeds import derive_seed
 from epkd_tf.study import compare, sparsity
 from epkd_tf.study.layout import StudyDir, cell_name
 from epkd_tf.study.methods import ReseededData, StudyContext, make_method
@@ -84,7 +85,8 @@ class Study:
                     if method.from_previous and previous_path is not None:
                         previous = tf_keras.models.load_model(previous_path, compile=False)
                     target = target_params(teacher_nonzero, fraction)
-                    tf_keras.utils.set_random_seed(seed * 1000 + int(round(fraction * 1000)))
+                    tf_keras.utils.set_random_seed(derive_seed(seed,
+                                                               int(round(fraction * 1000))))
                     start = time.perf_counter()
                     step = method.make(ctx, previous, target, seed,
                                        rounds_until(teacher_nonzero, cfg.fractions_removed,
@@ -122,8 +124,8 @@ class Study:
                  cfg.teacher.teacher, model.count_params(), cfg.teacher.teacher_epochs,
                  spec.num_train, f" ({len(self.data.flipped_indices)} labels replaced by "
                  f"--label_noise)" if cfg.data.label_noise else "")
-        history = training.train_classifier(model, self.data, cfg.teacher.teacher_epochs,
-                                            cfg.teacher.learning_rate, verbose=self.verbose)
+        history = training.train_teacher(model, self.data, cfg.teacher.teacher_epochs,
+                                         cfg.teacher.learning_rate, verbose=self.verbose)
         for row in history.itertuples():
             log.info("Teacher epoch %d: loss %.4f, train acc %.4f, test acc %.4f",
                      row.epoch, row.loss, row.train_accuracy, row.test_accuracy)

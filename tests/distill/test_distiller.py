@@ -118,6 +118,10 @@ def _zeroed_student():
     kernel, bias, kernel2, bias2 = student.get_weights()
     kernel[np.abs(kernel) < np.median(np.abs(kernel))] = 0.0  # magnitude pruning, 50 %
     kernel2[:, 0] = 0.0
+    # Trained biases are nonzero, except e.g. a dead unit's, which stays exactly 0.
+    bias = np.linspace(0.1, 0.2, bias.size).astype(bias.dtype)
+    bias[0] = 0.0
+    bias2 = np.full_like(bias2, 0.05)
     student.set_weights([kernel, bias, kernel2, bias2])
     return student
 
@@ -128,12 +132,16 @@ def test_preserve_zeros_keeps_pruned_weights_at_zero():
     zero_masks = [w == 0.0 for w in student.get_weights()]
     before = [w.copy() for w in student.get_weights()]
     dist = _distiller(student=student, lr=0.5, preserve_zeros=True)
-    assert len(dist.masked_variables) == 2  # two kernels; biases (ndim 1) are skipped
+    # Both kernels and the bias with a zero; the bias without zeros is left alone.
+    assert len(dist.masked_variables) == 3
+    nonzero_before = sum(int(np.count_nonzero(w)) for w in before)
     dist.fit(x, y, batch_size=8, epochs=2, verbose=0)
     after = student.get_weights()
-    for i in (0, 2):
+    for i in (0, 1, 2):
         assert np.all(after[i][zero_masks[i]] == 0.0)
         assert not np.array_equal(after[i][~zero_masks[i]], before[i][~zero_masks[i]])
+    # Every zero kept: the student keeps exactly the nonzero count it started with.
+    assert sum(int(np.count_nonzero(w)) for w in after) == nonzero_before
 
 
 def test_without_preserve_zeros_pruned_weights_regrow():
@@ -147,7 +155,9 @@ def test_without_preserve_zeros_pruned_weights_regrow():
 
 
 def test_preserve_zeros_without_zeros_records_no_mask():
-    dist = _distiller(preserve_zeros=True)
+    student = _mlp(1, name="student")
+    student.set_weights([w + 0.01 for w in student.get_weights()])   # no exact zeros
+    dist = _distiller(student=student, preserve_zeros=True)
     assert dist.masked_variables == []
 
 

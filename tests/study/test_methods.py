@@ -75,3 +75,52 @@ def test_iterative_methods_continue_from_the_previous_fraction(setup):
     # Rounds are numbered from the grid alone: 0.5 at rate 0.5 is one round, 0.75 one more.
     assert rounds_until(teacher_nonzero, (0.5, 0.75, 0.9), 0.75, 0.5) == 1
     assert rounds_until(teacher_nonzero, (0.5, 0.75, 0.9), 0.9, 0.5) == 2
+
+
+def test_epkd_method_is_the_loops_step_with_the_studys_training_budget(setup, monkeypatch):
+    """The study's epkd runs EPKD.step (the loop's iteration), fine-tunes at the study's
+    --learning_rate with cosine decay, and counts every epoch any candidate or student of
+    the cell trained (the poly_magnitude fine-tune too)."""
+    import epkd_tf.loop as loop_module
+    from epkd_tf import training as training_module
+    ctx = setup
+    steps, rates = [], []
+    real_step, real_cosine = loop_module.EPKD.step, training_module.cosine_learning_rate
+
+    def step(self, student, iteration, target):
+        result = real_step(self, student, iteration, target)
+        steps.append(result)
+        return result
+
+    def cosine(learning_rate, epochs, steps_per_epoch, **kwargs):
+        rates.append((learning_rate, epochs))
+        return real_cosine(learning_rate, epochs, steps_per_epoch, **kwargs)
+
+    monkeypatch.setattr(loop_module.EPKD, "step", step)
+    monkeypatch.setattr(training_module, "cosine_learning_rate", cosine)
+    target = target_params(nonzero_params(ctx.teacher), 0.75)
+    made = make_method("epkd").make(ctx, ctx.teacher, target, seed=1, rounds_before=0)
+    rounds = len(steps)
+    assert rounds == made.rounds >= 1
+    per_round = max(1, round(ctx.cfg.epochs / rounds))
+    magnitude = ctx.cfg.pruning.criteria["poly_magnitude"].epochs
+    assert made.epochs == sum(r.epochs for r in steps) == rounds * (per_round + magnitude)
+    # One cosine-decayed fine-tune per round, from the study's own learning rate.
+    assert rates == [(ctx.cfg.learning_rate, per_round)] * rounds
+    # Selection: the held-out validation split when the data has one.
+    assert all(r.selection_column == ("validation_accuracy" if getattr(ctx.data, "has_validation", False)
+                                      else "test_accuracy") for r in steps)
+
+
+def test_epkd_method_keeps_the_previous_model_when_distillation_diverges(setup):
+    import dataclasses
+    from epkd_tf.graph import dense_params
+    ctx = setup
+    blown = dataclasses.replace(ctx, cfg=with_flags(ctx.cfg, learning_rate=1e12))
+    target = target_params(nonzero_params(ctx.teacher), 0.5)
+    made = make_method("epkd").make(blown, ctx.teacher, target, seed=1, rounds_before=0)
+    # Every round hit a non-finite loss: the cell keeps its predecessor's weights (a copy).
+    assert made.model is not ctx.teacher
+    assert dense_params(made.model) == dense_params(ctx.teacher)
+    for a, b in zip(made.model.get_weights(), ctx.teacher.get_weights()):
+        np.testing.assert_array_equal(a, b)

@@ -1,0 +1,13 @@
+"""Seeds derived from the run's --seed for nested loops (study cells, their rounds)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def derive_seed(*parts: int) -> int:
+    """A seed in [0, 2**31) determined by ``parts`` (e.g. the study's seed, the cell's
+    fraction in thousandths): NumPy's SeedSequence mixes them, so distinct parts give
+    unrelated streams, and unlike ``seed * 1000 + k`` it never overflows the 32-bit range
+    that NumPy's and Keras' seeding accepts."""
+    state = np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0]
+    return int(state) & 0x7FFFFFFF
