@@ -19,7 +19,7 @@ from epkd_tf.settings import (DISTINCT, NON_EMPTY, NON_NEGATIVE, NOT_BLANK, POSI
                               per_name, setting)
 
 __all__ = ["ConfigError", "DataConfig", "TeacherConfig", "PruningConfig", "DistillConfig",
-           "RunConfig", "EXPORT_FORMATS", "DISTRIBUTIONS", "check_export_formats"]
+           "BudgetConfig", "RunConfig", "EXPORT_FORMATS", "DISTRIBUTIONS", "check_export_formats"]
 
 # Deployment formats a run can write per model (see deploy.py and README "Deployment").
 EXPORT_FORMATS: Tuple[str, ...] = ("saved_model", "tflite", "tflite_sparse",
@@ -170,6 +170,11 @@ class PruningConfig(Settings):
                                   "units that cost many multiply-accumulates, so latency "
                                   "falls with the parameters; 0 ranks by importance alone.",
                                   checks=[NON_NEGATIVE])
+    channel_multiple: int = setting(1, "Structured pruning keeps every pruned layer's "
+                                    "channel count a multiple of this (or the layer's whole "
+                                    "width): SIMD kernels of some runtimes like multiples "
+                                    "of 4, 8 or 16. 1: any width.",
+                                    checks=[between(1, 1024)])
     criteria: object = per_name(_pruner_entries)
 
     def make_pruners(self):
@@ -220,6 +225,52 @@ class DistillConfig(Settings):
                                       self.temperature_step, self.temperature_min)
 
 
+def _measure_names():
+    from epkd_tf.budget import MEASURES
+    return MEASURES.names()
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetConfig(Settings):
+    """In which measure a run shrinks the network, and when it stops (README, Budgets)."""
+
+    budget: str = setting("params", "What each iteration shrinks by --keep_ratio: params "
+                          "(nonzero parameters, the seed's definition), macs "
+                          "(multiply-accumulates per example), latency (batch-1 TFLite "
+                          "latency on LiteRT, --latency_format, --tflite_threads) or size "
+                          "(bytes of the float TFLite file).",
+                          checks=[one_of(_measure_names, "budget")])
+    latency_format: str = setting("tflite", "The TFLite file whose latency --budget=latency "
+                                  "and --target_latency_ms measure: tflite (float32) or "
+                                  "tflite_int8 (full-integer).",
+                                  checks=[one_of(lambda: ("tflite", "tflite_int8"),
+                                                 "format")])
+    target_params: Optional[int] = setting(None, "Stop once a student has at most this "
+                                           "many nonzero parameters.", checks=[at_least(1)])
+    target_macs: Optional[int] = setting(None, "Stop once a student needs at most this many "
+                                         "multiply-accumulates per example.",
+                                         checks=[at_least(1)])
+    target_latency_ms: Optional[float] = setting(None, "Stop once a student's measured "
+                                                 "latency (--latency_format) is at most "
+                                                 "this many milliseconds.", checks=[POSITIVE])
+    target_size_mb: Optional[float] = setting(None, "Stop once a student's float TFLite "
+                                              "file is at most this many MB.",
+                                              checks=[POSITIVE])
+    max_accuracy_drop: Optional[float] = setting(
+        None, "Stop when a student falls more than this many accuracy points (percent) "
+        "below the teacher on the selection split (--validation_split, else the test "
+        "split) and keep the last student within it as the final one.",
+        checks=[between(0, 100)])
+
+    def goals(self):
+        """The --target_* stop rules given, as budget.Goal objects (all must be met)."""
+        from epkd_tf.budget import Goal
+        goals = [("params", self.target_params), ("macs", self.target_macs),
+                 ("latency", self.target_latency_ms),
+                 ("size", None if self.target_size_mb is None else self.target_size_mb * 1e6)]
+        return [Goal(name, float(value)) for name, value in goals if value is not None]
+
+
 def _rank_weights_check(weights) -> bool:
     return len(weights) == 2 and all(w >= 0 for w in weights) and sum(weights) > 0
 
@@ -232,8 +283,13 @@ class RunConfig(Settings):
     teacher: TeacherConfig = nested(TeacherConfig)
     pruning: PruningConfig = nested(PruningConfig)
     distill: DistillConfig = nested(DistillConfig)
-    iterations: int = setting(10, "Compression iterations.", checks=[at_least(1)])
-    keep_ratio: float = setting(0.9, "Nonzero parameters each iteration keeps, in (0, 1).",
+    budget: BudgetConfig = nested(BudgetConfig)
+    iterations: int = setting(10, "Compression iterations (an upper bound when a --target_* "
+                              "or --max_accuracy_drop stop rule is given).",
+                              checks=[at_least(1)])
+    keep_ratio: float = setting(0.9, "Fraction of the current student's cost in the --budget "
+                                "measure (nonzero parameters by default) each iteration's "
+                                "candidates keep, in (0, 1).",
                                 checks=[between(0, 1, open_lower=True, open_upper=True)])
     rank_weights: Tuple[float, ...] = setting(
         (1.0, 3.0), "Weights train,selection of the candidates' ranking score "

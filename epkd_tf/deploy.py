@@ -278,3 +278,33 @@ def export_model(run, model: tf_keras.Model, name: str, formats: Sequence[str], 
                  name, r.format, r.bytes / 1e6, r.gzip_bytes / 1e6, r.test_accuracy,
                  r.latency_ms_median, r.latency_ms_p90)
     return frame, flatbuffers.get("tflite")
+
+
+def copy_exports(run, source: str, name: str, iteration: int) -> pd.DataFrame:
+    """Copies every export of model ``source`` (``teacher``, ``student_3``) under the name
+    ``name`` (``serving/<name>/1``, ``tflite/<name>*.tflite``) and returns its
+    deployment.csv rows (the source's, with the new paths): the final student is shipped
+    under a name that does not change with the iteration that produced it."""
+    import shutil
+    rows = run.read("deployment")
+    rows = rows[rows["model"] == source].copy()
+    # An interrupted copy leaves nothing that counts: the old one goes first.
+    shutil.rmtree(run.path("serving", name), ignore_errors=True)
+    for fmt in FORMATS:
+        if fmt.startswith("tflite") and os.path.exists(run.tflite_path(name, fmt)):
+            os.remove(run.tflite_path(name, fmt))
+    paths = []
+    for row in rows.itertuples():
+        source_path = run.path(row.path)
+        if row.format == "saved_model":
+            target = run.serving_dir(name, 1)
+            run.write_directory(target, lambda tmp, src=source_path: shutil.copytree(src, tmp))
+        else:
+            target = run.tflite_path(name, row.format)
+            with open(source_path, "rb") as f:
+                run.write_bytes(os.path.relpath(target, run.root), f.read())
+        paths.append(os.path.relpath(target, run.root))
+    if "saved_model" in set(rows["format"]):
+        write_models_config(run)
+    rows["model"], rows["iteration"], rows["path"] = name, iteration, paths
+    return rows.reset_index(drop=True)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,7 @@ import epkd_tf  # noqa: F401
 import tf_keras
 
 from epkd_tf import deploy, faults, metrics, training
+from epkd_tf.budget import MeasureContext, make_measure
 from epkd_tf.config import RunConfig
 from epkd_tf.distill import Distiller
 from epkd_tf.graph import nonzero_params
@@ -62,10 +63,14 @@ def rank_candidates(table: pd.DataFrame, weights,
                   else "train_accuracy"]
     table["weighted_score"] = [metrics.weighted_score(tr, se, weights)
                                for tr, se in zip(train, table[selection])]
-    order = np.lexsort((np.arange(len(table)), -table["weighted_score"].to_numpy()))
-    ranks = np.empty(len(table), dtype=int)
-    ranks[order] = np.arange(1, len(table) + 1)
-    table["rank"] = ranks
+    # Candidates a pruner could not make for this budget (``skipped``) are not ranked.
+    ranked = (table["skipped"].isna() | (table["skipped"] == "")).to_numpy() \
+        if "skipped" in table else np.ones(len(table), dtype=bool)
+    scores = np.where(ranked, table["weighted_score"].to_numpy(dtype=float), -np.inf)
+    order = np.lexsort((np.arange(len(table)), -scores))
+    ranks = np.full(len(table), np.nan)
+    ranks[order[:int(ranked.sum())]] = np.arange(1, int(ranked.sum()) + 1)
+    table["rank"] = ranks if not ranked.all() else ranks.astype(int)
     return table
 
 
@@ -79,7 +84,7 @@ class IterationResult:
     """What one EPKD iteration made (``EPKD.step``)."""
 
     iteration: int
-    target: int                       # nonzero parameters every candidate was made to
+    target: float                     # the budget cost every candidate was made to
     temperature: float
     candidates: List[Candidate]       # as made and evaluated, never changed afterwards
     table: pd.DataFrame               # their candidates.csv rows, ranked
@@ -89,6 +94,7 @@ class IterationResult:
     nonfinite: Optional[str]          # where it did
     finetune_history: pd.DataFrame
     epochs: int                       # every epoch any candidate or the student trained
+    skipped: Dict[str, str] = dataclasses.field(default_factory=dict)  # pruner -> why
 
     @property
     def selection_column(self) -> str:
@@ -110,6 +116,11 @@ class EPKD:
         self.cfg, self.data, self.run, self.verbose = cfg, data, run, verbose
         self.pruners = cfg.pruning.make_pruners()
         self.schedule = cfg.distill.schedule()
+        #: The budget's measure and how it measures (README, Budgets).
+        self.measure = make_measure(cfg.budget.budget)
+        self.measure_context = MeasureContext(
+            latency_format=cfg.budget.latency_format, threads=cfg.tflite_threads,
+            runs=cfg.latency_runs, seed=cfg.data.seed)
         self.clock = Clock()
         self.teacher_model = teacher
         self._teacher_logits = teacher_logits
@@ -125,33 +136,156 @@ class EPKD:
         done = self.run.progress()["iterations_done"]
         student = (teacher if done == 0 else
                    tf_keras.models.load_model(self.run.student_checkpoint(done), compile=False))
+        cost = self.recorded_cost(done)
         self.iterations_started = time.perf_counter()
         for iteration in range(done + 1, self.cfg.iterations + 1):
+            reason = self.stop_reason()
+            if reason:
+                log.info("Stopping before iteration %d: %s", iteration, reason)
+                break
             tf_keras.utils.set_random_seed(self.cfg.data.seed + iteration)
-            target = int(round(self.cfg.keep_ratio * nonzero_params(student)))
-            result = self.last_result = self.step(student, iteration, target)
+            result = self.last_result = self.step(student, iteration,
+                                                  self.next_target(cost), current_cost=cost)
             student = result.student
-            self.record(result)
+            cost = self.record(result)
             faults.reached(f"iteration_{iteration}_done")
             self.report_progress(iteration, done)
-        from epkd_tf.report import write_report
+        self.finalize()
+        from epkd_tf.report import headline, write_report
         with self.clock.phase("logging"):
             log.info("Report: %s", write_report(self.run))
         self.run.append("timings", self.clock.flush())
         self.run.mark(finished=True)
+        for line in headline(self.run):
+            log.info("%s", line)
         return self.run.read("students")
 
-    def step(self, student: tf_keras.Model, iteration: int, target: int) -> IterationResult:
-        """One iteration: every pruner makes a candidate of ``target`` nonzero parameters
-        from ``student``; they are evaluated and ranked on the selection split; a copy of
-        the winner is distilled from the original teacher at this iteration's temperature.
-        ``student`` and the candidates are left as they are."""
+    # -- budgets and stop rules ----------------------------------------------------------
+    def cost_of(self, model) -> float:
+        """``model``'s cost in the budget's measure (measured on the runtime for latency)."""
+        if self.measure.name == "latency" and self.cfg.budget.latency_format == "tflite_int8":
+            self.measure_context.calibration = self.calibration()
+        return self.measure.of(model, self.measure_context)
+
+    def next_target(self, cost: float) -> float:
+        """``keep_ratio`` × the current student's cost, but never below a --target_* goal in
+        the same measure (the last iteration lands on it instead of overshooting)."""
+        target = self.cfg.keep_ratio * cost
+        for goal in self.cfg.budget.goals():
+            if goal.measure == self.measure.name:
+                target = max(target, goal.value)
+        return int(round(target)) if self.measure.name == "params" else float(target)
+
+    def recorded_cost(self, iteration: int) -> float:
+        """The budget cost of the teacher (0) or of iteration ``iteration``'s student, as
+        recorded when it was made (so a resumed run aims at the same targets)."""
+        if iteration == 0:
+            return float(self.run.read("teacher").iloc[0]["cost"])
+        students = self.run.read("students").set_index("iteration")
+        return float(students.loc[iteration, "cost"])
+
+    def selection_accuracy(self, row) -> float:
+        """A teacher.csv / students.csv row's accuracy on the selection split."""
+        if self.has_validation:
+            return float(row["validation_accuracy"])
+        return float(row["test_accuracy"])
+
+    def stop_reason(self) -> Optional[str]:
+        """Why no further iteration should run, judged on what is recorded (the same
+        decision when resumed): every --target_* goal met, or the last student more than
+        --max_accuracy_drop points below the teacher on the selection split."""
+        students = self.run.read("students")
+        if students.empty:
+            return None
+        last = students.iloc[-1]
+        if self.cfg.budget.goals() and bool(last["goal_met"]):
+            return f"iteration {int(last['iteration'])}'s student meets every --target_* goal"
+        drop = self.cfg.budget.max_accuracy_drop
+        if drop is not None:
+            teacher = self.selection_accuracy(self.run.read("teacher").iloc[0])
+            lost = 100 * (teacher - self.selection_accuracy(last))
+            if lost > drop:
+                return (f"iteration {int(last['iteration'])}'s student is {lost:.2f} points "
+                        f"below the teacher on the {self.selection_split} split "
+                        f"(--max_accuracy_drop={drop:g})")
+        return None
+
+    @property
+    def selection_split(self) -> str:
+        return "validation" if self.has_validation else "test"
+
+    def goals_met(self, model, costs: Dict[str, float]) -> bool:
+        """Whether ``model`` meets every --target_* goal (``costs``: measures known)."""
+        for goal in self.cfg.budget.goals():
+            if goal.measure not in costs:
+                costs[goal.measure] = make_measure(goal.measure).of(model, self.measure_context)
+            if not goal.met(costs[goal.measure]):
+                return False
+        return True
+
+    def choose_final(self) -> int:
+        """The iteration of the final student: the smallest in the budget's measure whose
+        selection accuracy is within --max_accuracy_drop of the teacher's (any student
+        without that rule); 0 (the teacher) when none is."""
+        students = self.run.read("students")
+        if students.empty:
+            return 0
+        drop = self.cfg.budget.max_accuracy_drop
+        if drop is not None:
+            teacher = self.selection_accuracy(self.run.read("teacher").iloc[0])
+            within = [100 * (teacher - self.selection_accuracy(row)) <= drop + 1e-9
+                      for _, row in students.iterrows()]
+            students = students[within]
+        if students.empty:
+            return 0
+        best = students.sort_values(["cost", "iteration"], ascending=[True, False]).iloc[0]
+        return int(best["iteration"])
+
+    def finalize(self) -> None:
+        """Names the final student (students.csv ``final``) and exports it as
+        ``serving/final/1`` and ``tflite/final*.tflite`` (copies of its own exports).
+        Idempotent (it replaces what an earlier, interrupted call wrote), so a resumed run
+        simply does it again."""
+        final = self.choose_final()
+        with self.clock.phase("export", 0, "final"):
+            rows = deploy.copy_exports(self.run, "teacher" if final == 0 else
+                                       f"student_{final}", "final", iteration=final)
+        students = self.run.read("students")
+        if not students.empty:
+            students["final"] = students["iteration"] == final
+            self.run.replace("students", students)
+        deployment = self.run.read("deployment")
+        self.run.replace("deployment", pd.concat([deployment[deployment["model"] != "final"],
+                                                  rows], ignore_index=True))
+        if final == 0:
+            log.warning("warning: no student is within --max_accuracy_drop of the teacher; "
+                        "the final model is the teacher itself")
+        self.run.mark(final_done=True, final_iteration=final)
+
+    def step(self, student: tf_keras.Model, iteration: int, target: float,
+             current_cost: Optional[float] = None) -> IterationResult:
+        """One iteration: every pruner that can lower the budget's measure makes a
+        candidate of cost ``target`` from ``student`` (whose measured cost,
+        ``current_cost``, calibrates modelled measures); they are evaluated and ranked on
+        the selection split; a copy of the winner is distilled from the original teacher
+        at this iteration's temperature. ``student`` and the candidates are left as they
+        are."""
         if self.teacher_model is None:
             raise ValueError("EPKD.step needs the trained teacher: pass teacher= or run the "
                              "whole algorithm.")
-        candidates = self.make_candidates(student, target, iteration)
-        table = self.evaluate(candidates, iteration)
-        winner = candidates[int(np.argmin(table["rank"].to_numpy()))]
+        if current_cost is None and not self.measure.exact:
+            current_cost = self.cost_of(student)
+        skipped = {p.name: self.measure.why_not(p) for p in self.pruners
+                   if not self.measure.lowered_by(p)}
+        for name, why in skipped.items():
+            log.info("Iteration %d: %s left out (%s)", iteration, name, why)
+        if len(skipped) == len(self.pruners):
+            raise ValueError(f"--budget={self.measure.name}: none of --pruners can lower it "
+                             f"({'; '.join(skipped.values())}); add a structured pruner.")
+        candidates = self.make_candidates(student, target, iteration, current_cost, skipped)
+        table = self.evaluate(candidates, iteration, target, skipped)
+        winner_name = table.loc[table["rank"] == 1, "pruner"].iloc[0]
+        winner = next(c for c in candidates if c.pruner == winner_name)
         distilled, history, nonfinite = self.distil(winner.model, iteration)
         kept_previous = nonfinite is not None
         if kept_previous:
@@ -161,7 +295,7 @@ class EPKD:
             candidates=candidates, table=table, winner=winner,
             student=student if kept_previous else distilled, kept_previous=kept_previous,
             nonfinite=nonfinite, finetune_history=history,
-            epochs=sum(c.epochs for c in candidates) + len(history))
+            epochs=sum(c.epochs for c in candidates) + len(history), skipped=skipped)
 
     def keep_previous(self, iteration: int, pruner: str, nonfinite: str) -> None:
         """After a NaN/Inf distillation loss the iteration keeps the previous student (the
@@ -191,10 +325,15 @@ class EPKD:
                      model.count_params(), cfg.teacher.teacher_path)
         else:
             model, history = self.train_teacher()
+        with self.clock.phase("student_evaluation", 0):
+            test_acc = training.accuracy(model, self.data.test())
         with self.clock.phase("export", 0, "teacher"):
             run.save_checkpoint(model, run.teacher_checkpoint())
-            deployment, _ = self.deploy(model, "teacher", "teacher", 1, iteration=0)
+            deployment, tflite = self.deploy(model, "teacher", "teacher", 1, iteration=0,
+                                             test_accuracy=test_acc)
+        row = self.measured_row(model, 0, tflite, test_acc)
         run.append("teacher_history", history)
+        run.append("teacher", pd.DataFrame([row]))
         run.append("deployment", deployment)
         run.append("timings", self.clock.flush())
         run.mark(teacher_done=True)
@@ -220,13 +359,19 @@ class EPKD:
                      row.epoch, row.loss, row.train_accuracy, row.test_accuracy)
         return model, history
 
+    def calibration(self):
+        """The run's int8 calibration inputs (seeded training examples), drawn once."""
+        if self._calibration is None:
+            self._calibration = deploy.calibration_examples(self.data, self.cfg.data.seed)
+        return self._calibration
+
     def deploy(self, model, name: str, serving_name: str, version: int, iteration: int,
                test_accuracy=None):
         """Writes ``model`` in every --export_formats format; its deployment.csv rows and
         the float TFLite bytes (None when tflite is not exported)."""
         cfg = self.cfg
-        if "tflite_int8" in cfg.export_formats and self._calibration is None:
-            self._calibration = deploy.calibration_examples(self.data, cfg.data.seed)
+        if "tflite_int8" in cfg.export_formats:
+            self.calibration()
         return deploy.export_model(self.run, model, name, cfg.export_formats,
                                    serving_name=serving_name, version=version,
                                    iteration=iteration, data=self.data,
@@ -243,38 +388,70 @@ class EPKD:
         if self._pruning_context is None:
             self._pruning_context = PruningContext(
                 self.data, cfg.pruning, seed=cfg.data.seed, batch_size=cfg.data.batch_size,
-                learning_rate=cfg.distill.learning_rate)
+                learning_rate=cfg.distill.learning_rate, measure=self.measure,
+                measure_context=self.measure_context)
         return dataclasses.replace(
             self._pruning_context,
             clock=lambda phase, pruner: self.clock.phase(phase, iteration, pruner))
 
-    def make_candidates(self, student, target: int, iteration: int) -> List[Candidate]:
-        ctx = self.pruning_context(iteration)
-        return [pruner.make_candidate(student, target, ctx) for pruner in self.pruners]
+    def make_candidates(self, student, target: float, iteration: int,
+                        current_cost: Optional[float] = None,
+                        skipped: Optional[Dict[str, str]] = None) -> List[Candidate]:
+        ctx = dataclasses.replace(self.pruning_context(iteration), current_cost=current_cost)
+        return [pruner.make_candidate(student, target, ctx) for pruner in self.pruners
+                if pruner.name not in (skipped or {})]
 
-    def evaluate(self, candidates: List[Candidate], iteration: int) -> pd.DataFrame:
-        """Accuracy, size and latency of every candidate, ranked on the selection split."""
+    def evaluate(self, candidates: List[Candidate], iteration: int, target: float = np.nan,
+                 skipped: Optional[Dict[str, str]] = None) -> pd.DataFrame:
+        """Accuracy, size, MACs, latency and budget cost of every candidate, ranked on the
+        selection split; a row per pruner left out of the iteration (``skipped``: why)."""
         rows = []
         ranking_data = self.ranking_examples()
         validation = self.data.validation() if self.has_validation else None
-        for c in candidates:
+        made = {c.pruner: c for c in candidates}
+        for pruner in self.pruners:
+            if pruner.name not in made:
+                rows.append({"iteration": iteration, "pruner": pruner.name,
+                             "skipped": (skipped or {}).get(pruner.name, "not made"),
+                             "target_cost": target})
+                continue
+            c = made[pruner.name]
             with self.clock.phase("candidate_evaluation", iteration, c.pruner):
                 train_acc = training.accuracy(c.model, ranking_data)
                 val_acc = (training.accuracy(c.model, validation) if validation is not None
                            else np.nan)
                 test_acc = training.accuracy(c.model, self.data.test())
                 costs = metrics.measure_costs(c.model, runs=self.cfg.latency_runs)
-            rows.append({"iteration": iteration, "pruner": c.pruner,
-                         **costs.__dict__, "train_sample_accuracy": train_acc,
+                cost = self.candidate_cost(c, costs)
+            rows.append({"iteration": iteration, "pruner": c.pruner, "skipped": "",
+                         **costs.__dict__, "macs": metrics.multiply_accumulates(c.model),
+                         "cost": cost, "predicted_cost": c.predicted_cost,
+                         "target_cost": target, "train_sample_accuracy": train_acc,
                          "validation_accuracy": val_acc, "test_accuracy": test_acc})
         selection = "validation_accuracy" if validation is not None else "test_accuracy"
         table = rank_candidates(pd.DataFrame(rows), self.cfg.rank_weights, selection)
         for row in table.sort_values("rank").itertuples():
-            log.info("Iteration %d candidate #%d %-14s nonzero %d, train sample %.4f, %s "
-                     "%.4f, score %.4f", iteration, row.rank, row.pruner, row.nonzero_params,
+            if row.skipped:
+                continue
+            log.info("Iteration %d candidate #%d %-14s %s %s (target %s), nonzero %d, "
+                     "train sample %.4f, %s %.4f, score %.4f", iteration, row.rank, row.pruner,
+                     self.measure.name, self.measure.format(row.cost),
+                     self.measure.format(target), row.nonzero_params,
                      row.train_sample_accuracy, selection.split("_")[0],
                      getattr(row, selection), row.weighted_score)
         return table
+
+    def candidate_cost(self, candidate: Candidate, costs: metrics.Costs) -> float:
+        """A candidate's measured cost in the budget's measure (the float one-thread
+        latency already measured is reused when it is the budget's own measurement)."""
+        if (self.measure.name == "latency" and self.cfg.budget.latency_format == "tflite"
+                and self.cfg.tflite_threads == 1):
+            return costs.latency_ms
+        if self.measure.name == "params":
+            return float(costs.nonzero_params)
+        if self.measure.name == "size":
+            return costs.size_mb * 1e6
+        return self.cost_of(candidate.model)
 
     @property
     def has_validation(self) -> bool:
@@ -336,12 +513,32 @@ class EPKD:
         frame.insert(2, "temperature", temperature)
         return student, frame, guard.problem
 
-    def record(self, result: IterationResult) -> None:
-        """Writes the iteration's rows and exports; ``progress.json`` goes last."""
+    def measured_row(self, model, iteration: int, tflite: Optional[bytes],
+                     test_acc: float) -> dict:
+        """What teacher.csv and students.csv record of a model: sizes, MACs, its cost in the
+        budget's measure, its accuracies (whole training split, the validation split if
+        any, the test split) and whether it meets every --target_* goal."""
+        with self.clock.phase("student_evaluation", iteration):
+            train_acc = training.accuracy(model, self.data.train_eval())
+            val_acc = (training.accuracy(model, self.data.validation())
+                       if self.has_validation else np.nan)
+            costs = metrics.measure_costs(model, runs=self.cfg.latency_runs, tflite=tflite)
+            measured = {"params": float(costs.nonzero_params), "size": costs.size_mb * 1e6,
+                        "macs": float(metrics.multiply_accumulates(model))}
+            if self.measure.name not in measured:
+                measured[self.measure.name] = self.cost_of(model)
+            goal_met = self.goals_met(model, measured)
+        return {"iteration": iteration, **costs.__dict__, "macs": int(measured["macs"]),
+                "cost": measured[self.measure.name], "train_accuracy": train_acc,
+                "validation_accuracy": val_acc, "test_accuracy": test_acc,
+                "goal_met": goal_met}
+
+    def record(self, result: IterationResult) -> float:
+        """Writes the iteration's rows and exports; ``progress.json`` goes last. Returns
+        the student's cost in the budget's measure."""
         run, cfg, iteration = self.run, self.cfg, result.iteration
         student, winner = result.student, result.winner
         with self.clock.phase("student_evaluation", iteration):
-            train_acc = training.accuracy(student, self.data.train_eval())
             test_acc = training.accuracy(student, self.data.test())
         with self.clock.phase("export", iteration, "student"):
             run.save_checkpoint(student, run.student_checkpoint(iteration))
@@ -350,22 +547,21 @@ class EPKD:
                                              test_accuracy=test_acc)
             if cfg.export_candidates:
                 self.export_candidates(result)
-        with self.clock.phase("student_evaluation", iteration):
-            costs = metrics.measure_costs(student, runs=cfg.latency_runs, tflite=tflite)
+        row = self.measured_row(student, iteration, tflite, test_acc)
         before = float(result.table.loc[result.table["pruner"] == winner.pruner,
                                         "test_accuracy"].iloc[0])
         student_row = pd.DataFrame([{
-            "iteration": iteration, "pruner": winner.pruner, **costs.__dict__,
-            "test_accuracy_before_finetune": before, "train_accuracy": train_acc,
-            "test_accuracy": test_acc, "temperature": result.temperature,
-            "kept_previous": result.kept_previous, "epochs": result.epochs}])
+            **row, "pruner": winner.pruner, "test_accuracy_before_finetune": before,
+            "temperature": result.temperature, "kept_previous": result.kept_previous,
+            "epochs": result.epochs, "final": False}])
         if result.kept_previous:
-            log.info("Iteration %d student: the previous one kept (nonzero %d, test %.4f)",
-                     iteration, costs.nonzero_params, test_acc)
+            log.info("Iteration %d student: the previous one kept (%s %s, test %.4f)",
+                     iteration, self.measure.name, self.measure.format(row["cost"]), test_acc)
         else:
-            log.info("Iteration %d student (%s, T=%g): nonzero %d, test %.4f -> %.4f after "
-                     "distillation", iteration, winner.pruner, result.temperature,
-                     costs.nonzero_params, before, test_acc)
+            log.info("Iteration %d student (%s, T=%g): %s %s, nonzero %d, test %.4f -> %.4f "
+                     "after distillation", iteration, winner.pruner, result.temperature,
+                     self.measure.name, self.measure.format(row["cost"]),
+                     row["nonzero_params"], before, test_acc)
         with self.clock.phase("logging", iteration):
             run.append("candidates", result.table)
             run.append("finetune_history", result.finetune_history)
@@ -374,6 +570,7 @@ class EPKD:
             run.append("deployment", deployment)
         run.append("timings", self.clock.flush(iteration))
         run.mark(iterations_done=iteration)
+        return float(row["cost"])
 
     def export_candidates(self, result: IterationResult) -> None:
         """Every candidate of the iteration as a SavedModel (--export_candidates): the

@@ -203,29 +203,12 @@ def measure_costs(model: tf_keras.Model, runs: int = 50, tflite: bytes = None) -
 
 
 def multiply_accumulates(model: tf_keras.Model) -> int:
-    """Multiply-accumulates of one forward pass on one example (FLOPs ≈ 2 × MACs).
-
-    Counts the layers that dominate inference: Dense (per position it is applied at),
-    ConvND, DepthwiseConv2D and SeparableConv2D. Element-wise layers, pooling and
-    normalisation are left out.
-    """
-    total = 0
-    for layer in model.layers:
-        kind = type(layer).__name__
-        if kind not in ("Dense", "Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D",
-                        "SeparableConv2D"):
-            continue
-        out_shape = layer.output_shape
-        positions = int(np.prod(out_shape[1:-1], dtype=np.int64))   # spatial (1 for Dense)
-        weights = {w.name.split("/")[-1].split(":")[0]: w for w in layer.weights}
-        if kind == "SeparableConv2D":
-            depthwise = weights["depthwise_kernel"].shape
-            pointwise = weights["pointwise_kernel"].shape
-            total += positions * int(np.prod(depthwise)) + positions * int(np.prod(pointwise))
-        else:
-            kernel = weights.get("depthwise_kernel", weights.get("kernel"))
-            total += positions * int(np.prod(kernel.shape))
-    return int(total)
+    """Multiply-accumulates of one forward pass on one example (FLOPs ≈ 2 × MACs): Dense
+    (per position it is applied at), ConvND, DepthwiseConv2D and SeparableConv1D/2D, each
+    as its channel rule counts it (``epkd_tf.graph.rules``). Element-wise layers, pooling
+    and normalisation are left out."""
+    from epkd_tf.graph.count import model_macs
+    return model_macs(model)
 
 
 def weighted_score(train_accuracy: float, test_accuracy: float, weights) -> float:

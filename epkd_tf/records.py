@@ -7,12 +7,15 @@ Layout of ``<output_dir>``::
     teacher_history.csv        epoch, loss, train_accuracy, test_accuracy
     candidates.csv             one row per (iteration, pruner)
     finetune_history.csv       iteration, epoch, temperature, loss, train_accuracy, test_accuracy
-    students.csv               one row per iteration: the distilled winner
+    students.csv               one row per iteration: the distilled winner (final: the
+                               run's final student)
+    teacher.csv                the teacher measured like a student
     criteria_correlation.csv   iteration, criterion, scope, spearman
     timings.csv                phase, iteration, pruner, seconds
     deployment.csv             one row per (model, format): files, sizes, accuracy, latency
     serving/teacher/1/         SavedModel (TF Serving layout: <model>/<version>/)
     serving/student/<k>/       the student of iteration k (newest version = latest student)
+    serving/final/1/           the final student (the smallest within the stop rules)
     serving/models.config      TF Serving ModelServerConfig (absolute base paths)
     serving/models.docker.config   the same for the docker mount (base paths /models/...)
     candidates/<k>/<pruner>/   every candidate as a SavedModel (with --export_candidates)
@@ -50,17 +53,27 @@ TABLES: Dict[str, List[str]] = {
     "teacher_history": ["epoch", "loss", "train_accuracy", "test_accuracy"],
     # train_sample_accuracy: on the --eval_examples training examples that rank the
     # candidates; validation_accuracy: on --validation_split (empty without one).
-    "candidates": ["iteration", "pruner", "nonzero_params", "total_params", "size_mb",
-                   "gzip_mb", "latency_ms", "train_sample_accuracy", "validation_accuracy",
+    # skipped: why a pruner made no candidate for this budget (empty: it did); cost: the
+    # candidate's measured cost in the --budget measure, predicted_cost: the pruning plan's
+    # prediction of it, target_cost: what every candidate of the iteration was made to.
+    "candidates": ["iteration", "pruner", "skipped", "nonzero_params", "total_params", "macs",
+                   "size_mb", "gzip_mb", "latency_ms", "cost", "predicted_cost",
+                   "target_cost", "train_sample_accuracy", "validation_accuracy",
                    "test_accuracy", "weighted_score", "rank"],
     "finetune_history": ["iteration", "epoch", "temperature", "loss", "train_accuracy",
                          "test_accuracy"],
     # kept_previous: the winner's distillation hit a NaN/Inf loss, so the iteration's
     # student is the previous one (README, Outputs). epochs: every training epoch the
     # iteration spent (pruning fine-tunes of the candidates and the distillation).
-    "students": ["iteration", "pruner", "nonzero_params", "total_params", "size_mb",
-                 "gzip_mb", "latency_ms", "test_accuracy_before_finetune", "train_accuracy",
-                 "test_accuracy", "temperature", "kept_previous", "epochs"],
+    # goal_met: meets every --target_* stop rule; final: the run's final student.
+    "students": ["iteration", "pruner", "nonzero_params", "total_params", "macs", "size_mb",
+                 "gzip_mb", "latency_ms", "cost", "test_accuracy_before_finetune",
+                 "train_accuracy", "validation_accuracy", "test_accuracy", "temperature",
+                 "kept_previous", "epochs", "goal_met", "final"],
+    # The teacher measured like a student (iteration 0): what the headline compares with.
+    "teacher": ["iteration", "nonzero_params", "total_params", "macs", "size_mb", "gzip_mb",
+                "latency_ms", "cost", "train_accuracy", "validation_accuracy",
+                "test_accuracy", "goal_met"],
     "criteria_correlation": ["iteration", "criterion", "scope", "spearman"],
     "timings": ["phase", "iteration", "pruner", "seconds"],
     # iteration: 0 for the teacher, k for student_<k>, empty for `python -m epkd_tf.export`.

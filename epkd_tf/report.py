@@ -35,7 +35,8 @@ from epkd_tf.records import RunDir
 
 FLAGS = flags.FlagValues()   # no flags: the run directory is the one argument
 
-PLOTS = ("accuracy_vs_params", "temperature", "criteria_correlation", "size_latency")
+PLOTS = ("pareto", "accuracy_vs_params", "temperature", "criteria_correlation",
+         "size_latency")
 # Columns written with 4 decimals; other floats get 4 significant digits.
 _FIXED = ("accuracy", "score", "spearman")
 
@@ -70,8 +71,8 @@ def completed_tables(run: RunDir) -> Dict[str, pd.DataFrame]:
     state = run.progress()
     done = state.get("iterations_done", 0) if state.get("teacher_done") else -1
     tables = {}
-    for name in ("teacher_history", "candidates", "students", "criteria_correlation",
-                 "deployment", "timings"):
+    for name in ("teacher_history", "teacher", "candidates", "students",
+                 "criteria_correlation", "deployment", "timings"):
         frame = run.read(name)
         if "iteration" in frame.columns:
             frame = frame[frame["iteration"].fillna(0) <= done]
@@ -192,6 +193,117 @@ def plot_size_latency(run: RunDir, deployment, students) -> Optional[str]:
 
 
 # -- the report ---------------------------------------------------------------------------
+def _ratio(before: float, after: float, fewer: str) -> str:
+    if not (np.isfinite(before) and np.isfinite(after)) or after <= 0:
+        return "-"
+    return f"{before / after:.2f}x {fewer}"
+
+
+def _fmt(value, kind: str) -> str:
+    if value is None or not np.isfinite(value):
+        return "-"
+    return {"count": f"{value:,.0f}", "mb": f"{value:.4f} MB", "ms": f"{value:.4f} ms",
+            "acc": f"{100 * value:.2f}%"}[kind]
+
+
+def _deployed(deployment: pd.DataFrame, model: str, fmt: str, column: str) -> float:
+    rows = deployment[(deployment["model"] == model) & (deployment["format"] == fmt)]
+    return float(rows[column].iloc[0]) if len(rows) else float("nan")
+
+
+def headline(run: RunDir) -> List[str]:
+    """The result first: teacher → final student (params, MACs, float and int8 TFLite size
+    and latency, accuracy change, the winner of each iteration) as Markdown lines; empty
+    until the run has chosen its final student."""
+    t = completed_tables(run)
+    teacher, students = t["teacher"], t["students"]
+    state = run.progress()
+    if teacher.empty or "final_iteration" not in state:
+        return []
+    k = int(state["final_iteration"])
+    if k and k not in set(students["iteration"].astype(int)):
+        return []       # chosen among stages that the progress no longer counts as done
+    final = teacher.iloc[0] if k == 0 else students.set_index("iteration").loc[k]
+    source = "teacher" if k == 0 else f"student_{k}"
+    deployment = t["deployment"]
+    teach = teacher.iloc[0]
+    selection = "validation" if np.isfinite(float(teach.get("validation_accuracy", np.nan))) \
+        else "test"
+    rows = [("nonzero params", teach.nonzero_params, final.nonzero_params, "count", "fewer"),
+            ("MACs", teach.macs, final.macs, "count", "fewer")]
+    for fmt, label in (("tflite", "float32 TFLite"), ("tflite_int8", "int8 TFLite")):
+        size_t = _deployed(deployment, "teacher", fmt, "bytes") / 1e6
+        size_f = _deployed(deployment, source, fmt, "bytes") / 1e6
+        lat_t = _deployed(deployment, "teacher", fmt, "latency_ms_median")
+        lat_f = _deployed(deployment, source, fmt, "latency_ms_median")
+        if fmt == "tflite" and not np.isfinite(size_t):      # nothing exported
+            size_t, size_f = teach.size_mb, final.size_mb
+            lat_t, lat_f = teach.latency_ms, final.latency_ms
+        rows.append((f"{label} size", size_t, size_f, "mb", "smaller"))
+        rows.append((f"{label} latency", lat_t, lat_f, "ms", "faster"))
+    winners = ", ".join(f"{int(r.iteration)} {r.pruner}" for r in students.itertuples())
+    what = "the teacher itself (no student within the stop rules)" if k == 0 else \
+        f"iteration {k}'s student"
+    lines = [f"**Teacher → final student** ({what}; winners per iteration: "
+             f"{winners or 'none'}):", "",
+             "| | teacher | final student | change |", "|---|---|---|---|"]
+    for label, before, after, kind, word in rows:
+        lines.append(f"| {label} | {_fmt(before, kind)} | {_fmt(after, kind)} | "
+                     f"{_ratio(float(before), float(after), word)} |")
+    for split in dict.fromkeys((selection, "test")):
+        before, after = float(teach[f"{split}_accuracy"]), float(final[f"{split}_accuracy"])
+        lines.append(f"| {split} accuracy | {_fmt(before, 'acc')} | {_fmt(after, 'acc')} | "
+                     f"{100 * (after - before):+.2f} points |")
+    return lines
+
+
+def pareto_front(cost: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
+    """Indices of the points no other point beats on both (lower cost, higher
+    accuracy), by increasing cost."""
+    order = np.lexsort((-accuracy, cost))
+    front, best = [], -np.inf
+    for i in order:
+        if accuracy[i] > best:
+            front.append(i)
+            best = accuracy[i]
+    return np.array(front, dtype=np.int64)
+
+
+def plot_pareto(run: RunDir, teacher, candidates, students) -> Optional[str]:
+    """Test accuracy vs latency, parameters, MACs and file size of every candidate,
+    student and the teacher; the frontier of the best trade-offs drawn."""
+    if teacher.empty:
+        return None
+    plt = _pyplot()
+    made = candidates[candidates["skipped"].fillna("") == ""] if "skipped" in candidates \
+        else candidates
+    points = pd.concat([made.assign(kind="candidate"), students.assign(kind="student"),
+                        teacher.assign(kind="teacher")], ignore_index=True)
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    for ax, (column, label) in zip(axes.ravel(), (
+            ("latency_ms", "float TFLite latency (ms, batch 1)"),
+            ("nonzero_params", "nonzero parameters"), ("macs", "MACs per example"),
+            ("size_mb", "float TFLite size (MB)"))):
+        if column not in points or points[column].isna().all():
+            ax.set_visible(False)
+            continue
+        for kind, style in (("candidate", dict(c="0.6", marker="o", s=18)),
+                            ("student", dict(c="k", marker="*", s=60)),
+                            ("teacher", dict(c="tab:red", marker="P", s=120))):
+            group = points[points.kind == kind]
+            ax.scatter(group[column], 100 * group["test_accuracy"], label=kind, **style)
+        valid = points.dropna(subset=[column, "test_accuracy"])
+        front = pareto_front(valid[column].to_numpy(float), valid["test_accuracy"].to_numpy(float))
+        ax.plot(valid[column].to_numpy()[front], 100 * valid["test_accuracy"].to_numpy()[front],
+                "b--", lw=1, label="frontier")
+        ax.set_xlabel(label)
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle("Accuracy vs cost of every candidate and student (teacher marked)")
+    return _save(run, fig, "pareto")
+
+
 def _image(run: RunDir, path: Optional[str], alt: str) -> List[str]:
     if path is None:
         return []
@@ -240,9 +352,12 @@ def write_report(run: RunDir) -> str:
             flags_text = f.read().strip()
     planned = [line.split("=", 1)[1] for line in flags_text.splitlines()
                if line.startswith("--iterations=")]
-    lines = ["# EPKD run report", "",
-             f"Run directory: `{run.root}` — {len(students)}"
-             f"{' of ' + planned[0] if planned else ''} iterations completed.", ""]
+    lines = ["# EPKD run report", ""]
+    top = headline(run)
+    if top:
+        lines += top + [""]
+    lines += [f"Run directory: `{run.root}` — {len(students)}"
+              f"{' of ' + planned[0] if planned else ''} iterations completed.", ""]
     lines += selection_statement(flags_text, candidates) + [""]
     if flags_text:
         lines += ["Flags (replay with `--flagfile`):", "", "```", flags_text, "```", ""]
@@ -263,6 +378,8 @@ def write_report(run: RunDir) -> str:
         lines += ["No iteration has completed yet.", ""]
     else:
         lines += markdown_table(students) + [""]
+    lines += _image(run, plot_pareto(run, t["teacher"], candidates, students),
+                    "accuracy vs latency, parameters, MACs and size")
     lines += _image(run, plot_accuracy_vs_params(run, candidates, students),
                     "test accuracy vs nonzero parameters")
 

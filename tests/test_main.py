@@ -131,7 +131,13 @@ def test_every_exported_candidate_reproduces_its_candidates_row(mnist_run, mnist
 def test_deployment_has_a_row_per_model_and_format(mnist_run):
     deployment = read(mnist_run, "deployment")
     assert list(deployment.columns) == TABLES["deployment"]
-    assert deployment.model.unique().tolist() == ["teacher", "student_1", "student_2"]
+    assert deployment.model.unique().tolist() == ["teacher", "student_1", "student_2", "final"]
+    # The final student (the last, smallest one: no stop rule) under its own name.
+    final = deployment[deployment.model == "final"].reset_index(drop=True)
+    last = deployment[deployment.model == "student_2"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(final.drop(columns=["model", "path"]),
+                                  last.drop(columns=["model", "path"]))
+    deployment = deployment[deployment.model != "final"]
     assert deployment.groupby("model").iteration.first().to_dict() == {
         "teacher": 0, "student_1": 1, "student_2": 2}
     for model, group in deployment.groupby("model"):
@@ -328,7 +334,7 @@ def test_teacher_path_replaces_training_under_a_sanitised_default_run_name(
     for a, b in zip(tf_keras.models.load_model(user, compile=False).get_weights(),
                     saved.get_weights()):
         np.testing.assert_array_equal(a, b)
-    assert read(out, "deployment").model.tolist() == ["teacher", "student_1"]
+    assert read(out, "deployment").model.tolist() == ["teacher", "student_1", "final"]
     assert read(out, "students").iteration.tolist() == [1]
     flags_text = (out / "flags.txt").read_text()
     assert f"--teacher_path={user}" in flags_text and "--teacher=" not in flags_text

@@ -28,10 +28,15 @@ class ParamCounter:
     magnitude pruning) are not counted, so the count is a *nonzero* count.
     """
 
-    def __init__(self, graph: ChannelGraph):
+    def __init__(self, graph: ChannelGraph, dense: bool = False):
+        """``dense``: count every stored weight (zeros included), the parameters a plain
+        file holds, instead of the nonzero ones."""
         self.graph = graph
         self._entries = []
         weights_by_layer = {layer.name: layer.get_weights() for layer in graph.model.layers}
+        if dense:
+            weights_by_layer = {name: [np.ones_like(w) for w in weights]
+                                for name, weights in weights_by_layer.items()}
         counted = set()
         for info in graph.layers:
             weights = weights_by_layer[info.name]
@@ -63,38 +68,102 @@ class ParamCounter:
         return self.count(np.ones(self.graph.num_units, dtype=np.int64))
 
 
-def group_macs(graph: ChannelGraph) -> np.ndarray:
-    """Multiply-accumulates per example that each group costs in the current model.
+class LayerCounts:
+    """How many input positions and output units each costed layer keeps under a unit
+    keep mask: the shape information every cost measure (MACs, dense size, a latency
+    model) is a function of. Layers whose rule produces units are costed with
+    (kept inputs, kept units); other weighted layers (depthwise, normalisation) with
+    (kept inputs, kept inputs)."""
 
-    A unit costs what its producer spends computing it (output positions × kernel size ×
-    input channels) plus what every Dense/Conv reading it spends on it (that layer's output
-    positions × kernel size × output channels, per position the unit occupies); depthwise
-    layers add their per-channel work. Removing the group saves about this much (exactly,
-    up to the interaction of two removed groups in one layer).
-    """
-    model = graph.model
-    unit_cost = np.zeros(graph.num_units)
-    for info in graph.layers:
-        layer = model.get_layer(info.name)
-        kernel = getattr(layer, "kernel", None)
-        kind = type(layer).__name__
-        if kernel is None and kind not in ("DepthwiseConv2D", "SeparableConv2D"):
-            continue
-        positions = int(np.prod(layer.output_shape[1:-1], dtype=np.int64))
-        in_pos = info.in_positions[0]
-        if kind == "DepthwiseConv2D" or kind == "SeparableConv2D":
-            depthwise = layer.depthwise_kernel.shape          # (kh, kw, C, m)
-            per_channel = positions * int(np.prod(depthwise[:2])) * int(depthwise[3])
-            live = in_pos >= 0
-            np.add.at(unit_cost, in_pos[live], per_channel)
-            if kind == "DepthwiseConv2D":
+    def __init__(self, graph: ChannelGraph):
+        self.graph = graph
+        self.entries = []            # (layer, rule, input positions, units)
+        for info in graph.layers:
+            if not info.in_positions:
                 continue
-            kernel = layer.pointwise_kernel                    # (1, 1, C·m, out)
-            in_pos = np.repeat(in_pos, int(depthwise[3]))
-        spatial = int(np.prod(kernel.shape[:-2]))
-        n_in, n_out = int(kernel.shape[-2]), int(kernel.shape[-1])
-        if len(info.units):                                    # producing its units
-            unit_cost[info.units] += positions * spatial * n_in
-        live = in_pos >= 0                                     # reading prunable units
-        np.add.at(unit_cost, in_pos[live], positions * spatial * n_out)
-    return np.array([unit_cost[units].sum() for units in graph.group_units])
+            layer = graph.model.get_layer(info.name)
+            if not layer.weights:
+                continue
+            self.entries.append((layer, info.rule, info.in_positions[0], info.units))
+
+    def counts(self, unit_keep: np.ndarray):
+        """[(layer, rule, kept inputs, kept outputs)] for ``unit_keep``."""
+        unit_keep = np.asarray(unit_keep, dtype=bool)
+        result = []
+        for layer, rule, in_pos, units in self.entries:
+            kept_in = int(keep_of_positions(in_pos, unit_keep).sum())
+            kept_out = int(unit_keep[units].sum()) if len(units) else kept_in
+            result.append((layer, rule, kept_in, kept_out))
+        return result
+
+    def full(self):
+        return self.counts(np.ones(self.graph.num_units, dtype=bool))
+
+
+class LayerwiseCost:
+    """A cost that is a sum over layers of ``per_layer(layer, rule, kept_in, kept_out)``
+    plus ``offset``: MACs, the dense size of a file, a latency model. ``__call__(unit_keep)``
+    is what the pruning plan searches over."""
+
+    def __init__(self, graph: ChannelGraph, per_layer, offset: float = 0.0):
+        self.graph, self.per_layer, self.offset = graph, per_layer, float(offset)
+        self.layers = LayerCounts(graph)
+
+    def __call__(self, unit_keep: np.ndarray) -> float:
+        return self.offset + float(sum(self.per_layer(layer, rule, kin, kout)
+                                       for layer, rule, kin, kout in self.layers.counts(unit_keep)))
+
+    def full(self) -> float:
+        return self(np.ones(self.graph.num_units, dtype=bool))
+
+    def group_costs(self) -> np.ndarray:
+        """What removing each group alone saves (from the full model): its units' share of
+        every layer that produces or reads them — the marginal cost the FLOPs-regularised
+        ranking weighs (exact up to the interaction of two removed groups in one layer)."""
+        graph = self.graph
+        unit_cost = np.zeros(graph.num_units)
+        for layer, rule, in_pos, units in self.layers.entries:
+            kin = int(len(in_pos))
+            kout = len(units) if len(units) else kin
+            here = self.per_layer(layer, rule, kin, kout)
+            if len(units):                                     # producing its units
+                unit_cost[units] += here - self.per_layer(layer, rule, kin, kout - 1)
+                per_input = here - self.per_layer(layer, rule, kin - 1, kout)
+            else:                                              # per-channel layers
+                per_input = here - self.per_layer(layer, rule, kin - 1, kin - 1)
+            live = in_pos >= 0                                 # reading prunable units
+            np.add.at(unit_cost, in_pos[live], per_input)
+        return np.array([unit_cost[units].sum() for units in graph.group_units])
+
+
+def layer_macs(layer, rule, kept_in: int, kept_out: int) -> int:
+    """One layer's multiply-accumulates per example (its rule knows how)."""
+    return rule.macs(layer, kept_in, kept_out)
+
+
+def macs_cost(graph: ChannelGraph) -> LayerwiseCost:
+    """Multiply-accumulates per example of any pruned version of ``graph.model``."""
+    return LayerwiseCost(graph, layer_macs)
+
+
+def group_macs(graph: ChannelGraph) -> np.ndarray:
+    """Multiply-accumulates per example that each group costs in the current model: what
+    its producer spends computing it plus what every Dense/Conv reading it spends on it
+    (per position it occupies); depthwise layers add their per-channel work."""
+    return macs_cost(graph).group_costs()
+
+
+def model_macs(model: tf_keras.Model) -> int:
+    """Multiply-accumulates of one forward pass on one example (FLOPs ≈ 2 × MACs) of any
+    model: every layer with a rule counts what its rule says (Dense, convolutions,
+    depthwise and separable convolutions); other layers count 0."""
+    from epkd_tf.graph.rules import RULES
+    total = 0
+    for layer in model.layers:
+        rule = RULES.get(type(layer).__name__)
+        if rule is None or not layer.weights:
+            continue
+        kept_in = int(layer.input_shape[-1])
+        kept_out = int(layer.output_shape[-1])
+        total += rule.macs(layer, kept_in, kept_out)
+    return int(total)

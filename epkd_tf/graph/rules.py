@@ -91,6 +91,27 @@ class Rule:
     def count_tables(self, layer, weights) -> CountTables:
         return CountTables()
 
+    def macs(self, layer, kept_in: int, kept_out: int) -> int:
+        """Multiply-accumulates of one example through the layer when ``kept_in`` input
+        positions and ``kept_out`` output units (producers; otherwise ``kept_in``) remain:
+        the layers that dominate inference (Dense, convolutions) count; element-wise
+        layers, pooling and normalisation count 0."""
+        return 0
+
+    def scored_kernel(self, layer):
+        """The kernel whose last axis indexes the units a producer creates (what a
+        magnitude criterion such as L1 reads), or None."""
+        return None
+
+
+def _positions(layer) -> int:
+    """Output positions per example (spatial size; 1 for a Dense layer on vectors)."""
+    return int(np.prod(layer.output_shape[1:-1], dtype=np.int64))
+
+
+def _kernel_spatial(kernel) -> int:
+    return int(np.prod(kernel.shape[:-2], dtype=np.int64))
+
 
 def _channels_last(layer):
     fmt = getattr(layer, "data_format", None)
@@ -144,6 +165,12 @@ class WeightedProducer(Rule):
     def set_width(self, config, width):
         return {**config, self.width_key: int(width)}
 
+    def macs(self, layer, kept_in, kept_out):
+        return _positions(layer) * _kernel_spatial(layer.kernel) * kept_in * kept_out
+
+    def scored_kernel(self, layer):
+        return layer.kernel
+
     def count_tables(self, layer, weights):
         kernel = weights[0]
         pair = np.count_nonzero(kernel.reshape(-1, kernel.shape[-2], kernel.shape[-1]), axis=0)
@@ -180,6 +207,10 @@ class Depthwise(Rule):
 
     def propagate(self, layer, in_pos, in_shapes, new_units):
         return np.repeat(in_pos[0], layer.depth_multiplier)
+
+    def macs(self, layer, kept_in, kept_out):
+        kernel = layer.depthwise_kernel                        # (kh, kw, C, m)
+        return _positions(layer) * _kernel_spatial(kernel) * int(kernel.shape[-1]) * kept_in
 
     def slice_weights(self, layer, weights, in_keep, out_keep):
         keep = in_keep[0]
@@ -252,6 +283,18 @@ class Separable(Rule):
 
     def propagate(self, layer, in_pos, in_shapes, new_units):
         return new_units(self.out_units(layer))
+
+    def macs(self, layer, kept_in, kept_out):
+        depthwise = layer.depthwise_kernel                     # (..., C, m)
+        multiplier = int(depthwise.shape[-1])
+        positions = _positions(layer)
+        return (positions * _kernel_spatial(depthwise) * multiplier * kept_in
+                + positions * kept_in * multiplier * kept_out)
+
+    def scored_kernel(self, layer):
+        # Its units are the pointwise kernel's outputs; the depthwise kernel's last axis is
+        # the depth multiplier, not the units.
+        return layer.pointwise_kernel
 
     def slice_weights(self, layer, weights, in_keep, out_keep):
         depthwise, pointwise = weights[0], weights[1]

@@ -41,6 +41,19 @@ class PruningContext:
     #: ``clock(phase, pruner)`` → a context manager timing that phase (timings.csv); None:
     #: untimed. Phases: scoring, surgery, magnitude_finetune.
     clock: Optional[Callable[[str, str], ContextManager]] = None
+    #: The budget's measure (epkd_tf.budget; None: nonzero parameters), how it measures
+    #: (latency format, threads...), and the measured cost of the model being pruned
+    #: (which calibrates modelled measures such as latency).
+    measure: Any = None
+    measure_context: Any = None
+    current_cost: Optional[float] = None
+
+    def cost_of(self, graph: "ChannelGraph"):
+        """``cost(unit_keep)`` of ``graph.model``'s pruned versions in the budget's measure."""
+        if self.measure is None:
+            from epkd_tf.graph import ParamCounter
+            return ParamCounter(graph).count
+        return self.measure.planner(graph, self.measure_context, self.current_cost)
 
     def phase(self, name: str, pruner: str) -> ContextManager:
         """Times ``name`` of ``pruner`` with the run's clock, if there is one."""
@@ -65,6 +78,9 @@ class Candidate:
     structured: bool = True
     #: Training epochs spent making the candidate (a pruning fine-tune), for budgets.
     epochs: int = 0
+    #: Its cost in the budget's measure as the plan predicted it (exact for parameters
+    #: and MACs; the latency model's prediction for latency).
+    predicted_cost: Optional[float] = None
 
 
 class Pruner(Settings, abc.ABC):
@@ -74,22 +90,28 @@ class Pruner(Settings, abc.ABC):
     name = "unregistered"
     #: The criterion other criteria are compared with (Spearman) when it runs.
     reference = False
+    #: Whether it removes whole units (and so lowers MACs, latency and file size), rather
+    #: than zeroing weights.
+    structured = False
 
     @abc.abstractmethod
-    def make_candidate(self, model: "tf_keras.Model", target_nonzero: int,
+    def make_candidate(self, model: "tf_keras.Model", target: float,
                        ctx: PruningContext) -> Candidate:
-        """Returns a new candidate with ``target_nonzero`` nonzero parameters (within one
-        unit); ``model`` itself is never changed."""
+        """Returns a new candidate whose cost in the budget's measure (``ctx.measure``;
+        nonzero parameters by default) is ``target`` (within one unit); ``model`` itself
+        is never changed."""
 
 
 class StructuredPruner(Pruner):
     """Removes whole channels; subclasses implement only ``score``."""
 
+    structured = True
+
     @abc.abstractmethod
     def score(self, graph: "ChannelGraph", ctx: PruningContext) -> np.ndarray:
         """Importance of every group of ``graph`` (higher = keep); shape (num_groups,)."""
 
-    def make_candidate(self, model, target_nonzero, ctx):
+    def make_candidate(self, model, target, ctx):
         from epkd_tf.graph import analyze, remove_groups
         from epkd_tf.pruning.plan import plan_removal
         with ctx.phase("scoring", self.name):
@@ -99,10 +121,11 @@ class StructuredPruner(Pruner):
             raise ValueError(f"Pruner {self.name!r} returned {scores.shape} scores for "
                              f"{graph.num_groups} groups.")
         with ctx.phase("surgery", self.name):
-            plan = plan_removal(graph, scores, target_nonzero, ctx.config.layer_floor,
-                                flops_weight=ctx.config.flops_weight)
+            plan = plan_removal(graph, scores, target, ctx.config.layer_floor,
+                                flops_weight=ctx.config.flops_weight, cost=ctx.cost_of(graph),
+                                channel_multiple=ctx.config.channel_multiple)
             student = remove_groups(graph, plan.removed_groups)
-        return Candidate(self.name, student, graph, scores)
+        return Candidate(self.name, student, graph, scores, predicted_cost=plan.cost)
 
 
 def unit_to_group_mean(graph: "ChannelGraph", unit_scores: np.ndarray) -> np.ndarray:

@@ -23,10 +23,7 @@ def mean_abs_weight_per_unit(graph) -> np.ndarray:
         if not len(info.units):
             continue
         layer = model.get_layer(info.name)
-        # A separable conv's units are the outputs of its pointwise kernel; its depthwise
-        # kernel's last axis is the depth multiplier, not the units.
-        kernel = getattr(layer, "pointwise_kernel", None)
-        kernel = (kernel if kernel is not None else layer.kernel).numpy()
+        kernel = info.rule.scored_kernel(layer).numpy()   # last axis: the layer's units
         per_unit = np.abs(kernel.reshape(-1, kernel.shape[-1])).mean(axis=0)
         scores[info.units] = per_unit
     return scores

@@ -111,7 +111,8 @@ class PolyMagnitudePruner(Pruner):
         with ctx.phase("surgery", self.name):
             pruned = sparsity.strip_pruning(wrapped)
             trim_to(pruned, kernels, target_nonzero)
-        return Candidate(self.name, pruned, structured=False, epochs=self.epochs)
+        return Candidate(self.name, pruned, structured=False, epochs=self.epochs,
+                         predicted_cost=float(target_nonzero))
 
     def _wrap(self, model, target_nonzero, ctx):
         """A copy of ``model`` wrapped by TF-MOT with the schedule to ``target_nonzero``,

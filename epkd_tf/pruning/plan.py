@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 
@@ -19,8 +19,13 @@ class PruningError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Plan:
     removed_groups: np.ndarray
-    nonzero_params: int
-    target: int
+    cost: float                     # the plan's cost in the budget's measure
+    target: float
+
+    @property
+    def nonzero_params(self) -> float:
+        """The cost of a plan made against the default measure (nonzero parameters)."""
+        return self.cost
 
 
 def block_floors(graph: ChannelGraph, layer_floor: float) -> np.ndarray:
@@ -65,37 +70,68 @@ def removal_order(graph: ChannelGraph, scores: np.ndarray, layer_floor: float,
     return np.array(result, dtype=np.int64)
 
 
-def plan_removal(graph: ChannelGraph, scores: np.ndarray, target_nonzero: int,
-                 layer_floor: float, counter: ParamCounter = None,
-                 flops_weight: float = 0.0) -> Plan:
-    """The prefix of the removal order whose nonzero count is closest to ``target_nonzero``.
+def round_to_multiple(graph: "ChannelGraph", removed: np.ndarray,
+                      multiple: int) -> np.ndarray:
+    """``removed`` (a prefix of the removal order) with just enough of each block's removed
+    groups put back, most important first (the last removed), that every block keeps a
+    multiple of ``multiple`` groups, or all of them: with ``--channel_multiple`` every
+    pruned layer's width stays a multiple the runtime's kernels like."""
+    if multiple <= 1 or len(removed) == 0:
+        return removed
+    sizes = np.array([len(b.groups) for b in graph.blocks])
+    blocks = graph.group_block[removed]
+    keep_back = np.zeros(len(removed), dtype=bool)
+    for b in np.unique(blocks):
+        positions = np.flatnonzero(blocks == b)           # in removal order
+        kept = sizes[b] - len(positions)
+        rounded = min(sizes[b], -(-kept // multiple) * multiple)
+        restore = rounded - kept
+        if restore:
+            keep_back[positions[len(positions) - restore:]] = True
+    return removed[~keep_back]
 
-    The count falls monotonically along the order, so a binary search finds the first
-    prefix at or below the target; that prefix or the one before it (whichever is closer)
-    is the plan. Any two criteria therefore land within one group's parameters of the
-    target, and so of each other.
+
+def plan_removal(graph: "ChannelGraph", scores: np.ndarray, target: float,
+                 layer_floor: float, counter: "ParamCounter" = None,
+                 flops_weight: float = 0.0, cost: Optional[Callable] = None,
+                 channel_multiple: int = 1) -> Plan:
+    """The prefix of the removal order whose cost is closest to ``target``.
+
+    ``cost(unit_keep)`` is the budget's measure of the model that keeps those units
+    (default: its nonzero parameters, ``counter``). Every measure falls monotonically
+    along the order (removing a unit never adds parameters, MACs, bytes or - in the
+    fitted latency model - time), so a binary search finds the first prefix at or below
+    the target; that prefix or the one before it (whichever is closer) is the plan. Any
+    two criteria therefore land within one group's cost of the target, and so of each
+    other. ``channel_multiple`` > 1 rounds every block's kept groups up to a multiple of
+    it (see :func:`round_to_multiple`) before costing a prefix.
     """
-    from epkd_tf.graph import ParamCounter
-    counter = counter or ParamCounter(graph)
+    if cost is None:
+        from epkd_tf.graph import ParamCounter
+        counter = counter or ParamCounter(graph)
+        cost = counter.count
     order = removal_order(graph, scores, layer_floor, flops_weight)
 
-    def count(k: int) -> int:
-        return counter.count(graph.unit_keep(order[:k]))
+    def removed(k: int) -> np.ndarray:
+        return round_to_multiple(graph, order[:k], channel_multiple)
+
+    def count(k: int) -> float:
+        return cost(graph.unit_keep(removed(k)))
 
     full = count(0)
-    if target_nonzero >= full:
-        return Plan(order[:0], full, target_nonzero)
-    if count(len(order)) > target_nonzero:
+    if target >= full:
+        return Plan(removed(0), full, target)
+    if count(len(order)) > target:
         raise PruningError(
-            f"Cannot reach {target_nonzero} nonzero parameters: removing every unit the "
-            f"per-layer floor allows leaves {count(len(order))}. Lower --layer_floor or "
+            f"Cannot reach {target:g} (the budget's measure): removing every unit the "
+            f"per-layer floor allows leaves {count(len(order)):g}. Lower --layer_floor or "
             "use fewer iterations / a larger --keep_ratio.")
     lo, hi = 0, len(order)          # count(lo) > target >= count(hi)
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if count(mid) > target_nonzero:
+        if count(mid) > target:
             lo = mid
         else:
             hi = mid
-    k = hi if abs(count(hi) - target_nonzero) <= abs(count(lo) - target_nonzero) else lo
-    return Plan(order[:k], count(k), target_nonzero)
+    k = hi if abs(count(hi) - target) <= abs(count(lo) - target) else lo
+    return Plan(removed(k), count(k), target)

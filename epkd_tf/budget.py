@@ -1,0 +1,179 @@
+"""Budgets: the measure in which EPKD shrinks a network, and when it stops.
+
+A measure (``--budget``) says what "size" means: ``params`` (nonzero parameters, the
+seed's definition), ``macs`` (multiply-accumulates per example), ``latency`` (batch-1
+LiteRT latency of the float or int8 TFLite file, as ``deployment.csv`` measures it) or
+``size`` (bytes of the float TFLite file). Each iteration's candidates are made to
+``keep_ratio`` × the current student's cost in that measure. A measure
+
+* measures a model (``of``): exactly for params, MACs and size, on the runtime for
+  latency;
+* gives the pruning plan a cost of any structured-pruned version (``planner``): exact for
+  params and MACs, the dense byte count plus a calibrated file overhead for size, the
+  fitted per-layer latency model (``epkd_tf.latency``) for latency;
+* says whether unstructured sparsity lowers it (``lowered_by_sparsity``): zeros lower the
+  nonzero count, but a magnitude-pruned network still runs and stores its dense kernels,
+  so ``poly_magnitude`` is left out of MACs, latency and size iterations with a reason.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Callable, Optional
+
+import numpy as np
+
+from epkd_tf.registry import Registry
+
+MEASURES: Registry = Registry("budget")
+
+
+@dataclasses.dataclass
+class MeasureContext:
+    """How latency and size are measured in this run (the deployment settings)."""
+
+    latency_format: str = "tflite"          # tflite or tflite_int8
+    threads: int = 1
+    runs: int = 50
+    calibration: Optional[np.ndarray] = None  # int8 calibration inputs
+    seed: int = 0
+    latency_model: object = None            # epkd_tf.latency.LatencyModel, made on demand
+
+    def model_for_latency(self):
+        if self.latency_model is None:
+            from epkd_tf.latency import LatencyModel
+            self.latency_model = LatencyModel(self.latency_format, self.threads,
+                                              runs=max(10, min(self.runs, 30)),
+                                              seed=self.seed)
+        return self.latency_model
+
+
+class Measure(abc.ABC):
+    """One budget measure; ``name`` is set by registration."""
+
+    name = "unregistered"
+    unit = ""
+    #: Whether exact zeros (unstructured sparsity) lower it.
+    lowered_by_sparsity = False
+    #: Whether ``planner`` is exact (otherwise a model calibrated on the current model).
+    exact = True
+
+    @abc.abstractmethod
+    def of(self, model, ctx: MeasureContext) -> float:
+        """The model's cost in this measure."""
+
+    @abc.abstractmethod
+    def planner(self, graph, ctx: MeasureContext,
+                current: Optional[float] = None) -> Callable[[np.ndarray], float]:
+        """``cost(unit_keep)`` of ``graph.model``'s structured-pruned versions;
+        ``current`` (its measured cost) calibrates measures that are modelled."""
+
+    def lowered_by(self, pruner) -> bool:
+        """Whether ``pruner``'s candidates can have a lower cost in this measure."""
+        return bool(getattr(pruner, "structured", False)) or self.lowered_by_sparsity
+
+    def why_not(self, pruner) -> str:
+        return (f"{pruner.name} cannot lower {self.name}: its zeros are stored and computed "
+                f"as dense weights (only --budget=params counts them)")
+
+    def format(self, value: float) -> str:
+        return f"{value:,.0f} {self.unit}".strip()
+
+
+def register_measure(name: str):
+    def decorate(cls):
+        cls.name = name
+        return MEASURES.register(name, cls)
+    return decorate
+
+
+@register_measure("params")
+class Params(Measure):
+    """Nonzero parameters (the seed's definition)."""
+
+    unit = "params"
+    lowered_by_sparsity = True
+
+    def of(self, model, ctx):
+        from epkd_tf.graph import nonzero_params
+        return float(nonzero_params(model))
+
+    def planner(self, graph, ctx, current=None):
+        from epkd_tf.graph import ParamCounter
+        return ParamCounter(graph).count
+
+
+@register_measure("macs")
+class Macs(Measure):
+    """Multiply-accumulates of one example (dense: zeros are still multiplied)."""
+
+    unit = "MACs"
+
+    def of(self, model, ctx):
+        from epkd_tf.metrics import multiply_accumulates
+        return float(multiply_accumulates(model))
+
+    def planner(self, graph, ctx, current=None):
+        from epkd_tf.graph.count import macs_cost
+        return macs_cost(graph)
+
+
+@register_measure("latency")
+class Latency(Measure):
+    """Median batch-1 LiteRT latency (ms) of the model's TFLite file."""
+
+    unit = "ms"
+    exact = False
+
+    def of(self, model, ctx):
+        from epkd_tf import metrics
+        flatbuffer = metrics.to_tflite(model, ctx.latency_format, ctx.calibration)
+        return metrics.tflite_latency(flatbuffer, runs=ctx.runs, threads=ctx.threads,
+                                      seed=ctx.seed)[0]
+
+    def planner(self, graph, ctx, current=None):
+        from epkd_tf.latency import latency_cost
+        return latency_cost(graph, ctx.model_for_latency(), current)
+
+    def format(self, value):
+        return f"{value:.4f} ms"
+
+
+@register_measure("size")
+class Size(Measure):
+    """Bytes of the float32 TFLite file (zeros included: a plain file stores them)."""
+
+    unit = "bytes"
+    exact = False
+
+    def of(self, model, ctx):
+        from epkd_tf import metrics
+        return float(len(metrics.to_tflite(model)))
+
+    def planner(self, graph, ctx, current=None):
+        # Four bytes per stored weight, plus the flatbuffer's own overhead (graph, tensor
+        # metadata), calibrated on the current model's measured file.
+        from epkd_tf.graph import ParamCounter
+        dense = ParamCounter(graph, dense=True).count
+        full = 4.0 * dense(np.ones(graph.num_units, dtype=bool))
+        offset = (float(current) - full) if current is not None else 0.0
+        return lambda unit_keep: 4.0 * dense(unit_keep) + offset
+
+    def format(self, value):
+        return f"{value / 1e6:.4f} MB"
+
+
+def make_measure(name: str) -> Measure:
+    return MEASURES.get(name)()
+
+
+# -- stop rules ---------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Goal:
+    """A size the final student must reach in one measure (``--target_<measure>``)."""
+
+    measure: str
+    value: float
+
+    def met(self, cost: float) -> bool:
+        return cost <= self.value

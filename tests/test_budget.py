@@ -1,0 +1,266 @@
+"""Budgets (--budget params/macs/latency/size), channel multiples, stop rules and the final
+student, on tiny models."""
+import epkd_tf  # noqa: F401  (before TensorFlow)
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from helpers_models import FakeData, lenet5, randomize, residual_model  # noqa: E402
+
+from epkd_tf import metrics  # noqa: E402
+from epkd_tf.budget import MEASURES, MeasureContext, make_measure  # noqa: E402
+from epkd_tf.config import PruningConfig  # noqa: E402
+from epkd_tf.graph import analyze, dense_params, nonzero_params, remove_groups  # noqa: E402
+from epkd_tf.graph.count import macs_cost  # noqa: E402
+from epkd_tf.pruning import PruningContext, make_pruner, plan_removal  # noqa: E402
+from epkd_tf.settings import with_flags  # noqa: E402
+
+INPUT = (16, 16, 1)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return randomize(lenet5(input_shape=INPUT, num_classes=4), seed=1)
+
+
+@pytest.fixture(scope="module")
+def graph(model):
+    return analyze(model)
+
+
+@pytest.fixture(scope="module")
+def measure_context():
+    # Few timed runs: the latency model's tests check its mechanics, not the machine.
+    return MeasureContext(runs=10)
+
+
+def test_every_registered_measure_is_documented_and_valid():
+    assert MEASURES.names() == ["latency", "macs", "params", "size"]
+    for name in MEASURES.names():
+        measure = make_measure(name)
+        assert measure.name == name and measure.__doc__
+
+
+def test_macs_planner_is_exact_for_every_pruned_version(graph, model):
+    """The plan's MAC count of a removal set equals the MACs of the rebuilt model."""
+    cost = macs_cost(graph)
+    assert cost(np.ones(graph.num_units, bool)) == metrics.multiply_accumulates(model)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        removed = [g for g in range(graph.num_groups) if rng.random() < 0.4]
+        keep = graph.unit_keep(removed)
+        pruned = remove_groups(graph, removed)
+        assert cost(keep) == metrics.multiply_accumulates(pruned)
+
+
+def test_size_planner_counts_four_bytes_per_stored_weight(graph, model, measure_context):
+    size = make_measure("size")
+    measured = size.of(model, measure_context)
+    planner = size.planner(graph, measure_context, measured)
+    assert planner(np.ones(graph.num_units, bool)) == pytest.approx(measured)
+    removed = list(range(0, graph.num_groups, 3))
+    pruned = remove_groups(graph, removed)
+    predicted = planner(graph.unit_keep(removed))
+    # Calibrated on the full model: the file's fixed overhead barely changes.
+    assert predicted == pytest.approx(size.of(pruned, measure_context), rel=0.05)
+    assert predicted - planner(np.ones(graph.num_units, bool)) == pytest.approx(
+        4 * (dense_params(pruned) - dense_params(model)))
+
+
+def test_latency_model_is_calibrated_and_never_predicts_a_narrower_model_slower(
+        graph, model, measure_context):
+    latency = make_measure("latency")
+    measured = latency.of(model, measure_context)
+    planner = latency.planner(graph, measure_context, measured)
+    full = np.ones(graph.num_units, bool)
+    assert planner(full) == pytest.approx(measured)
+    order = np.argsort(np.random.default_rng(0).random(graph.num_groups))
+    previous = planner(full)
+    for k in range(1, len(order), 7):
+        now = planner(graph.unit_keep(order[:k]))
+        assert now <= previous + 1e-12
+        previous = now
+    # Every costed layer was timed on LiteRT (a few points per layer, cached).
+    assert measure_context.latency_model.points_measured >= 4
+
+
+@pytest.mark.parametrize("budget", ["params", "macs", "size", "latency"])
+def test_candidates_of_one_target_have_equal_cost(model, graph, budget, measure_context):
+    """Every structured criterion lands on the same target in the budget's measure,
+    within one group's cost (the plan's tolerance)."""
+    measure = make_measure(budget)
+    current = measure.of(model, measure_context)
+    target = 0.6 * current
+    data = FakeData(INPUT, 4, num_train=64, batch_size=32)
+    ctx = PruningContext(data, with_flags(PruningConfig(), taylor_batches=1, oracle_examples=32),
+                         batch_size=32, measure=measure, measure_context=measure_context,
+                         current_cost=current)
+    planner = measure.planner(graph, measure_context, current)
+    full = planner(np.ones(graph.num_units, bool))
+    # the largest cost one group can change
+    step = max(full - planner(graph.unit_keep([g])) for g in range(graph.num_groups))
+    predicted = {}
+    for name in ("l1_filter", "taylor", "oracle"):
+        candidate = ctx.config.criteria[name].make_candidate(model, target, ctx)
+        predicted[name] = candidate.predicted_cost
+        assert abs(candidate.predicted_cost - target) <= step, (name, candidate.predicted_cost)
+        if measure.exact:
+            assert measure.of(candidate.model, measure_context) == candidate.predicted_cost
+    assert max(predicted.values()) - min(predicted.values()) <= 2 * step
+
+
+def test_magnitude_pruning_cannot_lower_dense_measures():
+    pruner = make_pruner("poly_magnitude")
+    assert make_measure("params").lowered_by(pruner)
+    for name in ("macs", "latency", "size"):
+        measure = make_measure(name)
+        assert not measure.lowered_by(pruner)
+        assert "cannot lower" in measure.why_not(pruner)
+        assert measure.lowered_by(make_pruner("taylor"))
+
+
+@pytest.mark.parametrize("multiple", [2, 4, 8])
+def test_channel_multiple_keeps_every_pruned_width_a_multiple(multiple):
+    model = randomize(residual_model(width=12), seed=2)
+    graph = analyze(model)
+    scores = np.random.default_rng(3).random(graph.num_groups)
+    target = int(0.8 * nonzero_params(model))      # reachable with 8 of 12 channels kept
+    plan = plan_removal(graph, scores, target, 0.05, channel_multiple=multiple)
+    assert len(plan.removed_groups) > 0
+    pruned = remove_groups(graph, plan.removed_groups)
+    for block in graph.blocks:
+        kept = len(block.groups) - int(np.isin(plan.removed_groups, block.groups).sum())
+        assert kept == len(block.groups) or kept % multiple == 0, (block.name, kept)
+    for layer in pruned.layers:
+        width = layer.get_config().get("filters") or layer.get_config().get("units")
+        if width and layer.name != model.layers[-1].name:
+            original = model.get_layer(layer.name).get_config().get("filters") or \
+                model.get_layer(layer.name).get_config().get("units")
+            assert width == original or width % multiple == 0, (layer.name, width)
+    assert nonzero_params(pruned) == plan.cost
+
+
+# -- the whole run: stop rules, the final student, the headline ----------------------
+ARGS = ["--dataset=tiny_digits", "--teacher_epochs=2", "--finetune_epochs=1",
+        "--latency_runs=5", "--oracle_examples=64", "--taylor_batches=2", "--batch_size=32",
+        "--pruners=l1_filter,taylor,poly_magnitude", "--export_formats=saved_model,tflite"]
+
+
+def _run(tiny_dir, out, *extra):
+    from cli_helpers import run_subprocess
+    result = run_subprocess("epkd_tf.main", [f"--data_dir={tiny_dir}", f"--output_dir={out}",
+                                             *ARGS, *extra])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def macs_run(tiny_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("budget") / "macs"
+    result = _run(tiny_dir, out, "--budget=macs", "--keep_ratio=0.5", "--iterations=6",
+                  "--target_macs=12000")
+    return out, result
+
+
+def test_macs_budget_shrinks_macs_and_leaves_magnitude_out_with_a_reason(macs_run):
+    out, _ = macs_run
+    candidates = pd.read_csv(out / "candidates.csv")
+    skipped = candidates[candidates.pruner == "poly_magnitude"]
+    assert (skipped.skipped.str.contains("cannot lower macs")).all()
+    assert skipped["rank"].isna().all() and skipped.test_accuracy.isna().all()
+    made = candidates[candidates.pruner != "poly_magnitude"]
+    assert (made["rank"] >= 1).all()
+    assert (made.cost == made.macs).all()
+    # Every candidate of an iteration made to the same MAC target: within one unit's MACs.
+    for _, group in made.groupby("iteration"):
+        assert (abs(group.cost - group.target_cost) <= 0.05 * group.target_cost + 200).all()
+    teacher = pd.read_csv(out / "teacher.csv").iloc[0]
+    students = pd.read_csv(out / "students.csv")
+    previous = teacher.cost
+    for row in students.itertuples():
+        assert row.cost < previous
+        previous = row.cost
+
+
+def test_target_stops_the_run_at_the_first_student_that_meets_it(macs_run):
+    out, result = macs_run
+    students = pd.read_csv(out / "students.csv")
+    assert students.goal_met.tolist()[-1] and not any(students.goal_met.tolist()[:-1])
+    assert len(students) < 6 and students.macs.iloc[-1] <= 12000
+    assert "meets every --target_* goal" in result.stderr
+    # The final student is the smallest one (no accuracy rule): the last.
+    assert students.final.tolist() == [False] * (len(students) - 1) + [True]
+
+
+def test_the_final_student_is_exported_and_headlined(macs_run):
+    out, result = macs_run
+    students = pd.read_csv(out / "students.csv")
+    k = int(students[students.final].iteration.iloc[0])
+    assert (out / "serving" / "final" / "1" / "saved_model.pb").exists()
+    final_file = (out / "tflite" / "final.tflite").read_bytes()
+    assert final_file == (out / "tflite" / f"student_{k}.tflite").read_bytes()
+    deployment = pd.read_csv(out / "deployment.csv")
+    final = deployment[deployment.model == "final"]
+    assert final.format.tolist() == ["saved_model", "tflite"]
+    assert (final.iteration == k).all()
+    assert "name: 'final'" in (out / "serving" / "models.config").read_text()
+    report = (out / "report.md").read_text()
+    first = report.split("## ")[0]
+    assert "Teacher → final student" in first and "MACs" in first and "faster" in first
+    assert f"iteration {k}'s student" in first
+    assert (out / "plots" / "pareto.png").exists()
+    # The console's last lines give the same headline.
+    tail = result.stderr.strip().splitlines()[-12:]
+    assert any("final student" in line for line in tail)
+    assert json.loads((out / "progress.json").read_text())["final_iteration"] == k
+
+
+def test_final_student_is_the_smallest_within_the_allowed_drop(tmp_path):
+    """choose_final on recorded tables: the cheapest student whose selection accuracy is
+    within --max_accuracy_drop of the teacher's, else the teacher."""
+    from epkd_tf.config import BudgetConfig, RunConfig
+    from epkd_tf.loop import EPKD
+    from epkd_tf.records import RunDir
+    run = RunDir(str(tmp_path / "run"))
+    run.append("teacher", pd.DataFrame([{"iteration": 0, "cost": 100.0,
+                                         "test_accuracy": 0.990}]))
+    run.append("students", pd.DataFrame({
+        "iteration": [1, 2, 3, 4], "cost": [80.0, 60.0, 40.0, 30.0],
+        "test_accuracy": [0.991, 0.985, 0.986, 0.950]}))
+
+    def final(drop):
+        cfg = RunConfig(output_dir=run.root, budget=BudgetConfig(max_accuracy_drop=drop))
+        epkd = EPKD(cfg, data=None, run=run)
+        return epkd.choose_final(), epkd.stop_reason()
+
+    assert final(0.5) == (3, "iteration 4's student is 4.00 points below the teacher on "
+                             "the test split (--max_accuracy_drop=0.5)")
+    assert final(0.4)[0] == 3                          # 3 lost exactly 0.4 points
+    assert final(0.3)[0] == 1                          # 2 and 3 lost 0.5 and 0.4 points
+    assert final(None) == (4, None)
+    run.replace("students", run.read("students").assign(test_accuracy=0.5))
+    assert final(1.0)[0] == 0                          # none within: the teacher
+
+
+def test_max_accuracy_drop_stops_and_keeps_the_last_student_within_it(tiny_dir, tmp_path):
+    out = tmp_path / "drop"
+    # A drop of 0 points: the first student that loses anything stops the run.
+    result = _run(tiny_dir, out, "--keep_ratio=0.3", "--iterations=4",
+                  "--max_accuracy_drop=0", "--pruners=l1_filter")
+    students = pd.read_csv(out / "students.csv")
+    teacher = pd.read_csv(out / "teacher.csv").iloc[0]
+    lost = teacher.test_accuracy - students.test_accuracy
+    within = students[lost <= 1e-9]
+    if (lost > 1e-9).any():
+        first_over = int(students[lost > 1e-9].iteration.iloc[0])
+        assert students.iteration.max() == first_over       # stopped right after it
+        assert "below the teacher" in result.stderr
+    expected = int(within.sort_values("cost").iteration.iloc[0]) if len(within) else 0
+    assert json.loads((out / "progress.json").read_text())["final_iteration"] == expected
