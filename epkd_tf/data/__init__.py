@@ -6,6 +6,8 @@ yield ``(x float32, y int32)`` batches:
 * ``load_data(DataConfig)`` -- a TFDS dataset by name from ``--data_dir``, downloaded and
   prepared first if missing (unless ``--nodownload``); ``--validation_split`` holds out
   validation examples (``tfds.py``, ``downloads.py``, ``holdout.py``);
+* ``from_arrays(x_train, y_train, x_test, y_test, ...)`` / ``from_datasets(train, test,
+  ...)`` -- data already in memory (``memory.py``);
 * ``import_npz`` writes an .npz file as a TFDS dataset that loads by name (``npz.py``,
   ``writer.py``), also from the command line::
 
@@ -20,6 +22,7 @@ from epkd_tf.data.recipes import (DATASET_ALIASES, DEFAULT_RECIPE, MODEL_INPUT_R
                                   register_recipe)
 from epkd_tf.data.pipeline import CACHE_LIMIT_BYTES, PREPROCESSED_CACHE_LIMIT_BYTES, Data
 from epkd_tf.data.tfds import load_data
+from epkd_tf.data.memory import MEMORY_LIMIT_BYTES, from_arrays, from_datasets
 from epkd_tf.data.npz import import_npz
 from epkd_tf.data.cli import main
 
@@ -38,8 +41,11 @@ __all__ = [
     "get_recipe",
     "CACHE_LIMIT_BYTES",
     "PREPROCESSED_CACHE_LIMIT_BYTES",
+    "MEMORY_LIMIT_BYTES",
     "MAX_CLASSES",
     "load_data",
+    "from_arrays",
+    "from_datasets",
     "import_npz",
     "main",
 ]
