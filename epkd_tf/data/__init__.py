@@ -8,10 +8,12 @@ yield ``(x float32, y int32)`` batches:
   validation examples (``tfds.py``, ``downloads.py``, ``holdout.py``);
 * ``from_arrays(x_train, y_train, x_test, y_test, ...)`` / ``from_datasets(train, test,
   ...)`` -- data already in memory (``memory.py``);
-* ``import_npz`` writes an .npz file as a TFDS dataset that loads by name (``npz.py``,
-  ``writer.py``), also from the command line::
+* ``import_npz`` / ``import_folder`` write an .npz file or a folder of class folders as a
+  TFDS dataset that loads by name (``npz.py``, ``folders.py``, ``writer.py``), also from
+  the command line::
 
       python -m epkd_tf.data --import_npz=PATH --name=NAME --data_dir=DIR [--overwrite]
+      python -m epkd_tf.data --import_folder=DIR --name=NAME --data_dir=OUT [--overwrite]
 
 Per-dataset preprocessing is a registered :class:`DatasetRecipe` (``recipes.py``); the
 pipelines themselves are in ``pipeline.py``.
@@ -24,6 +26,7 @@ from epkd_tf.data.pipeline import CACHE_LIMIT_BYTES, PREPROCESSED_CACHE_LIMIT_BY
 from epkd_tf.data.tfds import load_data
 from epkd_tf.data.memory import MEMORY_LIMIT_BYTES, from_arrays, from_datasets
 from epkd_tf.data.npz import import_npz
+from epkd_tf.data.folders import import_folder
 from epkd_tf.data.cli import main
 
 __all__ = [
@@ -47,5 +50,6 @@ __all__ = [
     "from_arrays",
     "from_datasets",
     "import_npz",
+    "import_folder",
     "main",
 ]

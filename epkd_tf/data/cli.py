@@ -1,6 +1,7 @@
-"""``python -m epkd_tf.data``: import arrays as a TFDS dataset.
+"""``python -m epkd_tf.data``: import arrays or image folders as TFDS datasets.
 
     python -m epkd_tf.data --import_npz=PATH.npz --name=NAME --data_dir=DIR [--overwrite]
+    python -m epkd_tf.data --import_folder=DIR --name=NAME --data_dir=OUT [--overwrite]
 
 prints the directory of the written dataset, which then loads with ``--dataset=NAME
 --data_dir=DIR``. Bad input prints one line ``error: ...`` naming the flag, exits with
@@ -22,6 +23,8 @@ FLAGS = flags.FlagValues()
 
 flags.DEFINE_string("import_npz", None, "Path of an .npz file (x_train, y_train, x_test, "
                     "y_test) to import as a TFDS dataset.", flag_values=FLAGS)
+flags.DEFINE_string("import_folder", None, "Directory with train/<class>/*.png|jpg and "
+                    "test/<class>/*.png|jpg to import as a TFDS dataset.", flag_values=FLAGS)
 flags.DEFINE_string("name", None, "TFDS name to give the imported dataset (e.g. mnist).",
                     flag_values=FLAGS)
 flags.DEFINE_string("data_dir", None, "TFDS data directory to write the dataset into.",
@@ -29,22 +32,31 @@ flags.DEFINE_string("data_dir", None, "TFDS data directory to write the dataset 
 flags.DEFINE_boolean("overwrite", False, "Replace an already prepared dataset.",
                      flag_values=FLAGS)
 
-USAGE = "--import_npz=PATH.npz --name=NAME --data_dir=DIR [--overwrite]"
+USAGE = ("--import_npz=PATH.npz (or --import_folder=DIR) --name=NAME --data_dir=DIR "
+         "[--overwrite]")
 
 
 def main(argv) -> int:
-    """Imports --import_npz as --name into --data_dir; prints the dataset directory; one
-    ``error:`` line and status 2 on bad input."""
+    """Imports --import_npz or --import_folder as --name into --data_dir; prints the
+    dataset directory; one ``error:`` line and status 2 on bad input."""
     from epkd_tf.data.source import DataError
     if len(argv) > 1:
         return fail(f"unexpected arguments {' '.join(argv[1:])}; use {USAGE}.")
     try:
-        for flag in ("import_npz", "name", "data_dir"):
+        sources = [f for f in ("import_npz", "import_folder") if FLAGS[f].value is not None]
+        if len(sources) != 1:
+            what = "both" if sources else "neither"
+            raise DataError(f"give exactly one of --import_npz and --import_folder ({what} "
+                            f"given): use {USAGE}.")
+        for flag in ("name", "data_dir", sources[0]):
             if not FLAGS[flag].value:
                 raise DataError(f"--{flag} is required: use {USAGE}.")
-        from epkd_tf.data.npz import import_npz
-        path = import_npz(FLAGS.import_npz, FLAGS.name, FLAGS.data_dir,
-                          overwrite=FLAGS.overwrite)
+        if sources[0] == "import_npz":
+            from epkd_tf.data.npz import import_npz as write
+        else:
+            from epkd_tf.data.folders import import_folder as write
+        path = write(FLAGS[sources[0]].value, FLAGS.name, FLAGS.data_dir,
+                     overwrite=FLAGS.overwrite)
     except DataError as e:
         return fail(str(e))
     print(path)
