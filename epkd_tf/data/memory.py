@@ -256,9 +256,10 @@ def _materialise(arg: str, ds, budget: int) -> Tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{arg} is empty: give at least one example.")
     shapes = {x.shape[1:] for x in xs}
     if len(shapes) > 1:
-        raise DataError(f"{arg} has images of different shapes ({', '.join(map(str, sorted(shapes)))}"
-                        f"): resize them to one shape first, e.g. ds.map(lambda x, y: "
-                        f"(tf.image.resize(x, [32, 32]), y)).")
+        listed = ", ".join(map(str, sorted(shapes)))
+        raise DataError(f"{arg} has images of different shapes ({listed}): resize them to one "
+                        f"shape first, e.g. ds.map(lambda x, y: (tf.image.resize(x, [32, 32]), "
+                        f"y)).")
     return np.concatenate(xs), np.concatenate(ys)
 
 
