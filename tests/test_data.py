@@ -234,7 +234,8 @@ def test_batched_preprocessing_gives_the_per_example_pipelines(synth, monkeypatc
                 tf.nest.map_structure(
                     lambda u, v: np.testing.assert_array_equal(u.numpy(), v.numpy()), a, b)
     # Only up to the limit: beyond it the uint8 images are preprocessed batch by batch.
-    monkeypatch.setattr(pipeline_lib, "PREPROCESSED_CACHE_LIMIT_BYTES", N_TRAIN * SIZE * SIZE * 4 - 1)
+    monkeypatch.setattr(pipeline_lib, "PREPROCESSED_CACHE_LIMIT_BYTES",
+                        N_TRAIN * SIZE * SIZE * 4 - 1)
     limited = load_data(cfg(synth["data_dir"], seed=5))
     assert limited._ready["train"] is None and limited._ready["test"] is not None
     for a, b in zip(limited.train(), fast.train(), strict=True):
@@ -373,8 +374,8 @@ def test_variable_image_size_is_rejected(tmp_path):
     x = np.zeros((4, 5, 5, 1), np.uint8)
     examples = [(i, {"image": x[i], "label": i % 2}) for i in range(4)]
     SupervisedAdhocBuilder(name="varsize", version="1.0.0", features=features,
-                         split_datasets={"train": examples, "test": examples},
-                         data_dir=str(data_dir), disable_shuffling=True).download_and_prepare()
+                           split_datasets={"train": examples, "test": examples},
+                           data_dir=str(data_dir), disable_shuffling=True).download_and_prepare()
     _assert_error_leaves_nothing(data_dir, cfg(data_dir, dataset="varsize"), "'varsize'",
                                  "image size must be set")
 

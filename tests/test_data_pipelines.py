@@ -226,8 +226,8 @@ def test_variable_size_error_names_image_size(tmp_path):
     examples = [(i, {"image": np.full((5 + i, 7, 1), 40 * i, np.uint8), "label": i % 2})
                 for i in range(4)]
     SupervisedAdhocBuilder(name="varsize", version="1.0.0", features=features,
-                         split_datasets={"train": examples, "test": examples},
-                         data_dir=str(data_dir), disable_shuffling=True).download_and_prepare()
+                           split_datasets={"train": examples, "test": examples},
+                           data_dir=str(data_dir), disable_shuffling=True).download_and_prepare()
     with pytest.raises(DataError, match="--image_size"):
         load_data(config(data_dir, dataset="varsize"))
     d = load_data(config(data_dir, dataset="varsize", image_size=8, batch_size=4))
