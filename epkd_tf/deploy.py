@@ -50,9 +50,7 @@ EVAL_BATCH = 256
 def raw_image_shape(data) -> tuple:
     """(H, W, C) of the images as the dataset stores them (what a client sends); a
     dimension is None where the dataset's images vary in size (e.g. imagenet2012)."""
-    # Data keeps its TFDS image feature privately; its shape is the stored image size.
-    shape = tuple(data._image_feature.shape)
-    return tuple(None if d is None else int(d) for d in shape)
+    return tuple(None if d is None else int(d) for d in data.raw_image_shape)
 
 
 def _outputs(logits: tf.Tensor) -> Dict[str, tf.Tensor]:

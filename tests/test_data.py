@@ -12,6 +12,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from epkd_tf import data as data_lib
+from epkd_tf.data import pipeline as pipeline_lib
+from epkd_tf.data.writer import SupervisedAdhocBuilder
 from epkd_tf.config import ConfigError, DataConfig
 from epkd_tf.data import DataError, DatasetSpec, import_npz, load_data
 
@@ -189,7 +191,7 @@ def test_recipes_and_aliases():
 
 
 def _recipes():
-    names = sorted(data_lib._RECIPES) + ["some_unknown_ds"]
+    names = data_lib.RECIPES.names() + ["some_unknown_ds"]
     return [(name, size) for name in names for size in (None, 20)]
 
 
@@ -232,7 +234,8 @@ def test_batched_preprocessing_gives_the_per_example_pipelines(synth, monkeypatc
                 tf.nest.map_structure(
                     lambda u, v: np.testing.assert_array_equal(u.numpy(), v.numpy()), a, b)
     # Only up to the limit: beyond it the uint8 images are preprocessed batch by batch.
-    monkeypatch.setattr(data_lib, "PREPROCESSED_CACHE_LIMIT_BYTES", N_TRAIN * SIZE * SIZE * 4 - 1)
+    monkeypatch.setattr(pipeline_lib, "PREPROCESSED_CACHE_LIMIT_BYTES",
+                        N_TRAIN * SIZE * SIZE * 4 - 1)
     limited = load_data(cfg(synth["data_dir"], seed=5))
     assert limited._ready["train"] is None and limited._ready["test"] is not None
     for a, b in zip(limited.train(), fast.train(), strict=True):
@@ -316,8 +319,10 @@ def test_known_but_not_prepared(synth, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     for data_dir in (empty, synth["data_dir"]):
-        msg = _assert_error_leaves_nothing(data_dir, cfg(data_dir, dataset="cifar10"), "'cifar10'",
-                                           str(data_dir), "python -m epkd_tf.data --import_npz=")
+        msg = _assert_error_leaves_nothing(data_dir, cfg(data_dir, dataset="cifar10",
+                                                         download=False), "'cifar10'",
+                                           str(data_dir), "python -m epkd_tf.data --import_npz=",
+                                           "--nodownload", "tfds build cifar10")
         assert "cifar10" in msg
     _assert_error_leaves_nothing(empty, cfg(empty, dataset="mnist:9.9.9"), "'mnist:9.9.9'",
                                  "9.9.9")
@@ -336,7 +341,7 @@ def test_not_prepared_cleans_directories_created_during_validation(tmp_path, mon
 
     monkeypatch.setattr(tfds, "builder", builder_that_litters)
     with pytest.raises(DataError, match="cifar10"):
-        load_data(cfg(data_dir, dataset="cifar10"))
+        load_data(cfg(data_dir, dataset="cifar10", download=False))
     assert os.listdir(data_dir) == []
 
 
@@ -368,9 +373,9 @@ def test_variable_image_size_is_rejected(tmp_path):
     })
     x = np.zeros((4, 5, 5, 1), np.uint8)
     examples = [(i, {"image": x[i], "label": i % 2}) for i in range(4)]
-    data_lib._NpzBuilder(name="varsize", version="1.0.0", features=features,
-                         split_datasets={"train": examples, "test": examples},
-                         data_dir=str(data_dir), disable_shuffling=True).download_and_prepare()
+    SupervisedAdhocBuilder(name="varsize", version="1.0.0", features=features,
+                           split_datasets={"train": examples, "test": examples},
+                           data_dir=str(data_dir), disable_shuffling=True).download_and_prepare()
     _assert_error_leaves_nothing(data_dir, cfg(data_dir, dataset="varsize"), "'varsize'",
                                  "image size must be set")
 
@@ -425,7 +430,7 @@ def test_import_npz_refuses_overwrite_and_is_atomic(tmp_path, monkeypatch):
 
     before = snapshot(data_dir)
     with monkeypatch.context() as m:
-        m.setattr(data_lib._NpzBuilder, "download_and_prepare", crash)
+        m.setattr(SupervisedAdhocBuilder, "download_and_prepare", crash)
         with pytest.raises(RuntimeError, match="simulated crash"):
             import_npz(npz2, "digits", str(data_dir), overwrite=True)
         with pytest.raises(RuntimeError, match="simulated crash"):

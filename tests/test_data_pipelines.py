@@ -8,6 +8,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from epkd_tf import data as data_lib
+from epkd_tf.data import pipeline as pipeline_lib
+from epkd_tf.data.writer import SupervisedAdhocBuilder
 from epkd_tf.config import ConfigError, DataConfig, TeacherConfig
 from epkd_tf.data import DataError, load_data
 from mock_tfds import mocked, write_metadata
@@ -129,7 +131,7 @@ def test_uncached_split_streams_with_the_same_results(meta_dir, monkeypatch):
         cached = load_data(config(meta_dir, dataset="cifar10"))
         reference = all_batches(cached.train_eval())
         ref_sample = cached.sample(5, seed=3)
-        monkeypatch.setattr(data_lib, "CACHE_LIMIT_BYTES", 32 * 32 * 3 * N - 1)
+        monkeypatch.setattr(pipeline_lib, "CACHE_LIMIT_BYTES", 32 * 32 * 3 * N - 1)
         d = load_data(config(meta_dir, dataset="cifar10"))
         assert d.cached == {"train": False, "test": False}
         np.testing.assert_array_equal(all_batches(d.train_eval())[0], reference[0])
@@ -223,9 +225,9 @@ def test_variable_size_error_names_image_size(tmp_path):
     })
     examples = [(i, {"image": np.full((5 + i, 7, 1), 40 * i, np.uint8), "label": i % 2})
                 for i in range(4)]
-    data_lib._NpzBuilder(name="varsize", version="1.0.0", features=features,
-                         split_datasets={"train": examples, "test": examples},
-                         data_dir=str(data_dir), disable_shuffling=True).download_and_prepare()
+    SupervisedAdhocBuilder(name="varsize", version="1.0.0", features=features,
+                           split_datasets={"train": examples, "test": examples},
+                           data_dir=str(data_dir), disable_shuffling=True).download_and_prepare()
     with pytest.raises(DataError, match="--image_size"):
         load_data(config(data_dir, dataset="varsize"))
     d = load_data(config(data_dir, dataset="varsize", image_size=8, batch_size=4))

@@ -1,0 +1,279 @@
+"""Loading a TFDS dataset: ``load_data(DataConfig)``.
+
+Resolves the dataset by name in ``--data_dir`` (a TFDS catalogue dataset, or one written
+there by the npz / image-folder imports), downloads and prepares a catalogue dataset that
+is missing unless ``--nodownload`` (``downloads.py``), validates the name, directory,
+features and splits up front (one-line :class:`DataError`), carves the validation split
+(``holdout.py``) and returns a :class:`epkd_tf.data.Data` reading the splits.
+"""
+from __future__ import annotations
+
+import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
+
+import difflib
+import os
+import re
+from typing import List, Optional, Tuple
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from epkd_tf.config import DataConfig, validation_fraction
+from epkd_tf.data import holdout
+from epkd_tf.data.dirs import NoLeftovers, check_data_dir
+from epkd_tf.data.downloads import download_and_prepare, how_to_prepare
+from epkd_tf.data.pipeline import Data, Examples, cacheable
+from epkd_tf.data.recipes import DATASET_ALIASES, get_recipe
+from epkd_tf.data.source import DataError, DatasetSpec
+
+__all__ = ["load_data", "TfdsExamples", "IMPORT_HINT", "default_data_dir"]
+
+# The command that prepares a dataset from an .npz file (quoted in error messages).
+IMPORT_HINT = "python -m epkd_tf.data --import_npz=PATH --name={name} --data_dir={data_dir}"
+# Datasets whose "test" split is unlabelled (label -1) -> the split to evaluate on instead.
+_UNLABELLED_TEST_SPLITS = {"imagenet2012": "validation"}
+
+
+def default_data_dir() -> str:
+    """TFDS's default data directory (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``)."""
+    return os.path.expanduser(str(tfds.core.constants.DATA_DIR))
+
+
+class TfdsExamples(Examples):
+    """The examples of one TFDS split (a split string or read instruction) of ``builder``;
+    ``seed`` orders the files of a shuffled read."""
+
+    def __init__(self, builder: tfds.core.DatasetBuilder, split, num_examples: int,
+                 supervised: bool, seed: int):
+        self._feature = builder.info.features["image"]
+        shape = tuple(self._feature.shape)
+        super().__init__(num_examples, shape + (1,) if len(shape) == 2 else shape)
+        self._builder, self.split = builder, split
+        self._supervised, self._seed = supervised, seed
+
+    def read(self, decode: bool = True, shuffle_files: bool = False) -> tf.data.Dataset:
+        # Imported datasets are written with disable_shuffling (their order is the file's),
+        # and TFDS then refuses shuffled reads unless told that the order may change:
+        # streamed training wants exactly that.
+        read_config = tfds.ReadConfig(shuffle_seed=self._seed,
+                                      enable_ordering_guard=not shuffle_files)
+        decoders = None if decode else {"image": tfds.decode.SkipDecoding()}
+        ds = self._builder.as_dataset(split=self.split, shuffle_files=shuffle_files,
+                                      as_supervised=self._supervised, read_config=read_config,
+                                      decoders=decoders)
+        if not self._supervised:
+            ds = ds.map(lambda ex: (ex["image"], ex["label"]),
+                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds
+
+    def decode(self, image: tf.Tensor) -> tf.Tensor:
+        return self._feature.decode_example(image)
+
+
+# --------------------------------------------------------------------------- resolving
+
+
+def _prepared_versions(data_dir: str, name: str) -> List[str]:
+    """Version directories of ``data_dir/name`` that hold a prepared dataset, oldest first."""
+    root = os.path.join(data_dir, name)
+    if not tf.io.gfile.isdir(root):
+        return []
+    versions = [v.rstrip("/") for v in tf.io.gfile.listdir(root)]
+    versions = [v for v in versions
+                if tf.io.gfile.exists(os.path.join(root, v, "dataset_info.json"))]
+
+    def key(v: str):
+        try:
+            return tuple(int(p) for p in v.split("."))
+        except ValueError:
+            return (-1,)
+
+    return sorted(versions, key=key)
+
+
+def _local_names(data_dir: str) -> List[str]:
+    """Dataset names prepared directly under ``data_dir``."""
+    if not tf.io.gfile.isdir(data_dir):
+        return []
+    return sorted(n.rstrip("/") for n in tf.io.gfile.listdir(data_dir)
+                  if not n.startswith(".") and _prepared_versions(data_dir, n.rstrip("/")))
+
+
+def _resolve_builder(name: str, data_dir: str, download: bool) -> tfds.core.DatasetBuilder:
+    """The builder of dataset ``name`` prepared in ``data_dir`` -- downloaded and
+    prepared first if it is a catalogue dataset that is missing and ``download`` -- or
+    DataError."""
+    hint = IMPORT_HINT.format(name=name, data_dir=data_dir)
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        builder = None
+    except (ValueError, TypeError, AssertionError) as e:  # e.g. unknown version or config
+        text = " ".join(str(e).split()) or type(e).__name__
+        if text.startswith("Failed to construct") and '": ' in text:
+            text = text.rsplit('": ', 1)[-1]  # drop TFDS's builder_kwargs preamble
+        raise DataError(f"--dataset={name!r} is unusable: {text}") from None
+    if builder is None:
+        if not os.path.isdir(data_dir):
+            raise DataError(f"--data_dir={data_dir!r} does not exist and --dataset={name!r} "
+                            f"is not a TFDS catalogue dataset that could be downloaded into "
+                            f"it: give the directory it was prepared in (or import it with "
+                            f"`{hint}`).")
+        candidates = sorted(set(tfds.list_builders()) | set(_local_names(data_dir)))
+        close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
+        suggestion = (f"did you mean {', '.join(close)}?" if close
+                      else "give a TFDS catalogue name such as mnist or cifar10")
+        raise DataError(f"--dataset={name!r} is neither a TFDS catalogue dataset nor prepared "
+                        f"in {data_dir}: {suggestion} (or import it with `{hint}`).")
+    if builder.is_prepared():
+        return builder
+    # A catalogue name imported by import_npz under another version than the catalogue's.
+    if ":" not in name and "/" not in name:
+        versions = _prepared_versions(data_dir, name)
+        if versions:
+            return tfds.builder_from_directory(os.path.join(data_dir, name, versions[-1]))
+    if not download:
+        raise DataError(f"--dataset={name!r} is not prepared in --data_dir={data_dir} (looked "
+                        f"for {os.path.join(str(builder.data_path), 'dataset_info.json')}) and "
+                        f"downloads are off (--nodownload): "
+                        f"{how_to_prepare(name, data_dir)}.")
+    download_and_prepare(builder, name, data_dir)
+    return builder
+
+
+def _split_size(builder: tfds.core.DatasetBuilder, split: str, flag: str) -> int:
+    splits = builder.info.splits
+    allowed = ", ".join(sorted(splits.keys()))
+    try:
+        n = splits[split].num_examples
+    except (ValueError, KeyError, AssertionError, TypeError, NotImplementedError) as e:
+        msg = " ".join(str(e).split())
+        if "Unknown split" in msg:
+            reason = "no such split"
+        elif "incompatible" in msg:
+            reason = msg.rstrip(".")
+        else:
+            reason = "malformed split (see https://www.tensorflow.org/datasets/splits)"
+        raise DataError(f"--{flag}={split!r} is unusable for {builder.info.name}: {reason}; "
+                        f"splits that exist: {allowed} (e.g. train, train[:10%], "
+                        f"test[:1000]).") from None
+    if n <= 0:
+        raise DataError(f"--{flag}={split!r} selects 0 examples of {builder.info.name}: choose a "
+                        f"non-empty slice of one of the splits {allowed}.")
+    return int(n)
+
+
+def _check_labelled(canonical: str, split: Optional[str], flag: str) -> None:
+    if split is not None and canonical in _UNLABELLED_TEST_SPLITS and re.match(r"^\s*test\b",
+                                                                               split):
+        raise DataError(f"--{flag}={split!r} is unusable for {canonical}: its test split has no "
+                        f"labels (all -1); use --{flag}={_UNLABELLED_TEST_SPLITS[canonical]}.")
+
+
+def _image_shape(features, name: str, cfg: DataConfig, default_size: Optional[int]) -> tuple:
+    """(H, W, C) of the model input; DataError where it is not fixed."""
+    shape = tuple(features["image"].shape)
+    if len(shape) == 2:
+        shape = shape + (1,)
+    size = cfg.image_size if cfg.image_size is not None else default_size
+    if size is not None:
+        shape = (size, size) + shape[2:]
+    if any(d is None for d in shape):
+        raise DataError(f"--dataset={name!r} has images of variable size {shape}: an image "
+                        f"size must be set with --image_size=N (images are resized to N x N).")
+    return tuple(int(d) for d in shape)
+
+
+def _roles(builder, cfg: DataConfig, supervised: bool) -> Tuple[dict, dict]:
+    """The Examples of each role and the split name each role reports."""
+    def examples(split, n):
+        return TfdsExamples(builder, split, n, supervised, cfg.seed)
+
+    canonical = builder.info.name
+    num_train = _split_size(builder, cfg.train_split, "train_split")
+    num_test = _split_size(builder, cfg.test_split, "test_split")
+    _check_labelled(canonical, cfg.test_split, "test_split")
+    train = examples(cfg.train_split, num_train)
+    roles = {"train": train, "test": examples(cfg.test_split, num_test)}
+    names = {"train": cfg.train_split, "test": cfg.test_split}
+    split = cfg.validation_split
+    if split is None:
+        return roles, names
+    names["validation"] = split
+    fraction = validation_fraction(split)
+    if fraction is None:  # a TFDS split string
+        num_validation = _split_size(builder, split, "validation_split")
+        _check_labelled(canonical, split, "validation_split")
+        if holdout.overlaps(builder.info.splits, split, cfg.train_split):
+            raise DataError(f"--validation_split={split!r} shares examples with "
+                            f"--train_split={cfg.train_split!r} of {canonical}: choose "
+                            f"disjoint slices (e.g. --train_split=train[:90%] "
+                            f"--validation_split=train[90%:]) or a fraction such as 0.1.")
+        roles["validation"] = examples(split, num_validation)
+        return roles, names
+    count = holdout.validation_count(num_train, fraction, cfg.train_split)
+    if cacheable(train.image_shape, num_train):
+        kept, held = holdout.carve_positions(num_train, count, cfg.seed)
+        roles["train"], roles["validation"] = holdout.Subset(train, kept), \
+            holdout.Subset(train, held)
+    else:  # streamed: seeded blocks read with TFDS split arithmetic (see holdout.py)
+        kept, held = holdout.carve_blocks(num_train, count, cfg.seed)
+        splits = builder.info.splits
+        roles["train"] = examples(holdout.split_instruction(splits, cfg.train_split, kept),
+                                  num_train - count)
+        roles["validation"] = examples(holdout.split_instruction(splits, cfg.train_split, held),
+                                       count)
+    return roles, names
+
+
+def load_data(cfg: DataConfig) -> Data:
+    """Loads ``cfg.dataset`` with tensorflow_datasets from ``cfg.data_dir`` (default: TFDS's,
+    ``~/tensorflow_datasets``) and validates everything up front.
+
+    The name goes through ``DATASET_ALIASES``; it may be a TFDS catalogue name or any
+    dataset written into ``data_dir`` by :func:`epkd_tf.data.import_npz` /
+    :func:`epkd_tf.data.import_folder`. A catalogue dataset that is not prepared there is
+    downloaded and prepared as ``tfds.load`` does (``builder.download_and_prepare()``;
+    a missing ``data_dir`` is created) when ``cfg.download``, else refused; either way a
+    failure says how to prepare it elsewhere. Then the splits are read with
+    ``builder.as_dataset``. ``cfg.validation_split`` holds out validation examples (see
+    :mod:`epkd_tf.data.holdout`); the training pipelines never see them.
+
+    Raises :class:`DataError` (one line) for an unknown, unprepared or undownloadable
+    dataset, an unusable ``data_dir`` (a file, a pseudo-file system such as /proc), a
+    malformed, unknown, empty or overlapping split, or a non-image-classification dataset.
+    Validation never leaves new directories in ``data_dir``.
+    """
+    if not isinstance(cfg, DataConfig):
+        raise TypeError(f"load_data expects a DataConfig, got {type(cfg).__name__}.")
+    data_dir = check_data_dir(default_data_dir() if cfg.data_dir is None else cfg.data_dir)
+    name = DATASET_ALIASES.get(cfg.dataset.strip(), cfg.dataset.strip())
+    if not os.path.isdir(data_dir) and not cfg.download:
+        raise DataError(f"--data_dir={data_dir!r} does not exist and downloads are off "
+                        f"(--nodownload): give an existing directory holding prepared TFDS "
+                        f"datasets; to prepare {name} there, {how_to_prepare(name, data_dir)}.")
+
+    with NoLeftovers(data_dir, name):
+        builder = _resolve_builder(name, data_dir, cfg.download)
+        info = builder.info
+        canonical = info.name
+        features = info.features
+        keys = list(features.keys()) if hasattr(features, "keys") else []
+        if "image" not in keys or "label" not in keys:
+            raise DataError(f"--dataset={name!r} is not an image-classification dataset: it has "
+                            f"features {keys}, but 'image' and 'label' are required.")
+        recipe = get_recipe(canonical, cfg.image_size)
+        input_shape = _image_shape(features, name, cfg, recipe.default_image_size)
+        num_classes = getattr(features["label"], "num_classes", None)
+        if not num_classes:
+            raise DataError(f"--dataset={name!r} has a label feature without a class count: a "
+                            f"ClassLabel 'label' feature is required.")
+        supervised = tuple(info.supervised_keys or ()) == ("image", "label")
+        roles, names = _roles(builder, cfg, supervised)
+
+    spec = DatasetSpec(name=canonical, input_shape=input_shape, num_classes=int(num_classes),
+                       num_train=roles["train"].num_examples,
+                       num_test=roles["test"].num_examples,
+                       num_validation=roles["validation"].num_examples
+                       if "validation" in roles else 0)
+    return Data(cfg, spec, recipe, roles, names)
