@@ -13,7 +13,7 @@ from typing import Optional, Tuple
 
 # Deployment formats a run can write per model (see deploy.py and README "Deployment").
 EXPORT_FORMATS: Tuple[str, ...] = ("saved_model", "tflite", "tflite_sparse",
-                                   "tflite_int8_dynamic", "tflite_int8")
+                                   "tflite_int8_dynamic", "tflite_int8", "keras3")
 
 
 # tf.distribute strategies (the registry lives in epkd_tf/distribute.py, which imports

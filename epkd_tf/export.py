@@ -104,6 +104,13 @@ def main(argv) -> int:
             raise UsageError(f"--name={FLAGS.name!r} is invalid: use letters, digits, _ . -")
         _check_output_dir(FLAGS.output_dir)
         model = load_user_model(FLAGS.model, "model")
+        if "keras3" in formats:
+            from epkd_tf.models.keras3 import Keras3ConversionError, check_keras3_export
+            try:
+                check_keras3_export(model)
+            except Keras3ConversionError as err:
+                raise UsageError(f"--formats=keras3: {err} Leave keras3 out of "
+                                 f"--formats.") from err
         data = None
         if FLAGS.dataset:
             data = load_data(DataConfig(dataset=FLAGS.dataset.strip(), data_dir=FLAGS.data_dir,

@@ -87,7 +87,7 @@ flags.DEFINE_string("output_dir", None, "Run directory (default: "
 flags.DEFINE_bool("export_candidates", False, "Also export every candidate as a SavedModel.")
 flags.DEFINE_integer("latency_runs", 50, "Timed TFLite runs per latency measurement.")
 flags.DEFINE_list("export_formats", ["saved_model", "tflite", "tflite_sparse",
-                                     "tflite_int8_dynamic", "tflite_int8"],
+                                     "tflite_int8_dynamic", "tflite_int8", "keras3"],
                   "Deployment formats written (and measured in deployment.csv) for the teacher "
                   "and every student; empty: none (see README, Deployment).")
 flags.DEFINE_integer("tflite_threads", 1, "CPU threads of the TFLite latency measurements "
@@ -207,6 +207,13 @@ def check_teacher(cfg, spec) -> None:
     else:
         flag = f"--teacher={cfg.teacher.teacher}"
         model = _build_teacher(cfg, spec)
+    if "keras3" in cfg.export_formats:   # students keep the teacher's layer classes
+        from epkd_tf.models.keras3 import Keras3ConversionError, check_keras3_export
+        try:
+            check_keras3_export(model)
+        except Keras3ConversionError as err:
+            raise UsageError(f"--export_formats=keras3: {err} Leave keras3 out of "
+                             f"--export_formats.") from err
     if any(isinstance(make_pruner(p), StructuredPruner) for p in cfg.pruning.pruners):
         try:
             analyze(model)
