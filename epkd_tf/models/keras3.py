@@ -59,7 +59,8 @@ class _Refusal(Exception):
 # -- the table --------------------------------------------------------------------------
 # Value of a version-only setting that is dropped whatever it is: it changes nothing the
 # converted model computes or learns (initial values of copied weights, unused arguments).
-ANY = "<any>"
+ANY = "any value"
+_DROP = object()      # a converted setting left out: the layer's default applies
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,13 +278,19 @@ def _dtype(value, where: Tuple[str, str]) -> str:
     return name
 
 
-def _object(key: str, value, kind: str, where: Tuple[str, str]):
+def _object(key: str, value, kind: str, where: Tuple[str, str], to_keras3: bool):
     """A built-in initializer, regularizer or constraint, in the serialised form both
     versions read; anything else (a custom or registered object, another module) is
-    refused."""
+    refused. Going to Keras 3 the source is a live tf_keras model, not a file: an
+    initializer it names otherwise (TensorFlow's own ``Constant``, a custom one) is mapped
+    by class name or dropped (``_DROP``), since it only made initial values."""
     if value is None:
         return None
     module, table = _OBJECTS[kind]
+    if to_keras3 and kind == "initializer" and isinstance(value, dict):
+        if value.get("class_name") not in table:
+            return _DROP
+        value = {**value, "module": module, "registered_name": None}
     if not isinstance(value, dict):
         raise _Refusal(f"{key}={value!r} is not a built-in {kind}", *where)
     class_name = value.get("class_name")
@@ -306,12 +313,12 @@ def _object(key: str, value, kind: str, where: Tuple[str, str]):
             "registered_name": None}
 
 
-def _setting(key: str, value, where: Tuple[str, str]):
+def _setting(key: str, value, where: Tuple[str, str], to_keras3: bool):
     """One converted setting value: objects by their key's suffix, activations by name,
     plain JSON as it is."""
     for kind in _OBJECTS:
         if key.endswith("_" + kind):
-            return _object(key, value, kind, where)
+            return _object(key, value, kind, where, to_keras3)
     if key == "activation":
         if value not in ACTIVATIONS:
             raise _Refusal(f"activation {value!r} is not supported (only "
@@ -324,10 +331,12 @@ def _setting(key: str, value, where: Tuple[str, str]):
 
 def convert_config(class_name: str, config: Mapping, to_keras3: bool,
                    layer: Optional[str] = None) -> dict:
-    """A layer's config converted from tf_keras to Keras 3 (``to_keras3``) or back.
+    """A layer's config converted from tf_keras to Keras 3 (``to_keras3``) or back;
+    ``class_name`` is one of :data:`LAYERS`.
 
-    Raises ``_Refusal`` naming the layer for a class outside :data:`LAYERS`, an unknown
-    setting, or a version-only setting with a value the other version cannot express.
+    Raises ``_Refusal`` naming the layer for an unknown setting, a version-only setting
+    with a value the other version cannot express, or a value that is not a plain setting
+    or built-in object.
     """
     name = layer or str(config.get("name", "?"))
     where = (name, class_name)
@@ -348,7 +357,9 @@ def convert_config(class_name: str, config: Mapping, to_keras3: bool,
             out[key] = (_dtype(value, where) if class_name != "InputLayer"
                         else _input_dtype(value, where))
         elif key in spec.keys or key in renamed:
-            out[renamed.get(key, key)] = _setting(key, value, where)
+            converted = _setting(key, value, where, to_keras3)
+            if converted is not _DROP:
+                out[renamed.get(key, key)] = converted
         else:
             raise _Refusal(f"setting {key!r} is not supported by the conversion", *where)
     if to_keras3 and class_name == "BatchNormalization" and isinstance(out.get("axis"), list):
@@ -424,7 +435,9 @@ def _keras3_node(node, where) -> List[Ref]:
         history = ((tensor.get("config") or {}).get("keras_history")
                    if isinstance(tensor, dict) and tensor.get("class_name") == "__keras_tensor__"
                    else None)
-        if not (isinstance(history, list) and len(history) == 3):
+        if not (isinstance(history, list) and len(history) == 3
+                and isinstance(history[0], str)
+                and all(isinstance(i, int) for i in history[1:])):
             raise _Refusal("it is called with a constant or object instead of a layer's "
                            "output", *where)
         refs.append(tuple(history))
@@ -437,7 +450,8 @@ def _tf_keras_node(node, where) -> List[Ref]:
         raise _Refusal("it is called with an unexpected number of inputs", *where)
     refs = []
     for entry in node:
-        if not (isinstance(entry, list) and len(entry) in (3, 4)):
+        if not (isinstance(entry, list) and len(entry) in (3, 4) and isinstance(entry[0], str)
+                and all(isinstance(i, int) for i in entry[1:3])):
             raise _Refusal("it is called with something other than a layer's output", *where)
         if len(entry) == 4:
             _check_kwargs(entry[3], where)
@@ -509,8 +523,9 @@ def _layer(entry, from_keras3: bool) -> _Layer:
         shape = inner.pop("batch_input_shape", None) or inner.pop("batch_shape", None)
         if not (shape is None or _plain(shape)):
             raise _Refusal("its stored input shape is not a list of sizes", *where)
-    return _Layer(name, class_name, convert_config(class_name, inner, not from_keras3, name),
-                  [], shape)
+    config = convert_config(class_name, inner, not from_keras3, name)
+    config["name"] = name             # the name the graph's references use
+    return _Layer(name, class_name, config, [], shape)
 
 
 def _sequential(config, layers: List[_Layer], from_keras3: bool) -> _Graph:
@@ -548,6 +563,8 @@ def _build(graph: _Graph, lib, to_keras3: bool):
             if config.get("sparse") or config.get("ragged") or config.get("optional"):
                 raise _Refusal("sparse, ragged and optional inputs are not supported",
                                layer.name, "InputLayer")
+            if not isinstance(config.get(shape_key), list):
+                raise _Refusal("it stores no input shape", layer.name, "InputLayer")
             outputs[(layer.name, 0)] = lib.Input(batch_shape=tuple(config[shape_key]),
                                                  dtype=config.get("dtype", "float32"),
                                                  name=layer.name)
@@ -704,13 +721,36 @@ def _tf_keras_graph(model) -> _Graph:
     return _graph(stored, from_keras3=False)
 
 
+def _keras3_names(graph: _Graph) -> Dict[str, str]:
+    """Renames layers for Keras 3, which refuses ``/`` in names (tf_keras.applications use
+    it, e.g. ``conv1/conv``): ``_`` instead, kept unique. Returns {new name: old name}."""
+    taken = {layer.name for layer in graph.layers}
+    mapping = {}
+    for layer in graph.layers:
+        if "/" in layer.name:
+            new = layer.name.replace("/", "_")
+            while new in taken:
+                new += "_"
+            taken.add(new)
+            mapping[layer.name] = new
+    if mapping:
+        def rename(refs):
+            return [(mapping.get(n, n), k, t) for n, k, t in refs]
+        for layer in graph.layers:
+            layer.nodes = [rename(refs) for refs in layer.nodes]
+            if layer.name in mapping:
+                layer.name = layer.config["name"] = mapping[layer.name]
+        graph.inputs, graph.outputs = rename(graph.inputs), rename(graph.outputs)
+    return {new: old for old, new in mapping.items()}
+
+
 def check_keras3_export(model) -> None:
     """Raises Keras3ConversionError if :func:`to_keras3` would refuse ``model`` (configs
     only: nothing is built, Keras 3 is not imported)."""
     try:
         _tf_keras_graph(model)
     except _Refusal as err:
-        raise Keras3ConversionError(_message(err, f"model {model.name!r}",
+        raise Keras3ConversionError(_message(err, f"model {getattr(model, 'name', '?')!r}",
                                              "cannot be written as Keras 3")) from None
 
 
@@ -720,15 +760,15 @@ def to_keras3(model):
     Functional and Sequential models of the layers in :data:`LAYERS` (the result is a
     Functional model). Raises Keras3ConversionError naming the layer otherwise.
     """
-    check_keras3_export(model)
-    import keras
-    graph = _tf_keras_graph(model)
     try:
+        graph = _tf_keras_graph(model)
+        original = _keras3_names(graph)
+        import keras
         converted, made = _build(graph, keras, to_keras3=True)
         for name, layer in made.items():
-            _set_weights(layer, model.get_layer(name).get_weights())
+            _set_weights(layer, model.get_layer(original.get(name, name)).get_weights())
     except _Refusal as err:
-        raise Keras3ConversionError(_message(err, f"model {model.name!r}",
+        raise Keras3ConversionError(_message(err, f"model {getattr(model, 'name', '?')!r}",
                                              "cannot be written as Keras 3")) from None
     return converted
 

@@ -303,6 +303,20 @@ def test_unsupported_tf_keras_layers_are_named():
         to_keras3(model)
 
 
+def test_slashed_names_and_tensorflow_initializers_go_to_keras3():
+    # tf_keras.applications name layers "conv1/conv" (Keras 3 refuses "/") and some use
+    # TensorFlow's own initializers (EfficientNetV2's tf.constant_initializer).
+    import tensorflow as tf
+    inputs = tf_keras.Input((6,))
+    x = tf_keras.layers.Dense(4, name="block/dense",
+                              bias_initializer=tf.constant_initializer(0.1))(inputs)
+    model = randomize(tf_keras.Model(inputs, tf_keras.layers.Dense(2, name="block_dense")(x)))
+    converted = to_keras3(model)
+    assert [l.name for l in converted.layers[1:]] == ["block_dense_", "block_dense"]
+    x = inputs_for(model)
+    np.testing.assert_allclose(np.asarray(converted(x)), model(x).numpy(), rtol=0, atol=ATOL)
+
+
 # -- refusals -----------------------------------------------------------------------------
 def small_keras3_file(path):
     inputs = keras.Input((6,), name="x")
@@ -473,8 +487,9 @@ def test_keras3_teacher_to_keras3_student_on_mnist(mnist_dir, tmp_path):
                                 keras.layers.MaxPooling2D(2), keras.layers.Flatten(),
                                 keras.layers.Dense(32, activation="relu"),
                                 keras.layers.Dense(10)], name="k3_lenet")
-    teacher.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    teacher.fit(x, y, epochs=1, batch_size=64, verbose=0)
+    teacher.compile(keras.optimizers.Adam(3e-3),
+                    keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    teacher.fit(x, y, epochs=1, batch_size=32, verbose=0)
     teacher_path = str(tmp_path / "k3_lenet.keras")
     teacher.save(teacher_path)
     out = tmp_path / "run"
@@ -488,12 +503,12 @@ def test_keras3_teacher_to_keras3_student_on_mnist(mnist_dir, tmp_path):
     deployment = pd.read_csv(out / "deployment.csv").set_index(["model", "format"])
     students = pd.read_csv(out / "students.csv")
     student_accuracy = students.test_accuracy.iloc[0]
-    assert student_accuracy > 0.6
+    assert student_accuracy > 0.7
     row = deployment.loc[("student_1", "keras3")]
     assert row.path == "keras3/student_1.keras" and row.bytes > 0
     # The Keras 3 file's accuracy, measured in the run, is the tf_keras student's ...
     assert row.test_accuracy == pytest.approx(student_accuracy, abs=1e-9)
-    assert deployment.loc[("teacher", "keras3")].test_accuracy > 0.6
+    assert deployment.loc[("teacher", "keras3")].test_accuracy > 0.7
     # ... and a plain TF 2.21 process that knows nothing of epkd_tf agrees.
     script = tmp_path / "evaluate.py"
     script.write_text(EVALUATE_PLAIN)
