@@ -47,9 +47,9 @@ flags.DEFINE_float("teacher_learning_rate", 1e-3, "Adam learning rate of teacher
 flags.DEFINE_float("teacher_width", 1.0, "Width multiplier of the teacher's channels/units "
                    "(1 = the published architecture; e.g. 0.25 for a quick run).")
 flags.DEFINE_string("teacher_path", None, "A trained model to use as the teacher instead of "
-                    "training --teacher: a .keras file, an .h5 file or a Keras SavedModel "
-                    "directory that outputs logits for the dataset's classes (loaded in "
-                    "Keras safe mode; Lambda layers are refused). --teacher_epochs, "
+                    "training --teacher: a .keras file (tf_keras or Keras 3), an .h5 file or a "
+                    "Keras SavedModel directory that outputs logits for the dataset's classes "
+                    "(loaded in Keras safe mode; Lambda layers are refused). --teacher_epochs, "
                     "--teacher_learning_rate and --teacher_width are then unused.")
 # -- pruning ------------------------------------------------------------------------------
 flags.DEFINE_integer("iterations", 10, "Compression iterations.")
@@ -207,7 +207,9 @@ def check_teacher(cfg, spec) -> None:
     else:
         flag = f"--teacher={cfg.teacher.teacher}"
         model = _build_teacher(cfg, spec)
-    if "keras3" in cfg.export_formats:   # students keep the teacher's layer classes
+    if "keras3" in cfg.export_formats and FLAGS["export_formats"].present:
+        # Asked for: refused now (students keep the teacher's layer classes). By default
+        # keras3 is only skipped, with a warning, for a teacher it cannot convert.
         from epkd_tf.models.keras3 import Keras3ConversionError, check_keras3_export
         try:
             check_keras3_export(model)

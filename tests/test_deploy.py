@@ -200,6 +200,20 @@ def test_sparse_format_is_skipped_for_dense_models(tiny, tmp_path):
     assert not (tmp_path / "tflite" / "teacher_sparse.tflite").exists()
 
 
+def test_keras3_skips_a_model_it_cannot_convert(tiny, tmp_path, caplog):
+    data, _ = tiny
+    inputs = tf_keras.Input(data.spec.input_shape)
+    x = tf_keras.layers.ThresholdedReLU(0.5, name="gate")(tf_keras.layers.Flatten()(inputs))
+    model = tf_keras.Model(inputs, tf_keras.layers.Dense(data.spec.num_classes)(x))
+    with caplog.at_level("WARNING", logger="epkd_tf"):
+        rows, _ = deploy.export_model(RunDir(str(tmp_path)), model, "teacher",
+                                      ["tflite", "keras3"], serving_name="teacher", version=1,
+                                      iteration=0, data=data, latency_runs=2)
+    assert rows.format.tolist() == ["tflite"]
+    assert "teacher: keras3 skipped" in caplog.text and "'gate' (ThresholdedReLU)" in caplog.text
+    assert not (tmp_path / "keras3").exists()
+
+
 def test_latency_reports_median_and_p90(tiny):
     _, model = tiny
     median, p90 = metrics.tflite_latency(metrics.to_tflite(model), runs=20, warmup=2, threads=2)

@@ -225,6 +225,10 @@ BAD_FLAGS = [
     (["--teacher_path={models}/softmax.keras"], "--teacher_path outputs probabilities"),
     (["--teacher_path={models}/rank3.keras"], "--teacher_path outputs shape (None, 2, 4)"),
     (["--teacher_path={models}/lstm.keras"], "(LSTM) cannot be pruned"),
+    (["--teacher_path={models}/lstm.keras", "--pruners=poly_magnitude",
+      "--export_formats=tflite,keras3"], "--export_formats=keras3: model"),
+    (["--teacher_path={models}/keras3_lambda.keras"], "keras3_lambda.keras is a Keras 3 model "
+     "that epkd_tf cannot convert to tf_keras: layer 'double' (Lambda)"),
     (["--teacher_path={models}/good.keras", "--teacher=lenet5"], "both name the teacher"),
 ]
 
@@ -259,6 +263,10 @@ def teacher_files(tmp_path_factory):
     model(layers.Dense(8), layers.Reshape((2, 4)), classes=4).save(root / "rank3.keras")
     model(layers.Reshape((144, 1)), layers.LSTM(8), flatten=False).save(root / "lstm.keras")
     tf.saved_model.save(tf.Module(), str(root / "plain_saved_model"))
+    import keras                                   # Keras 3, TF 2.21's default
+    inputs = keras.Input((12, 12, 1))
+    x = keras.layers.Lambda(lambda t: 2.0 * t, name="double")(keras.layers.Flatten()(inputs))
+    keras.Model(inputs, keras.layers.Dense(4)(x)).save(root / "keras3_lambda.keras")
     (root / "corrupt.keras").write_bytes(b"\x00 not a zip archive")
     (root / "corrupt.h5").write_bytes(b"\x00 not an HDF5 file")
     (root / "notes.txt").write_text("not a model")
