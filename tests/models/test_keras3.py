@@ -456,6 +456,12 @@ def test_unconvertible_keras3_models_get_one_line(tmp_path):
         keras.Model(inputs, layer(inputs)).save(path)
         refused(path, fragment)
 
+    # A setting the table does not know may change what the layer computes: refused.
+    plain = small_keras3_file(str(tmp_path / "plain.keras"))
+    unknown = rewrite(plain, tmp_path / "unknown.keras",
+                      lambda config: layer_named(config, "hidden")["config"].update(sparse=1))
+    refused(unknown, "layer 'hidden' (Dense): setting 'sparse' is not supported")
+
     # A Keras 3 .h5 file is recognised as one, and the message says what to do.
     h5 = str(tmp_path / "legacy.h5")
     keras.Model(inputs, keras.layers.Dense(2)(inputs)).save(h5)
