@@ -23,7 +23,7 @@ __all__ = ["ConfigError", "DataConfig", "TeacherConfig", "PruningConfig", "Disti
 
 # Deployment formats a run can write per model (see deploy.py and README "Deployment").
 EXPORT_FORMATS: Tuple[str, ...] = ("saved_model", "tflite", "tflite_sparse",
-                                   "tflite_int8_dynamic", "tflite_int8")
+                                   "tflite_int8_dynamic", "tflite_int8", "keras3")
 
 # tf.distribute strategies (the registry lives in epkd_tf/distribute.py, which imports
 # TensorFlow; the names are repeated here so that configs validate without it).
@@ -137,7 +137,8 @@ class TeacherConfig(Settings):
                                            what="1 = the architecture's published width")])
     teacher_path: Optional[str] = setting(
         None, "A trained model to use as the teacher instead of training --teacher: a "
-        ".keras file, an .h5 file or a Keras SavedModel directory that outputs logits for "
+        ".keras file (tf_keras or Keras 3), an .h5 file or a Keras SavedModel directory that "
+        "outputs logits for "
         "the dataset's classes (loaded in Keras safe mode; Lambda layers are refused). "
         "--teacher_epochs, --teacher_learning_rate and --teacher_width are then unused.",
         checks=[NOT_BLANK])

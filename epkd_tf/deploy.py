@@ -11,6 +11,9 @@ returns its ``deployment.csv`` rows (see README, "Deployment"):
 * ``tflite``, ``tflite_sparse``, ``tflite_int8_dynamic``, ``tflite_int8`` — see
   :func:`epkd_tf.metrics.to_tflite`; ``tflite_sparse`` is only written for models with at
   least ``SPARSE_MIN_ZEROS`` exact zeros (a dense model has nothing to encode).
+* ``keras3`` — ``keras3/<name>.keras``: the model as a Keras 3 file that plain TF 2.21
+  (``keras.models.load_model``) loads, see :mod:`epkd_tf.models.keras3`; its test accuracy
+  is measured on the converted model.
 """
 from __future__ import annotations
 
@@ -251,7 +254,7 @@ def export_model(run, model: tf_keras.Model, name: str, formats: Sequence[str], 
 
     flatbuffers = {}
     for fmt in formats:
-        if fmt == "saved_model":
+        if not fmt.startswith("tflite"):
             continue
         if fmt == "tflite_sparse" and zero_fraction(model) < SPARSE_MIN_ZEROS:
             log.info("%s: tflite_sparse skipped (%.2f%% exact zeros < %.0f%%)", name,
@@ -270,6 +273,26 @@ def export_model(run, model: tf_keras.Model, name: str, formats: Sequence[str], 
     for fmt, flatbuffer in flatbuffers.items():
         row(fmt, run.tflite_path(name, fmt), len(flatbuffer), metrics.gzip_bytes(flatbuffer),
             accuracies.get(fmt, np.nan), latencies[fmt])
+    converted = None
+    if "keras3" in formats:
+        from epkd_tf.models.keras3 import Keras3ConversionError, to_keras3
+        try:
+            converted = to_keras3(model)
+        except Keras3ConversionError as err:
+            # Entry points refuse such a model up front when keras3 is asked for; as a
+            # default format it is skipped, like tflite_sparse for a dense model.
+            log.warning("warning: %s: keras3 skipped: %s", name, err)
+    if converted is not None:
+        path = run.keras3_path(name)
+        run.save_checkpoint(converted, path)
+        keras3_accuracy = np.nan
+        if data is not None:
+            from epkd_tf.training import accuracy
+            with measuring():     # on the Keras 3 model itself: the row vouches for it
+                keras3_accuracy = accuracy(converted, data.test())
+        with open(path, "rb") as f:
+            written = f.read()
+        row("keras3", path, len(written), metrics.gzip_bytes(written), keras3_accuracy)
     frame = pd.DataFrame(rows)
     for r in frame.itertuples():
         log.info("%s %-19s %9.3f MB (gzip %8.3f MB)  test acc %.4f  latency %.3f / %.3f ms",

@@ -5,10 +5,12 @@
         [--dataset=mnist --data_dir=DIR --train_split=train --test_split=test]
 
 writes the files of ``--formats`` into ``--output_dir`` (same layout as a run:
-``serving/<name>/1/``, ``serving/models.config``, ``tflite/<name>*.tflite``) and a
-``deployment.csv`` with one row per format. ``--model`` is a ``.keras`` file, an ``.h5``
-file or a Keras SavedModel directory (written by epkd_tf or ``model.save``), loaded in Keras
-safe mode (a model with a ``Lambda`` layer is refused; see ``epkd_tf/models/user.py``).
+``serving/<name>/1/``, ``serving/models.config``, ``tflite/<name>*.tflite``,
+``keras3/<name>.keras``) and a ``deployment.csv`` with one row per format. ``--model`` is a
+``.keras`` file, an ``.h5`` file or a Keras SavedModel directory (written by epkd_tf or
+``model.save``; a Keras 3 ``.keras`` file is converted, see ``epkd_tf/models/keras3.py``),
+loaded in Keras safe mode (a model with a ``Lambda`` layer is refused; see
+``epkd_tf/models/user.py``).
 Without ``--dataset`` there is no test accuracy, the SavedModel's ``serving_default`` takes
 float32 (already preprocessed) images, and ``tflite_int8`` (which needs calibration data) is
 refused (left out of the default ``--formats``).
@@ -104,6 +106,13 @@ def main(argv) -> int:
             raise UsageError(f"--name={FLAGS.name!r} is invalid: use letters, digits, _ . -")
         _check_output_dir(FLAGS.output_dir)
         model = load_user_model(FLAGS.model, "model")
+        if "keras3" in formats and FLAGS["formats"].present:   # by default: skipped
+            from epkd_tf.models.keras3 import Keras3ConversionError, check_keras3_export
+            try:
+                check_keras3_export(model)
+            except Keras3ConversionError as err:
+                raise UsageError(f"--formats=keras3: {err} Leave keras3 out of "
+                                 f"--formats.") from err
         data = None
         if FLAGS.dataset:
             data = load_data(DataConfig(dataset=FLAGS.dataset.strip(), data_dir=FLAGS.data_dir,

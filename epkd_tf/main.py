@@ -78,6 +78,15 @@ def check_teacher(cfg, spec) -> None:
     else:
         flag = f"--teacher={cfg.teacher.teacher}"
         model = _build_teacher(cfg, spec)
+    if "keras3" in cfg.export_formats and FLAGS["export_formats"].present:
+        # Asked for: refused now (students keep the teacher's layer classes). By default
+        # keras3 is only skipped, with a warning, for a teacher it cannot convert.
+        from epkd_tf.models.keras3 import Keras3ConversionError, check_keras3_export
+        try:
+            check_keras3_export(model)
+        except Keras3ConversionError as err:
+            raise UsageError(f"--export_formats=keras3: {err} Leave keras3 out of "
+                             f"--export_formats.") from err
     if any(isinstance(p, StructuredPruner) for p in cfg.pruning.make_pruners()):
         try:
             analyze(model)

@@ -21,6 +21,7 @@ Layout of ``<output_dir>``::
     candidates/<k>/<pruner>/   every candidate as a SavedModel (with --export_candidates)
     tflite/<model>.tflite      float32; <model>_sparse, _int8_dynamic, _int8 .tflite: the
                                other TFLite formats (<model>: teacher or student_<k>)
+    keras3/<model>.keras       the model as a Keras 3 file (export format keras3)
     checkpoints/               teacher.keras, student_<k>.keras (what a resumed run reloads)
     tensorboard/               teacher/, finetune_<k>/
     report.md, plots/<name>.png    the run's report (python -m epkd_tf.report)
@@ -238,6 +239,10 @@ class RunDir:
             raise ValueError(f"{fmt!r} is not a TFLite format.")
         return self.path("tflite", f"{name}{fmt[len('tflite'):]}.tflite")
 
+    def keras3_path(self, name: str) -> str:
+        """``keras3/<name>.keras``: the model as a Keras 3 file (export format ``keras3``)."""
+        return self.path("keras3", f"{name}.keras")
+
     def tensorboard_dir(self, name: str) -> str:
         return self.path("tensorboard", name)
 
@@ -306,6 +311,7 @@ class RunDir:
                  self.serving_dir("teacher", 1) if stage == 0 else self.serving_dir("student", stage),
                  self.tensorboard_dir("teacher" if stage == 0 else f"finetune_{stage}")]
         paths += [self.tflite_path(name, fmt) for fmt in EXPORT_FORMATS if fmt.startswith("tflite")]
+        paths.append(self.keras3_path(name))
         if stage:
             paths.append(self.path("candidates", str(stage)))
         return paths
@@ -317,7 +323,8 @@ class RunDir:
                               (("serving", "student"), r"(\d+)"),
                               (("candidates",), r"(\d+)"),
                               (("tensorboard",), r"finetune_(\d+)"),
-                              (("tflite",), r"student_(\d+)(?:_[a-z0-9]+)*\.tflite")):
+                              (("tflite",), r"student_(\d+)(?:_[a-z0-9]+)*\.tflite"),
+                              (("keras3",), r"student_(\d+)\.keras")):
             path = self.path(*folder)
             for entry in os.listdir(path) if os.path.isdir(path) else []:
                 match = re.fullmatch(regex, entry)

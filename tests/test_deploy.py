@@ -109,7 +109,7 @@ def test_models_config_names_teacher_and_student_with_existing_paths(tiny, tmp_p
     assert docker == {"teacher": "/models/teacher", "student": "/models/student"}
 
 
-def test_every_tflite_format_converts_and_is_measured(tiny, tmp_path):
+def test_every_format_converts_and_is_measured(tiny, tmp_path):
     data, model = tiny
     sparse = sparse_copy(model)
     run = RunDir(str(tmp_path / "run"))
@@ -121,18 +121,23 @@ def test_every_tflite_format_converts_and_is_measured(tiny, tmp_path):
     assert rows.path.tolist() == ["serving/student/1", "tflite/student_1.tflite",
                                   "tflite/student_1_sparse.tflite",
                                   "tflite/student_1_int8_dynamic.tflite",
-                                  "tflite/student_1_int8.tflite"]
+                                  "tflite/student_1_int8.tflite", "keras3/student_1.keras"]
     for r in rows.itertuples():
         assert os.path.exists(run.path(r.path)) and r.bytes > 0 and 0 < r.gzip_bytes
-    tfl = rows[rows.format != "saved_model"].set_index("format")
+    tfl = rows[rows.format.str.startswith("tflite")].set_index("format")
     for fmt, r in tfl.iterrows():     # gzip_bytes: the file at gzip's default level
         with open(run.path(r.path), "rb") as f:
             assert r.gzip_bytes == len(gzip.compress(f.read(), 6)), fmt
     assert (tfl.latency_ms_median > 0).all() and (tfl.latency_ms_p90 >= tfl.latency_ms_median).all()
-    assert rows.latency_ms_median.isna().tolist() == [True, False, False, False, False]
+    assert rows.latency_ms_median.isna().tolist() == [True, False, False, False, False, True]
     keras_accuracy = training.accuracy(sparse, data.test())
     assert rows.set_index("format").loc["saved_model", "test_accuracy"] == pytest.approx(
         keras_accuracy)
+    # keras3: a Keras 3 file of the same model, its accuracy measured on it
+    keras3 = rows.set_index("format").loc["keras3"]
+    with open(run.path(keras3.path), "rb") as f:
+        assert keras3.gzip_bytes == len(gzip.compress(f.read(), 6))
+    assert keras3.test_accuracy == pytest.approx(keras_accuracy, abs=1e-9)
     assert keras_accuracy > 0.8
     # float TFLite computes the Keras model; int8 stays close on this easy task
     assert tfl.loc["tflite", "test_accuracy"] == pytest.approx(keras_accuracy, abs=1e-6)
@@ -193,6 +198,20 @@ def test_sparse_format_is_skipped_for_dense_models(tiny, tmp_path):
                                   version=1, iteration=0, data=data, latency_runs=2)
     assert rows.format.tolist() == ["tflite"]
     assert not (tmp_path / "tflite" / "teacher_sparse.tflite").exists()
+
+
+def test_keras3_skips_a_model_it_cannot_convert(tiny, tmp_path, caplog):
+    data, _ = tiny
+    inputs = tf_keras.Input(data.spec.input_shape)
+    x = tf_keras.layers.ThresholdedReLU(0.5, name="gate")(tf_keras.layers.Flatten()(inputs))
+    model = tf_keras.Model(inputs, tf_keras.layers.Dense(data.spec.num_classes)(x))
+    with caplog.at_level("WARNING", logger="epkd_tf"):
+        rows, _ = deploy.export_model(RunDir(str(tmp_path)), model, "teacher",
+                                      ["tflite", "keras3"], serving_name="teacher", version=1,
+                                      iteration=0, data=data, latency_runs=2)
+    assert rows.format.tolist() == ["tflite"]
+    assert "teacher: keras3 skipped" in caplog.text and "'gate' (ThresholdedReLU)" in caplog.text
+    assert not (tmp_path / "keras3").exists()
 
 
 def test_latency_reports_median_and_p90(tiny):
@@ -266,6 +285,7 @@ def test_resume_drops_deployment_rows_of_unfinished_stages(tmp_path):
 
 def test_tflite_file_names():
     run = RunDir("/r")
+    assert run.keras3_path("student_3") == "/r/keras3/student_3.keras"
     assert run.tflite_path("teacher") == "/r/tflite/teacher.tflite"
     assert run.tflite_path("student_3", "tflite_int8") == "/r/tflite/student_3_int8.tflite"
     assert run.tflite_path("student_3", "tflite_sparse") == "/r/tflite/student_3_sparse.tflite"

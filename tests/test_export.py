@@ -98,3 +98,44 @@ def test_module_entry_point_reports_one_line(tmp_path):
     assert result.returncode == 2
     assert len(error_lines(result.stderr)) == 1 and "--model" in result.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_keras3_model_in_keras3_file_out(tiny_dir, tmp_path):
+    import keras     # Keras 3: a model trained and saved the TF 2.21 default way
+    data = load_data(DataConfig(dataset="tiny_digits", data_dir=tiny_dir, batch_size=64))
+    keras.utils.set_random_seed(0)
+    source = keras.Sequential([keras.Input((12, 12, 1)), keras.layers.Flatten(),
+                               keras.layers.Dense(16, activation="relu"),
+                               keras.layers.Dense(4)])
+    x, y = data.numpy_test()
+    source.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    source.fit(x, y, epochs=3, verbose=0)
+    path = str(tmp_path / "k3.keras")
+    source.save(path)
+    out = tmp_path / "out"
+    code = run_in_process(export, [f"--model={path}", f"--output_dir={out}",
+                                   "--formats=keras3,tflite", "--dataset=tiny_digits",
+                                   f"--data_dir={tiny_dir}", "--latency_runs=2"])
+    assert code == 0
+    rows = pd.read_csv(out / "deployment.csv").set_index("format")
+    assert rows.index.tolist() == ["tflite", "keras3"]
+    assert rows.loc["keras3", "path"] == "keras3/k3.keras"
+    expected = training.accuracy(source, data.test())
+    assert rows.test_accuracy.tolist() == pytest.approx([expected, expected], abs=1e-9)
+    again = keras.models.load_model(str(out / "keras3" / "k3.keras"))
+    np.testing.assert_allclose(np.asarray(again(x)), np.asarray(source(x)), atol=1e-5)
+
+
+def test_keras3_format_refuses_what_keras3_lacks(tiny_dir, tmp_path, capsys):
+    inputs = tf_keras.Input((12, 12, 1))
+    x = tf_keras.layers.ThresholdedReLU(0.5, name="gate")(tf_keras.layers.Flatten()(inputs))
+    path = str(tmp_path / "gate.keras")
+    tf_keras.Model(inputs, tf_keras.layers.Dense(4)(x)).save(path)
+    out = tmp_path / "never"
+    code = run_in_process(export, [f"--model={path}", f"--output_dir={out}",
+                                   "--formats=tflite,keras3", "--dataset=tiny_digits",
+                                   f"--data_dir={tiny_dir}"])
+    lines = error_lines(capsys.readouterr().err)
+    assert code == 2 and len(lines) == 1, lines
+    assert "--formats=keras3" in lines[0] and "layer 'gate' (ThresholdedReLU)" in lines[0]
+    assert not out.exists()

@@ -146,19 +146,23 @@ def test_deployment_has_a_row_per_model_and_format(mnist_run):
         zeros = 1 - (sum(int(np.count_nonzero(w)) for w in keras.get_weights())
                      / sum(w.size for w in keras.get_weights()))
         expected = ["saved_model", "tflite", "tflite_sparse", "tflite_int8_dynamic",
-                    "tflite_int8"]
+                    "tflite_int8", "keras3"]
         if zeros < SPARSE_MIN_ZEROS:                  # dense models get no sparse file
             expected.remove("tflite_sparse")
         assert group.format.tolist() == expected, model
     assert all(os.path.exists(os.path.join(mnist_run, p)) for p in deployment.path)
     assert (deployment.bytes > 0).all() and (deployment.gzip_bytes > 0).all()
     assert deployment.test_accuracy.between(0.5, 1).all()
-    tflite = deployment[deployment.format != "saved_model"]
+    tflite = deployment[deployment.format.str.startswith("tflite")]
     assert (tflite.latency_ms_median > 0).all()
-    assert deployment[deployment.format == "saved_model"].latency_ms_median.isna().all()
+    assert deployment[~deployment.format.str.startswith("tflite")].latency_ms_median.isna().all()
     students = read(mnist_run, "students").set_index("iteration")
     saved = deployment[(deployment.format == "saved_model") & (deployment.iteration > 0)]
     for row in saved.itertuples():
+        assert row.test_accuracy == pytest.approx(students.loc[row.iteration, "test_accuracy"])
+    # The Keras 3 files, measured themselves, compute the students.
+    keras3 = deployment[(deployment.format == "keras3") & (deployment.iteration > 0)]
+    for row in keras3.itertuples():
         assert row.test_accuracy == pytest.approx(students.loc[row.iteration, "test_accuracy"])
     floats = tflite[tflite.format == "tflite"].set_index("model")
     for row in saved.itertuples():
@@ -249,6 +253,10 @@ BAD_FLAGS = [
     (["--teacher_path={models}/softmax.keras"], "--teacher_path outputs probabilities"),
     (["--teacher_path={models}/rank3.keras"], "--teacher_path outputs shape (None, 2, 4)"),
     (["--teacher_path={models}/lstm.keras"], "(LSTM) cannot be pruned"),
+    (["--teacher_path={models}/lstm.keras", "--pruners=poly_magnitude",
+      "--export_formats=tflite,keras3"], "--export_formats=keras3: model"),
+    (["--teacher_path={models}/keras3_lambda.keras"], "keras3_lambda.keras is a Keras 3 model "
+     "that epkd_tf cannot convert to tf_keras: layer 'double' (Lambda)"),
     (["--teacher_path={models}/good.keras", "--teacher=lenet5"], "both name the teacher"),
 ]
 
@@ -283,6 +291,10 @@ def teacher_files(tmp_path_factory):
     model(layers.Dense(8), layers.Reshape((2, 4)), classes=4).save(root / "rank3.keras")
     model(layers.Reshape((144, 1)), layers.LSTM(8), flatten=False).save(root / "lstm.keras")
     tf.saved_model.save(tf.Module(), str(root / "plain_saved_model"))
+    import keras                                   # Keras 3, TF 2.21's default
+    inputs = keras.Input((12, 12, 1))
+    x = keras.layers.Lambda(lambda t: 2.0 * t, name="double")(keras.layers.Flatten()(inputs))
+    keras.Model(inputs, keras.layers.Dense(4)(x)).save(root / "keras3_lambda.keras")
     (root / "corrupt.keras").write_bytes(b"\x00 not a zip archive")
     (root / "corrupt.h5").write_bytes(b"\x00 not an HDF5 file")
     (root / "notes.txt").write_text("not a model")

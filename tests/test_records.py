@@ -94,7 +94,9 @@ def test_drop_unfinished_removes_files_of_unfinished_stages_and_temporaries(tmp_
              "serving/teacher/1/saved_model.pb", "serving/student/1/saved_model.pb",
              "serving/student/2/saved_model.pb", "serving/student/.tmp-abc/out/x",
              "candidates/2/taylor/saved_model.pb", "tensorboard/finetune_1/train/e",
-             "tensorboard/finetune_2/train/e", "tflite/.tmp-xyz", ".tmp-progress"]
+             "tensorboard/finetune_2/train/e", "tflite/.tmp-xyz", ".tmp-progress",
+             "keras3/teacher.keras", "keras3/student_1.keras", "keras3/student_2.keras",
+             "keras3/.tmp-student_3.keras"]
     for p in paths:
         os.makedirs(os.path.dirname(run.path(p)), exist_ok=True)
         open(run.path(p), "w").close()
@@ -102,7 +104,7 @@ def test_drop_unfinished_removes_files_of_unfinished_stages_and_temporaries(tmp_
     left = sorted(os.path.relpath(os.path.join(r, f), tmp_path)
                   for r, _, files in os.walk(tmp_path) for f in files)
     assert left == ["checkpoints/student_1.keras", "checkpoints/teacher.keras",
-                    "progress.json", "serving/student/1/saved_model.pb",
+                    "keras3/student_1.keras", "keras3/teacher.keras", "progress.json", "serving/student/1/saved_model.pb",
                     "serving/teacher/1/saved_model.pb", "tensorboard/finetune_1/train/e",
                     "tflite/student_1_int8.tflite", "tflite/teacher.tflite"]
     # Before the teacher completed, nothing stays but progress.json.

@@ -8,6 +8,8 @@ configuration is read first and a model with a ``Lambda`` layer is refused befor
 deserialises anything; loading itself then runs in a safe-mode scope as well.
 :func:`check_fits` checks that the model maps the dataset's images to logits of its
 classes. Every problem is a :class:`ModelFileError` whose one-line message names the flag.
+A Keras 3 file (TF 2.21's default ``model.save``) is converted to tf_keras from its stored
+JSON by :mod:`epkd_tf.models.keras3`, which refuses Lambda layers and custom objects too.
 """
 from __future__ import annotations
 
@@ -105,10 +107,12 @@ def load_user_model(path: str, flag: str):
     import tf_keras
     from tf_keras.src.saving import serialization_lib   # safe mode of the legacy loaders
     import epkd_tf.models  # noqa: F401  (registers the zoo's custom layers, if any)
+    from epkd_tf.models import keras3
 
     kind = model_kind(path, flag)
+    keras3_file = keras3.is_keras3_file(path)
     try:
-        for config in _stored_configs(path, kind):
+        for config in [] if keras3_file else _stored_configs(path, kind):
             name = _lambda_layer(config)
             if name is not None:
                 raise ModelFileError(
@@ -122,11 +126,15 @@ def load_user_model(path: str, flag: str):
         raise ModelFileError(f"--{flag}={path} is not a readable {label}: "
                              f"{_one_line(err)}") from err
     try:
-        if kind == KERAS:
+        if keras3_file:     # checked against its allow-list before anything is built
+            model = keras3.load_keras3(path, flag)
+        elif kind == KERAS:
             model = tf_keras.models.load_model(path, compile=False, safe_mode=True)
         else:
             with serialization_lib.SafeModeScope(True):
                 model = tf_keras.models.load_model(path, compile=False)
+    except ModelFileError:
+        raise
     except Exception as err:  # any loader failure is the user's file, reported in one line
         raise ModelFileError(f"--{flag}={path} cannot be loaded as a Keras model: "
                              f"{_one_line(err)}") from err
