@@ -312,16 +312,15 @@ def copy_exports(run, source: str, name: str, iteration: int) -> pd.DataFrame:
     # An interrupted copy leaves nothing that counts: the old one goes first.
     shutil.rmtree(run.path("serving", name), ignore_errors=True)
     for fmt in FORMATS:
-        if fmt.startswith("tflite") and os.path.exists(run.tflite_path(name, fmt)):
-            os.remove(run.tflite_path(name, fmt))
+        if fmt != "saved_model" and os.path.exists(run.export_path(name, fmt)):
+            os.remove(run.export_path(name, fmt))
     paths = []
     for row in rows.itertuples():
         source_path = run.path(row.path)
-        if row.format == "saved_model":
-            target = run.serving_dir(name, 1)
+        target = run.export_path(name, row.format)
+        if os.path.isdir(source_path):
             run.write_directory(target, lambda tmp, src=source_path: shutil.copytree(src, tmp))
         else:
-            target = run.tflite_path(name, row.format)
             with open(source_path, "rb") as f:
                 run.write_bytes(os.path.relpath(target, run.root), f.read())
         paths.append(os.path.relpath(target, run.root))

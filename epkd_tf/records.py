@@ -239,6 +239,15 @@ class RunDir:
             raise ValueError(f"{fmt!r} is not a TFLite format.")
         return self.path("tflite", f"{name}{fmt[len('tflite'):]}.tflite")
 
+    def export_path(self, name: str, fmt: str, version: int = 1) -> str:
+        """Where model ``name``'s export in format ``fmt`` lives: ``serving/<name>/<version>``
+        for saved_model, ``keras3/<name>.keras``, ``tflite/<name>*.tflite``."""
+        if fmt == "saved_model":
+            return self.serving_dir(name, version)
+        if fmt == "keras3":
+            return self.keras3_path(name)
+        return self.tflite_path(name, fmt)
+
     def keras3_path(self, name: str) -> str:
         """``keras3/<name>.keras``: the model as a Keras 3 file (export format ``keras3``)."""
         return self.path("keras3", f"{name}.keras")
