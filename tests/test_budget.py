@@ -264,3 +264,69 @@ def test_max_accuracy_drop_stops_and_keeps_the_last_student_within_it(tiny_dir, 
         assert "below the teacher" in result.stderr
     expected = int(within.sort_values("cost").iteration.iloc[0]) if len(within) else 0
     assert json.loads((out / "progress.json").read_text())["final_iteration"] == expected
+
+
+# -- a held-out selection split ------------------------------------------------------
+def _tiny_npz(path, permute_test_labels):
+    rng = np.random.default_rng(0)
+
+    def make(n):
+        y = rng.integers(0, 4, n)
+        x = rng.integers(0, 60, (n, 12, 12)).astype(np.uint8)
+        for i, label in enumerate(y):
+            r, c = divmod(int(label), 2)
+            x[i, r * 6:(r + 1) * 6, c * 6:(c + 1) * 6] += 150
+        return x, y.astype(np.int64)
+
+    x_train, y_train = make(256)
+    x_test, y_test = make(128)
+    if permute_test_labels:
+        y_test = np.random.default_rng(1).permutation(y_test)
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+
+
+SELECTION_ARGS = ["--dataset=sel_digits", "--teacher_epochs=2", "--iterations=2",
+                  "--finetune_epochs=1", "--latency_runs=2", "--taylor_batches=2",
+                  "--batch_size=64", "--export_formats=", "--pruners=l1_filter,taylor",
+                  "--keep_ratio=0.6"]
+
+
+def _selection_run(tmp_path, name, permute, *extra):
+    from cli_helpers import run_subprocess
+    from epkd_tf.data import import_npz
+    _tiny_npz(tmp_path / f"{name}.npz", permute)
+    import_npz(str(tmp_path / f"{name}.npz"), "sel_digits", str(tmp_path / f"{name}_data"))
+    out = tmp_path / f"{name}_run"
+    result = run_subprocess("epkd_tf.main", [f"--data_dir={tmp_path / f'{name}_data'}",
+                                             f"--output_dir={out}", *SELECTION_ARGS, *extra])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def _weights(out, iteration):
+    import tf_keras
+    model = tf_keras.models.load_model(out / "checkpoints" / f"student_{iteration}.keras",
+                                       compile=False)
+    return model.get_weights()
+
+
+def test_with_a_validation_split_no_test_label_influences_any_choice(tmp_path):
+    """The same run on data whose test labels are permuted: with --validation_split every
+    candidate's score, every winner and every student are identical; without it (ranking
+    on the test split, the seed's definition) the scores change."""
+    runs = {(permute, split): _selection_run(tmp_path, f"{int(permute)}{split}", permute,
+                                             *([f"--validation_split={split}"] if split else []))
+            for permute in (False, True) for split in ("0.25", "")}
+    plain, permuted = runs[(False, "0.25")], runs[(True, "0.25")]
+    a, b = (pd.read_csv(out / "candidates.csv") for out in (plain, permuted))
+    for column in ("pruner", "rank", "weighted_score", "validation_accuracy",
+                   "train_sample_accuracy", "nonzero_params"):
+        pd.testing.assert_series_equal(a[column], b[column])
+    assert a.validation_accuracy.notna().all() and not a.test_accuracy.equals(b.test_accuracy)
+    for iteration in (1, 2):
+        for x, y in zip(_weights(plain, iteration), _weights(permuted, iteration)):
+            np.testing.assert_array_equal(x, y)
+    assert "held-out `--validation_split=0.25`" in (plain / "report.md").read_text()
+    # The control: ranked on the test split, the permuted labels do change the scores.
+    c, d = (pd.read_csv(runs[(p, "")] / "candidates.csv") for p in (False, True))
+    assert not np.allclose(c.weighted_score, d.weighted_score)
