@@ -166,6 +166,11 @@ class PruningConfig(Settings):
     layer_floor: float = setting(0.1, "Fraction of each layer's units structured pruning "
                                  "never removes (at least one unit).",
                                  checks=[between(0, 1, open_lower=True, open_upper=True)])
+    layer_floor_of: str = setting("teacher", "What --layer_floor is a fraction of: teacher "
+                                  "(each layer's width in the original teacher, so the floor "
+                                  "does not compound over iterations) or current (its width "
+                                  "in the model being pruned, as before).",
+                                  checks=[one_of(lambda: ("teacher", "current"), "choice")])
     flops_weight: float = setting(0.0, "FLOPs regularisation of the structured pruners' "
                                   "global ranking (Molchanov et al.): > 0 prefers removing "
                                   "units that cost many multiply-accumulates, so latency "

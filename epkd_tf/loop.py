@@ -389,10 +389,19 @@ class EPKD:
             self._pruning_context = PruningContext(
                 self.data, cfg.pruning, seed=cfg.data.seed, batch_size=cfg.data.batch_size,
                 learning_rate=cfg.distill.learning_rate, measure=self.measure,
-                measure_context=self.measure_context)
+                measure_context=self.measure_context, teacher_widths=self.teacher_widths())
         return dataclasses.replace(
             self._pruning_context,
             clock=lambda phase, pruner: self.clock.phase(phase, iteration, pruner))
+
+    def teacher_widths(self) -> Optional[Dict[str, int]]:
+        """The original teacher's layer widths (the per-layer floor's reference), when a
+        structured pruner will need them."""
+        from epkd_tf.pruning import StructuredPruner
+        if not any(isinstance(p, StructuredPruner) for p in self.pruners):
+            return None
+        from epkd_tf.pruning.base import producer_widths
+        return producer_widths(self.teacher_model)
 
     def make_candidates(self, student, target: float, iteration: int,
                         current_cost: Optional[float] = None,

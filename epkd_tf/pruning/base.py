@@ -47,6 +47,13 @@ class PruningContext:
     measure: Any = None
     measure_context: Any = None
     current_cost: Optional[float] = None
+    #: Units of every producing layer of the original teacher (layer name -> units): what
+    #: --layer_floor is a fraction of with --layer_floor_of=teacher.
+    teacher_widths: Optional[Dict[str, int]] = None
+
+    def floor_widths(self) -> Optional[Dict[str, int]]:
+        """The widths the per-layer floor refers to (None: the current model's)."""
+        return self.teacher_widths if self.config.layer_floor_of == "teacher" else None
 
     def cost_of(self, graph: "ChannelGraph"):
         """``cost(unit_keep)`` of ``graph.model``'s pruned versions in the budget's measure."""
@@ -123,9 +130,17 @@ class StructuredPruner(Pruner):
         with ctx.phase("surgery", self.name):
             plan = plan_removal(graph, scores, target, ctx.config.layer_floor,
                                 flops_weight=ctx.config.flops_weight, cost=ctx.cost_of(graph),
-                                channel_multiple=ctx.config.channel_multiple)
+                                channel_multiple=ctx.config.channel_multiple,
+                                reference_widths=ctx.floor_widths())
             student = remove_groups(graph, plan.removed_groups)
         return Candidate(self.name, student, graph, scores, predicted_cost=plan.cost)
+
+
+def producer_widths(model) -> Dict[str, int]:
+    """Units of every layer of ``model`` that produces prunable units (name -> count)."""
+    from epkd_tf.graph import analyze
+    graph = analyze(model)
+    return {info.name: len(info.units) for info in graph.layers if len(info.units)}
 
 
 def unit_to_group_mean(graph: "ChannelGraph", unit_scores: np.ndarray) -> np.ndarray:
@@ -133,11 +148,16 @@ def unit_to_group_mean(graph: "ChannelGraph", unit_scores: np.ndarray) -> np.nda
     return np.array([unit_scores[units].mean() for units in graph.group_units])
 
 
-def normalise_per_block(graph: "ChannelGraph", scores: np.ndarray) -> np.ndarray:
-    """Divides each block's scores by their L2 norm, making layers comparable."""
+def normalise_per_block(graph: "ChannelGraph", scores: np.ndarray,
+                        how: str = "l2") -> np.ndarray:
+    """Divides each block's scores by their L2 norm (``l2``) or their mean (``mean``),
+    making layers comparable; ``none`` leaves them."""
     out = np.array(scores, dtype=np.float64)
+    if how == "none":
+        return out
     for block in graph.blocks:
-        norm = np.linalg.norm(out[block.groups])
+        values = out[block.groups]
+        norm = np.linalg.norm(values) if how == "l2" else np.mean(np.abs(values))
         if norm > 0:
             out[block.groups] /= norm
     return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Dict, Optional
 
 import numpy as np
 
@@ -28,12 +28,24 @@ class Plan:
         return self.cost
 
 
-def block_floors(graph: ChannelGraph, layer_floor: float) -> np.ndarray:
-    """Minimum groups every block keeps: ceil(layer_floor × its groups), at least one."""
-    return np.array([max(1, math.ceil(layer_floor * len(b.groups))) for b in graph.blocks])
+def block_floors(graph: "ChannelGraph", layer_floor: float,
+                 reference_widths: Optional[Dict[str, int]] = None) -> np.ndarray:
+    """Minimum groups every block keeps: ceil(layer_floor × its width), at least one (and
+    never more than it has). The width is the block's current number of groups, or with
+    ``reference_widths`` (layer name -> units, e.g. the teacher's) that of its layers in
+    the reference model, so that repeated pruning does not compound the floor (10% of 10%
+    of a layer after two iterations)."""
+    floors = []
+    for block in graph.blocks:
+        width = len(block.groups)
+        if reference_widths:
+            known = [reference_widths[name] for name in block.layers if name in reference_widths]
+            width = max(known) if known else width
+        floors.append(min(len(block.groups), max(1, math.ceil(layer_floor * width))))
+    return np.array(floors)
 
 
-def ranking_key(graph: ChannelGraph, scores: np.ndarray, flops_weight: float) -> np.ndarray:
+def ranking_key(graph: "ChannelGraph", scores: np.ndarray, flops_weight: float) -> np.ndarray:
     """What the global ranking sorts by: the scores, or with ``flops_weight`` λ > 0,
     rank(score) / #groups − λ · MACs(group) / max MACs.
 
@@ -51,15 +63,17 @@ def ranking_key(graph: ChannelGraph, scores: np.ndarray, flops_weight: float) ->
     return ranks - flops_weight * macs / max(macs.max(), 1.0)
 
 
-def removal_order(graph: ChannelGraph, scores: np.ndarray, layer_floor: float,
-                  flops_weight: float = 0.0) -> np.ndarray:
+def removal_order(graph: "ChannelGraph", scores: np.ndarray, layer_floor: float,
+                  flops_weight: float = 0.0,
+                  reference_widths: Optional[Dict[str, int]] = None) -> np.ndarray:
     """Groups from least to most important (global ranking), skipping those a floor protects.
 
     Ties are broken by group id so the order is deterministic.
     """
     key = ranking_key(graph, scores, flops_weight)
     order = np.lexsort((np.arange(len(key)), key))
-    removable = np.array([len(b.groups) for b in graph.blocks]) - block_floors(graph, layer_floor)
+    removable = np.array([len(b.groups) for b in graph.blocks]) - block_floors(
+        graph, layer_floor, reference_widths)
     taken = np.zeros(len(graph.blocks), dtype=np.int64)
     result = []
     for g in order:
@@ -94,7 +108,8 @@ def round_to_multiple(graph: "ChannelGraph", removed: np.ndarray,
 def plan_removal(graph: "ChannelGraph", scores: np.ndarray, target: float,
                  layer_floor: float, counter: "ParamCounter" = None,
                  flops_weight: float = 0.0, cost: Optional[Callable] = None,
-                 channel_multiple: int = 1) -> Plan:
+                 channel_multiple: int = 1,
+                 reference_widths: Optional[Dict[str, int]] = None) -> Plan:
     """The prefix of the removal order whose cost is closest to ``target``.
 
     ``cost(unit_keep)`` is the budget's measure of the model that keeps those units
@@ -110,7 +125,7 @@ def plan_removal(graph: "ChannelGraph", scores: np.ndarray, target: float,
         from epkd_tf.graph import ParamCounter
         counter = counter or ParamCounter(graph)
         cost = counter.count
-    order = removal_order(graph, scores, layer_floor, flops_weight)
+    order = removal_order(graph, scores, layer_floor, flops_weight, reference_widths)
 
     def removed(k: int) -> np.ndarray:
         return round_to_multiple(graph, order[:k], channel_multiple)

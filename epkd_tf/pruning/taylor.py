@@ -5,7 +5,7 @@ import numpy as np
 
 from epkd_tf.pruning.base import StructuredPruner, normalise_per_block
 from epkd_tf.pruning.registry import register_pruner
-from epkd_tf.settings import at_least, setting
+from epkd_tf.settings import at_least, one_of, setting
 
 
 def taylor_scores(graph, x: np.ndarray, y: np.ndarray, batch_size: int) -> np.ndarray:
@@ -51,13 +51,23 @@ def taylor_scores(graph, x: np.ndarray, y: np.ndarray, batch_size: int) -> np.nd
 class TaylorPruner(StructuredPruner):
     """Removes the groups whose removal the first-order Taylor expansion says costs least.
 
-    Scores are L2-normalised within each layer (block), as Molchanov et al. do, so that
-    they can be ranked across layers.
+    Scores are normalised within each layer (block) so that they can be ranked across
+    layers: by their L2 norm as Molchanov et al. do (``l2``), or by their mean (``mean``,
+    Torch-Pruning's normaliser), which does not penalise wide layers: after L2
+    normalisation a layer of n equally important units scores 1/sqrt(n) each, so global
+    ranking strips the widest layers first.
     """
 
     batches: int = setting(8, "Batches of --batch_size the Taylor criterion averages over.",
                            flag="taylor_batches", checks=[at_least(1)])
+    normalization: str = setting("l2", "How Taylor scores are made comparable across layers: "
+                                 "l2 (each layer's scores divided by their L2 norm, "
+                                 "Molchanov et al.), mean (by their mean) or none.",
+                                 flag="taylor_normalization",
+                                 checks=[one_of(lambda: ("l2", "mean", "none"),
+                                                "normalisation")])
 
     def score(self, graph, ctx):
         x, y = ctx.sample(self.batches * ctx.batch_size)
-        return normalise_per_block(graph, taylor_scores(graph, x, y, ctx.batch_size))
+        return normalise_per_block(graph, taylor_scores(graph, x, y, ctx.batch_size),
+                                   self.normalization)
