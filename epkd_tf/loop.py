@@ -317,7 +317,12 @@ class EPKD:
         if run.progress()["teacher_done"]:
             log.info("Teacher: reloaded from %s", run.teacher_checkpoint())
             return tf_keras.models.load_model(run.teacher_checkpoint(), compile=False)
-        if cfg.teacher.teacher_path:
+        if self.teacher_model is not None:      # given by the caller (the Python API)
+            model = self.teacher_model
+            history = pd.DataFrame(columns=training.HISTORY_COLUMNS)   # not trained here
+            log.info("Teacher: %s, %d params, given (not trained)", model.name,
+                     model.count_params())
+        elif cfg.teacher.teacher_path:
             from epkd_tf.models.user import load_user_model
             model = load_user_model(cfg.teacher.teacher_path, "teacher_path")
             history = pd.DataFrame(columns=training.HISTORY_COLUMNS)   # not trained here

@@ -100,6 +100,8 @@ class Pruner(Settings, abc.ABC):
     #: Whether it removes whole units (and so lowers MACs, latency and file size), rather
     #: than zeroing weights.
     structured = False
+    #: Whether it needs training data (to score or to fine-tune).
+    needs_data = True
 
     @abc.abstractmethod
     def make_candidate(self, model: "tf_keras.Model", target: float,

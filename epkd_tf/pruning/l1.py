@@ -34,5 +34,7 @@ def mean_abs_weight_per_unit(graph) -> np.ndarray:
 class L1FilterPruner(StructuredPruner):
     """Removes the units (filters / neurons) with the smallest mean absolute weight."""
 
+    needs_data = False
+
     def score(self, graph, ctx):
         return unit_to_group_mean(graph, mean_abs_weight_per_unit(graph))

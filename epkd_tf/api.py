@@ -1,0 +1,278 @@
+"""The Python API: compress a model you have on data you have, or prune it once.
+
+    import epkd_tf
+    result = epkd_tf.compress(teacher, (x_train, y_train), (x_test, y_test),
+                              iterations=3, budget="latency", max_accuracy_drop=0.5)
+    result.final                    # the final student, a tf_keras model
+    result.export("student_dir")    # SavedModel + TFLite files, measured
+
+    smaller = epkd_tf.prune(model, 0.5, criterion="taylor", data=(x, y))
+
+Settings are the run's settings (``epkd_tf.config``), named as on the command line
+(``keep_ratio=0.8``, ``taylor_batches=4``, ``validation_split="0.1"``); every value is
+validated before any work, and a bad one raises ``ConfigError`` naming it. ``compress`` runs
+the same EPKD as ``python -m epkd_tf.main`` (``epkd_tf.loop.EPKD``): the command line is a
+thin layer over the same run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from typing import Dict, List, Optional, Sequence
+
+import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
+
+__all__ = ["compress", "prune", "analyze", "load_model", "CompressionResult", "as_data",
+           "as_teacher"]
+
+
+class ApiError(ValueError):
+    """An argument of the Python API is unusable; the message names it."""
+
+
+@dataclasses.dataclass
+class CompressionResult:
+    """What :func:`compress` made: the models and the run's tables (pandas DataFrames).
+
+    ``tables`` holds every CSV a run writes (``students``, ``candidates``, ``teacher``,
+    ``finetune_history``, ``criteria_correlation``, ``timings``, ``deployment``, ...; see
+    README, Outputs); ``output_dir`` is the run directory, or None when the run was kept in
+    memory only.
+    """
+
+    teacher: object
+    students: List[object]
+    final: object
+    final_iteration: int
+    tables: Dict[str, object]
+    headline: str
+    output_dir: Optional[str]
+    data: object = dataclasses.field(repr=False, default=None)
+
+    def export(self, directory: str, formats: Sequence[str] = ("saved_model", "tflite"),
+               name: str = "final", model=None):
+        """Writes the final student (or ``model``) in ``formats`` into ``directory``
+        (``serving/<name>/1``, ``tflite/<name>*.tflite``, ...) and returns its
+        deployment.csv rows: size, gzip size, test accuracy and latency of each file."""
+        from epkd_tf import deploy
+        from epkd_tf.config import check_export_formats
+        from epkd_tf.records import RunDir, safe_name
+        check_export_formats(tuple(formats), "formats")
+        if safe_name(name) != name:
+            raise ApiError(f"name={name!r} is invalid: use letters, digits, _ . -")
+        run = RunDir(directory)
+        rows, _ = deploy.export_model(run, self.final if model is None else model, name,
+                                      tuple(formats), serving_name=name, version=1,
+                                      data=self.data)
+        run.append("deployment", rows)
+        return rows
+
+
+def as_teacher(teacher, argument: str = "teacher"):
+    """A tf_keras model from ``teacher``: a tf_keras model as it is; a Keras 3 model or a
+    model file (.keras of either Keras, .h5, SavedModel directory) converted/loaded
+    safely (``epkd_tf.models.user``). Raises ApiError naming ``argument``."""
+    import tf_keras
+    if isinstance(teacher, tf_keras.Model):
+        return teacher
+    from epkd_tf.models.user import ModelFileError, load_user_model
+    if isinstance(teacher, (str, os.PathLike)):
+        try:
+            return load_user_model(os.fspath(teacher), argument)
+        except ModelFileError as err:
+            raise ApiError(str(err)) from None
+    if type(teacher).__module__.startswith("keras"):       # a Keras 3 model in memory
+        with tempfile.TemporaryDirectory(prefix="epkd_keras3_") as tmp:
+            path = os.path.join(tmp, "model.keras")
+            teacher.save(path)
+            try:
+                return load_user_model(path, argument)
+            except ModelFileError as err:
+                raise ApiError(str(err).replace(path, "<your Keras 3 model>")) from None
+    raise ApiError(f"{argument} is a {type(teacher).__name__}: give a tf_keras model, a Keras 3 "
+                   "model or the path of a saved model.")
+
+
+def as_data(train, test, data_config, argument: str = "train"):
+    """A loaded dataset from ``train``/``test``: ``(x, y)`` arrays or tf.data.Datasets of
+    ``(image, label)`` examples or batches (``epkd_tf.data.from_arrays`` /
+    ``from_datasets``), or an already loaded ``epkd_tf.data.Data`` (``test`` then None)."""
+    from epkd_tf.data import DataSource, from_arrays, from_datasets
+    if isinstance(train, DataSource):
+        return train
+    kwargs = dict(batch_size=data_config.batch_size, seed=data_config.seed,
+                  validation_split=_fraction(data_config.validation_split),
+                  label_noise=data_config.label_noise,
+                  shuffle_buffer=data_config.shuffle_buffer)
+    if test is None:
+        raise ApiError("test is missing: give the test data, (x_test, y_test) or a "
+                       "tf.data.Dataset, on which students are measured.")
+    if isinstance(train, (tuple, list)) and isinstance(test, (tuple, list)):
+        for arg, value in (("train", train), ("test", test)):
+            if len(value) != 2:
+                raise ApiError(f"{arg} has {len(value)} parts: give (x, y).")
+        return from_arrays(train[0], train[1], test[0], test[1], **kwargs)
+    return from_datasets(train, test, **kwargs)
+
+
+def _fraction(split):
+    from epkd_tf.config import validation_fraction
+    if split is None:
+        return None
+    fraction = validation_fraction(split)
+    if fraction is None:
+        raise ApiError(f"validation_split={split!r} is invalid for in-memory data: give a "
+                       "fraction such as 0.1 of the training examples.")
+    return fraction
+
+
+def compress(teacher, train, test=None, *, output_dir: Optional[str] = None, config=None,
+             verbose: int = 0, **settings) -> CompressionResult:
+    """Runs EPKD on ``teacher`` (a trained model that outputs logits) and returns the
+    students, the final one and every table.
+
+    ``train``/``test``: ``(x, y)`` NumPy arrays (images N x H x W (x C) as the model takes
+    them, integer labels) or tf.data.Datasets of ``(image, label)``; or a loaded
+    ``epkd_tf.data.Data`` as ``train`` alone. ``settings``: any run setting by its flag name
+    (``iterations=3``, ``keep_ratio=0.8``, ``pruners=("taylor",)``, ``budget="latency"``,
+    ``max_accuracy_drop=0.5``, ``validation_split="0.1"``...), applied over ``config`` (a
+    ``RunConfig``; default: the command line's defaults, except that nothing is exported
+    unless ``export_formats`` is given). ``output_dir``: the run directory to keep (a new or
+    resumable one); None runs in a temporary directory and keeps everything in memory.
+    """
+    from epkd_tf.config import RunConfig
+    from epkd_tf.settings import with_flags
+    base = config if config is not None else RunConfig(export_formats=())
+    if not isinstance(base, RunConfig):
+        raise ApiError(f"config is a {type(base).__name__}: give an epkd_tf.config.RunConfig.")
+    temporary = output_dir is None
+    root = tempfile.mkdtemp(prefix="epkd_run_") if temporary else os.fspath(output_dir)
+    try:
+        cfg = with_flags(base, output_dir=root, **settings)
+        model = as_teacher(teacher)
+        data = as_data(train, test, cfg.data)
+        _check_teacher(model, data, cfg.pruning)
+        return _run(cfg, data, model, root, verbose, keep=not temporary)
+    finally:
+        if temporary:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _check_teacher(model, data, pruning) -> None:
+    """The teacher maps the data's images to logits of its classes, and structured pruners
+    can trace it; ApiError naming the problem otherwise."""
+    from epkd_tf.graph import UnsupportedLayerError, analyze as analyze_graph
+    from epkd_tf.models.user import ModelFileError, check_fits
+    try:
+        check_fits(model, data.spec, "teacher", data.spec.name)
+    except ModelFileError as err:
+        message = str(err).replace("--teacher", "teacher").replace(
+            f"--dataset={data.spec.name}", "the data")
+        raise ApiError(message) from None
+    if any(p.structured for p in pruning.make_pruners()):
+        try:
+            analyze_graph(model)
+        except UnsupportedLayerError as err:
+            raise ApiError(f"teacher: {err}") from None
+
+
+def _run(cfg, data, teacher, root: str, verbose: int, keep: bool) -> CompressionResult:
+    import tf_keras
+    from epkd_tf.loop import EPKD
+    from epkd_tf.records import RunDir
+    from epkd_tf.report import completed_tables, headline
+    from epkd_tf.training import copy_model
+    run = RunDir(root)
+    tables_before = run.progress()
+    epkd = EPKD(cfg, data, run, verbose=verbose, teacher=copy_model(teacher)
+                if not tables_before.get("teacher_done") else None)
+    epkd()
+    students = [tf_keras.models.load_model(run.student_checkpoint(k), compile=False)
+                for k in sorted(set(run.read("students")["iteration"].astype(int)))]
+    final_iteration = int(run.progress().get("final_iteration", len(students)))
+    final = epkd.teacher_model if final_iteration == 0 else students[final_iteration - 1]
+    tables = completed_tables(run)
+    for name in run.tables:
+        tables.setdefault(name, run.read(name))
+    return CompressionResult(teacher=epkd.teacher_model, students=students, final=final,
+                             final_iteration=final_iteration, tables=tables,
+                             headline="\n".join(headline(run)),
+                             output_dir=root if keep else None, data=data)
+
+
+def prune(model, target, *, criterion: str = "taylor", data=None, budget: str = "params",
+          layer_floor: float = 0.1, flops_weight: float = 0.0, channel_multiple: int = 1,
+          batch_size: int = 128, seed: int = 0, learning_rate: float = 5e-4, **criterion_settings):
+    """One-shot pruning of ``model`` to ``target`` in the ``budget`` measure (nonzero
+    parameters by default; a float in (0, 1) is that fraction of the model's current cost)
+    with any registered criterion; returns a new, physically smaller tf_keras model
+    (``poly_magnitude``: the same shapes with exact zeros). ``model`` is not changed.
+
+    ``data``: ``(x, y)`` arrays (or a loaded ``epkd_tf.data.Data``) the data-driven criteria
+    (taylor, oracle, poly_magnitude) score and fine-tune on; ``l1_filter`` needs none.
+    ``criterion_settings``: the criterion's own settings by field name (e.g.
+    ``batches=4`` for taylor, ``examples=512`` for oracle, ``epochs=2`` for poly_magnitude).
+    """
+    from epkd_tf.budget import MeasureContext, make_measure
+    from epkd_tf.config import PruningConfig
+    from epkd_tf.pruning import PruningContext
+    from epkd_tf.pruning.base import producer_widths
+    from epkd_tf.pruning.registry import PRUNERS
+    from epkd_tf.registry import UnknownNameError
+    from epkd_tf.settings import ConfigError
+    model = as_teacher(model, "model")
+    try:
+        pruner_class = PRUNERS.get(criterion)
+        pruner = pruner_class(**criterion_settings)
+        measure = make_measure(budget)
+    except UnknownNameError as err:
+        raise ApiError(f"{err}.") from None
+    except TypeError as err:
+        raise ApiError(f"criterion_settings {sorted(criterion_settings)} are not settings of "
+                       f"{criterion!r}: {err}") from None
+    config = PruningConfig(pruners=(criterion,), layer_floor=layer_floor,
+                           flops_weight=flops_weight, channel_multiple=channel_multiple)
+    context = MeasureContext(seed=seed)
+    current = measure.of(model, context)
+    if isinstance(target, float) and 0.0 < target < 1.0:
+        target = target * current
+    if not isinstance(target, (int, float)) or isinstance(target, bool) or target <= 0:
+        raise ApiError(f"target={target!r} is invalid: give the {measure.name} to reach "
+                       f"(the model has {measure.format(current)}) or a fraction in (0, 1).")
+    if not measure.lowered_by(pruner):
+        raise ApiError(f"criterion={criterion!r}: {measure.why_not(pruner)}.")
+    loaded = None
+    if data is not None:
+        from epkd_tf.config import DataConfig
+        train = tuple(data) if isinstance(data, (tuple, list)) else data
+        loaded = as_data(train, train, DataConfig(batch_size=batch_size, seed=seed))
+    elif pruner.needs_data:
+        raise ApiError(f"criterion={criterion!r} scores on data: pass data=(x, y).")
+    widths = producer_widths(model) if pruner.structured else None
+    ctx = PruningContext(loaded, config, seed=seed, batch_size=batch_size,
+                         learning_rate=learning_rate, measure=measure,
+                         measure_context=context, current_cost=current,
+                         teacher_widths=widths)
+    try:
+        value = int(round(target)) if measure.name == "params" else float(target)
+        return pruner.make_candidate(model, value, ctx).model
+    except ConfigError:
+        raise
+    except ValueError as err:
+        raise ApiError(" ".join(str(err).split())) from None
+
+
+def analyze(model):
+    """The channel dependency graph of a tf_keras model (``epkd_tf.graph.analyze``): its
+    prunable units, the groups coupled by merges and the blocks; raises
+    ``UnsupportedLayerError`` naming a layer it cannot trace."""
+    from epkd_tf.graph import analyze as analyze_graph
+    return analyze_graph(as_teacher(model, "model"))
+
+
+def load_model(path: str):
+    """A model file (.keras of tf_keras or Keras 3, .h5, Keras SavedModel directory) as a
+    tf_keras model, loaded safely: no code stored in the file runs (README, Reliability)."""
+    return as_teacher(os.fspath(path), "path")
