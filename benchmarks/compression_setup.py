@@ -79,8 +79,9 @@ def run_epkd(work: str, data_dir: str, name: str, ratio: float, seed: int,
                         *PROTOCOL, *extra], cwd=REPO, check=True)
         Path(wall_file).write_text(f"{time.perf_counter() - start:.1f}\n")
     students = pd.read_csv(os.path.join(out, "students.csv"))
-    final = students[students.final].iloc[0]
-    widths = layer_widths(os.path.join(out, "checkpoints", f"student_{int(final.iteration)}.keras"))
+    k = int(pd.read_csv(os.path.join(out, "final.csv")).iteration.iloc[0])
+    final = students.set_index("iteration").loc[k]
+    widths = layer_widths(os.path.join(out, "checkpoints", f"student_{k}.keras"))
     return {"name": name, "ratio": ratio, "seed": seed, "params": int(final.nonzero_params),
             "macs": int(final.macs), "test_accuracy": float(final.test_accuracy),
             "validation_accuracy": float(final.validation_accuracy),

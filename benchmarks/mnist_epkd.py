@@ -68,10 +68,9 @@ def run_recipe(flagfile: str, data_dir: str, out: str) -> float:
 
 def teacher_nonzero_params(out: str) -> int:
     import numpy as np
-    import epkd_tf  # noqa: F401  (Keras 2)
-    import tf_keras
-    model = tf_keras.models.load_model(os.path.join(out, "checkpoints", "teacher.keras"),
-                                       compile=False)
+    from epkd_tf.records import RunDir
+    run = RunDir(out)
+    model = run.load_checkpoint(run.teacher_checkpoint())
     return int(sum(np.count_nonzero(w) for w in model.get_weights()))
 
 

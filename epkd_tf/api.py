@@ -191,7 +191,7 @@ def _run(cfg, data, teacher, root: str, verbose: int, keep: bool) -> Compression
     epkd()
     students = [tf_keras.models.load_model(run.student_checkpoint(k), compile=False)
                 for k in sorted(set(run.read("students")["iteration"].astype(int)))]
-    final_iteration = int(run.progress().get("final_iteration", len(students)))
+    final_iteration = int(run.read("final").iloc[-1]["iteration"])
     final = epkd.teacher_model if final_iteration == 0 else students[final_iteration - 1]
     tables = completed_tables(run)
     for name in run.tables:

@@ -88,15 +88,36 @@ def differing_flags(old_text: str, new_text: str, flag_values: flags.FlagValues,
                   and not (k not in old and flag_values[k].value == flag_values[k].default))
 
 
+def failure_message(err: BaseException, where: str = "") -> str:
+    """One line for a failure on the way (exit status 1): a full disk, a read-only or
+    vanished directory, memory running out, a TensorFlow runtime error. ``where`` names
+    the directory being written (e.g. ``--output_dir=runs/a``) when the error does not."""
+    import errno
+    text = " ".join(str(getattr(err, "message", None) or err).split())[:300]
+    if isinstance(err, OSError):
+        where = f" ({err.filename or where})" if err.filename or where else ""
+        if err.errno == errno.ENOSPC:
+            return (f"no space left on the device{where}; the completed stages are kept: "
+                    f"free some space and rerun the same command to resume.")
+        if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            return (f"cannot write{where}: {err.strerror}; the completed stages are kept: "
+                    f"make the directory writable and rerun the same command to resume.")
+        return f"{err.strerror or text}{where}; rerun the same command to resume."
+    if isinstance(err, MemoryError) or type(err).__name__ == "ResourceExhaustedError":
+        return (f"out of memory ({text or 'MemoryError'}); lower --batch_size, "
+                f"--teacher_width or --image_size.")
+    return f"{type(err).__name__}: {text}"
+
+
 def prepare_output_dir(path: str, flags_text: str, flag_values: flags.FlagValues, names,
                        overwrite: bool, kind: str = "run") -> None:
-    """Before an entry point writes ``path``: refuses a file, a non-empty directory that is
-    not an epkd_tf ``kind`` (run, study), one written with different flags (naming them)
-    and a finished one; with ``overwrite`` an existing one is removed; an unfinished one
-    with the same flags is left to resume. ``flags_text`` is what the entry point would
-    write to flags.txt now. Raises UsageError."""
+    """Before an entry point writes ``path`` (holding its lock): refuses a file, a
+    non-empty directory that is not an epkd_tf ``kind`` (run, study), one written with
+    different flags (naming them) and a finished one; with ``overwrite`` an existing one
+    is emptied; an unfinished one with the same flags is left to resume. ``flags_text`` is
+    what the entry point would write to flags.txt now. Raises UsageError (or
+    ``records.DamagedRunError`` for an unreadable progress.json)."""
     import os
-    import shutil
     from epkd_tf.records import RunDir
     if not os.path.exists(path):
         return
@@ -104,12 +125,12 @@ def prepare_output_dir(path: str, flags_text: str, flag_values: flags.FlagValues
         raise UsageError(f"--output_dir={path} exists and is not a directory.")
     run = RunDir(path)
     if not os.path.exists(run.flags_file):
-        if os.listdir(path):
+        if run.entries():       # the lock file of this very process does not count
             raise UsageError(f"--output_dir={path} is a non-empty directory that holds no "
                              f"epkd_tf {kind}; choose a new or empty directory.")
         return
     if overwrite:
-        shutil.rmtree(path)
+        run.clear()             # everything but the lock this process holds
         return
     with open(run.flags_file, encoding="utf-8") as f:
         differing = differing_flags(f.read(), flags_text, flag_values, names)

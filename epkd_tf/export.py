@@ -9,36 +9,44 @@ writes the files of ``--formats`` into ``--output_dir`` (same layout as a run:
 ``keras3/<name>.keras``) and a ``deployment.csv`` with one row per format. ``--model`` is a
 ``.keras`` file, an ``.h5`` file or a Keras SavedModel directory (written by epkd_tf or
 ``model.save``; a Keras 3 ``.keras`` file is converted, see ``epkd_tf/models/keras3.py``),
-loaded in Keras safe mode (a model with a ``Lambda`` layer is refused; see
-``epkd_tf/models/user.py``).
+loaded without running code stored in it (a ``Lambda`` layer, a custom class... is
+refused; see ``epkd_tf/models/user.py``).
 Without ``--dataset`` there is no test accuracy, the SavedModel's ``serving_default`` takes
 float32 (already preprocessed) images, and ``tflite_int8`` (which needs calibration data) is
 refused (left out of the default ``--formats``).
 
-Bad input (missing model, unknown format, a model that does not fit the dataset...) prints
-one line ``error: ...`` naming the flag, exits with status 2 and writes nothing.
+Bad input (missing model, unknown format, a model that does not fit the dataset, a
+``--name`` that is not one plain file name, an ``--output_dir`` that cannot be written...)
+prints one line ``error: ...`` naming the flag, exits with status 2 and writes nothing.
+Everything is written into a temporary directory inside ``--output_dir`` and moved into
+place once every format is done, so an export that fails on the way (a TFLite conversion
+that fails, a full disk: one line, exit status 1) leaves nothing behind. The output
+directory is locked for the export (one process at a time).
 
 The flags live in their own ``FlagValues`` so that this module and ``epkd_tf.main`` (which
 defines --dataset, --output_dir... with other defaults) can be imported together.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import re
+import shutil
 import sys
+import tempfile
 
 from absl import flags
 
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
-from epkd_tf.cli import UsageError, fail, parse_module_flags, setup_logging
+from epkd_tf.cli import UsageError, fail, failure_message, parse_module_flags, setup_logging
 from epkd_tf.config import EXPORT_FORMATS
 
 FLAGS = flags.FlagValues()
 
 flags.DEFINE_string("model", None, "The model to export: a .keras file, an .h5 file or a "
                     "Keras SavedModel directory (e.g. RUN/checkpoints/student_3.keras); "
-                    "loaded in safe mode, Lambda layers are refused.",
+                    "loaded without running code stored in it (Lambda layers, custom "
+                    "classes... are refused).",
                     flag_values=FLAGS)
 flags.DEFINE_list("formats", list(EXPORT_FORMATS), f"Comma list of formats to write, from "
                   f"{', '.join(EXPORT_FORMATS)} (default: all; without --dataset all but "
@@ -72,7 +80,11 @@ flags.DEFINE_bool("int8_dense_per_channel", False, "tflite_int8: quantise Dense 
 
 
 def _check_output_dir(path: str) -> None:
-    if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+    """``path`` can be written and is new or empty (a lock file aside); UsageError or
+    RunDirError naming --output_dir otherwise."""
+    from epkd_tf.records import RunDir, check_output_dir
+    check_output_dir(path)
+    if os.path.exists(path) and (not os.path.isdir(path) or RunDir(path).entries()):
         raise UsageError(f"--output_dir={path} exists and is not an empty directory.")
 
 
@@ -81,7 +93,10 @@ def main(argv) -> int:
         return fail(f"unexpected arguments {' '.join(argv[1:])!r}; every setting is a --flag.")
     from epkd_tf.config import ConfigError, DataConfig, check_export_formats
     from epkd_tf.data import DataError, load_data
-    from epkd_tf.models.user import ModelFileError, check_fits, load_user_model
+    from epkd_tf.locking import DirectoryBusyError
+    from epkd_tf.models.user import (ModelFileError, check_finite, check_fits,
+                                     load_user_model)
+    from epkd_tf.records import RunDir, RunDirError, safe_name
     try:
         if not FLAGS.model:
             raise UsageError("--model is required: a .keras file, an .h5 file or a SavedModel "
@@ -102,10 +117,14 @@ def main(argv) -> int:
             if FLAGS[flag].value < 1:
                 raise UsageError(f"--{flag}={FLAGS[flag].value} is invalid: must be a "
                                  f"positive integer.")
-        if FLAGS.name is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", FLAGS.name):
-            raise UsageError(f"--name={FLAGS.name!r} is invalid: use letters, digits, _ . -")
+        if FLAGS.name is not None and safe_name(FLAGS.name, fallback="") != FLAGS.name:
+            # As for every name the entry points turn into paths: one plain component
+            # (no "..", no hidden or temporary name).
+            raise UsageError(f"--name={FLAGS.name!r} is invalid: use letters, digits, "
+                             f"_ . - and do not start with a dot.")
         _check_output_dir(FLAGS.output_dir)
         model = load_user_model(FLAGS.model, "model")
+        check_finite(model, "model")
         if "keras3" in formats and FLAGS["formats"].present:   # by default: skipped
             from epkd_tf.models.keras3 import Keras3ConversionError, check_keras3_export
             try:
@@ -120,27 +139,66 @@ def main(argv) -> int:
                                         test_split=FLAGS.test_split, seed=FLAGS.seed,
                                         image_size=FLAGS.image_size))
             check_fits(model, data.spec, "model", FLAGS.dataset)
-    except (ConfigError, DataError, ModelFileError, UsageError) as err:
+    except (ConfigError, DataError, ModelFileError, UsageError, RunDirError) as err:
         return fail(str(err))
     setup_logging()
     log = logging.getLogger("epkd_tf")
-    from epkd_tf import deploy
-    from epkd_tf.records import RunDir
     name = FLAGS.name or _default_name(FLAGS.model)
     if data is None and "saved_model" in formats:
         log.info("No --dataset: serving_default takes float32 preprocessed images %s "
                  "(the raw uint8 signature needs the dataset's preprocessing)",
                  tuple(model.input_shape[1:]))
-    run = RunDir(FLAGS.output_dir)
-    calibration = (deploy.calibration_examples(data, FLAGS.seed)
-                   if "tflite_int8" in formats else None)
-    rows, _ = deploy.export_model(run, model, name, formats, serving_name=name, version=1,
-                                  data=data, latency_runs=FLAGS.latency_runs,
-                                  threads=FLAGS.tflite_threads, calibration=calibration,
-                                  int8_dense_per_channel=FLAGS.int8_dense_per_channel)
-    run.append("deployment", rows)
-    log.info("Wrote %d formats of %s to %s", len(rows), name, run.root)
+    out = RunDir(FLAGS.output_dir)
+    with contextlib.ExitStack() as held:
+        try:      # one process per output directory, for the whole export
+            held.enter_context(out.lock())
+        except DirectoryBusyError as err:
+            return fail(str(err))
+        except OSError as err:
+            return fail(f"--output_dir={FLAGS.output_dir} cannot be written: {err.strerror}.")
+        if out.entries():     # filled since it was checked, by a process now gone
+            return fail(f"--output_dir={FLAGS.output_dir} exists and is not an empty "
+                        f"directory.")
+        try:
+            rows = _export(out, model, name, formats, data)
+        except Exception as err:   # a failed conversion, a full disk...: nothing was kept
+            return fail(f"exporting --model={FLAGS.model} failed, nothing was written: "
+                        f"{failure_message(err)}", status=1)
+    log.info("Wrote %d formats of %s to %s", len(rows), name, out.root)
     return 0
+
+
+def _export(out, model, name: str, formats, data):
+    """Writes every format into a temporary directory inside ``out`` and moves the
+    results into ``out`` (``deployment.csv`` last) once all are written; on any failure
+    nothing of it stays. Returns the deployment rows."""
+    from epkd_tf import deploy
+    from epkd_tf.records import TMP_PREFIX, RunDir
+    staging = RunDir(tempfile.mkdtemp(dir=out.root, prefix=TMP_PREFIX))
+    moved = []
+    try:
+        calibration = (deploy.calibration_examples(data, FLAGS.seed)
+                       if "tflite_int8" in formats else None)
+        rows, _ = deploy.export_model(staging, model, name, formats, serving_name=name,
+                                      version=1, data=data, latency_runs=FLAGS.latency_runs,
+                                      threads=FLAGS.tflite_threads, calibration=calibration,
+                                      int8_dense_per_channel=FLAGS.int8_dense_per_channel)
+        staging.append("deployment", rows)
+        for entry in sorted(os.listdir(staging.root), key=lambda n: n == "deployment.csv"):
+            os.replace(staging.path(entry), out.path(entry))
+            moved.append(out.path(entry))
+        if "saved_model" in formats:
+            deploy.write_models_config(out)     # base paths of the final place
+        return rows
+    except BaseException:
+        for path in moved:
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+        raise
+    finally:
+        shutil.rmtree(staging.root, ignore_errors=True)
 
 
 def _default_name(path: str) -> str:

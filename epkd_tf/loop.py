@@ -23,6 +23,7 @@ The teacher is trained from ``--teacher`` or loaded from ``--teacher_path``.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -135,13 +136,15 @@ class EPKD:
         teacher = self.teacher_model = self.teacher()
         done = self.run.progress()["iterations_done"]
         student = (teacher if done == 0 else
-                   tf_keras.models.load_model(self.run.student_checkpoint(done), compile=False))
+                   self.run.load_checkpoint(self.run.student_checkpoint(done)))
         cost = self.recorded_cost(done)
         self.iterations_started = time.perf_counter()
+        stopped = f"--iterations={self.cfg.iterations} reached"
         for iteration in range(done + 1, self.cfg.iterations + 1):
             reason = self.stop_reason()
             if reason:
                 log.info("Stopping before iteration %d: %s", iteration, reason)
+                stopped = reason
                 break
             tf_keras.utils.set_random_seed(self.cfg.data.seed + iteration)
             result = self.last_result = self.step(student, iteration,
@@ -150,7 +153,8 @@ class EPKD:
             cost = self.record(result)
             faults.reached(f"iteration_{iteration}_done")
             self.report_progress(iteration, done)
-        self.finalize()
+        stopped = self.stop_reason() or stopped
+        self.finalize(stopped)
         from epkd_tf.report import headline, write_report
         with self.clock.phase("logging"):
             log.info("Report: %s", write_report(self.run))
@@ -241,26 +245,28 @@ class EPKD:
         best = students.sort_values(["cost", "iteration"], ascending=[True, False]).iloc[0]
         return int(best["iteration"])
 
-    def finalize(self) -> None:
-        """Names the final student (students.csv ``final``) and exports it as
-        ``serving/final/1`` and ``tflite/final*.tflite`` (copies of its own exports).
-        Idempotent (it replaces what an earlier, interrupted call wrote), so a resumed run
-        simply does it again."""
+    def finalize(self, stopped: str) -> None:
+        """Names the final student (``final.csv``, ``stopped``: why the run ended) and
+        exports it under the name ``final`` (``serving/final/1``, ``tflite/final*.tflite``,
+        copies of its own exports). Part of the run's last stage: an interrupted one is
+        dropped and done again on resume."""
+        from epkd_tf.records import FINAL
         final = self.choose_final()
-        with self.clock.phase("export", 0, "final"):
+        with self.clock.phase("export", 0, FINAL):
             rows = deploy.copy_exports(self.run, "teacher" if final == 0 else
-                                       f"student_{final}", "final", iteration=final)
-        students = self.run.read("students")
-        if not students.empty:
-            students["final"] = students["iteration"] == final
-            self.run.replace("students", students)
-        deployment = self.run.read("deployment")
-        self.run.replace("deployment", pd.concat([deployment[deployment["model"] != "final"],
-                                                  rows], ignore_index=True))
+                                       f"student_{final}", FINAL, iteration=final)
         if final == 0:
             log.warning("warning: no student is within --max_accuracy_drop of the teacher; "
                         "the final model is the teacher itself")
-        self.run.mark(final_done=True, final_iteration=final)
+            row = self.run.read("teacher").iloc[0]
+        else:
+            row = self.run.read("students").set_index("iteration").loc[final]
+        self.run.append("final", pd.DataFrame([{
+            "iteration": final, "pruner": "teacher" if final == 0 else row["pruner"],
+            "nonzero_params": row["nonzero_params"], "macs": row["macs"],
+            "cost": row["cost"], "validation_accuracy": row["validation_accuracy"],
+            "test_accuracy": row["test_accuracy"], "stopped": stopped}]))
+        self.run.append("deployment", rows)
 
     def step(self, student: tf_keras.Model, iteration: int, target: float,
              current_cost: Optional[float] = None) -> IterationResult:
@@ -316,7 +322,7 @@ class EPKD:
         run, cfg = self.run, self.cfg
         if run.progress()["teacher_done"]:
             log.info("Teacher: reloaded from %s", run.teacher_checkpoint())
-            return tf_keras.models.load_model(run.teacher_checkpoint(), compile=False)
+            return run.load_checkpoint(run.teacher_checkpoint())
         if self.teacher_model is not None:      # given by the caller (the Python API)
             model = self.teacher_model
             history = pd.DataFrame(columns=training.HISTORY_COLUMNS)   # not trained here
@@ -487,7 +493,11 @@ class EPKD:
         the training data is augmented: then the teacher runs on every batch)."""
         if self._teacher_logits is None:
             from epkd_tf.distill.cache import teacher_logits_for
-            with self.clock.phase("teacher_logits"):
+            # One teacher_logits row per run (computed in iteration 1): a resumed run
+            # computes the cache again, and that time counts as `other` (README,
+            # Reproducibility).
+            resumed = self.run is not None and self.run.progress()["iterations_done"] > 0
+            with contextlib.nullcontext() if resumed else self.clock.phase("teacher_logits"):
                 logits = teacher_logits_for(self.teacher_model, self.data)
             self._teacher_logits = False if logits is None else logits
         return None if self._teacher_logits is False else self._teacher_logits
@@ -567,7 +577,7 @@ class EPKD:
         student_row = pd.DataFrame([{
             **row, "pruner": winner.pruner, "test_accuracy_before_finetune": before,
             "temperature": result.temperature, "kept_previous": result.kept_previous,
-            "epochs": result.epochs, "final": False}])
+            "epochs": result.epochs}])
         if result.kept_previous:
             log.info("Iteration %d student: the previous one kept (%s %s, test %.4f)",
                      iteration, self.measure.name, self.measure.format(row["cost"]), test_acc)

@@ -4,7 +4,12 @@ Every flag is validated before any work: a bad value prints one line ``error: ..
 the flag, exits with status 2 and leaves no output directory behind. Pointing
 ``--output_dir`` at an unfinished run with the same flags resumes it. A run that fails on
 the way (a NaN/Inf teacher loss, or a distillation's with ``--fail_on_nan``) prints one
-line ``error: ...`` and exits with status 1.
+line ``error: ...`` and exits with status 1, as does one that runs out of disk space,
+memory or write permission (its completed stages are kept: the same command resumes).
+Targets pruning cannot reach and teachers too large for the memory are refused before
+any work (``epkd_tf.feasibility``). One process at a time writes a run directory (a lock
+held for the whole run; a second is refused naming the first's PID), and a resumed run
+is first checked against what its completed stages recorded (``RunDir.prepare_resume``).
 
 Runs are reproducible: ``--seed`` seeds Python, NumPy and TensorFlow (again per
 iteration) and TensorFlow's op determinism is on, so the same flags give the same models
@@ -12,6 +17,7 @@ and accuracies on the same machine, also across an interrupted and resumed run.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
@@ -21,8 +27,8 @@ import sys
 from absl import app, flags
 
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
-from epkd_tf.cli import (UsageError, fail, parse_or_exit, prepare_output_dir,
-                         setup_logging)
+from epkd_tf.cli import (UsageError, fail, failure_message, parse_or_exit,
+                         prepare_output_dir, setup_logging)
 
 FLAGS = flags.FLAGS
 
@@ -66,17 +72,30 @@ def check_names(cfg) -> None:
 
 
 def check_teacher(cfg, spec) -> None:
-    """The teacher builds for the dataset (or --teacher_path loads and fits it) and
-    structured pruners can trace it."""
+    """The teacher builds for the dataset (or --teacher_path loads and fits it, with
+    finite weights), its training fits in memory, structured pruners can trace it and the
+    parameter targets are reachable (``epkd_tf.feasibility``)."""
+    import tensorflow as tf
+    from epkd_tf import feasibility
     from epkd_tf.graph import UnsupportedLayerError, analyze
     from epkd_tf.pruning import StructuredPruner
+    gpus = bool(tf.config.list_physical_devices("GPU"))
+    width_flag = ""
     if cfg.teacher.teacher_path:
-        from epkd_tf.models.user import check_fits, load_user_model
+        from epkd_tf.models.user import check_finite, check_fits, load_user_model
         flag = f"--teacher_path={cfg.teacher.teacher_path}"
         model = load_user_model(cfg.teacher.teacher_path, "teacher_path")
         check_fits(model, spec, "teacher_path", cfg.data.dataset)
+        check_finite(model, "teacher_path")
+        feasibility.check_memory(model, cfg.data.batch_size, flag, gpus)
     else:
         flag = f"--teacher={cfg.teacher.teacher}"
+        width_flag = f"--teacher_width={cfg.teacher.width:g}" if cfg.teacher.width != 1 else ""
+        made = " ".join(filter(None, [flag, width_flag, f"--image_size={cfg.data.image_size}"
+                                      if cfg.data.image_size else ""]))
+        with tf.Graph().as_default():       # sizes only: no weights are allocated
+            feasibility.check_memory(_build_teacher(cfg, spec), cfg.data.batch_size,
+                                     f"{made} (input {spec.input_shape})", gpus)
         model = _build_teacher(cfg, spec)
     if "keras3" in cfg.export_formats and FLAGS["export_formats"].present:
         # Asked for: refused now (students keep the teacher's layer classes). By default
@@ -87,11 +106,17 @@ def check_teacher(cfg, spec) -> None:
         except Keras3ConversionError as err:
             raise UsageError(f"--export_formats=keras3: {err} Leave keras3 out of "
                              f"--export_formats.") from err
+    graph = None
     if any(isinstance(p, StructuredPruner) for p in cfg.pruning.make_pruners()):
         try:
-            analyze(model)
+            graph = analyze(model)
         except UnsupportedLayerError as err:
             raise UsageError(f"{flag}: {err}") from err
+    if cfg.budget.budget == "params":      # other measures are checked as they are met
+        feasibility.check_targets(cfg.keep_ratio, cfg.iterations, cfg.pruning.layer_floor,
+                                  model, graph, width_flag,
+                                  goal=float(cfg.budget.target_params or 0),
+                                  floor_of_teacher=cfg.pruning.layer_floor_of == "teacher")
 
 
 def _build_teacher(cfg, spec):
@@ -122,7 +147,9 @@ def main(argv) -> int:
         return fail(f"unexpected arguments {' '.join(argv[1:])!r}; every setting is a --flag.")
     from epkd_tf.config import ConfigError
     from epkd_tf.data import DataError, load_data
+    from epkd_tf.locking import DirectoryBusyError
     from epkd_tf.models.user import ModelFileError
+    from epkd_tf.records import RunDir, RunDirError, check_output_dir
     if not FLAGS.output_dir:
         FLAGS.output_dir = _default_output_dir()
     try:
@@ -131,33 +158,63 @@ def main(argv) -> int:
         strategy, chief = make_strategy(cfg)
         seed_everything(cfg.data.seed)
         check_names(cfg)
+        if chief:
+            check_output_dir(cfg.output_dir)
         data = load_data(cfg.data)
         check_teacher(cfg, data.spec)
-        if chief:
-            if (cfg.distribution == "multi_worker_mirrored" and not FLAGS.overwrite
-                    and os.path.exists(os.path.join(cfg.output_dir, "flags.txt"))):
-                # The other workers keep no state to resume from: they would start over
-                # while the chief resumed, and their collective operations would not match.
-                raise UsageError(f"--output_dir={cfg.output_dir} holds a run, and "
-                                 "multi-worker runs cannot resume; pass --overwrite or "
-                                 "choose a new --output_dir.")
-            prepare_output_dir(cfg.output_dir, flags_text(cfg), FLAGS, RUN_FLAGS,
-                               FLAGS.overwrite)
-    except (ConfigError, DataError, ModelFileError, UsageError) as err:
+    except (ConfigError, DataError, ModelFileError, UsageError, RunDirError) as err:
         return fail(str(err))
     setup_logging()
-    from epkd_tf.loop import NonFiniteLossError, run_epkd
-    from epkd_tf.records import RunDir
-    log = logging.getLogger("epkd_tf")
-    if chief:
-        run = RunDir(cfg.output_dir)
-        run.write_text("flags.txt", flags_text(cfg))
-    else:
+    if not chief:
         # Workers other than the chief run every step (collectives must match) but keep
         # their files in a scratch directory that is removed at the end.
         import tempfile
         scratch = tempfile.mkdtemp(prefix="epkd_worker_")
-        run = RunDir(scratch)
+        try:
+            return _run(cfg, data, RunDir(scratch), strategy)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    run = RunDir(cfg.output_dir)
+    with contextlib.ExitStack() as held:
+        try:      # held for the whole run: one process per run directory
+            held.enter_context(run.lock())
+        except DirectoryBusyError as err:
+            return fail(str(err))
+        except OSError as err:
+            return fail(f"--output_dir={cfg.output_dir} cannot be written: {err.strerror}.")
+        try:
+            warning = prepare_run(cfg, run)
+        except (UsageError, RunDirError) as err:
+            return fail(str(err))
+        except OSError as err:
+            return fail(failure_message(err, f"--output_dir={cfg.output_dir}"), status=1)
+        if warning:
+            logging.getLogger("epkd_tf").warning(warning)
+        return _run(cfg, data, run, strategy)
+
+
+def prepare_run(cfg, run) -> str:
+    """Holding the run directory's lock: refuses a directory that this run cannot use,
+    empties it with --overwrite, checks a run to resume (a warning line when its last stage
+    is to be redone) and writes flags.txt. Raises UsageError or RunDirError."""
+    if (cfg.distribution == "multi_worker_mirrored" and not FLAGS.overwrite
+            and os.path.exists(run.flags_file)):
+        # The other workers keep no state to resume from: they would start over
+        # while the chief resumed, and their collective operations would not match.
+        raise UsageError(f"--output_dir={cfg.output_dir} holds a run, and "
+                         "multi-worker runs cannot resume; pass --overwrite or "
+                         "choose a new --output_dir.")
+    prepare_output_dir(cfg.output_dir, flags_text(cfg), FLAGS, RUN_FLAGS, FLAGS.overwrite)
+    warning = run.prepare_resume()
+    run.write_text("flags.txt", flags_text(cfg))
+    return warning
+
+
+def _run(cfg, data, run, strategy) -> int:
+    """Runs (or resumes) EPKD into ``run``; the exit status."""
+    from epkd_tf.loop import NonFiniteLossError, run_epkd
+    from epkd_tf.records import RunDirError
+    log = logging.getLogger("epkd_tf")
     log.info("Run directory: %s (%s; %s, %d replica(s))", run.root, data.spec,
              cfg.distribution, strategy.num_replicas_in_sync)
     if cfg.teacher.teacher_path:
@@ -172,9 +229,14 @@ def main(argv) -> int:
             students = run_epkd(cfg, data, run, verbose=FLAGS.verbose)
     except NonFiniteLossError as err:
         return fail(str(err), status=1)
-    finally:
-        if not chief:
-            shutil.rmtree(run.root, ignore_errors=True)
+    except RunDirError as err:      # a checkpoint that cannot be trusted
+        return fail(str(err))
+    except (OSError, MemoryError) as err:
+        return fail(failure_message(err, f"--output_dir={cfg.output_dir}"), status=1)
+    except Exception as err:        # a TensorFlow runtime failure (out of memory, I/O...)
+        if type(err).__module__.startswith("tensorflow"):
+            return fail(failure_message(err, f"--output_dir={cfg.output_dir}"), status=1)
+        raise
     log.info("Done: %d students in %s", len(students), run.root)
     return 0
 

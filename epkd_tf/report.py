@@ -16,7 +16,10 @@ table, and links the plots:
 * ``plots/size_latency.png`` — file size and TFLite latency per model and format
   (``deployment.csv``; ``students.csv`` when the run exported nothing).
 
-A RUN_DIR that is not an epkd_tf run prints one line ``error: ...`` and exits with status 2.
+A RUN_DIR that is not an epkd_tf run, or whose tables are not what its stages recorded in
+``progress.json`` (a lost or cut row, a lost header), prints one line ``error: ...`` naming
+the file and exits with status 2; other damaged files (a truncated export) are listed in
+``report.md`` ("Damaged files") and warned about.
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ import pandas as pd
 from absl import flags
 
 from epkd_tf.cli import fail, parse_module_flags, setup_logging
-from epkd_tf.records import RunDir
+from epkd_tf.records import RunDir, RunDirError
 
 FLAGS = flags.FlagValues()   # no flags: the run directory is the one argument
 
@@ -68,18 +71,9 @@ def markdown_table(frame: pd.DataFrame, columns: Optional[Sequence[str]] = None)
 
 def completed_tables(run: RunDir) -> Dict[str, pd.DataFrame]:
     """Every table of the run, without rows of stages that did not complete."""
-    state = run.progress()
-    done = state.get("iterations_done", 0) if state.get("teacher_done") else -1
-    tables = {}
-    for name in ("teacher_history", "teacher", "candidates", "students",
-                 "criteria_correlation", "deployment", "timings"):
-        frame = run.read(name)
-        if "iteration" in frame.columns:
-            frame = frame[frame["iteration"].fillna(0) <= done]
-        elif done < 0:
-            frame = frame.iloc[0:0]
-        tables[name] = frame.reset_index(drop=True)
-    return tables
+    return {name: run.read_completed(name).reset_index(drop=True)
+            for name in ("teacher_history", "teacher", "candidates", "students", "final",
+                         "criteria_correlation", "deployment", "timings")}
 
 
 # -- plots --------------------------------------------------------------------------------
@@ -217,10 +211,9 @@ def headline(run: RunDir) -> List[str]:
     until the run has chosen its final student."""
     t = completed_tables(run)
     teacher, students = t["teacher"], t["students"]
-    state = run.progress()
-    if teacher.empty or "final_iteration" not in state:
+    if teacher.empty or t["final"].empty:
         return []
-    k = int(state["final_iteration"])
+    k = int(t["final"].iloc[-1]["iteration"])
     if k and k not in set(students["iteration"].astype(int)):
         return []       # chosen among stages that the progress no longer counts as done
     final = teacher.iloc[0] if k == 0 else students.set_index("iteration").loc[k]
@@ -245,7 +238,7 @@ def headline(run: RunDir) -> List[str]:
     what = "the teacher itself (no student within the stop rules)" if k == 0 else \
         f"iteration {k}'s student"
     lines = [f"**Teacher → final student** ({what}; winners per iteration: "
-             f"{winners or 'none'}):", "",
+             f"{winners or 'none'}; stopped: {t['final'].iloc[-1]['stopped']}):", "",
              "| | teacher | final student | change |", "|---|---|---|---|"]
     for label, before, after, kind, word in rows:
         lines.append(f"| {label} | {_fmt(before, kind)} | {_fmt(after, kind)} | "
@@ -341,8 +334,10 @@ def selection_statement(flags_text: str, candidates: pd.DataFrame) -> List[str]:
             "held-out training examples instead."]
 
 
-def write_report(run: RunDir) -> str:
-    """Writes ``report.md`` and its plots into ``run`` (atomically); returns its path."""
+def write_report(run: RunDir, check_files: bool = False) -> str:
+    """Writes ``report.md`` and its plots into ``run`` (atomically); returns its path.
+    ``check_files``: list the files that are not what their stage wrote (``python -m
+    epkd_tf.report`` does; a run writing its own report wrote those files itself)."""
     t = completed_tables(run)
     state = run.progress()
     students, candidates = t["students"], t["candidates"]
@@ -429,6 +424,14 @@ def write_report(run: RunDir) -> str:
     lines += ["## Where the time went", ""]
     lines += time_per_phase(t["timings"])
 
+    damaged = [d for d in run.damages() if not d["table"]] if check_files else []
+    if damaged:
+        lines += ["## Damaged files", "",
+                  "These files are not what their stage wrote (checked against "
+                  "`progress.json`):", ""]
+        lines += [f"* `{d['path']}` ({d['problem']}; stage: {d['name']})" for d in damaged]
+        lines += [""]
+
     run.write_text(os.path.relpath(run.report_file, run.root), "\n".join(lines))
     return run.report_file
 
@@ -439,7 +442,8 @@ class UsageError(ValueError):
 
 
 def check_run_dir(path: str) -> RunDir:
-    """``path`` is an epkd_tf run directory; raises UsageError naming it otherwise."""
+    """``path`` is an epkd_tf run directory whose tables are what its stages wrote;
+    raises UsageError naming it (and a damaged file) otherwise."""
     if not os.path.exists(path):
         raise UsageError(f"RUN_DIR={path} does not exist; give the --output_dir of a run.")
     if not os.path.isdir(path):
@@ -449,10 +453,15 @@ def check_run_dir(path: str) -> RunDir:
         raise UsageError(f"RUN_DIR={path} is not an epkd_tf run (it has no flags.txt and "
                          f"progress.json); give the --output_dir of a run.")
     try:
-        run.progress()
-    except ValueError as err:   # json.JSONDecodeError
-        raise UsageError(f"RUN_DIR={path} has an unreadable progress.json: "
-                         f"{' '.join(str(err).split())}") from err
+        tables = [d for d in run.damages() if d["table"]]
+        for name in run.tables:
+            run.read_completed(name)
+    except RunDirError as err:
+        raise UsageError(f"RUN_DIR={path}: {err}") from err
+    if tables:
+        raise UsageError(f"RUN_DIR={path}: {tables[0]['path']} is damaged "
+                         f"({tables[0]['problem']}; not what the {tables[0]['name']} stage "
+                         f"wrote); a report from it would be wrong.")
     return run
 
 
@@ -464,7 +473,10 @@ def main(argv) -> int:
     except UsageError as err:
         return fail(str(err))
     setup_logging()
-    path = write_report(run)
+    path = write_report(run, check_files=True)
+    for damage in run.damages():
+        logging.getLogger("epkd_tf").warning("warning: %s is damaged (%s)", damage["path"],
+                                             damage["problem"])
     logging.getLogger("epkd_tf").info("Report: %s", path)
     return 0
 

@@ -196,13 +196,12 @@ def test_target_stops_the_run_at_the_first_student_that_meets_it(macs_run):
     assert len(students) < 6 and students.macs.iloc[-1] <= 12000
     assert "meets every --target_* goal" in result.stderr
     # The final student is the smallest one (no accuracy rule): the last.
-    assert students.final.tolist() == [False] * (len(students) - 1) + [True]
+    assert pd.read_csv(out / "final.csv").iteration.tolist() == [len(students)]
 
 
 def test_the_final_student_is_exported_and_headlined(macs_run):
     out, result = macs_run
-    students = pd.read_csv(out / "students.csv")
-    k = int(students[students.final].iteration.iloc[0])
+    k = int(pd.read_csv(out / "final.csv").iteration.iloc[0])
     assert (out / "serving" / "final" / "1" / "saved_model.pb").exists()
     final_file = (out / "tflite" / "final.tflite").read_bytes()
     assert final_file == (out / "tflite" / f"student_{k}.tflite").read_bytes()
@@ -219,7 +218,8 @@ def test_the_final_student_is_exported_and_headlined(macs_run):
     # The console's last lines give the same headline.
     tail = result.stderr.strip().splitlines()[-12:]
     assert any("final student" in line for line in tail)
-    assert json.loads((out / "progress.json").read_text())["final_iteration"] == k
+    final_row = pd.read_csv(out / "final.csv")
+    assert final_row.iteration.tolist() == [k] and "meets every" in final_row.stopped[0]
 
 
 def test_final_student_is_the_smallest_within_the_allowed_drop(tmp_path):
@@ -263,7 +263,7 @@ def test_max_accuracy_drop_stops_and_keeps_the_last_student_within_it(tiny_dir, 
         assert students.iteration.max() == first_over       # stopped right after it
         assert "below the teacher" in result.stderr
     expected = int(within.sort_values("cost").iteration.iloc[0]) if len(within) else 0
-    assert json.loads((out / "progress.json").read_text())["final_iteration"] == expected
+    assert pd.read_csv(out / "final.csv").iteration.tolist() == [expected]
 
 
 # -- a held-out selection split ------------------------------------------------------

@@ -258,6 +258,21 @@ BAD_FLAGS = [
     (["--teacher_path={models}/keras3_lambda.keras"], "keras3_lambda.keras is a Keras 3 model "
      "that epkd_tf cannot convert to tf_keras: layer 'double' (Lambda)"),
     (["--teacher_path={models}/good.keras", "--teacher=lenet5"], "both name the teacher"),
+    # Issue #15: inputs that used to fail after work had started, or with a traceback.
+    (["--teacher_path={models}/nan.keras"], "--teacher_path has non-finite weights"),
+    (["--teacher_width=1e-9"], "--teacher_width=1e-09"),
+    (["--keep_ratio=0.000000001"], "--keep_ratio=1e-09 with --iterations=10"),
+    (["--keep_ratio=0.5", "--iterations=30", "--pruners=poly_magnitude"],
+     "fewer than one in the end"),
+    (["--keep_ratio=0.5", "--iterations=12", "--pruners=l1_filter"], "one unit per layer"),
+    (["--seed=4294967295"], "--seed=4294967295"),
+    (["--seed=99999999999"], "--seed=99999999999"),
+    (["--teacher_width=100000"], "--teacher_width"),
+    (["--image_size=100000"], "--image_size"),
+    (["--output_dir=/"], "--output_dir=/ is the file system's root"),
+    (["--output_dir={models}/notes.txt/run"], "notes.txt, which is a file"),
+    (["--output_dir=/tmp/" + "x" * 300], "is too long"),
+    (["--output_dir=/proc/epkd_run"], "lies in /proc"),
 ]
 
 
@@ -288,6 +303,10 @@ def teacher_files(tmp_path_factory):
     model(shape=(28, 28, 1)).save(root / "mnist_shaped.keras")
     model(classes=10).save(root / "ten_classes.keras")
     model(activation="softmax").save(root / "softmax.keras")
+    diverged = model(layers.Dense(16))
+    diverged.layers[-2].set_weights([np.full_like(w, np.nan)
+                                     for w in diverged.layers[-2].get_weights()])
+    diverged.save(root / "nan.keras")
     model(layers.Dense(8), layers.Reshape((2, 4)), classes=4).save(root / "rank3.keras")
     model(layers.Reshape((144, 1)), layers.LSTM(8), flatten=False).save(root / "lstm.keras")
     tf.saved_model.save(tf.Module(), str(root / "plain_saved_model"))

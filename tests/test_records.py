@@ -141,3 +141,172 @@ def test_atomic_writes_get_the_usual_file_mode(tmp_path):
         assert os.stat(path).st_mode & 0o777 == 0o644
     finally:
         os.umask(mask)
+
+
+# -- reliability: links, locking, output directories, verified progress ---------------------
+import json
+import subprocess
+import sys
+
+from epkd_tf.locking import DirectoryBusyError
+from epkd_tf.records import (LOCK_NAME, DamagedRunError, RunDirError, check_output_dir)
+
+
+def test_paths_through_a_link_out_of_the_run_are_refused(tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    run = RunDir(str(tmp_path / "run"))
+    os.makedirs(run.root)
+    os.symlink(outside, run.path("tflite"))
+    with pytest.raises(ValueError, match=r"outside the run directory .*symbolic link"):
+        run.tflite_path("student_3")
+    with pytest.raises(RunDirError, match="tflite is a link to .*elsewhere, outside the run"):
+        run.check_links()
+    os.makedirs(run.path("plots"))
+    os.symlink(run.path("plots"), run.path("figures"))       # a link inside is fine
+    assert run.path("figures", "a.png").endswith("figures/a.png")
+
+
+def test_one_process_holds_a_directory_and_a_dead_holder_is_taken_over(tmp_path):
+    run = RunDir(str(tmp_path / "new"))
+    with run.lock("--output_dir=new"):
+        assert open(run.path(LOCK_NAME)).read().strip() == str(os.getpid())
+        assert run.entries() == []
+        # flock conflicts between open files, also within one process; another process:
+        code = ("from epkd_tf.records import RunDir\n"
+                f"with RunDir({run.root!r}).lock('--output_dir=new'): pass\n")
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert result.returncode != 0
+        assert f"--output_dir=new is in use by another epkd_tf process (PID {os.getpid()})" \
+            in result.stderr
+        with pytest.raises(DirectoryBusyError, match=f"PID {os.getpid()}"):
+            with run.lock("--output_dir=new"):
+                pass
+    assert not os.path.exists(run.root)      # created for the lock, left empty: removed
+    # A lock file left by a process that died (SIGKILL) holds no lock: it is taken over.
+    os.makedirs(run.root)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    with open(run.path(LOCK_NAME), "w") as f:
+        f.write(dead + "\n")
+    with run.lock():
+        assert open(run.path(LOCK_NAME)).read().strip() == str(os.getpid())
+    assert os.listdir(run.root) == []
+
+
+def test_clear_keeps_the_lock(tmp_path):
+    run = RunDir(str(tmp_path))
+    with run.lock():
+        run.write_text("flags.txt", "x")
+        run.write_bytes("tflite/a.tflite", b"x")
+        run.clear()
+        assert os.listdir(tmp_path) == [LOCK_NAME]
+
+
+def test_output_dirs_no_run_could_write_are_refused(tmp_path):
+    (tmp_path / "file").write_text("x")
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    for path, message in [("/", "the file system's root"),
+                          (str(tmp_path / "file" / "run"), "which is a file"),
+                          (str(tmp_path / "file"), "exists and is not a directory"),
+                          (str(tmp_path / ("x" * 300)), "too long"),
+                          ("/proc/self/run", "lies in /proc, a virtual file system")]:
+        with pytest.raises(RunDirError, match=message):
+            check_output_dir(path)
+        assert not os.path.exists(os.path.join(path, "flags.txt"))
+    check_output_dir(str(tmp_path / "new" / "run"))         # fine: nothing written
+    assert not (tmp_path / "new").exists()
+    if make_read_only(read_only):
+        try:
+            with pytest.raises(RunDirError, match="cannot be written"):
+                check_output_dir(str(read_only / "run"))
+        finally:
+            make_writable(read_only)
+
+
+def make_read_only(path) -> bool:
+    """chmod for a user; root ignores modes, so the immutable attribute (ext4); False if
+    neither is possible here."""
+    if os.geteuid() != 0:
+        os.chmod(path, 0o555)
+        return True
+    return subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0
+
+
+def make_writable(path) -> None:
+    if os.geteuid() != 0:
+        os.chmod(path, 0o755)
+    else:
+        subprocess.run(["chattr", "-i", str(path)], capture_output=True)
+
+
+@pytest.mark.parametrize("text", ["", "{not json", "[]", "{}", "null",
+                                  '{"teacher_done": "yes", "iterations_done": 1, '
+                                  '"finished": false}'])
+def test_a_damaged_progress_file_is_named(text, tmp_path):
+    run = RunDir(str(tmp_path))
+    (tmp_path / "progress.json").write_text(text)
+    with pytest.raises(DamagedRunError, match=r"progress.json is damaged"):
+        run.progress()
+
+
+def committed_run(tmp_path):
+    """A run directory whose teacher and iteration 1 and 2 completed (synthetic files)."""
+    run = RunDir(str(tmp_path / "run"))
+    for stage, name in enumerate(["teacher", "student_1", "student_2"]):
+        run.write_bytes(f"checkpoints/{name}.keras", f"weights of {name}".encode())
+        run.append("students" if stage else "teacher_history",
+                   pd.DataFrame([{"iteration": stage, "pruner": "l1", "epoch": 1}]))
+        run.mark(**({"iterations_done": stage} if stage else {"teacher_done": True}))
+    return run
+
+
+def test_tables_only_grow_so_each_stage_s_record_stays_checkable(tmp_path):
+    run = committed_run(tmp_path)
+    state = json.load(open(run.path("progress.json")))
+    assert [s["name"] for s in state["stages"]] == ["teacher", "iteration 1", "iteration 2"]
+    sizes = [s["tables"]["students"]["bytes"] for s in state["stages"][1:]]
+    data = open(run.table_path("students"), "rb").read()
+    assert len(data) == sizes[1] > sizes[0] and data[:sizes[0]].count(b"\n") == 2
+    assert run.verify() is None and run.prepare_resume() is None
+
+
+def test_damage_to_the_last_stage_is_redone_and_to_an_earlier_one_refused(tmp_path):
+    run = committed_run(tmp_path)
+    with open(run.student_checkpoint(2), "ab") as f:
+        f.write(b"!")
+    assert run.verify()["path"] == "checkpoints/student_2.keras"
+    warning = run.prepare_resume()
+    assert "checkpoints/student_2.keras" in warning and "iteration 2 stage" in warning
+    assert run.progress()["iterations_done"] == 1
+    run.drop_unfinished()
+    assert not os.path.exists(run.student_checkpoint(2))
+    assert run.read("students").iteration.tolist() == [1]
+
+    run = committed_run(tmp_path / "again")
+    rows = open(run.table_path("students")).read().splitlines()
+    open(run.table_path("students"), "w").write("\n".join(rows[:1] + rows[2:]) + "\n")
+    before = open(run.path("progress.json")).read()
+    with pytest.raises(DamagedRunError, match=r"students.csv .* not what the iteration 1 "
+                                              r"stage wrote.*--overwrite"):
+        run.prepare_resume("--output_dir=x")
+    assert open(run.path("progress.json")).read() == before
+    # progress.json that claims more than it recorded
+    state = json.loads(before)
+    state["iterations_done"] = 5
+    open(run.path("progress.json"), "w").write(json.dumps(state))
+    with pytest.raises(DamagedRunError, match="claims 6 completed stages .* records what 3"):
+        run.verify()
+
+
+def test_a_cut_row_or_a_lost_header_is_refused_on_reading(tmp_path):
+    run = RunDir(str(tmp_path))
+    run.append("students", pd.DataFrame([{"iteration": 1, "total_params": 266610}]))
+    text = open(run.table_path("students")).read()
+    open(run.table_path("students"), "w").write(text[:-4])
+    with pytest.raises(DamagedRunError, match="students.csv is damaged: its last row is cut"):
+        run.read("students")
+    open(run.table_path("students"), "w").write(text.split("\n", 1)[1])
+    with pytest.raises(DamagedRunError, match="students.csv is damaged: its first line"):
+        run.append("students", pd.DataFrame([{"iteration": 2}]))

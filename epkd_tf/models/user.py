@@ -1,15 +1,19 @@
 """A user's trained model as the teacher (``--teacher_path``) or as ``export --model``.
 
 :func:`load_user_model` reads a ``.keras`` file, a legacy ``.h5`` file or a Keras
-SavedModel directory **in Keras safe mode**: no Python code stored in the file is ever run.
-A ``Lambda`` layer carries such code (marshalled bytecode in ``.h5`` and SavedModels,
-where ``safe_mode`` of ``load_model`` does not apply), so the file's stored layer
-configuration is read first and a model with a ``Lambda`` layer is refused before Keras
-deserialises anything; loading itself then runs in a safe-mode scope as well.
+SavedModel directory **without running or importing any code stored in it**: the file's
+stored configuration is read first (without Keras) and checked against an allow-list of
+built-in layers and Keras modules (:mod:`epkd_tf.models.safe_config`: a ``Lambda`` layer,
+a TF-op layer calling e.g. ``tf.io.write_file``, a ``module`` field naming another module,
+a custom class... are refused before Keras deserialises anything); loading then runs in
+Keras safe mode, and every loaded layer must be exactly the built-in class it names. A run
+reloads its own checkpoints through the same function (``RunDir.load_checkpoint``).
 :func:`check_fits` checks that the model maps the dataset's images to logits of its
-classes. Every problem is a :class:`ModelFileError` whose one-line message names the flag.
-A Keras 3 file (TF 2.21's default ``model.save``) is converted to tf_keras from its stored
-JSON by :mod:`epkd_tf.models.keras3`, which refuses Lambda layers and custom objects too.
+classes, :func:`check_finite` that its weights are numbers. Every problem is a
+:class:`ModelFileError` whose one-line message names the flag (or the file). A Keras 3
+file (TF 2.21's default ``model.save``) is converted to tf_keras from its stored JSON by
+:mod:`epkd_tf.models.keras3`, whose table of convertible layers is its allow-list (Lambda
+layers and custom objects are refused there too).
 """
 from __future__ import annotations
 
@@ -31,19 +35,41 @@ def _one_line(err: Exception, limit: int = 300) -> str:
     return " ".join(str(err).split())[:limit] or type(err).__name__
 
 
-def model_kind(path: str, flag: str) -> str:
-    """``keras``, ``h5`` or ``saved_model``; ModelFileError for anything else."""
+def _subject(path: str, flag: Optional[str]) -> str:
+    """How messages name the file: ``--flag=path``, or the path alone (a checkpoint)."""
+    return f"--{flag}={path}" if flag else path
+
+
+def model_kind(path: str, flag: Optional[str]) -> str:
+    """``keras``, ``h5`` or ``saved_model``; ModelFileError for anything else, and for
+    anything that is not a regular file (a FIFO or a device would block or never end)."""
+    subject = _subject(path, flag)
     if not os.path.exists(path):
-        raise ModelFileError(f"--{flag}={path} does not exist.")
+        raise ModelFileError(f"{subject} does not exist.")
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, "saved_model.pb")):
+            _check_regular_files(path, subject)
             return SAVED_MODEL
-    elif path.endswith(".keras"):
-        return KERAS
-    elif path.endswith((".h5", ".hdf5")):
-        return H5
-    raise ModelFileError(f"--{flag}={path} is neither a .keras file, an .h5 file nor a "
+    elif path.endswith((".keras", ".h5", ".hdf5")):
+        if not os.path.isfile(path):
+            raise ModelFileError(f"{subject} is not a regular file (a FIFO, socket or "
+                                 f"device cannot be read as a model).")
+        return KERAS if path.endswith(".keras") else H5
+    raise ModelFileError(f"{subject} is neither a .keras file, an .h5 file nor a "
                          f"SavedModel directory.")
+
+
+def _check_regular_files(path: str, subject: str) -> None:
+    """Every entry of a SavedModel directory is a directory or a regular file."""
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            entry = os.path.join(root, name)
+            if os.path.islink(entry) and os.path.isdir(entry):
+                raise ModelFileError(f"{subject} holds a link to a directory "
+                                     f"({os.path.relpath(entry, path)}).")
+            if name in files and not os.path.isfile(entry):
+                raise ModelFileError(f"{subject} holds {os.path.relpath(entry, path)}, "
+                                     f"which is not a regular file.")
 
 
 def model_stem(path: str) -> str:
@@ -83,47 +109,29 @@ def _stored_configs(path: str, kind: str) -> Iterator:
             yield json.loads(node.metadata or "{}")
 
 
-def _lambda_layer(config) -> Optional[str]:
-    """Name of the first ``Lambda`` layer anywhere in a stored configuration, if any."""
-    if isinstance(config, dict):
-        if config.get("class_name") == "Lambda":
-            inner = config.get("config")
-            return str((inner if isinstance(inner, dict) else config).get("name", "?"))
-        children = config.values()
-    elif isinstance(config, list):
-        children = config
-    else:
-        return None
-    for child in children:
-        found = _lambda_layer(child)
-        if found is not None:
-            return found
-    return None
-
-
-def load_user_model(path: str, flag: str):
-    """The tf_keras model at ``path`` (.keras, .h5, Keras SavedModel), loaded in safe mode
-    without compiling; one image input and one output. Raises ModelFileError."""
+def load_user_model(path: str, flag: Optional[str]):
+    """The tf_keras model at ``path`` (.keras, .h5, Keras SavedModel), loaded uncompiled
+    without running code stored in the file (see the module docstring); one input and one
+    output. ``flag`` names the file in messages (``--flag=path``; None: the path alone).
+    Raises ModelFileError."""
     import tf_keras
     from tf_keras.src.saving import serialization_lib   # safe mode of the legacy loaders
     import epkd_tf.models  # noqa: F401  (registers the zoo's custom layers, if any)
     from epkd_tf.models import keras3
+    from epkd_tf.models.safe_config import UnsafeConfigError, check_config, check_model
 
+    subject = _subject(path, flag)
     kind = model_kind(path, flag)
     keras3_file = keras3.is_keras3_file(path)
     try:
+        # A Keras 3 file is checked by its converter's own table (epkd_tf.models.keras3).
         for config in [] if keras3_file else _stored_configs(path, kind):
-            name = _lambda_layer(config)
-            if name is not None:
-                raise ModelFileError(
-                    f"--{flag}={path} has a Lambda layer {name!r}: its Python code would run "
-                    f"on loading, and epkd_tf loads models in Keras safe mode; rebuild the "
-                    f"model with built-in layers.")
-    except ModelFileError:
-        raise
+            check_config(config)
+    except UnsafeConfigError as err:
+        raise ModelFileError(f"{subject} has {err}.") from None
     except Exception as err:  # a damaged archive, HDF5 or protobuf file
         label = {KERAS: ".keras file", H5: ".h5 file", SAVED_MODEL: "Keras SavedModel"}[kind]
-        raise ModelFileError(f"--{flag}={path} is not a readable {label}: "
+        raise ModelFileError(f"{subject} is not a readable {label}: "
                              f"{_one_line(err)}") from err
     try:
         if keras3_file:     # checked against its allow-list before anything is built
@@ -136,15 +144,32 @@ def load_user_model(path: str, flag: str):
     except ModelFileError:
         raise
     except Exception as err:  # any loader failure is the user's file, reported in one line
-        raise ModelFileError(f"--{flag}={path} cannot be loaded as a Keras model: "
+        raise ModelFileError(f"{subject} cannot be loaded as a Keras model: "
                              f"{_one_line(err)}") from err
     if not isinstance(model, tf_keras.Model):
-        raise ModelFileError(f"--{flag}={path} is not a Keras model (a plain TensorFlow "
+        raise ModelFileError(f"{subject} is not a Keras model (a plain TensorFlow "
                              f"SavedModel?); save it with model.save.")
+    try:
+        check_model(model)
+    except UnsafeConfigError as err:
+        raise ModelFileError(f"{subject} has {err}.") from None
     if len(model.inputs or ()) != 1 or len(model.outputs or ()) != 1:
-        raise ModelFileError(f"--{flag}={path} must have one image input and one logits "
+        raise ModelFileError(f"{subject} must have one image input and one logits "
                              f"output.")
     return model
+
+
+def check_finite(model, flag: str) -> None:
+    """Every weight of ``model`` is a finite number; ModelFileError naming the first
+    layer with NaN or Inf (a diverged model would be distilled from, and exported, as
+    if it were trained)."""
+    import numpy as np
+    for layer in model.layers:
+        for weight in layer.weights:
+            if not np.all(np.isfinite(weight.numpy())):
+                raise ModelFileError(f"--{flag} has non-finite weights (NaN or Inf) in "
+                                     f"layer {layer.name!r} ({weight.name}); it cannot be "
+                                     f"used.")
 
 
 def _softmax_output(model) -> Optional[str]:

@@ -150,3 +150,14 @@ def plan_removal(graph: "ChannelGraph", scores: np.ndarray, target: float,
             hi = mid
     k = hi if abs(count(hi) - target) <= abs(count(lo) - target) else lo
     return Plan(removed(k), count(k), target)
+
+
+def minimum_nonzero(graph: "ChannelGraph", layer_floor: float,
+                    counter: "ParamCounter" = None) -> int:
+    """The fewest nonzero parameters structured pruning can leave in one plan: every
+    group removed that the per-block floor of ``layer_floor`` allows (``layer_floor=0``:
+    one group left per block, the least any number of iterations can reach)."""
+    from epkd_tf.graph import ParamCounter
+    counter = counter or ParamCounter(graph)
+    order = removal_order(graph, np.zeros(len(graph.group_block)), layer_floor)
+    return counter.count(graph.unit_keep(order))

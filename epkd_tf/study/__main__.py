@@ -7,10 +7,13 @@ trains one teacher, then for every method of ``--methods``, fraction of
 ``study.csv``, ``comparisons.csv``, ``study.md`` and plots into ``--output_dir`` (README,
 The compression study). Every finished cell is recorded as it completes: rerunning the
 same command resumes an interrupted study. Bad input prints one line ``error: ...`` naming
-the flag, exits with status 2 and writes nothing.
+the flag, exits with status 2 and writes nothing; a study that runs out of disk space or
+write permission on the way prints one line and exits with status 1 (the finished cells
+are kept). One process at a time writes a study directory (a lock held throughout).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -18,8 +21,8 @@ import sys
 from absl import flags
 
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
-from epkd_tf.cli import (UsageError, fail, parse_module_flags, prepare_output_dir,
-                         setup_logging)
+from epkd_tf.cli import (UsageError, fail, failure_message, parse_module_flags,
+                         prepare_output_dir, setup_logging)
 
 FLAGS = flags.FlagValues()
 
@@ -88,24 +91,43 @@ def main(argv) -> int:
         return fail(f"unexpected arguments {' '.join(argv[1:])!r}; every setting is a --flag.")
     from epkd_tf.config import ConfigError
     from epkd_tf.data import DataError, load_data
+    from epkd_tf.locking import DirectoryBusyError
+    from epkd_tf.records import RunDirError, check_output_dir
+    from epkd_tf.study.layout import StudyDir
     if not FLAGS.output_dir:
         FLAGS.output_dir = os.path.join("saved_models",
                                         f"study_{FLAGS.dataset}_{FLAGS.teacher}".replace("/", "-"))
     try:
         cfg = build_config()
+        check_output_dir(cfg.output_dir)
         data = load_data(cfg.data)
         check_inputs(cfg, data.spec)
-        prepare_output_dir(cfg.output_dir, flags_text(cfg), FLAGS, RUN_FLAGS, FLAGS.overwrite,
-                               "study")
-    except (ConfigError, DataError, UsageError) as err:
+    except (ConfigError, DataError, UsageError, RunDirError) as err:
         return fail(str(err))
-    setup_logging()
-    from epkd_tf.study.layout import StudyDir
-    from epkd_tf.study.runner import Study
     d = StudyDir(cfg.output_dir)
-    d.write_text("flags.txt", flags_text(cfg))
-    logging.getLogger("epkd_tf").info("Study directory: %s (%s)", d.root, data.spec)
-    Study(cfg, data, d, verbose=FLAGS.verbose)()
+    with contextlib.ExitStack() as held:
+        try:      # held for the whole study: one process per study directory
+            held.enter_context(d.lock())
+        except DirectoryBusyError as err:
+            return fail(str(err))
+        except OSError as err:
+            return fail(f"--output_dir={cfg.output_dir} cannot be written: {err.strerror}.")
+        try:
+            prepare_output_dir(cfg.output_dir, flags_text(cfg), FLAGS, RUN_FLAGS,
+                               FLAGS.overwrite, "study")
+            d.check_links()
+        except (UsageError, RunDirError) as err:
+            return fail(str(err))
+        setup_logging()
+        from epkd_tf.study.runner import Study
+        try:
+            d.write_text("flags.txt", flags_text(cfg))
+            logging.getLogger("epkd_tf").info("Study directory: %s (%s)", d.root, data.spec)
+            Study(cfg, data, d, verbose=FLAGS.verbose)()
+        except RunDirError as err:     # a model file of the study that cannot be trusted
+            return fail(str(err))
+        except (OSError, MemoryError) as err:
+            return fail(failure_message(err, f"--output_dir={cfg.output_dir}"), status=1)
     logging.getLogger("epkd_tf").info("Done: %s", d.path("study.md"))
     return 0
 

@@ -83,7 +83,7 @@ class Study:
                         previous_path = self.dir.cell_checkpoint(name, fraction, seed)
                         continue
                     if method.from_previous and previous_path is not None:
-                        previous = tf_keras.models.load_model(previous_path, compile=False)
+                        previous = self.dir.load_checkpoint(previous_path)
                     target = target_params(teacher_nonzero, fraction)
                     tf_keras.utils.set_random_seed(derive_seed(seed,
                                                                int(round(fraction * 1000))))
@@ -111,9 +111,8 @@ class Study:
         d, cfg = self.dir, self.cfg
         if d.teacher_done():
             log.info("Teacher: reloaded from %s", d.teacher_checkpoint())
-            return (tf_keras.models.load_model(d.teacher_checkpoint(), compile=False),
-                    tf_keras.models.load_model(d.teacher_initial_checkpoint(),
-                                               compile=False).get_weights())
+            return (d.load_checkpoint(d.teacher_checkpoint()),
+                    d.load_checkpoint(d.teacher_initial_checkpoint()).get_weights())
         tf_keras.utils.set_random_seed(cfg.data.seed)
         spec = self.data.spec
         model = build_model(cfg.teacher.teacher, spec.input_shape, spec.num_classes,
@@ -185,7 +184,7 @@ class Study:
             def weights(key, paths=paths):
                 if paths[key] is None:
                     return teacher.get_weights()
-                return tf_keras.models.load_model(paths[key], compile=False).get_weights()
+                return d.load_checkpoint(paths[key]).get_weights()
 
             frames.append(compare.compare_all(fraction, probs, weights))
         d.replace("comparisons", pd.concat(frames, ignore_index=True))

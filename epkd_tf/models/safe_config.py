@@ -1,0 +1,281 @@
+"""Whether a stored model configuration is safe to deserialise.
+
+Keras rebuilds a saved model from the JSON configuration the file stores, and several
+entries of that JSON make it run or import code while it does:
+
+* a ``Lambda`` layer carries marshalled Python bytecode (``.h5``, SavedModel);
+* a TF-op layer (``TFOpLambda``, ``SlicingOpLambda``) names any TensorFlow function, which
+  Keras calls with the arguments the file stores while it rebuilds the graph (constant
+  arguments run it at once: ``tf.io.write_file``);
+* a ``module`` field names a Python module that Keras imports to find the class
+  (``"module": "this"``, or a ``helpers.py`` that sits beside the file);
+* a ``registered_name`` or ``class_name`` that is not a Keras built-in is a custom object;
+  from a SavedModel Keras revives it from the traced TensorFlow functions the file holds,
+  which run whatever ops they contain when the model is called.
+
+:func:`check_config` walks a stored configuration (``config.json`` of a ``.keras`` file,
+the ``model_config`` of an ``.h5`` file, each node of a SavedModel's
+``keras_metadata.pb``) **before Keras sees it** and raises :class:`UnsafeConfigError` for
+anything outside an allow-list: the built-in tf_keras layers that epkd_tf's zoo, its graph
+rules and ``tf_keras.applications`` use (and other plain built-in layers), built-in
+initializers, regularizers, constraints, activations and metrics, modules of Keras itself,
+and TF-op layers only for the few pure tensor operations ``tf_keras.applications`` models
+record (``x + y``, ``tf.math.multiply``...). :func:`check_model` then checks the loaded
+model: every layer must be an instance of exactly the built-in class its name says, so a
+layer that Keras revived from a SavedModel's traced functions is refused before it is ever
+called.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional
+
+# Built-in tf_keras layers a model file may hold: everything epkd_tf/graph/rules.py
+# understands, the zoo's layers, the building blocks of tf_keras.applications, and other
+# plain built-ins (recurrent layers are loaded so that structured pruning can name them
+# when it refuses them). Left out on purpose: Lambda (stored code), TF-op layers (checked
+# apart, below), RNN/cell containers of arbitrary cells, lookup and text layers (they read
+# vocabulary files named in the config), DenseFeatures (feature-column functions).
+LAYERS = frozenset({
+    "InputLayer", "Dense", "EinsumDense", "Activation", "Flatten", "Reshape", "Permute",
+    "RepeatVector", "Identity", "Masking",
+    "Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
+    "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D",
+    "LocallyConnected1D", "LocallyConnected2D",
+    "MaxPooling1D", "MaxPooling2D", "MaxPooling3D",
+    "AveragePooling1D", "AveragePooling2D", "AveragePooling3D",
+    "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
+    "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
+    "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D",
+    "Cropping1D", "Cropping2D", "Cropping3D",
+    "UpSampling1D", "UpSampling2D", "UpSampling3D",
+    "BatchNormalization", "LayerNormalization", "GroupNormalization", "UnitNormalization",
+    "Normalization", "Rescaling", "Resizing", "CenterCrop",
+    "ReLU", "LeakyReLU", "PReLU", "ELU", "ThresholdedReLU", "Softmax",
+    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
+    "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization",
+    "RandomFlip", "RandomCrop", "RandomRotation", "RandomTranslation", "RandomZoom",
+    "RandomContrast", "RandomBrightness", "RandomHeight", "RandomWidth",
+    "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate", "Dot",
+    "Attention", "AdditiveAttention", "MultiHeadAttention", "Embedding",
+    "LSTM", "GRU", "SimpleRNN", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D",
+    "Bidirectional", "TimeDistributed",
+})
+
+# Model containers: a functional model, a Sequential one (nested in ConvNeXt), Model.
+MODELS = frozenset({"Functional", "Sequential", "Model"})
+
+# Layers tf_keras.applications defines in its own modules (their code is tf_keras'):
+# class name -> the module the loaded layer's class must come from.
+APPLICATION_LAYERS = {
+    "CustomScaleLayer": "tf_keras.src.applications.inception_resnet_v2",
+    "LayerScale": "tf_keras.src.applications.convnext",
+    "StochasticDepth": "tf_keras.src.applications.convnext",
+}
+
+TF_OP_LAYERS = frozenset({"TFOpLambda", "SlicingOpLambda"})
+
+# TensorFlow functions a TF-op layer may call: pure tensor arithmetic, what the Keras
+# functional API records for `x + y`, `x * y`, `x[...]` and the like in
+# tf_keras.applications models (MobileNetV3, ConvNeXt, RegNet). Nothing that reads or
+# writes files, prints, or calls Python.
+TF_OP_FUNCTIONS = frozenset({
+    "__operators__.add", "__operators__.getitem", "math.add", "math.subtract",
+    "math.multiply", "math.truediv", "math.divide", "math.negative", "math.maximum",
+    "math.minimum", "math.reduce_mean", "math.reduce_sum", "math.reduce_max",
+    "math.sigmoid", "math.tanh", "nn.relu", "nn.relu6", "nn.sigmoid", "nn.softmax",
+    "compat.v1.transpose", "reshape", "concat", "identity",
+})
+
+INITIALIZERS = frozenset({
+    "Zeros", "Ones", "Constant", "RandomNormal", "RandomUniform", "TruncatedNormal",
+    "VarianceScaling", "Orthogonal", "Identity", "GlorotNormal", "GlorotUniform",
+    "HeNormal", "HeUniform", "LecunNormal", "LecunUniform",
+})
+REGULARIZERS = frozenset({"L1", "L2", "L1L2", "OrthogonalRegularizer"})
+CONSTRAINTS = frozenset({"MaxNorm", "MinMaxNorm", "NonNeg", "RadialConstraint", "UnitNorm"})
+# A compiled model's SavedModel records its metrics (never used: models load uncompiled).
+METRICS = frozenset({
+    "Mean", "Sum", "MeanMetricWrapper", "Accuracy", "BinaryAccuracy", "CategoricalAccuracy",
+    "SparseCategoricalAccuracy", "TopKCategoricalAccuracy",
+    "SparseTopKCategoricalAccuracy", "CategoricalCrossentropy",
+    "SparseCategoricalCrossentropy", "MeanSquaredError", "MeanAbsoluteError", "AUC",
+    "Precision", "Recall",
+})
+# How the stored JSON encodes plain values (tuples, shapes, input specs, dtype policies).
+VALUES = frozenset({"__tuple__", "TensorShape", "TypeSpec", "InputSpec", "Policy",
+                    "DTypePolicy"})
+
+ACTIVATIONS = frozenset({
+    "linear", "relu", "relu6", "elu", "selu", "gelu", "sigmoid", "hard_sigmoid",
+    "softmax", "log_softmax", "softplus", "softsign", "tanh", "exponential", "swish",
+    "silu", "mish",
+})
+
+ALLOWED_CLASSES = (LAYERS | MODELS | frozenset(APPLICATION_LAYERS) | INITIALIZERS
+                   | REGULARIZERS | CONSTRAINTS | METRICS | VALUES)
+
+# (module, class) pairs outside Keras that Keras' own files record: EfficientNetV2's
+# Constant initializer is TensorFlow's.
+FOREIGN_CLASSES = frozenset({("tensorflow.python.ops.init_ops_v2", "Constant")})
+
+# Keys whose content Keras never deserialises when a model is loaded uncompiled (as
+# epkd_tf loads every model): only their module fields are checked.
+UNCOMPILED = frozenset({"compile_config", "training_config"})
+
+
+class UnsafeConfigError(ValueError):
+    """A stored configuration holds something that would run or import code.
+
+    ``found`` names it (``a Lambda layer 'double'``), ``reason`` says why it is refused;
+    the message is both, for one line after the file's name."""
+
+    def __init__(self, found: str, reason: str):
+        self.found, self.reason = found, reason
+        super().__init__(f"{found}: {reason}")
+
+
+def keras_module(module: Any) -> bool:
+    """Whether ``module`` (a config's ``module`` field) is Keras' own: ``keras``,
+    ``tf_keras`` or a submodule of either. Keras imports any other module it is given."""
+    return isinstance(module, str) and (module in ("keras", "tf_keras")
+                                        or module.startswith(("keras.", "tf_keras.")))
+
+
+def check_config(config: Any) -> None:
+    """Raises :class:`UnsafeConfigError` for the first entry of a stored model
+    configuration (parsed JSON) that is not on the allow-list; see the module docstring."""
+    _walk(config, layer=None, classes=True)
+
+
+def _layer_name(node: dict, default: Optional[str]) -> Optional[str]:
+    inner = node.get("config")
+    name = inner.get("name") if isinstance(inner, dict) else None
+    name = name if name is not None else node.get("name")
+    return default if name is None else str(name)
+
+
+def _walk(node: Any, layer: Optional[str], classes: bool) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _walk(item, layer, classes)
+        return
+    if not isinstance(node, dict):
+        return
+    class_name = node.get("class_name")
+    if "class_name" in node and not isinstance(class_name, str):
+        raise UnsafeConfigError(f"a malformed class name {class_name!r}",
+                                "class names are strings")
+    if class_name is not None:      # a layer, model or metric has a name; others do not
+        layer = _layer_name(node, layer)
+    where = f" (in {layer!r})" if layer else ""
+    _check_module(node, class_name, where)
+    if classes and "class_name" in node:
+        _check_class(node, class_name, layer, where)
+    for key, value in node.items():
+        if key in ("activation", "recurrent_activation") and isinstance(value, str) \
+                and classes and value not in ACTIVATIONS:
+            raise UnsafeConfigError(f"an unknown activation {value!r}{where}",
+                                    "only Keras' built-in activations are loaded")
+        _walk(value, layer, classes and key not in UNCOMPILED)
+
+
+def _check_module(node: dict, class_name: Any, where: str) -> None:
+    module = node.get("module")
+    if module is not None and not keras_module(module) \
+            and (module, class_name) not in FOREIGN_CLASSES:
+        raise UnsafeConfigError(
+            f"an object of module {module!r}{where}",
+            f"loading it would import {module!r}; only Keras' own modules are loaded")
+    registered = node.get("registered_name")
+    # Built-ins record no registered name or their class name; tf_keras.applications'
+    # own layers are registered as "Custom>Name".
+    allowed = [None, class_name]
+    if class_name == "function":           # a function is registered under its name
+        allowed.append(node.get("config"))
+    if class_name in APPLICATION_LAYERS:
+        allowed.append(f"Custom>{class_name}")
+    if registered not in allowed:
+        raise UnsafeConfigError(f"a custom object {registered!r}{where}",
+                                "only Keras' built-in objects are loaded")
+
+
+def _check_class(node: dict, class_name: Any, layer: Optional[str], where: str) -> None:
+    if class_name == "Lambda":
+        raise UnsafeConfigError(f"a Lambda layer {layer!r}",
+                                "its Python code would run on loading, and epkd_tf loads "
+                                "models in Keras safe mode; rebuild the model with "
+                                "built-in layers")
+    if class_name in TF_OP_LAYERS:
+        inner = node.get("config")
+        function = inner.get("function") if isinstance(inner, dict) else None
+        if function not in TF_OP_FUNCTIONS:
+            raise UnsafeConfigError(
+                f"a TF-op layer {layer!r} calling tf.{function}",
+                "Keras would call that TensorFlow function while loading; only pure "
+                "tensor arithmetic (such as x + y, tf.math.multiply) is loaded")
+        return
+    if class_name == "function":
+        inner = node.get("config")
+        if inner not in ACTIVATIONS:
+            raise UnsafeConfigError(f"a stored function {inner!r}{where}",
+                                    "only Keras' built-in activations are loaded")
+        return
+    if class_name == "__lambda__":
+        raise UnsafeConfigError(f"a stored Python lambda{where}",
+                                "its code would run on loading")
+    if class_name not in ALLOWED_CLASSES:
+        raise UnsafeConfigError(
+            f"an unknown class {class_name!r}{where}",
+            "only built-in Keras layers are loaded (a custom class would be imported, or "
+            "revived from the file's own TensorFlow functions)")
+
+
+def expected_class(name: str):
+    """The built-in class a loaded layer called ``name`` (its class name) must be
+    exactly; None if ``name`` is not on the allow-list."""
+    import importlib
+    import tf_keras
+    if name in APPLICATION_LAYERS:
+        return getattr(importlib.import_module(APPLICATION_LAYERS[name]), name, None)
+    if name in TF_OP_LAYERS:
+        from tf_keras.src.layers.core import tf_op_layer
+        return getattr(tf_op_layer, name)
+    if name == "Functional":
+        from tf_keras.src.engine import functional
+        return functional.Functional
+    if name == "Sequential":
+        return tf_keras.Sequential
+    if name == "Model":
+        return tf_keras.Model
+    if name in LAYERS:
+        return getattr(tf_keras.layers, name, None)
+    return None
+
+
+def _layers(model) -> Iterable:
+    yield model
+    for layer in getattr(model, "layers", ()):
+        yield from _layers(layer)
+    for attribute in ("layer", "forward_layer", "backward_layer"):   # wrappers
+        inner = getattr(model, attribute, None)
+        if inner is not None and inner is not model and hasattr(inner, "get_config"):
+            yield from _layers(inner)
+
+
+def check_model(model) -> None:
+    """Raises :class:`UnsafeConfigError` unless ``model`` and every layer in it are
+    instances of exactly the built-in class their class name says (a layer Keras revived
+    from a SavedModel's traced functions is not), and TF-op layers call only the allowed
+    functions."""
+    for layer in _layers(model):
+        cls = type(layer)
+        if cls is not expected_class(cls.__name__):
+            raise UnsafeConfigError(
+                f"a layer {layer.name!r} of class {cls.__module__}.{cls.__qualname__}",
+                "it was not rebuilt as a built-in Keras layer (a SavedModel's own "
+                "functions would run when it is called)")
+        if cls.__name__ in TF_OP_LAYERS:
+            function = layer.get_config().get("function")
+            if function not in TF_OP_FUNCTIONS:
+                raise UnsafeConfigError(f"a TF-op layer {layer.name!r} calling tf.{function}",
+                                        "only pure tensor arithmetic is loaded")
