@@ -424,3 +424,24 @@ def with_flags(settings, **values):
         raise ConfigError(unknown[0], values[unknown[0]], f"no such setting; {hint}known: "
                                                           f"{', '.join(by_flag)}")
     return build(settings, {by_flag[name].path: value for name, value in values.items()})
+
+
+def flags_markdown(defaults, extra=()) -> str:
+    """The Markdown table of every flag of a settings object (name, default, help), as
+    the README shows it; ``extra``: (flag, default, help) rows of the command line alone.
+    Generated, so the README cannot drift from the settings (a test compares them)."""
+    def shown(value) -> str:
+        if value is None:
+            return "unset"
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        if isinstance(value, tuple):
+            return ",".join(str(v) for v in value) or "(empty)"
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    rows = [(leaf.flag, shown(leaf.default), leaf.field.metadata["help"])
+            for leaf in leaves(defaults)] + [(f, shown(d), h) for f, d, h in extra]
+    lines = ["| flag | default | meaning |", "|---|---|---|"]
+    lines += [f"| `--{flag}` | `{default}` | {text.replace('|', '/')} |"
+              for flag, default, text in rows]
+    return "\n".join(lines)
