@@ -77,6 +77,7 @@ class Measure(abc.ABC):
                 f"as dense weights (only --budget=params counts them)")
 
     def format(self, value: float) -> str:
+        """``value`` with its unit, for log lines (e.g. ``42,791 params``)."""
         return f"{value:,.0f} {self.unit}".strip()
 
 

@@ -1,6 +1,9 @@
 """Plumbing shared by the absl entry points (``main``, ``export``, ``study``, ``report``):
 errors, logging, flag parsing and comparing a run's flags with the ones it was written with."""
+import contextlib
 import logging
+import os
+import re
 import sys
 
 from absl import flags
@@ -140,3 +143,113 @@ def prepare_output_dir(path: str, flags_text: str, flag_values: flags.FlagValues
     if run.progress().get("finished"):
         raise UsageError(f"--output_dir={path} holds a finished {kind}; pass --overwrite to "
                          "run it again.")
+
+
+# -- a calm console ---------------------------------------------------------------------
+#: Environment variable that turns the libraries' own output back on, like --verbose=1.
+VERBOSE_ENV = "EPKD_VERBOSE"
+
+
+def verbosity(flag_value: int) -> int:
+    """The effective verbosity: ``--verbose`` or ``$EPKD_VERBOSE``, whichever is higher."""
+    try:
+        env = int(os.environ.get(VERBOSE_ENV, "0") or 0)
+    except ValueError:
+        env = 1
+    return max(int(flag_value or 0), env)
+
+
+def quiet_libraries(verbose: int) -> None:
+    """By default the console shows epkd_tf's own lines only: TensorFlow's C++ log (its
+    CUDA probe on a CPU machine, oneDNN notices), the INFO lines TensorFlow, TFDS and absl
+    log from Python (a SavedModel save logs a dozen), and library warnings are silenced;
+    ``--verbose`` / ``$EPKD_VERBOSE`` keeps them. Call before TensorFlow is imported (the
+    C++ log level is read once), and again after, for the Python loggers."""
+    if verbose:
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import warnings
+    warnings.filterwarnings("ignore")
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    for name in ("tensorflow", "absl", "tensorflow_datasets", "h5py", "matplotlib"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (a scheduler or ``kill`` ending the run)."""
+
+
+@contextlib.contextmanager
+def interruptible():
+    """While active, SIGTERM raises :class:`Terminated` (SIGINT raises KeyboardInterrupt,
+    as always), so an entry point can end a run with one line instead of a traceback or a
+    silent kill; the previous handler is restored afterwards."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def interrupted_message(err: BaseException, kept: str, command: str) -> tuple:
+    """(the one line, the exit status) after Ctrl-C (130) or SIGTERM (143)."""
+    signal_name, status = (("SIGTERM", 143) if isinstance(err, Terminated)
+                           else ("Ctrl-C", 130))
+    return (f"interrupted ({signal_name}): {kept}; the same command resumes it: {command}",
+            status)
+
+
+# The native libraries (TensorFlow's C++ core, LiteRT) write their log lines straight to
+# file descriptor 2, whatever TF_CPP_MIN_LOG_LEVEL says about lines logged before absl's
+# logging is initialised (TF 2.21 prints its oneDNN and CUDA-probe lines twice per start).
+# F (fatal) lines are kept.
+_NATIVE_LINE = re.compile(
+    r"^(?:[IWE]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\]"
+    r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|INFO: (?:Created|Initialized) TensorFlow Lite)")
+
+
+@contextlib.contextmanager
+def native_log_filter(enabled: bool = True):
+    """While active, lines the native libraries log on the process's standard error (file
+    descriptor 2) are dropped and everything else is passed on in order: the console shows
+    epkd_tf's own lines. A reader thread forwards what passes; leaving the context
+    restores descriptor 2 and waits for the thread to finish."""
+    if not enabled:
+        yield
+        return
+    import threading
+    sys.stderr.flush()
+    saved = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def forward():
+        with os.fdopen(read_end, "rb") as pipe:
+            for line in pipe:
+                if not _NATIVE_LINE.match(line.decode("utf-8", "replace")):
+                    os.write(saved, line)
+
+    thread = threading.Thread(target=forward, name="epkd-stderr", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        try:
+            sys.stderr.flush()
+        except Exception:       # a closed or replaced stream: nothing to flush
+            pass
+        os.dup2(saved, 2)       # the pipe's last writer closes: the reader ends
+        thread.join(timeout=5)
+        os.close(saved)

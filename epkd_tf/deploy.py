@@ -295,9 +295,13 @@ def export_model(run, model: tf_keras.Model, name: str, formats: Sequence[str], 
         row("keras3", path, len(written), metrics.gzip_bytes(written), keras3_accuracy)
     frame = pd.DataFrame(rows)
     for r in frame.itertuples():
-        log.info("%s %-19s %9.3f MB (gzip %8.3f MB)  test acc %.4f  latency %.3f / %.3f ms",
-                 name, r.format, r.bytes / 1e6, r.gzip_bytes / 1e6, r.test_accuracy,
-                 r.latency_ms_median, r.latency_ms_p90)
+        # Quantities a format does not have (a SavedModel's latency, accuracy without a
+        # dataset) are shown as "-", not nan.
+        accuracy = "-" if pd.isna(r.test_accuracy) else f"{r.test_accuracy:.4f}"
+        latency = ("-" if pd.isna(r.latency_ms_median) else
+                   f"{r.latency_ms_median:.3f} / {r.latency_ms_p90:.3f} ms")
+        log.info("%s %-19s %9.3f MB (gzip %8.3f MB)  test acc %s  latency %s", name,
+                 r.format, r.bytes / 1e6, r.gzip_bytes / 1e6, accuracy, latency)
     return frame, flatbuffers.get("tflite")
 
 

@@ -155,13 +155,11 @@ class EPKD:
             self.report_progress(iteration, done)
         stopped = self.stop_reason() or stopped
         self.finalize(stopped)
-        from epkd_tf.report import headline, write_report
+        from epkd_tf.report import write_report
         with self.clock.phase("logging"):
-            log.info("Report: %s", write_report(self.run))
+            write_report(self.run)
         self.run.append("timings", self.clock.flush())
         self.run.mark(finished=True)
-        for line in headline(self.run):
-            log.info("%s", line)
         return self.run.read("students")
 
     # -- budgets and stop rules ----------------------------------------------------------
@@ -363,11 +361,9 @@ class EPKD:
         with self.clock.phase("teacher_training"):
             history = training.train_teacher(
                 model, self.data, cfg.teacher.teacher_epochs, cfg.teacher.learning_rate,
-                callbacks=[_tensorboard(self.run, "teacher")], verbose=self.verbose,
-                jit_compile=cfg.jit_compile)
-        for row in history.itertuples():
-            log.info("Teacher epoch %d: loss %.4f, train acc %.4f, test acc %.4f",
-                     row.epoch, row.loss, row.train_accuracy, row.test_accuracy)
+                callbacks=[_tensorboard(self.run, "teacher"),
+                           training.EpochLog("Teacher", cfg.teacher.teacher_epochs)],
+                verbose=self.verbose, jit_compile=cfg.jit_compile)
         return model, history
 
     def calibration(self):
@@ -403,7 +399,8 @@ class EPKD:
                 measure_context=self.measure_context, teacher_widths=self.teacher_widths())
         return dataclasses.replace(
             self._pruning_context,
-            clock=lambda phase, pruner: self.clock.phase(phase, iteration, pruner))
+            clock=lambda phase, pruner: self.clock.phase(phase, iteration, pruner),
+            progress=f"Iteration {iteration}")
 
     def teacher_widths(self) -> Optional[Dict[str, int]]:
         """The original teacher's layer widths (the per-layer floor's reference), when a
@@ -453,10 +450,9 @@ class EPKD:
         for row in table.sort_values("rank").itertuples():
             if row.skipped:
                 continue
-            log.info("Iteration %d candidate #%d %-14s %s %s (target %s), nonzero %d, "
-                     "train sample %.4f, %s %.4f, score %.4f", iteration, row.rank, row.pruner,
-                     self.measure.name, self.measure.format(row.cost),
-                     self.measure.format(target), row.nonzero_params,
+            log.info("Iteration %d candidate #%d %-14s %s (target %s), train sample %.4f, "
+                     "%s %.4f, score %.4f", iteration, row.rank, row.pruner,
+                     self.measure.format(row.cost), self.measure.format(target),
                      row.train_sample_accuracy, selection.split("_")[0],
                      getattr(row, selection), row.weighted_score)
         return table
@@ -522,7 +518,8 @@ class EPKD:
                           alpha=d.alpha, temperature=temperature,
                           jit_compile=self.cfg.jit_compile)
         guard = LossGuard(f"finetune_{iteration}")
-        callbacks = [guard]
+        callbacks = [guard, training.EpochLog(f"Iteration {iteration} distillation (T={temperature:g})",
+                                              d.finetune_epochs)]
         if self.run is not None:
             callbacks.append(_tensorboard(self.run, f"finetune_{iteration}"))
         logits = self.teacher_logits()
@@ -579,13 +576,12 @@ class EPKD:
             "temperature": result.temperature, "kept_previous": result.kept_previous,
             "epochs": result.epochs}])
         if result.kept_previous:
-            log.info("Iteration %d student: the previous one kept (%s %s, test %.4f)",
-                     iteration, self.measure.name, self.measure.format(row["cost"]), test_acc)
+            log.info("Iteration %d student: the previous one kept (%s, test %.4f)",
+                     iteration, self.measure.format(row["cost"]), test_acc)
         else:
-            log.info("Iteration %d student (%s, T=%g): %s %s, nonzero %d, test %.4f -> %.4f "
-                     "after distillation", iteration, winner.pruner, result.temperature,
-                     self.measure.name, self.measure.format(row["cost"]),
-                     row["nonzero_params"], before, test_acc)
+            log.info("Iteration %d student (%s, T=%g): %s, test %.4f -> %.4f after "
+                     "distillation", iteration, winner.pruner, result.temperature,
+                     self.measure.format(row["cost"]), before, test_acc)
         with self.clock.phase("logging", iteration):
             run.append("candidates", result.table)
             run.append("finetune_history", result.finetune_history)

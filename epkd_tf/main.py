@@ -19,16 +19,20 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import glob
 import logging
 import os
+import shlex
 import shutil
 import sys
 
 from absl import app, flags
 
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
-from epkd_tf.cli import (UsageError, fail, failure_message, parse_or_exit,
-                         prepare_output_dir, setup_logging)
+from epkd_tf.cli import (HELP_ARGS, Terminated, UsageError, differing_flags, fail,
+                         failure_message, interrupted_message, interruptible,
+                         native_log_filter, parse_or_exit,
+                         prepare_output_dir, quiet_libraries, setup_logging, verbosity)
 
 FLAGS = flags.FLAGS
 
@@ -43,19 +47,99 @@ def _run_defaults():
 from epkd_tf.settings import define_flags  # noqa: E402
 
 RUN_FLAGS = define_flags(_run_defaults(), FLAGS)
-# Flags of the command line alone (how to run, not what the run is).
-flags.DEFINE_bool("overwrite", False, "Replace an existing finished run in --output_dir.")
-flags.DEFINE_integer("verbose", 0, "Keras progress output (0 = one log line per phase).")
+# Flags of the command line alone (how to run, not what the run is): (name, default, help).
+CLI_FLAGS = (
+    ("overwrite", False, "Run again over a finished run with these flags (in --output_dir, "
+                         "or the latest such run under saved_models/ without it)."),
+    ("verbose", 0, "0: epkd_tf's own lines only (one per epoch, phase and iteration); 1: "
+                   "also Keras progress bars and the libraries' log (TensorFlow, TFDS); "
+                   "also set by $EPKD_VERBOSE."),
+)
+flags.DEFINE_bool(CLI_FLAGS[0][0], CLI_FLAGS[0][1], CLI_FLAGS[0][2])
+flags.DEFINE_integer(CLI_FLAGS[1][0], CLI_FLAGS[1][1], CLI_FLAGS[1][2])
+
+# The command line as given (for the one line that tells how to resume).
+_ARGV = []
 
 
-def _default_output_dir() -> str:
-    """``saved_models/<dataset>_<teacher>_<time>``, one sanitised path component (the
-    teacher is the --teacher_path file's name when given)."""
+RUNS_DIR = "saved_models"
+
+
+def _run_name_prefix() -> str:
+    """``<dataset>_<teacher>_`` (the teacher is the --teacher_path file's name when
+    given), sanitised: what every default run directory of these flags starts with."""
     from epkd_tf.models.user import model_stem
     from epkd_tf.records import safe_name
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     teacher = model_stem(FLAGS.teacher_path) if FLAGS.teacher_path else FLAGS.teacher
-    return os.path.join("saved_models", safe_name(f"{FLAGS.dataset}_{teacher}_{stamp}"))
+    return safe_name(f"{FLAGS.dataset.strip()}_{teacher}_")
+
+
+def _new_output_dir() -> str:
+    """``saved_models/<dataset>_<teacher>_<time>``, one sanitised path component."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = os.path.join(RUNS_DIR, _run_name_prefix() + stamp)
+    suffix = 2
+    while os.path.exists(path):         # two runs started within one second
+        path = os.path.join(RUNS_DIR, f"{_run_name_prefix()}{stamp}-{suffix}")
+        suffix += 1
+    return path
+
+
+def default_output_dir(cfg):
+    """Without --output_dir the same command continues where it stopped: the newest run
+    under saved_models/ written with these flags is resumed if unfinished, or reported if
+    finished (None is returned then; --overwrite runs it again); otherwise a new
+    timestamped directory. (path or None, the line to say about it)."""
+    text = flags_text(cfg)
+    for path in sorted(glob.glob(os.path.join(RUNS_DIR, glob.escape(_run_name_prefix()) + "*")),
+                       reverse=True):
+        flags_file = os.path.join(path, "flags.txt")
+        if not os.path.isfile(flags_file):
+            continue
+        with open(flags_file, encoding="utf-8") as f:
+            if differing_flags(f.read(), text, FLAGS, RUN_FLAGS):
+                continue
+        from epkd_tf.records import RunDir
+        if not RunDir(path).progress().get("finished"):
+            return path, (f"Resuming {path}: an unfinished run with the same flags "
+                          f"(give --output_dir for a new run).")
+        if FLAGS.overwrite:
+            return path, f"Running {path} again (--overwrite): a finished run with the same flags."
+        return None, path
+    return _new_output_dir(), None
+
+
+def report_finished(path: str) -> int:
+    """Prints what a finished run with the same flags made, instead of redoing it."""
+    from epkd_tf.records import RunDir
+    from epkd_tf.report import headline_text
+    print(f"A finished run with these flags is in {path}; its report: "
+          f"{os.path.join(path, 'report.md')}. Pass --overwrite to run it again or "
+          f"--output_dir for a new run.", file=sys.stderr)
+    for line in headline_text(RunDir(path)):
+        print(line, file=sys.stderr)
+    return 0
+
+
+def command_line() -> str:
+    """The command that was run (the one that resumes it)."""
+    return "python -m epkd_tf.main " + shlex.join(_ARGV)
+
+
+def kept_summary(output_dir: str) -> str:
+    """What an interrupted run has kept, e.g. ``the teacher and iterations 1-2 are kept in
+    DIR``."""
+    from epkd_tf.records import RunDir
+    try:
+        state = RunDir(output_dir).progress()
+    except Exception:           # an unreadable state: nothing to claim
+        return f"what was completed is kept in {output_dir}"
+    if not state.get("teacher_done"):
+        return f"nothing was completed yet ({output_dir} is kept)"
+    done = state.get("iterations_done", 0)
+    iterations = (f" and iteration{'s 1-' + str(done) if done > 1 else ' 1'}"
+                  if done else "")
+    return f"the teacher{iterations} are kept in {output_dir}"
 
 
 def build_config():
@@ -145,19 +229,47 @@ def flags_text(cfg) -> str:
 def main(argv) -> int:
     if len(argv) > 1:
         return fail(f"unexpected arguments {' '.join(argv[1:])!r}; every setting is a --flag.")
+    verbose = verbosity(FLAGS.verbose)
+    quiet_libraries(verbose)
+    # The settings first, before TensorFlow loads: a typo is answered at once.
+    from epkd_tf.config import ConfigError
+    from epkd_tf.records import RunDirError
+    try:
+        explicit = bool(FLAGS.output_dir)
+        cfg = build_config()
+        check_names(cfg)
+        note = None
+        if not explicit:
+            path, note = default_output_dir(cfg)
+            if path is None:
+                return report_finished(note)
+            FLAGS.output_dir = path
+            cfg = build_config()
+    except (ConfigError, UsageError, RunDirError) as err:
+        return fail(str(err))
+    with interruptible():
+        try:
+            return _prepare_and_run(cfg, verbose, note)
+        except (KeyboardInterrupt, Terminated) as err:
+            line, status = interrupted_message(err, kept_summary(cfg.output_dir),
+                                               command_line())
+            print(line, file=sys.stderr)
+            return status
+
+
+def _prepare_and_run(cfg, verbose: int, note) -> int:
+    """Everything that needs TensorFlow: the devices, the data, the teacher's checks, the
+    run directory (locked), then the run."""
     from epkd_tf.config import ConfigError
     from epkd_tf.data import DataError, load_data
     from epkd_tf.locking import DirectoryBusyError
     from epkd_tf.models.user import ModelFileError
     from epkd_tf.records import RunDir, RunDirError, check_output_dir
-    if not FLAGS.output_dir:
-        FLAGS.output_dir = _default_output_dir()
     try:
-        cfg = build_config()
         # Before anything else touches TensorFlow: strategies configure the devices.
         strategy, chief = make_strategy(cfg)
+        quiet_libraries(verbose)         # TensorFlow's Python loggers exist now
         seed_everything(cfg.data.seed)
-        check_names(cfg)
         if chief:
             check_output_dir(cfg.output_dir)
         data = load_data(cfg.data)
@@ -165,13 +277,15 @@ def main(argv) -> int:
     except (ConfigError, DataError, ModelFileError, UsageError, RunDirError) as err:
         return fail(str(err))
     setup_logging()
+    if note:
+        logging.getLogger("epkd_tf").info("%s", note)
     if not chief:
         # Workers other than the chief run every step (collectives must match) but keep
         # their files in a scratch directory that is removed at the end.
         import tempfile
         scratch = tempfile.mkdtemp(prefix="epkd_worker_")
         try:
-            return _run(cfg, data, RunDir(scratch), strategy)
+            return _run(cfg, data, RunDir(scratch), strategy, verbose)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     run = RunDir(cfg.output_dir)
@@ -190,7 +304,7 @@ def main(argv) -> int:
             return fail(failure_message(err, f"--output_dir={cfg.output_dir}"), status=1)
         if warning:
             logging.getLogger("epkd_tf").warning(warning)
-        return _run(cfg, data, run, strategy)
+        return _run(cfg, data, run, strategy, verbose)
 
 
 def prepare_run(cfg, run) -> str:
@@ -210,7 +324,7 @@ def prepare_run(cfg, run) -> str:
     return warning
 
 
-def _run(cfg, data, run, strategy) -> int:
+def _run(cfg, data, run, strategy, verbose: int = 0) -> int:
     """Runs (or resumes) EPKD into ``run``; the exit status."""
     from epkd_tf.loop import NonFiniteLossError, run_epkd
     from epkd_tf.records import RunDirError
@@ -226,7 +340,7 @@ def _run(cfg, data, run, strategy) -> int:
             log.info("--teacher_path given: %s unused", ", ".join(unused))
     try:
         with strategy.scope():
-            students = run_epkd(cfg, data, run, verbose=FLAGS.verbose)
+            students = run_epkd(cfg, data, run, verbose=verbose)
     except NonFiniteLossError as err:
         return fail(str(err), status=1)
     except RunDirError as err:      # a checkpoint that cannot be trusted
@@ -237,7 +351,11 @@ def _run(cfg, data, run, strategy) -> int:
         if type(err).__module__.startswith("tensorflow"):
             return fail(failure_message(err, f"--output_dir={cfg.output_dir}"), status=1)
         raise
-    log.info("Done: %d students in %s", len(students), run.root)
+    log.info("Done: %d students in %s (report: %s)", len(students), run.root,
+             run.report_file)
+    from epkd_tf.report import headline_text
+    for line in headline_text(run):
+        log.info("%s", line)
     return 0
 
 
@@ -263,13 +381,26 @@ def seed_everything(seed: int) -> None:
 
 
 def parse_flags(argv):
-    """absl's parser, but a malformed or unknown flag is one line and exit status 2."""
+    """absl's parser, but a malformed or unknown flag is one line and exit status 2, and
+    ``--help`` prints the usage and every flag and exits 0."""
+    global _ARGV
+    _ARGV = list(argv[1:])
+    if any(a in HELP_ARGS for a in argv[1:]):
+        print(__doc__.split("\n\n")[0].strip() + "\n\n" + FLAGS.get_help())
+        sys.exit(0)
     return parse_or_exit(FLAGS, argv)
+
+
+def console_main(argv) -> int:
+    """:func:`main` with the native libraries' log lines filtered out of the console
+    (unless --verbose / $EPKD_VERBOSE)."""
+    with native_log_filter(enabled=not verbosity(FLAGS.verbose)):
+        return main(argv)
 
 
 def run() -> None:
     """Console entry point."""
-    app.run(lambda argv: sys.exit(main(argv)), flags_parser=parse_flags)
+    app.run(lambda argv: sys.exit(console_main(argv)), flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

@@ -232,6 +232,8 @@ def headline(run: RunDir) -> List[str]:
         if fmt == "tflite" and not np.isfinite(size_t):      # nothing exported
             size_t, size_f = teach.size_mb, final.size_mb
             lat_t, lat_f = teach.latency_ms, final.latency_ms
+        if not np.isfinite(size_t):
+            continue                                       # that format was not exported
         rows.append((f"{label} size", size_t, size_f, "mb", "smaller"))
         rows.append((f"{label} latency", lat_t, lat_f, "ms", "faster"))
     winners = ", ".join(f"{int(r.iteration)} {r.pruner}" for r in students.itertuples())
@@ -248,6 +250,20 @@ def headline(run: RunDir) -> List[str]:
         lines.append(f"| {split} accuracy | {_fmt(before, 'acc')} | {_fmt(after, 'acc')} | "
                      f"{100 * (after - before):+.2f} points |")
     return lines
+
+
+def headline_text(run: RunDir) -> List[str]:
+    """:func:`headline` as plain, aligned console lines (no Markdown)."""
+    lines = headline(run)
+    if not lines:
+        return []
+    rows = [[cell.strip() for cell in line.strip("|").split("|")]
+            for line in lines[2:] if line.startswith("|") and not line.startswith("|---")]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    text = [lines[0].replace("**", "")]
+    for row in rows:
+        text.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return text
 
 
 def pareto_front(cost: np.ndarray, accuracy: np.ndarray) -> np.ndarray:

@@ -69,6 +69,37 @@ def train_classifier(model: tf_keras.Model, data, epochs: int, learning_rate: fl
     return history_frame(history)
 
 
+class EpochLog(tf_keras.callbacks.Callback):
+    """One log line as each epoch ends (``what`` epoch e/E: loss, accuracies, seconds and
+    the ETA of this training), so long trainings show progress while they happen instead
+    of all their lines at the end."""
+
+    def __init__(self, what: str, epochs: int):
+        super().__init__()
+        self.what, self.epochs = what, epochs
+        self._started = None
+
+    def on_train_begin(self, logs=None):
+        import time
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        import logging
+        import time
+        logs = logs or {}
+        elapsed = time.perf_counter() - (self._started or time.perf_counter())
+        done = epoch + 1
+        parts = [f"loss {float(logs['loss']):.4f}"] if "loss" in logs else []
+        if "accuracy" in logs:
+            parts.append(f"train acc {float(logs['accuracy']):.4f}")
+        if "val_accuracy" in logs:
+            parts.append(f"test acc {float(logs['val_accuracy']):.4f}")
+        eta = elapsed / done * (self.epochs - done)
+        logging.getLogger("epkd_tf").info(
+            "%s epoch %d/%d: %s; %.0f s, ETA %.0f s", self.what, done, self.epochs,
+            ", ".join(parts), elapsed, eta)
+
+
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or Inf loss and the run cannot go on (the teacher's, or a
     distillation's with ``--fail_on_nan``); the message is the one line the user sees."""

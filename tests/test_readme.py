@@ -24,3 +24,22 @@ def test_every_python_example_of_the_readme_runs(tmp_path):
     assert f"--- README block {len(blocks) - 1}" in result.stdout
     assert "Teacher → final student" in result.stdout              # the headline printed
     assert (tmp_path / "my_student" / "tflite" / "final.tflite").exists()
+
+
+def test_the_flags_table_is_the_settings_own():
+    """The README's flag table is generated from the settings (defaults, help): it cannot
+    drift from them. Regenerate it with
+    ``epkd_tf.settings.flags_markdown(epkd_tf.main._run_defaults(), epkd_tf.main.CLI_FLAGS)``."""
+    import epkd_tf.main as main
+    from epkd_tf.settings import flags_markdown
+    text = README.read_text(encoding="utf-8")
+    table = text.split("<!-- flags:start -->\n", 1)[1].split("\n<!-- flags:end -->", 1)[0]
+    assert table == flags_markdown(main._run_defaults(), main.CLI_FLAGS)
+
+
+def test_every_registered_teacher_is_in_the_readme():
+    from epkd_tf.models import model_names
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Teachers (`--teacher`)", 1)[1].split("\n## ", 1)[0]
+    for name in model_names():
+        assert f"`{name}`" in section, name

@@ -47,6 +47,9 @@ class PruningContext:
     measure: Any = None
     measure_context: Any = None
     current_cost: Optional[float] = None
+    #: Prefix of the progress lines a long criterion or fine-tune logs (e.g. "Iteration
+    #: 3"); None: it logs none.
+    progress: Optional[str] = None
     #: Units of every producing layer of the original teacher (layer name -> units): what
     #: --layer_floor is a fraction of with --layer_floor_of=teacher.
     teacher_widths: Optional[Dict[str, int]] = None
@@ -61,6 +64,13 @@ class PruningContext:
             from epkd_tf.graph import ParamCounter
             return ParamCounter(graph).count
         return self.measure.planner(graph, self.measure_context, self.current_cost)
+
+    def callbacks(self, what: str, epochs: int) -> list:
+        """Keras callbacks of a training a pruner does: one progress line per epoch."""
+        if self.progress is None:
+            return []
+        from epkd_tf.training import EpochLog
+        return [EpochLog(f"{self.progress} {what}", epochs)]
 
     def phase(self, name: str, pruner: str) -> ContextManager:
         """Times ``name`` of ``pruner`` with the run's clock, if there is one."""

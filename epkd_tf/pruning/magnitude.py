@@ -107,7 +107,8 @@ class PolyMagnitudePruner(Pruner):
             wrapped, kernels = self._wrap(model, target_nonzero, ctx)
         with ctx.phase("magnitude_finetune", self.name):
             wrapped.fit(ctx.data.train(), epochs=self.epochs, verbose=0,
-                        callbacks=[sparsity.UpdatePruningStep()])
+                        callbacks=[sparsity.UpdatePruningStep(),
+                                   *ctx.callbacks(f"{self.name} fine-tune", self.epochs)])
         with ctx.phase("surgery", self.name):
             pruned = sparsity.strip_pruning(wrapped)
             trim_to(pruned, kernels, target_nonzero)

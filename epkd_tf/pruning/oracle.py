@@ -19,7 +19,11 @@ def _mean_loss(logits, y: np.ndarray, copies: int) -> np.ndarray:
     return tf.reduce_mean(tf.reshape(per_example, [copies, len(y)]), axis=1).numpy()
 
 
-def oracle_scores(graph, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+# Oracle scoring of a large network takes minutes: a progress line this often (seconds).
+PROGRESS_EVERY = 15.0
+
+
+def oracle_scores(graph, x: np.ndarray, y: np.ndarray, progress: str = None) -> np.ndarray:
     """Loss on (x, y) with group g removed, minus the loss of the intact model, for every g.
 
     The intact forward pass is computed once; for each group only the layers downstream of
@@ -34,11 +38,21 @@ def oracle_scores(graph, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     widest = max(int(np.prod(values[executor.input_id(n)].shape[1:])) for n in positions)
     chunk = max(1, _CHUNK_FLOATS // max(1, len(x) * widest))
     scores = np.zeros(graph.num_groups)
+    import logging
+    import time
+    started = last = time.perf_counter()
     for start in range(0, graph.num_groups, chunk):
         ids = np.arange(start, min(start + chunk, graph.num_groups))
         masks = group_masks(graph, ids, positions)
         logits = executor.rerun(values, masks, copies=len(ids))
         scores[ids] = _mean_loss(logits, y, len(ids)) - base
+        now = time.perf_counter()
+        if progress and now - last > PROGRESS_EVERY and ids[-1] + 1 < graph.num_groups:
+            done = int(ids[-1]) + 1
+            logging.getLogger("epkd_tf").info(
+                "%s oracle scoring: %d/%d groups, ETA %.0f s", progress, done,
+                graph.num_groups, (now - started) / done * (graph.num_groups - done))
+            last = now
     return scores
 
 
@@ -61,4 +75,4 @@ class OraclePruner(StructuredPruner):
 
     def score(self, graph, ctx):
         x, y = ctx.sample(self.examples)
-        return np.abs(oracle_scores(graph, x, y))
+        return np.abs(oracle_scores(graph, x, y, ctx.progress))

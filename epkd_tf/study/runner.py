@@ -123,11 +123,10 @@ class Study:
                  cfg.teacher.teacher, model.count_params(), cfg.teacher.teacher_epochs,
                  spec.num_train, f" ({len(self.data.flipped_indices)} labels replaced by "
                  f"--label_noise)" if cfg.data.label_noise else "")
-        history = training.train_teacher(model, self.data, cfg.teacher.teacher_epochs,
-                                         cfg.teacher.learning_rate, verbose=self.verbose)
-        for row in history.itertuples():
-            log.info("Teacher epoch %d: loss %.4f, train acc %.4f, test acc %.4f",
-                     row.epoch, row.loss, row.train_accuracy, row.test_accuracy)
+        history = training.train_teacher(
+            model, self.data, cfg.teacher.teacher_epochs, cfg.teacher.learning_rate,
+            callbacks=[training.EpochLog("Teacher", cfg.teacher.teacher_epochs)],
+            verbose=self.verbose)
         d.save_checkpoint(model, d.teacher_checkpoint())
         d.write_array(d.teacher_probabilities(), array=test_probabilities(model, self.data))
         d.replace("teacher_history", history)

@@ -181,7 +181,10 @@ def test_compile_settings_are_not_loaded_but_their_modules_are_checked(tmp_path)
         load_user_model(str(tmp_path / "c.keras"), "teacher_path")
 
 
-def test_a_keras3_file_is_recognised(tmp_path):
+def test_a_keras3_file_goes_to_the_converter_and_a_fake_one_is_refused(tmp_path):
+    """A .keras archive whose metadata claims Keras 3 is read by the Keras 3 converter
+    (epkd_tf.models.keras3, its own allow-list); a tf_keras configuration under that
+    claim is refused in one line naming the file."""
     path = str(tmp_path / "k3.keras")
     plain_model().save(path)
     with zipfile.ZipFile(path) as archive:
@@ -190,8 +193,9 @@ def test_a_keras3_file_is_recognised(tmp_path):
     with zipfile.ZipFile(path, "w") as archive:
         for name, data in members.items():
             archive.writestr(name, data)
-    with pytest.raises(ModelFileError, match="written by Keras 3"):
+    with pytest.raises(ModelFileError, match="k3.keras") as err:
         load_user_model(path, "teacher_path")
+    assert "\n" not in str(err.value)
 
 
 def test_only_regular_files_are_read(tmp_path):
