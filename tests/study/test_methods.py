@@ -12,7 +12,8 @@ from epkd_tf.graph import nonzero_params
 from epkd_tf.models import build_model
 from epkd_tf.study.config import METHODS, StudyConfig
 from epkd_tf.study.layout import StudyDir
-from epkd_tf.study.methods import (ReseededData, StudyContext, make_method, method_names)
+from epkd_tf.study.methods import (ReseededData, StudyContext, make_method, method_names,
+                                   register_method)
 from epkd_tf.study.runner import rounds_until, target_params
 from epkd_tf.settings import with_flags
 
@@ -33,6 +34,14 @@ def setup(tiny_dir, tmp_path_factory):
 
 def test_every_configurable_method_is_registered():
     assert set(method_names()) == set(METHODS)
+    assert method_names() == sorted(METHODS)
+
+
+def test_unknown_and_duplicate_methods_are_refused():
+    with pytest.raises(ValueError, match="unknown study method 'epdk'; did you mean 'epkd'"):
+        make_method("epdk")
+    with pytest.raises(ValueError, match="'epkd' is registered twice"):
+        register_method(type(make_method("epkd")))
 
 
 @pytest.mark.parametrize("name", method_names())
