@@ -636,6 +636,12 @@ _HOW_TO_REGISTER = ("declare it with epkd_tf.graph.register_rule({cls}, "
                     "and it has no weights, or give it a Rule (README, 'Your own layers')")
 
 
+# Layer classes that wrap arbitrary functions (tensor operators in a functional model
+# become TFOpLambda layers).
+_ARBITRARY_CODE = ("Lambda", "TFOpLambda", "SlicingOpLambda", "ClassMethod",
+                   "InstanceMethod", "InstanceProperty")
+
+
 def rule_for(layer) -> Rule:
     """The rule of ``layer``'s class, its settings checked; UnsupportedLayerError names
     the layer (and says how to register a rule) otherwise."""
@@ -646,6 +652,10 @@ def rule_for(layer) -> Rule:
             raise unsupported(layer, "it is a nested model; build the network flat "
                               "(one functional model) so its channels can be traced")
         how = _HOW_TO_REGISTER.format(cls=cls.__name__)
+        if cls.__name__ in _ARBITRARY_CODE:
+            # Any function hides behind these classes: one rule cannot fit all of them.
+            how = ("a Lambda or TF-op layer can compute anything: write it as a layer class "
+                   "of its own and register a rule for that (README, 'Your own layers')")
         if cls.__name__ in RULES:
             raise unsupported(layer, f"its class {cls.__module__}.{cls.__qualname__} is not "
                               f"the {cls.__name__} that has a channel rule (a subclass or "

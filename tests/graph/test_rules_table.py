@@ -432,6 +432,17 @@ def test_unregistered_custom_layer_is_refused_by_name(clean_rules):
     assert "register_rule(ScaledReLU, 'channel_preserving')" in message
 
 
+def test_lambda_refusal_does_not_suggest_registering_it():
+    inputs = tf_keras.Input((4,), name="x")
+    x = L.Dense(5, name="h")(inputs)
+    x = L.Lambda(lambda t: t[:, ::-1], name="bad")(x)           # reverses the channels
+    model = tf_keras.Model(inputs, L.Dense(3, name="logits")(x))
+    with pytest.raises(UnsupportedLayerError) as info:
+        analyze(model)
+    assert "'bad' (Lambda)" in str(info.value) and "can compute anything" in str(info.value)
+    assert "register_rule(Lambda" not in str(info.value)
+
+
 def test_register_channel_preserving_layer(clean_rules):
     register_rule(ScaledReLU, "channel_preserving")
     graph, pruned = check_rule_contract(_scaled_relu_model(), seed=2, layer_under_test="t")
