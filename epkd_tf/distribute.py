@@ -18,22 +18,24 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Callable, Dict, List
+from typing import Callable, List
 
 import tensorflow as tf
 
-STRATEGIES: Dict[str, Callable[..., tf.distribute.Strategy]] = {}
+from epkd_tf.registry import Registry
+
+#: Strategy factories ``(logical_cpus) -> tf.distribute.Strategy`` by name.
+STRATEGIES: Registry[Callable[..., tf.distribute.Strategy]] = Registry("distribution strategy")
 
 
 def register_strategy(name: str):
-    def decorate(factory):
-        STRATEGIES[name] = factory
-        return factory
-    return decorate
+    """Decorator: registers a strategy factory under ``name`` (ValueError if taken)."""
+    return STRATEGIES.register(name)
 
 
 def strategy_names() -> List[str]:
-    return list(STRATEGIES)
+    """Every registered strategy name, sorted."""
+    return STRATEGIES.names()
 
 
 def use_logical_cpus(count: int) -> None:
@@ -77,8 +79,8 @@ def make_strategy(name: str, logical_cpus: int = 0) -> tf.distribute.Strategy:
     """The strategy ``name``; ValueError naming --distribution for an unknown one."""
     if name not in STRATEGIES:
         raise ValueError(f"--distribution={name!r} is unknown; choose from "
-                         f"{', '.join(STRATEGIES)}.")
-    return STRATEGIES[name](logical_cpus)
+                         f"{', '.join(STRATEGIES.names())}.")
+    return STRATEGIES.get(name)(logical_cpus)
 
 
 def check_tf_config() -> None:

@@ -45,7 +45,7 @@ class LatencyModel:
         ``kept_out`` output units (producers) or channels."""
         if kept_in <= 0 or kept_out <= 0:
             return 0.0
-        key = _signature(layer)
+        key = _signature(layer, rule)
         if key not in self._fits:
             self._fits[key] = self._fit(layer, rule)
         return self._fits[key](kept_in, kept_out)
@@ -92,10 +92,10 @@ def _features(layer, rule, kin: int, kout: int) -> np.ndarray:
     return np.array([1.0, float(rule.macs(layer, kin, kout)), float(kin), float(kout)])
 
 
-def _signature(layer) -> str:
+def _signature(layer, rule) -> str:
     """What a layer's latency depends on besides its widths."""
     config = dict(layer.get_config())
-    for key in ("name", "units", "filters", "trainable"):
+    for key in ("name", "trainable", rule.width_key):
         config.pop(key, None)
     return repr((type(layer).__name__, tuple(layer.input_shape[1:-1]), sorted(
         (k, repr(v)) for k, v in config.items())))

@@ -15,6 +15,11 @@ SCRIPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scripts")
 def test_registry_and_errors(monkeypatch):
     assert distribute.strategy_names() == ["default", "mirrored", "multi_worker_mirrored",
                                            "tpu"]
+    # config.DISTRIBUTIONS repeats the names so that configs validate without TensorFlow.
+    from epkd_tf.config import DISTRIBUTIONS
+    assert distribute.strategy_names() == sorted(DISTRIBUTIONS)
+    with pytest.raises(ValueError, match="'mirrored' is registered twice"):
+        distribute.register_strategy("mirrored")(lambda logical_cpus=0: None)
     with pytest.raises(ValueError, match="--distribution='nccl' is unknown"):
         distribute.make_strategy("nccl")
     monkeypatch.delenv("TF_CONFIG", raising=False)

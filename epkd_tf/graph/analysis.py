@@ -191,9 +191,7 @@ def analyze(model: tf_keras.Model) -> ChannelGraph:
                 created.append(ids)
                 return ids
 
-            coupled = getattr(rule, "couples", False) or (
-                hasattr(rule, "couples_inputs") and rule.couples_inputs(layer, in_shapes))
-            if coupled:
+            if rule.couples_inputs(layer, in_shapes):
                 _couple(uf, layer, in_pos)
             out_pos = rule.propagate(layer, in_pos, in_shapes, new_units)
             units = created[0] if created else np.zeros(0, dtype=np.int64)

@@ -157,10 +157,10 @@ def model_macs(model: tf_keras.Model) -> int:
     """Multiply-accumulates of one forward pass on one example (FLOPs ≈ 2 × MACs) of any
     model: every layer with a rule counts what its rule says (Dense, convolutions,
     depthwise and separable convolutions); other layers count 0."""
-    from epkd_tf.graph.rules import RULES
+    from epkd_tf.graph.rules import find_rule
     total = 0
     for layer in model.layers:
-        rule = RULES.get(type(layer).__name__)
+        rule = find_rule(layer)
         if rule is None or not layer.weights:
             continue
         kept_in = int(layer.input_shape[-1])

@@ -11,17 +11,26 @@ never be removed, e.g. an input image channel). A rule tells, for one layer clas
   removed" is defined;
 * ``slice_weights``: the layer's weights once some input positions / output units are gone;
 * ``count_tables``: per-layer tables from which the nonzero parameter count of any pruned
-  version follows by two dot products (see ``graph.count``).
+  version follows by two dot products (see ``graph.count``);
+* ``zero_inputs``: (mixing layers) the weights once some input positions are no longer read,
+  which is what removing a unit means (``surgery.zero_groups``);
+* ``macs``, ``scored_kernel``, ``set_width`` / ``adapt_config``: the layer's work per
+  example, the kernel a magnitude criterion reads, and its config at a new width.
 
-Only layers with a rule are supported; anything else raises UnsupportedLayerError naming
-the layer, so a model is never rebuilt silently wrong.
+Everything epkd_tf knows about a layer class is in its rule: the analysis, counting,
+surgery, cost and criterion code only calls these methods. Rules live in the ``RULES``
+registry, keyed by layer class name; users add theirs with :func:`register_rule`. Only
+layers with a rule are supported; anything else raises UnsupportedLayerError naming the
+layer, so a model is never rebuilt silently wrong.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Union
 
 import numpy as np
+
+from epkd_tf.registry import Registry
 
 
 class UnsupportedLayerError(ValueError):
@@ -51,10 +60,22 @@ class CountTables:
 
 
 class Rule:
-    """Base rule: a layer without weights that passes every channel through unchanged."""
+    """Base rule: a layer without weights that passes every channel through unchanged.
 
+    A rule for a new layer class overrides what differs: ``propagate`` (and ``produces``
+    / ``out_units`` for a layer that creates units), and for a layer with weights
+    ``slice_weights`` and ``count_tables`` (plus ``zero_inputs``, ``macs`` and
+    ``scored_kernel`` when it reads channels through weights, ``mixes = True``).
+    """
+
+    #: The layer creates new units (its output channels): Dense, Conv.
     produces = False
+    #: The layer reads across channels with weights; removing a unit deletes its rows here.
     mixes = False
+    #: The inputs' channels at the same position are one channel (Add): coupled.
+    couples = False
+    #: The config key that holds a producer's width ("units", "filters").
+    width_key: Optional[str] = None
 
     def check(self, layer) -> None:
         """Raises UnsupportedLayerError when this layer's settings are not handled."""
@@ -64,13 +85,35 @@ class Rule:
         raise NotImplementedError
 
     def propagate(self, layer, in_pos: List[np.ndarray], in_shapes, new_units) -> np.ndarray:
+        """The unit id at each last-axis position of the output, given those of each input
+        (``in_pos``, ``-1`` for a fixed position) and the inputs' shapes. A producer
+        returns ``new_units(n)``, n fresh unit ids for its output channels."""
         return in_pos[0]
 
     def slice_weights(self, layer, weights, in_keep: List[np.ndarray], out_keep):
+        """``weights`` (``layer.get_weights()``) of the pruned layer: ``in_keep`` is a
+        boolean mask over each input's last-axis positions, ``out_keep`` over a
+        producer's units (None for other layers)."""
         return weights
 
+    def couples_inputs(self, layer, in_shapes) -> bool:
+        """Whether the units at the same position of every input form one group (Add
+        does; Concatenate only when it stacks on another axis than the channels)."""
+        return self.couples
+
     def set_width(self, config: dict, width: int) -> dict:
-        return config
+        """A producer's config at ``width`` units (the key is ``width_key``)."""
+        if self.width_key is None:
+            return config
+        return {**config, self.width_key: int(width)}
+
+    def zero_inputs(self, layer, weights, in_keep: np.ndarray):
+        """Mixing layers: ``weights`` changed so that the input positions not in
+        ``in_keep`` are no longer read (the layer keeps its shape). This defines removing
+        a unit: the pruned model computes what the original computes with these weights."""
+        raise NotImplementedError(
+            f"{type(self).__name__} reads channels through weights (mixes=True) but does "
+            "not say how to stop reading one (zero_inputs)")
 
     def needs_fixed_inputs(self, layer) -> Optional[str]:
         """Why every channel entering the layer must be fixed, or None if they need not.
@@ -89,6 +132,8 @@ class Rule:
         return config
 
     def count_tables(self, layer, weights) -> CountTables:
+        """Tables giving the nonzero parameters of the pruned layer for any input / unit
+        keep masks (see :class:`CountTables`); ``weights`` may be all ones (dense sizes)."""
         return CountTables()
 
     def macs(self, layer, kept_in: int, kept_out: int) -> int:
@@ -162,8 +207,11 @@ class WeightedProducer(Rule):
         rest = [w[out_keep] for w in weights[1:]]  # the bias
         return [kernel] + rest
 
-    def set_width(self, config, width):
-        return {**config, self.width_key: int(width)}
+    def zero_inputs(self, layer, weights, in_keep):
+        weights = list(weights)
+        kernel = weights[0].copy()                  # (..., inputs, units)
+        kernel[..., ~in_keep, :] = 0.0
+        return [kernel] + weights[1:]
 
     def macs(self, layer, kept_in, kept_out):
         return _positions(layer) * _kernel_spatial(layer.kernel) * kept_in * kept_out
@@ -274,12 +322,21 @@ class Separable(Rule):
 
     produces = True
     mixes = True
+    width_key = "filters"
 
     def check(self, layer):
         _channels_last(layer)
 
     def out_units(self, layer):
         return int(layer.pointwise_kernel.shape[-1])
+
+    def zero_inputs(self, layer, weights, in_keep):
+        # A removed input channel's depthwise filters output zeros (there is no depthwise
+        # bias), so the pointwise rows reading them read nothing.
+        weights = list(weights)
+        depthwise = weights[0].copy()               # (..., inputs, multiplier)
+        depthwise[..., ~in_keep, :] = 0.0
+        return [depthwise] + weights[1:]
 
     def propagate(self, layer, in_pos, in_shapes, new_units):
         return new_units(self.out_units(layer))
@@ -302,9 +359,6 @@ class Separable(Rule):
         depthwise = depthwise[..., in_keep[0], :]
         pointwise = pointwise[..., np.repeat(in_keep[0], multiplier), :][..., out_keep]
         return [depthwise, pointwise] + [w[out_keep] for w in weights[2:]]
-
-    def set_width(self, config, width):
-        return {**config, "filters": int(width)}
 
     def count_tables(self, layer, weights):
         depthwise, pointwise = weights[0], weights[1]
@@ -444,8 +498,16 @@ _PASSTHROUGH = [
     "Rescaling", "InputLayer",
 ]
 
-RULES: Dict[str, Rule] = {name: Passthrough() for name in _PASSTHROUGH}
-RULES.update({
+#: The rule of every supported layer class, by class name.
+RULES: Registry[Rule] = Registry("layer rule")
+
+# Rules added with register_rule (users' layers), by name: the class the name stands for
+# when it was registered with a class, None when it was registered by name. Built-in names
+# stand for the tf_keras layer of that name.
+_USER: Dict[str, Optional[type]] = {}
+
+_BUILTIN: Dict[str, Rule] = {name: Passthrough() for name in _PASSTHROUGH}
+_BUILTIN.update({
     "Dense": WeightedProducer(),
     "Conv1D": ConvProducer(),
     "Conv2D": ConvProducer(),
@@ -465,16 +527,141 @@ RULES.update({
     "LayerNormalization": ChannelNorm(),
     "UnitNormalization": ChannelNorm(),
 })
+for _name, _rule in _BUILTIN.items():
+    RULES.register(_name, _rule)
+
+#: Named kinds of rule that ``register_rule`` accepts instead of a Rule instance.
+RULE_KINDS: Dict[str, Callable[[], Rule]] = {
+    # Channel c in is channel c out, no weights (activations, pooling, resampling).
+    "channel_preserving": Passthrough,
+    # Several inputs combined position by position (like Add): their channels are coupled.
+    "elementwise_merge": Elementwise,
+    # Mixes channels without weights (like Softmax): only allowed on fixed channels.
+    "fixed_channels_only": ChannelMixingWithoutWeights,
+    # Every weight is a vector indexed by channel (like BatchNormalization).
+    "per_channel": PerChannel,
+    # A Dense layer in all but name: kernel (inputs, units) + bias, config key "units".
+    "dense": WeightedProducer,
+    # A ConvND in all but name: kernel (..., inputs, filters) + bias, key "filters".
+    "conv": ConvProducer,
+}
+
+
+def _layer_key(layer) -> str:
+    """The registry name of a layer class or class name."""
+    if isinstance(layer, str):
+        if not layer.strip():
+            raise ValueError("A layer class name must be a non-empty string.")
+        return layer
+    if isinstance(layer, type):
+        return layer.__name__
+    raise TypeError(f"Expected a layer class or its class name, got {layer!r} "
+                    f"({type(layer).__name__}); pass type(layer) for a layer instance.")
+
+
+def _as_rule(rule) -> Rule:
+    if isinstance(rule, Rule):
+        return rule
+    if isinstance(rule, type) and issubclass(rule, Rule):
+        return rule()
+    if isinstance(rule, str) and rule in RULE_KINDS:
+        return RULE_KINDS[rule]()
+    raise ValueError(f"A rule must be a Rule instance or one of {', '.join(RULE_KINDS)}; "
+                     f"got {rule!r}.")
+
+
+def register_rule(layer: Union[type, str], rule: Union[Rule, str]) -> Rule:
+    """Declares how structured pruning treats a layer class; returns the rule.
+
+    ``layer``: the layer class (layers of exactly that class get the rule, not its
+    subclasses) or its class name (any class of that name, or the tf_keras layer of that
+    name if there is one). ``rule``: a :class:`Rule` instance (or subclass), or one of
+    ``RULE_KINDS``: ``"channel_preserving"`` for a layer without weights whose channel c
+    out depends only on channel c in (an activation, a resampling), ``"elementwise_merge"``,
+    ``"fixed_channels_only"``, ``"per_channel"``, ``"dense"``, ``"conv"``.
+
+    A name is registered once: registering it again raises ValueError (call
+    :func:`unregister_rule` first to replace a rule). The class must also be deserialisable
+    by tf_keras for a pruned model to be saved and reloaded (``get_config`` and, outside
+    the process that defined it, ``tf_keras.utils.register_keras_serializable``).
+    """
+    name = _layer_key(layer)
+    value = _as_rule(rule)
+    if name in RULES:
+        raise ValueError(f"A rule for layer class {name!r} is already registered; call "
+                         f"unregister_rule({name!r}) first to replace it.")
+    RULES.register(name, value)
+    _USER[name] = layer if isinstance(layer, type) else None
+    return value
+
+
+def unregister_rule(layer: Union[type, str]) -> None:
+    """Removes the rule of ``layer`` (a class or class name); nothing if it has none.
+    Built-in layers can be unregistered too (then they are refused like unknown ones)."""
+    name = _layer_key(layer)
+    RULES.unregister(name)
+    _USER.pop(name, None)
+
+
+def _registered_class(name: str) -> Optional[type]:
+    """The class a registered name stands for, or None when any class of that name does."""
+    if _USER.get(name) is not None:
+        return _USER[name]
+    import tf_keras  # the caller has a tf_keras layer, so this is already loaded
+    found = getattr(tf_keras.layers, name, None)
+    return found if isinstance(found, type) and found.__name__ == name else None
+
+
+def builtin_rule_names() -> List[str]:
+    """Names of the rules epkd_tf ships (every one has a template in
+    tests/graph/test_rules_table.py), sorted; without the rules users registered."""
+    return sorted(name for name in RULES.names() if name not in _USER)
+
+
+def find_rule(layer) -> Optional[Rule]:
+    """The rule registered for exactly ``layer``'s class, or None (no checks of its
+    settings). A subclass of a supported layer has no rule of its own: it may compute
+    something else, so it is not taken for its parent."""
+    name = type(layer).__name__
+    if name not in RULES:
+        return None
+    expected = _registered_class(name)
+    if expected is not None and type(layer) is not expected:
+        return None
+    return RULES.get(name)
+
+
+_HOW_TO_REGISTER = ("declare it with epkd_tf.graph.register_rule({cls}, "
+                    "'channel_preserving') if channel c out depends only on channel c in "
+                    "and it has no weights, or give it a Rule (README, 'Your own layers')")
+
+
+# Layer classes that wrap arbitrary functions (tensor operators in a functional model
+# become TFOpLambda layers).
+_ARBITRARY_CODE = ("Lambda", "TFOpLambda", "SlicingOpLambda", "ClassMethod",
+                   "InstanceMethod", "InstanceProperty")
 
 
 def rule_for(layer) -> Rule:
-    """The rule of ``layer``'s class; UnsupportedLayerError names the layer otherwise."""
-    rule = RULES.get(type(layer).__name__)
+    """The rule of ``layer``'s class, its settings checked; UnsupportedLayerError names
+    the layer (and says how to register a rule) otherwise."""
+    rule = find_rule(layer)
     if rule is None:
+        cls = type(layer)
         if hasattr(layer, "layers") and hasattr(layer, "inputs"):
             raise unsupported(layer, "it is a nested model; build the network flat "
                               "(one functional model) so its channels can be traced")
-        raise unsupported(layer, "epkd_tf has no channel rule for this layer class "
-                          f"(supported: {', '.join(sorted(RULES))})")
+        how = _HOW_TO_REGISTER.format(cls=cls.__name__)
+        if cls.__name__ in _ARBITRARY_CODE:
+            # Any function hides behind these classes: one rule cannot fit all of them.
+            how = ("a Lambda or TF-op layer can compute anything: write it as a layer class "
+                   "of its own and register a rule for that (README, 'Your own layers')")
+        if cls.__name__ in RULES:
+            raise unsupported(layer, f"its class {cls.__module__}.{cls.__qualname__} is not "
+                              f"the {cls.__name__} that has a channel rule (a subclass or "
+                              f"another class of that name may compute something else); "
+                              f"{how}")
+        raise unsupported(layer, f"epkd_tf has no channel rule for this layer class; {how} "
+                          f"(supported: {', '.join(RULES.names())})")
     rule.check(layer)
     return rule

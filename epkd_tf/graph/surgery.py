@@ -37,7 +37,17 @@ def remove_groups(graph: ChannelGraph, removed_groups) -> tf_keras.Model:
             # Layers that spell out their channel count (Reshape) follow their input.
             model_layer = model.get_layer(info.name)
             entry["config"] = info.rule.adapt_config(model_layer, entry["config"], in_keep)
-    pruned = model.__class__.from_config(config)
+    # Layer classes that are not tf_keras's own (user layers with a registered rule) by
+    # name, so that they rebuild without also being registered as Keras serialisables.
+    # Deserialised that way a layer is built from its "build_config" (its input shape in
+    # the unpruned model), which pruning makes stale: the rebuilt model builds every layer
+    # from its actual inputs instead.
+    classes = {type(layer).__name__: type(layer) for layer in model.layers
+               if not type(layer).__module__.startswith("tf_keras.")}
+    for entry in config["layers"]:
+        entry.pop("build_config", None)
+    with tf_keras.utils.custom_object_scope(classes):
+        pruned = model.__class__.from_config(config)
     for info in graph.layers:
         old = model.get_layer(info.name)
         weights = old.get_weights()
@@ -53,8 +63,9 @@ def remove_groups(graph: ChannelGraph, removed_groups) -> tf_keras.Model:
 def zero_groups(graph: ChannelGraph, removed_groups) -> tf_keras.Model:
     """Returns a copy of the model in which no consumer reads the removed groups.
 
-    The rows of every Dense/Conv kernel that read a removed channel are zeroed; the model
-    keeps its shape. It computes what ``remove_groups`` computes, which is the definition
+    Every layer that reads channels through weights stops reading the removed ones (the
+    rows of a Dense/Conv kernel are zeroed; each rule's ``zero_inputs`` says how); the
+    model keeps its shape. It computes what ``remove_groups`` computes, which is the definition
     of removing a unit that the oracle criterion and the surgery tests rely on.
     """
     model = graph.model
@@ -66,7 +77,5 @@ def zero_groups(graph: ChannelGraph, removed_groups) -> tf_keras.Model:
         if in_keep.all():
             continue
         layer = clone.get_layer(info.name)
-        weights = layer.get_weights()
-        weights[0][..., ~in_keep, :] = 0.0
-        layer.set_weights(weights)
+        layer.set_weights(info.rule.zero_inputs(layer, layer.get_weights(), in_keep))
     return clone

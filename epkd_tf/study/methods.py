@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
@@ -34,6 +34,7 @@ from epkd_tf import training
 from epkd_tf.distill import Distiller
 from epkd_tf.training import copy_model
 from epkd_tf.graph import nonzero_params
+from epkd_tf.registry import Registry
 from epkd_tf.study import sparsity
 from epkd_tf.study.students import sized_student
 
@@ -101,25 +102,25 @@ class StudyMethod:
         raise NotImplementedError
 
 
-_METHODS: Dict[str, Callable[[], StudyMethod]] = {}
+#: Every study method class by name.
+STUDY_METHODS: Registry[Callable[[], StudyMethod]] = Registry("study method")
 
 
 def register_method(cls):
-    """Class decorator: registers a :class:`StudyMethod` subclass under ``cls.name``."""
-    if cls.name in _METHODS:
-        raise ValueError(f"Study method {cls.name!r} is registered twice.")
-    _METHODS[cls.name] = cls
-    return cls
+    """Class decorator: registers a :class:`StudyMethod` subclass under ``cls.name``
+    (ValueError if that name is taken)."""
+    return STUDY_METHODS.register(cls.name, cls)
 
 
 def method_names() -> List[str]:
-    return list(_METHODS)
+    """Every registered study method name, sorted."""
+    return STUDY_METHODS.names()
 
 
 def make_method(name: str) -> StudyMethod:
-    if name not in _METHODS:
-        raise ValueError(f"Unknown study method {name!r}; choose from {', '.join(_METHODS)}.")
-    return _METHODS[name]()
+    """A new instance of the method registered as ``name``; ValueError (naming the known
+    methods) for an unknown one."""
+    return STUDY_METHODS.get(name)()
 
 
 # ------------------------------------------------------------------------- training pieces

@@ -7,28 +7,32 @@ convnets (4 conv + 2 dense). Any other teacher's family is its own architecture.
 """
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Tuple
 
 import epkd_tf  # noqa: F401
 import tf_keras
 
 from epkd_tf.models import build_model
+from epkd_tf.registry import Registry
 
-STUDENT_FAMILIES: Dict[str, str] = {
-    "resnet18": "plain_convnet",
-    "resnet34": "plain_convnet",
-    "resnet50": "plain_convnet",
-}
+#: Teacher name -> the registered model its students are narrower versions of (teachers
+#: not listed are their own family).
+STUDENT_FAMILIES: Registry[str] = Registry("student family")
 
 
 def register_student_family(teacher: str, family: str) -> None:
-    """Students of ``teacher`` in the study are ``family`` (a registered model) at a width."""
-    STUDENT_FAMILIES[teacher] = family
+    """Students of ``teacher`` in the study are ``family`` (a registered model) at a width.
+    ValueError if ``teacher`` already has a family."""
+    STUDENT_FAMILIES.register(teacher, family)
+
+
+for _teacher in ("resnet18", "resnet34", "resnet50"):
+    register_student_family(_teacher, "plain_convnet")
 
 
 def student_family(teacher: str) -> str:
     """The registered model whose narrower versions are ``teacher``'s students."""
-    return STUDENT_FAMILIES.get(teacher, teacher)
+    return STUDENT_FAMILIES.get(teacher) if teacher in STUDENT_FAMILIES else teacher
 
 
 def sized_student(teacher: str, input_shape, num_classes: int,

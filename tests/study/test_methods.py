@@ -12,7 +12,8 @@ from epkd_tf.graph import nonzero_params
 from epkd_tf.models import build_model
 from epkd_tf.study.config import METHODS, StudyConfig
 from epkd_tf.study.layout import StudyDir
-from epkd_tf.study.methods import (ReseededData, StudyContext, make_method, method_names)
+from epkd_tf.study.methods import (ReseededData, StudyContext, make_method, method_names,
+                                   register_method)
 from epkd_tf.study.runner import rounds_until, target_params
 from epkd_tf.settings import with_flags
 
@@ -33,6 +34,14 @@ def setup(tiny_dir, tmp_path_factory):
 
 def test_every_configurable_method_is_registered():
     assert set(method_names()) == set(METHODS)
+    assert method_names() == sorted(METHODS)
+
+
+def test_unknown_and_duplicate_methods_are_refused():
+    with pytest.raises(ValueError, match="unknown study method 'epdk'; did you mean 'epkd'"):
+        make_method("epdk")
+    with pytest.raises(ValueError, match="'epkd' is registered twice"):
+        register_method(type(make_method("epkd")))
 
 
 @pytest.mark.parametrize("name", method_names())
@@ -41,6 +50,9 @@ def test_method_reaches_its_parameter_target(setup, name):
     teacher_weights = ctx.teacher.get_weights()
     target = target_params(nonzero_params(ctx.teacher), 0.75)
     method = make_method(name)
+    # Seeded like the runner seeds each cell, so that the outcome does not depend on which
+    # methods' tests ran before (method_names() is sorted, not in registration order).
+    tf_keras.utils.set_random_seed(1)
     step = method.make(ctx, ctx.teacher, target, seed=1, rounds_before=0)
     got = nonzero_params(step.model)
     if name in ("prune", "prune_distill"):
