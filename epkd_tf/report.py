@@ -69,9 +69,11 @@ def markdown_table(frame: pd.DataFrame, columns: Optional[Sequence[str]] = None)
     return lines
 
 
-def completed_tables(run: RunDir) -> Dict[str, pd.DataFrame]:
-    """Every table of the run, without rows of stages that did not complete."""
-    return {name: run.read_completed(name).reset_index(drop=True)
+def completed_tables(run: RunDir, current: bool = False) -> Dict[str, pd.DataFrame]:
+    """Every table of the run, without rows of stages that did not complete; ``current``:
+    as they are now (the run writing its own report, whose last stage is being written)."""
+    read = run.read if current else run.read_completed
+    return {name: read(name).reset_index(drop=True)
             for name in ("teacher_history", "teacher", "candidates", "students", "final",
                          "criteria_correlation", "deployment", "timings")}
 
@@ -205,11 +207,11 @@ def _deployed(deployment: pd.DataFrame, model: str, fmt: str, column: str) -> fl
     return float(rows[column].iloc[0]) if len(rows) else float("nan")
 
 
-def headline(run: RunDir) -> List[str]:
+def headline(run: RunDir, current: bool = False) -> List[str]:
     """The result first: teacher → final student (params, MACs, float and int8 TFLite size
     and latency, accuracy change, the winner of each iteration) as Markdown lines; empty
-    until the run has chosen its final student."""
-    t = completed_tables(run)
+    until the run has chosen its final student (``current``: see completed_tables)."""
+    t = completed_tables(run, current)
     teacher, students = t["teacher"], t["students"]
     if teacher.empty or t["final"].empty:
         return []
@@ -353,8 +355,9 @@ def selection_statement(flags_text: str, candidates: pd.DataFrame) -> List[str]:
 def write_report(run: RunDir, check_files: bool = False) -> str:
     """Writes ``report.md`` and its plots into ``run`` (atomically); returns its path.
     ``check_files``: list the files that are not what their stage wrote (``python -m
-    epkd_tf.report`` does; a run writing its own report wrote those files itself)."""
-    t = completed_tables(run)
+    epkd_tf.report`` does; a run writing its own report wrote those files itself, and
+    reads its tables as they are: their last stage is being completed)."""
+    t = completed_tables(run, current=not check_files)
     state = run.progress()
     students, candidates = t["students"], t["candidates"]
     flags_text = ""
@@ -364,14 +367,17 @@ def write_report(run: RunDir, check_files: bool = False) -> str:
     planned = [line.split("=", 1)[1] for line in flags_text.splitlines()
                if line.startswith("--iterations=")]
     lines = ["# EPKD run report", ""]
-    top = headline(run)
+    top = headline(run, current=not check_files)
     if top:
         lines += top + [""]
     lines += [f"Run directory: `{run.root}` — {len(students)}"
               f"{' of ' + planned[0] if planned else ''} iterations completed.", ""]
     lines += selection_statement(flags_text, candidates) + [""]
     if flags_text:
-        lines += ["Flags (replay with `--flagfile`):", "", "```", flags_text, "```", ""]
+        replay = (f"python -m epkd_tf.main --flagfile={run.flags_file} "
+                  f"--output_dir={run.root}-replay")
+        lines += [f"Replay this run (the same flags, into a new directory): `{replay}`", "",
+                  "Its flags (`flags.txt`):", "", "```", flags_text, "```", ""]
     history = t["teacher_history"]
     lines += ["## Teacher", ""]
     if not state.get("teacher_done"):
@@ -465,9 +471,11 @@ def check_run_dir(path: str) -> RunDir:
     if not os.path.isdir(path):
         raise UsageError(f"RUN_DIR={path} is not a directory; give the --output_dir of a run.")
     run = RunDir(path)
-    if not (os.path.isfile(run.flags_file) and os.path.isfile(run.path("progress.json"))):
-        raise UsageError(f"RUN_DIR={path} is not an epkd_tf run (it has no flags.txt and "
-                         f"progress.json); give the --output_dir of a run.")
+    if not os.path.isfile(run.flags_file):
+        # progress.json is written when the first stage completes: a run killed while
+        # training its teacher has flags.txt alone, and is reported as such.
+        raise UsageError(f"RUN_DIR={path} is not an epkd_tf run (it has no flags.txt); "
+                         f"give the --output_dir of a run.")
     try:
         tables = [d for d in run.damages() if d["table"]]
         for name in run.tables:

@@ -252,7 +252,7 @@ def test_final_student_is_the_smallest_within_the_allowed_drop(tmp_path):
 def test_max_accuracy_drop_stops_and_keeps_the_last_student_within_it(tiny_dir, tmp_path):
     out = tmp_path / "drop"
     # A drop of 0 points: the first student that loses anything stops the run.
-    result = _run(tiny_dir, out, "--keep_ratio=0.3", "--iterations=4",
+    result = _run(tiny_dir, out, "--keep_ratio=0.5", "--iterations=3",
                   "--max_accuracy_drop=0", "--pruners=l1_filter")
     students = pd.read_csv(out / "students.csv")
     teacher = pd.read_csv(out / "teacher.csv").iloc[0]

@@ -126,14 +126,14 @@ def test_report_command_rewrites_it_for_the_completed_stages(tiny_cli_run, tmp_p
     np.testing.assert_allclose([float(r["seconds"]) for r in shown], per_phase, atol=0.051)
 
 
-@pytest.mark.parametrize("kind", ["missing", "file", "empty", "no_progress", "bad_progress"])
+@pytest.mark.parametrize("kind", ["missing", "file", "empty", "bad_progress"])
 def test_a_bad_run_dir_is_one_line_and_exit_2(kind, tmp_path, capsys):
     path = tmp_path / "run"
     if kind == "file":
         path.write_text("x")
     elif kind != "missing":
         path.mkdir()
-        if kind in ("no_progress", "bad_progress"):
+        if kind == "bad_progress":
             (path / "flags.txt").write_text("--dataset=mnist\n")
         if kind == "bad_progress":
             (path / "progress.json").write_text("{not json")
@@ -142,6 +142,18 @@ def test_a_bad_run_dir_is_one_line_and_exit_2(kind, tmp_path, capsys):
     lines = error_lines(capsys.readouterr().err)
     assert len(lines) == 1 and f"RUN_DIR={path}" in lines[0], lines
     assert (sorted(os.listdir(path)) if path.is_dir() else None) == before
+
+
+def test_a_run_that_completed_no_stage_yet_is_reported_as_such(tmp_path, capsys):
+    """Killed while training its teacher, a run has flags.txt but no progress.json yet:
+    the report says what is there, not that it is no run."""
+    path = tmp_path / "run"
+    path.mkdir()
+    (path / "flags.txt").write_text("--dataset=mnist\n--iterations=3\n")
+    assert report.main(["report", str(path)]) == 0
+    text = (path / "report.md").read_text(encoding="utf-8")
+    assert "0 of 3 iterations completed" in text
+    assert "The teacher has not completed yet." in text
 
 
 def test_the_command_needs_exactly_one_run_dir(tmp_path, capsys):

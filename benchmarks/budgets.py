@@ -1,0 +1,149 @@
+"""Benchmark: deployment-aware EPKD (``--budget``, stop rules, the final student) on full
+MNIST, written to BENCHMARKS.md.
+
+    python benchmarks/budgets.py [--npz=../shared/data/mnist.npz] [--keep_runs=DIR]
+
+For LeNet-5 and LeNet-300-100, one run each of
+
+* ``--budget=latency --max_accuracy_drop=0.5``: each iteration keeps 80% of the current
+  student's measured float TFLite latency (LiteRT, batch 1, one thread) until a student
+  loses more than 0.5 points on the held-out validation split (``--validation_split=0.1``);
+  the final student is the fastest one within the drop;
+* the same with ``--budget=params`` (the seed's definition), side by side;
+* ``--budget=latency`` with ``--channel_multiple=8`` (does keeping widths a multiple of 8
+  pay off on LiteRT here?).
+
+Reported: the final students' measured latency speed-up and int8 file size against the
+teacher's float file, their test accuracy change, and the latency model's prediction of
+every candidate against its measurement (median and worst relative error). Targets
+(issue #13): with the latency budget the final student runs >= 5x faster than the teacher
+in float TFLite, its int8 file is >= 10x smaller than the teacher's float file, and it
+loses <= 0.5 points of test accuracy.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmarks_md import replace_section
+from mnist_epkd import mnist_arguments, mnist_workspace
+
+REPO = Path(__file__).resolve().parents[1]
+SECTION = "budgets"
+MODELS = [("LeNet-5", "flags/mnist_lenet5.cfg"), ("LeNet-300-100", "flags/mnist_lenet300.cfg")]
+COMMON = ["--keep_ratio=0.8", "--iterations=14", "--max_accuracy_drop=0.5",
+          "--validation_split=0.1", "--pruners=l1_filter,taylor,oracle", "--finetune_epochs=2",
+          "--export_formats=tflite,tflite_int8", "--latency_runs=100"]
+VARIANTS = [("latency", ["--budget=latency"]), ("params", ["--budget=params"]),
+            ("latency, multiple of 8", ["--budget=latency", "--channel_multiple=8"])]
+SPEEDUP, INT8_SMALLER, MAX_DROP = 5.0, 10.0, 0.5
+
+
+def finished(out: str) -> bool:
+    path = os.path.join(out, "final.csv")
+    return os.path.exists(path)
+
+
+def run(flagfile: str, extra, data_dir: str, out: str) -> float:
+    wall = os.path.join(out, "wall_seconds.txt")
+    if not finished(out):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "epkd_tf.main", f"--flagfile={flagfile}",
+                        f"--data_dir={data_dir}", f"--output_dir={out}", *COMMON, *extra],
+                       cwd=REPO, check=True)
+        Path(wall).write_text(f"{time.perf_counter() - start:.1f}\n")
+    return float(open(wall).read())
+
+
+def summary(name: str, variant: str, out: str, wall: float) -> dict:
+    teacher = pd.read_csv(os.path.join(out, "teacher.csv")).iloc[0]
+    final = pd.read_csv(os.path.join(out, "final.csv")).iloc[0]
+    deployment = pd.read_csv(os.path.join(out, "deployment.csv"))
+
+    def deployed(model, fmt, column):
+        row = deployment[(deployment.model == model) & (deployment.format == fmt)]
+        return float(row[column].iloc[0])
+
+    candidates = pd.read_csv(os.path.join(out, "candidates.csv"))
+    made = candidates[candidates.skipped.fillna("") == ""]
+    error = (made.predicted_cost - made.cost).abs() / made.cost
+    students = pd.read_csv(os.path.join(out, "students.csv"))
+    return {
+        "model": name, "variant": variant, "iterations": len(students),
+        "final_iteration": int(final.iteration), "stopped": final.stopped,
+        "params": int(final.nonzero_params), "teacher_params": int(teacher.nonzero_params),
+        "macs": int(final.macs), "teacher_macs": int(teacher.macs),
+        "speedup": deployed("teacher", "tflite", "latency_ms_median")
+        / deployed("final", "tflite", "latency_ms_median"),
+        "latency_ms": deployed("final", "tflite", "latency_ms_median"),
+        "teacher_latency_ms": deployed("teacher", "tflite", "latency_ms_median"),
+        "int8_smaller": deployed("teacher", "tflite", "bytes")
+        / deployed("final", "tflite_int8", "bytes"),
+        "int8_kb": deployed("final", "tflite_int8", "bytes") / 1e3,
+        "drop": 100 * (teacher.test_accuracy - final.test_accuracy),
+        "test_accuracy": float(final.test_accuracy),
+        "teacher_accuracy": float(teacher.test_accuracy),
+        "model_error_median": float(error.median()) if variant.startswith("latency") else np.nan,
+        "model_error_worst": float(error.max()) if variant.startswith("latency") else np.nan,
+        "winners": ",".join(students.pruner), "seconds": wall}
+
+
+def main() -> int:
+    args = mnist_arguments(__doc__.splitlines()[0]).parse_args()
+    work, data_dir = mnist_workspace(args, "epkd_budgets_")
+    rows = []
+    for name, flagfile in MODELS:
+        for variant, extra in VARIANTS:
+            out = os.path.join(work, f"{Path(flagfile).stem}_{variant.replace(', ', '_')}"
+                                     .replace(" ", "_"))
+            rows.append(summary(name, variant, out, run(flagfile, extra, data_dir, out)))
+            print(rows[-1], flush=True)
+    frame = pd.DataFrame(rows)
+    frame.to_csv(os.path.join(work, "budgets.csv"), index=False)
+    checks = []
+    for r in frame[frame.variant == "latency"].itertuples():
+        checks += [
+            (f"{r.model}, --budget=latency: final student >= {SPEEDUP:g}x faster (float "
+             "TFLite)", r.speedup >= SPEEDUP, f"{r.speedup:.2f}x"),
+            (f"{r.model}, --budget=latency: int8 file >= {INT8_SMALLER:g}x smaller than the "
+             "teacher's float file", r.int8_smaller >= INT8_SMALLER, f"{r.int8_smaller:.1f}x"),
+            (f"{r.model}, --budget=latency: <= {MAX_DROP} points of test accuracy lost",
+             r.drop <= MAX_DROP, f"{r.drop:+.2f} points lost"),
+        ]
+    lines = ["## Deployment-aware budgets (`benchmarks/budgets.py`)", "",
+             f"Measured {datetime.date.today()} on {platform.machine()}, {os.cpu_count()} "
+             "cores, CPU only, full MNIST, one run per row through the real CLI: the recipe's "
+             f"flagfile plus `{' '.join(COMMON)}` and the row's flags. Latency: float32 TFLite, "
+             "batch 1, one thread, LiteRT, median of 100 invokes, from each run's "
+             "`deployment.csv` (teacher and final student measured by the same run). "
+             "Accuracy: the full test split; the stop rule judges the validation split.", "",
+             "| target | result | met |", "|---|---|---|"]
+    lines += [f"| {what} | {value} | {'yes' if ok else '**no**'} |" for what, ok, value in checks]
+    lines += ["", "| model | budget | iterations (final) | stopped | nonzero params | MACs | "
+              "float latency ms (speed-up) | int8 KB (x smaller than float teacher) | test "
+              "acc (change) | latency model error: median / worst | winners | seconds |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in frame.itertuples():
+        model_error = ("-" if np.isnan(r.model_error_median) else
+                       f"{100 * r.model_error_median:.1f}% / {100 * r.model_error_worst:.1f}%")
+        lines.append(
+            f"| {r.model} | {r.variant} | {r.iterations} ({r.final_iteration}) | {r.stopped} | "
+            f"{r.params:,} of {r.teacher_params:,} | {r.macs:,} of {r.teacher_macs:,} | "
+            f"{r.latency_ms:.4f} of {r.teacher_latency_ms:.4f} ({r.speedup:.2f}x) | "
+            f"{r.int8_kb:.0f} ({r.int8_smaller:.1f}x) | {100 * r.test_accuracy:.2f}% "
+            f"({-r.drop:+.2f}) | {model_error} | {r.winners} | {r.seconds:.0f} |")
+    replace_section(SECTION, "\n".join(lines))
+    print(f"wrote BENCHMARKS.md section {SECTION}; runs in {work}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""The command line as a user meets it: Ctrl-C and SIGTERM end a run with one line and the
+same command resumes it; the same command again reports a finished run; the console shows
+epkd_tf's own lines; a typo is refused before TensorFlow loads; --help exits 0."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cli_helpers import TINY_RUN_ARGS, error_lines, run_subprocess
+
+# A short run writing into the default directory (./saved_models/...), as a user would.
+ARGS = [a for a in TINY_RUN_ARGS if not a.startswith("--export_formats")] + \
+    ["--export_formats=tflite", "--iterations=3"]
+EPKD_LINE = r"^\d\d:\d\d:\d\d epkd_tf: "
+
+
+def _command(tiny_dir):
+    return [sys.executable, "-m", "epkd_tf.main", f"--data_dir={tiny_dir}", *ARGS]
+
+
+def _env(**extra):
+    env = dict(os.environ)
+    env.pop("EPKD_VERBOSE", None)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)      # what a user's shell has: nothing set
+    return dict(env, **extra)
+
+
+def _interrupt_after(command, cwd, marker: str, signum) -> subprocess.CompletedProcess:
+    """Runs ``command``, sends ``signum`` once a stderr line contains ``marker``."""
+    process = subprocess.Popen(command, cwd=cwd, stderr=subprocess.PIPE, text=True,
+                               env=_env())
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if marker in line:
+            process.send_signal(signum)
+            break
+    rest = process.stderr.read()
+    process.wait(timeout=120)
+    return subprocess.CompletedProcess(command, process.returncode, "", "".join(lines) + rest)
+
+
+def _run_dir(cwd):
+    (name,) = os.listdir(os.path.join(cwd, "saved_models"))
+    return os.path.join(cwd, "saved_models", name)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_dir, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("plain")
+    result = subprocess.run(_command(tiny_dir), cwd=cwd, capture_output=True, text=True,
+                            env=_env(), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return cwd, result
+
+
+@pytest.mark.parametrize("signum, status, name", [(signal.SIGINT, 130, "Ctrl-C"),
+                                                  (signal.SIGTERM, 143, "SIGTERM")])
+def test_an_interrupted_run_says_so_in_one_line_and_the_same_command_resumes_it(
+        tiny_dir, tmp_path, uninterrupted, signum, status, name):
+    cwd = tmp_path
+    result = _interrupt_after(_command(tiny_dir), cwd, "Iteration 1/3 done", signum)
+    assert result.returncode == status, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"interrupted ({name}): the teacher and iteration")
+    assert "the same command resumes it: python -m epkd_tf.main --data_dir=" in last
+    # The very same command (no --output_dir) finds the run and resumes it ...
+    again = subprocess.run(_command(tiny_dir), cwd=cwd, capture_output=True, text=True,
+                           env=_env(), timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Resuming saved_models/" in again.stderr
+    assert len(os.listdir(cwd / "saved_models")) == 1
+    # ... to the uninterrupted run's results.
+    plain = pd.read_csv(os.path.join(_run_dir(uninterrupted[0]), "students.csv"))
+    resumed = pd.read_csv(os.path.join(_run_dir(cwd), "students.csv"))
+    columns = ["iteration", "pruner", "nonzero_params", "test_accuracy", "train_accuracy"]
+    pd.testing.assert_frame_equal(plain[columns], resumed[columns])
+
+
+def test_the_same_command_on_a_finished_run_reports_it(tiny_dir, uninterrupted):
+    cwd, _ = uninterrupted
+    result = subprocess.run(_command(tiny_dir), cwd=cwd, capture_output=True, text=True,
+                            env=_env(), timeout=120)
+    assert result.returncode == 0
+    assert "A finished run with these flags is in saved_models/" in result.stderr
+    assert "Teacher → final student" in result.stderr
+    assert len(os.listdir(cwd / "saved_models")) == 1          # nothing was redone
+
+
+def test_the_console_shows_only_epkd_tf_lines_unless_verbose(uninterrupted, tiny_dir, tmp_path):
+    import re
+    _, result = uninterrupted
+    lines = result.stderr.strip().splitlines()
+    foreign = [line for line in lines if not re.match(EPKD_LINE, line)]
+    assert foreign == [], foreign[:5]
+    # One line per teacher epoch as it ends, and the headline last.
+    assert sum("Teacher epoch" in line for line in lines) == 2
+    assert "final student" in "\n".join(lines[-9:]) and "nan" not in result.stderr
+    verbose = subprocess.run(_command(tiny_dir) + ["--iterations=1", "--pruners=l1_filter"],
+                             cwd=tmp_path, capture_output=True, text=True,
+                             env=_env(EPKD_VERBOSE="1"), timeout=600)
+    assert verbose.returncode == 0
+    assert "/step" in verbose.stdout                 # Keras' own progress bars are back
+    assert [line for line in verbose.stderr.splitlines() if not re.match(EPKD_LINE, line)]
+
+
+def test_a_bad_flag_is_refused_before_tensorflow_loads():
+    code = ("import sys\n"
+            "from epkd_tf import main\n"
+            "argv = ['epkd', '--keep_ratio=1.5', '--output_dir=/tmp/never']\n"
+            "main.parse_flags(argv)\n"
+            "status = main.main(argv[:1])\n"
+            "print(status, 'tensorflow' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.split() == ["2", "False"], result.stderr
+    assert error_lines(result.stderr) == ["error: --keep_ratio=1.5 is invalid: must lie in "
+                                          "(0, 1)."]
+    typo = run_subprocess("epkd_tf.main", ["--teacher=lenet", "--output_dir=/tmp/never"])
+    assert typo.returncode == 2 and "did you mean 'lenet5'" in error_lines(typo.stderr)[0]
+
+
+@pytest.mark.parametrize("module", ["epkd_tf.main", "epkd_tf.study", "epkd_tf.export",
+                                    "epkd_tf.report", "epkd_tf.data"])
+def test_help_exits_0(module):
+    result = run_subprocess(module, ["--help"], timeout=120)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-2000:]
+    assert "--" in result.stdout
+
+
+def test_the_reports_replay_command_works(uninterrupted, tmp_path):
+    import re
+    cwd, _ = uninterrupted
+    report = open(os.path.join(_run_dir(cwd), "report.md"), encoding="utf-8").read()
+    command = re.search(r"`(python -m epkd_tf\.main --flagfile=[^`]+)`", report).group(1)
+    args = command.split()[3:]
+    args = [a.replace("--iterations=3", "--iterations=1") for a in args]
+    result = run_subprocess("epkd_tf.main", args + ["--iterations=1"], cwd=str(tmp_path),
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_a_run_killed_while_training_its_teacher_is_reported_and_resumed(tiny_dir, tmp_path):
+    killed = subprocess.run(_command(tiny_dir) + ["--iterations=1", "--pruners=l1_filter"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                            env=_env(EPKD_TEST_KILL_AT="teacher_epoch_1"))
+    assert killed.returncode == -signal.SIGKILL
+    run_dir = _run_dir(tmp_path)
+    report = run_subprocess("epkd_tf.report", [run_dir], timeout=120)
+    assert report.returncode == 0, report.stderr[-2000:]
+    text = open(os.path.join(run_dir, "report.md"), encoding="utf-8").read()
+    assert "The teacher has not completed yet." in text and "no flags.txt" not in text
+    resumed = subprocess.run(_command(tiny_dir) + ["--iterations=1", "--pruners=l1_filter"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                             env=_env())
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"Resuming {os.path.relpath(run_dir, tmp_path)}" in resumed.stderr
+    assert len(os.listdir(tmp_path / "saved_models")) == 1
