@@ -3,7 +3,7 @@ from setuptools import find_packages, setup
 
 setup(
     name="epkd_tf",
-    version="0.1.0",
+    version="0.2.0",
     description="EPKD: evolutionary pruning and knowledge distillation for tf_keras models",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
@@ -29,4 +29,13 @@ setup(
         "matplotlib",
     ],
     extras_require={"test": ["pytest>=7"]},
+    # The command-line tools; `python -m epkd_tf.main` (.study, .export, .report, .data)
+    # runs the same functions.
+    entry_points={"console_scripts": [
+        "epkd = epkd_tf.main:run",
+        "epkd-study = epkd_tf.study.__main__:run",
+        "epkd-export = epkd_tf.export:run",
+        "epkd-report = epkd_tf.report:run",
+        "epkd-data = epkd_tf.data.cli:run",
+    ]},
 )

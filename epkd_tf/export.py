@@ -29,54 +29,87 @@ defines --dataset, --output_dir... with other defaults) can be imported together
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
 import sys
 import tempfile
+from typing import Optional, Tuple
 
 from absl import flags
 
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 from epkd_tf.cli import UsageError, fail, failure_message, parse_module_flags, setup_logging
-from epkd_tf.config import EXPORT_FORMATS
+from epkd_tf.config import EXPORT_FORMATS, DataConfig, RunConfig
+from epkd_tf.settings import (DISTINCT, NON_EMPTY, NOT_BLANK, Settings, define_flags, one_of,
+                              same_as, setting)
 
 FLAGS = flags.FlagValues()
 
-flags.DEFINE_string("model", None, "The model to export: a .keras file, an .h5 file or a "
-                    "Keras SavedModel directory (e.g. RUN/checkpoints/student_3.keras); "
-                    "loaded without running code stored in it (Lambda layers, custom "
-                    "classes... are refused).",
-                    flag_values=FLAGS)
-flags.DEFINE_list("formats", list(EXPORT_FORMATS), f"Comma list of formats to write, from "
-                  f"{', '.join(EXPORT_FORMATS)} (default: all; without --dataset all but "
-                  f"tflite_int8).", flag_values=FLAGS)
-flags.DEFINE_string("output_dir", None, "Directory to write (new or empty).",
-                    flag_values=FLAGS)
-flags.DEFINE_string("name", None, "Model name in deployment.csv, the TFLite file names and "
-                    "serving/<name>/ (default: the --model file or directory name).",
-                    flag_values=FLAGS)
-flags.DEFINE_string("dataset", None, "TFDS dataset the model was trained on: test accuracy, "
-                    "int8 calibration and the raw-image serving signature need it.",
-                    flag_values=FLAGS)
-flags.DEFINE_string("data_dir", None, "TFDS data directory (default: ~/tensorflow_datasets).",
-                    flag_values=FLAGS)
-flags.DEFINE_string("train_split", "train", "Split the tflite_int8 calibration examples are "
-                    "drawn from.", flag_values=FLAGS)
-flags.DEFINE_string("test_split", "test", "Split test accuracy is measured on.",
-                    flag_values=FLAGS)
-flags.DEFINE_integer("image_size", None, "--image_size the model was trained with, if any.",
-                     flag_values=FLAGS)
-flags.DEFINE_integer("seed", 0, "Seed of the calibration examples.", flag_values=FLAGS)
-flags.DEFINE_integer("latency_runs", 50, "Timed TFLite runs per latency figure.",
-                     flag_values=FLAGS)
-flags.DEFINE_integer("tflite_threads", 1, "CPU threads of the TFLite latency measurements.",
-                     flag_values=FLAGS)
-flags.DEFINE_bool("int8_dense_per_channel", False, "tflite_int8: quantise Dense weights per "
-                  "output unit instead of per tensor (larger file).", flag_values=FLAGS)
+
+def _name_check():
+    from epkd_tf.settings import Check
+
+    def plain(name: str) -> bool:
+        from epkd_tf.records import safe_name
+        return safe_name(name, fallback="") == name
+
+    # As every name the entry points turn into paths: one plain component (no "..", no
+    # hidden or temporary name).
+    return Check(plain, "use letters, digits, _ . - and do not start with a dot")
 
 
+@dataclasses.dataclass(frozen=True)
+class ExportConfig(Settings):
+    """What ``python -m epkd_tf.export`` writes; the settings it shares with a run are the
+    run's own (``same_as``: one help, one check)."""
 
+    model: Optional[str] = setting(
+        None, "The model to export: a .keras file (tf_keras or Keras 3), an .h5 file or a "
+        "Keras SavedModel directory (e.g. RUN/checkpoints/student_3.keras); loaded without "
+        "running code stored in it (Lambda layers, custom classes... are refused).",
+        checks=[NOT_BLANK])
+    formats: Tuple[str, ...] = same_as(
+        RunConfig, "export_formats", flag="formats",
+        help=f"Comma list of formats to write, from {', '.join(EXPORT_FORMATS)} (default: "
+             f"all; without --dataset all but tflite_int8).",
+        checks=[NON_EMPTY, DISTINCT, one_of(lambda: EXPORT_FORMATS, "format")])
+    output_dir: Optional[str] = setting(None, "Directory to write (new or empty).",
+                                        checks=[NOT_BLANK])
+    name: Optional[str] = setting(None, "Model name in deployment.csv, the TFLite file names "
+                                  "and serving/<name>/ (default: the --model file or "
+                                  "directory name).", checks=[NOT_BLANK, _name_check()])
+    dataset: Optional[str] = same_as(
+        DataConfig, "dataset", default=None,
+        help="TFDS dataset the model was trained on: test accuracy, int8 calibration and "
+             "the raw-image serving signature need it.")
+    data_dir: Optional[str] = same_as(DataConfig, "data_dir")
+    train_split: str = same_as(DataConfig, "train_split",
+                               help="Split the tflite_int8 calibration examples are drawn from.")
+    test_split: str = same_as(DataConfig, "test_split",
+                              help="Split test accuracy is measured on.")
+    image_size: Optional[int] = same_as(DataConfig, "image_size",
+                                        help="--image_size the model was trained with, if any.")
+    seed: int = same_as(DataConfig, "seed", help="Seed of the calibration examples.")
+    latency_runs: int = same_as(RunConfig, "latency_runs")
+    tflite_threads: int = same_as(RunConfig, "tflite_threads")
+    int8_dense_per_channel: bool = same_as(RunConfig, "int8_dense_per_channel")
+    download: bool = same_as(DataConfig, "download")
+
+    def data_config(self) -> DataConfig:
+        """The DataConfig of --dataset (set)."""
+        return DataConfig(dataset=self.dataset, data_dir=self.data_dir,
+                          train_split=self.train_split, test_split=self.test_split,
+                          seed=self.seed, image_size=self.image_size, download=self.download)
+
+
+def _export_defaults():
+    return ExportConfig()
+
+
+# Every setting of ExportConfig is a flag with its default and help.
+RUN_FLAGS = define_flags(_export_defaults(), FLAGS)
 
 
 def _check_output_dir(path: str) -> None:
@@ -91,39 +124,30 @@ def _check_output_dir(path: str) -> None:
 def main(argv) -> int:
     if len(argv) > 1:
         return fail(f"unexpected arguments {' '.join(argv[1:])!r}; every setting is a --flag.")
-    from epkd_tf.config import ConfigError, DataConfig, check_export_formats
+    from epkd_tf.config import ConfigError
     from epkd_tf.data import DataError, load_data
     from epkd_tf.locking import DirectoryBusyError
     from epkd_tf.models.user import (ModelFileError, check_finite, check_fits,
                                      load_user_model)
-    from epkd_tf.records import RunDir, RunDirError, safe_name
+    from epkd_tf.records import RunDir, RunDirError
+    from epkd_tf.settings import from_flags
     try:
-        if not FLAGS.model:
-            raise UsageError("--model is required: a .keras file, an .h5 file or a SavedModel "
-                             "directory.")
-        if not FLAGS.output_dir:
-            raise UsageError("--output_dir is required: a new or empty directory.")
-        formats = tuple(f.strip() for f in FLAGS.formats)
-        if not formats:
-            raise UsageError(f"--formats is empty; choose from {', '.join(EXPORT_FORMATS)}.")
-        check_export_formats(formats, "formats")
+        overrides = {}
         if not FLAGS["formats"].present and not FLAGS.dataset:
             # The default asks for every format, but tflite_int8 cannot be calibrated here.
-            formats = tuple(f for f in formats if f != "tflite_int8")
-        if "tflite_int8" in formats and not FLAGS.dataset:
+            overrides["formats"] = [f for f in EXPORT_FORMATS if f != "tflite_int8"]
+        cfg = from_flags(_export_defaults(), FLAGS, overrides)
+        if cfg.model is None:
+            raise UsageError("--model is required: a .keras file, an .h5 file or a SavedModel "
+                             "directory.")
+        if cfg.output_dir is None:
+            raise UsageError("--output_dir is required: a new or empty directory.")
+        formats = cfg.formats
+        if "tflite_int8" in formats and cfg.dataset is None:
             raise UsageError("--formats=tflite_int8 needs --dataset (its calibration "
                              "examples come from the training split).")
-        for flag in ("latency_runs", "tflite_threads"):
-            if FLAGS[flag].value < 1:
-                raise UsageError(f"--{flag}={FLAGS[flag].value} is invalid: must be a "
-                                 f"positive integer.")
-        if FLAGS.name is not None and safe_name(FLAGS.name, fallback="") != FLAGS.name:
-            # As for every name the entry points turn into paths: one plain component
-            # (no "..", no hidden or temporary name).
-            raise UsageError(f"--name={FLAGS.name!r} is invalid: use letters, digits, "
-                             f"_ . - and do not start with a dot.")
-        _check_output_dir(FLAGS.output_dir)
-        model = load_user_model(FLAGS.model, "model")
+        _check_output_dir(cfg.output_dir)
+        model = load_user_model(cfg.model, "model")
         check_finite(model, "model")
         if "keras3" in formats and FLAGS["formats"].present:   # by default: skipped
             from epkd_tf.models.keras3 import Keras3ConversionError, check_keras3_export
@@ -133,42 +157,39 @@ def main(argv) -> int:
                 raise UsageError(f"--formats=keras3: {err} Leave keras3 out of "
                                  f"--formats.") from err
         data = None
-        if FLAGS.dataset:
-            data = load_data(DataConfig(dataset=FLAGS.dataset.strip(), data_dir=FLAGS.data_dir,
-                                        train_split=FLAGS.train_split,
-                                        test_split=FLAGS.test_split, seed=FLAGS.seed,
-                                        image_size=FLAGS.image_size))
-            check_fits(model, data.spec, "model", FLAGS.dataset)
+        if cfg.dataset:
+            data = load_data(cfg.data_config())
+            check_fits(model, data.spec, "model", cfg.dataset)
     except (ConfigError, DataError, ModelFileError, UsageError, RunDirError) as err:
         return fail(str(err))
     setup_logging()
     log = logging.getLogger("epkd_tf")
-    name = FLAGS.name or _default_name(FLAGS.model)
+    name = cfg.name or _default_name(cfg.model)
     if data is None and "saved_model" in formats:
         log.info("No --dataset: serving_default takes float32 preprocessed images %s "
                  "(the raw uint8 signature needs the dataset's preprocessing)",
                  tuple(model.input_shape[1:]))
-    out = RunDir(FLAGS.output_dir)
+    out = RunDir(cfg.output_dir)
     with contextlib.ExitStack() as held:
         try:      # one process per output directory, for the whole export
             held.enter_context(out.lock())
         except DirectoryBusyError as err:
             return fail(str(err))
         except OSError as err:
-            return fail(f"--output_dir={FLAGS.output_dir} cannot be written: {err.strerror}.")
+            return fail(f"--output_dir={cfg.output_dir} cannot be written: {err.strerror}.")
         if out.entries():     # filled since it was checked, by a process now gone
-            return fail(f"--output_dir={FLAGS.output_dir} exists and is not an empty "
+            return fail(f"--output_dir={cfg.output_dir} exists and is not an empty "
                         f"directory.")
         try:
-            rows = _export(out, model, name, formats, data)
+            rows = _export(out, model, name, cfg, data)
         except Exception as err:   # a failed conversion, a full disk...: nothing was kept
-            return fail(f"exporting --model={FLAGS.model} failed, nothing was written: "
+            return fail(f"exporting --model={cfg.model} failed, nothing was written: "
                         f"{failure_message(err)}", status=1)
     log.info("Wrote %d formats of %s to %s", len(rows), name, out.root)
     return 0
 
 
-def _export(out, model, name: str, formats, data):
+def _export(out, model, name: str, cfg, data):
     """Writes every format into a temporary directory inside ``out`` and moves the
     results into ``out`` (``deployment.csv`` last) once all are written; on any failure
     nothing of it stays. Returns the deployment rows."""
@@ -177,12 +198,13 @@ def _export(out, model, name: str, formats, data):
     staging = RunDir(tempfile.mkdtemp(dir=out.root, prefix=TMP_PREFIX))
     moved = []
     try:
-        calibration = (deploy.calibration_examples(data, FLAGS.seed)
+        formats = cfg.formats
+        calibration = (deploy.calibration_examples(data, cfg.seed)
                        if "tflite_int8" in formats else None)
         rows, _ = deploy.export_model(staging, model, name, formats, serving_name=name,
-                                      version=1, data=data, latency_runs=FLAGS.latency_runs,
-                                      threads=FLAGS.tflite_threads, calibration=calibration,
-                                      int8_dense_per_channel=FLAGS.int8_dense_per_channel)
+                                      version=1, data=data, latency_runs=cfg.latency_runs,
+                                      threads=cfg.tflite_threads, calibration=calibration,
+                                      int8_dense_per_channel=cfg.int8_dense_per_channel)
         staging.append("deployment", rows)
         for entry in sorted(os.listdir(staging.root), key=lambda n: n == "deployment.csv"):
             os.replace(staging.path(entry), out.path(entry))

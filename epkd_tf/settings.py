@@ -445,3 +445,20 @@ def flags_markdown(defaults, extra=()) -> str:
     lines += [f"| `--{flag}` | `{default}` | {text.replace('|', '/')} |"
               for flag, default, text in rows]
     return "\n".join(lines)
+
+
+def same_as(settings_class, name: str, **overrides):
+    """A field that is the setting ``name`` of ``settings_class`` (its help, checks and
+    flag name; its default unless ``default=`` is given): an entry point that takes the
+    same setting declares it once. ``help=`` replaces the help, ``flag=`` the name."""
+    source = next(f for f in dataclasses.fields(settings_class) if f.name == name)
+    meta = dict(source.metadata)
+    default = overrides.pop("default", source.default)
+    for key in ("help", "flag"):
+        if key in overrides:
+            meta[key] = overrides.pop(key)
+    if "checks" in overrides:
+        meta["checks"] = tuple(overrides.pop("checks"))
+    if overrides:
+        raise TypeError(f"same_as: unknown overrides {sorted(overrides)}")
+    return dataclasses.field(default=default, metadata=meta)

@@ -161,3 +161,21 @@ def test_a_run_killed_while_training_its_teacher_is_reported_and_resumed(tiny_di
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"Resuming {os.path.relpath(run_dir, tmp_path)}" in resumed.stderr
     assert len(os.listdir(tmp_path / "saved_models")) == 1
+
+
+@pytest.mark.parametrize("script, module", [("epkd", "epkd_tf.main"),
+                                            ("epkd-study", "epkd_tf.study"),
+                                            ("epkd-export", "epkd_tf.export"),
+                                            ("epkd-report", "epkd_tf.report"),
+                                            ("epkd-data", "epkd_tf.data")])
+def test_console_entry_points_are_installed_and_run_the_modules(script, module):
+    """`pip install` puts the tools on PATH; each is its `python -m` module."""
+    import shutil
+    path = shutil.which(script) or os.path.join(os.path.dirname(sys.executable), script)
+    assert os.path.exists(path), f"{script} is not installed (pip install -e .)"
+    result = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    import re
+    flags_of = lambda text: set(re.findall(r"--\[?(?:no)?\]?([a-z_0-9]+)", text))  # noqa: E731
+    assert flags_of(result.stdout) == flags_of(run_subprocess(module, ["--help"],
+                                                              timeout=120).stdout)

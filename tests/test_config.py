@@ -84,13 +84,13 @@ def test_did_you_mean_for_registered_names():
 
 
 # ------------------------------------------------------------- every flag of every entry
-ENTRY_POINTS = ["epkd_tf.main", "epkd_tf.study.__main__"]
+ENTRY_POINTS = ["epkd_tf.main", "epkd_tf.study.__main__", "epkd_tf.export"]
 
 
 def _entry(name):
     module = importlib.import_module(name)
-    defaults = module._run_defaults() if hasattr(module, "_run_defaults") \
-        else module._study_defaults()
+    defaults = next(getattr(module, f)() for f in ("_run_defaults", "_study_defaults",
+                                                    "_export_defaults") if hasattr(module, f))
     flag_values = module.FLAGS
     return module, defaults, flag_values
 

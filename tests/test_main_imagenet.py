@@ -38,6 +38,7 @@ def read(out, table):
     return pd.read_csv(os.path.join(out, f"{table}.csv"))
 
 
+@pytest.mark.slow
 def test_imagenet_resnet50_end_to_end(meta_dir, tmp_path):
     out = str(tmp_path / "run")
     with mocked(meta_dir, N):

@@ -16,13 +16,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 import sys
 
 from absl import flags
 
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
-from epkd_tf.cli import (UsageError, fail, failure_message, parse_module_flags,
-                         prepare_output_dir, setup_logging)
+from epkd_tf.cli import (Terminated, UsageError, fail, failure_message, interrupted_message,
+                         interruptible, native_log_filter, parse_module_flags,
+                         prepare_output_dir, quiet_libraries, setup_logging, verbosity)
 
 FLAGS = flags.FlagValues()
 
@@ -89,14 +91,33 @@ def flags_text(cfg) -> str:
 def main(argv) -> int:
     if len(argv) > 1:
         return fail(f"unexpected arguments {' '.join(argv[1:])!r}; every setting is a --flag.")
+    verbose = verbosity(FLAGS.verbose)
+    quiet_libraries(verbose)
+    from epkd_tf.config import ConfigError
+    if not FLAGS.output_dir:
+        FLAGS.output_dir = os.path.join("saved_models",
+                                        f"study_{FLAGS.dataset}_{FLAGS.teacher}".replace("/", "-"))
+    try:              # the settings first, before TensorFlow loads: a typo is answered at once
+        build_config()
+    except ConfigError as err:
+        return fail(str(err))
+    with interruptible():
+        try:
+            return _study(verbose)
+        except (KeyboardInterrupt, Terminated) as err:
+            line, status = interrupted_message(
+                err, f"the finished cells are kept in {FLAGS.output_dir or 'saved_models/'}",
+                "python -m epkd_tf.study " + " ".join(shlex.quote(a) for a in _ARGV))
+            print(line, file=sys.stderr)
+            return status
+
+
+def _study(verbose: int) -> int:
     from epkd_tf.config import ConfigError
     from epkd_tf.data import DataError, load_data
     from epkd_tf.locking import DirectoryBusyError
     from epkd_tf.records import RunDirError, check_output_dir
     from epkd_tf.study.layout import StudyDir
-    if not FLAGS.output_dir:
-        FLAGS.output_dir = os.path.join("saved_models",
-                                        f"study_{FLAGS.dataset}_{FLAGS.teacher}".replace("/", "-"))
     try:
         cfg = build_config()
         check_output_dir(cfg.output_dir)
@@ -123,7 +144,8 @@ def main(argv) -> int:
         try:
             d.write_text("flags.txt", flags_text(cfg))
             logging.getLogger("epkd_tf").info("Study directory: %s (%s)", d.root, data.spec)
-            Study(cfg, data, d, verbose=FLAGS.verbose)()
+            quiet_libraries(verbose)
+            Study(cfg, data, d, verbose=verbose)()
         except RunDirError as err:     # a model file of the study that cannot be trusted
             return fail(str(err))
         except (OSError, MemoryError) as err:
@@ -132,14 +154,24 @@ def main(argv) -> int:
     return 0
 
 
+# The command line as given (for the one line that tells how to resume).
+_ARGV = []
+
+
 def parse_flags(argv):
     """Parses this module's flags; see :func:`epkd_tf.cli.parse_module_flags`."""
+    global _ARGV
+    _ARGV = list(argv[1:])
     return parse_module_flags(FLAGS, argv, __doc__.split("\n\n")[1])
 
 
 def run() -> None:
-    """Console entry point."""
-    sys.exit(main(parse_flags(sys.argv)))
+    """Console entry point: the native libraries' log lines are filtered out of the
+    console unless --verbose / $EPKD_VERBOSE."""
+    argv = parse_flags(sys.argv)
+    with native_log_filter(enabled=not verbosity(FLAGS.verbose)):
+        status = main(argv)
+    sys.exit(status)
 
 
 if __name__ == "__main__":
