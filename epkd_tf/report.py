@@ -382,10 +382,17 @@ def write_report(run: RunDir, check_files: bool = False) -> str:
     lines += ["## Teacher", ""]
     if not state.get("teacher_done"):
         lines += ["The teacher has not completed yet.", ""]
-    elif history.empty:
-        lines += ["Not trained by this run (`--teacher_path`, or `--teacher_epochs=0`).", ""]
     else:
-        lines += markdown_table(history) + [""]
+        if history.empty:
+            lines += ["Not trained by this run (`--teacher_path`, or `--teacher_epochs=0`).",
+                      ""]
+        else:
+            lines += markdown_table(history) + [""]
+        if not t["teacher"].empty:
+            lines += ["### The teacher as measured (`teacher.csv`)", ""]
+            measured = t["teacher"].dropna(axis=1, how="all")
+            lines += markdown_table(measured, [c for c in measured.columns
+                                               if c not in ("iteration", "goal_met")]) + [""]
 
     lines += ["## Students", "",
               "One row per iteration: the winning candidate after distillation "
