@@ -5,6 +5,7 @@ import logging
 import os
 import re
 import sys
+from typing import Optional
 
 from absl import flags
 
@@ -253,3 +254,17 @@ def native_log_filter(enabled: bool = True):
         os.dup2(saved, 2)       # the pipe's last writer closes: the reader ends
         thread.join(timeout=5)
         os.close(saved)
+
+
+def take_lock(held: contextlib.ExitStack, directory, flag_value: str) -> Optional[str]:
+    """Takes ``directory``'s lock (a RunDir or StudyDir) into ``held``, for as long as the
+    entry point runs (one process per directory); the one-line error (another process
+    holds it, naming its PID; the directory cannot be written) or None."""
+    from epkd_tf.locking import DirectoryBusyError
+    try:
+        held.enter_context(directory.lock())
+    except DirectoryBusyError as err:
+        return str(err)
+    except OSError as err:
+        return f"--output_dir={flag_value} cannot be written: {err.strerror}."
+    return None

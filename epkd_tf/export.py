@@ -40,7 +40,8 @@ from typing import Optional, Tuple
 from absl import flags
 
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
-from epkd_tf.cli import UsageError, fail, failure_message, parse_module_flags, setup_logging
+from epkd_tf.cli import (UsageError, fail, failure_message, parse_module_flags, setup_logging,
+                         take_lock)
 from epkd_tf.config import EXPORT_FORMATS, DataConfig, RunConfig
 from epkd_tf.settings import (DISTINCT, NON_EMPTY, NOT_BLANK, Settings, define_flags, one_of,
                               same_as, setting)
@@ -126,7 +127,6 @@ def main(argv) -> int:
         return fail(f"unexpected arguments {' '.join(argv[1:])!r}; every setting is a --flag.")
     from epkd_tf.config import ConfigError
     from epkd_tf.data import DataError, load_data
-    from epkd_tf.locking import DirectoryBusyError
     from epkd_tf.models.user import (ModelFileError, check_finite, check_fits,
                                      load_user_model)
     from epkd_tf.records import RunDir, RunDirError
@@ -171,12 +171,9 @@ def main(argv) -> int:
                  tuple(model.input_shape[1:]))
     out = RunDir(cfg.output_dir)
     with contextlib.ExitStack() as held:
-        try:      # one process per output directory, for the whole export
-            held.enter_context(out.lock())
-        except DirectoryBusyError as err:
-            return fail(str(err))
-        except OSError as err:
-            return fail(f"--output_dir={cfg.output_dir} cannot be written: {err.strerror}.")
+        problem = take_lock(held, out, cfg.output_dir)
+        if problem:
+            return fail(problem)
         if out.entries():     # filled since it was checked, by a process now gone
             return fail(f"--output_dir={cfg.output_dir} exists and is not an empty "
                         f"directory.")

@@ -31,8 +31,8 @@ from absl import app, flags
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 from epkd_tf.cli import (HELP_ARGS, Terminated, UsageError, differing_flags, fail,
                          failure_message, interrupted_message, interruptible,
-                         native_log_filter, parse_or_exit,
-                         prepare_output_dir, quiet_libraries, setup_logging, verbosity)
+                         native_log_filter, parse_or_exit, prepare_output_dir,
+                         quiet_libraries, setup_logging, take_lock, verbosity)
 
 FLAGS = flags.FLAGS
 
@@ -262,7 +262,6 @@ def _prepare_and_run(cfg, verbose: int, note) -> int:
     run directory (locked), then the run."""
     from epkd_tf.config import ConfigError
     from epkd_tf.data import DataError, load_data
-    from epkd_tf.locking import DirectoryBusyError
     from epkd_tf.models.user import ModelFileError
     from epkd_tf.records import RunDir, RunDirError, check_output_dir
     try:
@@ -290,12 +289,9 @@ def _prepare_and_run(cfg, verbose: int, note) -> int:
             shutil.rmtree(scratch, ignore_errors=True)
     run = RunDir(cfg.output_dir)
     with contextlib.ExitStack() as held:
-        try:      # held for the whole run: one process per run directory
-            held.enter_context(run.lock())
-        except DirectoryBusyError as err:
-            return fail(str(err))
-        except OSError as err:
-            return fail(f"--output_dir={cfg.output_dir} cannot be written: {err.strerror}.")
+        problem = take_lock(held, run, cfg.output_dir)
+        if problem:
+            return fail(problem)
         try:
             warning = prepare_run(cfg, run)
         except (UsageError, RunDirError) as err:

@@ -29,18 +29,10 @@ def tiny_dir(tmp_path_factory):
     """A TFDS data_dir with `tiny_digits`: 256 train / 128 test 12×12 images, 4 classes,
     learnable (each class is a bright quadrant plus noise)."""
     from epkd_tf.data import import_npz
+    from tiny_data import quadrant_digits
     rng = np.random.default_rng(0)
-
-    def make(n):
-        y = rng.integers(0, 4, n)
-        x = rng.integers(0, 60, (n, 12, 12)).astype(np.uint8)
-        for i, label in enumerate(y):
-            r, c = divmod(int(label), 2)
-            x[i, r * 6:(r + 1) * 6, c * 6:(c + 1) * 6] += 150
-        return x, y.astype(np.int64)
-
-    x_train, y_train = make(256)
-    x_test, y_test = make(128)
+    x_train, y_train = quadrant_digits(rng, 256)
+    x_test, y_test = quadrant_digits(rng, 128)
     root = tmp_path_factory.mktemp("tfds_tiny")
     npz = root / "tiny.npz"
     np.savez(npz, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)

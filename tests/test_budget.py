@@ -268,18 +268,10 @@ def test_max_accuracy_drop_stops_and_keeps_the_last_student_within_it(tiny_dir, 
 
 # -- a held-out selection split ------------------------------------------------------
 def _tiny_npz(path, permute_test_labels):
+    from tiny_data import quadrant_digits
     rng = np.random.default_rng(0)
-
-    def make(n):
-        y = rng.integers(0, 4, n)
-        x = rng.integers(0, 60, (n, 12, 12)).astype(np.uint8)
-        for i, label in enumerate(y):
-            r, c = divmod(int(label), 2)
-            x[i, r * 6:(r + 1) * 6, c * 6:(c + 1) * 6] += 150
-        return x, y.astype(np.int64)
-
-    x_train, y_train = make(256)
-    x_test, y_test = make(128)
+    x_train, y_train = quadrant_digits(rng, 256)
+    x_test, y_test = quadrant_digits(rng, 128)
     if permute_test_labels:
         y_test = np.random.default_rng(1).permutation(y_test)
     np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)

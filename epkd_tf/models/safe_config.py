@@ -29,37 +29,31 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Optional
 
-# Built-in tf_keras layers a model file may hold: everything epkd_tf/graph/rules.py
-# understands, the zoo's layers, the building blocks of tf_keras.applications, and other
-# plain built-ins (recurrent layers are loaded so that structured pruning can name them
-# when it refuses them). Left out on purpose: Lambda (stored code), TF-op layers (checked
-# apart, below), RNN/cell containers of arbitrary cells, lookup and text layers (they read
-# vocabulary files named in the config), DenseFeatures (feature-column functions).
-LAYERS = frozenset({
-    "InputLayer", "Dense", "EinsumDense", "Activation", "Flatten", "Reshape", "Permute",
-    "RepeatVector", "Identity", "Masking",
-    "Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
-    "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D",
-    "LocallyConnected1D", "LocallyConnected2D",
-    "MaxPooling1D", "MaxPooling2D", "MaxPooling3D",
-    "AveragePooling1D", "AveragePooling2D", "AveragePooling3D",
-    "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
-    "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
-    "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D",
-    "Cropping1D", "Cropping2D", "Cropping3D",
-    "UpSampling1D", "UpSampling2D", "UpSampling3D",
-    "BatchNormalization", "LayerNormalization", "GroupNormalization", "UnitNormalization",
-    "Normalization", "Rescaling", "Resizing", "CenterCrop",
-    "ReLU", "LeakyReLU", "PReLU", "ELU", "ThresholdedReLU", "Softmax",
-    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
-    "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization",
-    "RandomFlip", "RandomCrop", "RandomRotation", "RandomTranslation", "RandomZoom",
-    "RandomContrast", "RandomBrightness", "RandomHeight", "RandomWidth",
-    "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate", "Dot",
-    "Attention", "AdditiveAttention", "MultiHeadAttention", "Embedding",
+# Built-in tf_keras layers a model file may hold: every layer epkd_tf/graph/rules.py
+# understands (named once, there), plus the zoo's and tf_keras.applications' other building
+# blocks and other plain built-ins below (recurrent layers are loaded so that structured
+# pruning can name them when it refuses them). Left out on purpose: Lambda (stored code),
+# TF-op layers (checked apart, below), RNN/cell containers of arbitrary cells, lookup and
+# text layers (they read vocabulary files named in the config), DenseFeatures
+# (feature-column functions).
+_BEYOND_RULES = frozenset({
+    "EinsumDense", "Permute", "RepeatVector", "Identity", "Masking",
+    "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose", "DepthwiseConv1D",
+    "LocallyConnected1D", "LocallyConnected2D", "GroupNormalization", "Resizing",
+    "CenterCrop", "RandomFlip", "RandomCrop", "RandomRotation", "RandomTranslation",
+    "RandomZoom", "RandomContrast", "RandomBrightness", "RandomHeight", "RandomWidth",
+    "Dot", "Attention", "AdditiveAttention", "MultiHeadAttention", "Embedding",
     "LSTM", "GRU", "SimpleRNN", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D",
     "Bidirectional", "TimeDistributed",
 })
+
+
+def _builtin_layers() -> frozenset:
+    from epkd_tf.graph.rules import builtin_rule_names
+    return frozenset(builtin_rule_names()) | _BEYOND_RULES
+
+
+LAYERS = _builtin_layers()
 
 # Model containers: a functional model, a Sequential one (nested in ConvNeXt), Model.
 MODELS = frozenset({"Functional", "Sequential", "Model"})

@@ -24,7 +24,8 @@ from absl import flags
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 from epkd_tf.cli import (Terminated, UsageError, fail, failure_message, interrupted_message,
                          interruptible, native_log_filter, parse_module_flags,
-                         prepare_output_dir, quiet_libraries, setup_logging, verbosity)
+                         prepare_output_dir, quiet_libraries, setup_logging, take_lock,
+                         verbosity)
 
 FLAGS = flags.FlagValues()
 
@@ -115,7 +116,6 @@ def main(argv) -> int:
 def _study(verbose: int) -> int:
     from epkd_tf.config import ConfigError
     from epkd_tf.data import DataError, load_data
-    from epkd_tf.locking import DirectoryBusyError
     from epkd_tf.records import RunDirError, check_output_dir
     from epkd_tf.study.layout import StudyDir
     try:
@@ -127,12 +127,9 @@ def _study(verbose: int) -> int:
         return fail(str(err))
     d = StudyDir(cfg.output_dir)
     with contextlib.ExitStack() as held:
-        try:      # held for the whole study: one process per study directory
-            held.enter_context(d.lock())
-        except DirectoryBusyError as err:
-            return fail(str(err))
-        except OSError as err:
-            return fail(f"--output_dir={cfg.output_dir} cannot be written: {err.strerror}.")
+        problem = take_lock(held, d, cfg.output_dir)
+        if problem:
+            return fail(problem)
         try:
             prepare_output_dir(cfg.output_dir, flags_text(cfg), FLAGS, RUN_FLAGS,
                                FLAGS.overwrite, "study")

@@ -23,8 +23,12 @@ STUDY_VALIDATION = "0.1"
 
 
 def _method_names():
-    from epkd_tf.study.methods import method_names
-    return method_names()
+    """The registered study methods. Until the methods module is imported (it loads
+    TensorFlow) nobody can have registered one of their own, so they are the built-in
+    METHODS: flags are checked without loading TensorFlow."""
+    import sys
+    methods = sys.modules.get("epkd_tf.study.methods")
+    return methods.method_names() if methods is not None else list(METHODS)
 
 
 def _increasing(values) -> bool:
