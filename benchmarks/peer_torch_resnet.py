@@ -1,0 +1,349 @@
+"""The peer side of ``benchmarks/residual.py``: Torch-Pruning on the same ResNet teacher.
+
+Runs inside the peer's own virtual environment (PyTorch CPU + torch-pruning; never a
+dependency of epkd_tf, made by ``peers.py:peer_python()``), started by residual.py:
+
+    python peer_torch_resnet.py --teacher=teacher_weights.npz --data=peer_data.npz \\
+        --targets=538000,411000,... --keras_test_accuracy=0.9871 --out=result.json
+
+(without ``--targets`` it only checks the port).
+
+* The model: a PyTorch port of epkd_tf's basic-block ResNet (``epkd_tf/models/resnet.py``,
+  CIFAR stem): conv-BN-ReLU stem, stages of basic blocks (conv-BN-ReLU, conv-BN, a 1x1
+  conv-BN projection shortcut where the stride or the width changes, add, ReLU), global
+  average pooling, dense logits. Its layout (widths, blocks per stage, so ResNet-18 or -34
+  at any width) is read from the exported Keras weights, whose names are the zoo's.
+  Two details make it the *same function* and not only the same architecture: Keras'
+  ``padding="same"`` pads a stride-2 3x3 conv of an even input by 0 before and 1 after
+  (PyTorch's ``padding=1`` pads 1 on both sides, shifting every window), so the port pads
+  explicitly the way TensorFlow does; and Keras' BatchNormalization uses eps 1e-3 and
+  momentum 0.99 (PyTorch: eps 1e-5, momentum 0.1 for the *new* statistics), so the port
+  sets eps=1e-3, momentum=0.01.
+* The port is checked before any pruning: the teacher's test accuracy in PyTorch must be
+  within 0.1 points of the Keras one (``--keras_test_accuracy``), and its logits within
+  1e-2 of the Keras teacher's on the exported test images (accuracy alone can miss a
+  wrongly padded conv). Otherwise the result says ``port_ok: false`` and the script exits
+  with status 3 without pruning: a peer figure on a different function would be
+  meaningless.
+* The protocol is epkd_tf's (``residual.py``): the training examples and the test split
+  exactly as epkd_tf preprocessed them (exported by residual.py: MNIST resized to 32x32,
+  scaled to [0, 1]); one pruning step per entry of ``--targets`` (epkd_tf's own student
+  sizes, iteration by iteration), each followed by 1 epoch of distillation from the
+  original teacher (alpha 0.1, T = 50, 45, 40, ..., loss alpha·CE + (1 - alpha)·T²·KL,
+  Adam 5e-4 constant, batch 128, cached teacher logits). Pruning: ``tp.pruner.MetaPruner``
+  with global ranking, ``TaylorImportance`` (gradients of the cross-entropy over 8 batches
+  of 128 training examples, the model in evaluation mode so its BatchNorm statistics are
+  not touched), the logits layer not pruned, no per-layer floor (``max_pruning_ratio=1.0``;
+  Torch-Pruning never empties a layer). DepGraph couples the channels joined by the
+  residual additions, as epkd_tf's channel graph does. Each step's global channel ratio is
+  found by bisection so that the model lands on the step's parameter target.
+
+Parameters are counted the way epkd_tf counts them: every stored weight, BatchNorm moving
+mean and variance included (Keras keeps them as weights, PyTorch as buffers). Writes a
+JSON with the teacher's accuracy in both frameworks, per-step parameters, the final
+parameters, MACs (``tp.utils.count_ops_and_params``), widths, test accuracy and wall time.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import re
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch_pruning as tp
+
+EPOCHS, BATCH = 1, 128
+ALPHA, T0, T_STEP, T_MIN, RATE = 0.1, 50.0, 5.0, 1.0, 5e-4
+TAYLOR_BATCHES = 8
+# Keras' BatchNormalization defaults, in PyTorch's terms.
+BN_EPS, BN_MOMENTUM = 1e-3, 0.01
+PORT_TOLERANCE = 0.001          # 0.1 accuracy points
+# Float32 rounding in two libraries moves logits by ~1e-6..1e-4; a port that pads one
+# strided conv on the wrong side moves them by ~1e-1 and can still score the same accuracy.
+LOGIT_TOLERANCE = 1e-2
+
+
+def same_padding(size: int, kernel: int, stride: int):
+    """(before, after) padding of TensorFlow's ``padding="same"`` along one side."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+class ConvBN(nn.Module):
+    """Conv (no bias) -> BatchNorm, padded like Keras' ``padding="same"``."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int):
+        super().__init__()
+        self.kernel, self.stride = kernel, stride
+        self.conv = nn.Conv2d(cin, cout, kernel, stride, padding=0, bias=False)
+        self.bn = nn.BatchNorm2d(cout, eps=BN_EPS, momentum=BN_MOMENTUM)
+
+    def forward(self, x):
+        top, bottom = same_padding(x.shape[2], self.kernel, self.stride)
+        left, right = same_padding(x.shape[3], self.kernel, self.stride)
+        if top or bottom or left or right:
+            x = F.pad(x, (left, right, top, bottom))
+        return self.bn(self.conv(x))
+
+
+class BasicBlock(nn.Module):
+    """epkd_tf's ``_basic_block``: relu(shortcut(x) + bn(conv(relu(bn(conv(x))))))."""
+
+    def __init__(self, cin: int, planes: int, stride: int):
+        super().__init__()
+        self.conv1 = ConvBN(cin, planes, 3, stride)
+        self.conv2 = ConvBN(planes, planes, 3, 1)
+        self.proj = ConvBN(cin, planes, 1, stride) if stride != 1 or cin != planes else None
+
+    def forward(self, x):
+        shortcut = self.proj(x) if self.proj is not None else x
+        y = self.conv2(F.relu(self.conv1(x)))
+        return F.relu(shortcut + y)
+
+
+class ResNet(nn.Module):
+    """Stem, ``stages`` (a list of (planes, blocks)), GAP, logits: the CIFAR-stem zoo net."""
+
+    def __init__(self, in_channels: int, stem: int, stages, num_classes: int):
+        super().__init__()
+        self.stem = ConvBN(in_channels, stem, 3, 1)
+        blocks, cin = [], stem
+        # The zoo's layer names of each block, for loading the Keras weights.
+        self.block_names = []
+        for index, (planes, count) in enumerate(stages):
+            for b in range(count):
+                blocks.append(BasicBlock(cin, planes, 2 if index > 0 and b == 0 else 1))
+                self.block_names.append(f"stage{index + 1}_block{b + 1}")
+                cin = planes
+        self.blocks = nn.Sequential(*blocks)
+        self.logits = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        x = self.blocks(F.relu(self.stem(x)))
+        return self.logits(x.mean(dim=(2, 3)))
+
+
+def keras_layout(weights) -> tuple:
+    """(input channels, stem width, [(planes, blocks) per stage], classes) from the names of
+    the exported Keras weights (``stem_conv/kernel``, ``stage2_block1_conv1/kernel``...)."""
+    stem = weights["stem_conv/kernel"]
+    blocks = {}
+    for key in weights.files:
+        match = re.fullmatch(r"stage(\d+)_block(\d+)_conv1/kernel", key)
+        if match:
+            stage, block = int(match.group(1)), int(match.group(2))
+            blocks.setdefault(stage, {})[block] = int(weights[key].shape[3])
+    stages = [(blocks[s][1], len(blocks[s])) for s in sorted(blocks)]
+    if any(len(set(widths.values())) != 1 for widths in blocks.values()):
+        raise ValueError("the teacher's blocks of one stage differ in width: not a zoo "
+                         "ResNet before pruning")
+    return int(stem.shape[2]), int(stem.shape[3]), stages, int(weights["logits/kernel"].shape[1])
+
+
+def keras_name_of(model: ResNet, module_path: str) -> str:
+    """The Keras layer name of the ConvBN at ``module_path`` (``blocks.2.conv1`` ->
+    ``stage2_block1_conv1`` in ResNet-18)."""
+    if module_path == "stem":
+        return "stem_conv"
+    _, index, part = module_path.split(".")
+    return f"{model.block_names[int(index)]}_{part}"
+
+
+def load_teacher(path: str) -> ResNet:
+    """The Keras teacher's weights: conv kernels HWIO -> OIHW; BatchNorm gamma, beta,
+    moving mean and variance; the dense kernel transposed."""
+    w = np.load(path)
+    model = ResNet(*keras_layout(w))
+    used = set()
+    with torch.no_grad():
+        for path_, module in model.named_modules():
+            if not isinstance(module, ConvBN):
+                continue
+            name = keras_name_of(model, path_)
+            pairs = [(module.conv.weight, f"{name}/kernel", (3, 2, 0, 1)),
+                     (module.bn.weight, f"{name}_bn/gamma", None),
+                     (module.bn.bias, f"{name}_bn/beta", None),
+                     (module.bn.running_mean, f"{name}_bn/moving_mean", None),
+                     (module.bn.running_var, f"{name}_bn/moving_variance", None)]
+            for target, key, axes in pairs:
+                value = w[key] if axes is None else w[key].transpose(axes)
+                if tuple(value.shape) != tuple(target.shape):
+                    raise ValueError(f"{key}: shape {value.shape} does not fit {path_} "
+                                     f"{tuple(target.shape)}")
+                target.copy_(torch.tensor(value))
+                used.add(key)
+        model.logits.weight.copy_(torch.tensor(w["logits/kernel"].T))
+        model.logits.bias.copy_(torch.tensor(w["logits/bias"]))
+        used.update({"logits/kernel", "logits/bias"})
+    unused = sorted(set(w.files) - used)
+    if unused:       # a weight the port does not know would make it another function
+        raise ValueError(f"teacher weights the port does not use: {unused[:5]}")
+    return model
+
+
+def keras_params(model: nn.Module) -> int:
+    """Parameters as epkd_tf counts them: every parameter plus BatchNorm moving statistics."""
+    count = sum(p.numel() for p in model.parameters())
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            count += m.running_mean.numel() + m.running_var.numel()
+    return count
+
+
+def logits_of(model, x, batch: int = 500) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        return torch.cat([model(x[s:s + batch]) for s in range(0, len(x), batch)])
+
+
+def accuracy(model, x, y) -> float:
+    return float((logits_of(model, x).argmax(1) == y).float().mean())
+
+
+def distil(student, x, y, teacher_logits, temperature, seed):
+    """One epoch (``EPOCHS``) of Hinton distillation from the cached teacher logits."""
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(student.parameters(), lr=RATE)
+    for _ in range(EPOCHS):
+        student.train()
+        order = torch.randperm(len(x), generator=generator)
+        for start in range(0, len(x), BATCH):
+            idx = order[start:start + BATCH]
+            logits = student(x[idx])
+            hard = F.cross_entropy(logits, y[idx])
+            soft = F.kl_div(F.log_softmax(logits / temperature, 1),
+                            F.log_softmax(teacher_logits[idx] / temperature, 1),
+                            reduction="batchmean", log_target=True)
+            loss = ALPHA * hard + (1 - ALPHA) * temperature ** 2 * soft
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+
+def taylor_gradients(model, x, y, seed: int) -> None:
+    """Accumulates the cross-entropy gradients of ``TAYLOR_BATCHES`` random training batches
+    in ``model``'s parameters (evaluation mode: BatchNorm statistics untouched)."""
+    model.eval()
+    model.zero_grad()
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    for b in range(min(TAYLOR_BATCHES, -(-len(x) // BATCH))):    # fewer on a tiny slice
+        idx = order[b * BATCH:(b + 1) * BATCH]
+        F.cross_entropy(model(x[idx]), y[idx]).backward()
+
+
+def prune_to(model, target: int, example, seed: int, x, y):
+    """A pruned copy of ``model`` whose global channel ratio (one MetaPruner step, Taylor
+    importance) lands closest to ``target`` parameters from below (bisection on copies;
+    the gradients are computed once and given to every copy)."""
+    taylor_gradients(model, x, y, seed)
+
+    def pruned(ratio):
+        candidate = copy.deepcopy(model)
+        # deepcopy leaves .grad behind: the copy's Taylor scores need the same gradients.
+        for copied, original in zip(candidate.parameters(), model.parameters()):
+            copied.grad = None if original.grad is None else original.grad.clone()
+        pruner = tp.pruner.MetaPruner(candidate, example,
+                                      importance=tp.importance.TaylorImportance(),
+                                      global_pruning=True, pruning_ratio=ratio,
+                                      max_pruning_ratio=1.0, ignored_layers=[candidate.logits])
+        pruner.step()
+        return candidate
+
+    lo, hi, best = 0.0, 0.99, None
+    for _ in range(24):
+        mid = (lo + hi) / 2
+        candidate = pruned(mid)
+        count = keras_params(candidate)
+        if count > target:
+            lo = mid
+        else:
+            hi, best = mid, candidate
+            if (target - count) / target < 0.002:
+                break
+    if best is None:
+        raise RuntimeError(f"no channel ratio reaches {target} parameters")
+    best.zero_grad(set_to_none=True)
+    return best
+
+
+def widths(model: ResNet) -> str:
+    """Stem and each block's inner / output width, e.g. ``16 | 9/16 12/16 | ...``."""
+    parts = [str(model.stem.conv.out_channels)]
+    for block in model.blocks:
+        parts.append(f"{block.conv1.conv.out_channels}/{block.conv2.conv.out_channels}")
+    return " ".join(parts)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher", required=True, help=".npz of the Keras teacher's weights")
+    parser.add_argument("--data", required=True, help=".npz of x_train, y_train, x_test, "
+                        "y_test (NHWC, preprocessed) and keras_test_logits")
+    parser.add_argument("--targets", default="", help="parameter count of every step "
+                        "(none: check the port and stop)")
+    parser.add_argument("--keras_test_accuracy", type=float, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    data = np.load(args.data)
+    nchw = lambda a: torch.tensor(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))  # noqa: E731
+    x, y = nchw(data["x_train"]), torch.tensor(data["y_train"], dtype=torch.long)
+    x_test, y_test = nchw(data["x_test"]), torch.tensor(data["y_test"], dtype=torch.long)
+    teacher = load_teacher(args.teacher).eval()
+    total = keras_params(teacher)
+    torch_accuracy = accuracy(teacher, x_test, y_test)
+    keras_logits = data["keras_test_logits"]
+    logit_gap = float((logits_of(teacher, x_test[:len(keras_logits)])
+                       - torch.tensor(keras_logits)).abs().max())
+    port_ok = (abs(torch_accuracy - args.keras_test_accuracy) <= PORT_TOLERANCE
+               and logit_gap <= LOGIT_TOLERANCE)
+    print(f"teacher test accuracy: Keras {100 * args.keras_test_accuracy:.2f}%, PyTorch port "
+          f"{100 * torch_accuracy:.2f}% (largest logit difference {logit_gap:.2e} on "
+          f"{len(keras_logits)} test images); port {'ok' if port_ok else 'DIFFERS'}",
+          flush=True)
+    result = {"teacher_params": total, "keras_test_accuracy": args.keras_test_accuracy,
+              "teacher_test_accuracy": torch_accuracy, "port_max_logit_diff": logit_gap,
+              "port_ok": port_ok, "torch": torch.__version__,
+              "torch_pruning": getattr(tp, "__version__", "?")}
+    if not port_ok or not args.targets:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+        return 0 if port_ok else 3
+    teacher_logits = logits_of(teacher, x)
+    start = time.perf_counter()
+    student = copy.deepcopy(teacher)
+    example = torch.zeros(1, *x.shape[1:])
+    result["teacher_macs"] = int(tp.utils.count_ops_and_params(teacher, example)[0])
+    steps = []
+    targets = [int(t) for t in args.targets.split(",")]
+    for step, target in enumerate(targets, start=1):
+        student = prune_to(student, target, example, args.seed * 1000 + step, x, y)
+        temperature = max(T_MIN, T0 - T_STEP * (step - 1))
+        distil(student, x, y, teacher_logits, temperature, args.seed * 100 + step)
+        steps.append({"step": step, "target": target, "params": keras_params(student),
+                      "test_accuracy": accuracy(student, x_test, y_test)})
+        print(f"step {step}/{len(targets)}: {steps[-1]['params']:,} params (target "
+              f"{target:,}), T={temperature:g}, test {100 * steps[-1]['test_accuracy']:.2f}%",
+              flush=True)
+    macs, _ = tp.utils.count_ops_and_params(student, example)
+    result.update({"params": keras_params(student), "macs": int(macs),
+                   "widths": widths(student), "test_accuracy": steps[-1]["test_accuracy"],
+                   "steps": steps, "seconds": time.perf_counter() - start})
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+    print(json.dumps({k: v for k, v in result.items() if k != "steps"}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""The benchmark scripts: ``benchmarks/residual.py`` end to end on a tiny slice (``--smoke``,
+slow: a few minutes on 2 cores) and the PyTorch port its peer relies on (fast).
+
+The smoke run writes into a temporary BENCHMARKS.md (``--benchmarks_md``), never the
+repository's. It needs the real MNIST (``../shared/data/mnist.npz``); the peer parts need
+the peer's virtual environment (``benchmarks/.peer-venv``, made by
+``benchmarks/peers.py:peer_python()`` with PyTorch and torch-pruning) and are skipped
+without it rather than installing PyTorch from a test.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO / "benchmarks"
+MNIST_NPZ = REPO.parent / "shared" / "data" / "mnist.npz"
+PEER_PYTHON = BENCHMARKS / ".peer-venv" / "bin" / "python"
+NO_PEER = (f"the peer's virtual environment {PEER_PYTHON.parent.parent} does not exist "
+           "(python benchmarks/peers.py makes it: PyTorch CPU + torch-pruning)")
+
+
+def load_residual(monkeypatch):
+    """benchmarks/residual.py as a module (its sibling modules importable)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location("residual_benchmark", BENCHMARKS / "residual.py")
+    module = importlib.util.module_from_spec(spec)
+    # Registered first: its dataclasses look their module up while being defined.
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ----------------------------------------------------------------------------- fast
+def test_cifar10_is_only_for_the_resnet34_protocol():
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "residual.py"),
+                             "--dataset=cifar10"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "--protocol=resnet34" in result.stderr
+
+
+def test_seed_protocol_flagfile(tmp_path):
+    """The seed's ResNet-34 grid: 20/40/60/80% removed, the five methods, ResNet-34 on
+    CIFAR-10 (the distill/scratch students are the study's plain convnets); the study
+    accepts the recipe (it stops only at the missing data, downloads off)."""
+    flagfile = REPO / "flags" / "study_cifar10_resnet34_seed.cfg"
+    flags = dict(line.split("=", 1) for line in flagfile.read_text().splitlines()
+                 if line.startswith("--"))
+    assert flags["--dataset"] == "cifar10" and flags["--teacher"] == "resnet34"
+    assert flags["--fractions_removed"] == "0.2,0.4,0.6,0.8"
+    assert set(flags["--methods"].split(",")) == {"prune", "distill", "prune_distill", "epkd",
+                                                  "scratch"}
+    from epkd_tf.study.students import student_family
+    assert student_family("resnet34") == "plain_convnet"
+    result = subprocess.run([sys.executable, "-m", "epkd_tf.study", f"--flagfile={flagfile}",
+                             f"--data_dir={tmp_path / 'none'}", "--nodownload",
+                             f"--output_dir={tmp_path / 'study'}"],
+                            cwd=REPO, capture_output=True, text=True)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1 and "--data_dir" in errors[0], \
+        result.stderr[-2000:]
+    assert not (tmp_path / "study").exists()
+
+
+@pytest.mark.skipif(not PEER_PYTHON.exists(), reason=NO_PEER)
+@pytest.mark.parametrize("name,width", [("resnet18", 0.25)])
+def test_pytorch_port_computes_the_keras_function(tmp_path, monkeypatch, name, width):
+    """The peer's ResNet port loaded with a Keras zoo ResNet's weights (random BatchNorm
+    statistics, so that eps and every moving statistic matter; 32x32 inputs, so that the
+    stride-2 'same' padding matters) gives the same logits and counts the same parameters;
+    a Keras accuracy the port does not reproduce is refused (exit 3, no pruning). (A port
+    padding the stride-2 convs symmetrically scores the same accuracy on these inputs but
+    differs by ~0.1 in its logits: the logit bound is what catches it.)"""
+    residual = load_residual(monkeypatch)
+    import tf_keras
+    from epkd_tf.models import build_model
+    rng = np.random.default_rng(0)
+    model = build_model(name, (32, 32, 1), 10, width=width)
+    for layer in model.layers:
+        if isinstance(layer, tf_keras.layers.BatchNormalization):
+            shapes = [w.shape for w in layer.get_weights()]
+            layer.set_weights([rng.uniform(0.5, 1.5, shapes[0]), rng.normal(0, 0.2, shapes[1]),
+                               rng.normal(0, 0.2, shapes[2]), rng.uniform(0.5, 2.0, shapes[3])])
+    weights = tmp_path / "weights.npz"
+    np.savez(weights, **residual.keras_weights(model))
+    x = rng.uniform(0, 1, (64, 32, 32, 1)).astype("float32")
+    logits = model.predict(x, verbose=0)
+    data = tmp_path / "data.npz"
+    np.savez(data, x_train=x, y_train=logits.argmax(1), x_test=x, y_test=logits.argmax(1),
+             keras_test_logits=logits)
+
+    def port(keras_accuracy):
+        out = tmp_path / f"port_{keras_accuracy}.json"
+        result = subprocess.run([str(PEER_PYTHON), str(BENCHMARKS / "peer_torch_resnet.py"),
+                                 f"--teacher={weights}", f"--data={data}",
+                                 f"--keras_test_accuracy={keras_accuracy}", f"--out={out}"],
+                                capture_output=True, text=True)
+        return result, json.loads(out.read_text())
+
+    result, same = port(1.0)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert same["port_ok"] and same["teacher_test_accuracy"] == 1.0
+    assert same["port_max_logit_diff"] < 1e-4
+    assert same["teacher_params"] == model.count_params()
+    result, refused = port(0.5)
+    assert result.returncode == 3 and not refused["port_ok"] and "params" not in refused
+    assert "DIFFERS" in result.stdout
+
+
+# ----------------------------------------------------------------------------- slow
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """One ``residual.py --smoke`` run (every part; the peer when its environment exists):
+    the written file's text, the real BENCHMARKS.md before and after."""
+    if not MNIST_NPZ.exists():
+        pytest.skip(f"real MNIST not found at {MNIST_NPZ} (see ../shared/data/README.md)")
+    work = tmp_path_factory.mktemp("residual_smoke")
+    out = work / "BENCHMARKS.md"
+    real = REPO / "BENCHMARKS.md"
+    before = real.read_text() if real.exists() else None
+    command = [sys.executable, str(BENCHMARKS / "residual.py"), "--smoke",
+               f"--npz={MNIST_NPZ}", f"--keep_runs={work / 'runs'}", f"--benchmarks_md={out}"]
+    if not PEER_PYTHON.exists():
+        command.append("--skip_peer")
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
+    after = real.read_text() if real.exists() else None
+    return {"text": out.read_text(), "real_before": before, "real_after": after,
+            "stdout": result.stdout}
+
+
+def section(text: str, name: str) -> str:
+    match = re.search(rf"<!-- {name}:start -->\n(.*?)<!-- {name}:end -->", text, re.S)
+    assert match, f"section {name} missing"
+    return match.group(1)
+
+
+@pytest.mark.slow
+def test_smoke_writes_the_zoo_section(smoke):
+    body = section(smoke["text"], "residual")
+    assert "`--smoke` run" in body        # never mistaken for a measurement
+    number = r"[\d,]+"
+    for title in ("ResNet-18 (0.25)", "MobileNetV2 (0.35)"):
+        row = re.search(rf"\| {re.escape(title)} \| epkd_tf \| {number} -> {number} "
+                        rf"\([\d.]+x\) \| {number} -> {number} \([\d.]+x\) \| "
+                        rf"[\d.]+ -> [\d.]+ \([+-][\d.]+\) \| [\d.]+ -> [\d.]+ "
+                        rf"\(\*\*[\d.]+x\*\*\)", body)
+        assert row, f"no epkd_tf row with numbers for {title}:\n{body}"
+    assert smoke["real_after"] == smoke["real_before"], "the real BENCHMARKS.md was changed"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not PEER_PYTHON.exists(), reason=NO_PEER)
+def test_smoke_reports_the_peer_after_its_port_check(smoke):
+    body = section(smoke["text"], "residual")
+    assert "port check: test accuracy" in body, body
+    assert re.search(r"\| ResNet-18 \(0\.25\) \| Torch-Pruning Taylor \+ KD \| [\d,]+ -> "
+                     r"[\d,]+ \([\d.]+x\) \| [\d,]+ -> [\d,]+ \([\d.]+x\) \| [\d.]+ -> "
+                     r"[\d.]+", body), body
+
+
+@pytest.mark.slow
+def test_smoke_runs_the_resnet34_protocol(smoke):
+    body = section(smoke["text"], "residual_resnet34_mnist")
+    assert "not a measurement of the protocol" in body
+    assert "python benchmarks/residual.py --protocol=resnet34 --dataset=cifar10" in body
+    for method in ("prune", "distill", "prune_distill", "epkd", "scratch"):
+        assert re.search(rf"\| {method} \| [\d.]+% \([\d,]+\) \|", body), (method, body)
