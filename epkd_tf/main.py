@@ -178,6 +178,9 @@ def check_teacher(cfg, spec) -> None:
         made = " ".join(filter(None, [flag, width_flag, f"--image_size={cfg.data.image_size}"
                                       if cfg.data.image_size else ""]))
         with tf.Graph().as_default():       # sizes only: no weights are allocated
+            # A graph-level seed: with op determinism on, a random op without one (a
+            # Dropout, an initializer) refuses to be built in a fresh graph.
+            tf.compat.v1.set_random_seed(cfg.data.seed)
             feasibility.check_memory(_build_teacher(cfg, spec), cfg.data.batch_size,
                                      f"{made} (input {spec.input_shape})", gpus)
         model = _build_teacher(cfg, spec)

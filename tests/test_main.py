@@ -446,3 +446,18 @@ def test_cli_subprocess_reports_one_line_and_exit_2(tmp_path):
     assert result.returncode == 2
     assert len(error_lines(result.stderr)) == 1 and "--keep_ratio" in result.stderr
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("teacher", ["mobilenet_v2", "alexnet", "inception", "resnet18"])
+def test_the_pre_checks_build_every_zoo_teacher_under_op_determinism(teacher):
+    """The memory estimate builds the teacher in a fresh graph: random ops (Dropout,
+    initializers) need the graph's seed there, since op determinism is on in a run."""
+    from epkd_tf.config import DataConfig, RunConfig, TeacherConfig
+    from epkd_tf.data import DatasetSpec
+    tf.config.experimental.enable_op_determinism()    # as every run turns it on
+    epkd_main.FLAGS.unparse_flags()
+    epkd_main.FLAGS(["epkd"])
+    cfg = RunConfig(data=DataConfig(image_size=32), export_formats=(),
+                    teacher=TeacherConfig(teacher=teacher, width=0.25))
+    spec = DatasetSpec("synthetic", (32, 32, 1), 10, 100, 10)
+    epkd_main.check_teacher(cfg, spec)
