@@ -165,7 +165,8 @@ def test_flagfiles_parse(tmp_path):
     # Every shipped study recipe is valid (it fails only at the missing data_dir; downloads
     # are off: this machine may have no network).
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    for name in ("study_mnist_lenet300", "study_mnist_lenet5", "study_cifar10_resnet34"):
+    for name in ("study_mnist_lenet300", "study_mnist_lenet5", "study_cifar10_resnet34",
+                 "study_cifar10_resnet34_seed"):
         result = run_subprocess("epkd_tf.study", [
             f"--flagfile={os.path.join(repo, 'flags', name + '.cfg')}",
             f"--data_dir={tmp_path / 'none'}", f"--output_dir={tmp_path / name}",
