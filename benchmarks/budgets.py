@@ -101,11 +101,15 @@ def main() -> int:
     work, data_dir = mnist_workspace(args, "epkd_budgets_")
     rows = []
     for name, flagfile in MODELS:
+        teacher = []  # the first variant trains the teacher; the others distil from it
         for variant, extra in VARIANTS:
             out = os.path.join(work, f"{Path(flagfile).stem}_{variant.replace(', ', '_')}"
                                      .replace(" ", "_"))
-            rows.append(summary(name, variant, out, run(flagfile, extra, data_dir, out)))
+            rows.append(summary(name, variant, out,
+                                run(flagfile, [*extra, *teacher], data_dir, out)))
             print(rows[-1], flush=True)
+            teacher = teacher or [
+                f"--teacher_path={os.path.join(out, 'checkpoints', 'teacher.keras')}"]
     frame = pd.DataFrame(rows)
     frame.to_csv(os.path.join(work, "budgets.csv"), index=False)
     checks = []
@@ -120,7 +124,8 @@ def main() -> int:
         ]
     lines = ["## Deployment-aware budgets (`benchmarks/budgets.py`)", "",
              f"Measured {datetime.date.today()} on {platform.machine()}, {os.cpu_count()} "
-             "cores, CPU only, full MNIST, one run per row through the real CLI: the recipe's "
+             "cores, CPU only, full MNIST, one run per row through the real CLI (the variants of a model share the "
+             "teacher its first variant trained, via `--teacher_path`): the recipe's "
              f"flagfile plus `{' '.join(COMMON)}` and the row's flags. Latency: float32 TFLite, "
              "batch 1, one thread, LiteRT, median of 100 invokes, from each run's "
              "`deployment.csv` (teacher and final student measured by the same run). "

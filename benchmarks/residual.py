@@ -17,11 +17,8 @@ section ``residual`` of BENCHMARKS.md.
   (310,934 params), each trained 4 epochs by epkd_tf's own teacher training
   (``epkd_tf.training.train_teacher``: Adam 1e-3 cosine-decayed to 1%, batch 128, seed 0,
   op determinism on, exactly what ``python -m epkd_tf.main`` does for ``--teacher``), saved
-  and handed to the CLI with ``--teacher_path``. Not with ``--teacher`` because the CLI's
-  pre-flight memory check builds the zoo teacher inside a fresh ``tf.Graph`` that has no
-  seed while op determinism is on, and a model with a Dropout layer (MobileNetV2,
-  Inception, AlexNet) then fails to build ("Random ops require a seed"); ResNet-18 goes the
-  same way so that both teachers are made alike (the teacher's own row in each run's
+  and handed to the CLI with ``--teacher_path`` so that the Torch-Pruning peer starts from
+  the very weights epkd_tf distils from (the teacher's own row in each run's
   ``teacher.csv`` measures it as the CLI does).
 * EPKD through the real CLI (``python -m epkd_tf.main``, one subprocess per network):
   ``--pruners=l1_filter,taylor,oracle``, ``--target_params`` = teacher / 5 reached in 6
