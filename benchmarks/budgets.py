@@ -52,6 +52,16 @@ def finished(out: str) -> bool:
     return os.path.exists(path)
 
 
+def without_teacher(flagfile: str, work: str) -> str:
+    """A copy of ``flagfile`` without its --teacher* lines, for runs given --teacher_path
+    (the CLI refuses --teacher and --teacher_path together)."""
+    lines = [line for line in (REPO / flagfile).read_text().splitlines()
+             if not line.strip().startswith("--teacher")]
+    path = os.path.join(work, f"{Path(flagfile).stem}_shared_teacher.cfg")
+    Path(path).write_text("\n".join(lines) + "\n")
+    return path
+
+
 def run(flagfile: str, extra, data_dir: str, out: str) -> float:
     wall = os.path.join(out, "wall_seconds.txt")
     if not finished(out):
@@ -73,7 +83,7 @@ def summary(name: str, variant: str, out: str, wall: float) -> dict:
         return float(row[column].iloc[0])
 
     candidates = pd.read_csv(os.path.join(out, "candidates.csv"))
-    made = candidates[candidates.skipped.fillna("") == ""]
+    made = candidates[candidates.skipped.isna()]  # read_csv makes "" NaN
     error = (made.predicted_cost - made.cost).abs() / made.cost
     students = pd.read_csv(os.path.join(out, "students.csv"))
     return {
@@ -100,16 +110,18 @@ def main() -> int:
     args = mnist_arguments(__doc__.splitlines()[0]).parse_args()
     work, data_dir = mnist_workspace(args, "epkd_budgets_")
     rows = []
-    for name, flagfile in MODELS:
-        teacher = []  # the first variant trains the teacher; the others distil from it
+    for name, recipe in MODELS:
+        # The first variant trains the teacher; the others distil from it.
+        flagfile, teacher = recipe, []
         for variant, extra in VARIANTS:
-            out = os.path.join(work, f"{Path(flagfile).stem}_{variant.replace(', ', '_')}"
+            out = os.path.join(work, f"{Path(recipe).stem}_{variant.replace(', ', '_')}"
                                      .replace(" ", "_"))
             rows.append(summary(name, variant, out,
                                 run(flagfile, [*extra, *teacher], data_dir, out)))
             print(rows[-1], flush=True)
-            teacher = teacher or [
-                f"--teacher_path={os.path.join(out, 'checkpoints', 'teacher.keras')}"]
+            if not teacher:
+                teacher = [f"--teacher_path={os.path.join(out, 'checkpoints', 'teacher.keras')}"]
+                flagfile = without_teacher(flagfile, work)
     frame = pd.DataFrame(rows)
     frame.to_csv(os.path.join(work, "budgets.csv"), index=False)
     checks = []

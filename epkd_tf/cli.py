@@ -217,7 +217,9 @@ def interrupted_message(err: BaseException, kept: str, command: str) -> tuple:
 _NATIVE_LINE = re.compile(
     r"^(?:[IWE]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\]"
     r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
-    r"|INFO: (?:Created|Initialized) TensorFlow Lite)")
+    r"|INFO: (?:Created|Initialized) TensorFlow Lite"
+    # The TFLite converter's quantiser prints its settings for every int8 export.
+    r"|fully_quantize: \d+, inference_type: \d+, input_inference_type: )")
 
 
 @contextlib.contextmanager

@@ -179,3 +179,21 @@ def test_console_entry_points_are_installed_and_run_the_modules(script, module):
     flags_of = lambda text: set(re.findall(r"--\[?(?:no)?\]?([a-z_0-9]+)", text))  # noqa: E731
     assert flags_of(result.stdout) == flags_of(run_subprocess(module, ["--help"],
                                                               timeout=120).stdout)
+
+
+@pytest.mark.parametrize("line, native", [
+    ("I0000 00:00:1796037825.486877   21171 port.cc:153] oneDNN custom operations are on.",
+     True),
+    ("E0000 00:00:1796037829.291528   21171 cuda_platform.cc:52] failed call to cuInit", True),
+    ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+     True),
+    ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.", True),
+    ("fully_quantize: 0, inference_type: 6, input_inference_type: INT8, "
+     "output_inference_type: INT8", True),
+    ("12:08:08 epkd_tf: Iteration 7/14 done; elapsed 378 s", False),
+    ("error: --keep_ratio=1.5 is invalid: must lie in (0, 1).", False),
+    ("Traceback (most recent call last):", False),
+])
+def test_the_native_log_filter_drops_only_native_library_lines(line, native):
+    from epkd_tf.cli import _NATIVE_LINE
+    assert bool(_NATIVE_LINE.match(line)) is native
