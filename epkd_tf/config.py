@@ -324,6 +324,12 @@ class RunConfig(Settings):
     eval_examples: int = setting(10_000, "Training examples (a fixed seeded subset) whose "
                                  "accuracy ranks the candidates (train_sample_accuracy); "
                                  "0: the whole training split.", checks=[NON_NEGATIVE])
+    bn_recalibration_batches: int = setting(
+        20, "Training batches whose statistics replace every BatchNormalization layer's "
+        "moving mean and variance after the teacher is trained, after each candidate is "
+        "made and after each student is distilled (short training and the removal of "
+        "upstream units leave them stale); 0: never. Models without such layers are not "
+        "affected.", checks=[NON_NEGATIVE])
     jit_compile: bool = setting(False, "XLA-compile the train steps of teacher training and "
                                 "distillation.")
     distribution: str = setting("default", "tf.distribute strategy: default (one device), "

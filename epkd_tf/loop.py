@@ -35,7 +35,7 @@ import pandas as pd
 import epkd_tf  # noqa: F401
 import tf_keras
 
-from epkd_tf import deploy, faults, metrics, training
+from epkd_tf import batchnorm, deploy, faults, metrics, training
 from epkd_tf.budget import MeasureContext, make_measure
 from epkd_tf.config import RunConfig
 from epkd_tf.distill import Distiller
@@ -126,6 +126,7 @@ class EPKD:
         self.teacher_model = teacher
         self._teacher_logits = teacher_logits
         self._calibration = None
+        self._bn_batches = None
         self._pruning_context: Optional[PruningContext] = None
         self.last_result: Optional[IterationResult] = None
 
@@ -358,12 +359,16 @@ class EPKD:
         log.info("Teacher: %s, %d params, training %d epochs on %d examples",
                  cfg.teacher.teacher, model.count_params(), cfg.teacher.teacher_epochs,
                  spec.num_train)
+        if batchnorm.batchnorm_layers(model):
+            self._bn_batches = batchnorm.sample_batches(
+                self.data, cfg.bn_recalibration_batches, seed=cfg.data.seed)
         with self.clock.phase("teacher_training"):
             history = training.train_teacher(
                 model, self.data, cfg.teacher.teacher_epochs, cfg.teacher.learning_rate,
                 callbacks=[_tensorboard(self.run, "teacher"),
                            training.EpochLog("Teacher", cfg.teacher.teacher_epochs)],
-                verbose=self.verbose, jit_compile=cfg.jit_compile)
+                verbose=self.verbose, jit_compile=cfg.jit_compile,
+                bn_batches=self._bn_batches or [])
         return model, history
 
     def calibration(self):
@@ -371,6 +376,24 @@ class EPKD:
         if self._calibration is None:
             self._calibration = deploy.calibration_examples(self.data, self.cfg.data.seed)
         return self._calibration
+
+    def bn_batches(self) -> List:
+        """The run's --bn_recalibration_batches batches of seeded training examples, drawn
+        once ([] when the teacher has no BatchNormalization layer: nothing pruned from it
+        has one either)."""
+        if self._bn_batches is None:
+            wanted = self.cfg.bn_recalibration_batches
+            has_bn = self.teacher_model is not None and batchnorm.batchnorm_layers(
+                self.teacher_model)
+            self._bn_batches = (batchnorm.sample_batches(self.data, wanted,
+                                                         seed=self.cfg.data.seed)
+                                if has_bn else [])
+        return self._bn_batches
+
+    def recalibrate(self, model) -> None:
+        """Re-estimates ``model``'s BatchNormalization statistics on :meth:`bn_batches`."""
+        batches = self.bn_batches()
+        batchnorm.recalibrate(model, batches, len(batches))
 
     def deploy(self, model, name: str, serving_name: str, version: int, iteration: int,
                test_accuracy=None):
@@ -415,8 +438,12 @@ class EPKD:
                         current_cost: Optional[float] = None,
                         skipped: Optional[Dict[str, str]] = None) -> List[Candidate]:
         ctx = dataclasses.replace(self.pruning_context(iteration), current_cost=current_cost)
-        return [pruner.make_candidate(student, target, ctx) for pruner in self.pruners
-                if pruner.name not in (skipped or {})]
+        candidates = [pruner.make_candidate(student, target, ctx) for pruner in self.pruners
+                      if pruner.name not in (skipped or {})]
+        for candidate in candidates:
+            # Removing units upstream changes what every later normalisation layer sees.
+            self.recalibrate(candidate.model)
+        return candidates
 
     def evaluate(self, candidates: List[Candidate], iteration: int, target: float = np.nan,
                  skipped: Optional[Dict[str, str]] = None) -> pd.DataFrame:
@@ -529,6 +556,8 @@ class EPKD:
             fitted = distiller.fit(batches, validation_data=self.data.test(),
                                    epochs=d.finetune_epochs, verbose=self.verbose,
                                    callbacks=callbacks)
+        if not guard.problem:
+            self.recalibrate(student)
         frame = training.history_frame(fitted)
         frame.insert(0, "iteration", iteration)
         frame.insert(2, "temperature", temperature)

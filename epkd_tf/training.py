@@ -153,12 +153,14 @@ def copy_model(model: tf_keras.Model) -> tf_keras.Model:
 
 def train_teacher(model: tf_keras.Model, data, epochs: int, learning_rate: float,
                   callbacks: Optional[List] = None, verbose: int = 0,
-                  jit_compile: bool = False, flag: str = "--teacher_learning_rate"
-                  ) -> pd.DataFrame:
+                  jit_compile: bool = False, flag: str = "--teacher_learning_rate",
+                  bn_batches: Optional[List] = None) -> pd.DataFrame:
     """Trains a teacher with :func:`train_classifier` under a :class:`LossGuard`: the one
     teacher training of the EPKD run and of the study. A NaN/Inf loss raises
     NonFiniteLossError (naming ``flag``, the learning rate to lower): every later stage
-    needs the teacher."""
+    needs the teacher. Then its BatchNormalization statistics are re-estimated
+    (:mod:`epkd_tf.batchnorm`) on ``bn_batches`` (default: the default number of seeded
+    training batches of ``data``; [] leaves them as trained)."""
     guard = LossGuard("teacher")
     history = train_classifier(model, data, epochs, learning_rate,
                                callbacks=list(callbacks or []) + [guard], verbose=verbose,
@@ -166,6 +168,11 @@ def train_teacher(model: tf_keras.Model, data, epochs: int, learning_rate: float
     if guard.problem:
         raise NonFiniteLossError(f"teacher training hit a non-finite {guard.problem}; "
                                  f"lower {flag} (now {learning_rate:g}).")
+    from epkd_tf import batchnorm
+    if bn_batches is None and batchnorm.batchnorm_layers(model):
+        bn_batches = batchnorm.sample_batches(data, batchnorm.default_batches(),
+                                              seed=data.cfg.seed)
+    batchnorm.recalibrate(model, bn_batches or [], len(bn_batches or []))
     return history
 
 
