@@ -28,7 +28,9 @@ setup(
         # Plots of the study and run reports (PNG, Agg backend).
         "matplotlib",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    # pytest-xdist: the suite runs on two processes (pytest.ini), most of its time is
+    # single-threaded subprocess start-up and graph building.
+    extras_require={"test": ["pytest>=7", "pytest-xdist>=3"]},
     # The command-line tools; `python -m epkd_tf.main` (.study, .export, .report, .data)
     # runs the same functions.
     entry_points={"console_scripts": [

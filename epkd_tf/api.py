@@ -204,7 +204,8 @@ def _run(cfg, data, teacher, root: str, verbose: int, keep: bool) -> Compression
 
 def prune(model, target, *, criterion: str = "taylor", data=None, budget: str = "params",
           layer_floor: float = 0.1, flops_weight: float = 0.0, channel_multiple: int = 1,
-          batch_size: int = 128, seed: int = 0, learning_rate: float = 5e-4, **criterion_settings):
+          batch_size: int = 128, seed: int = 0, learning_rate: float = 5e-4,
+          bn_recalibration_batches: Optional[int] = None, **criterion_settings):
     """One-shot pruning of ``model`` to ``target`` in the ``budget`` measure (nonzero
     parameters by default; a float in (0, 1) is that fraction of the model's current cost)
     with any registered criterion; returns a new, physically smaller tf_keras model
@@ -214,7 +215,11 @@ def prune(model, target, *, criterion: str = "taylor", data=None, budget: str = 
     (taylor, oracle, poly_magnitude) score and fine-tune on; ``l1_filter`` needs none.
     ``criterion_settings``: the criterion's own settings by field name (e.g.
     ``batches=4`` for taylor, ``examples=512`` for oracle, ``epochs=2`` for poly_magnitude).
+    With ``data``, the pruned model's BatchNormalization statistics are re-estimated on
+    ``bn_recalibration_batches`` batches of it (default: ``--bn_recalibration_batches``'s;
+    0: kept as surgery left them).
     """
+    from epkd_tf import batchnorm
     from epkd_tf.budget import MeasureContext, make_measure
     from epkd_tf.config import PruningConfig
     from epkd_tf.pruning import PruningContext
@@ -257,11 +262,17 @@ def prune(model, target, *, criterion: str = "taylor", data=None, budget: str = 
                          teacher_widths=widths)
     try:
         value = int(round(target)) if measure.name == "params" else float(target)
-        return pruner.make_candidate(model, value, ctx).model
+        pruned = pruner.make_candidate(model, value, ctx).model
     except ConfigError:
         raise
     except ValueError as err:
         raise ApiError(" ".join(str(err).split())) from None
+    if loaded is not None and batchnorm.batchnorm_layers(pruned):
+        wanted = (batchnorm.default_batches() if bn_recalibration_batches is None
+                  else bn_recalibration_batches)
+        batches = batchnorm.sample_batches(loaded, wanted, seed=seed)
+        batchnorm.recalibrate(pruned, batches, len(batches))
+    return pruned
 
 
 def analyze(model):

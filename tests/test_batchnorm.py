@@ -128,3 +128,24 @@ def test_a_trained_teacher_is_recalibrated(tiny_dir):
     conv = tf_keras.Model(teacher.inputs, teacher.get_layer("conv").output)
     np.testing.assert_allclose(teacher.get_layer("bn").moving_mean.numpy(),
                                conv(batch).numpy().mean((0, 1, 2)), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("batches", [None, 0])
+def test_prune_recalibrates_with_data_unless_told_not_to(batches):
+    import epkd_tf
+    model = _conv_bn_teacher(4)
+    rng = np.random.default_rng(0)
+    x = rng.normal(1.0, 2.0, (96, 12, 12, 1)).astype(np.float32)
+    y = rng.integers(0, 4, 96).astype(np.int32)
+    pruned = epkd_tf.prune(model, 0.7, criterion="l1_filter", data=(x, y), batch_size=32,
+                           bn_recalibration_batches=batches)
+    stats = pruned.get_layer("bn").moving_mean.numpy()
+    if batches == 0:
+        np.testing.assert_array_equal(stats, np.zeros_like(stats))
+    else:   # default: 20 batches wanted, the 96 examples make 3 of 32
+        conv = tf_keras.Model(pruned.inputs, pruned.get_layer("conv").output)
+        from epkd_tf.data import from_arrays
+        data = from_arrays(x, y, x, y, batch_size=32, seed=0)
+        expected = np.mean([conv(b).numpy().mean((0, 1, 2))
+                            for b in batchnorm.sample_batches(data, 20, seed=0)], 0)
+        np.testing.assert_allclose(stats, expected, rtol=1e-4, atol=1e-5)
