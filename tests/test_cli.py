@@ -30,10 +30,17 @@ def _env(**extra):
     return dict(env, **extra)
 
 
+def _as_from_a_terminal():
+    # pytest-xdist's workers ignore SIGINT and a child inherits an ignored signal (the
+    # run would then rightly not hear Ctrl-C, as under nohup): give it the disposition a
+    # command started from a shell has.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt_after(command, cwd, marker: str, signum) -> subprocess.CompletedProcess:
     """Runs ``command``, sends ``signum`` once a stderr line contains ``marker``."""
     process = subprocess.Popen(command, cwd=cwd, stderr=subprocess.PIPE, text=True,
-                               env=_env())
+                               env=_env(), preexec_fn=_as_from_a_terminal)
     lines = []
     for line in process.stderr:
         lines.append(line)

@@ -4,6 +4,8 @@ Each run is ``python -m epkd_tf.main`` in a subprocess; ``EPKD_TEST_KILL_AT`` (s
 ``epkd_tf/faults.py``) makes it SIGKILL itself at a chosen moment.
 """
 import json
+
+import pytest
 import os
 import re
 import signal
@@ -63,6 +65,9 @@ def progress(out):
     return json.load(open(path)) if os.path.exists(path) else {}
 
 
+# Slow (three kills and resumes, ~40 s): the default run covers resuming with one kill
+# (test_cli, test_main, test_reliability's timings).
+@pytest.mark.slow
 def test_a_run_killed_three_times_resumes_to_the_uninterrupted_result(tiny_cli_run, tiny_dir,
                                                                      tmp_path):
     expected, _ = tiny_cli_run
