@@ -84,10 +84,12 @@ def accuracy(model, x, y) -> float:
     return float(correct) / len(x)
 
 
-def distil(student, x, y, teacher_logits, temperature, seed):
+def distil(student, x, y, teacher_logits, temperature, seed, epochs=EPOCHS):
+    """``epochs`` of Hinton distillation from the cached teacher logits (Adam at RATE,
+    batches of BATCH, ALPHA on the hard labels); also the ResNet peer's."""
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(student.parameters(), lr=RATE)
-    for _ in range(EPOCHS):
+    for _ in range(epochs):
         student.train()
         order = torch.randperm(len(x), generator=generator)
         for start in range(0, len(x), BATCH):

@@ -58,8 +58,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch_pruning as tp
 
-EPOCHS, BATCH = 1, 128
-ALPHA, T0, T_STEP, T_MIN, RATE = 0.1, 50.0, 5.0, 1.0, 5e-4
+# The LeNet peer's distillation and its recipe (Adam rate, batch, alpha); this script runs
+# from benchmarks/, so the module is importable.
+from peer_torch_pruning import BATCH, distil
+
+EPOCHS = 1
+T0, T_STEP, T_MIN = 50.0, 5.0, 1.0
 TAYLOR_BATCHES = 8
 # Keras' BatchNormalization defaults, in PyTorch's terms.
 BN_EPS, BN_MOMENTUM = 1e-3, 0.01
@@ -207,26 +211,6 @@ def accuracy(model, x, y) -> float:
     return float((logits_of(model, x).argmax(1) == y).float().mean())
 
 
-def distil(student, x, y, teacher_logits, temperature, seed):
-    """One epoch (``EPOCHS``) of Hinton distillation from the cached teacher logits."""
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(student.parameters(), lr=RATE)
-    for _ in range(EPOCHS):
-        student.train()
-        order = torch.randperm(len(x), generator=generator)
-        for start in range(0, len(x), BATCH):
-            idx = order[start:start + BATCH]
-            logits = student(x[idx])
-            hard = F.cross_entropy(logits, y[idx])
-            soft = F.kl_div(F.log_softmax(logits / temperature, 1),
-                            F.log_softmax(teacher_logits[idx] / temperature, 1),
-                            reduction="batchmean", log_target=True)
-            loss = ALPHA * hard + (1 - ALPHA) * temperature ** 2 * soft
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-
-
 def taylor_gradients(model, x, y, seed: int) -> None:
     """Accumulates the cross-entropy gradients of ``TAYLOR_BATCHES`` random training batches
     in ``model``'s parameters (evaluation mode: BatchNorm statistics untouched)."""
@@ -329,7 +313,8 @@ def main() -> int:
     for step, target in enumerate(targets, start=1):
         student = prune_to(student, target, example, args.seed * 1000 + step, x, y)
         temperature = max(T_MIN, T0 - T_STEP * (step - 1))
-        distil(student, x, y, teacher_logits, temperature, args.seed * 100 + step)
+        distil(student, x, y, teacher_logits, temperature, args.seed * 100 + step,
+               epochs=EPOCHS)
         steps.append({"step": step, "target": target, "params": keras_params(student),
                       "test_accuracy": accuracy(student, x_test, y_test)})
         print(f"step {step}/{len(targets)}: {steps[-1]['params']:,} params (target "
