@@ -359,16 +359,13 @@ class EPKD:
         log.info("Teacher: %s, %d params, training %d epochs on %d examples",
                  cfg.teacher.teacher, model.count_params(), cfg.teacher.teacher_epochs,
                  spec.num_train)
-        if batchnorm.batchnorm_layers(model):
-            self._bn_batches = batchnorm.sample_batches(
-                self.data, cfg.bn_recalibration_batches, seed=cfg.data.seed)
         with self.clock.phase("teacher_training"):
             history = training.train_teacher(
                 model, self.data, cfg.teacher.teacher_epochs, cfg.teacher.learning_rate,
                 callbacks=[_tensorboard(self.run, "teacher"),
                            training.EpochLog("Teacher", cfg.teacher.teacher_epochs)],
                 verbose=self.verbose, jit_compile=cfg.jit_compile,
-                bn_batches=self._bn_batches or [])
+                bn_batches=self.bn_batches(model))
         return model, history
 
     def calibration(self):
@@ -377,14 +374,14 @@ class EPKD:
             self._calibration = deploy.calibration_examples(self.data, self.cfg.data.seed)
         return self._calibration
 
-    def bn_batches(self) -> List:
+    def bn_batches(self, teacher: Optional[tf_keras.Model] = None) -> List:
         """The run's --bn_recalibration_batches batches of seeded training examples, drawn
-        once ([] when the teacher has no BatchNormalization layer: nothing pruned from it
-        has one either)."""
+        once ([] when the teacher, ``teacher`` or the run's, has no BatchNormalization
+        layer: nothing pruned from it has one either)."""
         if self._bn_batches is None:
             wanted = self.cfg.bn_recalibration_batches
-            has_bn = self.teacher_model is not None and batchnorm.batchnorm_layers(
-                self.teacher_model)
+            teacher = teacher if teacher is not None else self.teacher_model
+            has_bn = teacher is not None and batchnorm.batchnorm_layers(teacher)
             self._bn_batches = (batchnorm.sample_batches(self.data, wanted,
                                                          seed=self.cfg.data.seed)
                                 if has_bn else [])
