@@ -7,7 +7,7 @@ LiteRT latency of the float or int8 TFLite file, as ``deployment.csv`` measures 
 ``keep_ratio`` × the current student's cost in that measure. A measure
 
 * measures a model (``of``): exactly for params, MACs and size, on the runtime for
-  latency;
+  latency (timed side by side with the run's teacher, see :class:`MeasureContext`);
 * gives the pruning plan a cost of any structured-pruned version (``planner``): exact for
   params and MACs, the dense byte count plus a calibrated file overhead for size, the
   fitted per-layer latency model (``epkd_tf.latency``) for latency;
@@ -30,7 +30,14 @@ MEASURES: Registry = Registry("budget")
 
 @dataclasses.dataclass
 class MeasureContext:
-    """How latency and size are measured in this run (the deployment settings)."""
+    """How latency and size are measured in this run (the deployment settings).
+
+    ``reference`` (the run's teacher, when known) makes latency a side-by-side
+    measurement: a model and the teacher are timed in interleaved rounds and the model's
+    latency is the ratio of the two medians × the teacher's latency (``reference_costs``:
+    as the run recorded it, else measured once). On a shared machine two medians taken
+    minutes apart differ by tens of percent for one file; ratios measured side by side do
+    not, and every target of a run is a ratio of its teacher's latency."""
 
     latency_format: str = "tflite"          # tflite or tflite_int8
     threads: int = 1
@@ -38,6 +45,17 @@ class MeasureContext:
     calibration: Optional[np.ndarray] = None  # int8 calibration inputs
     seed: int = 0
     latency_model: object = None            # epkd_tf.latency.LatencyModel, made on demand
+    reference: object = None                # the teacher (a tf_keras model) or None
+    reference_costs: dict = dataclasses.field(default_factory=dict)  # measure -> its cost
+    _reference_files: dict = dataclasses.field(default_factory=dict)  # format -> bytes
+
+    def reference_file(self, fmt: str) -> bytes:
+        """The reference model's TFLite file in ``fmt`` (converted once)."""
+        if fmt not in self._reference_files:
+            from epkd_tf import metrics
+            self._reference_files[fmt] = metrics.to_tflite(self.reference, fmt,
+                                                           self.calibration)
+        return self._reference_files[fmt]
 
     def model_for_latency(self):
         if self.latency_model is None:
@@ -121,16 +139,27 @@ class Macs(Measure):
 
 @register_measure("latency")
 class Latency(Measure):
-    """Median batch-1 LiteRT latency (ms) of the model's TFLite file."""
+    """Median batch-1 LiteRT latency (ms) of the model's TFLite file, timed side by side
+    with the run's teacher when the context has it (see MeasureContext)."""
 
     unit = "ms"
     exact = False
 
     def of(self, model, ctx):
+        """Alone without a reference (or for the reference itself); else side by side
+        with it, as the ratio of the two medians × the reference's latency."""
         from epkd_tf import metrics
         flatbuffer = metrics.to_tflite(model, ctx.latency_format, ctx.calibration)
-        return metrics.tflite_latency(flatbuffer, runs=ctx.runs, threads=ctx.threads,
-                                      seed=ctx.seed)[0]
+        if ctx.reference is None or model is ctx.reference:
+            return metrics.tflite_latency(flatbuffer, runs=ctx.runs, threads=ctx.threads,
+                                          seed=ctx.seed)[0]
+        reference = ctx.reference_file(ctx.latency_format)
+        if self.name not in ctx.reference_costs:
+            ctx.reference_costs[self.name] = metrics.tflite_latency(
+                reference, runs=ctx.runs, threads=ctx.threads, seed=ctx.seed)[0]
+        (mine, _), (theirs, _) = metrics.tflite_latency_side_by_side(
+            [flatbuffer, reference], runs=ctx.runs, threads=ctx.threads, seed=ctx.seed)
+        return ctx.reference_costs[self.name] * mine / theirs
 
     def planner(self, graph, ctx, current=None):
         from epkd_tf.latency import latency_cost

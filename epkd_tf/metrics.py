@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import time
-from typing import Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -154,6 +154,26 @@ def tflite_predict(interpreter, x: np.ndarray) -> np.ndarray:
     return dequantize_output(interpreter.get_tensor(out["index"]), out)
 
 
+def _latency_interpreter(model_bytes: bytes, threads: int, seed: int):
+    """An interpreter of batch 1 with one seeded random input (of its input dtype) set."""
+    interpreter = make_interpreter(model_bytes, threads)
+    _resize_batch(interpreter, 1)
+    detail = interpreter.get_input_details()[0]
+    shape = [int(d) for d in detail["shape"]]
+    x = quantize_input(np.random.default_rng(seed).random(shape, dtype=np.float32), detail)
+    interpreter.set_tensor(detail["index"], x)
+    return interpreter
+
+
+def _timed_invokes(interpreter, runs: int) -> list:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        interpreter.invoke()
+        times.append(time.perf_counter() - start)
+    return times
+
+
 def tflite_latency(model_bytes: bytes, runs: int = 50, warmup: int = 10, threads: int = 1,
                    seed: int = 0) -> Tuple[float, float]:
     """Median and 90th percentile of batch-1 ``invoke()`` wall time in milliseconds.
@@ -162,21 +182,38 @@ def tflite_latency(model_bytes: bytes, runs: int = 50, warmup: int = 10, threads
     (first-call allocation, XNNPACK weight packing) precede ``runs`` timed ones, each timed
     with ``time.perf_counter`` around ``invoke()`` alone, on ``threads`` CPU threads.
     """
-    interpreter = make_interpreter(model_bytes, threads)
-    _resize_batch(interpreter, 1)
-    detail = interpreter.get_input_details()[0]
-    shape = [int(d) for d in detail["shape"]]
-    x = quantize_input(np.random.default_rng(seed).random(shape, dtype=np.float32), detail)
-    interpreter.set_tensor(detail["index"], x)
+    interpreter = _latency_interpreter(model_bytes, threads, seed)
     for _ in range(warmup):
         interpreter.invoke()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        interpreter.invoke()
-        times.append(time.perf_counter() - start)
-    times = np.asarray(times) * 1e3
+    times = np.asarray(_timed_invokes(interpreter, runs)) * 1e3
     return float(np.median(times)), float(np.percentile(times, 90))
+
+
+def tflite_latency_side_by_side(models: Sequence[bytes], runs: int = 50, rounds: int = 5,
+                                warmup: int = 10, threads: int = 1,
+                                seed: int = 0) -> List[Tuple[float, float]]:
+    """(median, 90th percentile) batch-1 ms of each TFLite model, timed side by side.
+
+    Each model gets its own interpreter and ``warmup`` untimed calls; then ``rounds``
+    rounds each time ``runs // rounds`` invokes of every model in turn, so that a slower or
+    busier stretch of the machine (another process, frequency scaling) falls on all of
+    them alike. Ratios of these medians are what speed-ups should be computed from: two
+    medians measured minutes apart on a shared machine can differ by tens of percent for
+    the same file (seen on microsecond-scale LeNets).
+    """
+    if not models:
+        return []
+    rounds = max(1, min(int(rounds), int(runs)))
+    interpreters = [_latency_interpreter(m, threads, seed) for m in models]
+    for interpreter in interpreters:
+        for _ in range(warmup):
+            interpreter.invoke()
+    samples: List[list] = [[] for _ in models]
+    per_round = max(1, int(runs) // rounds)
+    for _ in range(rounds):
+        for interpreter, times in zip(interpreters, samples):
+            times.extend(_timed_invokes(interpreter, per_round))
+    return [(float(np.median(t) * 1e3), float(np.percentile(t, 90) * 1e3)) for t in samples]
 
 
 def tflite_latency_ms(model_bytes: bytes, runs: int = 50, warmup: int = 10,

@@ -83,8 +83,11 @@ TABLES: Dict[str, List[str]] = {
                  "kept_previous", "epochs", "goal_met"],
     # The run's final student (iteration 0: the teacher itself): the smallest in the
     # --budget measure within the stop rules; why the run stopped. Written at its end.
+    # *_latency_ms: the teacher's and the final student's float / int8 TFLite files timed
+    # side by side (interleaved rounds) at the end; empty for a format not exported.
     "final": ["iteration", "pruner", "nonzero_params", "macs", "cost",
-              "validation_accuracy", "test_accuracy", "stopped"],
+              "validation_accuracy", "test_accuracy", "teacher_float_latency_ms",
+              "float_latency_ms", "teacher_int8_latency_ms", "int8_latency_ms", "stopped"],
     # The teacher measured like a student (iteration 0): what the headline compares with.
     "teacher": ["iteration", "nonzero_params", "total_params", "macs", "size_mb", "gzip_mb",
                 "latency_ms", "cost", "train_accuracy", "validation_accuracy",
@@ -95,6 +98,10 @@ TABLES: Dict[str, List[str]] = {
     "deployment": ["model", "iteration", "format", "path", "bytes", "gzip_bytes",
                    "test_accuracy", "latency_ms_median", "latency_ms_p90"],
 }
+
+# TFLite formats whose teacher and final student are timed side by side at the end of a
+# run -> the prefix of their final.csv columns (<prefix>_latency_ms).
+SIDE_BY_SIDE_FORMATS = {"tflite": "float", "tflite_int8": "int8"}
 
 # The model name the final student's exports carry (serving/final/1, tflite/final*.tflite).
 FINAL = "final"

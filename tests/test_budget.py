@@ -91,6 +91,40 @@ def test_latency_model_is_calibrated_and_never_predicts_a_narrower_model_slower(
     assert measure_context.latency_model.points_measured >= 4
 
 
+def test_latency_is_timed_side_by_side_with_the_reference(model, monkeypatch):
+    """With a reference (the run's teacher) a model's latency is the ratio of the two
+    side-by-side medians × the reference's recorded latency; the reference itself, or
+    any model without one, is timed alone; a reference without a recorded latency is
+    timed alone once."""
+    import tf_keras
+    latency = make_measure("latency")
+    calls = []
+
+    def side_by_side(files, **kwargs):
+        calls.append(files)
+        return [(2.0, 2.5), (4.0, 4.5)]               # the model first, the reference second
+
+    alone = []
+
+    def tflite_latency(file, **kwargs):
+        alone.append(file)
+        return 7.0, 8.0
+
+    monkeypatch.setattr(metrics, "tflite_latency_side_by_side", side_by_side)
+    monkeypatch.setattr(metrics, "tflite_latency", tflite_latency)
+    other = tf_keras.models.clone_model(model)
+    assert latency.of(other, MeasureContext()) == 7.0             # no reference: alone
+    ctx = MeasureContext(reference=model, reference_costs={"latency": 10.0})
+    assert latency.of(other, ctx) == pytest.approx(10.0 * 2.0 / 4.0)
+    assert calls[-1][1] == metrics.to_tflite(model)                # the reference's file
+    assert calls[-1][0] == metrics.to_tflite(other)
+    assert latency.of(model, ctx) == 7.0                          # the reference: alone
+    fresh = MeasureContext(reference=model)
+    assert latency.of(other, fresh) == pytest.approx(7.0 * 2.0 / 4.0)
+    assert fresh.reference_costs == {"latency": 7.0}
+    assert len(calls) == 2 and len(alone) == 3
+
+
 @pytest.mark.parametrize("budget", ["params", "macs", "size", "latency"])
 def test_candidates_of_one_target_have_equal_cost(model, graph, budget, measure_context):
     """Every structured criterion lands on the same target in the budget's measure,
@@ -220,6 +254,34 @@ def test_the_final_student_is_exported_and_headlined(macs_run):
     assert any("final student" in line for line in tail)
     final_row = pd.read_csv(out / "final.csv")
     assert final_row.iteration.tolist() == [k] and "meets every" in final_row.stopped[0]
+
+
+def test_latency_budget_chains_side_by_side_costs_and_times_the_final_student(tiny_dir,
+                                                                               tmp_path):
+    """--budget=latency: every iteration's target is keep_ratio × the previous student's
+    recorded cost (the teacher's: its latency timed alone; the students': side by side
+    with it); the final student and the teacher are timed side by side at the end, in
+    final.csv, the final's deployment row and the headline."""
+    out = tmp_path / "latency"
+    _run(tiny_dir, out, "--budget=latency", "--keep_ratio=0.6", "--iterations=2",
+         "--pruners=l1_filter,taylor", "--export_formats=tflite")
+    teacher = pd.read_csv(out / "teacher.csv").iloc[0]
+    students = pd.read_csv(out / "students.csv")
+    candidates = pd.read_csv(out / "candidates.csv")
+    assert teacher.cost > 0 and (candidates.cost > 0).all()
+    previous = [teacher.cost, *students.cost.iloc[:-1]]
+    for (iteration, group), cost in zip(candidates.groupby("iteration"), previous):
+        assert np.allclose(group.target_cost, 0.6 * cost), iteration
+    final = pd.read_csv(out / "final.csv").iloc[0]
+    assert final.teacher_float_latency_ms > 0 and final.float_latency_ms > 0
+    assert np.isnan(final.teacher_int8_latency_ms) and np.isnan(final.int8_latency_ms)
+    deployment = pd.read_csv(out / "deployment.csv")
+    row = deployment[(deployment.model == "final") & (deployment.format == "tflite")].iloc[0]
+    assert row.latency_ms_median == pytest.approx(final.float_latency_ms)
+    report = (out / "report.md").read_text().split("## ")[0]
+    assert "timed side by side" in report
+    assert f"{final.float_latency_ms:.4f} ms" in report
+    assert f"{final.teacher_float_latency_ms:.4f} ms" in report
 
 
 def test_final_student_is_the_smallest_within_the_allowed_drop(tmp_path):

@@ -55,3 +55,34 @@ def test_multiply_accumulates_by_hand():
     separable = 4 * 4 * 3 * 3 * 8 + 4 * 4 * 8 * 6
     dense = 4 * 4 * 6 * 5                     # Dense applied at every spatial position
     assert metrics.multiply_accumulates(model) == depthwise + separable + dense
+
+
+def _dense_file(units: int, inputs: int) -> bytes:
+    import tf_keras
+    x = tf_keras.Input((inputs,))
+    return metrics.to_tflite(tf_keras.Model(x, tf_keras.layers.Dense(units)(x)))
+
+
+def test_side_by_side_latency_interleaves_every_model_in_each_round(monkeypatch):
+    """Each round times every model in turn (so a busy stretch of the machine falls on all
+    of them), ``runs // rounds`` invokes each; one (median, p90) per model, in order."""
+    small, big = _dense_file(2, 4), _dense_file(512, 1024)
+    order, timed = [], metrics._timed_invokes
+
+    def spy(interpreter, runs):
+        order.append((id(interpreter), runs))
+        return timed(interpreter, runs)
+
+    monkeypatch.setattr(metrics, "_timed_invokes", spy)
+    result = metrics.tflite_latency_side_by_side([small, big], runs=40, rounds=4)
+    assert len(result) == 2 and all(0 < median <= p90 for median, p90 in result)
+    first, second = order[0][0], order[1][0]
+    assert first != second
+    assert order == [(first, 10), (second, 10)] * 4
+    # ~0.5M multiply-accumulates against 8: the big file is timed slower.
+    assert result[1][0] > result[0][0]
+    assert metrics.tflite_latency_side_by_side([]) == []
+    # More rounds than runs: one invoke per round.
+    order.clear()
+    metrics.tflite_latency_side_by_side([small], runs=2, rounds=5)
+    assert [runs for _, runs in order] == [1, 1]
