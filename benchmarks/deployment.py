@@ -22,7 +22,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from benchmarks_md import replace_section
@@ -56,29 +55,14 @@ def run(flagfile: str, pruners: str, extra, data_dir: str, out: str) -> None:
 
 
 def interleaved_latency(paths, runs: int = 200, rounds: int = 5):
-    """(median, p90) batch-1 ms of each TFLite file, timed in alternating rounds."""
+    """(median, p90) batch-1 ms of each TFLite file, timed side by side in alternating
+    rounds (``epkd_tf.metrics.tflite_latency_side_by_side``)."""
     sys.path.insert(0, str(REPO))
     import epkd_tf  # noqa: F401
-    from epkd_tf.metrics import make_interpreter
-    import time
-    samples = {p: [] for p in paths}
-    interpreters = {}
-    for p in paths:
-        with open(p, "rb") as f:
-            interpreters[p] = make_interpreter(f.read(), 1)
-        detail = interpreters[p].get_input_details()[0]
-        x = np.random.default_rng(0).random(detail["shape"]).astype(detail["dtype"])
-        interpreters[p].set_tensor(detail["index"], x)
-        for _ in range(20):
-            interpreters[p].invoke()
-    for _ in range(rounds):
-        for p in paths:
-            it = interpreters[p]
-            for _ in range(runs // rounds):
-                start = time.perf_counter()
-                it.invoke()
-                samples[p].append((time.perf_counter() - start) * 1e3)
-    return {p: (float(np.median(s)), float(np.percentile(s, 90))) for p, s in samples.items()}
+    from epkd_tf.metrics import tflite_latency_side_by_side
+    files = [open(p, "rb").read() for p in paths]
+    timed = tflite_latency_side_by_side(files, runs=runs, rounds=rounds, warmup=20)
+    return dict(zip(paths, timed))
 
 
 def export(checkpoint: str, out: str, data_dir: str) -> pd.DataFrame:

@@ -38,13 +38,11 @@ SHAPE, CLASSES = (32, 32, 3), 10
 
 
 def interleaved_latency(blobs, runs: int, rounds: int = 5):
-    """Median batch-1 latency of each TFLite blob, measured in alternating rounds."""
-    samples = [[] for _ in blobs]
-    for _ in range(rounds):
-        for i, blob in enumerate(blobs):
-            samples[i].append(metrics.tflite_latency_ms(blob, runs=max(1, runs // rounds),
-                                                        warmup=5))
-    return [float(np.median(s)) for s in samples]
+    """Median batch-1 latency of each TFLite blob, measured side by side in alternating
+    rounds."""
+    timed = metrics.tflite_latency_side_by_side(blobs, runs=max(rounds, runs), rounds=rounds,
+                                                warmup=5)
+    return [median for median, _ in timed]
 
 
 def bench_model(name: str, runs: int) -> dict:
