@@ -4,9 +4,11 @@ Runs inside the peer's own virtual environment (PyTorch CPU + torch-pruning; nev
 dependency of epkd_tf, made by ``peers.py:peer_python()``), started by residual.py:
 
     python peer_torch_resnet.py --teacher=teacher_weights.npz --data=peer_data.npz \\
-        --targets=538000,411000,... --keras_test_accuracy=0.9871 --out=result.json
+        --targets=538000,411000,... --keras_test_accuracy=0.9871 \\
+        --bn_recalibration_batches=20 --out=result.json
 
-(without ``--targets`` it only checks the port).
+(without ``--targets`` it only checks the port; ``--self_test`` checks the BatchNorm
+re-estimation on a small model and needs no other argument).
 
 * The model: a PyTorch port of epkd_tf's basic-block ResNet (``epkd_tf/models/resnet.py``,
   CIFAR stem): conv-BN-ReLU stem, stages of basic blocks (conv-BN-ReLU, conv-BN, a 1x1
@@ -37,11 +39,21 @@ dependency of epkd_tf, made by ``peers.py:peer_python()``), started by residual.
   Torch-Pruning never empties a layer). DepGraph couples the channels joined by the
   residual additions, as epkd_tf's channel graph does. Each step's global channel ratio is
   found by bisection so that the model lands on the step's parameter target.
+* BatchNorm statistics are re-estimated as epkd_tf re-estimates them
+  (``epkd_tf/batchnorm.py``, ``--bn_recalibration_batches``): after each pruning step
+  (before distillation) and after each distillation, every BatchNorm layer's running mean
+  and variance become the plain average of their per-batch values over the same
+  ``--bn_recalibration_batches`` batches of ``BATCH`` training examples, drawn once as
+  epkd_tf draws its own (``Data.sample``: ``np.random.default_rng(seed).choice`` over the
+  training examples in their exported order, without replacement), so with residual.py's
+  ``--seed`` (epkd_tf's data seed) they are the very batches epkd_tf uses. 0 turns it off.
 
 Parameters are counted the way epkd_tf counts them: every stored weight, BatchNorm moving
 mean and variance included (Keras keeps them as weights, PyTorch as buffers). Writes a
 JSON with the teacher's accuracy in both frameworks, per-step parameters, the final
-parameters, MACs (``tp.utils.count_ops_and_params``), widths, test accuracy and wall time.
+parameters, MACs (``tp.utils.count_ops_and_params``), widths, test accuracy, wall time and
+the BatchNorm re-estimation done (``bn_recalibration_batches``: the setting;
+``bn_recalibration_examples``: the examples drawn; ``bn_recalibrated``: when).
 """
 from __future__ import annotations
 
@@ -192,6 +204,123 @@ def load_teacher(path: str) -> ResNet:
     return model
 
 
+def recalibration_batches(x: torch.Tensor, num_batches: int, seed: int) -> list:
+    """``num_batches`` batches of ``BATCH`` distinct seeded training examples (at most all of
+    ``x``), drawn the way epkd_tf's ``batchnorm.sample_batches`` draws them (one
+    ``default_rng(seed).choice`` without replacement, cut in batches); [] for 0."""
+    if num_batches <= 0:
+        return []
+    chosen = np.random.default_rng(seed).choice(len(x), size=min(num_batches * BATCH, len(x)),
+                                                replace=False)
+    examples = x[torch.from_numpy(chosen)]
+    return [examples[s:s + BATCH] for s in range(0, len(examples), BATCH)]
+
+
+def recalibrate_batchnorm(model: nn.Module, batches: list) -> int:
+    """Replaces the running mean and variance of every BatchNorm layer of ``model`` by
+    their average over ``batches`` (each batch normalised with its own statistics, as in
+    training); weights are not changed, the model is left in evaluation mode. Returns the
+    number of batches used (0: no BatchNorm layer or no batch, nothing done).
+
+    epkd_tf sets each Keras layer's momentum to (k - 1) / k at batch k; PyTorch's
+    ``momentum=None`` is the same cumulative average (factor 1 / num_batches_tracked, from
+    freshly reset statistics). Both store the *unbiased* per-batch variance: PyTorch by
+    definition, Keras because its fused kernel (used for these 4-D NHWC layers) returns the
+    Bessel-corrected variance for the moving average. So the statistics are the same
+    function of the same batches; only float32 rounding differs."""
+    layers = [m for m in model.modules()
+              if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not layers or not batches:
+        model.eval()
+        return 0
+    momenta = [m.momentum for m in layers]
+    try:
+        for m in layers:
+            m.reset_running_stats()
+            m.momentum = None
+        # Training mode for the whole model, as Keras' model(x, training=True) does.
+        model.train()
+        with torch.no_grad():
+            for batch in batches:
+                model(batch)
+    finally:
+        for m, momentum in zip(layers, momenta):
+            m.momentum = momentum
+        model.eval()
+    return len(batches)
+
+
+def self_test() -> int:
+    """Checks :func:`recalibrate_batchnorm` on a small conv net with two BatchNorm layers:
+    re-estimated on one batch, the network at inference computes what it computes in
+    training mode on that batch (once the Bessel factor n / (n - 1) kept in the running
+    variance is taken out); re-estimated on several batches, the running mean and variance
+    are the averages of the per-batch means and unbiased variances of each layer's inputs
+    (NumPy); momenta and weights are unchanged. Returns 0 when every check passes."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3), nn.BatchNorm2d(6, eps=BN_EPS, momentum=BN_MOMENTUM),
+                          nn.ReLU(), nn.Conv2d(6, 5, 3, stride=2),
+                          nn.BatchNorm2d(5, eps=BN_EPS, momentum=BN_MOMENTUM), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(5 * 3 * 3, 4))
+    bns = [model[1], model[4]]
+    weights = copy.deepcopy(model.state_dict())
+    batches = [torch.randn(16, 3, 10, 10) * (1 + b) + b for b in range(3)]
+    failures = []
+
+    def check(ok: bool, what: str) -> None:
+        print(f"{'ok  ' if ok else 'FAIL'} {what}")
+        if not ok:
+            failures.append(what)
+
+    # One batch: inference with the re-estimated statistics = training-mode output.
+    recalibrate_batchnorm(model, batches[:1])
+    check(not model.training, "left in evaluation mode")
+    check(all(bn.momentum == BN_MOMENTUM for bn in bns), "momenta restored")
+    check(all(torch.equal(weights[k], v) for k, v in model.state_dict().items()
+              if not k.split(".")[-1].startswith(("running_", "num_batches"))),
+          "weights unchanged")
+    with torch.no_grad():
+        trained = copy.deepcopy(model).train()(batches[0])
+        biased = copy.deepcopy(model)
+        for bn, (h, w) in zip([biased[1], biased[4]], [(8, 8), (3, 3)]):
+            n = len(batches[0]) * h * w          # values per channel in the batch
+            bn.running_var *= (n - 1) / n
+        gap = float((biased(batches[0]) - trained).abs().max())
+        bessel = float((model(batches[0]) - trained).abs().max())
+    check(gap <= 1e-5, f"one batch: eval output = train output ({gap:.1e}; {bessel:.1e} with "
+          "the unbiased variance kept, as Keras keeps it)")
+
+    # Several batches: the plain average of the per-batch statistics of each layer's inputs
+    # (recorded on a copy in training mode, where every layer uses its batch's statistics,
+    # so the inputs do not depend on the running ones).
+    reference = copy.deepcopy(model).train()
+    inputs = [[], []]
+    for seen, index in zip(inputs, (1, 4)):
+        reference[index].register_forward_pre_hook(
+            lambda module, args, seen=seen: seen.append(args[0].numpy().copy()))
+    with torch.no_grad():
+        for batch in batches:
+            reference(batch)
+    used = recalibrate_batchnorm(model, batches)
+    check(used == len(batches), f"{used} batches used")
+    for index, (bn, seen) in enumerate(zip(bns, inputs)):
+        mean = np.mean([a.mean(axis=(0, 2, 3)) for a in seen], axis=0)
+        var = np.mean([a.var(axis=(0, 2, 3), ddof=1) for a in seen], axis=0)
+        mean_gap = float(np.abs(bn.running_mean.numpy() - mean).max())
+        var_gap = float(np.abs(bn.running_var.numpy() - var).max() / np.abs(var).max())
+        check(mean_gap <= 1e-5 and var_gap <= 1e-5,
+              f"{len(batches)} batches, BatchNorm {index + 1}: running mean = mean of batch "
+              f"means ({mean_gap:.1e}), running var = mean of unbiased batch variances "
+              f"({var_gap:.1e} relative)")
+    drawn = recalibration_batches(torch.arange(300.0).reshape(300, 1), 3, seed=0)
+    again = recalibration_batches(torch.arange(300.0).reshape(300, 1), 3, seed=0)
+    check([len(b) for b in drawn] == [BATCH, BATCH, 300 - 2 * BATCH]
+          and all(torch.equal(a, b) for a, b in zip(drawn, again))
+          and len(torch.cat(drawn).unique()) == 300, "batches: seeded, distinct, capped")
+    print("self-test " + ("passed" if not failures else f"FAILED ({len(failures)})"))
+    return 0 if not failures else 1
+
+
 def keras_params(model: nn.Module) -> int:
     """Parameters as epkd_tf counts them: every parameter plus BatchNorm moving statistics."""
     count = sum(p.numel() for p in model.parameters())
@@ -267,16 +396,30 @@ def widths(model: ResNet) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--teacher", required=True, help=".npz of the Keras teacher's weights")
-    parser.add_argument("--data", required=True, help=".npz of x_train, y_train, x_test, "
+    parser.add_argument("--teacher", help=".npz of the Keras teacher's weights")
+    parser.add_argument("--data", help=".npz of x_train, y_train, x_test, "
                         "y_test (NHWC, preprocessed) and keras_test_logits")
     parser.add_argument("--targets", default="", help="parameter count of every step "
                         "(none: check the port and stop)")
-    parser.add_argument("--keras_test_accuracy", type=float, required=True)
+    parser.add_argument("--keras_test_accuracy", type=float)
+    parser.add_argument("--bn_recalibration_batches", type=int, default=20,
+                        help="batches of training examples whose average statistics "
+                        "replace every BatchNorm layer's after each pruning step and each "
+                        "distillation, as epkd_tf's setting of that name; 0: never")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out")
+    parser.add_argument("--self_test", action="store_true",
+                        help="check the BatchNorm re-estimation on a small model and stop")
     args = parser.parse_args()
+    if args.self_test:
+        return self_test()
+    missing = [f"--{name}" for name in ("teacher", "data", "keras_test_accuracy", "out")
+               if getattr(args, name) is None]
+    if missing:
+        parser.error("the following arguments are required: " + ", ".join(missing))
+    if args.bn_recalibration_batches < 0:
+        parser.error("--bn_recalibration_batches must be 0 or more")
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     data = np.load(args.data)
@@ -298,12 +441,19 @@ def main() -> int:
     result = {"teacher_params": total, "keras_test_accuracy": args.keras_test_accuracy,
               "teacher_test_accuracy": torch_accuracy, "port_max_logit_diff": logit_gap,
               "port_ok": port_ok, "torch": torch.__version__,
-              "torch_pruning": getattr(tp, "__version__", "?")}
+              "torch_pruning": getattr(tp, "__version__", "?"),
+              # The setting (residual.py re-runs a cached result made with another one).
+              "bn_recalibration_batches": args.bn_recalibration_batches}
     if not port_ok or not args.targets:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)
         return 0 if port_ok else 3
     teacher_logits = logits_of(teacher, x)
+    # Drawn once: every re-estimation uses the same batches, as in epkd_tf.
+    bn_batches = recalibration_batches(x, args.bn_recalibration_batches, args.seed)
+    result.update({"bn_recalibration_examples": sum(len(b) for b in bn_batches),
+                   "bn_recalibrated": "after each pruning step and after each distillation"
+                   if bn_batches else "never"})
     start = time.perf_counter()
     student = copy.deepcopy(teacher)
     example = torch.zeros(1, *x.shape[1:])
@@ -312,9 +462,13 @@ def main() -> int:
     targets = [int(t) for t in args.targets.split(",")]
     for step, target in enumerate(targets, start=1):
         student = prune_to(student, target, example, args.seed * 1000 + step, x, y)
+        # Removing channels upstream changes what every later BatchNorm layer sees.
+        recalibrate_batchnorm(student, bn_batches)
         temperature = max(T_MIN, T0 - T_STEP * (step - 1))
         distil(student, x, y, teacher_logits, temperature, args.seed * 100 + step,
                epochs=EPOCHS)
+        # One epoch at momentum 0.01 leaves the running statistics lagging the weights.
+        recalibrate_batchnorm(student, bn_batches)
         steps.append({"step": step, "target": target, "params": keras_params(student),
                       "test_accuracy": accuracy(student, x_test, y_test)})
         print(f"step {step}/{len(targets)}: {steps[-1]['params']:,} params (target "

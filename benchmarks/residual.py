@@ -36,7 +36,11 @@ teacher's test accuracy must be within 0.1 points of the Keras one and its logit
 1e-2 of the Keras logits, else the peer is not reported), then the same protocol on the
 same 10,800 preprocessed training examples: as many pruning steps as epkd_tf made, each
 to the parameter count epkd_tf's student had at that iteration, global
-``TaylorImportance``, the logits layer ignored, 1 epoch of distillation each.
+``TaylorImportance``, the logits layer ignored, 1 epoch of distillation each, and
+BatchNorm statistics re-estimated as epkd_tf re-estimates them (after each pruning step and
+after each distillation, on as many seeded batches as the epkd_tf run's
+``--bn_recalibration_batches``: the same examples). A cached peer result made with another
+number of batches (or before the peer re-estimated) is run again.
 MobileNetV2 is epkd_tf only (no PyTorch weight port is written for it).
 
 **3. The seed's ResNet-34 protocol** (``--protocol=resnet34``, also part of ``all``):
@@ -250,7 +254,20 @@ def run_epkd(work: str, data_dir: str, net: Network, scale: Scale) -> dict:
             "final": table("final").iloc[0], "students": table("students"),
             "target": target, "keep_ratio": keep, "teacher_seconds": made["seconds"],
             "train_examples": made["train_examples"],
+            "bn_recalibration_batches": bn_recalibration_batches(out),
             "seconds": float(Path(wall_file).read_text())}
+
+
+def bn_recalibration_batches(run_dir: str) -> int:
+    """The ``--bn_recalibration_batches`` an epkd_tf run used, read from its flags.txt (a
+    flag missing there had its default, as epkd_tf itself assumes when resuming), so that
+    the peer re-estimates on as many batches."""
+    for line in Path(run_dir, "flags.txt").read_text().splitlines():
+        if line.strip().startswith("--bn_recalibration_batches="):
+            return int(line.split("=", 1)[1])
+    sys.path.insert(0, str(REPO))
+    from epkd_tf.batchnorm import default_batches
+    return default_batches()
 
 
 # ----------------------------------------------------------------------------- the peer
@@ -291,14 +308,23 @@ def keras_weights(model) -> Dict[str, np.ndarray]:
 
 def run_peer(work: str, python: str, weights: str, data: str, epkd: dict) -> dict:
     """Torch-Pruning on the ported teacher, one step per epkd_tf iteration to the same
-    parameter counts; its JSON (``port_ok`` false: the port was refused)."""
+    parameter counts, BatchNorm statistics re-estimated on as many batches as epkd_tf's run;
+    its JSON (``port_ok`` false: the port was refused). A cached JSON is reused only if it
+    was made with that number of batches (one written before the peer re-estimated has
+    none)."""
     out = os.path.join(work, "peer", "resnet18.json")
-    if not os.path.exists(out):
+    bn_batches = epkd["bn_recalibration_batches"]
+    cached = json.load(open(out)).get("bn_recalibration_batches") if os.path.exists(out) else None
+    if os.path.exists(out) and cached != bn_batches:
+        print(f"{out} was made with --bn_recalibration_batches={cached} (epkd_tf's run: "
+              f"{bn_batches}): running the peer again", flush=True)
+    if cached != bn_batches:
         targets = ",".join(str(int(p)) for p in epkd["students"].nonzero_params)
+        # --seed is also epkd_tf's data seed: the peer draws the same re-estimation batches.
         command = [python, str(HERE / "peer_torch_resnet.py"), f"--teacher={weights}",
                    f"--data={data}", f"--targets={targets}",
                    f"--keras_test_accuracy={float(epkd['teacher'].test_accuracy):.6f}",
-                   f"--seed={SEED}", f"--out={out}"]
+                   f"--bn_recalibration_batches={bn_batches}", f"--seed={SEED}", f"--out={out}"]
         print("+ " + " ".join(shlex.quote(c) for c in command), flush=True)
         status = subprocess.run(command, cwd=REPO).returncode
         if status not in (0, 3):      # 3: the port check failed (recorded in the JSON)
@@ -507,8 +533,24 @@ def peer_note_for(peer: Optional[dict], skipped: Optional[str]) -> str:
             "iteration to epkd_tf's parameter count (BatchNorm moving statistics counted on "
             "both sides), global TaylorImportance (MetaPruner, DepGraph couples the "
             "residual channels), logits layer kept, no per-layer floor, then 1 epoch of "
-            "distillation (alpha 0.1, the same T, Adam 5e-4, batch 128). Its MACs are "
-            "Torch-Pruning's count; no TFLite file is made on that side. " + common)
+            "distillation (alpha 0.1, the same T, Adam 5e-4, batch 128). "
+            + peer_batchnorm_note(peer) + " Its MACs are Torch-Pruning's count; no TFLite "
+            "file is made on that side. " + common)
+
+
+def peer_batchnorm_note(peer: dict) -> str:
+    """What the peer's JSON says it did with the BatchNorm running statistics."""
+    batches, examples = (peer.get("bn_recalibration_batches") or 0,
+                         peer.get("bn_recalibration_examples") or 0)
+    if not batches or not examples:
+        return ("BatchNorm running statistics not re-estimated on that side (PyTorch's "
+                "exponential average, momentum 0.01, as Keras' 0.99).")
+    return ("BatchNorm running statistics re-estimated as epkd_tf re-estimates them, after "
+            "each pruning step and after each distillation: every layer's running mean and "
+            "variance set to the average of its per-batch statistics over "
+            f"`--bn_recalibration_batches={batches}` batches of 128 training examples "
+            f"({examples:,} examples, drawn with epkd_tf's seed and sampling: the same "
+            "batches; unbiased variances on both sides).")
 
 
 # ----------------------------------------------------------------------------- main
