@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import pandas as pd
 
@@ -62,24 +62,37 @@ def keep_ratio(ratio: float) -> float:
     return (1.0 / ratio) ** (1.0 / STEPS)
 
 
+def epkd_flags(data_dir: str, teacher_path: str, teacher_params: int, ratio: float,
+               seed: int, extra: Sequence[str] = (), out: Optional[str] = None) -> List[str]:
+    """The command line (after ``python -m epkd_tf.main``) of :func:`run_epkd`'s run: the
+    protocol to ``ratio`` times fewer nonzero parameters than the teacher's
+    ``teacher_params``, then ``extra`` (a later flag overrides an earlier one);
+    ``--output_dir`` only when ``out`` is given (``benchmarks/quality.py`` builds the same
+    run's config in Python from these flags)."""
+    target = int(round(teacher_params / ratio))
+    return ["--dataset=mnist", f"--data_dir={data_dir}",
+            *([f"--output_dir={out}"] if out else []),
+            f"--teacher_path={teacher_path}", f"--seed={seed}",
+            f"--keep_ratio={keep_ratio(ratio):.6f}", f"--target_params={target}",
+            *PROTOCOL, *extra]
+
+
 def run_epkd(work: str, data_dir: str, name: str, ratio: float, seed: int,
              extra: Sequence[str] = ()) -> Dict:
     """epkd_tf to ``ratio`` times fewer nonzero parameters than the teacher with the
     protocol and ``extra`` flags; the final student's row and the wall time."""
     teacher_path = teacher(work, data_dir)
-    target = int(round(teacher_row(work).nonzero_params / ratio))
     out = os.path.join(work, "runs", f"{name}_x{ratio:g}_s{seed}")
     wall_file = os.path.join(out, "wall_seconds.txt")
     if not finished(out):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "epkd_tf.main", "--dataset=mnist",
-                        f"--data_dir={data_dir}", f"--output_dir={out}",
-                        f"--teacher_path={teacher_path}", f"--seed={seed}",
-                        f"--keep_ratio={keep_ratio(ratio):.6f}", f"--target_params={target}",
-                        *PROTOCOL, *extra], cwd=REPO, check=True)
+        subprocess.run([sys.executable, "-m", "epkd_tf.main",
+                        *epkd_flags(data_dir, teacher_path,
+                                    int(teacher_row(work).nonzero_params), ratio, seed,
+                                    extra, out=out)], cwd=REPO, check=True)
         Path(wall_file).write_text(f"{time.perf_counter() - start:.1f}\n")
     students = pd.read_csv(os.path.join(out, "students.csv"))
-    k = int(pd.read_csv(os.path.join(out, "final.csv")).iteration.iloc[0])
+    k = final_iteration(out)
     final = students.set_index("iteration").loc[k]
     widths = layer_widths(os.path.join(out, "checkpoints", f"student_{k}.keras"))
     return {"name": name, "ratio": ratio, "seed": seed, "params": int(final.nonzero_params),
@@ -88,6 +101,15 @@ def run_epkd(work: str, data_dir: str, name: str, ratio: float, seed: int,
             "latency_ms": float(final.latency_ms), "widths": widths,
             "winners": ",".join(students.pruner), "seconds": float(open(wall_file).read()),
             "out": out}
+
+
+def final_iteration(out: str) -> int:
+    """The iteration of a finished run's final student: ``final.csv``'s, or for a run made
+    before that file existed, the ``final_iteration`` its ``progress.json`` recorded."""
+    path = os.path.join(out, "final.csv")
+    if os.path.exists(path):
+        return int(pd.read_csv(path).iteration.iloc[0])
+    return int(json.load(open(os.path.join(out, "progress.json")))["final_iteration"])
 
 
 def layer_widths(path: str) -> str:
