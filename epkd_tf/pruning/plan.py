@@ -116,7 +116,8 @@ def plan_removal(graph: "ChannelGraph", scores: np.ndarray, target: float,
     (default: its nonzero parameters, ``counter``). Every measure falls monotonically
     along the order (removing a unit never adds parameters, MACs, bytes or - in the
     fitted latency model - time), so a binary search finds the first prefix at or below
-    the target; that prefix or the one before it (whichever is closer) is the plan. Any
+    the target; that prefix or the one before it (whichever is closer, but never the empty
+    one: a target below the model's cost always removes something) is the plan. Any
     two criteria therefore land within one group's cost of the target, and so of each
     other. ``channel_multiple`` > 1 rounds every block's kept groups up to a multiple of
     it (see :func:`round_to_multiple`) before costing a prefix.
@@ -149,6 +150,12 @@ def plan_removal(graph: "ChannelGraph", scores: np.ndarray, target: float,
         else:
             hi = mid
     k = hi if abs(count(hi) - target) <= abs(count(lo) - target) else lo
+    if k == 0:
+        # Removing nothing is no candidate for a smaller target: it would hand the
+        # iteration the student unchanged (seen with --channel_multiple=8, whose first
+        # removable chunk overshot the target further than the whole model missed it,
+        # and the unchanged "candidate" won iteration after iteration).
+        k = hi
     return Plan(removed(k), count(k), target)
 
 

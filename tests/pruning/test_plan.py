@@ -110,6 +110,24 @@ def test_target_above_current_removes_nothing(mlp_graph):
         assert plan.nonzero_params == full
 
 
+def test_a_smaller_target_always_removes_something(mlp_graph):
+    """When the whole model is closer to the target than the first prefix of the order
+    (a coarse first step), the plan still removes that prefix: an unchanged model is no
+    candidate for a smaller target."""
+    n = mlp_graph.num_units
+
+    def cost(unit_keep):                      # the first removal costs a 90% drop
+        return 100.0 if unit_keep.all() else 10.0 * unit_keep.sum() / n
+
+    scores = np.arange(mlp_graph.num_groups, dtype=float)
+    order = removal_order(mlp_graph, scores, 0.1)
+    plan = plan_removal(mlp_graph, scores, 90.0, 0.1, cost=cost)
+    assert plan.removed_groups.tolist() == order[:1].tolist()
+    assert plan.nonzero_params == cost(mlp_graph.unit_keep(order[:1])) < 90.0
+    # A target at or above the cost still removes nothing.
+    assert len(plan_removal(mlp_graph, scores, 100.0, 0.1, cost=cost).removed_groups) == 0
+
+
 def test_unreachable_target_raises(mlp_graph):
     scores = np.arange(mlp_graph.num_groups, dtype=float)
     with pytest.raises(PruningError, match="--layer_floor"):
