@@ -2,6 +2,7 @@
 MNIST, written to BENCHMARKS.md.
 
     python benchmarks/budgets.py [--npz=../shared/data/mnist.npz] [--keep_runs=DIR]
+        [--finetune_epochs=2] [--teacher_runs=DIR]
 
 For LeNet-5 and LeNet-300-100, one run each of
 
@@ -44,8 +45,11 @@ MODELS = [("LeNet-5", "flags/mnist_lenet5.cfg"), ("LeNet-300-100", "flags/mnist_
 # floors keep at least 23,970 of 266,610 parameters, 0.8^14 would ask for 11,726.
 PER_RUN = {("LeNet-300-100", "params"): ["--iterations=10"]}
 COMMON = ["--keep_ratio=0.8", "--iterations=14", "--max_accuracy_drop=0.5",
-          "--validation_split=0.1", "--pruners=l1_filter,taylor,oracle", "--finetune_epochs=2",
+          "--validation_split=0.1", "--pruners=l1_filter,taylor,oracle",
           "--export_formats=tflite,tflite_int8", "--latency_runs=100"]
+# Distillation epochs per iteration; another number (--finetune_epochs) writes its own
+# section, budgets_finetune_epochs_<N>, so both stay side by side.
+FINETUNE_EPOCHS = 2
 VARIANTS = [("latency", ["--budget=latency"]), ("params", ["--budget=params"]),
             ("latency, multiple of 8", ["--budget=latency", "--channel_multiple=8"])]
 SPEEDUP, INT8_SMALLER, MAX_DROP = 5.0, 10.0, 0.5
@@ -71,11 +75,12 @@ def without_teacher(flagfile: str, work: str) -> str:
 
 
 def run(flagfile: str, extra, data_dir: str, out: str) -> float:
+    """One CLI run (skipped when ``out`` holds a finished one); its wall seconds."""
     wall = os.path.join(out, "wall_seconds.txt")
     if not finished(out):
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "epkd_tf.main", f"--flagfile={flagfile}",
-                        f"--data_dir={data_dir}", f"--output_dir={out}", *COMMON, *extra],
+                        f"--data_dir={data_dir}", f"--output_dir={out}", *extra],
                        cwd=REPO, check=True)
         Path(wall).write_text(f"{time.perf_counter() - start:.1f}\n")
     return float(open(wall).read())
@@ -118,18 +123,33 @@ def summary(name: str, variant: str, out: str, wall: float) -> dict:
 
 
 def main() -> int:
-    args = mnist_arguments(__doc__.splitlines()[0]).parse_args()
+    parser = mnist_arguments(__doc__.splitlines()[0])
+    parser.add_argument("--finetune_epochs", type=int, default=FINETUNE_EPOCHS,
+                        help="distillation epochs per iteration of every run")
+    parser.add_argument("--teacher_runs", default=None,
+                        help="a work directory of an earlier invocation whose teachers every "
+                        "run here distils from (same teachers, other settings)")
+    args = parser.parse_args()
     work, data_dir = mnist_workspace(args, "epkd_budgets_")
+    section = (SECTION if args.finetune_epochs == FINETUNE_EPOCHS else
+               f"{SECTION}_finetune_epochs_{args.finetune_epochs}")
+    common = [*COMMON, f"--finetune_epochs={args.finetune_epochs}"]
     rows = []
     for name, recipe in MODELS:
-        # The first variant trains the teacher; the others distil from it.
+        # The first variant trains the teacher (unless --teacher_runs has it); the others
+        # distil from it.
         flagfile, teacher = recipe, []
+        if args.teacher_runs:
+            first = os.path.join(args.teacher_runs, f"{Path(recipe).stem}_{VARIANTS[0][0]}")
+            teacher = [f"--teacher_path={os.path.join(first, 'checkpoints', 'teacher.keras')}"]
+            flagfile = without_teacher(flagfile, work)
         for variant, extra in VARIANTS:
             out = os.path.join(work, f"{Path(recipe).stem}_{variant.replace(', ', '_')}"
                                      .replace(" ", "_"))
             rows.append(summary(name, variant, out,
-                                run(flagfile, [*extra, *PER_RUN.get((name, variant), []),
-                                               *teacher], data_dir, out)))
+                                run(flagfile, [*common, *extra,
+                                               *PER_RUN.get((name, variant), []), *teacher],
+                                    data_dir, out)))
             print(rows[-1], flush=True)
             if not teacher:
                 teacher = [f"--teacher_path={os.path.join(out, 'checkpoints', 'teacher.keras')}"]
@@ -146,11 +166,15 @@ def main() -> int:
             (f"{r.model}, --budget=latency: <= {MAX_DROP} points of test accuracy lost",
              r.drop <= MAX_DROP, f"{r.drop:+.2f} points lost"),
         ]
-    lines = ["## Deployment-aware budgets (`benchmarks/budgets.py`)", "",
+    title = ("" if section == SECTION else
+             f", {args.finetune_epochs} distillation epochs per iteration")
+    lines = [f"## Deployment-aware budgets{title} (`benchmarks/budgets.py"
+             f"{'' if section == SECTION else f' --finetune_epochs={args.finetune_epochs}'}`)", "",
              f"Measured {datetime.date.today()} on {platform.machine()}, {os.cpu_count()} "
-             "cores, CPU only, full MNIST, one run per row through the real CLI (the variants of a model share the "
-             "teacher its first variant trained, via `--teacher_path`): the recipe's "
-             f"flagfile plus `{' '.join(COMMON)}` and the row's flags. Latency: float32 TFLite, "
+             "cores, CPU only, full MNIST, one run per row through the real CLI (the variants of a "
+             "model share one teacher, via `--teacher_path`"
+             f"{': the teachers of `' + args.teacher_runs + '`' if args.teacher_runs else ''}): "
+             f"the recipe's flagfile plus `{' '.join(common)}` and the row's flags. Latency: float32 TFLite, "
              "batch 1, one thread, LiteRT: the teacher's and the final student's files timed "
              f"side by side by this script ({SIDE_BY_SIDE_RUNS:,} invokes each in "
              f"{SIDE_BY_SIDE_ROUNDS} interleaved rounds, medians); in parentheses the "
@@ -173,8 +197,8 @@ def main() -> int:
             f"{'-' if np.isnan(r.run_speedup) else f'{r.run_speedup:.2f}x'}) | "
             f"{r.int8_kb:.0f} ({r.int8_smaller:.1f}x) | {100 * r.test_accuracy:.2f}% "
             f"({-r.drop:+.2f}) | {model_error} | {r.winners} | {r.seconds:.0f} |")
-    replace_section(SECTION, "\n".join(lines))
-    print(f"wrote BENCHMARKS.md section {SECTION}; runs in {work}")
+    replace_section(section, "\n".join(lines))
+    print(f"wrote BENCHMARKS.md section {section}; runs in {work}")
     return 0
 
 
