@@ -150,11 +150,12 @@ def plan_removal(graph: "ChannelGraph", scores: np.ndarray, target: float,
         else:
             hi = mid
     k = hi if abs(count(hi) - target) <= abs(count(lo) - target) else lo
-    if k == 0:
+    if len(removed(k)) == 0:
         # Removing nothing is no candidate for a smaller target: it would hand the
-        # iteration the student unchanged (seen with --channel_multiple=8, whose first
-        # removable chunk overshot the target further than the whole model missed it,
-        # and the unchanged "candidate" won iteration after iteration).
+        # iteration the student unchanged (seen with --channel_multiple=8: rounding up to
+        # multiples of 8 gave the first prefixes back, the first chunk that stayed removed
+        # overshot the target further than the whole model missed it, and the unchanged
+        # "candidate" won iteration after iteration).
         k = hi
     return Plan(removed(k), count(k), target)
 

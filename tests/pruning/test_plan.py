@@ -128,6 +128,21 @@ def test_a_smaller_target_always_removes_something(mlp_graph):
     assert len(plan_removal(mlp_graph, scores, 100.0, 0.1, cost=cost).removed_groups) == 0
 
 
+def test_a_smaller_target_removes_something_with_channel_multiples(mlp_graph):
+    """With --channel_multiple=8 the first prefixes of the order round back to nothing
+    removed; a target one parameter below the model still gets a plan that removes a
+    whole multiple of 8 from some layer."""
+    counter = ParamCounter(mlp_graph)
+    full = counter.count_all()
+    scores = np.random.default_rng(5).random(mlp_graph.num_groups)
+    plan = plan_removal(mlp_graph, scores, full - 1, 0.1, channel_multiple=8)
+    assert len(plan.removed_groups) > 0 and plan.nonzero_params < full - 1
+    for block in mlp_graph.blocks:
+        removed = int(np.isin(plan.removed_groups, block.groups).sum())
+        kept = len(block.groups) - removed
+        assert kept == len(block.groups) or kept % 8 == 0
+
+
 def test_unreachable_target_raises(mlp_graph):
     scores = np.arange(mlp_graph.num_groups, dtype=float)
     with pytest.raises(PruningError, match="--layer_floor"):
