@@ -8,7 +8,8 @@ never reach, and models too large for the machine's memory.
   teacher's ``P``. Refused: fewer than one parameter; with a structured pruner, a first
   target below what structured pruning can leave in one plan (every layer keeps
   ``--layer_floor`` of its units, at least one: ``pruning.plan.minimum_nonzero``), and a
-  last one below one unit per layer.
+  last one below one unit per layer (unless ``--max_accuracy_drop`` makes ``--iterations``
+  an upper bound: such a run stops, with its final student, where the floors are reached).
 * :func:`check_memory` — a lower bound of what training the teacher needs: 16 bytes per
   parameter (weights, gradients and Adam's two moments, float32) plus one float32 copy of
   every layer's output for a batch of ``--batch_size``; on a machine without GPUs it must
@@ -88,13 +89,14 @@ def check_memory(model, batch_size: int, flags: str, gpus: bool = False,
 
 def check_targets(keep_ratio: float, iterations: int, layer_floor: float, model,
                   graph=None, width_flag: str = "", goal: float = 0.0,
-                  floor_of_teacher: bool = True) -> None:
+                  floor_of_teacher: bool = True, upper_bound: bool = False) -> None:
     """Refuses parameter targets the pruners cannot reach (see the module docstring);
     ``graph``: the teacher's channel graph when a structured pruner runs, else None.
     ``width_flag`` (e.g. ``--teacher_width=1e-09``) is named when the teacher is small.
     ``goal``: a --target_params stop rule (iterations stop there); ``floor_of_teacher``:
     the per-layer floor is a fraction of the teacher's widths, so it bounds every
-    iteration, not only the first."""
+    iteration, not only the first. ``upper_bound``: a stop rule makes --iterations an
+    upper bound, so a last target below the floors is not refused (the run stops there)."""
     from epkd_tf.graph import ParamCounter, nonzero_params
     from epkd_tf.pruning.plan import minimum_nonzero
     teacher = nonzero_params(model)
@@ -119,7 +121,7 @@ def check_targets(keep_ratio: float, iterations: int, layer_floor: float, model,
             f"--keep_ratio{' or ' + width_flag.split('=')[0] if width_flag else ''} or "
             f"lower --layer_floor.")
     smallest = floor if floor_of_teacher else minimum_nonzero(graph, 0.0, counter)
-    if last < smallest:
+    if last < smallest and not upper_bound:
         what = (f"each layer keeps --layer_floor={layer_floor:g} of its teacher width"
                 if floor_of_teacher else "one unit per layer")
         raise UsageError(f"{asked}: {last:,.0f} in the end, but structured pruning cannot "

@@ -40,7 +40,7 @@ from epkd_tf.budget import MeasureContext, make_measure
 from epkd_tf.config import RunConfig
 from epkd_tf.distill import Distiller
 from epkd_tf.models import build_model
-from epkd_tf.pruning import Candidate, PruningContext, criteria_correlation
+from epkd_tf.pruning import Candidate, PruningContext, PruningError, criteria_correlation
 from epkd_tf.records import SIDE_BY_SIDE_FORMATS, RunDir
 from epkd_tf.timing import Clock
 from epkd_tf.training import LossGuard, NonFiniteLossError  # noqa: F401  (re-exported)
@@ -102,6 +102,11 @@ class IterationResult:
                 else "test_accuracy")
 
 
+class NoCandidateError(PruningError):
+    """No pruner can make a candidate of an iteration's target (every one is at its
+    per-layer floors or cannot lower the budget's measure)."""
+
+
 class EPKD:
     """EPKD over ``cfg`` on loaded ``data``.
 
@@ -151,8 +156,17 @@ class EPKD:
                 stopped = reason
                 break
             tf_keras.utils.set_random_seed(self.cfg.data.seed + iteration)
-            result = self.last_result = self.step(student, iteration,
-                                                  self.next_target(cost), current_cost=cost)
+            try:
+                result = self.last_result = self.step(student, iteration,
+                                                      self.next_target(cost),
+                                                      current_cost=cost)
+            except NoCandidateError as err:
+                # The per-layer floors are reached: the natural end of a run whose
+                # --iterations is an upper bound (nothing of the iteration was written,
+                # so a resumed run stops here too).
+                stopped = f"iteration {iteration}: {err}"
+                log.warning("Stopping at iteration %d: %s", iteration, err)
+                break
             student = result.student
             cost = self.record(result)
             faults.reached(f"iteration_{iteration}_done")
@@ -476,9 +490,23 @@ class EPKD:
     def make_candidates(self, student, target: float, iteration: int,
                         current_cost: Optional[float] = None,
                         skipped: Optional[Dict[str, str]] = None) -> List[Candidate]:
+        """Every pruner not in ``skipped`` makes its candidate of cost ``target``; a pruner
+        that cannot reach it (its per-layer floors) is added to ``skipped`` with the
+        reason, and when none can, :class:`NoCandidateError` is raised."""
         ctx = dataclasses.replace(self.pruning_context(iteration), current_cost=current_cost)
-        candidates = [pruner.make_candidate(student, target, ctx) for pruner in self.pruners
-                      if pruner.name not in (skipped or {})]
+        skipped = {} if skipped is None else skipped
+        candidates = []
+        for pruner in self.pruners:
+            if pruner.name in skipped:
+                continue
+            try:
+                candidates.append(pruner.make_candidate(student, target, ctx))
+            except PruningError as err:
+                skipped[pruner.name] = str(err)
+                log.info("Iteration %d: %s left out (%s)", iteration, pruner.name, err)
+        if not candidates:
+            raise NoCandidateError(f"no pruner can reach {self.measure.format(target)} "
+                                   f"({'; '.join(sorted(set(skipped.values())))})")
         for candidate in candidates:
             # Removing units upstream changes what every later normalisation layer sees.
             self.recalibrate(candidate.model)

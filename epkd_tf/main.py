@@ -203,7 +203,8 @@ def check_teacher(cfg, spec) -> None:
         feasibility.check_targets(cfg.keep_ratio, cfg.iterations, cfg.pruning.layer_floor,
                                   model, graph, width_flag,
                                   goal=float(cfg.budget.target_params or 0),
-                                  floor_of_teacher=cfg.pruning.layer_floor_of == "teacher")
+                                  floor_of_teacher=cfg.pruning.layer_floor_of == "teacher",
+                                  upper_bound=cfg.budget.max_accuracy_drop is not None)
 
 
 def _build_teacher(cfg, spec):

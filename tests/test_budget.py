@@ -284,6 +284,34 @@ def test_latency_budget_chains_side_by_side_costs_and_times_the_final_student(ti
     assert f"{final.teacher_float_latency_ms:.4f} ms" in report
 
 
+def test_a_pruner_at_its_floors_is_left_out_and_the_run_stops_when_none_can_go_on(
+        tiny_dir, tmp_path):
+    """With a stop rule --iterations is an upper bound: the pre-check lets 0.5^12 pass,
+    a structured pruner that cannot reach an iteration's target (its per-layer floors) is
+    left out of that iteration with the reason while the others go on, and when no pruner
+    can, the run stops there with its final student instead of failing."""
+    both = tmp_path / "both"
+    floors = ["--keep_ratio=0.6", "--layer_floor=0.5", "--max_accuracy_drop=100",
+              "--finetune_epochs=0", "--export_formats="]
+    _run(tiny_dir, both, *floors, "--iterations=4", "--pruners=l1_filter,poly_magnitude")
+    candidates = pd.read_csv(both / "candidates.csv")
+    floored = candidates[(candidates.pruner == "l1_filter") & candidates.skipped.notna()]
+    assert len(floored) and floored.skipped.str.startswith("Cannot reach").all()
+    assert floored["rank"].isna().all() and floored.test_accuracy.isna().all()
+    magnitude = candidates[candidates.pruner == "poly_magnitude"].set_index("iteration")
+    assert (magnitude.loc[floored.iteration, "rank"] == 1).all()
+    assert len(pd.read_csv(both / "students.csv")) == 4
+
+    alone = tmp_path / "alone"
+    result = _run(tiny_dir, alone, *floors, "--iterations=12", "--pruners=l1_filter")
+    students = pd.read_csv(alone / "students.csv")
+    final = pd.read_csv(alone / "final.csv").iloc[0]
+    assert 0 < len(students) < 12
+    assert final.stopped.startswith(f"iteration {len(students) + 1}: no pruner can reach")
+    assert final.iteration == len(students)            # the smallest, all within the drop
+    assert "Stopping at iteration" in result.stderr
+
+
 def test_final_student_is_the_smallest_within_the_allowed_drop(tmp_path):
     """choose_final on recorded tables: the cheapest student whose selection accuracy is
     within --max_accuracy_drop of the teacher's, else the teacher."""

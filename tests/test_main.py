@@ -135,8 +135,19 @@ def test_deployment_has_a_row_per_model_and_format(mnist_run):
     # The final student (the last, smallest one: no stop rule) under its own name.
     final = deployment[deployment.model == "final"].reset_index(drop=True)
     last = deployment[deployment.model == "student_2"].reset_index(drop=True)
-    pd.testing.assert_frame_equal(final.drop(columns=["model", "path"]),
-                                  last.drop(columns=["model", "path"]))
+    latency = ["latency_ms_median", "latency_ms_p90"]
+    pd.testing.assert_frame_equal(final.drop(columns=["model", "path", *latency]),
+                                  last.drop(columns=["model", "path", *latency]))
+    # Float and int8 TFLite: timed again, side by side with the teacher (final.csv); the
+    # other formats keep the student's own timing.
+    timed = read(mnist_run, "final").iloc[0]
+    side_by_side = final.format.isin(["tflite", "tflite_int8"])
+    assert final.set_index("format").loc["tflite", "latency_ms_median"] == \
+        pytest.approx(timed.float_latency_ms)
+    assert final.set_index("format").loc["tflite_int8", "latency_ms_median"] == \
+        pytest.approx(timed.int8_latency_ms)
+    assert timed.teacher_float_latency_ms > 0 and timed.teacher_int8_latency_ms > 0
+    pd.testing.assert_frame_equal(final[~side_by_side][latency], last[~side_by_side][latency])
     deployment = deployment[deployment.model != "final"]
     assert deployment.groupby("model").iteration.first().to_dict() == {
         "teacher": 0, "student_1": 1, "student_2": 2}
