@@ -11,8 +11,11 @@ For LeNet-5 and LeNet-300-100, one run each of
   loses more than 0.5 points on the held-out validation split (``--validation_split=0.1``);
   the final student is the fastest one within the drop;
 * the same with ``--budget=params`` (the seed's definition), side by side;
-* ``--budget=latency`` with ``--channel_multiple=8`` (does keeping widths a multiple of 8
-  pay off on LiteRT here?).
+* ``--budget=latency`` with ``--channel_multiple=8`` and ``=32`` (does keeping widths a
+  multiple pay off on LiteRT here?);
+* a width scan: LeNet-300-100's float TFLite latency against its first hidden layer's
+  width (all files timed side by side), which shows why the smooth latency model errs on
+  it.
 
 Reported: the final students' latency speed-up (teacher and final student timed side by
 side here, in interleaved rounds) and int8 file size against the teacher's float file, their test accuracy change, and the latency model's prediction of
@@ -51,7 +54,11 @@ COMMON = ["--keep_ratio=0.8", "--iterations=14", "--max_accuracy_drop=0.5",
 # section, budgets_finetune_epochs_<N>, so both stay side by side.
 FINETUNE_EPOCHS = 2
 VARIANTS = [("latency", ["--budget=latency"]), ("params", ["--budget=params"]),
-            ("latency, multiple of 8", ["--budget=latency", "--channel_multiple=8"])]
+            ("latency, multiple of 8", ["--budget=latency", "--channel_multiple=8"]),
+            ("latency, multiple of 32", ["--budget=latency", "--channel_multiple=32"])]
+# The width scan: LeNet-300-100's float TFLite latency as its first hidden layer's width
+# varies (the second kept at 74, as the latency runs' students have it).
+SCAN_WIDTHS, SCAN_SECOND = list(range(40, 321, 8)), 74
 SPEEDUP, INT8_SMALLER, MAX_DROP = 5.0, 10.0, 0.5
 # The speed-ups reported: the teacher's and the final student's float TFLite files timed
 # side by side by this script, in interleaved rounds (the runs' own deployment.csv medians
@@ -120,6 +127,31 @@ def summary(name: str, variant: str, out: str, wall: float) -> dict:
         "model_error_median": float(error.median()) if variant.startswith("latency") else np.nan,
         "model_error_worst": float(error.max()) if variant.startswith("latency") else np.nan,
         "winners": ",".join(students.pruner), "seconds": wall}
+
+
+def width_scan() -> list:
+    """Markdown lines: LeNet-300-100 (784-h1-74-10, random weights: latency does not depend
+    on their values) at every h1 of SCAN_WIDTHS, float TFLite files timed side by side."""
+    sys.path.insert(0, str(REPO))
+    import epkd_tf  # noqa: F401  (Keras 2)
+    import tf_keras
+    from epkd_tf import metrics
+    files = []
+    for width in SCAN_WIDTHS:
+        tf_keras.utils.set_random_seed(0)
+        x = tf_keras.Input((28, 28, 1))
+        y = tf_keras.layers.Flatten()(x)
+        for units in (width, SCAN_SECOND):
+            y = tf_keras.layers.Dense(units, activation="relu")(y)
+        files.append(metrics.to_tflite(tf_keras.Model(x, tf_keras.layers.Dense(10)(y))))
+    timed = metrics.tflite_latency_side_by_side(files, runs=1000, rounds=5)
+    us = [1e3 * median for median, _ in timed]
+    return [f"Width scan: LeNet-300-100 (784-h1-{SCAN_SECOND}-10) float TFLite latency in "
+            "microseconds by first hidden width h1, every file timed side by side (1,000 "
+            "invokes each, 5 interleaved rounds):", "",
+            "| h1 | " + " | ".join(str(w) for w in SCAN_WIDTHS) + " |",
+            "|---|" + "---|" * len(SCAN_WIDTHS),
+            "| us | " + " | ".join(f"{t:.1f}" for t in us) + " |"]
 
 
 def main() -> int:
@@ -197,6 +229,7 @@ def main() -> int:
             f"{'-' if np.isnan(r.run_speedup) else f'{r.run_speedup:.2f}x'}) | "
             f"{r.int8_kb:.0f} ({r.int8_smaller:.1f}x) | {100 * r.test_accuracy:.2f}% "
             f"({-r.drop:+.2f}) | {model_error} | {r.winners} | {r.seconds:.0f} |")
+    lines += ["", *width_scan()]
     replace_section(section, "\n".join(lines))
     print(f"wrote BENCHMARKS.md section {section}; runs in {work}")
     return 0
