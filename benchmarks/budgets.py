@@ -204,10 +204,10 @@ def main() -> int:
                                                                                sort=False):
         r = group.sort_values("speedup", ascending=False).iloc[0]
         met = (r.speedup >= SPEEDUP and r.int8_smaller >= INT8_SMALLER
-               and r.drop <= MAX_DROP)
+               and r["drop"] <= MAX_DROP)
         checks.append((f"{model}, the fastest --budget=latency run ({r.variant}): all three "
                        "at once", met, f"{r.speedup:.2f}x, {r.int8_smaller:.1f}x, "
-                       f"{r.drop:+.2f} points lost"))
+                       f"{r['drop']:+.2f} points lost"))
     title = ("" if section == SECTION else
              f", {args.finetune_epochs} distillation epochs per iteration")
     lines = [f"## Deployment-aware budgets{title} (`benchmarks/budgets.py"
