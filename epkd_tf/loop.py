@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -309,7 +310,7 @@ class EPKD:
                                  & (deployment["format"] == fmt)]
             student = final_rows[final_rows["format"] == fmt]
             if len(teacher) and len(student):
-                files[fmt] = [open(self.run.path(path), "rb").read()
+                files[fmt] = [Path(self.run.path(path)).read_bytes()
                               for path in (teacher["path"].iloc[0], student["path"].iloc[0])]
         if "tflite" not in files:
             model = (self.teacher_model if final == 0 else
