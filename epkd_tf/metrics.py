@@ -182,11 +182,9 @@ def tflite_latency(model_bytes: bytes, runs: int = 50, warmup: int = 10, threads
     (first-call allocation, XNNPACK weight packing) precede ``runs`` timed ones, each timed
     with ``time.perf_counter`` around ``invoke()`` alone, on ``threads`` CPU threads.
     """
-    interpreter = _latency_interpreter(model_bytes, threads, seed)
-    for _ in range(warmup):
-        interpreter.invoke()
-    times = np.asarray(_timed_invokes(interpreter, runs)) * 1e3
-    return float(np.median(times)), float(np.percentile(times, 90))
+    # One model in one round: the side-by-side timing with nothing beside it.
+    return tflite_latency_side_by_side([model_bytes], runs=runs, rounds=1, warmup=warmup,
+                                       threads=threads, seed=seed)[0]
 
 
 def tflite_latency_side_by_side(models: Sequence[bytes], runs: int = 50, rounds: int = 5,
