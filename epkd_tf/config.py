@@ -58,6 +58,11 @@ def _is_teacher(name: str) -> bool:
     return name.startswith(APPLICATIONS_PREFIX) or name in _teacher_names()
 
 
+def _batchnorm_modes():
+    from epkd_tf.distill import BATCHNORM_MODES
+    return BATCHNORM_MODES
+
+
 def _schedule_names():
     from epkd_tf.distill.temperature import SCHEDULES
     return SCHEDULES.names()
@@ -209,6 +214,13 @@ class DistillConfig(Settings):
         checks=[one_of(lambda: ("constant", "cosine"), "schedule")])
     alpha: float = setting(0.1, "Weight of the hard-label loss; 1 - alpha weighs the "
                            "soft-target loss.", checks=[between(0, 1)])
+    batchnorm: str = setting(
+        "frozen", "How the student's BatchNormalization layers normalise while it is "
+        "distilled: frozen (with their moving statistics, kept as they are; scale and "
+        "offset trained: the student is trained as it is deployed and as the teacher's "
+        "logits are computed) or batch (Keras' training mode: each batch's statistics, "
+        "re-estimated after distillation).", flag="distill_batchnorm",
+        checks=[one_of(_batchnorm_modes, "mode")])
     temperature_schedule: str = setting(
         "linear", "linear: max(temperature_min, temperature_start - temperature_step * "
         "(iteration - 1)); constant: temperature_start.",
@@ -326,10 +338,12 @@ class RunConfig(Settings):
                                  "0: the whole training split.", checks=[NON_NEGATIVE])
     bn_recalibration_batches: int = setting(
         20, "Training batches whose statistics replace every BatchNormalization layer's "
-        "moving mean and variance after the teacher is trained, after each candidate is "
-        "made and after each student is distilled (short training and the removal of "
-        "upstream units leave them stale); 0: never. Models without such layers are not "
-        "affected.", checks=[NON_NEGATIVE])
+        "moving mean and variance after the teacher is trained (a given teacher: when that "
+        "makes it more accurate on the selection split by more than one standard error), "
+        "after each candidate is made and after each student is distilled with "
+        "--distill_batchnorm=batch (short training and the removal of upstream units "
+        "leave them stale); 0: never. Models without such layers are not affected.",
+        checks=[NON_NEGATIVE])
     jit_compile: bool = setting(False, "XLA-compile the train steps of teacher training and "
                                 "distillation.")
     distribution: str = setting("default", "tf.distribute strategy: default (one device), "

@@ -8,6 +8,7 @@
         #   ranked     = rank(candidates, (w_train·train_acc + w_sel·selection_acc) / Σw)
         #   student    = distil(copy of ranked[0], original teacher, T = schedule(iteration))
         #                # a NaN/Inf loss: the previous student is kept (--fail_on_nan: stop)
+        #                # less accurate on the selection split than ranked[0]: ranked[0] goes on
         student = result.student
         record(result); export(student)                                # deployment.csv
     report(run)                                                        # report.md, plots/
@@ -26,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -90,17 +92,27 @@ class IterationResult:
     candidates: List[Candidate]       # as made and evaluated, never changed afterwards
     table: pd.DataFrame               # their candidates.csv rows, ranked
     winner: Candidate
-    student: tf_keras.Model           # a distilled copy of the winner, or the previous one
+    student: tf_keras.Model           # a distilled copy of the winner, the winner itself
+                                      # (kept_candidate) or the previous one (kept_previous)
     kept_previous: bool               # the winner's distillation hit a NaN/Inf loss
     nonfinite: Optional[str]          # where it did
     finetune_history: pd.DataFrame
     epochs: int                       # every epoch any candidate or the student trained
     skipped: Dict[str, str] = dataclasses.field(default_factory=dict)  # pruner -> why
+    # Distillation left the winner less accurate on the selection split, so the winner
+    # as ranked goes on; the distilled copy's selection accuracy (NaN when not measured).
+    kept_candidate: bool = False
+    distilled_selection_accuracy: float = np.nan
 
     @property
     def selection_column(self) -> str:
-        return ("validation_accuracy" if self.table["validation_accuracy"].notna().any()
-                else "test_accuracy")
+        return table_selection(self.table)
+
+
+def table_selection(table: pd.DataFrame) -> str:
+    """The column of a candidates table that holds the selection split's accuracy."""
+    return ("validation_accuracy" if table["validation_accuracy"].notna().any()
+            else "test_accuracy")
 
 
 class NoCandidateError(PruningError):
@@ -350,14 +362,39 @@ class EPKD:
         winner = next(c for c in candidates if c.pruner == winner_name)
         distilled, history, nonfinite = self.distil(winner.model, iteration)
         kept_previous = nonfinite is not None
+        kept_candidate, distilled_accuracy = False, np.nan
         if kept_previous:
             self.keep_previous(iteration, winner.pruner, nonfinite)
+        elif len(history):
+            winner_accuracy = float(table.loc[table["rank"] == 1, table_selection(table)]
+                                    .iloc[0])
+            kept_candidate, distilled_accuracy = self.distillation_regressed(
+                distilled, winner_accuracy, iteration, winner.pruner)
         return IterationResult(
             iteration=iteration, target=target, temperature=self.schedule(iteration),
             candidates=candidates, table=table, winner=winner,
-            student=student if kept_previous else distilled, kept_previous=kept_previous,
-            nonfinite=nonfinite, finetune_history=history,
-            epochs=sum(c.epochs for c in candidates) + len(history), skipped=skipped)
+            student=(student if kept_previous else winner.model if kept_candidate
+                     else distilled),
+            kept_previous=kept_previous, nonfinite=nonfinite, finetune_history=history,
+            epochs=sum(c.epochs for c in candidates) + len(history), skipped=skipped,
+            kept_candidate=kept_candidate, distilled_selection_accuracy=distilled_accuracy)
+
+    def distillation_regressed(self, distilled, winner_accuracy: float, iteration: int,
+                               pruner: str):
+        """The rule for a distillation that made things worse: the distilled copy is
+        evaluated on the selection split, and when it is less accurate there than the
+        winning candidate was when ranked, the candidate as ranked goes on as the
+        iteration's student and the run says so. Returns (kept the candidate, the
+        distilled copy's selection accuracy)."""
+        with self.clock.phase("student_evaluation", iteration):
+            accuracy = training.accuracy(distilled, self.selection_data())
+        if accuracy >= winner_accuracy:
+            return False, accuracy
+        log.warning("warning: iteration %d: distillation left the %s candidate less accurate "
+                    "on the %s split (%.4f -> %.4f); the candidate goes on undistilled "
+                    "(students.csv kept_candidate)", iteration, pruner,
+                    self.selection_split, winner_accuracy, accuracy)
+        return True, accuracy
 
     def keep_previous(self, iteration: int, pruner: str, nonfinite: str) -> None:
         """After a NaN/Inf distillation loss the iteration keeps the previous student (the
@@ -379,6 +416,7 @@ class EPKD:
         if run.progress()["teacher_done"]:
             log.info("Teacher: reloaded from %s", run.teacher_checkpoint())
             return run.load_checkpoint(run.teacher_checkpoint())
+        given = self.teacher_model is not None or bool(cfg.teacher.teacher_path)
         if self.teacher_model is not None:      # given by the caller (the Python API)
             model = self.teacher_model
             history = pd.DataFrame(columns=training.HISTORY_COLUMNS)   # not trained here
@@ -392,13 +430,16 @@ class EPKD:
                      model.count_params(), cfg.teacher.teacher_path)
         else:
             model, history = self.train_teacher()
+        reestimated = False
+        if given:
+            model, reestimated = self.given_teacher_statistics(model)
         with self.clock.phase("student_evaluation", 0):
             test_acc = training.accuracy(model, self.data.test())
         with self.clock.phase("export", 0, "teacher"):
             run.save_checkpoint(model, run.teacher_checkpoint())
             deployment, tflite = self.deploy(model, "teacher", "teacher", 1, iteration=0,
                                              test_accuracy=test_acc)
-        row = self.measured_row(model, 0, tflite, test_acc)
+        row = dict(self.measured_row(model, 0, tflite, test_acc), bn_reestimated=reestimated)
         run.append("teacher_history", history)
         run.append("teacher", pd.DataFrame([row]))
         run.append("deployment", deployment)
@@ -406,6 +447,41 @@ class EPKD:
         run.mark(teacher_done=True)
         log.info("Teacher done; elapsed %.0f s", self.clock.elapsed())
         return model
+
+    def given_teacher_statistics(self, model):
+        """A given teacher (not trained by the run) and whether its BatchNormalization
+        statistics were re-estimated: a copy with statistics re-estimated on
+        :meth:`bn_batches` replaces it when the copy is more accurate on the selection
+        split by more than one binomial standard error of the given accuracy.
+
+        A short-trained model's moving statistics lag its weights (momentum 0.99 keeps 72%
+        of the initial ones after 32 steps), so its inference function is far from what it
+        learned; every student distilled from that function inherits the damage (a
+        one-epoch residual teacher at 90.1% gave a 56.1% student from a 94.2% candidate).
+        The re-estimated teacher is what the run records, exports and distils from
+        (teacher.csv ``bn_reestimated``); the user's file or object is not changed."""
+        batches = self.bn_batches(model)
+        if not batches:
+            return model, False
+        with self.clock.phase("student_evaluation", 0):
+            split = self.selection_data()
+            given = training.accuracy(model, split)
+            copy = training.copy_model(model)
+            batchnorm.recalibrate(copy, batches, len(batches))
+            estimated = training.accuracy(copy, split)
+        examples = (self.data.spec.num_validation if self.has_validation
+                    else self.data.spec.num_test)
+        noise = math.sqrt(given * (1.0 - given) / max(examples, 1))
+        if estimated - given > noise:
+            log.warning("warning: the teacher's BatchNormalization statistics lag its "
+                        "weights: %s accuracy %.4f as given, %.4f with statistics "
+                        "re-estimated on %d training batches; the run uses the re-estimated "
+                        "teacher (--bn_recalibration_batches=0 keeps it as given)",
+                        self.selection_split, given, estimated, len(batches))
+            return copy, True
+        log.info("Teacher's BatchNormalization statistics kept: %s accuracy %.4f as given, "
+                 "%.4f re-estimated", self.selection_split, given, estimated)
+        return model, False
 
     def train_teacher(self):
         """Builds --teacher and trains it; (model, per-epoch history). A NaN/Inf loss
@@ -565,6 +641,10 @@ class EPKD:
     def has_validation(self) -> bool:
         return bool(getattr(self.data, "has_validation", False))
 
+    def selection_data(self):
+        """The batched selection split: --validation_split when set, else the test split."""
+        return self.data.validation() if self.has_validation else self.data.test()
+
     def ranking_examples(self):
         """The training examples whose accuracy ranks the candidates: --eval_examples of
         them (the same seeded subset every iteration, shared with any criterion that draws
@@ -601,7 +681,7 @@ class EPKD:
         if not d.finetune_epochs:
             return student, history, None
         distiller = Distiller(student=student, teacher=self.teacher_model,
-                              preserve_zeros=True)
+                              preserve_zeros=True, batchnorm=d.batchnorm)
         steps = -(-self.data.spec.num_train // self.cfg.data.batch_size)
         rate = (training.cosine_learning_rate(d.learning_rate, d.finetune_epochs, steps)
                 if d.learning_rate_schedule == "cosine" else d.learning_rate)
@@ -621,7 +701,9 @@ class EPKD:
             fitted = distiller.fit(batches, validation_data=self.data.test(),
                                    epochs=d.finetune_epochs, verbose=self.verbose,
                                    callbacks=callbacks)
-        if not guard.problem:
+        if not guard.problem and d.batchnorm == "batch":
+            # Frozen statistics are the ones the student was trained with: re-estimating
+            # them would change the function distillation fitted.
             self.recalibrate(student)
         frame = training.history_frame(fitted)
         frame.insert(0, "iteration", iteration)
@@ -668,10 +750,15 @@ class EPKD:
         student_row = pd.DataFrame([{
             **row, "pruner": winner.pruner, "test_accuracy_before_finetune": before,
             "temperature": result.temperature, "kept_previous": result.kept_previous,
+            "kept_candidate": result.kept_candidate,
+            "distilled_selection_accuracy": result.distilled_selection_accuracy,
             "epochs": result.epochs}])
         if result.kept_previous:
             log.info("Iteration %d student: the previous one kept (%s, test %.4f)",
                      iteration, self.measure.format(row["cost"]), test_acc)
+        elif result.kept_candidate:
+            log.info("Iteration %d student: the %s candidate, undistilled (%s, test %.4f)",
+                     iteration, winner.pruner, self.measure.format(row["cost"]), test_acc)
         else:
             log.info("Iteration %d student (%s, T=%g): %s, test %.4f -> %.4f after "
                      "distillation", iteration, winner.pruner, result.temperature,

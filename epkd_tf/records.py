@@ -74,13 +74,16 @@ TABLES: Dict[str, List[str]] = {
     "finetune_history": ["iteration", "epoch", "temperature", "loss", "train_accuracy",
                          "test_accuracy"],
     # kept_previous: the winner's distillation hit a NaN/Inf loss, so the iteration's
-    # student is the previous one (README, Outputs). epochs: every training epoch the
-    # iteration spent (pruning fine-tunes of the candidates and the distillation).
-    # goal_met: the student meets every --target_* stop rule.
+    # student is the previous one (README, Outputs). kept_candidate: distillation left the
+    # winner less accurate on the selection split (distilled_selection_accuracy), so the
+    # iteration's student is the winning candidate as it was ranked. epochs: every
+    # training epoch the iteration spent (pruning fine-tunes of the candidates and the
+    # distillation). goal_met: the student meets every --target_* stop rule.
     "students": ["iteration", "pruner", "nonzero_params", "total_params", "macs", "size_mb",
                  "gzip_mb", "latency_ms", "cost", "test_accuracy_before_finetune",
                  "train_accuracy", "validation_accuracy", "test_accuracy", "temperature",
-                 "kept_previous", "epochs", "goal_met"],
+                 "kept_previous", "kept_candidate", "distilled_selection_accuracy",
+                 "epochs", "goal_met"],
     # The run's final student (iteration 0: the teacher itself): the smallest in the
     # --budget measure within the stop rules; why the run stopped. Written at its end.
     # *_latency_ms: the teacher's and the final student's float / int8 TFLite files timed
@@ -89,9 +92,11 @@ TABLES: Dict[str, List[str]] = {
               "validation_accuracy", "test_accuracy", "teacher_float_latency_ms",
               "float_latency_ms", "teacher_int8_latency_ms", "int8_latency_ms", "stopped"],
     # The teacher measured like a student (iteration 0): what the headline compares with.
+    # bn_reestimated: a given teacher's BatchNormalization statistics lagged its weights
+    # and the run uses (and measured) a copy with re-estimated ones (README, BatchNorm).
     "teacher": ["iteration", "nonzero_params", "total_params", "macs", "size_mb", "gzip_mb",
                 "latency_ms", "cost", "train_accuracy", "validation_accuracy",
-                "test_accuracy", "goal_met"],
+                "test_accuracy", "goal_met", "bn_reestimated"],
     "criteria_correlation": ["iteration", "criterion", "scope", "spearman"],
     "timings": ["phase", "iteration", "pruner", "seconds"],
     # iteration: 0 for the teacher, k for student_<k>, empty for `python -m epkd_tf.export`.

@@ -409,7 +409,9 @@ def write_report(run: RunDir, check_files: bool = False) -> str:
     lines += ["## Students", "",
               "One row per iteration: the winning candidate after distillation "
               "(`students.csv`; `kept_previous`: the distillation hit a NaN/Inf loss and "
-              "the previous student was kept).", ""]
+              "the previous student was kept; `kept_candidate`: distillation left the "
+              "winner less accurate on the selection split, so the winner went on "
+              "undistilled).", ""]
     if students.empty:
         lines += ["No iteration has completed yet.", ""]
     else:

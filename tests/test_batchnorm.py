@@ -87,12 +87,12 @@ def _conv_bn_teacher(classes):
     return tf_keras.Model(inputs, tf_keras.layers.Dense(classes, name="logits")(x))
 
 
-@pytest.mark.parametrize("batches", [0, 3])
-def test_the_loop_recalibrates_candidates_and_distilled_students(tiny_dir, batches):
+@pytest.mark.parametrize("batches,mode", [(0, "batch"), (3, "batch"), (3, "frozen")])
+def test_the_loop_recalibrates_candidates_and_distilled_students(tiny_dir, batches, mode):
     cfg = RunConfig(data=DataConfig(dataset="tiny_digits", data_dir=tiny_dir, batch_size=32),
                     pruning=with_flags(PruningConfig(), pruners=("l1_filter",)),
-                    distill=DistillConfig(finetune_epochs=1), keep_ratio=0.6, iterations=1,
-                    latency_runs=2, bn_recalibration_batches=batches)
+                    distill=DistillConfig(finetune_epochs=1, batchnorm=mode), keep_ratio=0.6,
+                    iterations=1, latency_runs=2, bn_recalibration_batches=batches)
     data = load_data(cfg.data)
     teacher = _conv_bn_teacher(data.spec.num_classes)
     epkd = EPKD(cfg, data, None, teacher=teacher)
@@ -111,8 +111,13 @@ def test_the_loop_recalibrates_candidates_and_distilled_students(tiny_dir, batch
     assert problem is None
     if batches:
         np.testing.assert_allclose(kept, expected_mean(candidate.model), rtol=1e-4, atol=1e-5)
+    if batches and mode == "batch":
         np.testing.assert_allclose(student.get_layer("bn").moving_mean.numpy(),
                                    expected_mean(student), rtol=1e-4, atol=1e-5)
+    elif batches:   # frozen: distilled with the candidate's statistics, which it keeps
+        np.testing.assert_array_equal(student.get_layer("bn").moving_mean.numpy(), kept)
+        assert not np.allclose(student.get_layer("conv").get_weights()[0],
+                               candidate.model.get_layer("conv").get_weights()[0])
     else:   # as surgery left them: the teacher's untouched initial statistics, sliced
         np.testing.assert_array_equal(kept, np.zeros_like(kept))
     # The candidate stays as it was evaluated: distillation trained a copy.

@@ -8,7 +8,12 @@ import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 from epkd_tf.distill.temperature import (SCHEDULES, ConstantTemperature, LinearTemperature,
                                          make_schedule, register_schedule)
 
-__all__ = ["Distiller", "LinearTemperature", "ConstantTemperature", "make_schedule",
+#: How a student's BatchNormalization layers normalise while it is distilled (see
+#: :class:`Distiller`): ``frozen``, with their moving statistics, kept as they are;
+#: ``batch``, with each batch's statistics (Keras' training mode).
+BATCHNORM_MODES = ("frozen", "batch")
+
+__all__ = ["Distiller", "BATCHNORM_MODES", "LinearTemperature", "ConstantTemperature", "make_schedule",
            "register_schedule", "SCHEDULES"]
 
 
