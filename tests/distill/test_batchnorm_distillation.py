@@ -53,10 +53,21 @@ def _teacher(lib, residual: bool, momentum: float):
     return lib.Model(inputs, layers.Dense(10)(x))
 
 
+_TEACHERS = {}
+
+
 def _trained_teacher(kind: str, residual: bool, trained: str, data, tmp_path):
     """A tf_keras model: trained in tf_keras, or trained in Keras 3 and loaded through
     epkd_tf's safe Keras 3 conversion. ``under``: 1 epoch at momentum 0.99 (the moving
-    statistics keep 85% of their initial values); ``well``: 3 epochs at momentum 0.9."""
+    statistics keep 85% of their initial values); ``well``: 3 epochs at momentum 0.9.
+    Trained once per worker; each call returns a fresh copy (tests change teachers)."""
+    key = (kind, residual, trained)
+    if key not in _TEACHERS:
+        _TEACHERS[key] = _train_teacher(kind, residual, trained, data, tmp_path)
+    return training.copy_model(_TEACHERS[key])
+
+
+def _train_teacher(kind: str, residual: bool, trained: str, data, tmp_path):
     x, y, _, _ = data
     epochs, momentum = (1, 0.99) if trained == "under" else (3, 0.9)
     if kind == "keras3":
