@@ -8,10 +8,14 @@ This module moves Functional and Sequential models of standard layers across:
   ``export --model``): the ``.keras`` archive's ``config.json`` is read as plain JSON and
   checked against :data:`LAYERS`, the explicit table of supported layer classes, *before
   anything is built*. That table is the allow-list: a ``Lambda`` or TF-op layer, a custom
-  or registered object, a ``module`` that is not Keras' own, a nested model, an unknown
-  setting... is refused in one line naming the layer. No Keras 3 deserialisation runs and
-  no module named in the file is imported: the tf_keras layers are made from configs this
-  module wrote, and the weights are read from ``model.weights.h5`` with h5py.
+  or registered object, a ``module`` that is not Keras' own, an unknown setting... is
+  refused in one line naming the layer. No Keras 3 deserialisation runs and no module
+  named in the file is imported: the tf_keras layers are made from configs this module
+  wrote, and the weights are read from ``model.weights.h5`` with h5py. Nested models are
+  inlined (:func:`_flatten`), the ``+`` / ``*`` operators of :data:`OPS` become layers,
+  and the few layers and activations of ``keras.applications`` that tf_keras lacks get
+  epkd_tf's exact equivalents (:mod:`epkd_tf.models.keras3_layers`): every classifier of
+  TF 2.21's ``keras.applications`` converts.
 * **tf_keras → Keras 3** (:func:`to_keras3`, :func:`save_keras3`; the ``keras3`` export
   format): the same table, the other way round. The file loads in a plain TF 2.21 process
   with ``keras.models.load_model(path)`` (default safe mode, no custom objects).
