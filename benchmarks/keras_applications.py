@@ -102,7 +102,10 @@ def render(rows, total: int) -> str:
     lines = [
         "## Every keras.applications classifier (`benchmarks/keras_applications.py`)", "",
         f"**{ok} of {total} keras.applications classifiers convert, prune and export** "
-        f"({len(rows)} measured). Measured {datetime.date.today()} on "
+        f"({len(rows)} of {total} measured"
+        + (f"; not yet: {', '.join(sorted(set(classifier_names()) - {r['name'] for r in rows}))}"
+           if len(rows) < total else "")
+        + f"). Measured {datetime.date.today()} on "
         f"{platform.machine()}, {os.cpu_count()} cores, CPU only, Keras 3 "
         f"{_keras_version()}. Keras 3 models with random weights, 10 classes, no softmax, "
         "at the smallest input each allows (32x32; 75x75 Inception; 71x71 Xception), "
