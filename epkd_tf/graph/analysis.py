@@ -210,6 +210,12 @@ def analyze(model: tf_keras.Model) -> ChannelGraph:
         for unit in positions[_tensor_key(output)]:
             if unit >= 0:
                 uf.fix(int(unit))
+    # Channels some layer must keep whole (a LayerNorm over them) are fixed like outputs.
+    for info in infos:
+        if info.rule.fixes_inputs(info.node.layer):
+            for pos in info.in_positions:
+                for unit in pos[pos >= 0]:
+                    uf.fix(int(unit))
     # Checked only now: a Softmax / LayerNorm on the logits reads units that are prunable
     # while tracing and fixed only once the outputs are known.
     for info in infos:

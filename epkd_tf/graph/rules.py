@@ -80,6 +80,11 @@ class Rule:
     def check(self, layer) -> None:
         """Raises UnsupportedLayerError when this layer's settings are not handled."""
 
+    def variant(self, layer) -> "Rule":
+        """The rule for this layer's settings when they change how it treats channels
+        (a Conv2D with one group per input channel is a depthwise convolution); self."""
+        return self
+
     def out_units(self, layer) -> int:
         """Number of units a producer creates."""
         raise NotImplementedError
@@ -122,6 +127,12 @@ class Rule:
         or LayerNorm on the logits is fine; on a prunable layer it is not).
         """
         return None
+
+    def fixes_inputs(self, layer) -> bool:
+        """Whether every channel entering the layer is kept for good (a LayerNorm over the
+        channels: removing one would change the statistics of the others). The units
+        behind them become fixed; the rest of the model is still pruned."""
+        return False
 
     def adapt_config(self, layer, config: dict, in_keep: List[np.ndarray]) -> dict:
         """The layer's config once the input positions not in ``in_keep`` are gone.
@@ -214,7 +225,9 @@ class WeightedProducer(Rule):
         return [kernel] + weights[1:]
 
     def macs(self, layer, kept_in, kept_out):
-        return _positions(layer) * _kernel_spatial(layer.kernel) * kept_in * kept_out
+        # A grouped convolution's output reads only its group's inputs.
+        return (_positions(layer) * _kernel_spatial(layer.kernel) * kept_in * kept_out
+                // int(getattr(layer, "groups", 1) or 1))
 
     def scored_kernel(self, layer):
         return layer.kernel
@@ -228,6 +241,52 @@ class WeightedProducer(Rule):
 
 class ConvProducer(WeightedProducer):
     width_key = "filters"
+
+    def variant(self, layer):
+        groups = int(getattr(layer, "groups", 1) or 1)
+        if groups > 1 and groups == int(layer.input_shape[-1]):
+            return _GROUPED_DEPTHWISE
+        return self
+
+
+class GroupedDepthwise(Rule):
+    """A ConvND with one group per input channel (ConvNeXt's depthwise convolution):
+    output channel c*m+k reads input channel c alone, like DepthwiseConv2D. Its kernel is
+    (..., 1, C*m); removing input channel c removes its m filters, and ``filters`` and
+    ``groups`` follow."""
+
+    def check(self, layer):
+        _channels_last(layer)
+
+    @staticmethod
+    def _multiplier(layer) -> int:
+        return int(layer.kernel.shape[-1]) // int(layer.groups)
+
+    def propagate(self, layer, in_pos, in_shapes, new_units):
+        return np.repeat(in_pos[0], self._multiplier(layer))
+
+    def macs(self, layer, kept_in, kept_out):
+        return (_positions(layer) * _kernel_spatial(layer.kernel) * self._multiplier(layer)
+                * kept_in)
+
+    def slice_weights(self, layer, weights, in_keep, out_keep):
+        keep = np.repeat(in_keep[0], self._multiplier(layer))
+        return [weights[0][..., keep]] + [w[keep] for w in weights[1:]]
+
+    def adapt_config(self, layer, config, in_keep):
+        kept = int(np.count_nonzero(in_keep[0]))
+        return {**config, "groups": kept, "filters": kept * self._multiplier(layer)}
+
+    def count_tables(self, layer, weights):
+        channels, multiplier = int(layer.groups), self._multiplier(layer)
+        per_channel = np.count_nonzero(weights[0].reshape(-1, channels, multiplier),
+                                       axis=(0, 2)).astype(np.int64)
+        for w in weights[1:]:
+            per_channel = per_channel + np.count_nonzero(w.reshape(channels, -1), axis=1)
+        return CountTables(in_vec=per_channel)
+
+
+_GROUPED_DEPTHWISE = GroupedDepthwise()
 
 
 class PerChannel(Rule):
@@ -467,21 +526,27 @@ class NormalizationRule(LastAxisVectors):
 
 class ChannelNorm(Rule):
     """LayerNormalization / UnitNormalization. Over the channel axis they mix channels
-    (every output depends on the statistics of all of them), so they are allowed only
-    where every channel reaching them is fixed; over other axes channels stay independent
-    and the weights (shaped by the normalised axes) never need slicing."""
+    (every output depends on the statistics of all of them), so the channels reaching
+    them are fixed (ConvNeXt's residual stream: its expansions are still pruned); over
+    other axes channels stay independent and the weights (shaped by the normalised axes)
+    never need slicing."""
 
     def check(self, layer):
         _channels_last(layer)
 
-    def needs_fixed_inputs(self, layer):
-        if _channel_axis_in(layer, getattr(layer, "axis", -1)):
-            return ("it normalises across prunable channels (removing one would change the "
-                    "statistics of the others)")
-        return None
+    def fixes_inputs(self, layer):
+        return _channel_axis_in(layer, getattr(layer, "axis", -1))
 
     def count_tables(self, layer, weights):
         return CountTables(const=int(sum(np.count_nonzero(w) for w in weights)))
+
+
+class LayerScaleRule(PerChannel):
+    """ConvNeXt's LayerScale: one gamma per channel, sliced like BatchNormalization's;
+    its config spells out the channel count (``projection_dim``)."""
+
+    def adapt_config(self, layer, config, in_keep):
+        return {**config, "projection_dim": int(np.count_nonzero(in_keep[0]))}
 
 
 _PASSTHROUGH = [
@@ -526,6 +591,9 @@ _BUILTIN.update({
     "Normalization": NormalizationRule(),
     "LayerNormalization": ChannelNorm(),
     "UnitNormalization": ChannelNorm(),
+    # keras.applications' own layers, as converted by epkd_tf (models/keras3_layers.py).
+    "LayerScale": LayerScaleRule(),
+    "CustomScaleLayer": Elementwise(),        # inputs[0] + inputs[1] * scale, like Add
 })
 for _name, _rule in _BUILTIN.items():
     RULES.register(_name, _rule)
@@ -607,9 +675,17 @@ def _registered_class(name: str) -> Optional[type]:
     """The class a registered name stands for, or None when any class of that name does."""
     if _USER.get(name) is not None:
         return _USER[name]
+    if name in _KERAS3_APPLICATION_LAYERS and name not in _USER:
+        from epkd_tf.models.keras3_layers import LAYER_CLASSES
+        return LAYER_CLASSES[name]
     import tf_keras  # the caller has a tf_keras layer, so this is already loaded
     found = getattr(tf_keras.layers, name, None)
     return found if isinstance(found, type) and found.__name__ == name else None
+
+
+# Built-in rules for epkd_tf's own tf_keras layers, not tf_keras': they hold for exactly
+# those classes (a user's class of the same name is not taken for them).
+_KERAS3_APPLICATION_LAYERS = ("LayerScale", "CustomScaleLayer")
 
 
 def builtin_rule_names() -> List[str]:
@@ -628,7 +704,7 @@ def find_rule(layer) -> Optional[Rule]:
     expected = _registered_class(name)
     if expected is not None and type(layer) is not expected:
         return None
-    return RULES.get(name)
+    return RULES.get(name).variant(layer)
 
 
 _HOW_TO_REGISTER = ("declare it with epkd_tf.graph.register_rule({cls}, "

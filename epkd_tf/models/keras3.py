@@ -8,10 +8,14 @@ This module moves Functional and Sequential models of standard layers across:
   ``export --model``): the ``.keras`` archive's ``config.json`` is read as plain JSON and
   checked against :data:`LAYERS`, the explicit table of supported layer classes, *before
   anything is built*. That table is the allow-list: a ``Lambda`` or TF-op layer, a custom
-  or registered object, a ``module`` that is not Keras' own, a nested model, an unknown
-  setting... is refused in one line naming the layer. No Keras 3 deserialisation runs and
-  no module named in the file is imported: the tf_keras layers are made from configs this
-  module wrote, and the weights are read from ``model.weights.h5`` with h5py.
+  or registered object, a ``module`` that is not Keras' own, an unknown setting... is
+  refused in one line naming the layer. No Keras 3 deserialisation runs and no module
+  named in the file is imported: the tf_keras layers are made from configs this module
+  wrote, and the weights are read from ``model.weights.h5`` with h5py. Nested models are
+  inlined (:func:`_flatten`), the ``+`` / ``*`` operators of :data:`OPS` become layers,
+  and the few layers and activations of ``keras.applications`` that tf_keras lacks get
+  epkd_tf's exact equivalents (:mod:`epkd_tf.models.keras3_layers`): every classifier of
+  TF 2.21's ``keras.applications`` converts.
 * **tf_keras → Keras 3** (:func:`to_keras3`, :func:`save_keras3`; the ``keras3`` export
   format): the same table, the other way round. The file loads in a plain TF 2.21 process
   with ``keras.models.load_model(path)`` (default safe mode, no custom objects).
@@ -23,6 +27,7 @@ model is built (:func:`to_keras3`), never to read a file.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import io
 import json
 import logging
@@ -32,6 +37,7 @@ import zipfile
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+from epkd_tf.models import keras3_layers
 from epkd_tf.models.user import ModelFileError
 
 log = logging.getLogger("epkd_tf")
@@ -61,6 +67,8 @@ class _Refusal(Exception):
 # converted model computes or learns (initial values of copied weights, unused arguments).
 ANY = "any value"
 _DROP = object()      # a converted setting left out: the layer's default applies
+# The `module` of Keras 3's own layers in a .keras file.
+KERAS3_LAYER_MODULE = "keras.layers"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,12 +80,16 @@ class LayerSpec:
     ``keras3_only`` / ``tf_keras_only``: settings one version lacks, each with the values
     that behave like the other version's (the setting is then dropped; any other value is
     refused) or ``ANY``. Any setting not listed is refused: it may change behaviour.
+    ``module``: the module a Keras 3 file must name for the class (``keras.layers``, or
+    the ``keras.src.applications`` module that defines an application's own layer, whose
+    tf_keras equivalent is in :mod:`epkd_tf.models.keras3_layers`).
     """
 
     keys: Tuple[str, ...] = ()
     renamed: Mapping[str, str] = dataclasses.field(default_factory=dict)
     keras3_only: Mapping[str, object] = dataclasses.field(default_factory=dict)
     tf_keras_only: Mapping[str, object] = dataclasses.field(default_factory=dict)
+    module: str = KERAS3_LAYER_MODULE
 
 
 _CONV = ("filters", "kernel_size", "strides", "padding", "data_format", "dilation_rate",
@@ -159,15 +171,29 @@ LAYERS: Dict[str, LayerSpec] = {
     **{name: LayerSpec() for name in ("Add", "Subtract", "Multiply", "Average",
                                       "Maximum", "Minimum")},
     "Concatenate": LayerSpec(("axis",)),
+    # keras.applications' own layers, accepted only from the module that defines them;
+    # their tf_keras versions are epkd_tf's (models/keras3_layers.py), never the file's.
+    "LayerScale": LayerSpec(("init_values", "projection_dim"),
+                            module="keras.src.applications.convnext"),
+    "CustomScaleLayer": LayerSpec(("scale",),
+                                  module="keras.src.applications.inception_resnet_v2"),
 }
 # Layers that take a list of tensors.
 MERGE_LAYERS = frozenset({"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum",
-                          "Concatenate"})
+                          "Concatenate", "CustomScaleLayer"})
 # Activation names with the same function in both versions (hard_sigmoid differs: Keras 3
 # uses relu6(x + 3) / 6, tf_keras clip(0.2 x + 0.5); several Keras 3 ones are missing).
+# hard_silu is Keras 3's; tf_keras gets epkd_tf's exact copy (models/keras3_layers.py).
 ACTIVATIONS = frozenset({"linear", "relu", "relu6", "sigmoid", "softmax", "log_softmax",
                          "tanh", "elu", "selu", "softplus", "softsign", "swish", "silu",
-                         "gelu", "exponential", "mish", "leaky_relu"})
+                         "gelu", "exponential", "mish", "leaky_relu", "hard_silu"})
+# Tensor operators in a Keras 3 functional model (``x + y``, ``x * 0.5``) are stored as
+# operations of this module, not layers; these convert to the tf_keras layer computing
+# the same: two tensors to the merge layer of that name, a tensor and a number to a
+# Rescaling (x * 1 + c is x + c, x * c + 0 is x * c, exactly).
+KERAS3_OPS_MODULE = "keras.src.ops.numpy"
+OPS = {"Add": lambda c: {"scale": 1.0, "offset": c},
+       "Multiply": lambda c: {"scale": c, "offset": 0.0}}
 # Built-in initializers, regularizers and constraints and the settings they share. The
 # initializers' other settings only shape initial values, which the copied weights
 # replace (Keras 3 adds e.g. input_axes); regularizers and constraints act in training,
@@ -193,8 +219,7 @@ DTYPES = frozenset({"float32", "float16", "bfloat16", "float64", "mixed_float16"
                     "mixed_bfloat16"})
 INPUT_DTYPES = frozenset({"float32", "float16", "bfloat16", "float64", "uint8", "int32",
                           "int64"})
-# The `module` of Keras 3's own layers and models in a .keras file.
-KERAS3_LAYER_MODULE = "keras.layers"
+# The `module` of Keras 3's own models in a .keras file.
 KERAS3_MODEL_MODULES = {"Functional": ("keras.src.models.functional", "keras.models",
                                        "keras"),
                         "Sequential": ("keras.src.models.sequential", "keras.models",
@@ -320,6 +345,8 @@ def _setting(key: str, value, where: Tuple[str, str], to_keras3: bool):
         if key.endswith("_" + kind):
             return _object(key, value, kind, where, to_keras3)
     if key == "activation":
+        if to_keras3 and _is_hard_silu(value):
+            return "hard_silu"
         if value not in ACTIVATIONS:
             raise _Refusal(f"activation {value!r} is not supported (only "
                            f"{', '.join(sorted(ACTIVATIONS))})", *where)
@@ -327,6 +354,17 @@ def _setting(key: str, value, where: Tuple[str, str], to_keras3: bool):
     if not _plain(value):
         raise _Refusal(f"{key} holds a stored object, not a plain setting", *where)
     return value
+
+
+def _is_hard_silu(value) -> bool:
+    """tf_keras writes an activation function that is not its own (epkd_tf's hard_silu)
+    as a dict naming it; it is Keras 3's hard_silu only while that name still stands for
+    epkd_tf's function in tf_keras (not for a user's own function registered under it)."""
+    if value != {"module": "builtins", "class_name": "function", "config": "hard_silu",
+                 "registered_name": "function"}:
+        return False
+    import tf_keras
+    return tf_keras.activations.get("hard_silu") is keras3_layers.hard_silu
 
 
 def convert_config(class_name: str, config: Mapping, to_keras3: bool,
@@ -389,6 +427,8 @@ class _Layer:
     config: dict                      # converted for the target version
     nodes: List[List[Ref]]            # the tensors each call reads
     input_shape: Optional[list] = None   # the batch shape stored with a first layer
+    weights_path: Optional[str] = None   # its group in a Keras 3 model.weights.h5
+    graph: Optional["_Graph"] = None     # a nested model's own graph, until inlined
 
 
 @dataclasses.dataclass
@@ -420,28 +460,56 @@ def _check_kwargs(kwargs, where) -> None:
                            f"not support", *where)
 
 
-def _keras3_node(node, where) -> List[Ref]:
-    """A Keras 3 call: ``{"args": [tensor or [tensors]], "kwargs": {...}}``."""
+def _keras3_node(node, where, several: Optional[bool] = None) -> List[Ref]:
+    """A Keras 3 call: ``{"args": [tensor or [tensors]], "kwargs": {...}}``. ``several``:
+    whether it takes a list of tensors (default: merge layers do); None for either."""
     if not isinstance(node, dict) or set(node) - {"args", "kwargs"} \
             or len(node.get("args") or []) != 1:
         raise _Refusal("it is called with arguments other than its input tensor(s)", *where)
     _check_kwargs(node.get("kwargs"), where)
     arg = node["args"][0]
     tensors = arg if isinstance(arg, list) else [arg]
-    if isinstance(arg, list) != (where[1] in MERGE_LAYERS):
+    if several is None and where[1] not in ("Functional", "Sequential"):
+        several = where[1] in MERGE_LAYERS
+    if several is not None and isinstance(arg, list) != several:
         raise _Refusal("it is called with an unexpected number of inputs", *where)
-    refs = []
-    for tensor in tensors:
-        history = ((tensor.get("config") or {}).get("keras_history")
-                   if isinstance(tensor, dict) and tensor.get("class_name") == "__keras_tensor__"
-                   else None)
-        if not (isinstance(history, list) and len(history) == 3
-                and isinstance(history[0], str)
-                and all(isinstance(i, int) for i in history[1:])):
-            raise _Refusal("it is called with a constant or object instead of a layer's "
-                           "output", *where)
-        refs.append(tuple(history))
-    return refs
+    return [_keras3_tensor(tensor, where) for tensor in tensors]
+
+
+def _keras3_tensor(tensor, where) -> Ref:
+    """The layer output a stored Keras 3 tensor reference names."""
+    history = ((tensor.get("config") or {}).get("keras_history")
+               if isinstance(tensor, dict) and tensor.get("class_name") == "__keras_tensor__"
+               else None)
+    if not (isinstance(history, list) and len(history) == 3
+            and isinstance(history[0], str)
+            and all(isinstance(i, int) for i in history[1:])):
+        raise _Refusal("it is called with a constant or object instead of a layer's "
+                       "output", *where)
+    return tuple(history)
+
+
+def _keras3_op(entry, layer: "_Layer") -> None:
+    """Turns a stored operator (``x + y``, ``x * c``: see :data:`OPS`) into the tf_keras
+    layer that computes it, reading its one call: two tensors, or a tensor and a number."""
+    where = (layer.name, f"{KERAS3_OPS_MODULE}.{layer.class_name}")
+    nodes = entry.get("inbound_nodes") or []
+    if len(nodes) != 1 or not isinstance(nodes[0], dict) \
+            or set(nodes[0]) - {"args", "kwargs"} or nodes[0].get("kwargs") \
+            or not isinstance(nodes[0].get("args"), list) or len(nodes[0]["args"]) != 2:
+        raise _Refusal("an operator is supported only as one call on two values", *where)
+    args = nodes[0]["args"]
+    numbers = [a for a in args if isinstance(a, (int, float)) and not isinstance(a, bool)]
+    tensors = [_keras3_tensor(a, where) for a in args if a not in numbers]
+    if len(tensors) == 2:
+        layer.nodes = [tensors]
+    elif len(tensors) == 1 and len(numbers) == 1:
+        layer.config = {"name": layer.name, **OPS[layer.class_name](float(numbers[0]))}
+        layer.class_name = "Rescaling"
+        layer.nodes = [tensors]
+    else:
+        raise _Refusal("an operator is supported on two tensors or a tensor and a number",
+                       *where)
 
 
 def _tf_keras_node(node, where) -> List[Ref]:
@@ -459,10 +527,11 @@ def _tf_keras_node(node, where) -> List[Ref]:
     return refs
 
 
-def _graph(model_config: Mapping, from_keras3: bool) -> _Graph:
+def _graph(model_config: Mapping, from_keras3: bool, prefix: str = "") -> _Graph:
     """The layer graph of a Functional or Sequential model config, every layer's config
     converted to the other version. Pure JSON walking: raises _Refusal at the first layer
-    outside the allow-list."""
+    outside the allow-list. A Keras 3 model's nested models are inlined (:func:`_flatten`);
+    ``prefix`` is the model's group in ``model.weights.h5``."""
     class_name = model_config.get("class_name")
     if class_name not in ("Functional", "Sequential"):
         raise _Refusal(f"it is a {class_name!r} model (registered as "
@@ -476,19 +545,113 @@ def _graph(model_config: Mapping, from_keras3: bool) -> _Graph:
     config = model_config.get("config")
     if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
         raise _Refusal("its configuration lists no layers")
-    layers = [_layer(entry, from_keras3) for entry in config["layers"]]
+    paths = _weights_paths(config["layers"], prefix) if from_keras3 else {}
+    layers = []
+    for index, entry in enumerate(config["layers"]):
+        layer = _layer(entry, from_keras3)
+        layer.weights_path = paths.get(index)
+        if layer.class_name in ("Functional", "Sequential"):
+            layer.graph = _graph(entry, from_keras3, layer.weights_path + "/")
+            if (entry.get("config") or {}).get("trainable") is False:
+                for inner in layer.graph.layers:     # a frozen block stays frozen inlined
+                    inner.config["trainable"] = False
+        layers.append(layer)
     names = [layer.name for layer in layers]
     if len(set(names)) != len(names):
         raise _Refusal("two layers have the same name")
     if class_name == "Sequential":
-        return _sequential(config, layers, from_keras3)
+        return _flatten(_sequential(config, layers, from_keras3))
     for layer, entry in zip(layers, config["layers"]):
         where = (layer.name, layer.class_name)
+        if layer.class_name in OPS and entry.get("module") == KERAS3_OPS_MODULE:
+            _keras3_op(entry, layer)
+            continue
         read = _keras3_node if from_keras3 else _tf_keras_node
         layer.nodes = [read(node, where) for node in entry.get("inbound_nodes") or []]
-    return _Graph(str(config.get("name", "model")), layers,
-                  _refs(config.get("input_layers"), "inputs"),
-                  _refs(config.get("output_layers"), "outputs"))
+    return _flatten(_Graph(str(config.get("name", "model")), layers,
+                           _refs(config.get("input_layers"), "inputs"),
+                           _refs(config.get("output_layers"), "outputs")))
+
+
+def _weights_paths(entries, prefix: str) -> Dict[int, str]:
+    """Each stored layer's group in ``model.weights.h5``, by its index in ``entries``:
+    Keras 3 keeps a model's layers under their class name in snake case, numbered per
+    class in layer order (``layers/conv2d``, ``layers/conv2d_1``...), a nested model's
+    under its own group. Operators (not layers) have none."""
+    counts: Dict[str, int] = {}
+    paths = {}
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict) or entry.get("module") == KERAS3_OPS_MODULE:
+            continue
+        stem = _snake_case(str(entry.get("class_name")))
+        number = counts.get(stem, -1) + 1
+        counts[stem] = number
+        paths[index] = f"{prefix}layers/{stem}{'_' + str(number) if number else ''}"
+    return paths
+
+
+def _flatten(graph: _Graph) -> _Graph:
+    """``graph`` with each nested model replaced by its layers (pruning traces channels
+    through one flat model). A nested model must be called once; its input layers give
+    way to the tensors it is called with, and outer references to its outputs read its
+    output layers. An inner name taken elsewhere becomes ``<model>_<name>`` (``_`` added
+    until unique); the weights keep their own groups."""
+    if not any(layer.graph for layer in graph.layers):
+        return graph
+    taken = {layer.name for layer in graph.layers if layer.graph is None}
+    alias: Dict[Tuple[str, int], Ref] = {}          # (model, output index) -> inner output
+    flat: List[_Layer] = []
+    for layer in graph.layers:
+        if layer.graph is None:
+            flat.append(layer)
+            continue
+        where, sub = (layer.name, layer.class_name), layer.graph
+        if len(layer.nodes) != 1 or len(layer.nodes[0]) != len(sub.inputs):
+            raise _Refusal(f"a nested model is inlined into the outer one, so it must be "
+                           f"called once with its {len(sub.inputs)} input(s); it is called "
+                           f"{len(layer.nodes)} time(s)", *where)
+        fed = {name: ref for (name, _, _), ref in zip(sub.inputs, layer.nodes[0])}
+        rename = {}
+        for inner in sub.layers:
+            if inner.name not in fed:
+                new = inner.name if inner.name not in taken else f"{layer.name}_{inner.name}"
+                while new in taken:
+                    new += "_"
+                taken.add(new)
+                rename[inner.name] = new
+
+        def inner_ref(ref, where=where, fed=fed, rename=rename):
+            if ref[0] in fed:
+                return fed[ref[0]]
+            if ref[0] not in rename:
+                raise _Refusal(f"it reads the unknown layer {ref[0]!r}", *where)
+            return (rename[ref[0]],) + tuple(ref[1:])
+
+        for inner in sub.layers:
+            if inner.name in fed:
+                continue
+            if inner.class_name == "InputLayer":
+                raise _Refusal("it has an input layer it is not called with", *where)
+            inner.nodes = [[inner_ref(ref) for ref in refs] for refs in inner.nodes]
+            inner.name = inner.config["name"] = rename[inner.name]
+            flat.append(inner)
+        for index, ref in enumerate(sub.outputs):
+            alias[(layer.name, index)] = inner_ref(ref)
+
+    nested = {layer.name for layer in graph.layers if layer.graph is not None}
+
+    def resolve(ref: Ref) -> Ref:
+        while ref[0] in nested:           # a nested model may read another one's output
+            if ref[1] != 0 or (ref[0], ref[2]) not in alias:
+                raise _Refusal(f"it reads output {ref[2]} of call {ref[1]} of the nested "
+                               f"model {ref[0]!r}, which does not exist")
+            ref = alias[(ref[0], ref[2])]
+        return ref
+
+    for layer in flat:
+        layer.nodes = [[resolve(ref) for ref in refs] for refs in layer.nodes]
+    return _Graph(graph.name, flat, [resolve(r) for r in graph.inputs],
+                  [resolve(r) for r in graph.outputs])
 
 
 def _layer(entry, from_keras3: bool) -> _Layer:
@@ -506,15 +669,30 @@ def _layer(entry, from_keras3: bool) -> _Layer:
     if class_name in ("TFOpLambda", "SlicingOpLambda") or class_name.startswith("TFOp"):
         raise _Refusal("a TensorFlow-op layer (a tf.* call on a tensor) is not supported; "
                        "use the equivalent Keras layer", *where)
+    if from_keras3 and class_name in ("Functional", "Sequential"):
+        # Inlined by _flatten once its own graph is read (the model checks of _graph
+        # apply to it as to the outer model).
+        return _Layer(name, class_name, {"name": name}, [])
     if class_name in ("Functional", "Sequential", "Model"):
         raise _Refusal("nested models are not supported: build one flat model", *where)
+    if from_keras3 and entry.get("module") == KERAS3_OPS_MODULE:
+        if class_name not in OPS or entry.get("registered_name") not in (None, class_name) \
+                or set(inner) - {"name"}:
+            raise _Refusal(f"this operator is not supported (only {', '.join(OPS)} of "
+                           f"tensors or of a tensor and a number)", name,
+                           f"{KERAS3_OPS_MODULE}.{class_name}")
+        return _Layer(name, class_name, {"name": name}, [])    # made by _keras3_op
     if class_name not in LAYERS:
         raise _Refusal(f"this layer class is not supported; {_supported_text()}", *where)
-    if from_keras3 and (entry.get("module") != KERAS3_LAYER_MODULE
-                        or entry.get("registered_name") is not None):
+    module = LAYERS[class_name].module
+    # Keras' own layers are not registered; an application's own layer is registered
+    # under its plain class name.
+    names = (None,) if module == KERAS3_LAYER_MODULE else (None, class_name)
+    if from_keras3 and (entry.get("module") != module
+                        or entry.get("registered_name") not in names):
         raise _Refusal(f"its class comes from module {entry.get('module')!r} (registered as "
                        f"{entry.get('registered_name')!r}), not Keras' own "
-                       f"{KERAS3_LAYER_MODULE}: a custom object", *where)
+                       f"{module}: a custom object", *where)
     shape = None
     if class_name != "InputLayer":
         # A layer made with input_shape= (or adapted before use) keeps its batch shape;
@@ -570,7 +748,7 @@ def _build(graph: _Graph, lib, to_keras3: bool):
                                                  name=layer.name)
             continue
         try:
-            made[layer.name] = getattr(lib.layers, layer.class_name).from_config(layer.config)
+            made[layer.name] = _layer_class(lib, layer.class_name).from_config(layer.config)
         except Exception as err:    # a value the table let through but the layer rejects
             raise _Refusal(" ".join(str(err).split())[:300], layer.name,
                            layer.class_name) from err
@@ -606,6 +784,18 @@ def _build(graph: _Graph, lib, to_keras3: bool):
     return lib.Model(ends[0], ends[1], name=graph.name), made
 
 
+def _layer_class(lib, class_name: str):
+    """The class of ``lib`` (``tf_keras`` or ``keras``) a table entry stands for: Keras'
+    own layer of that name, or for an application's layer Keras 3's class in the module
+    the table names (Keras' own code) and epkd_tf's tf_keras equivalent."""
+    module = LAYERS[class_name].module
+    if module == KERAS3_LAYER_MODULE:
+        return getattr(lib.layers, class_name)
+    if lib.__name__ == "keras":
+        return getattr(importlib.import_module(module), class_name)
+    return keras3_layers.LAYER_CLASSES[class_name]
+
+
 def _pick(output, index: int, layer):
     if isinstance(output, (list, tuple)):
         return output[index]
@@ -617,8 +807,7 @@ def _pick(output, index: int, layer):
 
 # -- Keras 3 -> tf_keras ------------------------------------------------------------------
 def _snake_case(class_name: str) -> str:
-    """Keras 3 files keep a layer's weights under its class name in snake case
-    (``layers/conv2d``, ``layers/conv2d_1``...), numbered per class in layer order."""
+    """A class name in snake case, as Keras 3 names weight groups (``conv2d``)."""
     text = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", class_name)
     return re.sub(r"([a-z])([A-Z])", r"\1_\2", text).lower()
 
@@ -626,16 +815,12 @@ def _snake_case(class_name: str) -> str:
 def _keras3_weights(weights_file, graph: _Graph) -> Dict[str, list]:
     """Each layer's stored weights, by layer name, from ``model.weights.h5``."""
     import h5py
-    counts: Dict[str, int] = {}
     weights = {}
     with h5py.File(weights_file, "r") as f:
         for layer in graph.layers:
-            if layer.class_name == "InputLayer":
+            if layer.class_name == "InputLayer" or layer.weights_path is None:
                 continue       # no weights (and a Sequential's may not be in the file)
-            stem = _snake_case(layer.class_name)
-            index = counts.get(stem, -1) + 1
-            counts[stem] = index
-            group = f.get(f"layers/{stem}{'_' + str(index) if index else ''}/vars")
+            group = f.get(f"{layer.weights_path}/vars")
             values = [] if group is None else [group[str(i)][()] for i in range(len(group))]
             weights[layer.name] = values
     return weights
@@ -718,7 +903,16 @@ def _tf_keras_graph(model) -> _Graph:
     except NotImplementedError:
         raise _Refusal("it is a subclassed model (no config); only Functional and "
                        "Sequential models convert") from None
-    return _graph(stored, from_keras3=False)
+    graph = _graph(stored, from_keras3=False)
+    for layer in graph.layers:
+        expected = keras3_layers.LAYER_CLASSES.get(layer.class_name)
+        actual = type(model.get_layer(layer.name)) if expected else None
+        if actual is not expected:
+            # Another class of that name may compute something else than Keras 3's.
+            raise _Refusal(f"its class {actual.__module__}.{actual.__qualname__} is not "
+                           f"epkd_tf's {layer.class_name} (epkd_tf.models.keras3_layers)",
+                           layer.name, layer.class_name)
+    return graph
 
 
 def _keras3_names(graph: _Graph) -> Dict[str, str]:

@@ -75,13 +75,31 @@ def removal_order(graph: "ChannelGraph", scores: np.ndarray, layer_floor: float,
     removable = np.array([len(b.groups) for b in graph.blocks]) - block_floors(
         graph, layer_floor, reference_widths)
     taken = np.zeros(len(graph.blocks), dtype=np.int64)
+    layer_left = _layer_removable(graph, layer_floor, reference_widths)
     result = []
     for g in order:
         b = graph.group_block[g]
-        if taken[b] < removable[b]:
+        layers = graph.unit_layer[graph.group_units[g]]
+        if taken[b] < removable[b] and np.all(layer_left[layers] > 0):
             taken[b] += 1
+            layer_left[layers] -= 1
             result.append(g)
     return np.array(result, dtype=np.int64)
+
+
+def _layer_removable(graph: "ChannelGraph", layer_floor: float,
+                     reference_widths: Optional[Dict[str, int]] = None) -> np.ndarray:
+    """Units each producing layer may lose under its own floor (like the block's). A
+    block's groups can fall unevenly on its layers (the branches of a Concatenate all
+    added to one residual, as in InceptionResNetV2): without it, one branch could be
+    emptied while the block as a whole keeps its floor."""
+    widths = np.bincount(graph.unit_layer, minlength=len(graph.producer_names))
+    left = np.zeros(len(widths), dtype=np.int64)
+    for i, name in enumerate(graph.producer_names):
+        reference = (reference_widths or {}).get(name, widths[i])
+        floor = min(widths[i], max(1, math.ceil(layer_floor * reference)))
+        left[i] = widths[i] - floor
+    return left
 
 
 def round_to_multiple(graph: "ChannelGraph", removed: np.ndarray,

@@ -35,6 +35,7 @@ from epkd_tf.graph import (RULES, CountTables, ParamCounter, Rule,  # noqa: E402
                            register_rule, remove_groups, unregister_rule, zero_groups)
 from epkd_tf.graph.count import macs_cost, model_macs  # noqa: E402
 from epkd_tf.graph.rules import builtin_rule_names  # noqa: E402
+from epkd_tf.models.keras3_layers import CustomScaleLayer, LayerScale  # noqa: E402
 from epkd_tf.pruning.l1 import mean_abs_weight_per_unit  # noqa: E402
 
 SPATIAL = {1: (8,), 2: (6, 6), 3: (4, 4, 4)}
@@ -192,6 +193,13 @@ TEMPLATES = [
     T("Minimum", lambda: merge(_t(L.Minimum))),
     T("Concatenate", lambda: merge(_t(L.Concatenate)), "channels"),
     T("Concatenate", lambda: merge(_t(L.Concatenate, axis=1)), "spatial"),
+    # keras.applications' own layers (converted from Keras 3 files).
+    T("LayerScale", lambda: chain(2, _t(LayerScale, 0.5, 4))),
+    # A Conv2D with a group per input channel is depthwise (ConvNeXt's, multiplier 1).
+    T("Conv2D", lambda: chain(2, _t(L.Conv2D, 4, 3, padding="same", groups=4)), "depthwise"),
+    T("Conv2D", lambda: chain(2, _t(L.Conv2D, 8, 3, padding="same", groups=4)),
+      "depthwise_x2"),
+    T("CustomScaleLayer", lambda: merge(_t(CustomScaleLayer, 0.17))),
     # Mixing channels without weights: on fixed channels only, or over other axes.
     T("Softmax", lambda: on_logits(_t(L.Softmax)), fixed=True),
     T("LayerNormalization", lambda: on_logits(_t(L.LayerNormalization)), "logits", True),
@@ -290,7 +298,7 @@ def test_rule(template):
     model = template.build()
     layer = model.get_layer("t")
     assert type(layer).__name__ == template.rule
-    assert analyze(model).layer("t").rule is RULES.get(template.rule)
+    assert analyze(model).layer("t").rule is RULES.get(template.rule).variant(layer)
     check_rule_contract(model, seed=1, layer_under_test="t", fixed=template.fixed)
 
 

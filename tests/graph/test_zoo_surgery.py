@@ -197,9 +197,22 @@ def test_separable_se_prelu_normalization_rules(seed):
     assert depthwise.shape[2] == keep_in.sum() and pointwise.shape[2] == 2 * keep_in.sum()
 
 
+@pytest.mark.parametrize("layer", [layers.LayerNormalization, layers.UnitNormalization])
+def test_channel_norm_fixes_the_channels_it_reads(layer):
+    """A LayerNorm over prunable channels keeps them all (removing one would change the
+    statistics of the others): its producer's units are fixed, the rest is pruned."""
+    inputs = tf_keras.Input((4, 6), name="x")
+    x = layers.Dense(6, name="hidden")(inputs)
+    x = layer(name="norm")(x)
+    x = layers.Dense(5, name="free")(x)
+    x = layers.Flatten(name="flatten")(x)
+    graph = analyze(tf_keras.Model(inputs, layers.Dense(3, name="logits")(x)))
+    fixed = graph.group_of_unit[graph.layer("hidden").units]
+    assert (fixed == -1).all()
+    assert (graph.group_of_unit[graph.layer("free").units] >= 0).all()
+
+
 @pytest.mark.parametrize("layer,message", [
-    (lambda: layers.LayerNormalization(name="bad"), "normalises across prunable channels"),
-    (lambda: layers.UnitNormalization(name="bad"), "normalises across prunable channels"),
     (lambda: layers.Reshape((12, 2), name="bad"), "changes the last axis"),
     (lambda: layers.LSTM(5, name="bad"), "no channel rule"),
     (lambda: layers.Lambda(lambda t: t * 2.0, name="bad"), "no channel rule"),

@@ -95,6 +95,18 @@ def _merges(k, x):
                                    L.Maximum()([a, b]), L.Minimum()([a, b])])
 
 
+def _application_layers(k, x):
+    """ConvNeXt's LayerScale and InceptionResNetV2's CustomScaleLayer: Keras 3's own
+    classes, and epkd_tf's tf_keras equivalents."""
+    if k is keras:
+        from keras.src.applications.convnext import LayerScale
+        from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
+    else:
+        from epkd_tf.models.keras3_layers import CustomScaleLayer, LayerScale
+    scaled = LayerScale(0.1, 3)(k.layers.Conv2D(3, 1)(x))
+    return CustomScaleLayer(0.17)([x, scaled])
+
+
 def _shared(k, x):
     dense = k.layers.Dense(6, activation="relu")
     return dense(dense(x))           # one layer, two calls (two nodes)
@@ -137,6 +149,7 @@ CASES = {
         k.layers.Reshape((12, 4))(x))),
     "preprocessing": ((5, 5, 3), _preprocessing),
     "merges": ((6,), _merges),
+    "application_layers": ((4, 4, 3), _application_layers),
     "shared_layer": ((6,), _shared),
 }
 
@@ -438,11 +451,13 @@ def test_unconvertible_keras3_models_get_one_line(tmp_path):
             "layer 'memory' (LSTM)",
             "supported layers: Activation, ActivityRegularization, Add,")
 
+    # A nested model is inlined (tests/models/test_keras_applications.py), once: a block
+    # called twice would share its weights.
     nested_inputs = keras.Input((6,))
-    inner = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)], name="block")
+    inner = keras.Sequential([keras.Input((6,)), keras.layers.Dense(6)], name="block")
     nested = str(tmp_path / "nested.keras")
-    keras.Model(nested_inputs, inner(nested_inputs)).save(nested)
-    refused(nested, "layer 'block' (Sequential)", "nested models")
+    keras.Model(nested_inputs, inner(inner(nested_inputs))).save(nested)
+    refused(nested, "layer 'block' (Sequential)", "must be called once")
 
     for name, layer, fragment in [
             ("renorm", keras.layers.BatchNormalization(renorm=True, name="bn"),
