@@ -19,8 +19,10 @@ the ``model_config`` of an ``.h5`` file, each node of a SavedModel's
 anything outside an allow-list: the built-in tf_keras layers that epkd_tf's zoo, its graph
 rules and ``tf_keras.applications`` use (and other plain built-in layers), built-in
 initializers, regularizers, constraints, activations and metrics, modules of Keras itself,
-and TF-op layers only for the few pure tensor operations ``tf_keras.applications`` models
-record (``x + y``, ``tf.math.multiply``...). :func:`check_model` then checks the loaded
+TF-op layers only for the few pure tensor operations ``tf_keras.applications`` models
+record (``x + y``, ``tf.math.multiply``...), and epkd_tf's own ``LayerScale``,
+``CustomScaleLayer`` and ``hard_silu`` (:mod:`epkd_tf.models.keras3_layers`, in converted
+Keras 3 models) recorded exactly as tf_keras records them. :func:`check_model` then checks the loaded
 model: every layer must be an instance of exactly the built-in class its name says, so a
 layer that Keras revived from a SavedModel's traced functions is refused before it is ever
 called.
@@ -65,6 +67,16 @@ APPLICATION_LAYERS = {
     "LayerScale": "tf_keras.src.applications.convnext",
     "StochasticDepth": "tf_keras.src.applications.convnext",
 }
+
+# epkd_tf's own tf_keras equivalents of Keras 3 layers and activations
+# (epkd_tf.models.keras3_layers: a converted keras.applications model holds them). tf_keras
+# records them as the module that defines them and the name epkd_tf registers them under;
+# it resolves that registered name from tf_keras' custom objects, where epkd_tf put its
+# own objects, before it would import any module. Allowed only as exactly these entries,
+# and check_model then requires the loaded object to be epkd_tf's own.
+EPKD_MODULE = "epkd_tf.models.keras3_layers"
+EPKD_LAYERS = frozenset({"LayerScale", "CustomScaleLayer"})
+EPKD_ACTIVATIONS = frozenset({"hard_silu"})
 
 TF_OP_LAYERS = frozenset({"TFOpLambda", "SlicingOpLambda"})
 
@@ -167,7 +179,7 @@ def _walk(node: Any, layer: Optional[str], classes: bool) -> None:
         _check_class(node, class_name, layer, where)
     for key, value in node.items():
         if key in ("activation", "recurrent_activation") and isinstance(value, str) \
-                and classes and value not in ACTIVATIONS:
+                and classes and value not in ACTIVATIONS | EPKD_ACTIVATIONS:
             raise UnsafeConfigError(f"an unknown activation {value!r}{where}",
                                     "only Keras' built-in activations are loaded")
         _walk(value, layer, classes and key not in UNCOMPILED)
@@ -175,6 +187,8 @@ def _walk(node: Any, layer: Optional[str], classes: bool) -> None:
 
 def _check_module(node: dict, class_name: Any, where: str) -> None:
     module = node.get("module")
+    if _epkd_object(node):
+        return
     if module is not None and not keras_module(module) \
             and (module, class_name) not in FOREIGN_CLASSES:
         raise UnsafeConfigError(
@@ -193,6 +207,18 @@ def _check_module(node: dict, class_name: Any, where: str) -> None:
                                 "only Keras' built-in objects are loaded")
 
 
+def _epkd_object(node: dict) -> bool:
+    """Whether ``node`` is exactly how tf_keras records one of epkd_tf's own objects: a
+    layer class of EPKD_LAYERS from EPKD_MODULE under its own registered name, or an
+    activation of EPKD_ACTIVATIONS (a registered function: module ``builtins``)."""
+    class_name, module, registered = (node.get("class_name"), node.get("module"),
+                                      node.get("registered_name"))
+    if class_name in EPKD_LAYERS:
+        return module == EPKD_MODULE and registered == class_name
+    return (class_name == "function" and module == "builtins"
+            and registered == "function" and node.get("config") in EPKD_ACTIVATIONS)
+
+
 def _check_class(node: dict, class_name: Any, layer: Optional[str], where: str) -> None:
     if class_name == "Lambda":
         raise UnsafeConfigError(f"a Lambda layer {layer!r}",
@@ -208,6 +234,8 @@ def _check_class(node: dict, class_name: Any, layer: Optional[str], where: str) 
                 "Keras would call that TensorFlow function while loading; only pure "
                 "tensor arithmetic (such as x + y, tf.math.multiply) is loaded")
         return
+    if _epkd_object(node):
+        return
     if class_name == "function":
         inner = node.get("config")
         if inner not in ACTIVATIONS:
@@ -222,6 +250,16 @@ def _check_class(node: dict, class_name: Any, layer: Optional[str], where: str) 
             f"an unknown class {class_name!r}{where}",
             "only built-in Keras layers are loaded (a custom class would be imported, or "
             "revived from the file's own TensorFlow functions)")
+
+
+def expected_classes(name: str) -> tuple:
+    """The classes a loaded layer whose class is called ``name`` may be exactly: the
+    built-in one, and epkd_tf's own for EPKD_LAYERS (ConvNeXt's ``LayerScale`` is both a
+    tf_keras.applications layer and epkd_tf's equivalent of Keras 3's)."""
+    from epkd_tf.models import keras3_layers
+    own = (keras3_layers.LAYER_CLASSES[name],) if name in EPKD_LAYERS else ()
+    builtin = expected_class(name)
+    return own + ((builtin,) if builtin is not None else ())
 
 
 def expected_class(name: str):
@@ -261,13 +299,21 @@ def check_model(model) -> None:
     instances of exactly the built-in class their class name says (a layer Keras revived
     from a SavedModel's traced functions is not), and TF-op layers call only the allowed
     functions."""
+    from epkd_tf.models import keras3_layers
     for layer in _layers(model):
         cls = type(layer)
-        if cls is not expected_class(cls.__name__):
+        if not any(cls is allowed for allowed in expected_classes(cls.__name__)):
             raise UnsafeConfigError(
                 f"a layer {layer.name!r} of class {cls.__module__}.{cls.__qualname__}",
                 "it was not rebuilt as a built-in Keras layer (a SavedModel's own "
                 "functions would run when it is called)")
+        activation = getattr(layer, "activation", None)
+        if getattr(activation, "__name__", None) in EPKD_ACTIVATIONS \
+                and activation is not getattr(keras3_layers, activation.__name__):
+            raise UnsafeConfigError(
+                f"a layer {layer.name!r} with activation {activation.__name__!r} of "
+                f"{getattr(activation, '__module__', None)}",
+                f"only epkd_tf's own {activation.__name__} is loaded")
         if cls.__name__ in TF_OP_LAYERS:
             function = layer.get_config().get("function")
             if function not in TF_OP_FUNCTIONS:

@@ -141,7 +141,18 @@ class PolyMagnitudePruner(Pruner):
         schedule = sparsity.PolynomialDecay(initial_sparsity=initial, final_sparsity=final,
                                             begin_step=0, end_step=end_step,
                                             frequency=frequency)
-        wrapped = sparsity.prune_low_magnitude(model, pruning_schedule=schedule)
+        # Only the layers TF-MOT knows are wrapped: prune_low_magnitude on the whole
+        # model refuses any other (Rescaling, a converted model's LayerScale...), though
+        # they hold no kernel it would prune. `model` is a private copy: its other layers
+        # are reused as they are.
+        from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
+
+        def wrap(layer):
+            if prune_registry.PruneRegistry.supports(layer):
+                return sparsity.prune_low_magnitude(layer, pruning_schedule=schedule)
+            return layer
+
+        wrapped = tf_keras.models.clone_model(model, clone_function=wrap)
         wrapped.compile(optimizer=tf_keras.optimizers.Adam(ctx.learning_rate),
                         loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         return wrapped, kernels

@@ -8,7 +8,10 @@ Tolerance: Keras 3 and tf_keras run the same float32 operations, but not always 
 order (fused kernels, summation order), so deep networks differ by float32 rounding that
 grows with the logits' magnitude (1e-5 absolute on DenseNet logits of ~10 on 0..255
 inputs). Outputs are compared relative to the largest logit: max |a - b| <= 1e-5 x
-max |b| (see docs/layer_rules.md).
+max |b| (see docs/layer_rules.md). EfficientNetV2L with random weights is unstable in
+float32 itself (its logits move by ~0.8 of their scale when its input is multiplied by
+1 + 1e-7); for such a model the conversion is judged on the same model with its residual
+branches damped, as in benchmarks/keras_applications.py.
 """
 import epkd_tf  # noqa: F401  (before TensorFlow)
 
@@ -45,11 +48,42 @@ def converted(model, tmp_path, name="model"):
     return load_keras3(path, None)
 
 
+def damp_residual_branches(model, factor=0.3):
+    """Scales the gamma of each BatchNormalization whose only consumer is an ``Add``
+    (through ``Dropout`` or not): the last layer of a residual branch, not a shortcut.
+    Same as benchmarks/keras_applications.py's."""
+    damped = 0
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.Add):
+            continue
+        for tensor in layer._inbound_nodes[0].input_tensors:
+            source = tensor._keras_history.operation
+            while isinstance(source, keras.layers.Dropout):
+                source = source._inbound_nodes[0].input_tensors[0]._keras_history.operation
+            if (isinstance(source, keras.layers.BatchNormalization)
+                    and len(source._outbound_nodes) == 1):
+                source.gamma.assign(source.gamma * factor)
+                damped += 1
+    return damped
+
+
+def self_sensitivity(model, x):
+    """The Keras 3 model against itself, its input multiplied by 1 + 1e-7."""
+    return relative_error(model(x * np.float32(1 + 1e-7)), model(x))
+
+
 def check_application(model, tmp_path):
     """Converts, compares, prunes to half the MACs, exports to Keras 3 and TFLite."""
     x = images(model.input_shape[1:])
     teacher = converted(model, tmp_path)
-    assert relative_error(teacher(x).numpy(), model(x)) <= RELATIVE
+    if relative_error(teacher(x).numpy(), model(x)) > RELATIVE:
+        # Only acceptable where the Keras 3 model amplifies rounding by itself; the
+        # conversion must then be exact on the same model, well conditioned.
+        assert self_sensitivity(model, x) > RELATIVE
+        assert damp_residual_branches(model) > 0
+        assert self_sensitivity(model, x) <= RELATIVE
+        damped = converted(model, tmp_path, "damped")
+        assert relative_error(damped(x).numpy(), model(x)) <= RELATIVE
     pruned = epkd_tf.prune(teacher, 0.5, criterion="l1_filter", budget="macs")
     ratio = metrics.multiply_accumulates(pruned) / metrics.multiply_accumulates(teacher)
     assert abs(ratio - 0.5) <= 0.02, ratio
@@ -245,3 +279,23 @@ def test_unknown_application_class_is_refused_naming_the_layer(tmp_path):
                                                     "epkd_tf's LayerScale"):
         save_keras3(tf_keras.Model(inputs, Impostor(name="fake")(inputs)),
                     str(tmp_path / "x.keras"))
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("name", ["MobileNetV3Small", "ConvNeXt-1111"])
+def test_a_run_on_a_converted_model_saves_exports_and_resumes(name, tmp_path):
+    """hard_silu and LayerScale through a whole (tiny) run: checkpoints reloaded by the
+    safe loader, SavedModel, TFLite and Keras 3 exports, and a finished run resumed."""
+    teacher = converted(FAST[name](), tmp_path)
+    rng = np.random.default_rng(0)
+    train = (images((32, 32, 3), 64), rng.integers(0, 10, 64))
+    test = (images((32, 32, 3), 32, seed=1), rng.integers(0, 10, 32))
+    settings = dict(iterations=1, finetune_epochs=1, batch_size=32,
+                    output_dir=str(tmp_path / "run"),
+                    export_formats=("saved_model", "tflite", "keras3"))
+    epkd_tf.compress(teacher, train, test, **settings)
+    for export in ("keras3/final.keras", "tflite/final.tflite", "serving/final"):
+        assert (tmp_path / "run" / export).exists(), export
+    keras.models.load_model(str(tmp_path / "run/keras3/final.keras"))
+    epkd_tf.compress(teacher, train, test, **settings)      # resumes the finished run

@@ -209,3 +209,79 @@ def test_only_regular_files_are_read(tmp_path):
     os.mkfifo(os.path.join(saved, "keras_metadata.pb"))
     with pytest.raises(ModelFileError, match="keras_metadata.pb, which is not a regular file"):
         load_user_model(saved, "teacher_path")
+
+
+def epkd_layers_model():
+    """Every object of epkd_tf.models.keras3_layers, as a converted keras.applications
+    model holds them (and a run's checkpoints of it)."""
+    from epkd_tf.models.keras3_layers import CustomScaleLayer, LayerScale, hard_silu
+    inputs = tf_keras.Input((8, 8, 3))
+    x = tf_keras.layers.Conv2D(4, 3, activation=hard_silu, name="conv")(inputs)
+    x = tf_keras.layers.Activation(hard_silu, name="act")(x)
+    y = LayerScale(0.1, 4, name="scale")(x)
+    x = CustomScaleLayer(0.5, name="merge")([x, y])
+    x = tf_keras.layers.GlobalAveragePooling2D()(x)
+    return tf_keras.Model(inputs, tf_keras.layers.Dense(3)(x))
+
+
+# .keras only: a run's checkpoints are .keras files; tf_keras cannot reload a
+# registered function activation from an .h5 file even without safe mode.
+@pytest.mark.parametrize("suffix", [".keras"])
+def test_epkd_tf_own_layers_and_hard_silu_reload(tmp_path, suffix):
+    from epkd_tf.models import keras3_layers
+    from epkd_tf.records import RunDir
+    model = epkd_layers_model()
+    path = str(tmp_path / f"checkpoints/teacher{suffix}")
+    os.makedirs(os.path.dirname(path))
+    model.save(path)
+    loaded = RunDir(str(tmp_path)).load_checkpoint(path)
+    assert type(loaded.get_layer("scale")) is keras3_layers.LayerScale
+    assert type(loaded.get_layer("merge")) is keras3_layers.CustomScaleLayer
+    assert loaded.get_layer("conv").activation is keras3_layers.hard_silu
+    assert loaded.get_layer("act").activation is keras3_layers.hard_silu
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
+    np.testing.assert_array_equal(loaded(x).numpy(), model(x).numpy())
+
+
+def _edit_layer(name, edit):
+    def change(layers):
+        for layer in layers:
+            if layer["config"]["name"] == name:
+                edit(layer)
+    return change
+
+
+@pytest.mark.parametrize("case", ["layer module", "layer registered name",
+                                  "activation module", "activation name"])
+def test_epkd_tf_own_objects_are_allowed_only_exactly(case):
+    edits = {
+        "layer module": _edit_layer("scale", lambda la: la.update(module="helpers")),
+        "layer registered name": _edit_layer(
+            "scale", lambda la: la.update(registered_name="MyPackage>LayerScale")),
+        "activation module": _edit_layer(
+            "act", lambda la: la["config"]["activation"].update(module="helpers")),
+        "activation name": _edit_layer(
+            "act", lambda la: la["config"]["activation"].update(config="hard_silu2")),
+    }
+    config = json.loads(epkd_layers_model().to_json())
+    check_config(config)
+    edits[case](config["config"]["layers"])
+    with pytest.raises(UnsafeConfigError):
+        check_config(config)
+
+
+def test_a_loaded_layer_or_activation_only_named_like_epkd_tfs_is_refused():
+    class LayerScale(tf_keras.layers.Layer):       # not epkd_tf's
+        def call(self, x):
+            return x
+
+    def hard_silu(x):                              # not epkd_tf's
+        return x
+
+    inputs = tf_keras.Input((4,))
+    with pytest.raises(UnsafeConfigError, match="not rebuilt as a built-in"):
+        check_model(tf_keras.Model(inputs, LayerScale()(inputs)))
+    with pytest.raises(UnsafeConfigError, match="only epkd_tf's own hard_silu"):
+        check_model(tf_keras.Model(inputs, tf_keras.layers.Dense(2, activation=hard_silu)(
+            inputs)))
+    check_model(epkd_layers_model())

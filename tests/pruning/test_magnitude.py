@@ -119,3 +119,31 @@ def test_trim_to_with_ties_removes_exactly_excess():
     total = nonzero_params(model)
     trim_to(model, _prunable_kernels(model), total - 5)
     assert nonzero_params(model) == total - 5
+
+
+def test_poly_magnitude_leaves_layers_tfmot_does_not_know_unwrapped():
+    """TF-MOT's prune_low_magnitude refuses a whole model holding a layer outside its
+    registry (Rescaling, as MobileNetV3 and EfficientNet start with; a converted
+    ConvNeXt's LayerScale); the pruner wraps only the layers it knows."""
+    from helpers_models import FakeData
+    from epkd_tf.config import PruningConfig
+    from epkd_tf.models.keras3_layers import LayerScale
+    from epkd_tf.pruning import PruningContext
+    from epkd_tf.settings import with_flags
+
+    inputs = tf_keras.Input((8, 8, 1))
+    x = tf_keras.layers.Rescaling(1 / 255.0)(inputs)
+    x = tf_keras.layers.Conv2D(8, 3, activation="relu")(x)
+    x = LayerScale(0.5, 8)(x)
+    x = tf_keras.layers.GlobalAveragePooling2D()(x)
+    model = randomize(tf_keras.Model(inputs, tf_keras.layers.Dense(10)(x)), seed=0)
+    data = FakeData((8, 8, 1), 10, num_train=64, batch_size=32, seed=0)
+    config = with_flags(PruningConfig(), magnitude_epochs=1)
+    ctx = PruningContext(data, config, seed=0, batch_size=32, learning_rate=1e-3)
+    target = int(0.6 * nonzero_params(model))
+    candidate = config.criteria["poly_magnitude"].make_candidate(model, target, ctx)
+    pruned = candidate.model
+    assert nonzero_params(pruned) <= target
+    assert [type(la).__name__ for la in pruned.layers] == \
+        [type(la).__name__ for la in model.layers]
+    assert type(pruned.get_layer(model.layers[3].name)) is LayerScale
