@@ -171,16 +171,12 @@ def render(rows, total: int) -> str:
         "the conversion's; the conversion is then judged on the same model with the gamma "
         "of each residual branch's last BatchNormalization multiplied by "
         f"{DAMPING:g} (\"damped\": well conditioned, \"itself\" <= 1e-5). "
-        "EfficientNetV2L at 32x32 is the one such model: its residual stream grows to ~2e3 "
-        "and saturated squeeze-excite sigmoids (inputs ~1e3) turn 1e-7 rounding into "
-        "0/1 gate flips; fed the same inputs, each of its 1030 converted layers matches "
-        "Keras 3 within 2.3e-7 relative. Pruned by `l1_filter` to half the MACs (`budget=\"macs\"`), "
+        "Pruned by `l1_filter` to half the MACs (`budget=\"macs\"`), "
         "exported with `save_keras3` (reloaded by plain `keras.models.load_model`) and to "
         "float TFLite, both compared with the pruned tf_keras model. Speed-up: teacher / "
-        "pruned float TFLite latency, batch 1, one thread, timed side by side; the machine "
-        "is shared, so a row timed while other work ran can be off: NASNetMobile's first "
-        "row (teacher 78.5 ms for 11.5 MMACs, 66.9x) was; re-timed, with one other "
-        "process still busy on one of the two cores, it is 1.31 / 0.56 ms (2.32x).", "",
+        "pruned float TFLite latency, batch 1, one thread, timed side by side (the machine "
+        "is shared: rows are measured one process each, possibly at different loads, so "
+        "compare speed-ups, not milliseconds across rows).", "",
         "| model | input | params (M) | conversion max error (abs / rel) "
         "| half the MACs | params (M) / MMACs after | Keras 3 / TFLite rel error "
         "| TFLite ms teacher / pruned | speed-up |",
@@ -217,10 +213,12 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--size", type=int, default=0, help="input size (default: smallest)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--render", action="store_true",
+                        help="only write the section from the kept rows (no measurement)")
     args = parser.parse_args()
     names = [n.strip() for n in args.models.split(",") if n.strip()] or classifier_names()
     rows = {r["name"]: r for r in json.loads(ROWS.read_text())} if ROWS.exists() else {}
-    for name in names:
+    for name in [] if args.render else names:
         start = time.perf_counter()
         size = args.size or SMALLEST.get(name, 32)
         try:

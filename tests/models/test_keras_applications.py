@@ -28,6 +28,26 @@ RELATIVE = 1e-5
 TFLITE_RELATIVE = 1e-4     # TFLite's kernels (XNNPACK) sum in yet another order
 
 
+def _benchmark():
+    """benchmarks/keras_applications.py, whose damping and self-sensitivity the checks
+    share (one definition of how an unstable model is judged)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+    folder = Path(__file__).resolve().parents[2] / "benchmarks"
+    sys.path.insert(0, str(folder))       # its own `from benchmarks_md import ...`
+    spec = importlib.util.spec_from_file_location("keras_applications_benchmark",
+                                                  folder / "keras_applications.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_BENCH = _benchmark()
+damp_residual_branches, self_sensitivity = _BENCH.damp_residual_branches, \
+    _BENCH.self_sensitivity
+
+
 def relative_error(a, b) -> float:
     return float(np.abs(np.asarray(a) - np.asarray(b)).max()
                  / max(float(np.abs(np.asarray(b)).max()), 1e-30))
@@ -46,30 +66,6 @@ def converted(model, tmp_path, name="model"):
     path = str(tmp_path / f"{name}.keras")
     model.save(path)
     return load_keras3(path, None)
-
-
-def damp_residual_branches(model, factor=0.3):
-    """Scales the gamma of each BatchNormalization whose only consumer is an ``Add``
-    (through ``Dropout`` or not): the last layer of a residual branch, not a shortcut.
-    Same as benchmarks/keras_applications.py's."""
-    damped = 0
-    for layer in model.layers:
-        if not isinstance(layer, keras.layers.Add):
-            continue
-        for tensor in layer._inbound_nodes[0].input_tensors:
-            source = tensor._keras_history.operation
-            while isinstance(source, keras.layers.Dropout):
-                source = source._inbound_nodes[0].input_tensors[0]._keras_history.operation
-            if (isinstance(source, keras.layers.BatchNormalization)
-                    and len(source._outbound_nodes) == 1):
-                source.gamma.assign(source.gamma * factor)
-                damped += 1
-    return damped
-
-
-def self_sensitivity(model, x):
-    """The Keras 3 model against itself, its input multiplied by 1 + 1e-7."""
-    return relative_error(model(x * np.float32(1 + 1e-7)), model(x))
 
 
 def check_application(model, tmp_path):
