@@ -215,7 +215,7 @@ def main() -> int:
              f"Measured {datetime.date.today()} on {platform.machine()}, {os.cpu_count()} "
              "cores, CPU only, full MNIST, one run per row through the real CLI (the variants of a "
              "model share one teacher, via `--teacher_path`"
-             f"{': the teachers of `' + args.teacher_runs + '`' if args.teacher_runs else ''}): "
+             f"{': the teachers of an earlier invocation, --teacher_runs' if args.teacher_runs else ''}): "
              f"the recipe's flagfile plus `{' '.join(common)}` and the row's flags. Latency: float32 TFLite, "
              "batch 1, one thread, LiteRT: the teacher's and the final student's files timed "
              f"side by side by this script ({SIDE_BY_SIDE_RUNS:,} invokes each in "
