@@ -108,11 +108,20 @@ class IterationResult:
     def selection_column(self) -> str:
         return table_selection(self.table)
 
+    @property
+    def winner_selection_accuracy(self) -> float:
+        return winner_selection_accuracy(self.table)
+
 
 def table_selection(table: pd.DataFrame) -> str:
     """The column of a candidates table that holds the selection split's accuracy."""
     return ("validation_accuracy" if table["validation_accuracy"].notna().any()
             else "test_accuracy")
+
+
+def winner_selection_accuracy(table: pd.DataFrame) -> float:
+    """The winning (rank 1) candidate's selection-split accuracy, as ranked."""
+    return float(table.loc[table["rank"] == 1, table_selection(table)].iloc[0])
 
 
 class NoCandidateError(PruningError):
@@ -366,10 +375,8 @@ class EPKD:
         if kept_previous:
             self.keep_previous(iteration, winner.pruner, nonfinite)
         elif len(history):
-            winner_accuracy = float(table.loc[table["rank"] == 1, table_selection(table)]
-                                    .iloc[0])
             kept_candidate, distilled_accuracy = self.distillation_regressed(
-                distilled, winner_accuracy, iteration, winner.pruner)
+                distilled, winner_selection_accuracy(table), iteration, winner.pruner)
         return IterationResult(
             iteration=iteration, target=target, temperature=self.schedule(iteration),
             candidates=candidates, table=table, winner=winner,
@@ -430,16 +437,16 @@ class EPKD:
                      model.count_params(), cfg.teacher.teacher_path)
         else:
             model, history = self.train_teacher()
-        reestimated = False
+        reestimated, selection = False, np.nan
         if given:
-            model, reestimated = self.given_teacher_statistics(model)
-        with self.clock.phase("student_evaluation", 0):
-            test_acc = training.accuracy(model, self.data.test())
+            model, reestimated, selection = self.given_teacher_statistics(model)
+        test_acc, val_acc = self.test_and_validation_accuracy(model, 0, selection)
         with self.clock.phase("export", 0, "teacher"):
             run.save_checkpoint(model, run.teacher_checkpoint())
             deployment, tflite = self.deploy(model, "teacher", "teacher", 1, iteration=0,
                                              test_accuracy=test_acc)
-        row = dict(self.measured_row(model, 0, tflite, test_acc), bn_reestimated=reestimated)
+        row = dict(self.measured_row(model, 0, tflite, test_acc, val_acc),
+                   bn_reestimated=reestimated)
         run.append("teacher_history", history)
         run.append("teacher", pd.DataFrame([row]))
         run.append("deployment", deployment)
@@ -449,8 +456,9 @@ class EPKD:
         return model
 
     def given_teacher_statistics(self, model):
-        """A given teacher (not trained by the run) and whether its BatchNormalization
-        statistics were re-estimated: a copy with statistics re-estimated on
+        """A given teacher (not trained by the run), whether its BatchNormalization
+        statistics were re-estimated, and its selection-split accuracy (NaN when not
+        measured: no such layers or batches): a copy with statistics re-estimated on
         :meth:`bn_batches` replaces it when the copy is more accurate on the selection
         split by more than one binomial standard error of the given accuracy.
 
@@ -462,7 +470,7 @@ class EPKD:
         (teacher.csv ``bn_reestimated``); the user's file or object is not changed."""
         batches = self.bn_batches(model)
         if not batches:
-            return model, False
+            return model, False, np.nan
         with self.clock.phase("student_evaluation", 0):
             split = self.selection_data()
             given = training.accuracy(model, split)
@@ -478,10 +486,10 @@ class EPKD:
                         "re-estimated on %d training batches; the run uses the re-estimated "
                         "teacher (--bn_recalibration_batches=0 keeps it as given)",
                         self.selection_split, given, estimated, len(batches))
-            return copy, True
+            return copy, True, estimated
         log.info("Teacher's BatchNormalization statistics kept: %s accuracy %.4f as given, "
                  "%.4f re-estimated", self.selection_split, given, estimated)
-        return model, False
+        return model, False, given
 
     def train_teacher(self):
         """Builds --teacher and trains it; (model, per-epoch history). A NaN/Inf loss
@@ -710,15 +718,27 @@ class EPKD:
         frame.insert(2, "temperature", temperature)
         return student, frame, guard.problem
 
+    def test_and_validation_accuracy(self, model, iteration: int, selection=np.nan):
+        """``model``'s test and validation accuracies (NaN without a validation split);
+        ``selection``, its accuracy on the selection split when already measured (NaN:
+        not), is reused instead of evaluating that split again."""
+        known = not np.isnan(selection)
+        with self.clock.phase("student_evaluation", iteration):
+            if self.has_validation:
+                val_acc = selection if known else training.accuracy(model,
+                                                                    self.data.validation())
+                return training.accuracy(model, self.data.test()), val_acc
+            return (selection if known else training.accuracy(model, self.data.test()),
+                    np.nan)
+
     def measured_row(self, model, iteration: int, tflite: Optional[bytes],
-                     test_acc: float) -> dict:
+                     test_acc: float, val_acc: float) -> dict:
         """What teacher.csv and students.csv record of a model: sizes, MACs, its cost in the
-        budget's measure, its accuracies (whole training split, the validation split if
-        any, the test split) and whether it meets every --target_* goal."""
+        budget's measure, its accuracies (whole training split; the validation split's
+        ``val_acc``, NaN without one; the test split's ``test_acc``) and whether it meets
+        every --target_* goal."""
         with self.clock.phase("student_evaluation", iteration):
             train_acc = training.accuracy(model, self.data.train_eval())
-            val_acc = (training.accuracy(model, self.data.validation())
-                       if self.has_validation else np.nan)
             costs = metrics.measure_costs(model, runs=self.cfg.latency_runs, tflite=tflite)
             measured = {"params": float(costs.nonzero_params), "size": costs.size_mb * 1e6,
                         "macs": float(metrics.multiply_accumulates(model))}
@@ -735,8 +755,12 @@ class EPKD:
         the student's cost in the budget's measure."""
         run, cfg, iteration = self.run, self.cfg, result.iteration
         student, winner = result.student, result.winner
-        with self.clock.phase("student_evaluation", iteration):
-            test_acc = training.accuracy(student, self.data.test())
+        # The student's selection accuracy is known unless it is the previous student: the
+        # kept-candidate rule measured the distilled copy, the ranking the candidate.
+        selection = (np.nan if result.kept_previous else
+                     result.winner_selection_accuracy if result.kept_candidate else
+                     result.distilled_selection_accuracy)
+        test_acc, val_acc = self.test_and_validation_accuracy(student, iteration, selection)
         with self.clock.phase("export", iteration, "student"):
             run.save_checkpoint(student, run.student_checkpoint(iteration))
             deployment, tflite = self.deploy(student, f"student_{iteration}", "student",
@@ -744,7 +768,7 @@ class EPKD:
                                              test_accuracy=test_acc)
             if cfg.export_candidates:
                 self.export_candidates(result)
-        row = self.measured_row(student, iteration, tflite, test_acc)
+        row = self.measured_row(student, iteration, tflite, test_acc, val_acc)
         before = float(result.table.loc[result.table["pruner"] == winner.pruner,
                                         "test_accuracy"].iloc[0])
         student_row = pd.DataFrame([{

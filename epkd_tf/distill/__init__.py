@@ -13,8 +13,8 @@ from epkd_tf.distill.temperature import (SCHEDULES, ConstantTemperature, LinearT
 #: ``batch``, with each batch's statistics (Keras' training mode).
 BATCHNORM_MODES = ("frozen", "batch")
 
-__all__ = ["Distiller", "BATCHNORM_MODES", "LinearTemperature", "ConstantTemperature", "make_schedule",
-           "register_schedule", "SCHEDULES"]
+__all__ = ["Distiller", "BATCHNORM_MODES", "LinearTemperature", "ConstantTemperature",
+           "make_schedule", "register_schedule", "SCHEDULES"]
 
 
 def __getattr__(name):

@@ -22,10 +22,10 @@ initializers, regularizers, constraints, activations and metrics, modules of Ker
 TF-op layers only for the few pure tensor operations ``tf_keras.applications`` models
 record (``x + y``, ``tf.math.multiply``...), and epkd_tf's own ``LayerScale``,
 ``CustomScaleLayer`` and ``hard_silu`` (:mod:`epkd_tf.models.keras3_layers`, in converted
-Keras 3 models) recorded exactly as tf_keras records them. :func:`check_model` then checks the loaded
-model: every layer must be an instance of exactly the built-in class its name says, so a
-layer that Keras revived from a SavedModel's traced functions is refused before it is ever
-called.
+Keras 3 models) recorded exactly as tf_keras records them. :func:`check_model` then checks
+the loaded model: every layer must be an instance of exactly the built-in class its name
+says, so a layer that Keras revived from a SavedModel's traced functions is refused before
+it is ever called.
 """
 from __future__ import annotations
 

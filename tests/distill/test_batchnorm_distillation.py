@@ -272,9 +272,10 @@ def test_a_given_teachers_lagging_statistics_are_re_estimated(mnist_small, tmp_p
     teacher = _trained_teacher("tf_keras", True, "under", mnist_small, tmp_path)
     given = [w.copy() for w in teacher.get_weights()]
     epkd = _epkd(mnist_small, teacher)
-    model, reestimated = epkd.given_teacher_statistics(teacher)
+    model, reestimated, selection = epkd.given_teacher_statistics(teacher)
     assert reestimated and model is not teacher
     _, _, xt, yt = mnist_small
+    assert abs(selection - _accuracy(model, xt, yt)) <= 2e-4    # the split that selects
     assert _accuracy(model, xt, yt) > _accuracy(teacher, xt, yt) + 0.01
     # The copy's statistics are the mean over the run's batches (independent check; the
     # stale ones still held 85% of their initial zeros).
@@ -286,12 +287,13 @@ def test_a_given_teachers_lagging_statistics_are_re_estimated(mnist_small, tmp_p
         np.testing.assert_array_equal(before, after)
     # A teacher whose statistics already describe its weights is kept as it is.
     batchnorm.recalibrate(teacher, epkd.bn_batches(), len(epkd.bn_batches()))
-    kept, reestimated = epkd.given_teacher_statistics(teacher)
+    kept, reestimated, selection = epkd.given_teacher_statistics(teacher)
     assert kept is teacher and not reestimated
     # --bn_recalibration_batches=0: never.
     fresh = _trained_teacher("tf_keras", True, "under", mnist_small, tmp_path)
     untouched = _epkd(mnist_small, fresh, bn_recalibration_batches=0)
-    assert untouched.given_teacher_statistics(fresh) == (fresh, False)
+    kept, reestimated, selection = untouched.given_teacher_statistics(fresh)
+    assert kept is fresh and not reestimated and np.isnan(selection)
 
 
 def test_a_distillation_that_loses_accuracy_keeps_the_ranked_candidate(mnist_small, tmp_path):
