@@ -31,13 +31,13 @@ setup(
     # pytest-xdist: the suite runs on two processes (pytest.ini), most of its time is
     # single-threaded subprocess start-up and graph building.
     extras_require={"test": ["pytest>=7", "pytest-xdist>=3"]},
-    # The command-line tools; `python -m epkd_tf.main` (.study, .export, .report, .data)
-    # runs the same functions.
+    # The command-line tools (epkd_tf.cli); `python -m epkd_tf.main` (.study, .export,
+    # .report, .data) runs the same functions.
     entry_points={"console_scripts": [
-        "epkd = epkd_tf.main:run",
-        "epkd-study = epkd_tf.study.__main__:run",
-        "epkd-export = epkd_tf.export:run",
-        "epkd-report = epkd_tf.report:run",
-        "epkd-data = epkd_tf.data.cli:run",
+        "epkd = epkd_tf.cli.main:run",
+        "epkd-study = epkd_tf.cli.study:run",
+        "epkd-export = epkd_tf.cli.export:run",
+        "epkd-report = epkd_tf.cli.report:run",
+        "epkd-data = epkd_tf.cli.data:run",
     ]},
 )

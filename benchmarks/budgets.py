@@ -135,7 +135,7 @@ def width_scan() -> list:
     sys.path.insert(0, str(REPO))
     import epkd_tf  # noqa: F401  (Keras 2)
     import tf_keras
-    from epkd_tf import metrics
+    from epkd_tf.deploy import tflite as metrics
     files = []
     for width in SCAN_WIDTHS:
         tf_keras.utils.set_random_seed(0)

@@ -56,10 +56,10 @@ def run(flagfile: str, pruners: str, extra, data_dir: str, out: str) -> None:
 
 def interleaved_latency(paths, runs: int = 200, rounds: int = 5):
     """(median, p90) batch-1 ms of each TFLite file, timed side by side in alternating
-    rounds (``epkd_tf.metrics.tflite_latency_side_by_side``)."""
+    rounds (``epkd_tf.deploy.tflite.tflite_latency_side_by_side``)."""
     sys.path.insert(0, str(REPO))
     import epkd_tf  # noqa: F401
-    from epkd_tf.metrics import tflite_latency_side_by_side
+    from epkd_tf.deploy.tflite import tflite_latency_side_by_side
     files = [open(p, "rb").read() for p in paths]
     timed = tflite_latency_side_by_side(files, runs=runs, rounds=rounds, warmup=20)
     return dict(zip(paths, timed))

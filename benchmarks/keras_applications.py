@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import epkd_tf  # noqa: E402  (Keras 2 before TensorFlow)
-from epkd_tf import metrics  # noqa: E402
+from epkd_tf.deploy import tflite as metrics  # noqa: E402
 from epkd_tf.models.keras3 import load_keras3, save_keras3  # noqa: E402
 
 from benchmarks_md import replace_section  # noqa: E402

@@ -103,10 +103,10 @@ def run_tfmot(work: str, ratio: float, seed: int) -> dict:
 
 def interleaved_latency(paths, runs: int = 300, rounds: int = 5):
     """Median batch-1 ms of each float TFLite file, timed side by side in alternating
-    rounds (``epkd_tf.metrics.tflite_latency_side_by_side``)."""
+    rounds (``epkd_tf.deploy.tflite.tflite_latency_side_by_side``)."""
     sys.path.insert(0, str(REPO))
     import epkd_tf  # noqa: F401
-    from epkd_tf import metrics
+    from epkd_tf.deploy import tflite as metrics
     files = [open(p, "rb").read() for p in paths]
     timed = metrics.tflite_latency_side_by_side(files, runs=runs, rounds=rounds)
     return {p: median for p, (median, _) in zip(paths, timed)}

@@ -175,7 +175,7 @@ def tournament_chain(cfg) -> Dict:
     from epkd_tf.data import load_data
     from epkd_tf.graph import nonzero_params
     from epkd_tf.loop import EPKD
-    from epkd_tf.main import seed_everything
+    from epkd_tf.seeds import seed_everything
     from epkd_tf.models.user import load_user_model
     seed = cfg.data.seed
     seed_everything(seed)

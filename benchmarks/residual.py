@@ -180,7 +180,7 @@ def train_teacher_here(spec: dict) -> int:
     as .keras, with its nonzero parameters and wall time in a .json next to it."""
     sys.path.insert(0, str(REPO))
     import epkd_tf  # noqa: F401  (Keras 2 before TensorFlow loads)
-    from epkd_tf.cli import native_log_filter, quiet_libraries, verbosity
+    from epkd_tf.cli.common import native_log_filter, quiet_libraries, verbosity
     verbose = verbosity(0)           # $EPKD_VERBOSE keeps the libraries' log, as in the CLI
     quiet_libraries(verbose)
     with native_log_filter(enabled=not verbose):
@@ -188,8 +188,8 @@ def train_teacher_here(spec: dict) -> int:
 
 
 def _train_teacher(spec: dict, verbose: int) -> int:
-    from epkd_tf.cli import quiet_libraries, setup_logging
-    from epkd_tf.main import seed_everything
+    from epkd_tf.cli.common import quiet_libraries, setup_logging
+    from epkd_tf.seeds import seed_everything
     seed_everything(SEED)
     quiet_libraries(verbose)
     setup_logging()
@@ -266,8 +266,8 @@ def bn_recalibration_batches(run_dir: str) -> int:
         if line.strip().startswith("--bn_recalibration_batches="):
             return int(line.split("=", 1)[1])
     sys.path.insert(0, str(REPO))
-    from epkd_tf.batchnorm import default_batches
-    return default_batches()
+    from epkd_tf.config import default_bn_batches
+    return default_bn_batches()
 
 
 # ----------------------------------------------------------------------------- the peer

@@ -36,7 +36,7 @@ def main() -> int:
     import numpy as np
     import tensorflow_model_optimization as tfmot
     import tf_keras
-    from epkd_tf import metrics
+    from epkd_tf.deploy import tflite as metrics
     from epkd_tf.config import DataConfig
     from epkd_tf.data import load_data
     from epkd_tf.graph import nonzero_params

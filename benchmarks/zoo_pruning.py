@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import epkd_tf  # noqa: E402,F401  (Keras 2 before TensorFlow)
-from epkd_tf import metrics  # noqa: E402
+from epkd_tf.deploy import tflite as metrics  # noqa: E402
 from epkd_tf.graph import ParamCounter, analyze, nonzero_params, remove_groups  # noqa: E402
 from epkd_tf.models import build_model, model_names  # noqa: E402
 from epkd_tf.pruning import plan_removal, unit_to_group_mean  # noqa: E402

@@ -11,7 +11,10 @@ The Python API (see README, "Python API")::
   :func:`analyze` — the channel dependency graph of a model;
 * :class:`Distiller` — Hinton distillation as a tf_keras model;
 * settings: :class:`RunConfig` and its parts, :func:`with_flags` (settings by their flag
-  names), :class:`ConfigError`;
+  names);
+* errors: :class:`EpkdError`, the base of every error the package raises on purpose
+  (:class:`ConfigError`, :class:`ApiError`, :class:`DataError`, :class:`ModelFileError`,
+  ... in :mod:`epkd_tf.errors`);
 * registries (one :class:`~epkd_tf.registry.Registry` each): ``PRUNERS``, ``MODELS``,
   ``MEASURES``, ``RECIPES``; hooks ``register_pruner``, ``register_model``,
   ``register_rule`` (your own layer types), ``register_dataset``;
@@ -35,12 +38,12 @@ __version__ = "0.2.0"
 # Public name -> the module that defines it (imported on first use).
 _EXPORTS = {
     "compress": "epkd_tf.api", "prune": "epkd_tf.api", "analyze": "epkd_tf.api",
-    "CompressionResult": "epkd_tf.api", "ApiError": "epkd_tf.api",
+    "CompressionResult": "epkd_tf.api",
     "Distiller": "epkd_tf.distill.distiller",
     "RunConfig": "epkd_tf.config", "DataConfig": "epkd_tf.config",
     "TeacherConfig": "epkd_tf.config", "PruningConfig": "epkd_tf.config",
     "DistillConfig": "epkd_tf.config", "BudgetConfig": "epkd_tf.config",
-    "ConfigError": "epkd_tf.settings", "with_flags": "epkd_tf.settings",
+    "with_flags": "epkd_tf.settings",
     "PRUNERS": "epkd_tf.pruning.registry", "register_pruner": "epkd_tf.pruning.registry",
     "MODELS": "epkd_tf.models.registry", "register_model": "epkd_tf.models.registry",
     "MEASURES": "epkd_tf.budget",
@@ -49,6 +52,13 @@ _EXPORTS = {
     "load_data": "epkd_tf.data",
     "register_rule": "epkd_tf.graph.rules",
     "load_model": "epkd_tf.api",
+    # One error hierarchy: ``except epkd_tf.EpkdError`` catches whatever the package
+    # refuses (bad input, ValueErrors) or cannot finish (RuntimeErrors).
+    **{name: "epkd_tf.errors" for name in (
+        "EpkdError", "InputError", "RunFailure", "ConfigError", "UsageError", "ApiError",
+        "DataError", "ModelFileError", "Keras3ConversionError", "UnsafeConfigError",
+        "UnsupportedLayerError", "UnknownNameError", "RunDirError", "DamagedRunError",
+        "DirectoryBusyError", "PruningError", "NoCandidateError", "NonFiniteLossError")},
 }
 
 __all__ = sorted(_EXPORTS)

@@ -23,13 +23,10 @@ import tempfile
 from typing import Dict, List, Optional, Sequence
 
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
+from epkd_tf.errors import ApiError  # noqa: F401
 
 __all__ = ["compress", "prune", "analyze", "load_model", "CompressionResult", "as_data",
            "as_teacher"]
-
-
-class ApiError(ValueError):
-    """An argument of the Python API is unusable; the message names it."""
 
 
 @dataclasses.dataclass
@@ -56,7 +53,7 @@ class CompressionResult:
         """Writes the final student (or ``model``) in ``formats`` into ``directory``
         (``serving/<name>/1``, ``tflite/<name>*.tflite``, ...) and returns its
         deployment.csv rows: size, gzip size, test accuracy and latency of each file."""
-        from epkd_tf import deploy
+        from epkd_tf.deploy import exports as deploy
         from epkd_tf.config import check_export_formats
         from epkd_tf.records import RunDir, safe_name
         check_export_formats(tuple(formats), "formats")
@@ -77,7 +74,8 @@ def as_teacher(teacher, argument: str = "teacher"):
     import tf_keras
     if isinstance(teacher, tf_keras.Model):
         return teacher
-    from epkd_tf.models.user import ModelFileError, load_user_model
+    from epkd_tf.errors import ModelFileError
+    from epkd_tf.models.user import load_user_model
     if isinstance(teacher, (str, os.PathLike)):
         try:
             return load_user_model(os.fspath(teacher), argument)
@@ -164,7 +162,8 @@ def _check_teacher(model, data, pruning) -> None:
     """The teacher maps the data's images to logits of its classes, and structured pruners
     can trace it; ApiError naming the problem otherwise."""
     from epkd_tf.graph import UnsupportedLayerError, analyze as analyze_graph
-    from epkd_tf.models.user import ModelFileError, check_fits
+    from epkd_tf.errors import ModelFileError
+    from epkd_tf.models.user import check_fits
     try:
         check_fits(model, data.spec, "teacher", data.spec.name)
     except ModelFileError as err:
@@ -182,7 +181,7 @@ def _run(cfg, data, teacher, root: str, verbose: int, keep: bool) -> Compression
     import tf_keras
     from epkd_tf.loop import EPKD
     from epkd_tf.records import RunDir
-    from epkd_tf.report import completed_tables, headline
+    from epkd_tf.records.report import completed_tables, headline
     from epkd_tf.training import copy_model
     run = RunDir(root)
     tables_before = run.progress()
@@ -219,7 +218,8 @@ def prune(model, target, *, criterion: str = "taylor", data=None, budget: str = 
     ``bn_recalibration_batches`` batches of it (default: ``--bn_recalibration_batches``'s;
     0: kept as surgery left them).
     """
-    from epkd_tf import batchnorm
+    from epkd_tf.config import default_bn_batches
+    from epkd_tf.distill import batchnorm
     from epkd_tf.budget import MeasureContext, make_measure
     from epkd_tf.config import PruningConfig
     from epkd_tf.pruning import PruningContext
@@ -268,7 +268,7 @@ def prune(model, target, *, criterion: str = "taylor", data=None, budget: str = 
     except ValueError as err:
         raise ApiError(" ".join(str(err).split())) from None
     if loaded is not None and batchnorm.batchnorm_layers(pruned):
-        wanted = (batchnorm.default_batches() if bn_recalibration_batches is None
+        wanted = (default_bn_batches() if bn_recalibration_batches is None
                   else bn_recalibration_batches)
         batches = batchnorm.sample_batches(loaded, wanted, seed=seed)
         batchnorm.recalibrate(pruned, batches, len(batches))

@@ -367,3 +367,9 @@ def check_export_formats(formats, flag: str) -> None:
         reason = check.failure(tuple(formats))
         if reason:
             raise ConfigError(flag, tuple(formats), reason)
+
+
+def default_bn_batches() -> int:
+    """The default of ``--bn_recalibration_batches``: what teacher training, the study's
+    teachers and :func:`epkd_tf.prune` re-estimate BatchNorm statistics on."""
+    return RunConfig().bn_recalibration_batches

@@ -38,20 +38,27 @@ import pandas as pd
 import epkd_tf  # noqa: F401
 import tf_keras
 
-from epkd_tf import batchnorm, deploy, faults, metrics, training
-from epkd_tf.budget import MeasureContext, make_measure
+from epkd_tf import faults, training
+from epkd_tf.budget import MeasureContext, make_measure, multiply_accumulates
 from epkd_tf.config import RunConfig
-from epkd_tf.distill import Distiller
+from epkd_tf.deploy import exports as deploy
+from epkd_tf.deploy import tflite as tflite_files
+from epkd_tf.distill import Distiller, batchnorm
+from epkd_tf.errors import NoCandidateError, NonFiniteLossError  # noqa: F401  (re-exported)
 from epkd_tf.models import build_model
 from epkd_tf.pruning import Candidate, PruningContext, PruningError, criteria_correlation
 from epkd_tf.records import SIDE_BY_SIDE_FORMATS, RunDir
 from epkd_tf.timing import Clock
-from epkd_tf.training import LossGuard, NonFiniteLossError  # noqa: F401  (re-exported)
+from epkd_tf.training import LossGuard
 
 log = logging.getLogger("epkd_tf")
 
-# Kept for callers of the former private name.
-_Clock = Clock
+
+
+def weighted_score(train_accuracy: float, test_accuracy: float, weights) -> float:
+    """(w_train · train + w_test · test) / (w_train + w_test); the candidates' ranking key."""
+    w_train, w_test = weights
+    return (w_train * train_accuracy + w_test * test_accuracy) / (w_train + w_test)
 
 
 def rank_candidates(table: pd.DataFrame, weights,
@@ -64,7 +71,7 @@ def rank_candidates(table: pd.DataFrame, weights,
     table = table.copy()
     train = table["train_sample_accuracy" if "train_sample_accuracy" in table
                   else "train_accuracy"]
-    table["weighted_score"] = [metrics.weighted_score(tr, se, weights)
+    table["weighted_score"] = [weighted_score(tr, se, weights)
                                for tr, se in zip(train, table[selection])]
     # Candidates a pruner could not make for this budget (``skipped``) are not ranked.
     ranked = (table["skipped"].isna() | (table["skipped"] == "")).to_numpy() \
@@ -122,11 +129,6 @@ def table_selection(table: pd.DataFrame) -> str:
 def winner_selection_accuracy(table: pd.DataFrame) -> float:
     """The winning (rank 1) candidate's selection-split accuracy, as ranked."""
     return float(table.loc[table["rank"] == 1, table_selection(table)].iloc[0])
-
-
-class NoCandidateError(PruningError):
-    """No pruner can make a candidate of an iteration's target (every one is at its
-    per-layer floors or cannot lower the budget's measure)."""
 
 
 class EPKD:
@@ -195,7 +197,7 @@ class EPKD:
             self.report_progress(iteration, done)
         stopped = self.stop_reason() or stopped
         self.finalize(stopped)
-        from epkd_tf.report import write_report
+        from epkd_tf.records.report import write_report
         with self.clock.phase("logging"):
             write_report(self.run)
         self.run.append("timings", self.clock.flush())
@@ -336,10 +338,10 @@ class EPKD:
         if "tflite" not in files:
             model = (self.teacher_model if final == 0 else
                      self.run.load_checkpoint(self.run.student_checkpoint(final)))
-            files["tflite"] = [metrics.to_tflite(self.teacher_model), metrics.to_tflite(model)]
+            files["tflite"] = [tflite_files.to_tflite(self.teacher_model), tflite_files.to_tflite(model)]
         timed = {}
         for fmt, (teacher_file, final_file) in files.items():
-            (t, _), (f, f90) = metrics.tflite_latency_side_by_side(
+            (t, _), (f, f90) = tflite_files.tflite_latency_side_by_side(
                 [teacher_file, final_file], runs=self.cfg.latency_runs,
                 threads=self.cfg.tflite_threads, seed=self.cfg.data.seed)
             timed[fmt] = (t, f, f90)
@@ -617,10 +619,10 @@ class EPKD:
                 val_acc = (training.accuracy(c.model, validation) if validation is not None
                            else np.nan)
                 test_acc = training.accuracy(c.model, self.data.test())
-                costs = metrics.measure_costs(c.model, runs=self.cfg.latency_runs)
+                costs = tflite_files.measure_costs(c.model, runs=self.cfg.latency_runs)
                 cost = self.candidate_cost(c, costs)
             rows.append({"iteration": iteration, "pruner": c.pruner, "skipped": "",
-                         **costs.__dict__, "macs": metrics.multiply_accumulates(c.model),
+                         **costs.__dict__, "macs": multiply_accumulates(c.model),
                          "cost": cost, "predicted_cost": c.predicted_cost,
                          "target_cost": target, "train_sample_accuracy": train_acc,
                          "validation_accuracy": val_acc, "test_accuracy": test_acc})
@@ -636,7 +638,7 @@ class EPKD:
                      getattr(row, selection), row.weighted_score)
         return table
 
-    def candidate_cost(self, candidate: Candidate, costs: metrics.Costs) -> float:
+    def candidate_cost(self, candidate: Candidate, costs: tflite_files.Costs) -> float:
         """A candidate's measured cost in the budget's measure (latency: timed again, side
         by side with the teacher; ``costs.latency_ms`` is the candidate timed alone)."""
         if self.measure.name == "params":
@@ -739,9 +741,9 @@ class EPKD:
         every --target_* goal."""
         with self.clock.phase("student_evaluation", iteration):
             train_acc = training.accuracy(model, self.data.train_eval())
-            costs = metrics.measure_costs(model, runs=self.cfg.latency_runs, tflite=tflite)
+            costs = tflite_files.measure_costs(model, runs=self.cfg.latency_runs, tflite=tflite)
             measured = {"params": float(costs.nonzero_params), "size": costs.size_mb * 1e6,
-                        "macs": float(metrics.multiply_accumulates(model))}
+                        "macs": float(multiply_accumulates(model))}
             if self.measure.name not in measured:
                 measured[self.measure.name] = self.cost_of(model)
             goal_met = self.goals_met(model, measured)

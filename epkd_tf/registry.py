@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import difflib
 from typing import Callable, Dict, Generic, Iterator, List, Optional, Tuple, TypeVar
+from epkd_tf.errors import UnknownNameError  # noqa: F401
 
 T = TypeVar("T")
-
-
-class UnknownNameError(ValueError):
-    """A name that is not registered; the message lists the registered ones."""
 
 
 class Registry(Generic[T]):

@@ -1,4 +1,5 @@
-"""Seeds derived from the run's --seed for nested loops (study cells, their rounds)."""
+"""Seeds: the process seeded once per run (:func:`seed_everything`), and seeds derived
+from the run's --seed for nested loops (study cells, their rounds)."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,3 +12,12 @@ def derive_seed(*parts: int) -> int:
     that NumPy's and Keras' seeding accepts."""
     state = np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0]
     return int(state) & 0x7FFFFFFF
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds Python, NumPy and TensorFlow and turns on TensorFlow's op determinism, so
+    that the same flags reproduce a run (README, Reproducibility)."""
+    import tensorflow as tf
+    import tf_keras
+    tf.config.experimental.enable_op_determinism()
+    tf_keras.utils.set_random_seed(seed)

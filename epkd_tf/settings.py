@@ -23,21 +23,7 @@ import math
 import typing
 from collections.abc import Mapping
 from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple
-
-
-class ConfigError(ValueError):
-    """An invalid setting; the message is one line naming the flag that sets it.
-
-    ``flag`` is the flag's name, so a caller that exposes the setting under another flag
-    can re-word the message (:meth:`renamed`).
-    """
-
-    def __init__(self, flag: str, value: Any, reason: str):
-        self.flag, self.value, self.reason = flag, value, reason
-        super().__init__(f"--{flag}={_show(value)} is invalid: {reason.rstrip('.')}.")
-
-    def renamed(self, flag: str) -> "ConfigError":
-        return ConfigError(flag, self.value, self.reason)
+from epkd_tf.errors import ConfigError  # noqa: F401
 
 
 def _show(value) -> str:

@@ -10,6 +10,7 @@ import epkd_tf  # noqa: F401
 import tf_keras
 
 from epkd_tf import faults
+from epkd_tf.errors import NonFiniteLossError  # noqa: F401
 
 HISTORY_COLUMNS = ["epoch", "loss", "train_accuracy", "test_accuracy"]
 
@@ -100,11 +101,6 @@ class EpochLog(tf_keras.callbacks.Callback):
             ", ".join(parts), elapsed, eta)
 
 
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or Inf loss and the run cannot go on (the teacher's, or a
-    distillation's with ``--fail_on_nan``); the message is the one line the user sees."""
-
-
 class LossGuard(tf_keras.callbacks.Callback):
     """Stops training at the first batch whose loss is NaN or Inf (as Keras'
     ``TerminateOnNaN``) and remembers where in ``problem``; the end of every epoch is the
@@ -159,7 +155,7 @@ def train_teacher(model: tf_keras.Model, data, epochs: int, learning_rate: float
     teacher training of the EPKD run and of the study. A NaN/Inf loss raises
     NonFiniteLossError (naming ``flag``, the learning rate to lower): every later stage
     needs the teacher. Then its BatchNormalization statistics are re-estimated
-    (:mod:`epkd_tf.batchnorm`) on ``bn_batches`` (default: the default number of seeded
+    (:mod:`epkd_tf.distill.batchnorm`) on ``bn_batches`` (default: the default number of seeded
     training batches of ``data``; [] leaves them as trained)."""
     guard = LossGuard("teacher")
     history = train_classifier(model, data, epochs, learning_rate,
@@ -168,9 +164,10 @@ def train_teacher(model: tf_keras.Model, data, epochs: int, learning_rate: float
     if guard.problem:
         raise NonFiniteLossError(f"teacher training hit a non-finite {guard.problem}; "
                                  f"lower {flag} (now {learning_rate:g}).")
-    from epkd_tf import batchnorm
+    from epkd_tf.config import default_bn_batches
+    from epkd_tf.distill import batchnorm
     if bn_batches is None and batchnorm.batchnorm_layers(model):
-        bn_batches = batchnorm.sample_batches(data, batchnorm.default_batches(),
+        bn_batches = batchnorm.sample_batches(data, default_bn_batches(),
                                               seed=data.cfg.seed)
     batchnorm.recalibrate(model, bn_batches or [], len(bn_batches or []))
     return history

@@ -74,7 +74,7 @@ def test_prune_with_every_criterion_on_numpy_arrays(teacher, arrays, criterion):
 
 
 def test_prune_to_a_fraction_of_macs_without_data(teacher):
-    from epkd_tf.metrics import multiply_accumulates
+    from epkd_tf.budget import multiply_accumulates
     smaller = epkd_tf.prune(teacher, 0.5, criterion="l1_filter", budget="macs")
     assert multiply_accumulates(smaller) <= 0.55 * multiply_accumulates(teacher)
 

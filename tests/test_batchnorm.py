@@ -5,7 +5,7 @@ import pytest
 
 import tf_keras
 
-from epkd_tf import batchnorm
+from epkd_tf.distill import batchnorm
 from epkd_tf.config import DataConfig, DistillConfig, PruningConfig, RunConfig
 from epkd_tf.data import load_data
 from epkd_tf.loop import EPKD

@@ -14,7 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers_models import FakeData, lenet5, randomize, residual_model  # noqa: E402
 
-from epkd_tf import metrics  # noqa: E402
+from epkd_tf.deploy import tflite as metrics  # noqa: E402
 from epkd_tf.budget import MEASURES, MeasureContext, make_measure  # noqa: E402
 from epkd_tf.config import PruningConfig  # noqa: E402
 from epkd_tf.graph import analyze, dense_params, nonzero_params, remove_groups  # noqa: E402

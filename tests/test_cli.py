@@ -202,5 +202,5 @@ def test_console_entry_points_are_installed_and_run_the_modules(script, module):
     ("Traceback (most recent call last):", False),
 ])
 def test_the_native_log_filter_drops_only_native_library_lines(line, native):
-    from epkd_tf.cli import _NATIVE_LINE
+    from epkd_tf.cli.common import _NATIVE_LINE
     assert bool(_NATIVE_LINE.match(line)) is native

@@ -84,7 +84,7 @@ def test_did_you_mean_for_registered_names():
 
 
 # ------------------------------------------------------------- every flag of every entry
-ENTRY_POINTS = ["epkd_tf.main", "epkd_tf.study.__main__", "epkd_tf.export"]
+ENTRY_POINTS = ["epkd_tf.cli.main", "epkd_tf.cli.study", "epkd_tf.cli.export"]
 
 
 def _entry(name):

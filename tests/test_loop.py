@@ -9,6 +9,7 @@ from epkd_tf.config import DataConfig, DistillConfig, PruningConfig, RunConfig, 
 from epkd_tf.data import load_data
 from epkd_tf.loop import EPKD, rank_candidates
 from epkd_tf.records import RunDir
+from epkd_tf.timing import Clock
 from epkd_tf.settings import with_flags
 
 
@@ -173,7 +174,7 @@ def test_clock_phases_are_exclusive(monkeypatch):
     import epkd_tf.loop as loop_module
     now = [0.0]
     monkeypatch.setattr(loop_module.time, "perf_counter", lambda: now[0])
-    clock = loop_module._Clock()
+    clock = Clock()
     with clock.phase("export", 2, "student"):
         now[0] += 1.0
         with clock.phase("deployment_evaluation", 2, "student"):

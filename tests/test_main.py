@@ -10,8 +10,8 @@ import pytest
 import tensorflow as tf
 
 from cli_helpers import error_lines, run_in_process, run_subprocess
-from epkd_tf import main as epkd_main
-from epkd_tf.deploy import SPARSE_MIN_ZEROS
+from epkd_tf.cli import main as epkd_main
+from epkd_tf.deploy.exports import SPARSE_MIN_ZEROS
 from epkd_tf.records import TABLES
 
 SLICE = ["--train_split=train[:3%]", "--test_split=test[:10%]", "--teacher_epochs=2",

@@ -12,7 +12,7 @@ import tensorflow as tf
 from absl import flags
 
 from cli_helpers import error_lines, run_in_process
-from epkd_tf import main as epkd_main
+from epkd_tf.cli import main as epkd_main
 from mock_tfds import mocked, write_metadata
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

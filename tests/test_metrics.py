@@ -4,7 +4,7 @@ import gzip
 import numpy as np
 import pytest
 
-from epkd_tf import metrics
+from epkd_tf.deploy import tflite as metrics
 from epkd_tf.models import build_model
 
 

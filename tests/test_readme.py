@@ -30,7 +30,7 @@ def test_the_flags_table_is_the_settings_own():
     """The README's flag table is generated from the settings (defaults, help): it cannot
     drift from them. Regenerate it with
     ``epkd_tf.settings.flags_markdown(epkd_tf.main._run_defaults(), epkd_tf.main.CLI_FLAGS)``."""
-    import epkd_tf.main as main
+    import epkd_tf.cli.main as main
     from epkd_tf.settings import flags_markdown
     text = README.read_text(encoding="utf-8")
     table = text.split("<!-- flags:start -->\n", 1)[1].split("\n<!-- flags:end -->", 1)[0]

@@ -148,7 +148,7 @@ import json
 import subprocess
 import sys
 
-from epkd_tf.locking import DirectoryBusyError
+from epkd_tf.records.locking import DirectoryBusyError
 from epkd_tf.records import (LOCK_NAME, DamagedRunError, RunDirError, check_output_dir)
 
 

@@ -22,11 +22,11 @@ import tf_keras
 from cli_helpers import error_lines, run_in_process, run_subprocess
 from planted_models import (HELPERS_MODULE, custom_layer_saved_model, module_field,
                             plain_model, tfop_write_file)
-from epkd_tf import export, feasibility, faults, report
-from epkd_tf import main as epkd_main
+from epkd_tf.cli import export, feasibility, faults, report
+from epkd_tf.cli import main as epkd_main
 from epkd_tf.records import LOCK_NAME, TMP_PREFIX, RunDir, file_digest
 
-study_main = importlib.import_module("epkd_tf.study.__main__")
+study_main = importlib.import_module("epkd_tf.cli.study")
 
 ARGS = ["--dataset=tiny_digits", "--teacher_epochs=1", "--iterations=2",
         "--finetune_epochs=1", "--latency_runs=2", "--batch_size=32", "--pruners=l1_filter",

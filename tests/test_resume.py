@@ -15,7 +15,7 @@ import pandas as pd
 
 import tf_keras
 from cli_helpers import TINY_RUN_ARGS, error_lines, run_in_process, run_subprocess
-from epkd_tf import main as epkd_main
+from epkd_tf.cli import main as epkd_main
 from epkd_tf.records import TABLES, TMP_PREFIX
 
 # Columns that are the same, bit for bit, for the same flags on the same machine (README,

@@ -27,7 +27,6 @@ from epkd_tf.data.tfds import load_data
 from epkd_tf.data.memory import MEMORY_LIMIT_BYTES, from_arrays, from_datasets
 from epkd_tf.data.npz import import_npz
 from epkd_tf.data.folders import import_folder
-from epkd_tf.data.cli import main
 
 __all__ = [
     "DataError",
@@ -51,5 +50,4 @@ __all__ = [
     "from_datasets",
     "import_npz",
     "import_folder",
-    "main",
 ]

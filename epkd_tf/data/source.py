@@ -12,6 +12,7 @@ import dataclasses
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
+from epkd_tf.errors import DataError  # noqa: F401
 
 __all__ = ["DataError", "DatasetSpec", "DataSource", "MAX_CLASSES"]
 
@@ -19,11 +20,6 @@ __all__ = ["DataError", "DatasetSpec", "DataSource", "MAX_CLASSES"]
 # has 21,841), low enough that a label column read as something else (ids, a float
 # feature, uint64 garbage) is refused instead of making a model with a billion outputs.
 MAX_CLASSES = 100_000
-
-
-class DataError(ValueError):
-    """A dataset name, directory, split or input is unusable; the message is one line
-    naming the flag or argument and what is allowed."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -86,7 +86,7 @@ def _resolve_batchnorm(mode: str, student) -> str:
     and "frozen" otherwise (a model without such layers is not affected either way)."""
     if mode != "auto":
         return mode
-    from epkd_tf.batchnorm import batchnorm_layers
+    from epkd_tf.distill.batchnorm import batchnorm_layers
 
     def initial(layer) -> bool:
         return not layer.built or (bool(tf.reduce_all(layer.moving_mean == 0.0))
@@ -352,7 +352,7 @@ class Distiller(tf_keras.Model):
         return tuple(pairs)
 
     def _frozen_statistics(self) -> Optional[_FrozenStatistics]:
-        from epkd_tf.batchnorm import batchnorm_layers
+        from epkd_tf.distill.batchnorm import batchnorm_layers
         layers = tuple(batchnorm_layers(self.student))
         return _FrozenStatistics(layers) if layers else None
 

@@ -31,10 +31,7 @@ from typing import Callable, Dict, List, Optional, Union
 import numpy as np
 
 from epkd_tf.registry import Registry
-
-
-class UnsupportedLayerError(ValueError):
-    """A layer cannot be analysed or pruned; the message names the layer and its class."""
+from epkd_tf.errors import UnsupportedLayerError  # noqa: F401
 
 
 def unsupported(layer, why: str) -> UnsupportedLayerError:

@@ -38,14 +38,10 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 from epkd_tf.models import keras3_layers
-from epkd_tf.models.user import ModelFileError
+from epkd_tf.errors import ModelFileError
+from epkd_tf.errors import Keras3ConversionError  # noqa: F401
 
 log = logging.getLogger("epkd_tf")
-
-
-class Keras3ConversionError(ModelFileError):
-    """A model cannot be converted between Keras 3 and tf_keras; the message is one line
-    naming the file (or model) and the layer."""
 
 
 class _Refusal(Exception):

@@ -30,6 +30,7 @@ it is ever called.
 from __future__ import annotations
 
 from typing import Any, Iterable, Optional
+from epkd_tf.errors import UnsafeConfigError  # noqa: F401
 
 # Built-in tf_keras layers a model file may hold: every layer epkd_tf/graph/rules.py
 # understands (named once, there), plus the zoo's and tf_keras.applications' other building
@@ -127,17 +128,6 @@ FOREIGN_CLASSES = frozenset({("tensorflow.python.ops.init_ops_v2", "Constant")})
 # Keys whose content Keras never deserialises when a model is loaded uncompiled (as
 # epkd_tf loads every model): only their module fields are checked.
 UNCOMPILED = frozenset({"compile_config", "training_config"})
-
-
-class UnsafeConfigError(ValueError):
-    """A stored configuration holds something that would run or import code.
-
-    ``found`` names it (``a Lambda layer 'double'``), ``reason`` says why it is refused;
-    the message is both, for one line after the file's name."""
-
-    def __init__(self, found: str, reason: str):
-        self.found, self.reason = found, reason
-        super().__init__(f"{found}: {reason}")
 
 
 def keras_module(module: Any) -> bool:

@@ -23,12 +23,9 @@ import zipfile
 from typing import Iterator, Optional
 
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+from epkd_tf.errors import ModelFileError  # noqa: F401
 
 KERAS, H5, SAVED_MODEL = "keras", "h5", "saved_model"
-
-
-class ModelFileError(ValueError):
-    """The model file is unusable; the message is the one line the user sees."""
 
 
 def _one_line(err: Exception, limit: int = 300) -> str:
@@ -74,8 +71,8 @@ def _check_regular_files(path: str, subject: str) -> None:
 
 def model_stem(path: str) -> str:
     """A safe name for the model at ``path``: its file or directory name without the
-    extension, sanitised (:func:`epkd_tf.records.safe_name`)."""
-    from epkd_tf.records import safe_name
+    extension, sanitised (:func:`epkd_tf.files.safe_name`)."""
+    from epkd_tf.files import safe_name
     stem = os.path.basename(os.path.normpath(path))
     for suffix in (".keras", ".h5", ".hdf5"):
         if stem.endswith(suffix):

@@ -7,13 +7,10 @@ import math
 from typing import TYPE_CHECKING, Callable, Dict, Optional
 
 import numpy as np
+from epkd_tf.errors import PruningError  # noqa: F401
 
 if TYPE_CHECKING:  # pragma: no cover
     from epkd_tf.graph import ChannelGraph, ParamCounter
-
-
-class PruningError(ValueError):
-    """A parameter target cannot be met; the message says which limit stops it."""
 
 
 @dataclasses.dataclass(frozen=True)

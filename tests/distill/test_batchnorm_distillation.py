@@ -17,7 +17,7 @@ import epkd_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 import tf_keras
 
-from epkd_tf import batchnorm, training
+from epkd_tf.distill import batchnorm, training
 from epkd_tf.distill import Distiller
 
 MNIST_NPZ = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist.npz"

@@ -25,7 +25,7 @@ from helpers_models import random_groups, random_inputs, randomize  # noqa: E402
 
 from epkd_tf.graph import (ParamCounter, UnsupportedLayerError, analyze,  # noqa: E402
                            nonzero_params, remove_groups, zero_groups)
-from epkd_tf.metrics import make_interpreter, to_tflite  # noqa: E402
+from epkd_tf.deploy.tflite import make_interpreter, to_tflite  # noqa: E402
 from epkd_tf.models import build_model, model_names  # noqa: E402
 from epkd_tf.models.mobilenet import inverted_residual  # noqa: E402
 from epkd_tf.pruning.base import unit_to_group_mean  # noqa: E402

@@ -20,7 +20,7 @@ import pytest
 
 import keras          # Keras 3
 import tf_keras
-from epkd_tf import metrics
+from epkd_tf.deploy import tflite as metrics
 from epkd_tf.models import keras3_layers
 from epkd_tf.models.keras3 import Keras3ConversionError, load_keras3, save_keras3
 

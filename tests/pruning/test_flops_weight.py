@@ -4,7 +4,7 @@ import pytest
 from scipy import stats
 
 from epkd_tf.graph import analyze, group_macs, nonzero_params, remove_groups
-from epkd_tf.metrics import multiply_accumulates
+from epkd_tf.budget import multiply_accumulates
 from epkd_tf.models import build_model
 from epkd_tf.pruning import plan_removal
 from epkd_tf.pruning.plan import ranking_key

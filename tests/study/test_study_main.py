@@ -12,7 +12,7 @@ from cli_helpers import error_lines, run_in_process, run_subprocess
 from epkd_tf.study import compare
 from epkd_tf.study.layout import STUDY_TABLES, StudyDir, cell_name
 
-study_main = importlib.import_module("epkd_tf.study.__main__")
+study_main = importlib.import_module("epkd_tf.cli.study")
 
 METHODS = ["prune", "lottery", "distill", "prune_distill", "epkd", "scratch"]
 SLICE = ["--train_split=train[:1000]", "--test_split=test[:500]", "--teacher_epochs=3",

@@ -10,7 +10,7 @@ LiteRT latency of the float or int8 TFLite file, as ``deployment.csv`` measures 
   latency (timed side by side with the run's teacher, see :class:`MeasureContext`);
 * gives the pruning plan a cost of any structured-pruned version (``planner``): exact for
   params and MACs, the dense byte count plus a calibrated file overhead for size, the
-  fitted per-layer latency model (``epkd_tf.latency``) for latency;
+  fitted per-layer latency model (``epkd_tf.deploy.latency``) for latency;
 * says whether unstructured sparsity lowers it (``lowered_by_sparsity``): zeros lower the
   nonzero count, but a magnitude-pruned network still runs and stores its dense kernels,
   so ``poly_magnitude`` is left out of MACs, latency and size iterations with a reason.
@@ -44,7 +44,7 @@ class MeasureContext:
     runs: int = 50
     calibration: Optional[np.ndarray] = None  # int8 calibration inputs
     seed: int = 0
-    latency_model: object = None            # epkd_tf.latency.LatencyModel, made on demand
+    latency_model: object = None            # epkd_tf.deploy.latency.LatencyModel, made on demand
     reference: object = None                # the teacher (a tf_keras model) or None
     reference_costs: dict = dataclasses.field(default_factory=dict)  # measure -> its cost
     _reference_files: dict = dataclasses.field(default_factory=dict)  # format -> bytes
@@ -52,18 +52,27 @@ class MeasureContext:
     def reference_file(self, fmt: str) -> bytes:
         """The reference model's TFLite file in ``fmt`` (converted once)."""
         if fmt not in self._reference_files:
-            from epkd_tf import metrics
+            from epkd_tf.deploy import tflite as metrics
             self._reference_files[fmt] = metrics.to_tflite(self.reference, fmt,
                                                            self.calibration)
         return self._reference_files[fmt]
 
     def model_for_latency(self):
         if self.latency_model is None:
-            from epkd_tf.latency import LatencyModel
+            from epkd_tf.deploy.latency import LatencyModel
             self.latency_model = LatencyModel(self.latency_format, self.threads,
                                               runs=max(10, min(self.runs, 30)),
                                               seed=self.seed)
         return self.latency_model
+
+
+def multiply_accumulates(model) -> int:
+    """Multiply-accumulates of one forward pass on one example (FLOPs ≈ 2 × MACs): Dense
+    (per position it is applied at), ConvND, DepthwiseConv2D and SeparableConv1D/2D, each
+    as its channel rule counts it (``epkd_tf.graph.rules``). Element-wise layers, pooling
+    and normalisation are left out."""
+    from epkd_tf.graph.count import model_macs
+    return model_macs(model)
 
 
 class Measure(abc.ABC):
@@ -129,7 +138,6 @@ class Macs(Measure):
     unit = "MACs"
 
     def of(self, model, ctx):
-        from epkd_tf.metrics import multiply_accumulates
         return float(multiply_accumulates(model))
 
     def planner(self, graph, ctx, current=None):
@@ -148,7 +156,7 @@ class Latency(Measure):
     def of(self, model, ctx):
         """Alone without a reference (or for the reference itself); else side by side
         with it, as the ratio of the two medians × the reference's latency."""
-        from epkd_tf import metrics
+        from epkd_tf.deploy import tflite as metrics
         flatbuffer = metrics.to_tflite(model, ctx.latency_format, ctx.calibration)
         if ctx.reference is None or model is ctx.reference:
             return metrics.tflite_latency(flatbuffer, runs=ctx.runs, threads=ctx.threads,
@@ -162,7 +170,7 @@ class Latency(Measure):
         return ctx.reference_costs[self.name] * mine / theirs
 
     def planner(self, graph, ctx, current=None):
-        from epkd_tf.latency import latency_cost
+        from epkd_tf.deploy.latency import latency_cost
         return latency_cost(graph, ctx.model_for_latency(), current)
 
     def format(self, value):
@@ -177,7 +185,7 @@ class Size(Measure):
     exact = False
 
     def of(self, model, ctx):
-        from epkd_tf import metrics
+        from epkd_tf.deploy import tflite as metrics
         return float(len(metrics.to_tflite(model)))
 
     def planner(self, graph, ctx, current=None):

@@ -16,13 +16,10 @@ import fcntl
 import os
 import time
 from typing import Iterator
+from epkd_tf.errors import DirectoryBusyError  # noqa: F401
 
 # Hidden, so that it is no run file; ignored wherever a directory is checked for content.
 LOCK_NAME = ".lock"
-
-
-class DirectoryBusyError(ValueError):
-    """Another process holds the directory's lock; the message is the one line users see."""
 
 
 def _holder(fd: int) -> str:

@@ -9,7 +9,7 @@ returns its ``deployment.csv`` rows (see README, "Deployment"):
   evaluation preprocessing runs inside. ``serving_preprocessed`` takes the float32 model
   input instead. ``serving/models.config`` (and ``models.docker.config``) name every model.
 * ``tflite``, ``tflite_sparse``, ``tflite_int8_dynamic``, ``tflite_int8`` — see
-  :func:`epkd_tf.metrics.to_tflite`; ``tflite_sparse`` is only written for models with at
+  :func:`epkd_tf.deploy.tflite.to_tflite`; ``tflite_sparse`` is only written for models with at
   least ``SPARSE_MIN_ZEROS`` exact zeros (a dense model has nothing to encode).
 * ``keras3`` — ``keras3/<name>.keras``: the model as a Keras 3 file that plain TF 2.21
   (``keras.models.load_model``) loads, see :mod:`epkd_tf.models.keras3`; its test accuracy
@@ -31,7 +31,7 @@ import tensorflow as tf
 import epkd_tf  # noqa: F401
 import tf_keras
 
-from epkd_tf import metrics
+from epkd_tf.deploy import tflite as metrics
 from epkd_tf.config import EXPORT_FORMATS
 from epkd_tf.graph import dense_params, nonzero_params
 
@@ -219,7 +219,7 @@ def export_model(run, model: tf_keras.Model, name: str, formats: Sequence[str], 
     ``tflite_int8`` calibration (``calibration`` if given, else ``calibration_examples``);
     without it accuracy is left empty and ``tflite_int8`` is refused. ``test_accuracy``:
     the Keras model's, if already known (the SavedModel computes the same function).
-    ``int8_dense_per_channel``: see :func:`epkd_tf.metrics.to_tflite`. ``measuring()``, if
+    ``int8_dense_per_channel``: see :func:`epkd_tf.deploy.tflite.to_tflite`. ``measuring()``, if
     given, is entered around the measurements (test accuracies and latencies of the written
     files), so that a caller can time them apart from the writing.
     """

@@ -8,10 +8,7 @@ import sys
 from typing import Optional
 
 from absl import flags
-
-
-class UsageError(ValueError):
-    """A flag or input is unusable; the message is the one line the user sees."""
+from epkd_tf.errors import Terminated, UsageError  # noqa: F401
 
 
 def fail(message: str, status: int = 2) -> int:
@@ -177,10 +174,6 @@ def quiet_libraries(verbose: int) -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-class Terminated(BaseException):
-    """SIGTERM arrived (a scheduler or ``kill`` ending the run)."""
-
-
 @contextlib.contextmanager
 def interruptible():
     """While active, SIGTERM raises :class:`Terminated` (SIGINT raises KeyboardInterrupt,
@@ -262,7 +255,7 @@ def take_lock(held: contextlib.ExitStack, directory, flag_value: str) -> Optiona
     """Takes ``directory``'s lock (a RunDir or StudyDir) into ``held``, for as long as the
     entry point runs (one process per directory); the one-line error (another process
     holds it, naming its PID; the directory cannot be written) or None."""
-    from epkd_tf.locking import DirectoryBusyError
+    from epkd_tf.records.locking import DirectoryBusyError
     try:
         held.enter_context(directory.lock())
     except DirectoryBusyError as err:

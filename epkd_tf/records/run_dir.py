@@ -57,8 +57,11 @@ from typing import Dict, List, Optional
 
 import pandas as pd
 
-from epkd_tf import faults, locking
+from epkd_tf import faults
+from epkd_tf.records import locking
 from epkd_tf.config import EXPORT_FORMATS
+from epkd_tf.files import safe_name  # noqa: F401  (re-exported)
+from epkd_tf.errors import DamagedRunError, ModelFileError, RunDirError  # noqa: F401
 
 TABLES: Dict[str, List[str]] = {
     "teacher_history": ["epoch", "loss", "train_accuracy", "test_accuracy"],
@@ -117,14 +120,6 @@ PROGRESS = "progress.json"
 LOCK_NAME = locking.LOCK_NAME
 # Where no run directory may go: the kernel's virtual file systems.
 VIRTUAL_ROOTS = ("/proc", "/sys", "/dev")
-
-
-class RunDirError(ValueError):
-    """The run directory cannot be used as it is; the message is the one line users see."""
-
-
-class DamagedRunError(RunDirError):
-    """A file of the run directory is not what the run wrote; the message names it."""
 
 
 def check_output_dir(path: str, flag: str = "output_dir") -> None:
@@ -200,14 +195,6 @@ def _mismatch(path: str, recorded: dict, prefix: bool = False) -> Optional[str]:
     return None
 
 
-def safe_name(text: str, fallback: str = "run") -> str:
-    """``text`` as one harmless path component: runs of anything but letters, digits,
-    ``_ . -`` become ``-``, leading dots go (no ``..``, hidden or temporary names);
-    ``fallback`` if nothing is left."""
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", str(text)).lstrip(".")
-    return name or fallback
-
-
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -278,7 +265,7 @@ class RunDir:
     # -- one process per directory ---------------------------------------------------------
     def lock(self, what: Optional[str] = None):
         """Context manager: this process's exclusive hold on the directory for a whole
-        run (:mod:`epkd_tf.locking`; ``what`` names it in the refusal). Creates the
+        run (:mod:`epkd_tf.records.locking`; ``what`` names it in the refusal). Creates the
         directory; removes it again if it is still empty at the end."""
         return locking.hold(self.root, what or f"--output_dir={self.root}")
 
@@ -633,7 +620,7 @@ class RunDir:
         """The model of one of the run's checkpoints: checked against what its stage
         recorded, then loaded without running code stored in it. DamagedRunError naming
         the file otherwise."""
-        from epkd_tf.models.user import ModelFileError, load_user_model
+        from epkd_tf.models.user import load_user_model
         relative = os.path.relpath(path, self.root)
         state = self.progress()
         for record in self._records(state) or []:

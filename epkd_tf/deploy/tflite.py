@@ -235,18 +235,3 @@ def measure_costs(model: tf_keras.Model, runs: int = 50, tflite: bytes = None) -
     return Costs(nonzero_params=nonzero_params(model), total_params=dense_params(model),
                  size_mb=len(tflite) / 1e6, gzip_mb=gzip_bytes(tflite) / 1e6,
                  latency_ms=tflite_latency_ms(tflite, runs=runs))
-
-
-def multiply_accumulates(model: tf_keras.Model) -> int:
-    """Multiply-accumulates of one forward pass on one example (FLOPs ≈ 2 × MACs): Dense
-    (per position it is applied at), ConvND, DepthwiseConv2D and SeparableConv1D/2D, each
-    as its channel rule counts it (``epkd_tf.graph.rules``). Element-wise layers, pooling
-    and normalisation are left out."""
-    from epkd_tf.graph.count import model_macs
-    return model_macs(model)
-
-
-def weighted_score(train_accuracy: float, test_accuracy: float, weights) -> float:
-    """(w_train · train + w_test · test) / (w_train + w_test); the candidates' ranking key."""
-    w_train, w_test = weights
-    return (w_train * train_accuracy + w_test * test_accuracy) / (w_train + w_test)

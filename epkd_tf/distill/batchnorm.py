@@ -24,12 +24,6 @@ from typing import Iterable, List
 
 import tf_keras
 
-def default_batches() -> int:
-    """The default of ``--bn_recalibration_batches`` (what the study's teachers use)."""
-    from epkd_tf.config import RunConfig
-    return RunConfig().bn_recalibration_batches
-
-
 def batchnorm_layers(model: tf_keras.Model) -> List[tf_keras.layers.Layer]:
     """Every BatchNormalization layer of ``model``, nested models included, that updates
     its statistics when trained (a frozen layer normalises with fixed ones)."""

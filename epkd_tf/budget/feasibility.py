@@ -18,14 +18,14 @@ never reach, and models too large for the machine's memory.
   computes it on the teacher built inside a ``tf.Graph`` (no weights allocated), so even a
   teacher of billions of parameters is refused at once.
 
-Every refusal is a :class:`epkd_tf.cli.UsageError` naming the flags to change.
+Every refusal is a :class:`epkd_tf.errors.UsageError` naming the flags to change.
 """
 from __future__ import annotations
 
 import os
 from typing import Optional
 
-from epkd_tf.cli import UsageError
+from epkd_tf.errors import UsageError
 
 BYTES_PER_PARAM = 16         # float32 weight + gradient + Adam's m and v
 GIB = 1024 ** 3

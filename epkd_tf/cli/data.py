@@ -17,7 +17,7 @@ import sys
 from absl import flags
 
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
-from epkd_tf.cli import fail, parse_module_flags
+from epkd_tf.cli.common import fail, parse_module_flags
 
 FLAGS = flags.FlagValues()
 
@@ -64,7 +64,7 @@ def main(argv) -> int:
 
 
 def parse_flags(argv):
-    """Parses this module's flags; see :func:`epkd_tf.cli.parse_module_flags`."""
+    """Parses this module's flags; see :func:`epkd_tf.cli.common.parse_module_flags`."""
     return parse_module_flags(FLAGS, argv, __doc__.split("\n\n")[1])
 
 

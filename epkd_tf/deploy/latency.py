@@ -76,7 +76,7 @@ class LatencyModel:
 
     def measure(self, layer, rule, kept_in: int, kept_out: int) -> float:
         """Median batch-1 milliseconds of ``layer`` alone at these widths on LiteRT."""
-        from epkd_tf import metrics
+        from epkd_tf.deploy import tflite as metrics
         model = single_layer_model(layer, rule, kept_in, kept_out)
         representative = None
         if self.fmt == "tflite_int8":

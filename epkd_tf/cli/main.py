@@ -1,0 +1,398 @@
+"""``python -m epkd_tf.main``: run EPKD (pruning + distillation) on a TFDS dataset.
+
+Every flag is validated before any work: a bad value prints one line ``error: ...`` naming
+the flag, exits with status 2 and leaves no output directory behind. Pointing
+``--output_dir`` at an unfinished run with the same flags resumes it. A run that fails on
+the way (a NaN/Inf teacher loss, or a distillation's with ``--fail_on_nan``) prints one
+line ``error: ...`` and exits with status 1, as does one that runs out of disk space,
+memory or write permission (its completed stages are kept: the same command resumes).
+Targets pruning cannot reach and teachers too large for the memory are refused before
+any work (``epkd_tf.budget.feasibility``). One process at a time writes a run directory (a lock
+held for the whole run; a second is refused naming the first's PID), and a resumed run
+is first checked against what its completed stages recorded (``RunDir.prepare_resume``).
+
+Runs are reproducible: ``--seed`` seeds Python, NumPy and TensorFlow (again per
+iteration) and TensorFlow's op determinism is on, so the same flags give the same models
+and accuracies on the same machine, also across an interrupted and resumed run.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import glob
+import logging
+import os
+import shlex
+import shutil
+import sys
+
+from absl import app, flags
+
+import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
+from epkd_tf.cli.common import (HELP_ARGS, Terminated, UsageError, differing_flags, fail,
+                         failure_message, interrupted_message, interruptible,
+                         native_log_filter, parse_or_exit, prepare_output_dir,
+                         quiet_libraries, setup_logging, take_lock, verbosity)
+
+FLAGS = flags.FLAGS
+
+
+def _run_defaults():
+    from epkd_tf.config import RunConfig
+    return RunConfig()
+
+
+# Every setting of RunConfig is a flag with its default and help (epkd_tf.config); these
+# are the flags that describe the run (written to flags.txt, compared when resuming).
+from epkd_tf.settings import define_flags  # noqa: E402
+
+RUN_FLAGS = define_flags(_run_defaults(), FLAGS)
+# Flags of the command line alone (how to run, not what the run is): (name, default, help).
+CLI_FLAGS = (
+    ("overwrite", False, "Run again over a finished run with these flags (in --output_dir, "
+                         "or the latest such run under saved_models/ without it)."),
+    ("verbose", 0, "0: epkd_tf's own lines only (one per epoch, phase and iteration); 1: "
+                   "also Keras progress bars and the libraries' log (TensorFlow, TFDS); "
+                   "also set by $EPKD_VERBOSE."),
+)
+flags.DEFINE_bool(CLI_FLAGS[0][0], CLI_FLAGS[0][1], CLI_FLAGS[0][2])
+flags.DEFINE_integer(CLI_FLAGS[1][0], CLI_FLAGS[1][1], CLI_FLAGS[1][2])
+
+# The command line as given (for the one line that tells how to resume).
+_ARGV = []
+
+
+RUNS_DIR = "saved_models"
+
+
+def _run_name_prefix() -> str:
+    """``<dataset>_<teacher>_`` (the teacher is the --teacher_path file's name when
+    given), sanitised: what every default run directory of these flags starts with."""
+    from epkd_tf.models.user import model_stem
+    from epkd_tf.records import safe_name
+    teacher = model_stem(FLAGS.teacher_path) if FLAGS.teacher_path else FLAGS.teacher
+    return safe_name(f"{FLAGS.dataset.strip()}_{teacher}_")
+
+
+def _new_output_dir() -> str:
+    """``saved_models/<dataset>_<teacher>_<time>``, one sanitised path component."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = os.path.join(RUNS_DIR, _run_name_prefix() + stamp)
+    suffix = 2
+    while os.path.exists(path):         # two runs started within one second
+        path = os.path.join(RUNS_DIR, f"{_run_name_prefix()}{stamp}-{suffix}")
+        suffix += 1
+    return path
+
+
+def default_output_dir(cfg):
+    """Without --output_dir the same command continues where it stopped: the newest run
+    under saved_models/ written with these flags is resumed if unfinished, or reported if
+    finished (None is returned then; --overwrite runs it again); otherwise a new
+    timestamped directory. (path or None, the line to say about it)."""
+    text = flags_text(cfg)
+    for path in sorted(glob.glob(os.path.join(RUNS_DIR, glob.escape(_run_name_prefix()) + "*")),
+                       reverse=True):
+        flags_file = os.path.join(path, "flags.txt")
+        if not os.path.isfile(flags_file):
+            continue
+        with open(flags_file, encoding="utf-8") as f:
+            if differing_flags(f.read(), text, FLAGS, RUN_FLAGS):
+                continue
+        from epkd_tf.records import RunDir
+        if not RunDir(path).progress().get("finished"):
+            return path, (f"Resuming {path}: an unfinished run with the same flags "
+                          f"(give --output_dir for a new run).")
+        if FLAGS.overwrite:
+            return path, f"Running {path} again (--overwrite): a finished run with the same flags."
+        return None, path
+    return _new_output_dir(), None
+
+
+def report_finished(path: str) -> int:
+    """Prints what a finished run with the same flags made, instead of redoing it."""
+    from epkd_tf.records import RunDir
+    from epkd_tf.records.report import headline_text
+    print(f"A finished run with these flags is in {path}; its report: "
+          f"{os.path.join(path, 'report.md')}. Pass --overwrite to run it again or "
+          f"--output_dir for a new run.", file=sys.stderr)
+    for line in headline_text(RunDir(path)):
+        print(line, file=sys.stderr)
+    return 0
+
+
+def command_line() -> str:
+    """The command that was run (the one that resumes it)."""
+    return "python -m epkd_tf.main " + shlex.join(_ARGV)
+
+
+def kept_summary(output_dir: str) -> str:
+    """What an interrupted run has kept, e.g. ``the teacher and iterations 1-2 are kept in
+    DIR``."""
+    from epkd_tf.records import RunDir
+    try:
+        state = RunDir(output_dir).progress()
+    except Exception:           # an unreadable state: nothing to claim
+        return f"what was completed is kept in {output_dir}"
+    if not state.get("teacher_done"):
+        return f"nothing was completed yet ({output_dir} is kept)"
+    done = state.get("iterations_done", 0)
+    iterations = (f" and iteration{'s 1-' + str(done) if done > 1 else ' 1'}"
+                  if done else "")
+    return f"the teacher{iterations} are kept in {output_dir}"
+
+
+def build_config():
+    """FLAGS → RunConfig, once; raises ConfigError naming the bad flag."""
+    from epkd_tf.settings import from_flags
+    return from_flags(_run_defaults(), FLAGS)
+
+
+def check_names(cfg) -> None:
+    """What the settings cannot check alone: --teacher and --teacher_path together."""
+    if cfg.teacher.teacher_path and FLAGS["teacher"].present:
+        raise UsageError(f"--teacher={cfg.teacher.teacher} and --teacher_path="
+                         f"{cfg.teacher.teacher_path} both name the teacher; give one.")
+
+
+def check_teacher(cfg, spec) -> None:
+    """The teacher builds for the dataset (or --teacher_path loads and fits it, with
+    finite weights), its training fits in memory, structured pruners can trace it and the
+    parameter targets are reachable (``epkd_tf.budget.feasibility``)."""
+    import tensorflow as tf
+    from epkd_tf.budget import feasibility
+    from epkd_tf.graph import UnsupportedLayerError, analyze
+    from epkd_tf.pruning import StructuredPruner
+    gpus = bool(tf.config.list_physical_devices("GPU"))
+    width_flag = ""
+    if cfg.teacher.teacher_path:
+        from epkd_tf.models.user import check_finite, check_fits, load_user_model
+        flag = f"--teacher_path={cfg.teacher.teacher_path}"
+        model = load_user_model(cfg.teacher.teacher_path, "teacher_path")
+        check_fits(model, spec, "teacher_path", cfg.data.dataset)
+        check_finite(model, "teacher_path")
+        feasibility.check_memory(model, cfg.data.batch_size, flag, gpus)
+    else:
+        flag = f"--teacher={cfg.teacher.teacher}"
+        width_flag = f"--teacher_width={cfg.teacher.width:g}" if cfg.teacher.width != 1 else ""
+        made = " ".join(filter(None, [flag, width_flag, f"--image_size={cfg.data.image_size}"
+                                      if cfg.data.image_size else ""]))
+        with tf.Graph().as_default():       # sizes only: no weights are allocated
+            # A graph-level seed: with op determinism on, a random op without one (a
+            # Dropout, an initializer) refuses to be built in a fresh graph.
+            tf.compat.v1.set_random_seed(cfg.data.seed)
+            feasibility.check_memory(_build_teacher(cfg, spec), cfg.data.batch_size,
+                                     f"{made} (input {spec.input_shape})", gpus)
+        model = _build_teacher(cfg, spec)
+    if "keras3" in cfg.export_formats and FLAGS["export_formats"].present:
+        # Asked for: refused now (students keep the teacher's layer classes). By default
+        # keras3 is only skipped, with a warning, for a teacher it cannot convert.
+        from epkd_tf.models.keras3 import Keras3ConversionError, check_keras3_export
+        try:
+            check_keras3_export(model)
+        except Keras3ConversionError as err:
+            raise UsageError(f"--export_formats=keras3: {err} Leave keras3 out of "
+                             f"--export_formats.") from err
+    graph = None
+    if any(isinstance(p, StructuredPruner) for p in cfg.pruning.make_pruners()):
+        try:
+            graph = analyze(model)
+        except UnsupportedLayerError as err:
+            raise UsageError(f"{flag}: {err}") from err
+    if cfg.budget.budget == "params":      # other measures are checked as they are met
+        feasibility.check_targets(cfg.keep_ratio, cfg.iterations, cfg.pruning.layer_floor,
+                                  model, graph, width_flag,
+                                  goal=float(cfg.budget.target_params or 0),
+                                  floor_of_teacher=cfg.pruning.layer_floor_of == "teacher",
+                                  upper_bound=cfg.budget.max_accuracy_drop is not None)
+
+
+def _build_teacher(cfg, spec):
+    from epkd_tf.models import build_model
+    try:
+        model = build_model(cfg.teacher.teacher, spec.input_shape, spec.num_classes,
+                            width=cfg.teacher.width)
+    except (ValueError, TypeError) as err:
+        # Keras shape errors span several lines; the user gets one.
+        reason = " ".join(str(err).split())[:300]
+        raise UsageError(f"--teacher={cfg.teacher.teacher} cannot be built for "
+                         f"--dataset={cfg.data.dataset} with input shape {spec.input_shape}: "
+                         f"{reason}") from err
+    return model
+
+
+def flags_text(cfg) -> str:
+    """flags.txt: every flag the run uses (not those its settings declare unused, e.g. the
+    teacher-training flags with --teacher_path), as given."""
+    from epkd_tf.settings import flag_values_of
+    used = flag_values_of(cfg)
+    return "".join(FLAGS[name].serialize() + "\n" for name in RUN_FLAGS
+                   if name in used and FLAGS[name].value is not None)
+
+
+def main(argv) -> int:
+    if len(argv) > 1:
+        return fail(f"unexpected arguments {' '.join(argv[1:])!r}; every setting is a --flag.")
+    verbose = verbosity(FLAGS.verbose)
+    quiet_libraries(verbose)
+    # The settings first, before TensorFlow loads: a typo is answered at once.
+    from epkd_tf.config import ConfigError
+    from epkd_tf.records import RunDirError
+    try:
+        explicit = bool(FLAGS.output_dir)
+        cfg = build_config()
+        check_names(cfg)
+        note = None
+        if not explicit:
+            path, note = default_output_dir(cfg)
+            if path is None:
+                return report_finished(note)
+            FLAGS.output_dir = path
+            cfg = build_config()
+    except (ConfigError, UsageError, RunDirError) as err:
+        return fail(str(err))
+    with interruptible():
+        try:
+            return _prepare_and_run(cfg, verbose, note)
+        except (KeyboardInterrupt, Terminated) as err:
+            line, status = interrupted_message(err, kept_summary(cfg.output_dir),
+                                               command_line())
+            print(line, file=sys.stderr)
+            return status
+
+
+def _prepare_and_run(cfg, verbose: int, note) -> int:
+    """Everything that needs TensorFlow: the devices, the data, the teacher's checks, the
+    run directory (locked), then the run."""
+    from epkd_tf.config import ConfigError
+    from epkd_tf.data import DataError, load_data
+    from epkd_tf.errors import ModelFileError
+    from epkd_tf.records import RunDir, RunDirError, check_output_dir
+    try:
+        # Before anything else touches TensorFlow: strategies configure the devices.
+        strategy, chief = make_strategy(cfg)
+        quiet_libraries(verbose)         # TensorFlow's Python loggers exist now
+        from epkd_tf.seeds import seed_everything
+        seed_everything(cfg.data.seed)
+        if chief:
+            check_output_dir(cfg.output_dir)
+        data = load_data(cfg.data)
+        check_teacher(cfg, data.spec)
+    except (ConfigError, DataError, ModelFileError, UsageError, RunDirError) as err:
+        return fail(str(err))
+    setup_logging()
+    if note:
+        logging.getLogger("epkd_tf").info("%s", note)
+    if not chief:
+        # Workers other than the chief run every step (collectives must match) but keep
+        # their files in a scratch directory that is removed at the end.
+        import tempfile
+        scratch = tempfile.mkdtemp(prefix="epkd_worker_")
+        try:
+            return _run(cfg, data, RunDir(scratch), strategy, verbose)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    run = RunDir(cfg.output_dir)
+    with contextlib.ExitStack() as held:
+        problem = take_lock(held, run, cfg.output_dir)
+        if problem:
+            return fail(problem)
+        try:
+            warning = prepare_run(cfg, run)
+        except (UsageError, RunDirError) as err:
+            return fail(str(err))
+        except OSError as err:
+            return fail(failure_message(err, f"--output_dir={cfg.output_dir}"), status=1)
+        if warning:
+            logging.getLogger("epkd_tf").warning(warning)
+        return _run(cfg, data, run, strategy, verbose)
+
+
+def prepare_run(cfg, run) -> str:
+    """Holding the run directory's lock: refuses a directory that this run cannot use,
+    empties it with --overwrite, checks a run to resume (a warning line when its last stage
+    is to be redone) and writes flags.txt. Raises UsageError or RunDirError."""
+    if (cfg.distribution == "multi_worker_mirrored" and not FLAGS.overwrite
+            and os.path.exists(run.flags_file)):
+        # The other workers keep no state to resume from: they would start over
+        # while the chief resumed, and their collective operations would not match.
+        raise UsageError(f"--output_dir={cfg.output_dir} holds a run, and "
+                         "multi-worker runs cannot resume; pass --overwrite or "
+                         "choose a new --output_dir.")
+    prepare_output_dir(cfg.output_dir, flags_text(cfg), FLAGS, RUN_FLAGS, FLAGS.overwrite)
+    warning = run.prepare_resume()
+    run.write_text("flags.txt", flags_text(cfg))
+    return warning
+
+
+def _run(cfg, data, run, strategy, verbose: int = 0) -> int:
+    """Runs (or resumes) EPKD into ``run``; the exit status."""
+    from epkd_tf.loop import NonFiniteLossError, run_epkd
+    from epkd_tf.records import RunDirError
+    log = logging.getLogger("epkd_tf")
+    log.info("Run directory: %s (%s; %s, %d replica(s))", run.root, data.spec,
+             cfg.distribution, strategy.num_replicas_in_sync)
+    if cfg.teacher.teacher_path:
+        from epkd_tf.settings import flag_values_of
+        used = flag_values_of(cfg)
+        unused = [f"--{n}" for n in RUN_FLAGS if FLAGS[n].present and n not in used
+                  and n != "teacher"]
+        if unused:
+            log.info("--teacher_path given: %s unused", ", ".join(unused))
+    try:
+        with strategy.scope():
+            students = run_epkd(cfg, data, run, verbose=verbose)
+    except NonFiniteLossError as err:
+        return fail(str(err), status=1)
+    except RunDirError as err:      # a checkpoint that cannot be trusted
+        return fail(str(err))
+    except (OSError, MemoryError) as err:
+        return fail(failure_message(err, f"--output_dir={cfg.output_dir}"), status=1)
+    except Exception as err:        # a TensorFlow runtime failure (out of memory, I/O...)
+        if type(err).__module__.startswith("tensorflow"):
+            return fail(failure_message(err, f"--output_dir={cfg.output_dir}"), status=1)
+        raise
+    log.info("Done: %d students in %s (report: %s)", len(students), run.root,
+             run.report_file)
+    from epkd_tf.records.report import headline_text
+    for line in headline_text(run):
+        log.info("%s", line)
+    return 0
+
+
+def make_strategy(cfg):
+    """The run's tf.distribute strategy and whether this process writes the outputs."""
+    from epkd_tf import distribute
+    try:
+        distribute.check_tf_config()
+        strategy = distribute.make_strategy(cfg.distribution, cfg.logical_cpus)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    return strategy, distribute.is_chief(strategy)
+
+
+def parse_flags(argv):
+    """absl's parser, but a malformed or unknown flag is one line and exit status 2, and
+    ``--help`` prints the usage and every flag and exits 0."""
+    global _ARGV
+    _ARGV = list(argv[1:])
+    if any(a in HELP_ARGS for a in argv[1:]):
+        print(__doc__.split("\n\n")[0].strip() + "\n\n" + FLAGS.get_help())
+        sys.exit(0)
+    return parse_or_exit(FLAGS, argv)
+
+
+def console_main(argv) -> int:
+    """:func:`main` with the native libraries' log lines filtered out of the console
+    (unless --verbose / $EPKD_VERBOSE)."""
+    with native_log_filter(enabled=not verbosity(FLAGS.verbose)):
+        return main(argv)
+
+
+def run() -> None:
+    """Console entry point."""
+    app.run(lambda argv: sys.exit(console_main(argv)), flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+    run()
