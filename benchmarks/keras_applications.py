@@ -31,6 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import epkd_tf  # noqa: E402  (Keras 2 before TensorFlow)
+from epkd_tf.budget import multiply_accumulates  # noqa: E402
 from epkd_tf.deploy import tflite as metrics  # noqa: E402
 from epkd_tf.models.keras3 import load_keras3, save_keras3  # noqa: E402
 
@@ -97,7 +98,7 @@ def bench_model(name: str, size: int, runs: int, seed: int) -> dict:
         got = teacher(x).numpy()
         row.update(abs_error=float(np.abs(got - expected).max()),
                    rel_error=relative(got, expected), logit_scale=float(np.abs(expected).max()),
-                   macs=int(metrics.multiply_accumulates(teacher)))
+                   macs=int(multiply_accumulates(teacher)))
         if row["rel_error"] > TOLERANCE:
             # Rounding amplified by the model itself, or a conversion bug? The Keras 3
             # model's own sensitivity, then the same check on its damped version.
@@ -119,7 +120,7 @@ def bench_model(name: str, size: int, runs: int, seed: int) -> dict:
             return row
         row.update(prune_s=time.perf_counter() - start,
                    pruned_params=int(pruned.count_params()),
-                   pruned_macs=int(metrics.multiply_accumulates(pruned)))
+                   pruned_macs=int(multiply_accumulates(pruned)))
         out = os.path.join(tmp, "pruned.keras")
         save_keras3(pruned, out)
         reference = pruned(x).numpy()

@@ -36,6 +36,7 @@ def main() -> int:
     import numpy as np
     import tensorflow_model_optimization as tfmot
     import tf_keras
+    from epkd_tf.budget import multiply_accumulates
     from epkd_tf.deploy import tflite as metrics
     from epkd_tf.config import DataConfig
     from epkd_tf.data import load_data
@@ -70,7 +71,7 @@ def main() -> int:
               "dense_params": int(sum(w.size for w in pruned.get_weights())),
               "test_accuracy": accuracy(pruned, data.test()),
               "latency_ms": metrics.tflite_latency_ms(flatbuffer, runs=200),
-              "macs": metrics.multiply_accumulates(pruned), "seconds": seconds}
+              "macs": multiply_accumulates(pruned), "seconds": seconds}
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
     print(json.dumps(result))

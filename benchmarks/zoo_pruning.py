@@ -24,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import epkd_tf  # noqa: E402,F401  (Keras 2 before TensorFlow)
+from epkd_tf.budget import multiply_accumulates  # noqa: E402
 from epkd_tf.deploy import tflite as metrics  # noqa: E402
 from epkd_tf.graph import ParamCounter, analyze, nonzero_params, remove_groups  # noqa: E402
 from epkd_tf.models import build_model, model_names  # noqa: E402
@@ -65,7 +66,7 @@ def bench_model(name: str, runs: int) -> dict:
     blobs = [metrics.to_tflite(m) for m in models]
     latency = interleaved_latency(blobs, runs)
     return {"name": name, "params": [m.count_params() for m in models],
-            "macs": [metrics.multiply_accumulates(m) for m in models],
+            "macs": [multiply_accumulates(m) for m in models],
             "latency": latency, "analysis_s": analysis_s, "surgery_s": surgery_s}
 
 

@@ -29,7 +29,6 @@ import dataclasses
 import logging
 import math
 import time
-from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -38,55 +37,22 @@ import pandas as pd
 import epkd_tf  # noqa: F401
 import tf_keras
 
-from epkd_tf import faults, training
-from epkd_tf.budget import MeasureContext, make_measure, multiply_accumulates
+from epkd_tf import faults, selection, training
+from epkd_tf.budget import MeasureContext, StopRules, make_measure, multiply_accumulates
 from epkd_tf.config import RunConfig
-from epkd_tf.deploy import exports as deploy
+from epkd_tf.deploy import exports
 from epkd_tf.deploy import tflite as tflite_files
 from epkd_tf.distill import Distiller, batchnorm
 from epkd_tf.errors import NoCandidateError, NonFiniteLossError  # noqa: F401  (re-exported)
 from epkd_tf.models import build_model
 from epkd_tf.pruning import Candidate, PruningContext, PruningError, criteria_correlation
-from epkd_tf.records import SIDE_BY_SIDE_FORMATS, RunDir
+from epkd_tf.records import RunDir
+from epkd_tf.records.recorder import Recorder
 from epkd_tf.timing import Clock
 from epkd_tf.training import LossGuard
 
 log = logging.getLogger("epkd_tf")
 
-
-
-def weighted_score(train_accuracy: float, test_accuracy: float, weights) -> float:
-    """(w_train · train + w_test · test) / (w_train + w_test); the candidates' ranking key."""
-    w_train, w_test = weights
-    return (w_train * train_accuracy + w_test * test_accuracy) / (w_train + w_test)
-
-
-def rank_candidates(table: pd.DataFrame, weights,
-                    selection: str = "test_accuracy") -> pd.DataFrame:
-    """Adds ``weighted_score`` and ``rank`` (1 = best) to a candidates table:
-    ``(w_train · train_sample_accuracy + w_sel · selection) / (w_train + w_sel)``, where
-    ``selection`` names the column of the selection split (``validation_accuracy`` or
-    ``test_accuracy``). Ties keep the order of --pruners, so the ranking is deterministic.
-    """
-    table = table.copy()
-    train = table["train_sample_accuracy" if "train_sample_accuracy" in table
-                  else "train_accuracy"]
-    table["weighted_score"] = [weighted_score(tr, se, weights)
-                               for tr, se in zip(train, table[selection])]
-    # Candidates a pruner could not make for this budget (``skipped``) are not ranked.
-    ranked = (table["skipped"].isna() | (table["skipped"] == "")).to_numpy() \
-        if "skipped" in table else np.ones(len(table), dtype=bool)
-    scores = np.where(ranked, table["weighted_score"].to_numpy(dtype=float), -np.inf)
-    order = np.lexsort((np.arange(len(table)), -scores))
-    ranks = np.full(len(table), np.nan)
-    ranks[order[:int(ranked.sum())]] = np.arange(1, int(ranked.sum()) + 1)
-    table["rank"] = ranks if not ranked.all() else ranks.astype(int)
-    return table
-
-
-def _tensorboard(run: RunDir, name: str):
-    return tf_keras.callbacks.TensorBoard(run.tensorboard_dir(name), write_graph=False,
-                                          profile_batch=0)
 
 
 @dataclasses.dataclass
@@ -113,22 +79,13 @@ class IterationResult:
 
     @property
     def selection_column(self) -> str:
-        return table_selection(self.table)
+        return selection.table_selection(self.table)
 
     @property
     def winner_selection_accuracy(self) -> float:
-        return winner_selection_accuracy(self.table)
+        return selection.winner_selection_accuracy(self.table)
 
 
-def table_selection(table: pd.DataFrame) -> str:
-    """The column of a candidates table that holds the selection split's accuracy."""
-    return ("validation_accuracy" if table["validation_accuracy"].notna().any()
-            else "test_accuracy")
-
-
-def winner_selection_accuracy(table: pd.DataFrame) -> float:
-    """The winning (rank 1) candidate's selection-split accuracy, as ranked."""
-    return float(table.loc[table["rank"] == 1, table_selection(table)].iloc[0])
 
 
 class EPKD:
@@ -149,8 +106,15 @@ class EPKD:
         self.measure = make_measure(cfg.budget.budget)
         self.measure_context = MeasureContext(
             latency_format=cfg.budget.latency_format, threads=cfg.tflite_threads,
-            runs=cfg.latency_runs, seed=cfg.data.seed, reference=teacher)
+            runs=cfg.latency_runs, seed=cfg.data.seed, reference=teacher,
+            calibration_source=self.calibration)
+        self.has_validation = selection.has_validation(data)
+        #: When to stop and which student is final, judged on the recorded tables.
+        self.rules = StopRules(cfg.budget, self.measure, cfg.keep_ratio, self.has_validation)
         self.clock = Clock()
+        #: Writes each stage (None for ``step`` alone, which writes nothing).
+        self.recorder = (Recorder(run, cfg, data, self.clock, self.calibration)
+                         if run is not None else None)
         self.teacher_model = teacher
         self._teacher_logits = teacher_logits
         self._calibration = None
@@ -168,8 +132,7 @@ class EPKD:
         self.measure_context.reference = teacher
         self.measure_context.reference_costs[self.measure.name] = self.recorded_cost(0)
         done = self.run.progress()["iterations_done"]
-        student = (teacher if done == 0 else
-                   self.run.load_checkpoint(self.run.student_checkpoint(done)))
+        student = teacher if done == 0 else self.load_student(done)
         cost = self.recorded_cost(done)
         self.iterations_started = time.perf_counter()
         stopped = f"--iterations={self.cfg.iterations} reached"
@@ -182,7 +145,7 @@ class EPKD:
             tf_keras.utils.set_random_seed(self.cfg.data.seed + iteration)
             try:
                 result = self.last_result = self.step(student, iteration,
-                                                      self.next_target(cost),
+                                                      self.rules.next_target(cost),
                                                       current_cost=cost)
             except NoCandidateError as err:
                 # The per-layer floors are reached: the natural end of a run whose
@@ -196,29 +159,19 @@ class EPKD:
             faults.reached(f"iteration_{iteration}_done")
             self.report_progress(iteration, done)
         stopped = self.stop_reason() or stopped
-        self.finalize(stopped)
-        from epkd_tf.records.report import write_report
-        with self.clock.phase("logging"):
-            write_report(self.run)
-        self.run.append("timings", self.clock.flush())
-        self.run.mark(finished=True)
+        final = self.rules.choose_final(self.run.read("teacher"), self.run.read("students"))
+        self.recorder.final(final, stopped, self.teacher_model, self.load_student)
+        self.recorder.run_done()
         return self.run.read("students")
 
-    # -- budgets and stop rules ----------------------------------------------------------
+    def load_student(self, iteration: int) -> tf_keras.Model:
+        """Iteration ``iteration``'s student, from its verified checkpoint."""
+        return self.run.load_checkpoint(self.run.student_checkpoint(iteration))
+
+    # -- budgets and stop rules (epkd_tf.budget) -----------------------------------------
     def cost_of(self, model) -> float:
         """``model``'s cost in the budget's measure (measured on the runtime for latency)."""
-        if self.measure.name == "latency" and self.cfg.budget.latency_format == "tflite_int8":
-            self.measure_context.calibration = self.calibration()
         return self.measure.of(model, self.measure_context)
-
-    def next_target(self, cost: float) -> float:
-        """``keep_ratio`` × the current student's cost, but never below a --target_* goal in
-        the same measure (the last iteration lands on it instead of overshooting)."""
-        target = self.cfg.keep_ratio * cost
-        for goal in self.cfg.budget.goals():
-            if goal.measure == self.measure.name:
-                target = max(target, goal.value)
-        return int(round(target)) if self.measure.name == "params" else float(target)
 
     def recorded_cost(self, iteration: int) -> float:
         """The budget cost of the teacher (0) or of iteration ``iteration``'s student, as
@@ -228,124 +181,17 @@ class EPKD:
         students = self.run.read("students").set_index("iteration")
         return float(students.loc[iteration, "cost"])
 
-    def selection_accuracy(self, row) -> float:
-        """A teacher.csv / students.csv row's accuracy on the selection split."""
-        if self.has_validation:
-            return float(row["validation_accuracy"])
-        return float(row["test_accuracy"])
-
     def stop_reason(self) -> Optional[str]:
-        """Why no further iteration should run, judged on what is recorded (the same
-        decision when resumed): every --target_* goal met, or the last student more than
-        --max_accuracy_drop points below the teacher on the selection split."""
-        students = self.run.read("students")
-        if students.empty:
-            return None
-        last = students.iloc[-1]
-        if self.cfg.budget.goals() and bool(last["goal_met"]):
-            return f"iteration {int(last['iteration'])}'s student meets every --target_* goal"
-        drop = self.cfg.budget.max_accuracy_drop
-        if drop is not None:
-            teacher = self.selection_accuracy(self.run.read("teacher").iloc[0])
-            lost = 100 * (teacher - self.selection_accuracy(last))
-            if lost > drop:
-                return (f"iteration {int(last['iteration'])}'s student is {lost:.2f} points "
-                        f"below the teacher on the {self.selection_split} split "
-                        f"(--max_accuracy_drop={drop:g})")
-        return None
+        """Why no further iteration should run, judged on what is recorded."""
+        return self.rules.stop_reason(self.run.read("teacher"), self.run.read("students"))
+
+    def choose_final(self) -> int:
+        """The iteration of the final student (0: the teacher), judged on what is recorded."""
+        return self.rules.choose_final(self.run.read("teacher"), self.run.read("students"))
 
     @property
     def selection_split(self) -> str:
-        return "validation" if self.has_validation else "test"
-
-    def goals_met(self, model, costs: Dict[str, float]) -> bool:
-        """Whether ``model`` meets every --target_* goal (``costs``: measures known)."""
-        for goal in self.cfg.budget.goals():
-            if goal.measure not in costs:
-                costs[goal.measure] = make_measure(goal.measure).of(model, self.measure_context)
-            if not goal.met(costs[goal.measure]):
-                return False
-        return True
-
-    def choose_final(self) -> int:
-        """The iteration of the final student: the smallest in the budget's measure whose
-        selection accuracy is within --max_accuracy_drop of the teacher's (any student
-        without that rule); 0 (the teacher) when none is."""
-        students = self.run.read("students")
-        if students.empty:
-            return 0
-        drop = self.cfg.budget.max_accuracy_drop
-        if drop is not None:
-            teacher = self.selection_accuracy(self.run.read("teacher").iloc[0])
-            within = [100 * (teacher - self.selection_accuracy(row)) <= drop + 1e-9
-                      for _, row in students.iterrows()]
-            students = students[within]
-        if students.empty:
-            return 0
-        best = students.sort_values(["cost", "iteration"], ascending=[True, False]).iloc[0]
-        return int(best["iteration"])
-
-    def finalize(self, stopped: str) -> None:
-        """Names the final student (``final.csv``, ``stopped``: why the run ended) and
-        exports it under the name ``final`` (``serving/final/1``, ``tflite/final*.tflite``,
-        copies of its own exports). Part of the run's last stage: an interrupted one is
-        dropped and done again on resume."""
-        from epkd_tf.records import FINAL
-        final = self.choose_final()
-        with self.clock.phase("export", 0, FINAL):
-            rows = deploy.copy_exports(self.run, "teacher" if final == 0 else
-                                       f"student_{final}", FINAL, iteration=final)
-        if final == 0:
-            log.warning("warning: no student is within --max_accuracy_drop of the teacher; "
-                        "the final model is the teacher itself")
-            row = self.run.read("teacher").iloc[0]
-        else:
-            row = self.run.read("students").set_index("iteration").loc[final]
-        with self.clock.phase("student_evaluation", final):
-            latencies = self.side_by_side(final, rows)
-        for fmt, (_, final_ms, final_p90) in latencies.items():
-            at = rows["format"] == fmt
-            rows.loc[at, "latency_ms_median"], rows.loc[at, "latency_ms_p90"] = final_ms, \
-                final_p90
-        columns = {}
-        for fmt, prefix in SIDE_BY_SIDE_FORMATS.items():
-            teacher_ms, final_ms, _ = latencies.get(fmt, (np.nan, np.nan, np.nan))
-            columns[f"teacher_{prefix}_latency_ms"] = teacher_ms
-            columns[f"{prefix}_latency_ms"] = final_ms
-        self.run.append("final", pd.DataFrame([{
-            "iteration": final, "pruner": "teacher" if final == 0 else row["pruner"],
-            "nonzero_params": row["nonzero_params"], "macs": row["macs"],
-            "cost": row["cost"], "validation_accuracy": row["validation_accuracy"],
-            "test_accuracy": row["test_accuracy"], **columns, "stopped": stopped}]))
-        self.run.append("deployment", rows)
-
-    def side_by_side(self, final: int, final_rows: pd.DataFrame) -> Dict[str, tuple]:
-        """The teacher's and the final student's TFLite files timed side by side
-        (interleaved rounds, --latency_runs invokes each, --tflite_threads): format ->
-        (teacher median ms, final median ms, final 90th percentile ms), for every
-        exported format of SIDE_BY_SIDE_FORMATS; float TFLite is converted here when it
-        was not exported. The headline's speed-ups are these ratios, not ratios of
-        medians measured minutes apart."""
-        deployment = self.run.read("deployment")
-        files = {}
-        for fmt in SIDE_BY_SIDE_FORMATS:
-            teacher = deployment[(deployment["model"] == "teacher")
-                                 & (deployment["format"] == fmt)]
-            student = final_rows[final_rows["format"] == fmt]
-            if len(teacher) and len(student):
-                files[fmt] = [Path(self.run.path(path)).read_bytes()
-                              for path in (teacher["path"].iloc[0], student["path"].iloc[0])]
-        if "tflite" not in files:
-            model = (self.teacher_model if final == 0 else
-                     self.run.load_checkpoint(self.run.student_checkpoint(final)))
-            files["tflite"] = [tflite_files.to_tflite(self.teacher_model), tflite_files.to_tflite(model)]
-        timed = {}
-        for fmt, (teacher_file, final_file) in files.items():
-            (t, _), (f, f90) = tflite_files.tflite_latency_side_by_side(
-                [teacher_file, final_file], runs=self.cfg.latency_runs,
-                threads=self.cfg.tflite_threads, seed=self.cfg.data.seed)
-            timed[fmt] = (t, f, f90)
-        return timed
+        return selection.split_name(self.has_validation)
 
     def step(self, student: tf_keras.Model, iteration: int, target: float,
              current_cost: Optional[float] = None) -> IterationResult:
@@ -378,7 +224,7 @@ class EPKD:
             self.keep_previous(iteration, winner.pruner, nonfinite)
         elif len(history):
             kept_candidate, distilled_accuracy = self.distillation_regressed(
-                distilled, winner_selection_accuracy(table), iteration, winner.pruner)
+                distilled, selection.winner_selection_accuracy(table), iteration, winner.pruner)
         return IterationResult(
             iteration=iteration, target=target, temperature=self.schedule(iteration),
             candidates=candidates, table=table, winner=winner,
@@ -439,21 +285,14 @@ class EPKD:
                      model.count_params(), cfg.teacher.teacher_path)
         else:
             model, history = self.train_teacher()
-        reestimated, selection = False, np.nan
+        reestimated, selection_acc = False, np.nan
         if given:
-            model, reestimated, selection = self.given_teacher_statistics(model)
-        test_acc, val_acc = self.test_and_validation_accuracy(model, 0, selection)
-        with self.clock.phase("export", 0, "teacher"):
-            run.save_checkpoint(model, run.teacher_checkpoint())
-            deployment, tflite = self.deploy(model, "teacher", "teacher", 1, iteration=0,
-                                             test_accuracy=test_acc)
+            model, reestimated, selection_acc = self.given_teacher_statistics(model)
+        test_acc, val_acc = self.test_and_validation_accuracy(model, 0, selection_acc)
+        deployment, tflite = self.recorder.export(model, 0, test_acc)
         row = dict(self.measured_row(model, 0, tflite, test_acc, val_acc),
                    bn_reestimated=reestimated)
-        run.append("teacher_history", history)
-        run.append("teacher", pd.DataFrame([row]))
-        run.append("deployment", deployment)
-        run.append("timings", self.clock.flush())
-        run.mark(teacher_done=True)
+        self.recorder.teacher_done(row, history, deployment)
         log.info("Teacher done; elapsed %.0f s", self.clock.elapsed())
         return model
 
@@ -505,7 +344,7 @@ class EPKD:
         with self.clock.phase("teacher_training"):
             history = training.train_teacher(
                 model, self.data, cfg.teacher.teacher_epochs, cfg.teacher.learning_rate,
-                callbacks=[_tensorboard(self.run, "teacher"),
+                callbacks=[self.recorder.tensorboard("teacher"),
                            training.EpochLog("Teacher", cfg.teacher.teacher_epochs)],
                 verbose=self.verbose, jit_compile=cfg.jit_compile,
                 bn_batches=self.bn_batches(model))
@@ -514,7 +353,7 @@ class EPKD:
     def calibration(self):
         """The run's int8 calibration inputs (seeded training examples), drawn once."""
         if self._calibration is None:
-            self._calibration = deploy.calibration_examples(self.data, self.cfg.data.seed)
+            self._calibration = exports.calibration_examples(self.data, self.cfg.data.seed)
         return self._calibration
 
     def bn_batches(self, teacher: Optional[tf_keras.Model] = None) -> List:
@@ -534,22 +373,6 @@ class EPKD:
         """Re-estimates ``model``'s BatchNormalization statistics on :meth:`bn_batches`."""
         batches = self.bn_batches()
         batchnorm.recalibrate(model, batches, len(batches))
-
-    def deploy(self, model, name: str, serving_name: str, version: int, iteration: int,
-               test_accuracy=None):
-        """Writes ``model`` in every --export_formats format; its deployment.csv rows and
-        the float TFLite bytes (None when tflite is not exported)."""
-        cfg = self.cfg
-        if "tflite_int8" in cfg.export_formats:
-            self.calibration()
-        return deploy.export_model(self.run, model, name, cfg.export_formats,
-                                   serving_name=serving_name, version=version,
-                                   iteration=iteration, data=self.data,
-                                   latency_runs=cfg.latency_runs, threads=cfg.tflite_threads,
-                                   test_accuracy=test_accuracy, calibration=self._calibration,
-                                   int8_dense_per_channel=cfg.int8_dense_per_channel,
-                                   measuring=lambda: self.clock.phase(
-                                       "deployment_evaluation", iteration, serving_name))
 
     def pruning_context(self, iteration: int) -> PruningContext:
         """What the criteria see: the data, the shared plan settings, the seeded samples
@@ -620,36 +443,26 @@ class EPKD:
                            else np.nan)
                 test_acc = training.accuracy(c.model, self.data.test())
                 costs = tflite_files.measure_costs(c.model, runs=self.cfg.latency_runs)
-                cost = self.candidate_cost(c, costs)
+                macs = multiply_accumulates(c.model)
+                # Latency is timed again, side by side with the teacher
+                # (``costs.latency_ms`` is the candidate timed alone).
+                cost = self.measure.cost(c.model, self.measure_context, costs, macs)
             rows.append({"iteration": iteration, "pruner": c.pruner, "skipped": "",
-                         **costs.__dict__, "macs": multiply_accumulates(c.model),
+                         **costs.__dict__, "macs": macs,
                          "cost": cost, "predicted_cost": c.predicted_cost,
                          "target_cost": target, "train_sample_accuracy": train_acc,
                          "validation_accuracy": val_acc, "test_accuracy": test_acc})
-        selection = "validation_accuracy" if validation is not None else "test_accuracy"
-        table = rank_candidates(pd.DataFrame(rows), self.cfg.rank_weights, selection)
+        column = selection.selection_column(self.has_validation)
+        table = selection.rank_candidates(pd.DataFrame(rows), self.cfg.rank_weights, column)
         for row in table.sort_values("rank").itertuples():
             if row.skipped:
                 continue
             log.info("Iteration %d candidate #%d %-14s %s (target %s), train sample %.4f, "
                      "%s %.4f, score %.4f", iteration, row.rank, row.pruner,
                      self.measure.format(row.cost), self.measure.format(target),
-                     row.train_sample_accuracy, selection.split("_")[0],
-                     getattr(row, selection), row.weighted_score)
+                     row.train_sample_accuracy, self.selection_split,
+                     getattr(row, column), row.weighted_score)
         return table
-
-    def candidate_cost(self, candidate: Candidate, costs: tflite_files.Costs) -> float:
-        """A candidate's measured cost in the budget's measure (latency: timed again, side
-        by side with the teacher; ``costs.latency_ms`` is the candidate timed alone)."""
-        if self.measure.name == "params":
-            return float(costs.nonzero_params)
-        if self.measure.name == "size":
-            return costs.size_mb * 1e6
-        return self.cost_of(candidate.model)
-
-    @property
-    def has_validation(self) -> bool:
-        return bool(getattr(self.data, "has_validation", False))
 
     def selection_data(self):
         """The batched selection split: --validation_split when set, else the test split."""
@@ -702,8 +515,8 @@ class EPKD:
         guard = LossGuard(f"finetune_{iteration}")
         callbacks = [guard, training.EpochLog(f"Iteration {iteration} distillation (T={temperature:g})",
                                               d.finetune_epochs)]
-        if self.run is not None:
-            callbacks.append(_tensorboard(self.run, f"finetune_{iteration}"))
+        if self.recorder is not None:
+            callbacks.append(self.recorder.tensorboard(f"finetune_{iteration}"))
         logits = self.teacher_logits()
         batches = (self.data.train(teacher_logits=logits) if logits is not None
                    else self.data.train())
@@ -742,12 +555,12 @@ class EPKD:
         with self.clock.phase("student_evaluation", iteration):
             train_acc = training.accuracy(model, self.data.train_eval())
             costs = tflite_files.measure_costs(model, runs=self.cfg.latency_runs, tflite=tflite)
-            measured = {"params": float(costs.nonzero_params), "size": costs.size_mb * 1e6,
-                        "macs": float(multiply_accumulates(model))}
-            if self.measure.name not in measured:
-                measured[self.measure.name] = self.cost_of(model)
-            goal_met = self.goals_met(model, measured)
-        return {"iteration": iteration, **costs.__dict__, "macs": int(measured["macs"]),
+            macs = multiply_accumulates(model)
+            measured = {self.measure.name: self.measure.cost(model, self.measure_context,
+                                                             costs, macs)}
+            goal_met = self.rules.goals_met(measured, lambda name: make_measure(name).cost(
+                model, self.measure_context, costs, macs))
+        return {"iteration": iteration, **costs.__dict__, "macs": int(macs),
                 "cost": measured[self.measure.name], "train_accuracy": train_acc,
                 "validation_accuracy": val_acc, "test_accuracy": test_acc,
                 "goal_met": goal_met}
@@ -755,7 +568,7 @@ class EPKD:
     def record(self, result: IterationResult) -> float:
         """Writes the iteration's rows and exports; ``progress.json`` goes last. Returns
         the student's cost in the budget's measure."""
-        run, cfg, iteration = self.run, self.cfg, result.iteration
+        iteration = result.iteration
         student, winner = result.student, result.winner
         # The student's selection accuracy is known unless it is the previous student: the
         # kept-candidate rule measured the distilled copy, the ranking the candidate.
@@ -763,13 +576,8 @@ class EPKD:
                      result.winner_selection_accuracy if result.kept_candidate else
                      result.distilled_selection_accuracy)
         test_acc, val_acc = self.test_and_validation_accuracy(student, iteration, selection)
-        with self.clock.phase("export", iteration, "student"):
-            run.save_checkpoint(student, run.student_checkpoint(iteration))
-            deployment, tflite = self.deploy(student, f"student_{iteration}", "student",
-                                             iteration, iteration=iteration,
-                                             test_accuracy=test_acc)
-            if cfg.export_candidates:
-                self.export_candidates(result)
+        deployment, tflite = self.recorder.export(student, iteration, test_acc,
+                                                  result.candidates)
         row = self.measured_row(student, iteration, tflite, test_acc, val_acc)
         before = float(result.table.loc[result.table["pruner"] == winner.pruner,
                                         "test_accuracy"].iloc[0])
@@ -789,26 +597,11 @@ class EPKD:
             log.info("Iteration %d student (%s, T=%g): %s, test %.4f -> %.4f after "
                      "distillation", iteration, winner.pruner, result.temperature,
                      self.measure.format(row["cost"]), before, test_acc)
-        with self.clock.phase("logging", iteration):
-            run.append("candidates", result.table)
-            run.append("finetune_history", result.finetune_history)
-            run.append("criteria_correlation", self.correlation(result.candidates, iteration))
-            run.append("students", student_row)
-            run.append("deployment", deployment)
-        run.append("timings", self.clock.flush(iteration))
-        run.mark(iterations_done=iteration)
+        self.recorder.iteration_done(iteration, {
+            "candidates": result.table, "finetune_history": result.finetune_history,
+            "criteria_correlation": self.correlation(result.candidates, iteration),
+            "students": student_row, "deployment": deployment})
         return float(row["cost"])
-
-    def export_candidates(self, result: IterationResult) -> None:
-        """Every candidate of the iteration as a SavedModel (--export_candidates): the
-        models exactly as they were evaluated for candidates.csv."""
-        run = self.run
-        raw_shape = deploy.raw_image_shape(self.data)
-        for c in result.candidates:
-            run.write_directory(run.candidate_dir(result.iteration, c.pruner),
-                                lambda tmp, m=c.model: deploy.export_saved_model(
-                                    m, tmp, self.data.recipe.preprocess, raw_shape,
-                                    self.data.recipe.batchable))
 
     def correlation(self, candidates: List[Candidate], iteration: int) -> pd.DataFrame:
         """Spearman of every structured criterion with the reference criterion, if it ran."""

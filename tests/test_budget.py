@@ -15,7 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers_models import FakeData, lenet5, randomize, residual_model  # noqa: E402
 
 from epkd_tf.deploy import tflite as metrics  # noqa: E402
-from epkd_tf.budget import MEASURES, MeasureContext, make_measure  # noqa: E402
+from epkd_tf.budget import (MEASURES, MeasureContext, make_measure,  # noqa: E402
+                            multiply_accumulates)
 from epkd_tf.config import PruningConfig  # noqa: E402
 from epkd_tf.graph import analyze, dense_params, nonzero_params, remove_groups  # noqa: E402
 from epkd_tf.graph.count import macs_cost  # noqa: E402
@@ -51,13 +52,13 @@ def test_every_registered_measure_is_documented_and_valid():
 def test_macs_planner_is_exact_for_every_pruned_version(graph, model):
     """The plan's MAC count of a removal set equals the MACs of the rebuilt model."""
     cost = macs_cost(graph)
-    assert cost(np.ones(graph.num_units, bool)) == metrics.multiply_accumulates(model)
+    assert cost(np.ones(graph.num_units, bool)) == multiply_accumulates(model)
     rng = np.random.default_rng(0)
     for _ in range(5):
         removed = [g for g in range(graph.num_groups) if rng.random() < 0.4]
         keep = graph.unit_keep(removed)
         pruned = remove_groups(graph, removed)
-        assert cost(keep) == metrics.multiply_accumulates(pruned)
+        assert cost(keep) == multiply_accumulates(pruned)
 
 
 def test_size_planner_counts_four_bytes_per_stored_weight(graph, model, measure_context):
@@ -315,6 +316,7 @@ def test_a_pruner_at_its_floors_is_left_out_and_the_run_stops_when_none_can_go_o
 def test_final_student_is_the_smallest_within_the_allowed_drop(tmp_path):
     """choose_final on recorded tables: the cheapest student whose selection accuracy is
     within --max_accuracy_drop of the teacher's, else the teacher."""
+    from epkd_tf.budget import StopRules, make_measure
     from epkd_tf.config import BudgetConfig, RunConfig
     from epkd_tf.loop import EPKD
     from epkd_tf.records import RunDir
@@ -328,7 +330,12 @@ def test_final_student_is_the_smallest_within_the_allowed_drop(tmp_path):
     def final(drop):
         cfg = RunConfig(output_dir=run.root, budget=BudgetConfig(max_accuracy_drop=drop))
         epkd = EPKD(cfg, data=None, run=run)
-        return epkd.choose_final(), epkd.stop_reason()
+        rules = StopRules(cfg.budget, make_measure("params"), cfg.keep_ratio,
+                          validation=False)
+        decided = rules.choose_final(run.read("teacher"), run.read("students")), \
+            rules.stop_reason(run.read("teacher"), run.read("students"))
+        assert (epkd.choose_final(), epkd.stop_reason()) == decided   # the run asks them
+        return decided
 
     assert final(0.5) == (3, "iteration 4's student is 4.00 points below the teacher on "
                              "the test split (--max_accuracy_drop=0.5)")

@@ -7,7 +7,8 @@ import tf_keras
 
 from epkd_tf.config import DataConfig, DistillConfig, PruningConfig, RunConfig, TeacherConfig
 from epkd_tf.data import load_data
-from epkd_tf.loop import EPKD, rank_candidates
+from epkd_tf.loop import EPKD
+from epkd_tf.selection import rank_candidates
 from epkd_tf.records import RunDir
 from epkd_tf.timing import Clock
 from epkd_tf.settings import with_flags

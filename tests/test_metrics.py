@@ -37,8 +37,9 @@ def test_costs_count_zeros_separately(lenet):
 
 
 def test_weighted_score():
-    assert metrics.weighted_score(0.9, 0.8, (1, 3)) == pytest.approx((0.9 + 2.4) / 4)
-    assert metrics.weighted_score(0.9, 0.8, (0, 1)) == pytest.approx(0.8)
+    from epkd_tf.selection import weighted_score
+    assert weighted_score(0.9, 0.8, (1, 3)) == pytest.approx((0.9 + 2.4) / 4)
+    assert weighted_score(0.9, 0.8, (0, 1)) == pytest.approx(0.8)
 
 
 def test_multiply_accumulates_by_hand():

@@ -43,18 +43,28 @@ class MeasureContext:
     threads: int = 1
     runs: int = 50
     calibration: Optional[np.ndarray] = None  # int8 calibration inputs
+    # Draws them when an int8 file is first needed (a run's seeded training examples).
+    calibration_source: Optional[Callable[[], np.ndarray]] = None
     seed: int = 0
     latency_model: object = None            # epkd_tf.deploy.latency.LatencyModel, made on demand
     reference: object = None                # the teacher (a tf_keras model) or None
     reference_costs: dict = dataclasses.field(default_factory=dict)  # measure -> its cost
     _reference_files: dict = dataclasses.field(default_factory=dict)  # format -> bytes
 
+    def calibration_inputs(self) -> Optional[np.ndarray]:
+        """The int8 calibration inputs, drawn from ``calibration_source`` on first need
+        (None while every file measured is float)."""
+        if (self.calibration is None and self.calibration_source is not None
+                and self.latency_format == "tflite_int8"):
+            self.calibration = self.calibration_source()
+        return self.calibration
+
     def reference_file(self, fmt: str) -> bytes:
         """The reference model's TFLite file in ``fmt`` (converted once)."""
         if fmt not in self._reference_files:
-            from epkd_tf.deploy import tflite as metrics
-            self._reference_files[fmt] = metrics.to_tflite(self.reference, fmt,
-                                                           self.calibration)
+            from epkd_tf.deploy import tflite
+            self._reference_files[fmt] = tflite.to_tflite(self.reference, fmt,
+                                                          self.calibration_inputs())
         return self._reference_files[fmt]
 
     def model_for_latency(self):
@@ -107,6 +117,22 @@ class Measure(abc.ABC):
         """``value`` with its unit, for log lines (e.g. ``42,791 params``)."""
         return f"{value:,.0f} {self.unit}".strip()
 
+    def target(self, value: float) -> float:
+        """A cost to aim a candidate at, as this measure counts (whole parameters)."""
+        return float(value)
+
+    def from_costs(self, costs, macs: float) -> Optional[float]:
+        """The cost read off what every evaluation measures anyway (``costs``: a
+        :class:`epkd_tf.deploy.tflite.Costs` of the model's float TFLite file; ``macs``);
+        None when it must be measured on its own (:meth:`of`)."""
+        return None
+
+    def cost(self, model, ctx: MeasureContext, costs=None, macs: Optional[float] = None
+             ) -> float:
+        """The model's cost: read off ``costs``/``macs`` when they hold it, else measured."""
+        known = None if costs is None else self.from_costs(costs, macs)
+        return float(known) if known is not None else self.of(model, ctx)
+
 
 def register_measure(name: str):
     def decorate(cls):
@@ -130,6 +156,12 @@ class Params(Measure):
         from epkd_tf.graph import ParamCounter
         return ParamCounter(graph).count
 
+    def target(self, value):
+        return int(round(value))
+
+    def from_costs(self, costs, macs):
+        return float(costs.nonzero_params)
+
 
 @register_measure("macs")
 class Macs(Measure):
@@ -144,6 +176,9 @@ class Macs(Measure):
         from epkd_tf.graph.count import macs_cost
         return macs_cost(graph)
 
+    def from_costs(self, costs, macs):
+        return None if macs is None else float(macs)
+
 
 @register_measure("latency")
 class Latency(Measure):
@@ -156,16 +191,16 @@ class Latency(Measure):
     def of(self, model, ctx):
         """Alone without a reference (or for the reference itself); else side by side
         with it, as the ratio of the two medians × the reference's latency."""
-        from epkd_tf.deploy import tflite as metrics
-        flatbuffer = metrics.to_tflite(model, ctx.latency_format, ctx.calibration)
+        from epkd_tf.deploy import tflite
+        flatbuffer = tflite.to_tflite(model, ctx.latency_format, ctx.calibration_inputs())
         if ctx.reference is None or model is ctx.reference:
-            return metrics.tflite_latency(flatbuffer, runs=ctx.runs, threads=ctx.threads,
-                                          seed=ctx.seed)[0]
+            return tflite.tflite_latency(flatbuffer, runs=ctx.runs, threads=ctx.threads,
+                                         seed=ctx.seed)[0]
         reference = ctx.reference_file(ctx.latency_format)
         if self.name not in ctx.reference_costs:
-            ctx.reference_costs[self.name] = metrics.tflite_latency(
+            ctx.reference_costs[self.name] = tflite.tflite_latency(
                 reference, runs=ctx.runs, threads=ctx.threads, seed=ctx.seed)[0]
-        (mine, _), (theirs, _) = metrics.tflite_latency_side_by_side(
+        (mine, _), (theirs, _) = tflite.tflite_latency_side_by_side(
             [flatbuffer, reference], runs=ctx.runs, threads=ctx.threads, seed=ctx.seed)
         return ctx.reference_costs[self.name] * mine / theirs
 
@@ -185,8 +220,8 @@ class Size(Measure):
     exact = False
 
     def of(self, model, ctx):
-        from epkd_tf.deploy import tflite as metrics
-        return float(len(metrics.to_tflite(model)))
+        from epkd_tf.deploy import tflite
+        return float(len(tflite.to_tflite(model)))
 
     def planner(self, graph, ctx, current=None):
         # Four bytes per stored weight, plus the flatbuffer's own overhead (graph, tensor
@@ -200,18 +235,9 @@ class Size(Measure):
     def format(self, value):
         return f"{value / 1e6:.4f} MB"
 
+    def from_costs(self, costs, macs):
+        return costs.size_mb * 1e6
+
 
 def make_measure(name: str) -> Measure:
     return MEASURES.get(name)()
-
-
-# -- stop rules ---------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class Goal:
-    """A size the final student must reach in one measure (``--target_<measure>``)."""
-
-    measure: str
-    value: float
-
-    def met(self, cost: float) -> bool:
-        return cost <= self.value

@@ -31,7 +31,7 @@ import epkd_tf  # noqa: F401
 import tf_keras
 
 from epkd_tf import training
-from epkd_tf.distill import Distiller
+from epkd_tf.distill import finetune
 from epkd_tf.training import copy_model
 from epkd_tf.graph import nonzero_params
 from epkd_tf.registry import Registry
@@ -137,14 +137,10 @@ def train_distilled(model, teacher, data, epochs: int, learning_rate: float, alp
                     teacher_logits=None) -> None:
     """Hinton distillation from ``teacher`` (Adam, cosine decay, T^2-scaled soft loss);
     with ``teacher_logits`` (see epkd_tf.distill.cache) the teacher is not run at all."""
-    steps = -(-data.spec.num_train // data.cfg.batch_size)
-    distiller = Distiller(student=model, teacher=teacher, preserve_zeros=keep_zeros)
-    distiller.compile(optimizer=tf_keras.optimizers.Adam(
-        training.cosine_learning_rate(learning_rate, epochs, steps)),
-        alpha=alpha, temperature=temperature)
-    batches = data.train(teacher_logits=teacher_logits) if teacher_logits is not None \
-        else data.train()
-    distiller.fit(batches, epochs=epochs, verbose=verbose)
+    finetune.distil(model, teacher, data, epochs=epochs, learning_rate=learning_rate,
+                    alpha=alpha, temperature=temperature, batch_size=data.cfg.batch_size,
+                    preserve_zeros=keep_zeros, teacher_logits=teacher_logits,
+                    verbose=verbose)
 
 
 def per_round(epochs: int, rounds: int) -> int:

@@ -20,6 +20,7 @@ import pytest
 
 import keras          # Keras 3
 import tf_keras
+from epkd_tf.budget import multiply_accumulates
 from epkd_tf.deploy import tflite as metrics
 from epkd_tf.models import keras3_layers
 from epkd_tf.models.keras3 import Keras3ConversionError, load_keras3, save_keras3
@@ -81,7 +82,7 @@ def check_application(model, tmp_path):
         damped = converted(model, tmp_path, "damped")
         assert relative_error(damped(x).numpy(), model(x)) <= RELATIVE
     pruned = epkd_tf.prune(teacher, 0.5, criterion="l1_filter", budget="macs")
-    ratio = metrics.multiply_accumulates(pruned) / metrics.multiply_accumulates(teacher)
+    ratio = multiply_accumulates(pruned) / multiply_accumulates(teacher)
     assert abs(ratio - 0.5) <= 0.02, ratio
     assert pruned.count_params() < teacher.count_params()
     out = str(tmp_path / "pruned.keras")

@@ -1,0 +1,63 @@
+"""One distillation fine-tune, shared by the EPKD loop and the study's methods.
+
+A student is fitted to the teacher's softened outputs with :class:`Distiller` and Adam, at
+a constant learning rate or a cosine decay over every step of ``epochs``. The teacher's
+logits can be given precomputed (:mod:`epkd_tf.distill.cache`): the teacher then never
+runs.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+import tf_keras
+
+from epkd_tf import training
+from epkd_tf.distill.distiller import Distiller
+
+
+def distil(student: tf_keras.Model, teacher: tf_keras.Model, data, *, epochs: int,
+           learning_rate: float, alpha: float, temperature: float, batch_size: int,
+           cosine: bool = True, batchnorm: str = "auto", preserve_zeros: bool = True,
+           teacher_logits=None, callbacks: Sequence = (), validation_data=None,
+           track_accuracy: bool = False, jit_compile: Optional[bool] = None,
+           verbose: int = 0):
+    """Fine-tunes ``student`` in place by distillation from ``teacher``.
+
+    Args:
+        student: the model trained (changed in place).
+        teacher: the model whose outputs it learns (never changed).
+        data: the training data (``data.train()`` batches, ``data.spec.num_train``).
+        epochs: passes over the training split.
+        learning_rate: Adam's rate (the peak of the cosine decay when ``cosine``).
+        alpha: the weight of the hard-label loss (1 - alpha weighs the soft one).
+        temperature: the softening temperature of both outputs.
+        batch_size: the batch size of ``data.train()`` (the cosine decay's step count).
+        cosine: decay the rate over every step (else constant).
+        batchnorm: how the student's BatchNormalization layers normalise
+            (:class:`Distiller`'s ``batchnorm``).
+        preserve_zeros: weights that are exactly zero stay zero (magnitude sparsity).
+        teacher_logits: the teacher's logits on the training split, or None.
+        callbacks: Keras callbacks of the fit.
+        validation_data: evaluated after each epoch, or None.
+        track_accuracy: also record the training accuracy per epoch.
+        jit_compile: compile the training step with XLA (None: Keras' default).
+        verbose: Keras' verbosity.
+
+    Returns:
+        The Keras ``History`` of the fit.
+    """
+    steps = -(-data.spec.num_train // batch_size)
+    rate = (training.cosine_learning_rate(learning_rate, epochs, steps) if cosine
+            else learning_rate)
+    distiller = Distiller(student=student, teacher=teacher, preserve_zeros=preserve_zeros,
+                          batchnorm=batchnorm)
+    metrics: Optional[list] = ([tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+                               if track_accuracy else None)
+    extra = {} if jit_compile is None else {"jit_compile": jit_compile}
+    distiller.compile(optimizer=tf_keras.optimizers.Adam(rate), metrics=metrics,
+                      alpha=alpha, temperature=temperature, **extra)
+    batches = (data.train(teacher_logits=teacher_logits) if teacher_logits is not None
+               else data.train())
+    return distiller.fit(batches, validation_data=validation_data, epochs=epochs,
+                         verbose=verbose, callbacks=list(callbacks))

@@ -1,0 +1,61 @@
+"""The stop rules and the measures' bookkeeping on plain numbers (no model, no training)."""
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from epkd_tf.budget import StopRules, make_measure
+from epkd_tf.config import BudgetConfig
+
+
+@dataclasses.dataclass
+class FakeCosts:
+    nonzero_params: int = 1234
+    size_mb: float = 0.5
+
+
+def rules(measure="params", keep_ratio=0.5, **budget):
+    return StopRules(BudgetConfig(budget=measure, **budget), make_measure(measure),
+                     keep_ratio, validation=False)
+
+
+def test_next_target_is_the_keep_ratio_of_the_cost_and_never_below_a_goal():
+    assert rules().next_target(1001) == 500               # whole parameters
+    assert isinstance(rules().next_target(1001), int)
+    assert rules(target_params=700).next_target(1000) == 700
+    assert rules("macs", target_params=700).next_target(1000.0) == 500.0  # other measure
+    assert rules("size", target_size_mb=0.6).next_target(1e6) == pytest.approx(6e5)
+
+
+def test_goals_met_measures_only_the_goals_not_known():
+    asked = []
+    checker = rules(target_params=100, target_macs=50)
+
+    def measure(name):
+        asked.append(name)
+        return 40.0
+
+    costs = {"params": 90.0}
+    assert checker.goals_met(costs, measure) and asked == ["macs"]
+    assert not checker.goals_met({"params": 101.0}, measure)
+    assert rules().goals_met({}, measure)                 # no goal: always met
+
+
+def test_stop_reason_on_recorded_rows():
+    teacher = pd.DataFrame([{"test_accuracy": 0.99, "validation_accuracy": np.nan}])
+    students = pd.DataFrame({"iteration": [1], "test_accuracy": [0.95],
+                             "goal_met": [False]})
+    assert rules().stop_reason(teacher, students.iloc[0:0]) is None
+    assert rules().stop_reason(teacher, students) is None
+    assert "4.00 points below" in rules(max_accuracy_drop=1.0).stop_reason(teacher, students)
+    met = students.assign(goal_met=True)
+    assert "meets every --target_* goal" in rules(target_params=1).stop_reason(teacher, met)
+
+
+@pytest.mark.parametrize("name, expected", [("params", 1234.0), ("size", 5e5),
+                                            ("macs", 77.0), ("latency", None)])
+def test_each_measure_reads_its_cost_off_the_standard_measurements(name, expected):
+    measure = make_measure(name)
+    got = measure.from_costs(FakeCosts(), 77.0)
+    assert got == (pytest.approx(expected) if expected is not None else None)
