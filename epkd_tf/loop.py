@@ -20,14 +20,16 @@ model its ``candidates.csv`` row describes. The selection split is ``--validatio
 when set (no test example then influences any choice), else the test split (the seed's
 definition, whose test accuracies of selected students are optimistic).
 
-The teacher is trained from ``--teacher`` or loaded from ``--teacher_path``.
+Each concern has its own home; this module only sequences them: the teacher stage
+(``teachers.py``), the examples drawn once (``samples.py``), measuring models
+(``evaluation.py``), ranking and the selection split (``selection.py``), the stop rules
+and the final choice (``budget/stop.py``), distillation (``distill/finetune.py``) and
+everything written to the run directory (``records/recorder.py``).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import math
 import time
 from typing import Dict, List, Optional
 
@@ -38,21 +40,20 @@ import epkd_tf  # noqa: F401
 import tf_keras
 
 from epkd_tf import faults, selection, training
-from epkd_tf.budget import MeasureContext, StopRules, make_measure, multiply_accumulates
+from epkd_tf.budget import MeasureContext, StopRules, make_measure
 from epkd_tf.config import RunConfig
-from epkd_tf.deploy import exports
-from epkd_tf.deploy import tflite as tflite_files
-from epkd_tf.distill import Distiller, batchnorm
-from epkd_tf.errors import NoCandidateError, NonFiniteLossError  # noqa: F401  (re-exported)
-from epkd_tf.models import build_model
+from epkd_tf.distill import finetune
+from epkd_tf.evaluation import Evaluator
+from epkd_tf.errors import NoCandidateError, NonFiniteLossError
 from epkd_tf.pruning import Candidate, PruningContext, PruningError, criteria_correlation
 from epkd_tf.records import RunDir
 from epkd_tf.records.recorder import Recorder
+from epkd_tf.samples import RunSamples
+from epkd_tf.teachers import TeacherStage
 from epkd_tf.timing import Clock
 from epkd_tf.training import LossGuard
 
 log = logging.getLogger("epkd_tf")
-
 
 
 @dataclasses.dataclass
@@ -86,8 +87,6 @@ class IterationResult:
         return selection.winner_selection_accuracy(self.table)
 
 
-
-
 class EPKD:
     """EPKD over ``cfg`` on loaded ``data``.
 
@@ -102,31 +101,39 @@ class EPKD:
         self.cfg, self.data, self.run, self.verbose = cfg, data, run, verbose
         self.pruners = cfg.pruning.make_pruners()
         self.schedule = cfg.distill.schedule()
-        #: The budget's measure and how it measures (README, Budgets).
+        #: The budget's measure and how it measures (docs/budgets.md).
         self.measure = make_measure(cfg.budget.budget)
+        self.teacher_model = teacher
+        self.clock = Clock()
+        self._pruning_context: Optional[PruningContext] = None
+        self.last_result: Optional[IterationResult] = None
+        #: The examples the run draws once (calibration, BN batches, ranking, logits).
+        self.samples = RunSamples(
+            cfg, data, self.clock, teacher=lambda: self.teacher_model,
+            sample=lambda n: self.pruning_context(0).sample(n),
+            resumed=lambda: run is not None and run.progress()["iterations_done"] > 0)
+        if teacher_logits is not None:
+            self.samples.use_teacher_logits(teacher_logits)
         self.measure_context = MeasureContext(
             latency_format=cfg.budget.latency_format, threads=cfg.tflite_threads,
             runs=cfg.latency_runs, seed=cfg.data.seed, reference=teacher,
-            calibration_source=self.calibration)
+            calibration_source=self.samples.calibration)
         self.has_validation = selection.has_validation(data)
         #: When to stop and which student is final, judged on the recorded tables.
         self.rules = StopRules(cfg.budget, self.measure, cfg.keep_ratio, self.has_validation)
-        self.clock = Clock()
+        self.evaluator = Evaluator(cfg, data, self.clock, self.measure, self.measure_context,
+                                   self.rules, self.samples.ranking_examples)
         #: Writes each stage (None for ``step`` alone, which writes nothing).
-        self.recorder = (Recorder(run, cfg, data, self.clock, self.calibration)
+        self.recorder = (Recorder(run, cfg, data, self.clock, self.samples.calibration)
                          if run is not None else None)
-        self.teacher_model = teacher
-        self._teacher_logits = teacher_logits
-        self._calibration = None
-        self._bn_batches = None
-        self._pruning_context: Optional[PruningContext] = None
-        self.last_result: Optional[IterationResult] = None
+        self.teacher_stage = TeacherStage(cfg, data, self.clock, self.samples,
+                                          self.evaluator, self.recorder, verbose)
 
     # -- the algorithm -------------------------------------------------------------------
     def __call__(self) -> pd.DataFrame:
         tf_keras.utils.set_random_seed(self.cfg.data.seed)
         self.run.drop_unfinished()
-        teacher = self.teacher_model = self.teacher()
+        teacher = self.teacher_model = self.teacher_stage(self.run, self.teacher_model)
         # Every later latency is timed side by side with the teacher and scaled by its
         # recorded latency (a resumed run keeps the same scale).
         self.measure_context.reference = teacher
@@ -214,7 +221,8 @@ class EPKD:
             raise ValueError(f"--budget={self.measure.name}: none of --pruners can lower it "
                              f"({'; '.join(skipped.values())}); add a structured pruner.")
         candidates = self.make_candidates(student, target, iteration, current_cost, skipped)
-        table = self.evaluate(candidates, iteration, target, skipped)
+        table = self.evaluator.candidates_table(candidates, self.pruners, iteration, target,
+                                                skipped)
         winner_name = table.loc[table["rank"] == 1, "pruner"].iloc[0]
         winner = next(c for c in candidates if c.pruner == winner_name)
         distilled, history, nonfinite = self.distil(winner.model, iteration)
@@ -241,8 +249,7 @@ class EPKD:
         winning candidate was when ranked, the candidate as ranked goes on as the
         iteration's student and the run says so. Returns (kept the candidate, the
         distilled copy's selection accuracy)."""
-        with self.clock.phase("student_evaluation", iteration):
-            accuracy = training.accuracy(distilled, self.selection_data())
+        accuracy = self.evaluator.selection_accuracy(distilled, iteration)
         if accuracy >= winner_accuracy:
             return False, accuracy
         log.warning("warning: iteration %d: distillation left the %s candidate less accurate "
@@ -262,117 +269,6 @@ class EPKD:
                                      f"{self.cfg.distill.learning_rate:g}).")
         log.warning("warning: %s; fine-tune stopped, iteration %d keeps the previous "
                     "student", what, iteration)
-
-    # -- stages --------------------------------------------------------------------------
-    def teacher(self) -> tf_keras.Model:
-        """Trains the teacher, or loads it from --teacher_path (or reloads it when
-        resuming), and exports it."""
-        run, cfg = self.run, self.cfg
-        if run.progress()["teacher_done"]:
-            log.info("Teacher: reloaded from %s", run.teacher_checkpoint())
-            return run.load_checkpoint(run.teacher_checkpoint())
-        given = self.teacher_model is not None or bool(cfg.teacher.teacher_path)
-        if self.teacher_model is not None:      # given by the caller (the Python API)
-            model = self.teacher_model
-            history = pd.DataFrame(columns=training.HISTORY_COLUMNS)   # not trained here
-            log.info("Teacher: %s, %d params, given (not trained)", model.name,
-                     model.count_params())
-        elif cfg.teacher.teacher_path:
-            from epkd_tf.models.user import load_user_model
-            model = load_user_model(cfg.teacher.teacher_path, "teacher_path")
-            history = pd.DataFrame(columns=training.HISTORY_COLUMNS)   # not trained here
-            log.info("Teacher: %s, %d params, loaded from %s (not trained)", model.name,
-                     model.count_params(), cfg.teacher.teacher_path)
-        else:
-            model, history = self.train_teacher()
-        reestimated, selection_acc = False, np.nan
-        if given:
-            model, reestimated, selection_acc = self.given_teacher_statistics(model)
-        test_acc, val_acc = self.test_and_validation_accuracy(model, 0, selection_acc)
-        deployment, tflite = self.recorder.export(model, 0, test_acc)
-        row = dict(self.measured_row(model, 0, tflite, test_acc, val_acc),
-                   bn_reestimated=reestimated)
-        self.recorder.teacher_done(row, history, deployment)
-        log.info("Teacher done; elapsed %.0f s", self.clock.elapsed())
-        return model
-
-    def given_teacher_statistics(self, model):
-        """A given teacher (not trained by the run), whether its BatchNormalization
-        statistics were re-estimated, and its selection-split accuracy (NaN when not
-        measured: no such layers or batches): a copy with statistics re-estimated on
-        :meth:`bn_batches` replaces it when the copy is more accurate on the selection
-        split by more than one binomial standard error of the given accuracy.
-
-        A short-trained model's moving statistics lag its weights (momentum 0.99 keeps 72%
-        of the initial ones after 32 steps), so its inference function is far from what it
-        learned; every student distilled from that function inherits the damage (a
-        one-epoch residual teacher at 90.1% gave a 56.1% student from a 94.2% candidate).
-        The re-estimated teacher is what the run records, exports and distils from
-        (teacher.csv ``bn_reestimated``); the user's file or object is not changed."""
-        batches = self.bn_batches(model)
-        if not batches:
-            return model, False, np.nan
-        with self.clock.phase("student_evaluation", 0):
-            split = self.selection_data()
-            given = training.accuracy(model, split)
-            copy = training.copy_model(model)
-            batchnorm.recalibrate(copy, batches, len(batches))
-            estimated = training.accuracy(copy, split)
-        examples = (self.data.spec.num_validation if self.has_validation
-                    else self.data.spec.num_test)
-        noise = math.sqrt(given * (1.0 - given) / max(examples, 1))
-        if estimated - given > noise:
-            log.warning("warning: the teacher's BatchNormalization statistics lag its "
-                        "weights: %s accuracy %.4f as given, %.4f with statistics "
-                        "re-estimated on %d training batches; the run uses the re-estimated "
-                        "teacher (--bn_recalibration_batches=0 keeps it as given)",
-                        self.selection_split, given, estimated, len(batches))
-            return copy, True, estimated
-        log.info("Teacher's BatchNormalization statistics kept: %s accuracy %.4f as given, "
-                 "%.4f re-estimated", self.selection_split, given, estimated)
-        return model, False, given
-
-    def train_teacher(self):
-        """Builds --teacher and trains it; (model, per-epoch history). A NaN/Inf loss
-        stops the run: every later stage needs the teacher."""
-        cfg, spec = self.cfg, self.data.spec
-        model = build_model(cfg.teacher.teacher, spec.input_shape, spec.num_classes,
-                            width=cfg.teacher.width)
-        log.info("Teacher: %s, %d params, training %d epochs on %d examples",
-                 cfg.teacher.teacher, model.count_params(), cfg.teacher.teacher_epochs,
-                 spec.num_train)
-        with self.clock.phase("teacher_training"):
-            history = training.train_teacher(
-                model, self.data, cfg.teacher.teacher_epochs, cfg.teacher.learning_rate,
-                callbacks=[self.recorder.tensorboard("teacher"),
-                           training.EpochLog("Teacher", cfg.teacher.teacher_epochs)],
-                verbose=self.verbose, jit_compile=cfg.jit_compile,
-                bn_batches=self.bn_batches(model))
-        return model, history
-
-    def calibration(self):
-        """The run's int8 calibration inputs (seeded training examples), drawn once."""
-        if self._calibration is None:
-            self._calibration = exports.calibration_examples(self.data, self.cfg.data.seed)
-        return self._calibration
-
-    def bn_batches(self, teacher: Optional[tf_keras.Model] = None) -> List:
-        """The run's --bn_recalibration_batches batches of seeded training examples, drawn
-        once ([] when the teacher, ``teacher`` or the run's, has no BatchNormalization
-        layer: nothing pruned from it has one either)."""
-        if self._bn_batches is None:
-            wanted = self.cfg.bn_recalibration_batches
-            teacher = teacher if teacher is not None else self.teacher_model
-            has_bn = teacher is not None and batchnorm.batchnorm_layers(teacher)
-            self._bn_batches = (batchnorm.sample_batches(self.data, wanted,
-                                                         seed=self.cfg.data.seed)
-                                if has_bn else [])
-        return self._bn_batches
-
-    def recalibrate(self, model) -> None:
-        """Re-estimates ``model``'s BatchNormalization statistics on :meth:`bn_batches`."""
-        batches = self.bn_batches()
-        batchnorm.recalibrate(model, batches, len(batches))
 
     def pruning_context(self, iteration: int) -> PruningContext:
         """What the criteria see: the data, the shared plan settings, the seeded samples
@@ -419,79 +315,8 @@ class EPKD:
                                    f"({'; '.join(sorted(set(skipped.values())))})")
         for candidate in candidates:
             # Removing units upstream changes what every later normalisation layer sees.
-            self.recalibrate(candidate.model)
+            self.samples.recalibrate(candidate.model)
         return candidates
-
-    def evaluate(self, candidates: List[Candidate], iteration: int, target: float = np.nan,
-                 skipped: Optional[Dict[str, str]] = None) -> pd.DataFrame:
-        """Accuracy, size, MACs, latency and budget cost of every candidate, ranked on the
-        selection split; a row per pruner left out of the iteration (``skipped``: why)."""
-        rows = []
-        ranking_data = self.ranking_examples()
-        validation = self.data.validation() if self.has_validation else None
-        made = {c.pruner: c for c in candidates}
-        for pruner in self.pruners:
-            if pruner.name not in made:
-                rows.append({"iteration": iteration, "pruner": pruner.name,
-                             "skipped": (skipped or {}).get(pruner.name, "not made"),
-                             "target_cost": target})
-                continue
-            c = made[pruner.name]
-            with self.clock.phase("candidate_evaluation", iteration, c.pruner):
-                train_acc = training.accuracy(c.model, ranking_data)
-                val_acc = (training.accuracy(c.model, validation) if validation is not None
-                           else np.nan)
-                test_acc = training.accuracy(c.model, self.data.test())
-                costs = tflite_files.measure_costs(c.model, runs=self.cfg.latency_runs)
-                macs = multiply_accumulates(c.model)
-                # Latency is timed again, side by side with the teacher
-                # (``costs.latency_ms`` is the candidate timed alone).
-                cost = self.measure.cost(c.model, self.measure_context, costs, macs)
-            rows.append({"iteration": iteration, "pruner": c.pruner, "skipped": "",
-                         **costs.__dict__, "macs": macs,
-                         "cost": cost, "predicted_cost": c.predicted_cost,
-                         "target_cost": target, "train_sample_accuracy": train_acc,
-                         "validation_accuracy": val_acc, "test_accuracy": test_acc})
-        column = selection.selection_column(self.has_validation)
-        table = selection.rank_candidates(pd.DataFrame(rows), self.cfg.rank_weights, column)
-        for row in table.sort_values("rank").itertuples():
-            if row.skipped:
-                continue
-            log.info("Iteration %d candidate #%d %-14s %s (target %s), train sample %.4f, "
-                     "%s %.4f, score %.4f", iteration, row.rank, row.pruner,
-                     self.measure.format(row.cost), self.measure.format(target),
-                     row.train_sample_accuracy, self.selection_split,
-                     getattr(row, column), row.weighted_score)
-        return table
-
-    def selection_data(self):
-        """The batched selection split: --validation_split when set, else the test split."""
-        return self.data.validation() if self.has_validation else self.data.test()
-
-    def ranking_examples(self):
-        """The training examples whose accuracy ranks the candidates: --eval_examples of
-        them (the same seeded subset every iteration, shared with any criterion that draws
-        as many), or the whole split."""
-        n = self.cfg.eval_examples
-        if n == 0 or n >= self.data.spec.num_train:
-            return self.data.train_eval()
-        x, y = self.pruning_context(0).sample(n)
-        import tensorflow as tf
-        return tf.data.Dataset.from_tensor_slices((x, y)).batch(self.cfg.data.batch_size)
-
-    def teacher_logits(self):
-        """The teacher's logits on the training split, computed once per run (None when
-        the training data is augmented: then the teacher runs on every batch)."""
-        if self._teacher_logits is None:
-            from epkd_tf.distill.cache import teacher_logits_for
-            # One teacher_logits row per run (computed in iteration 1): a resumed run
-            # computes the cache again, and that time counts as `other` (README,
-            # Reproducibility).
-            resumed = self.run is not None and self.run.progress()["iterations_done"] > 0
-            with contextlib.nullcontext() if resumed else self.clock.phase("teacher_logits"):
-                logits = teacher_logits_for(self.teacher_model, self.data)
-            self._teacher_logits = False if logits is None else logits
-        return None if self._teacher_logits is False else self._teacher_logits
 
     def distil(self, model, iteration: int):
         """Fine-tunes a copy of ``model`` (the winner, which stays as it was evaluated) by
@@ -503,67 +328,29 @@ class EPKD:
         student = training.copy_model(model)
         if not d.finetune_epochs:
             return student, history, None
-        distiller = Distiller(student=student, teacher=self.teacher_model,
-                              preserve_zeros=True, batchnorm=d.batchnorm)
-        steps = -(-self.data.spec.num_train // self.cfg.data.batch_size)
-        rate = (training.cosine_learning_rate(d.learning_rate, d.finetune_epochs, steps)
-                if d.learning_rate_schedule == "cosine" else d.learning_rate)
-        distiller.compile(optimizer=tf_keras.optimizers.Adam(rate),
-                          metrics=[tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-                          alpha=d.alpha, temperature=temperature,
-                          jit_compile=self.cfg.jit_compile)
         guard = LossGuard(f"finetune_{iteration}")
-        callbacks = [guard, training.EpochLog(f"Iteration {iteration} distillation (T={temperature:g})",
-                                              d.finetune_epochs)]
+        callbacks = [guard, training.EpochLog(f"Iteration {iteration} distillation "
+                                              f"(T={temperature:g})", d.finetune_epochs)]
         if self.recorder is not None:
             callbacks.append(self.recorder.tensorboard(f"finetune_{iteration}"))
-        logits = self.teacher_logits()
-        batches = (self.data.train(teacher_logits=logits) if logits is not None
-                   else self.data.train())
+        logits = self.samples.teacher_logits()
         with self.clock.phase("distillation", iteration):
-            fitted = distiller.fit(batches, validation_data=self.data.test(),
-                                   epochs=d.finetune_epochs, verbose=self.verbose,
-                                   callbacks=callbacks)
+            fitted = finetune.distil(
+                student, self.teacher_model, self.data, epochs=d.finetune_epochs,
+                learning_rate=d.learning_rate, alpha=d.alpha, temperature=temperature,
+                batch_size=self.cfg.data.batch_size,
+                cosine=d.learning_rate_schedule == "cosine", batchnorm=d.batchnorm,
+                teacher_logits=logits, callbacks=callbacks,
+                validation_data=self.data.test(), track_accuracy=True,
+                jit_compile=self.cfg.jit_compile, verbose=self.verbose)
         if not guard.problem and d.batchnorm == "batch":
             # Frozen statistics are the ones the student was trained with: re-estimating
             # them would change the function distillation fitted.
-            self.recalibrate(student)
+            self.samples.recalibrate(student)
         frame = training.history_frame(fitted)
         frame.insert(0, "iteration", iteration)
         frame.insert(2, "temperature", temperature)
         return student, frame, guard.problem
-
-    def test_and_validation_accuracy(self, model, iteration: int, selection=np.nan):
-        """``model``'s test and validation accuracies (NaN without a validation split);
-        ``selection``, its accuracy on the selection split when already measured (NaN:
-        not), is reused instead of evaluating that split again."""
-        known = not np.isnan(selection)
-        with self.clock.phase("student_evaluation", iteration):
-            if self.has_validation:
-                val_acc = selection if known else training.accuracy(model,
-                                                                    self.data.validation())
-                return training.accuracy(model, self.data.test()), val_acc
-            return (selection if known else training.accuracy(model, self.data.test()),
-                    np.nan)
-
-    def measured_row(self, model, iteration: int, tflite: Optional[bytes],
-                     test_acc: float, val_acc: float) -> dict:
-        """What teacher.csv and students.csv record of a model: sizes, MACs, its cost in the
-        budget's measure, its accuracies (whole training split; the validation split's
-        ``val_acc``, NaN without one; the test split's ``test_acc``) and whether it meets
-        every --target_* goal."""
-        with self.clock.phase("student_evaluation", iteration):
-            train_acc = training.accuracy(model, self.data.train_eval())
-            costs = tflite_files.measure_costs(model, runs=self.cfg.latency_runs, tflite=tflite)
-            macs = multiply_accumulates(model)
-            measured = {self.measure.name: self.measure.cost(model, self.measure_context,
-                                                             costs, macs)}
-            goal_met = self.rules.goals_met(measured, lambda name: make_measure(name).cost(
-                model, self.measure_context, costs, macs))
-        return {"iteration": iteration, **costs.__dict__, "macs": int(macs),
-                "cost": measured[self.measure.name], "train_accuracy": train_acc,
-                "validation_accuracy": val_acc, "test_accuracy": test_acc,
-                "goal_met": goal_met}
 
     def record(self, result: IterationResult) -> float:
         """Writes the iteration's rows and exports; ``progress.json`` goes last. Returns
@@ -572,13 +359,14 @@ class EPKD:
         student, winner = result.student, result.winner
         # The student's selection accuracy is known unless it is the previous student: the
         # kept-candidate rule measured the distilled copy, the ranking the candidate.
-        selection = (np.nan if result.kept_previous else
+        known = (np.nan if result.kept_previous else
                      result.winner_selection_accuracy if result.kept_candidate else
                      result.distilled_selection_accuracy)
-        test_acc, val_acc = self.test_and_validation_accuracy(student, iteration, selection)
+        test_acc, val_acc = self.evaluator.test_and_validation_accuracy(student, iteration,
+                                                                        known)
         deployment, tflite = self.recorder.export(student, iteration, test_acc,
                                                   result.candidates)
-        row = self.measured_row(student, iteration, tflite, test_acc, val_acc)
+        row = self.evaluator.measured_row(student, iteration, tflite, test_acc, val_acc)
         before = float(result.table.loc[result.table["pruner"] == winner.pruner,
                                         "test_accuracy"].iloc[0])
         student_row = pd.DataFrame([{

@@ -96,13 +96,13 @@ def test_the_loop_recalibrates_candidates_and_distilled_students(tiny_dir, batch
     data = load_data(cfg.data)
     teacher = _conv_bn_teacher(data.spec.num_classes)
     epkd = EPKD(cfg, data, None, teacher=teacher)
-    x = np.concatenate(epkd.bn_batches()) if batches else None
-    assert (len(epkd.bn_batches()), 0 if x is None else len(x)) == (batches, 32 * batches)
+    x = np.concatenate(epkd.samples.bn_batches()) if batches else None
+    assert (len(epkd.samples.bn_batches()), 0 if x is None else len(x)) == (batches, 32 * batches)
 
     def expected_mean(model):
         # Independent: the mean of the conv layer's per-batch channel means.
         conv = tf_keras.Model(model.inputs, model.get_layer("conv").output)
-        return np.mean([conv(b).numpy().mean((0, 1, 2)) for b in epkd.bn_batches()], 0)
+        return np.mean([conv(b).numpy().mean((0, 1, 2)) for b in epkd.samples.bn_batches()], 0)
 
     [candidate] = epkd.make_candidates(teacher, 0.6 * teacher.count_params(), 1)
     kept = candidate.model.get_layer("bn").moving_mean.numpy()

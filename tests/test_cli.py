@@ -119,7 +119,7 @@ def test_the_console_shows_only_epkd_tf_lines_unless_verbose(uninterrupted, tiny
 
 def test_a_bad_flag_is_refused_before_tensorflow_loads():
     code = ("import sys\n"
-            "from epkd_tf import main\n"
+            "from epkd_tf.cli import main\n"
             "argv = ['epkd', '--keep_ratio=1.5', '--output_dir=/tmp/never']\n"
             "main.parse_flags(argv)\n"
             "status = main.main(argv[:1])\n"

@@ -15,7 +15,9 @@ import pytest
 import tensorflow as tf
 
 import tf_keras
-from epkd_tf.deploy import exports as deploy, metrics, training
+from epkd_tf import training
+from epkd_tf.deploy import exports as deploy
+from epkd_tf.deploy import tflite as metrics
 from epkd_tf.config import DataConfig
 from epkd_tf.data import load_data
 from epkd_tf.models import build_model

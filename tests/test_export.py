@@ -7,7 +7,8 @@ import tensorflow as tf
 
 import tf_keras
 from cli_helpers import error_lines, run_in_process, run_subprocess
-from epkd_tf.cli import export, training
+from epkd_tf import training
+from epkd_tf.cli import export
 from epkd_tf.config import DataConfig
 from epkd_tf.data import load_data
 from epkd_tf.models import build_model

@@ -36,15 +36,15 @@ def test_rank_weights_change_the_winner():
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_dir, tmp_path_factory):
-    import epkd_tf.loop as loop_module
+    import epkd_tf.distill.finetune as finetune_module
     teachers = []
-    real = loop_module.Distiller
+    real = finetune_module.Distiller
 
     def spy(student, teacher, **kwargs):
         teachers.append(teacher)
         return real(student=student, teacher=teacher, **kwargs)
 
-    loop_module.Distiller = spy
+    finetune_module.Distiller = spy
     cfg = RunConfig(
         data=DataConfig(dataset="tiny_digits", data_dir=tiny_dir, batch_size=32),
         teacher=TeacherConfig(teacher="lenet300_100", teacher_epochs=2),
@@ -62,7 +62,7 @@ def tiny_run(tiny_dir, tmp_path_factory):
     try:
         students = epkd()
     finally:
-        loop_module.Distiller = real
+        finetune_module.Distiller = real
     run.teachers_seen, run.epkd = teachers, epkd
     run.seconds = time.perf_counter() - started
     return cfg, run, students
@@ -201,14 +201,14 @@ def test_clock_phases_are_exclusive(monkeypatch):
 
 def test_distillation_reads_cached_teacher_logits(tiny_run):
     _, run, _ = tiny_run
-    logits = run.epkd.teacher_logits()          # computed once, during iteration 1
+    logits = run.epkd.samples.teacher_logits()          # computed once, during iteration 1
     assert logits.shape == (256, 4)
     assert len(run.read("timings").query("phase == 'teacher_logits'")) == 1
 
 
 def test_loss_guard_reads_the_loss_rarely_but_never_misses_a_nan():
     import math
-    from epkd_tf.loop import LossGuard
+    from epkd_tf.training import LossGuard
 
     class Loss:
         """A loss whose reading is counted (reading a tensor loss syncs the host)."""

@@ -22,7 +22,9 @@ import tf_keras
 from cli_helpers import error_lines, run_in_process, run_subprocess
 from planted_models import (HELPERS_MODULE, custom_layer_saved_model, module_field,
                             plain_model, tfop_write_file)
-from epkd_tf.cli import export, feasibility, faults, report
+from epkd_tf import faults
+from epkd_tf.budget import feasibility
+from epkd_tf.cli import export, report
 from epkd_tf.cli import main as epkd_main
 from epkd_tf.records import LOCK_NAME, TMP_PREFIX, RunDir, file_digest
 

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from cli_helpers import error_lines, run_subprocess
-from epkd_tf import report
+from epkd_tf.cli import report as report_command
+from epkd_tf.records import report
 from epkd_tf.records import TABLES
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -138,7 +139,7 @@ def test_a_bad_run_dir_is_one_line_and_exit_2(kind, tmp_path, capsys):
         if kind == "bad_progress":
             (path / "progress.json").write_text("{not json")
     before = sorted(os.listdir(path)) if path.is_dir() else None
-    assert report.main(["report", str(path)]) == 2
+    assert report_command.main(["report", str(path)]) == 2
     lines = error_lines(capsys.readouterr().err)
     assert len(lines) == 1 and f"RUN_DIR={path}" in lines[0], lines
     assert (sorted(os.listdir(path)) if path.is_dir() else None) == before
@@ -150,15 +151,15 @@ def test_a_run_that_completed_no_stage_yet_is_reported_as_such(tmp_path, capsys)
     path = tmp_path / "run"
     path.mkdir()
     (path / "flags.txt").write_text("--dataset=mnist\n--iterations=3\n")
-    assert report.main(["report", str(path)]) == 0
+    assert report_command.main(["report", str(path)]) == 0
     text = (path / "report.md").read_text(encoding="utf-8")
     assert "0 of 3 iterations completed" in text
     assert "The teacher has not completed yet." in text
 
 
 def test_the_command_needs_exactly_one_run_dir(tmp_path, capsys):
-    assert report.main(["report"]) == 2
-    assert report.main(["report", str(tmp_path), str(tmp_path)]) == 2
+    assert report_command.main(["report"]) == 2
+    assert report_command.main(["report", str(tmp_path), str(tmp_path)]) == 2
     assert len(error_lines(capsys.readouterr().err)) == 2
     result = run_subprocess("epkd_tf.report", [str(tmp_path / "nope")])
     assert result.returncode == 2 and len(error_lines(result.stderr)) == 1

@@ -8,14 +8,20 @@ import sys
 from typing import Optional
 
 from absl import flags
-from epkd_tf.errors import Terminated, UsageError  # noqa: F401
+from epkd_tf.errors import (EXIT_BAD_INPUT, Terminated, UsageError,  # noqa: F401
+                            exit_status)
 
 
-def fail(message: str, status: int = 2) -> int:
-    """Prints the one-line ``error: ...`` users see; returns the exit status (2: bad
-    input, the default; 1: a run that failed on the way)."""
+def fail(problem, status: Optional[int] = None) -> int:
+    """Prints the one-line ``error: ...`` users see and returns the exit status:
+    ``status`` if given, else the error's own (:func:`epkd_tf.errors.exit_status`; a
+    message alone is bad input, 2)."""
+    if isinstance(problem, BaseException):
+        message, own = str(problem), exit_status(problem)
+    else:
+        message, own = str(problem), EXIT_BAD_INPUT
     print(f"error: {message}", file=sys.stderr)
-    return status
+    return own if status is None else status
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -197,8 +203,8 @@ def interruptible():
 
 def interrupted_message(err: BaseException, kept: str, command: str) -> tuple:
     """(the one line, the exit status) after Ctrl-C (130) or SIGTERM (143)."""
-    signal_name, status = (("SIGTERM", 143) if isinstance(err, Terminated)
-                           else ("Ctrl-C", 130))
+    signal_name = "SIGTERM" if isinstance(err, Terminated) else "Ctrl-C"
+    status = exit_status(err)
     return (f"interrupted ({signal_name}): {kept}; the same command resumes it: {command}",
             status)
 
@@ -263,3 +269,41 @@ def take_lock(held: contextlib.ExitStack, directory, flag_value: str) -> Optiona
     except OSError as err:
         return f"--output_dir={flag_value} cannot be written: {err.strerror}."
     return None
+
+
+# -- what main and study check alike ------------------------------------------------------
+def flags_text(cfg, flag_values: flags.FlagValues, names) -> str:
+    """flags.txt: every flag of ``names`` the settings ``cfg`` use (not those they declare
+    unused, e.g. the teacher-training flags with --teacher_path), as given."""
+    from epkd_tf.settings import flag_values_of
+    used = flag_values_of(cfg)
+    return "".join(flag_values[name].serialize() + "\n" for name in names
+                   if name in used and flag_values[name].value is not None)
+
+
+def build_teacher(cfg, spec):
+    """``--teacher`` (at ``--teacher_width``) built for the dataset's input shape and
+    classes. Raises UsageError naming the teacher, the dataset and the reason."""
+    from epkd_tf.models import build_model
+    try:
+        return build_model(cfg.teacher.teacher, spec.input_shape, spec.num_classes,
+                           width=cfg.teacher.width)
+    except (ValueError, TypeError) as err:
+        # Keras shape errors span several lines; the user gets one.
+        reason = " ".join(str(err).split())[:300]
+        raise UsageError(f"--teacher={cfg.teacher.teacher} cannot be built for "
+                         f"--dataset={cfg.data.dataset} with input shape {spec.input_shape}: "
+                         f"{reason}") from err
+
+
+def check_prunable(model, flag: str, pruners):
+    """The channel graph of ``model`` when one of ``pruners`` is structured (else None).
+    Raises UsageError naming ``flag`` and the layer structured pruning cannot handle."""
+    from epkd_tf.graph import UnsupportedLayerError, analyze
+    from epkd_tf.pruning import StructuredPruner
+    if not any(isinstance(p, StructuredPruner) for p in pruners):
+        return None
+    try:
+        return analyze(model)
+    except UnsupportedLayerError as err:
+        raise UsageError(f"{flag}: {err}") from err

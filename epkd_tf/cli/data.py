@@ -58,7 +58,7 @@ def main(argv) -> int:
         path = write(FLAGS[sources[0]].value, FLAGS.name, FLAGS.data_dir,
                      overwrite=FLAGS.overwrite)
     except DataError as e:
-        return fail(str(e))
+        return fail(e)
     print(path)
     return 0
 

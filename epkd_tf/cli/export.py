@@ -40,8 +40,9 @@ from typing import Optional, Tuple
 from absl import flags
 
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
-from epkd_tf.cli.common import (UsageError, fail, failure_message, parse_module_flags, setup_logging,
-                         take_lock)
+from epkd_tf.cli.common import (UsageError, fail, failure_message, parse_module_flags,
+                                setup_logging, take_lock)
+from epkd_tf.errors import EXIT_FAILED
 from epkd_tf.config import EXPORT_FORMATS, DataConfig, RunConfig
 from epkd_tf.settings import (DISTINCT, NON_EMPTY, NOT_BLANK, Settings, define_flags, one_of,
                               same_as, setting)
@@ -162,7 +163,7 @@ def main(argv) -> int:
             data = load_data(cfg.data_config())
             check_fits(model, data.spec, "model", cfg.dataset)
     except (ConfigError, DataError, ModelFileError, UsageError, RunDirError) as err:
-        return fail(str(err))
+        return fail(err)
     setup_logging()
     log = logging.getLogger("epkd_tf")
     name = cfg.name or _default_name(cfg.model)
@@ -182,7 +183,7 @@ def main(argv) -> int:
             rows = _export(out, model, name, cfg, data)
         except Exception as err:   # a failed conversion, a full disk...: nothing was kept
             return fail(f"exporting --model={cfg.model} failed, nothing was written: "
-                        f"{failure_message(err)}", status=1)
+                        f"{failure_message(err)}", status=EXIT_FAILED)
     log.info("Wrote %d formats of %s to %s", len(rows), name, out.root)
     return 0
 

@@ -29,10 +29,13 @@ import sys
 from absl import app, flags
 
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
+from epkd_tf.cli.common import build_teacher, check_prunable
+from epkd_tf.cli.common import flags_text as common_flags_text
 from epkd_tf.cli.common import (HELP_ARGS, Terminated, UsageError, differing_flags, fail,
-                         failure_message, interrupted_message, interruptible,
-                         native_log_filter, parse_or_exit, prepare_output_dir,
-                         quiet_libraries, setup_logging, take_lock, verbosity)
+                                failure_message, interrupted_message, interruptible,
+                                native_log_filter, parse_or_exit, prepare_output_dir,
+                                quiet_libraries, setup_logging, take_lock, verbosity)
+from epkd_tf.errors import EXIT_FAILED
 
 FLAGS = flags.FLAGS
 
@@ -161,8 +164,6 @@ def check_teacher(cfg, spec) -> None:
     parameter targets are reachable (``epkd_tf.budget.feasibility``)."""
     import tensorflow as tf
     from epkd_tf.budget import feasibility
-    from epkd_tf.graph import UnsupportedLayerError, analyze
-    from epkd_tf.pruning import StructuredPruner
     gpus = bool(tf.config.list_physical_devices("GPU"))
     width_flag = ""
     if cfg.teacher.teacher_path:
@@ -181,9 +182,9 @@ def check_teacher(cfg, spec) -> None:
             # A graph-level seed: with op determinism on, a random op without one (a
             # Dropout, an initializer) refuses to be built in a fresh graph.
             tf.compat.v1.set_random_seed(cfg.data.seed)
-            feasibility.check_memory(_build_teacher(cfg, spec), cfg.data.batch_size,
+            feasibility.check_memory(build_teacher(cfg, spec), cfg.data.batch_size,
                                      f"{made} (input {spec.input_shape})", gpus)
-        model = _build_teacher(cfg, spec)
+        model = build_teacher(cfg, spec)
     if "keras3" in cfg.export_formats and FLAGS["export_formats"].present:
         # Asked for: refused now (students keep the teacher's layer classes). By default
         # keras3 is only skipped, with a warning, for a teacher it cannot convert.
@@ -193,12 +194,7 @@ def check_teacher(cfg, spec) -> None:
         except Keras3ConversionError as err:
             raise UsageError(f"--export_formats=keras3: {err} Leave keras3 out of "
                              f"--export_formats.") from err
-    graph = None
-    if any(isinstance(p, StructuredPruner) for p in cfg.pruning.make_pruners()):
-        try:
-            graph = analyze(model)
-        except UnsupportedLayerError as err:
-            raise UsageError(f"{flag}: {err}") from err
+    graph = check_prunable(model, flag, cfg.pruning.make_pruners())
     if cfg.budget.budget == "params":      # other measures are checked as they are met
         feasibility.check_targets(cfg.keep_ratio, cfg.iterations, cfg.pruning.layer_floor,
                                   model, graph, width_flag,
@@ -207,27 +203,9 @@ def check_teacher(cfg, spec) -> None:
                                   upper_bound=cfg.budget.max_accuracy_drop is not None)
 
 
-def _build_teacher(cfg, spec):
-    from epkd_tf.models import build_model
-    try:
-        model = build_model(cfg.teacher.teacher, spec.input_shape, spec.num_classes,
-                            width=cfg.teacher.width)
-    except (ValueError, TypeError) as err:
-        # Keras shape errors span several lines; the user gets one.
-        reason = " ".join(str(err).split())[:300]
-        raise UsageError(f"--teacher={cfg.teacher.teacher} cannot be built for "
-                         f"--dataset={cfg.data.dataset} with input shape {spec.input_shape}: "
-                         f"{reason}") from err
-    return model
-
-
 def flags_text(cfg) -> str:
-    """flags.txt: every flag the run uses (not those its settings declare unused, e.g. the
-    teacher-training flags with --teacher_path), as given."""
-    from epkd_tf.settings import flag_values_of
-    used = flag_values_of(cfg)
-    return "".join(FLAGS[name].serialize() + "\n" for name in RUN_FLAGS
-                   if name in used and FLAGS[name].value is not None)
+    """flags.txt of this run (:func:`epkd_tf.cli.common.flags_text`)."""
+    return common_flags_text(cfg, FLAGS, RUN_FLAGS)
 
 
 def main(argv) -> int:
@@ -250,7 +228,7 @@ def main(argv) -> int:
             FLAGS.output_dir = path
             cfg = build_config()
     except (ConfigError, UsageError, RunDirError) as err:
-        return fail(str(err))
+        return fail(err)
     with interruptible():
         try:
             return _prepare_and_run(cfg, verbose, note)
@@ -279,7 +257,7 @@ def _prepare_and_run(cfg, verbose: int, note) -> int:
         data = load_data(cfg.data)
         check_teacher(cfg, data.spec)
     except (ConfigError, DataError, ModelFileError, UsageError, RunDirError) as err:
-        return fail(str(err))
+        return fail(err)
     setup_logging()
     if note:
         logging.getLogger("epkd_tf").info("%s", note)
@@ -300,9 +278,10 @@ def _prepare_and_run(cfg, verbose: int, note) -> int:
         try:
             warning = prepare_run(cfg, run)
         except (UsageError, RunDirError) as err:
-            return fail(str(err))
+            return fail(err)
         except OSError as err:
-            return fail(failure_message(err, f"--output_dir={cfg.output_dir}"), status=1)
+            return fail(failure_message(err, f"--output_dir={cfg.output_dir}"),
+                        status=EXIT_FAILED)
         if warning:
             logging.getLogger("epkd_tf").warning(warning)
         return _run(cfg, data, run, strategy, verbose)
@@ -327,7 +306,8 @@ def prepare_run(cfg, run) -> str:
 
 def _run(cfg, data, run, strategy, verbose: int = 0) -> int:
     """Runs (or resumes) EPKD into ``run``; the exit status."""
-    from epkd_tf.loop import NonFiniteLossError, run_epkd
+    from epkd_tf.errors import NonFiniteLossError
+    from epkd_tf.loop import run_epkd
     from epkd_tf.records import RunDirError
     log = logging.getLogger("epkd_tf")
     log.info("Run directory: %s (%s; %s, %d replica(s))", run.root, data.spec,
@@ -343,14 +323,16 @@ def _run(cfg, data, run, strategy, verbose: int = 0) -> int:
         with strategy.scope():
             students = run_epkd(cfg, data, run, verbose=verbose)
     except NonFiniteLossError as err:
-        return fail(str(err), status=1)
+        return fail(err)
     except RunDirError as err:      # a checkpoint that cannot be trusted
-        return fail(str(err))
+        return fail(err)
     except (OSError, MemoryError) as err:
-        return fail(failure_message(err, f"--output_dir={cfg.output_dir}"), status=1)
+        return fail(failure_message(err, f"--output_dir={cfg.output_dir}"),
+                        status=EXIT_FAILED)
     except Exception as err:        # a TensorFlow runtime failure (out of memory, I/O...)
         if type(err).__module__.startswith("tensorflow"):
-            return fail(failure_message(err, f"--output_dir={cfg.output_dir}"), status=1)
+            return fail(failure_message(err, f"--output_dir={cfg.output_dir}"),
+                        status=EXIT_FAILED)
         raise
     log.info("Done: %d students in %s (report: %s)", len(students), run.root,
              run.report_file)

@@ -69,7 +69,7 @@ def main(argv) -> int:
     try:
         run = check_run_dir(argv[1])
     except UsageError as err:
-        return fail(str(err))
+        return fail(err)
     setup_logging()
     path = write_report(run, check_files=True)
     for damage in run.damages():

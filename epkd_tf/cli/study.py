@@ -22,10 +22,13 @@ import sys
 from absl import flags
 
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
-from epkd_tf.cli.common import (Terminated, UsageError, fail, failure_message, interrupted_message,
-                         interruptible, native_log_filter, parse_module_flags,
-                         prepare_output_dir, quiet_libraries, setup_logging, take_lock,
-                         verbosity)
+from epkd_tf.cli.common import build_teacher, check_prunable
+from epkd_tf.cli.common import flags_text as common_flags_text
+from epkd_tf.cli.common import (Terminated, UsageError, fail, failure_message,
+                                interrupted_message, interruptible, native_log_filter,
+                                parse_module_flags, prepare_output_dir, quiet_libraries,
+                                setup_logging, take_lock, verbosity)
+from epkd_tf.errors import EXIT_FAILED
 
 FLAGS = flags.FlagValues()
 
@@ -53,25 +56,12 @@ def build_config():
 
 def check_inputs(cfg, spec) -> None:
     """Names that the config cannot check alone, and that the models fit the dataset."""
-    from epkd_tf.graph import UnsupportedLayerError, analyze
     from epkd_tf.graph import dense_params
-    from epkd_tf.models import build_model
-    from epkd_tf.pruning import StructuredPruner
     from epkd_tf.study.students import sized_student, student_family
-    try:
-        teacher = build_model(cfg.teacher.teacher, spec.input_shape, spec.num_classes,
-                              width=cfg.teacher.width)
-    except (ValueError, TypeError) as err:
-        reason = " ".join(str(err).split())[:300]
-        raise UsageError(f"--teacher={cfg.teacher.teacher} cannot be built for --dataset="
-                         f"{cfg.data.dataset} with input shape {spec.input_shape}: "
-                         f"{reason}") from err
-    if "epkd" in cfg.methods and any(isinstance(p, StructuredPruner)
-                                     for p in cfg.pruning.make_pruners()):
-        try:
-            analyze(teacher)
-        except UnsupportedLayerError as err:
-            raise UsageError(f"--teacher={cfg.teacher.teacher}: {err}") from err
+    teacher = build_teacher(cfg, spec)
+    if "epkd" in cfg.methods:
+        check_prunable(teacher, f"--teacher={cfg.teacher.teacher}",
+                       cfg.pruning.make_pruners())
     if {"distill", "scratch"} & set(cfg.methods):
         budget = int(round((1 - cfg.fractions_removed[-1]) * dense_params(teacher)))
         try:
@@ -83,10 +73,8 @@ def check_inputs(cfg, spec) -> None:
 
 
 def flags_text(cfg) -> str:
-    from epkd_tf.settings import flag_values_of
-    used = flag_values_of(cfg)
-    return "".join(FLAGS[name].serialize() + "\n" for name in RUN_FLAGS
-                   if name in used and FLAGS[name].value is not None)
+    """flags.txt of this study (:func:`epkd_tf.cli.common.flags_text`)."""
+    return common_flags_text(cfg, FLAGS, RUN_FLAGS)
 
 
 def main(argv) -> int:
@@ -101,7 +89,7 @@ def main(argv) -> int:
     try:              # the settings first, before TensorFlow loads: a typo is answered at once
         build_config()
     except ConfigError as err:
-        return fail(str(err))
+        return fail(err)
     with interruptible():
         try:
             return _study(verbose)
@@ -124,7 +112,7 @@ def _study(verbose: int) -> int:
         data = load_data(cfg.data)
         check_inputs(cfg, data.spec)
     except (ConfigError, DataError, UsageError, RunDirError) as err:
-        return fail(str(err))
+        return fail(err)
     d = StudyDir(cfg.output_dir)
     with contextlib.ExitStack() as held:
         problem = take_lock(held, d, cfg.output_dir)
@@ -135,7 +123,7 @@ def _study(verbose: int) -> int:
                                FLAGS.overwrite, "study")
             d.check_links()
         except (UsageError, RunDirError) as err:
-            return fail(str(err))
+            return fail(err)
         setup_logging()
         from epkd_tf.study.runner import Study
         try:
@@ -144,9 +132,10 @@ def _study(verbose: int) -> int:
             quiet_libraries(verbose)
             Study(cfg, data, d, verbose=verbose)()
         except RunDirError as err:     # a model file of the study that cannot be trusted
-            return fail(str(err))
+            return fail(err)
         except (OSError, MemoryError) as err:
-            return fail(failure_message(err, f"--output_dir={cfg.output_dir}"), status=1)
+            return fail(failure_message(err, f"--output_dir={cfg.output_dir}"),
+                        status=EXIT_FAILED)
     logging.getLogger("epkd_tf").info("Done: %s", d.path("study.md"))
     return 0
 

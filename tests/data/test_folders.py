@@ -15,7 +15,7 @@ from cli_helpers import error_lines, run_in_process
 from data_helpers import snapshot
 from epkd_tf.config import DataConfig
 from epkd_tf.data import DataError, import_folder, load_data
-from epkd_tf.data import cli as data_cli
+from epkd_tf.cli import data as data_cli
 
 CLASSES = ("cat", "dog", "eel")  # sorted: labels 0, 1, 2
 

@@ -18,7 +18,7 @@ from cli_helpers import error_lines, run_in_process
 from data_helpers import indexed_arrays, snapshot, write_npz
 from epkd_tf.config import DataConfig
 from epkd_tf.data import MAX_CLASSES, DataError, import_npz, load_data
-from epkd_tf.data import cli as data_cli
+from epkd_tf.cli import data as data_cli
 from epkd_tf.data import dirs as dirs_lib
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

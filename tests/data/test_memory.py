@@ -209,7 +209,8 @@ def test_training_distillation_pruning_and_exports_use_in_memory_data(tmp_path):
     """What a run does with its data, on from_arrays: teacher training, the teacher-logit
     cache and distillation, a pruner's candidate, and the exports (raw-image signature,
     TFLite accuracy, int8 calibration)."""
-    from epkd_tf.deploy import exports as deploy, training
+    from epkd_tf import training
+    from epkd_tf.deploy import exports as deploy
     from epkd_tf.config import PruningConfig
     from epkd_tf.distill import Distiller
     from epkd_tf.distill.cache import teacher_logits_for

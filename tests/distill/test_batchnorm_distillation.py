@@ -17,7 +17,8 @@ import epkd_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 import tf_keras
 
-from epkd_tf.distill import batchnorm, training
+from epkd_tf import training
+from epkd_tf.distill import batchnorm
 from epkd_tf.distill import Distiller
 
 MNIST_NPZ = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist.npz"
@@ -272,7 +273,7 @@ def test_a_given_teachers_lagging_statistics_are_re_estimated(mnist_small, tmp_p
     teacher = _trained_teacher("tf_keras", True, "under", mnist_small, tmp_path)
     given = [w.copy() for w in teacher.get_weights()]
     epkd = _epkd(mnist_small, teacher)
-    model, reestimated, selection = epkd.given_teacher_statistics(teacher)
+    model, reestimated, selection = epkd.teacher_stage.given_statistics(teacher)
     assert reestimated and model is not teacher
     _, _, xt, yt = mnist_small
     assert abs(selection - _accuracy(model, xt, yt)) <= 2e-4    # the split that selects
@@ -281,18 +282,18 @@ def test_a_given_teachers_lagging_statistics_are_re_estimated(mnist_small, tmp_p
     # stale ones still held 85% of their initial zeros).
     bn = next(layer for layer in model.layers if "batch_normalization" in layer.name)
     conv = tf_keras.Model(model.inputs, model.get_layer(bn.name).input)
-    expected = np.mean([conv(b).numpy().mean((0, 1, 2)) for b in epkd.bn_batches()], 0)
+    expected = np.mean([conv(b).numpy().mean((0, 1, 2)) for b in epkd.samples.bn_batches()], 0)
     np.testing.assert_allclose(bn.moving_mean.numpy(), expected, rtol=2e-3, atol=1e-6)
     for before, after in zip(given, teacher.get_weights()):     # the user's model: as given
         np.testing.assert_array_equal(before, after)
     # A teacher whose statistics already describe its weights is kept as it is.
-    batchnorm.recalibrate(teacher, epkd.bn_batches(), len(epkd.bn_batches()))
-    kept, reestimated, selection = epkd.given_teacher_statistics(teacher)
+    batchnorm.recalibrate(teacher, epkd.samples.bn_batches(), len(epkd.samples.bn_batches()))
+    kept, reestimated, selection = epkd.teacher_stage.given_statistics(teacher)
     assert kept is teacher and not reestimated
     # --bn_recalibration_batches=0: never.
     fresh = _trained_teacher("tf_keras", True, "under", mnist_small, tmp_path)
     untouched = _epkd(mnist_small, fresh, bn_recalibration_batches=0)
-    kept, reestimated, selection = untouched.given_teacher_statistics(fresh)
+    kept, reestimated, selection = untouched.teacher_stage.given_statistics(fresh)
     assert kept is fresh and not reestimated and np.isnan(selection)
 
 
@@ -300,7 +301,7 @@ def test_a_distillation_that_loses_accuracy_keeps_the_ranked_candidate(mnist_sma
     teacher = _trained_teacher("tf_keras", True, "well", mnist_small, tmp_path)
     epkd = _epkd(mnist_small, teacher)
     # A teacher whose cached logits are noise: distilling from it (alpha 0.1) must lose.
-    epkd._teacher_logits = np.random.default_rng(0).normal(
+    epkd.samples._teacher_logits = np.random.default_rng(0).normal(
         0, 5, (len(mnist_small[0]), 10)).astype(np.float32)
     epkd.cfg = epkd.cfg.replace(distill=epkd.cfg.distill.replace(temperature_start=1.0))
     epkd.schedule = epkd.cfg.distill.schedule()
