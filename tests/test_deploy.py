@@ -17,6 +17,7 @@ import tensorflow as tf
 import tf_keras
 from epkd_tf import training
 from epkd_tf.deploy import exports as deploy
+from epkd_tf.deploy import saved_model
 from epkd_tf.deploy import tflite as metrics
 from epkd_tf.config import DataConfig
 from epkd_tf.data import load_data
@@ -57,9 +58,9 @@ def sparse_copy(model, zeros=0.8):
 @pytest.mark.parametrize("batchable", [True, False], ids=["whole_batch", "per_image"])
 def test_raw_image_signature_matches_keras(tiny, tmp_path, batchable):
     data, model = tiny
-    assert deploy.raw_image_shape(data) == (12, 12, 1)
+    assert saved_model.raw_image_shape(data) == (12, 12, 1)
     path = str(tmp_path / "sm")
-    deploy.export_saved_model(model, path, data.recipe.preprocess, deploy.raw_image_shape(data),
+    saved_model.export_saved_model(model, path, data.recipe.preprocess, saved_model.raw_image_shape(data),
                               batchable=batchable)
     loaded = tf.saved_model.load(path)
     raw, labels = raw_test(data)
@@ -81,7 +82,7 @@ def test_raw_image_signature_matches_keras(tiny, tmp_path, batchable):
 
 def test_without_preprocessing_the_signature_takes_float_images(tiny, tmp_path):
     _, model = tiny
-    deploy.export_saved_model(model, str(tmp_path / "sm"))
+    saved_model.export_saved_model(model, str(tmp_path / "sm"))
     signature = tf.saved_model.load(str(tmp_path / "sm")).signatures["serving_default"]
     spec = signature.structured_input_signature[1]["images"]
     assert spec.dtype == tf.float32 and spec.shape.as_list() == [None, 12, 12, 1]

@@ -193,6 +193,7 @@ def _export(out, model, name: str, cfg, data):
     results into ``out`` (``deployment.csv`` last) once all are written; on any failure
     nothing of it stays. Returns the deployment rows."""
     from epkd_tf.deploy import exports as deploy
+    from epkd_tf.deploy import saved_model
     from epkd_tf.records import TMP_PREFIX, RunDir
     staging = RunDir(tempfile.mkdtemp(dir=out.root, prefix=TMP_PREFIX))
     moved = []
@@ -209,7 +210,7 @@ def _export(out, model, name: str, cfg, data):
             os.replace(staging.path(entry), out.path(entry))
             moved.append(out.path(entry))
         if "saved_model" in formats:
-            deploy.write_models_config(out)     # base paths of the final place
+            saved_model.write_models_config(out)     # base paths of the final place
         return rows
     except BaseException:
         for path in moved:

@@ -15,7 +15,7 @@ from typing import Callable, Dict, Optional
 import numpy as np
 import pandas as pd
 
-from epkd_tf.deploy import exports
+from epkd_tf.deploy import exports, saved_model
 from epkd_tf.deploy import tflite as tflite_files
 from epkd_tf.records.run_dir import FINAL, SIDE_BY_SIDE_FORMATS, RunDir
 from epkd_tf.timing import Clock
@@ -80,10 +80,10 @@ class Recorder:
         """Every candidate of the iteration as a SavedModel (--export_candidates): the
         models exactly as they were evaluated for candidates.csv."""
         run, data = self.run, self.data
-        raw_shape = exports.raw_image_shape(data)
+        raw_shape = saved_model.raw_image_shape(data)
         for c in candidates:
             run.write_directory(run.candidate_dir(iteration, c.pruner),
-                                lambda tmp, m=c.model: exports.export_saved_model(
+                                lambda tmp, m=c.model: saved_model.export_saved_model(
                                     m, tmp, data.recipe.preprocess, raw_shape,
                                     data.recipe.batchable))
 
