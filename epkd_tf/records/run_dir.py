@@ -46,13 +46,11 @@ running code stored in them (``epkd_tf.models.user.load_user_model``).
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
 import re
 import shutil
-import tempfile
 from typing import Dict, List, Optional
 
 import pandas as pd
@@ -60,7 +58,8 @@ import pandas as pd
 from epkd_tf import faults
 from epkd_tf.records import locking
 from epkd_tf.config import EXPORT_FORMATS
-from epkd_tf.files import safe_name  # noqa: F401  (re-exported)
+from epkd_tf.files import (TMP_PREFIX, atomic_directory, atomic_write,  # noqa: F401
+                           digest_mismatch, file_digest, files_under, inside, safe_name)
 from epkd_tf.errors import DamagedRunError, ModelFileError, RunDirError  # noqa: F401
 
 TABLES: Dict[str, List[str]] = {
@@ -114,8 +113,6 @@ SIDE_BY_SIDE_FORMATS = {"tflite": "float", "tflite_int8": "int8"}
 # The model name the final student's exports carry (serving/final/1, tflite/final*.tflite).
 FINAL = "final"
 
-# Prefix of every temporary file or directory a write creates next to its target.
-TMP_PREFIX = ".tmp-"
 PROGRESS = "progress.json"
 LOCK_NAME = locking.LOCK_NAME
 # Where no run directory may go: the kernel's virtual file systems.
@@ -132,7 +129,7 @@ def check_output_dir(path: str, flag: str = "output_dir") -> None:
     if os.path.dirname(real) == real:
         raise RunDirError(f"{subject} is the file system's root; give a directory of its "
                           f"own.")
-    virtual = [root for root in VIRTUAL_ROOTS if _inside(real, root)]
+    virtual = [root for root in VIRTUAL_ROOTS if inside(real, root)]
     if virtual:
         raise RunDirError(f"{subject} lies in {virtual[0]}, a virtual file system of the "
                           f"kernel; give a directory on disk.")
@@ -163,83 +160,6 @@ def _pathconf(path: str, name: str, default: int) -> int:
         return default
 
 
-def file_digest(path: str) -> Dict[str, object]:
-    """``{"bytes": size, "sha256": hex digest}`` of a regular file."""
-    return _digest(path, os.path.getsize(path))
-
-
-def _digest(path: str, size: int) -> Dict[str, object]:
-    """Size and SHA-256 of the first ``size`` bytes of ``path``."""
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        left = size
-        while left > 0:
-            block = f.read(min(left, 1 << 20))
-            if not block:
-                break
-            sha.update(block)
-            left -= len(block)
-    return {"bytes": size, "sha256": sha.hexdigest()}
-
-
-def _mismatch(path: str, recorded: dict, prefix: bool = False) -> Optional[str]:
-    """Why ``path`` differs from what a stage recorded of it (None: it does not). With
-    ``prefix`` the file may have grown since (a table later stages appended to)."""
-    if not os.path.isfile(path):
-        return "missing" if not os.path.lexists(path) else "not a regular file"
-    size, want = os.path.getsize(path), int(recorded["bytes"])
-    if size < want or (size > want and not prefix):
-        return f"{size} bytes, {want} were written"
-    if _digest(path, want)["sha256"] != recorded["sha256"]:
-        return "its content changed (SHA-256 differs from what was written)"
-    return None
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_write(path: str, write) -> None:
-    """Calls ``write(tmp_path)`` and renames the result onto ``path``."""
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=TMP_PREFIX)
-    os.close(fd)
-    try:
-        write(tmp)
-        # mkstemp makes the file private (0600); give it the mode a plain open() would,
-        # so that e.g. a TF Serving container running as another user can read it.
-        os.chmod(tmp, 0o666 & ~_umask())
-        faults.reached(faults.write_point(path))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def _atomic_dir(path: str, write) -> None:
-    """Calls ``write(tmp_dir)`` and renames the finished directory onto ``path``."""
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=TMP_PREFIX)
-    try:
-        target = os.path.join(tmp, "out")
-        write(target)
-        faults.reached(faults.write_point(path))
-        if os.path.exists(path):
-            shutil.rmtree(path)
-        os.replace(target, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
 class RunDir:
     """One run's output directory (see the module docstring for its layout)."""
 
@@ -256,8 +176,8 @@ class RunDir:
         file system, as the write would follow them."""
         path = os.path.normpath(os.path.join(self.root, *parts))
         real, real_root = os.path.realpath(path), os.path.realpath(self.root)
-        if not _inside(path, self.root) or not _inside(real, real_root):
-            via = f" (through a symbolic link, to {real})" if _inside(path, self.root) else ""
+        if not inside(path, self.root) or not inside(real, real_root):
+            via = f" (through a symbolic link, to {real})" if inside(path, self.root) else ""
             raise RunDirError(f"{os.path.join(*parts)!r} lies outside the run directory "
                               f"{self.root}{via}.")
         return path
@@ -294,13 +214,13 @@ class RunDir:
         def write(tmp):
             with open(tmp, "w", encoding="utf-8") as f:
                 f.write(text)
-        _atomic_write(self.path(relative), write)
+        atomic_write(self.path(relative), write)
 
     def write_bytes(self, relative: str, data: bytes) -> str:
         def write(tmp):
             with open(tmp, "wb") as f:
                 f.write(data)
-        _atomic_write(self.path(relative), write)
+        atomic_write(self.path(relative), write)
         return self.path(relative)
 
     # -- tables --------------------------------------------------------------------------
@@ -349,12 +269,12 @@ class RunDir:
         def write(tmp):
             with open(tmp, "wb") as f:
                 f.write(data)
-        _atomic_write(path, write)
+        atomic_write(path, write)
 
     def replace(self, table: str, rows: pd.DataFrame) -> None:
         """Replaces a table's rows (columns in the documented order), atomically."""
         rows = rows.reindex(columns=self.tables[table])
-        _atomic_write(self.table_path(table), lambda tmp: rows.to_csv(tmp, index=False))
+        atomic_write(self.table_path(table), lambda tmp: rows.to_csv(tmp, index=False))
 
     def write_array(self, path: str, **arrays) -> None:
         """Writes NumPy arrays atomically: one as ``.npy`` (``array=``), several as ``.npz``."""
@@ -366,7 +286,7 @@ class RunDir:
                     np.save(f, arrays["array"])
                 else:
                     np.savez(f, **arrays)
-        _atomic_write(path, write)
+        atomic_write(path, write)
 
     # -- models --------------------------------------------------------------------------
     def teacher_checkpoint(self) -> str:
@@ -426,7 +346,7 @@ class RunDir:
 
     def write_directory(self, path: str, write) -> None:
         """Writes a directory (e.g. a SavedModel) atomically: ``write(tmp_dir)`` then rename."""
-        _atomic_dir(path, write)
+        atomic_directory(path, write)
 
     # -- progress ------------------------------------------------------------------------
     # progress.json: {"teacher_done", "iterations_done", "finished", "stages": [record...]}
@@ -504,9 +424,9 @@ class RunDir:
         paths = self.final_files() if name == "end" else (
             [] if stage is None else self.stage_files(stage))
         for path in paths:
-            if _inside(path, self.path("tensorboard")):
+            if inside(path, self.path("tensorboard")):
                 continue     # logs for TensorBoard: not results, not checked
-            for file in _files_under(path):
+            for file in files_under(path):
                 files[os.path.relpath(file, self.root)] = file_digest(file)
         tables = {t: file_digest(self.table_path(t)) for t in self.tables
                   if os.path.isfile(self.table_path(t))}
@@ -535,7 +455,7 @@ class RunDir:
             for relative, digest, table in checks:
                 if any(d["path"] == relative for d in found):
                     continue       # a table damaged for one stage is for the next too
-                problem = _mismatch(self.path(relative), digest, prefix=table)
+                problem = digest_mismatch(self.path(relative), digest, prefix=table)
                 if problem:
                     found.append({"index": index, "name": record["name"], "path": relative,
                                   "problem": problem, "table": table})
@@ -610,7 +530,7 @@ class RunDir:
         for root, dirs, files in os.walk(self.root):
             for name in dirs + files:
                 path = os.path.join(root, name)
-                if os.path.islink(path) and not _inside(os.path.realpath(path), real_root):
+                if os.path.islink(path) and not inside(os.path.realpath(path), real_root):
                     raise RunDirError(
                         f"{what or self.root}: {os.path.relpath(path, self.root)} is a link "
                         f"to {os.path.realpath(path)}, outside the run directory; epkd_tf "
@@ -625,7 +545,7 @@ class RunDir:
         state = self.progress()
         for record in self._records(state) or []:
             if relative in record["files"]:
-                problem = _mismatch(path, record["files"][relative])
+                problem = digest_mismatch(path, record["files"][relative])
                 if problem:
                     raise DamagedRunError(f"{path} is damaged ({problem}); the run cannot "
                                           f"use it.")
@@ -664,7 +584,7 @@ class RunDir:
                 # iteration (teacher_history) and the teacher's own (iteration 0) rows.
                 keep = df.iloc[0:0]
             if len(keep) != len(df):
-                _atomic_write(self.table_path(table), lambda tmp, k=keep: k.to_csv(tmp, index=False))
+                atomic_write(self.table_path(table), lambda tmp, k=keep: k.to_csv(tmp, index=False))
         done = done if state["teacher_done"] else -1     # stage 0 is the teacher
         leftovers = [p for stage in sorted(self._stages_on_disk() | {0}) if stage > done
                      for p in self.stage_files(stage)]
@@ -712,13 +632,3 @@ class RunDir:
                     stages.add(int(match.group(1)))
         return stages
 
-
-def _files_under(path: str) -> List[str]:
-    """``path`` if it is a file, every file below it if it is a directory, sorted."""
-    if os.path.isfile(path):
-        return [path]
-    found = []
-    for root, dirs, files in os.walk(path):
-        dirs.sort()
-        found += [os.path.join(root, f) for f in sorted(files)]
-    return found
