@@ -161,15 +161,15 @@ class EPKD:
     # -- the algorithm -------------------------------------------------------------------
     def __call__(self) -> pd.DataFrame:
         tf_keras.utils.set_random_seed(self.cfg.data.seed)
-        self.run.drop_unfinished()
+        self.run.stages.drop_unfinished()
         teacher = self.teacher_model = self.teacher()
         # Every later latency is timed side by side with the teacher and scaled by its
         # recorded latency (a resumed run keeps the same scale).
         self.measure_context.reference = teacher
         self.measure_context.reference_costs[self.measure.name] = self.recorded_cost(0)
-        done = self.run.progress()["iterations_done"]
+        done = self.run.stages.progress()["iterations_done"]
         student = (teacher if done == 0 else
-                   self.run.load_checkpoint(self.run.student_checkpoint(done)))
+                   self.run.stages.load_checkpoint(self.run.student_checkpoint(done)))
         cost = self.recorded_cost(done)
         self.iterations_started = time.perf_counter()
         stopped = f"--iterations={self.cfg.iterations} reached"
@@ -200,9 +200,9 @@ class EPKD:
         from epkd_tf.records.report import write_report
         with self.clock.phase("logging"):
             write_report(self.run)
-        self.run.append("timings", self.clock.flush())
-        self.run.mark(finished=True)
-        return self.run.read("students")
+        self.run.tables.append("timings", self.clock.flush())
+        self.run.stages.mark(finished=True)
+        return self.run.tables.read("students")
 
     # -- budgets and stop rules ----------------------------------------------------------
     def cost_of(self, model) -> float:
@@ -224,8 +224,8 @@ class EPKD:
         """The budget cost of the teacher (0) or of iteration ``iteration``'s student, as
         recorded when it was made (so a resumed run aims at the same targets)."""
         if iteration == 0:
-            return float(self.run.read("teacher").iloc[0]["cost"])
-        students = self.run.read("students").set_index("iteration")
+            return float(self.run.tables.read("teacher").iloc[0]["cost"])
+        students = self.run.tables.read("students").set_index("iteration")
         return float(students.loc[iteration, "cost"])
 
     def selection_accuracy(self, row) -> float:
@@ -238,7 +238,7 @@ class EPKD:
         """Why no further iteration should run, judged on what is recorded (the same
         decision when resumed): every --target_* goal met, or the last student more than
         --max_accuracy_drop points below the teacher on the selection split."""
-        students = self.run.read("students")
+        students = self.run.tables.read("students")
         if students.empty:
             return None
         last = students.iloc[-1]
@@ -246,7 +246,7 @@ class EPKD:
             return f"iteration {int(last['iteration'])}'s student meets every --target_* goal"
         drop = self.cfg.budget.max_accuracy_drop
         if drop is not None:
-            teacher = self.selection_accuracy(self.run.read("teacher").iloc[0])
+            teacher = self.selection_accuracy(self.run.tables.read("teacher").iloc[0])
             lost = 100 * (teacher - self.selection_accuracy(last))
             if lost > drop:
                 return (f"iteration {int(last['iteration'])}'s student is {lost:.2f} points "
@@ -271,12 +271,12 @@ class EPKD:
         """The iteration of the final student: the smallest in the budget's measure whose
         selection accuracy is within --max_accuracy_drop of the teacher's (any student
         without that rule); 0 (the teacher) when none is."""
-        students = self.run.read("students")
+        students = self.run.tables.read("students")
         if students.empty:
             return 0
         drop = self.cfg.budget.max_accuracy_drop
         if drop is not None:
-            teacher = self.selection_accuracy(self.run.read("teacher").iloc[0])
+            teacher = self.selection_accuracy(self.run.tables.read("teacher").iloc[0])
             within = [100 * (teacher - self.selection_accuracy(row)) <= drop + 1e-9
                       for _, row in students.iterrows()]
             students = students[within]
@@ -298,9 +298,9 @@ class EPKD:
         if final == 0:
             log.warning("warning: no student is within --max_accuracy_drop of the teacher; "
                         "the final model is the teacher itself")
-            row = self.run.read("teacher").iloc[0]
+            row = self.run.tables.read("teacher").iloc[0]
         else:
-            row = self.run.read("students").set_index("iteration").loc[final]
+            row = self.run.tables.read("students").set_index("iteration").loc[final]
         with self.clock.phase("student_evaluation", final):
             latencies = self.side_by_side(final, rows)
         for fmt, (_, final_ms, final_p90) in latencies.items():
@@ -312,12 +312,12 @@ class EPKD:
             teacher_ms, final_ms, _ = latencies.get(fmt, (np.nan, np.nan, np.nan))
             columns[f"teacher_{prefix}_latency_ms"] = teacher_ms
             columns[f"{prefix}_latency_ms"] = final_ms
-        self.run.append("final", pd.DataFrame([{
+        self.run.tables.append("final", pd.DataFrame([{
             "iteration": final, "pruner": "teacher" if final == 0 else row["pruner"],
             "nonzero_params": row["nonzero_params"], "macs": row["macs"],
             "cost": row["cost"], "validation_accuracy": row["validation_accuracy"],
             "test_accuracy": row["test_accuracy"], **columns, "stopped": stopped}]))
-        self.run.append("deployment", rows)
+        self.run.tables.append("deployment", rows)
 
     def side_by_side(self, final: int, final_rows: pd.DataFrame) -> Dict[str, tuple]:
         """The teacher's and the final student's TFLite files timed side by side
@@ -326,7 +326,7 @@ class EPKD:
         exported format of SIDE_BY_SIDE_FORMATS; float TFLite is converted here when it
         was not exported. The headline's speed-ups are these ratios, not ratios of
         medians measured minutes apart."""
-        deployment = self.run.read("deployment")
+        deployment = self.run.tables.read("deployment")
         files = {}
         for fmt in SIDE_BY_SIDE_FORMATS:
             teacher = deployment[(deployment["model"] == "teacher")
@@ -337,7 +337,7 @@ class EPKD:
                               for path in (teacher["path"].iloc[0], student["path"].iloc[0])]
         if "tflite" not in files:
             model = (self.teacher_model if final == 0 else
-                     self.run.load_checkpoint(self.run.student_checkpoint(final)))
+                     self.run.stages.load_checkpoint(self.run.student_checkpoint(final)))
             files["tflite"] = [tflite_files.to_tflite(self.teacher_model), tflite_files.to_tflite(model)]
         timed = {}
         for fmt, (teacher_file, final_file) in files.items():
@@ -422,9 +422,9 @@ class EPKD:
         """Trains the teacher, or loads it from --teacher_path (or reloads it when
         resuming), and exports it."""
         run, cfg = self.run, self.cfg
-        if run.progress()["teacher_done"]:
+        if run.stages.progress()["teacher_done"]:
             log.info("Teacher: reloaded from %s", run.teacher_checkpoint())
-            return run.load_checkpoint(run.teacher_checkpoint())
+            return run.stages.load_checkpoint(run.teacher_checkpoint())
         given = self.teacher_model is not None or bool(cfg.teacher.teacher_path)
         if self.teacher_model is not None:      # given by the caller (the Python API)
             model = self.teacher_model
@@ -449,11 +449,11 @@ class EPKD:
                                              test_accuracy=test_acc)
         row = dict(self.measured_row(model, 0, tflite, test_acc, val_acc),
                    bn_reestimated=reestimated)
-        run.append("teacher_history", history)
-        run.append("teacher", pd.DataFrame([row]))
-        run.append("deployment", deployment)
-        run.append("timings", self.clock.flush())
-        run.mark(teacher_done=True)
+        run.tables.append("teacher_history", history)
+        run.tables.append("teacher", pd.DataFrame([row]))
+        run.tables.append("deployment", deployment)
+        run.tables.append("timings", self.clock.flush())
+        run.stages.mark(teacher_done=True)
         log.info("Teacher done; elapsed %.0f s", self.clock.elapsed())
         return model
 
@@ -674,7 +674,7 @@ class EPKD:
             # One teacher_logits row per run (computed in iteration 1): a resumed run
             # computes the cache again, and that time counts as `other` (README,
             # Reproducibility).
-            resumed = self.run is not None and self.run.progress()["iterations_done"] > 0
+            resumed = self.run is not None and self.run.stages.progress()["iterations_done"] > 0
             with contextlib.nullcontext() if resumed else self.clock.phase("teacher_logits"):
                 logits = teacher_logits_for(self.teacher_model, self.data)
             self._teacher_logits = False if logits is None else logits
@@ -790,13 +790,14 @@ class EPKD:
                      "distillation", iteration, winner.pruner, result.temperature,
                      self.measure.format(row["cost"]), before, test_acc)
         with self.clock.phase("logging", iteration):
-            run.append("candidates", result.table)
-            run.append("finetune_history", result.finetune_history)
-            run.append("criteria_correlation", self.correlation(result.candidates, iteration))
-            run.append("students", student_row)
-            run.append("deployment", deployment)
-        run.append("timings", self.clock.flush(iteration))
-        run.mark(iterations_done=iteration)
+            run.tables.append("candidates", result.table)
+            run.tables.append("finetune_history", result.finetune_history)
+            run.tables.append("criteria_correlation",
+                              self.correlation(result.candidates, iteration))
+            run.tables.append("students", student_row)
+            run.tables.append("deployment", deployment)
+        run.tables.append("timings", self.clock.flush(iteration))
+        run.stages.mark(iterations_done=iteration)
         return float(row["cost"])
 
     def export_candidates(self, result: IterationResult) -> None:

@@ -319,9 +319,9 @@ def test_final_student_is_the_smallest_within_the_allowed_drop(tmp_path):
     from epkd_tf.loop import EPKD
     from epkd_tf.records import RunDir
     run = RunDir(str(tmp_path / "run"))
-    run.append("teacher", pd.DataFrame([{"iteration": 0, "cost": 100.0,
-                                         "test_accuracy": 0.990}]))
-    run.append("students", pd.DataFrame({
+    run.tables.append("teacher", pd.DataFrame([{"iteration": 0, "cost": 100.0,
+                                                "test_accuracy": 0.990}]))
+    run.tables.append("students", pd.DataFrame({
         "iteration": [1, 2, 3, 4], "cost": [80.0, 60.0, 40.0, 30.0],
         "test_accuracy": [0.991, 0.985, 0.986, 0.950]}))
 
@@ -335,7 +335,7 @@ def test_final_student_is_the_smallest_within_the_allowed_drop(tmp_path):
     assert final(0.4)[0] == 3                          # 3 lost exactly 0.4 points
     assert final(0.3)[0] == 1                          # 2 and 3 lost 0.5 and 0.4 points
     assert final(None) == (4, None)
-    run.replace("students", run.read("students").assign(test_accuracy=0.5))
+    run.tables.replace("students", run.tables.read("students").assign(test_accuracy=0.5))
     assert final(1.0)[0] == 0                          # none within: the teacher
 
 
