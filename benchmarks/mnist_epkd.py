@@ -70,7 +70,7 @@ def teacher_nonzero_params(out: str) -> int:
     import numpy as np
     from epkd_tf.records import RunDir
     run = RunDir(out)
-    model = run.load_checkpoint(run.teacher_checkpoint())
+    model = run.stages.load_checkpoint(run.teacher_checkpoint())
     return int(sum(np.count_nonzero(w) for w in model.get_weights()))
 
 

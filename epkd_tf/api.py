@@ -63,7 +63,7 @@ class CompressionResult:
         rows, _ = deploy.export_model(run, self.final if model is None else model, name,
                                       tuple(formats), serving_name=name, version=1,
                                       data=self.data)
-        run.append("deployment", rows)
+        run.tables.append("deployment", rows)
         return rows
 
 
@@ -184,17 +184,17 @@ def _run(cfg, data, teacher, root: str, verbose: int, keep: bool) -> Compression
     from epkd_tf.records.report import completed_tables, headline
     from epkd_tf.training import copy_model
     run = RunDir(root)
-    tables_before = run.progress()
+    tables_before = run.stages.progress()
     epkd = EPKD(cfg, data, run, verbose=verbose, teacher=copy_model(teacher)
                 if not tables_before.get("teacher_done") else None)
     epkd()
     students = [tf_keras.models.load_model(run.student_checkpoint(k), compile=False)
-                for k in sorted(set(run.read("students")["iteration"].astype(int)))]
-    final_iteration = int(run.read("final").iloc[-1]["iteration"])
+                for k in sorted(set(run.tables.read("students")["iteration"].astype(int)))]
+    final_iteration = int(run.tables.read("final").iloc[-1]["iteration"])
     final = epkd.teacher_model if final_iteration == 0 else students[final_iteration - 1]
     tables = completed_tables(run)
-    for name in run.tables:
-        tables.setdefault(name, run.read(name))
+    for name in run.tables.schemas:
+        tables.setdefault(name, run.tables.read(name))
     return CompressionResult(teacher=epkd.teacher_model, students=students, final=final,
                              final_iteration=final_iteration, tables=tables,
                              headline="\n".join(headline(run)),

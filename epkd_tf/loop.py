@@ -111,7 +111,7 @@ class EPKD:
         self.samples = RunSamples(
             cfg, data, self.clock, teacher=lambda: self.teacher_model,
             sample=lambda n: self.pruning_context(0).sample(n),
-            resumed=lambda: run is not None and run.progress()["iterations_done"] > 0)
+            resumed=lambda: run is not None and run.stages.progress()["iterations_done"] > 0)
         if teacher_logits is not None:
             self.samples.use_teacher_logits(teacher_logits)
         self.measure_context = MeasureContext(
@@ -132,13 +132,13 @@ class EPKD:
     # -- the algorithm -------------------------------------------------------------------
     def __call__(self) -> pd.DataFrame:
         tf_keras.utils.set_random_seed(self.cfg.data.seed)
-        self.run.drop_unfinished()
+        self.run.stages.drop_unfinished()
         teacher = self.teacher_model = self.teacher_stage(self.run, self.teacher_model)
         # Every later latency is timed side by side with the teacher and scaled by its
         # recorded latency (a resumed run keeps the same scale).
         self.measure_context.reference = teacher
         self.measure_context.reference_costs[self.measure.name] = self.recorded_cost(0)
-        done = self.run.progress()["iterations_done"]
+        done = self.run.stages.progress()["iterations_done"]
         student = teacher if done == 0 else self.load_student(done)
         cost = self.recorded_cost(done)
         self.iterations_started = time.perf_counter()
@@ -166,14 +166,14 @@ class EPKD:
             faults.reached(f"iteration_{iteration}_done")
             self.report_progress(iteration, done)
         stopped = self.stop_reason() or stopped
-        final = self.rules.choose_final(self.run.read("teacher"), self.run.read("students"))
+        final = self.rules.choose_final(self.run.tables.read("teacher"), self.run.tables.read("students"))
         self.recorder.final(final, stopped, self.teacher_model, self.load_student)
         self.recorder.run_done()
-        return self.run.read("students")
+        return self.run.tables.read("students")
 
     def load_student(self, iteration: int) -> tf_keras.Model:
         """Iteration ``iteration``'s student, from its verified checkpoint."""
-        return self.run.load_checkpoint(self.run.student_checkpoint(iteration))
+        return self.run.stages.load_checkpoint(self.run.student_checkpoint(iteration))
 
     # -- budgets and stop rules (epkd_tf.budget) -----------------------------------------
     def cost_of(self, model) -> float:
@@ -184,17 +184,17 @@ class EPKD:
         """The budget cost of the teacher (0) or of iteration ``iteration``'s student, as
         recorded when it was made (so a resumed run aims at the same targets)."""
         if iteration == 0:
-            return float(self.run.read("teacher").iloc[0]["cost"])
-        students = self.run.read("students").set_index("iteration")
+            return float(self.run.tables.read("teacher").iloc[0]["cost"])
+        students = self.run.tables.read("students").set_index("iteration")
         return float(students.loc[iteration, "cost"])
 
     def stop_reason(self) -> Optional[str]:
         """Why no further iteration should run, judged on what is recorded."""
-        return self.rules.stop_reason(self.run.read("teacher"), self.run.read("students"))
+        return self.rules.stop_reason(self.run.tables.read("teacher"), self.run.tables.read("students"))
 
     def choose_final(self) -> int:
         """The iteration of the final student (0: the teacher), judged on what is recorded."""
-        return self.rules.choose_final(self.run.read("teacher"), self.run.read("students"))
+        return self.rules.choose_final(self.run.tables.read("teacher"), self.run.tables.read("students"))
 
     @property
     def selection_split(self) -> str:

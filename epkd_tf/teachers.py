@@ -44,9 +44,9 @@ class TeacherStage:
         Python API's model), --teacher_path's model or --teacher trained; measured,
         exported and recorded (``teacher.csv``, ``teacher_history.csv``)."""
         cfg = self.cfg
-        if run.progress()["teacher_done"]:
+        if run.stages.progress()["teacher_done"]:
             log.info("Teacher: reloaded from %s", run.teacher_checkpoint())
-            return run.load_checkpoint(run.teacher_checkpoint())
+            return run.stages.load_checkpoint(run.teacher_checkpoint())
         untrained = pd.DataFrame(columns=training.HISTORY_COLUMNS)   # not trained here
         if given is not None:
             model, history = given, untrained

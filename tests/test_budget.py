@@ -321,9 +321,9 @@ def test_final_student_is_the_smallest_within_the_allowed_drop(tmp_path):
     from epkd_tf.loop import EPKD
     from epkd_tf.records import RunDir
     run = RunDir(str(tmp_path / "run"))
-    run.append("teacher", pd.DataFrame([{"iteration": 0, "cost": 100.0,
-                                         "test_accuracy": 0.990}]))
-    run.append("students", pd.DataFrame({
+    run.tables.append("teacher", pd.DataFrame([{"iteration": 0, "cost": 100.0,
+                                                "test_accuracy": 0.990}]))
+    run.tables.append("students", pd.DataFrame({
         "iteration": [1, 2, 3, 4], "cost": [80.0, 60.0, 40.0, 30.0],
         "test_accuracy": [0.991, 0.985, 0.986, 0.950]}))
 
@@ -332,8 +332,8 @@ def test_final_student_is_the_smallest_within_the_allowed_drop(tmp_path):
         epkd = EPKD(cfg, data=None, run=run)
         rules = StopRules(cfg.budget, make_measure("params"), cfg.keep_ratio,
                           validation=False)
-        decided = rules.choose_final(run.read("teacher"), run.read("students")), \
-            rules.stop_reason(run.read("teacher"), run.read("students"))
+        decided = rules.choose_final(run.tables.read("teacher"), run.tables.read("students")), \
+            rules.stop_reason(run.tables.read("teacher"), run.tables.read("students"))
         assert (epkd.choose_final(), epkd.stop_reason()) == decided   # the run asks them
         return decided
 
@@ -342,7 +342,7 @@ def test_final_student_is_the_smallest_within_the_allowed_drop(tmp_path):
     assert final(0.4)[0] == 3                          # 3 lost exactly 0.4 points
     assert final(0.3)[0] == 1                          # 2 and 3 lost 0.5 and 0.4 points
     assert final(None) == (4, None)
-    run.replace("students", run.read("students").assign(test_accuracy=0.5))
+    run.tables.replace("students", run.tables.read("students").assign(test_accuracy=0.5))
     assert final(1.0)[0] == 0                          # none within: the teacher
 
 

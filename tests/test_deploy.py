@@ -277,13 +277,13 @@ def test_resume_drops_deployment_rows_of_unfinished_stages(tmp_path):
     run = RunDir(str(tmp_path))
     rows = pd.DataFrame({"model": ["teacher", "student_1", "student_2"], "iteration": [0, 1, 2],
                          "format": "tflite"})
-    run.append("deployment", rows)
-    run.drop_unfinished()                         # killed while exporting the teacher
-    assert run.read("deployment").empty
-    run.append("deployment", rows)
-    run.mark(teacher_done=True, iterations_done=1)
-    run.drop_unfinished()                         # killed during iteration 2
-    assert run.read("deployment").model.tolist() == ["teacher", "student_1"]
+    run.tables.append("deployment", rows)
+    run.stages.drop_unfinished()                  # killed while exporting the teacher
+    assert run.tables.read("deployment").empty
+    run.tables.append("deployment", rows)
+    run.stages.mark(teacher_done=True, iterations_done=1)
+    run.stages.drop_unfinished()                  # killed during iteration 2
+    assert run.tables.read("deployment").model.tolist() == ["teacher", "student_1"]
 
 
 def test_tflite_file_names():

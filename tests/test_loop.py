@@ -82,7 +82,7 @@ def test_every_iteration_shrinks_by_keep_ratio(tiny_run):
 def test_temperature_follows_the_schedule(tiny_run):
     _, run, students = tiny_run
     assert students.temperature.tolist() == [8.0, 5.0, 2.0]
-    history = run.read("finetune_history")
+    history = run.tables.read("finetune_history")
     assert history.groupby("iteration").temperature.first().tolist() == [8.0, 5.0, 2.0]
 
 
@@ -110,7 +110,7 @@ def test_students_keep_exactly_the_size_their_candidate_was_ranked_at(tiny_run):
     exactly its winning candidate's nonzero count; magnitude candidates hit the target
     exactly."""
     cfg, run, students = tiny_run
-    candidates = run.read("candidates")
+    candidates = run.tables.read("candidates")
     teacher = tf_keras.models.load_model(run.teacher_checkpoint(), compile=False)
     previous = sum(int(np.count_nonzero(w)) for w in teacher.get_weights())
     for row in students.itertuples():
@@ -137,7 +137,8 @@ def test_candidates_are_never_changed_after_they_are_evaluated(tiny_run, tiny_di
     from epkd_tf.graph import dense_params, nonzero_params
     cfg, run, _ = tiny_run
     last = run.epkd.last_result
-    rows = run.read("candidates").query(f"iteration == {last.iteration}").set_index("pruner")
+    rows = (run.tables.read("candidates").query(f"iteration == {last.iteration}")
+            .set_index("pruner"))
     data = load_data(cfg.data)
     for c in last.candidates:
         row = rows.loc[c.pruner]
@@ -150,7 +151,7 @@ def test_candidates_are_never_changed_after_they_are_evaluated(tiny_run, tiny_di
 
 def test_timings_cover_every_phase(tiny_run):
     _, run, _ = tiny_run
-    timings = run.read("timings")
+    timings = run.tables.read("timings")
     phases = set(timings.phase)
     assert {"teacher_training", "teacher_logits", "scoring", "surgery", "magnitude_finetune",
             "candidate_evaluation", "distillation", "student_evaluation", "export",
@@ -203,7 +204,7 @@ def test_distillation_reads_cached_teacher_logits(tiny_run):
     _, run, _ = tiny_run
     logits = run.epkd.samples.teacher_logits()          # computed once, during iteration 1
     assert logits.shape == (256, 4)
-    assert len(run.read("timings").query("phase == 'teacher_logits'")) == 1
+    assert len(run.tables.read("timings").query("phase == 'teacher_logits'")) == 1
 
 
 def test_loss_guard_reads_the_loss_rarely_but_never_misses_a_nan():

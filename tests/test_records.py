@@ -9,18 +9,19 @@ from epkd_tf.records import TABLES, RunDir, safe_name
 
 def test_append_keeps_documented_column_order(tmp_path):
     run = RunDir(str(tmp_path))
-    run.append("timings", pd.DataFrame([{"seconds": 1.5, "phase": "a", "iteration": 1,
-                                         "pruner": "x"}]))
-    run.append("timings", pd.DataFrame([{"phase": "b", "iteration": 2, "pruner": "",
-                                         "seconds": 2.0}]))
-    frame = run.read("timings")
+    run.tables.append("timings", pd.DataFrame([{"seconds": 1.5, "phase": "a", "iteration": 1,
+                                                "pruner": "x"}]))
+    run.tables.append("timings", pd.DataFrame([{"phase": "b", "iteration": 2, "pruner": "",
+                                                "seconds": 2.0}]))
+    frame = run.tables.read("timings")
     assert list(frame.columns) == TABLES["timings"]
     assert frame.phase.tolist() == ["a", "b"]
 
 
 def test_failed_write_leaves_previous_file_and_no_temporaries(tmp_path):
     run = RunDir(str(tmp_path))
-    run.append("timings", pd.DataFrame([{"phase": "a", "iteration": 1, "pruner": "", "seconds": 1}]))
+    run.tables.append("timings", pd.DataFrame([{"phase": "a", "iteration": 1, "pruner": "",
+                                                "seconds": 1}]))
 
     class Boom(pd.DataFrame):
         def to_csv(self, *args, **kwargs):
@@ -30,31 +31,31 @@ def test_failed_write_leaves_previous_file_and_no_temporaries(tmp_path):
     pd.DataFrame.to_csv = Boom.to_csv
     try:
         with pytest.raises(RuntimeError):
-            run.append("timings", pd.DataFrame([{"phase": "b", "iteration": 2, "pruner": "",
-                                                 "seconds": 1}]))
+            run.tables.append("timings", pd.DataFrame([{"phase": "b", "iteration": 2,
+                                                        "pruner": "", "seconds": 1}]))
     finally:
         pd.DataFrame.to_csv = original
-    assert run.read("timings").phase.tolist() == ["a"]
+    assert run.tables.read("timings").phase.tolist() == ["a"]
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
 
 
 def test_drop_unfinished_removes_rows_after_the_last_completed_iteration(tmp_path):
     run = RunDir(str(tmp_path))
-    run.mark(teacher_done=True, iterations_done=1)
-    run.append("students", pd.DataFrame({"iteration": [1, 2], "pruner": ["a", "b"]}))
-    run.append("criteria_correlation", pd.DataFrame({"iteration": [1, 2, 2]}))
-    run.append("teacher_history", pd.DataFrame({"epoch": [1, 2]}))
-    run.drop_unfinished()
-    assert run.read("students").iteration.tolist() == [1]
-    assert run.read("criteria_correlation").iteration.tolist() == [1]
-    assert run.read("teacher_history").epoch.tolist() == [1, 2]
+    run.stages.mark(teacher_done=True, iterations_done=1)
+    run.tables.append("students", pd.DataFrame({"iteration": [1, 2], "pruner": ["a", "b"]}))
+    run.tables.append("criteria_correlation", pd.DataFrame({"iteration": [1, 2, 2]}))
+    run.tables.append("teacher_history", pd.DataFrame({"epoch": [1, 2]}))
+    run.stages.drop_unfinished()
+    assert run.tables.read("students").iteration.tolist() == [1]
+    assert run.tables.read("criteria_correlation").iteration.tolist() == [1]
+    assert run.tables.read("teacher_history").epoch.tolist() == [1, 2]
 
 
 def test_drop_unfinished_before_teacher_done_clears_teacher_history(tmp_path):
     run = RunDir(str(tmp_path))
-    run.append("teacher_history", pd.DataFrame({"epoch": [1]}))
-    run.drop_unfinished()
-    assert run.read("teacher_history").empty
+    run.tables.append("teacher_history", pd.DataFrame({"epoch": [1]}))
+    run.stages.drop_unfinished()
+    assert run.tables.read("teacher_history").empty
 
 
 def test_write_directory_is_all_or_nothing(tmp_path):
@@ -81,12 +82,12 @@ def test_write_directory_is_all_or_nothing(tmp_path):
 
 def test_unknown_table_is_named(tmp_path):
     with pytest.raises(KeyError, match="nope"):
-        RunDir(str(tmp_path)).read("nope")
+        RunDir(str(tmp_path)).tables.read("nope")
 
 
 def test_drop_unfinished_removes_files_of_unfinished_stages_and_temporaries(tmp_path):
     run = RunDir(str(tmp_path))
-    run.mark(teacher_done=True, iterations_done=1)
+    run.stages.mark(teacher_done=True, iterations_done=1)
     paths = ["checkpoints/teacher.keras", "checkpoints/student_1.keras",
              "checkpoints/student_2.keras", "checkpoints/student_12.keras",
              "tflite/teacher.tflite", "tflite/student_1_int8.tflite",
@@ -100,7 +101,7 @@ def test_drop_unfinished_removes_files_of_unfinished_stages_and_temporaries(tmp_
     for p in paths:
         os.makedirs(os.path.dirname(run.path(p)), exist_ok=True)
         open(run.path(p), "w").close()
-    run.drop_unfinished()
+    run.stages.drop_unfinished()
     left = sorted(os.path.relpath(os.path.join(r, f), tmp_path)
                   for r, _, files in os.walk(tmp_path) for f in files)
     assert left == ["checkpoints/student_1.keras", "checkpoints/teacher.keras",
@@ -108,8 +109,8 @@ def test_drop_unfinished_removes_files_of_unfinished_stages_and_temporaries(tmp_
                     "serving/teacher/1/saved_model.pb", "tensorboard/finetune_1/train/e",
                     "tflite/student_1_int8.tflite", "tflite/teacher.tflite"]
     # Before the teacher completed, nothing stays but progress.json.
-    run.mark(teacher_done=False, iterations_done=0)
-    run.drop_unfinished()
+    run.stages.mark(teacher_done=False, iterations_done=0)
+    run.stages.drop_unfinished()
     assert [f for _, _, files in os.walk(tmp_path) for f in files] == ["progress.json"]
 
 
@@ -161,7 +162,7 @@ def test_paths_through_a_link_out_of_the_run_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"outside the run directory .*symbolic link"):
         run.tflite_path("student_3")
     with pytest.raises(RunDirError, match="tflite is a link to .*elsewhere, outside the run"):
-        run.check_links()
+        run.stages.check_links()
     os.makedirs(run.path("plots"))
     os.symlink(run.path("plots"), run.path("figures"))       # a link inside is fine
     assert run.path("figures", "a.png").endswith("figures/a.png")
@@ -248,7 +249,7 @@ def test_a_damaged_progress_file_is_named(text, tmp_path):
     run = RunDir(str(tmp_path))
     (tmp_path / "progress.json").write_text(text)
     with pytest.raises(DamagedRunError, match=r"progress.json is damaged"):
-        run.progress()
+        run.stages.progress()
 
 
 def committed_run(tmp_path):
@@ -256,9 +257,9 @@ def committed_run(tmp_path):
     run = RunDir(str(tmp_path / "run"))
     for stage, name in enumerate(["teacher", "student_1", "student_2"]):
         run.write_bytes(f"checkpoints/{name}.keras", f"weights of {name}".encode())
-        run.append("students" if stage else "teacher_history",
-                   pd.DataFrame([{"iteration": stage, "pruner": "l1", "epoch": 1}]))
-        run.mark(**({"iterations_done": stage} if stage else {"teacher_done": True}))
+        run.tables.append("students" if stage else "teacher_history",
+                          pd.DataFrame([{"iteration": stage, "pruner": "l1", "epoch": 1}]))
+        run.stages.mark(**({"iterations_done": stage} if stage else {"teacher_done": True}))
     return run
 
 
@@ -267,46 +268,46 @@ def test_tables_only_grow_so_each_stage_s_record_stays_checkable(tmp_path):
     state = json.load(open(run.path("progress.json")))
     assert [s["name"] for s in state["stages"]] == ["teacher", "iteration 1", "iteration 2"]
     sizes = [s["tables"]["students"]["bytes"] for s in state["stages"][1:]]
-    data = open(run.table_path("students"), "rb").read()
+    data = open(run.tables.path("students"), "rb").read()
     assert len(data) == sizes[1] > sizes[0] and data[:sizes[0]].count(b"\n") == 2
-    assert run.verify() is None and run.prepare_resume() is None
+    assert run.stages.verify() is None and run.stages.prepare_resume() is None
 
 
 def test_damage_to_the_last_stage_is_redone_and_to_an_earlier_one_refused(tmp_path):
     run = committed_run(tmp_path)
     with open(run.student_checkpoint(2), "ab") as f:
         f.write(b"!")
-    assert run.verify()["path"] == "checkpoints/student_2.keras"
-    warning = run.prepare_resume()
+    assert run.stages.verify()["path"] == "checkpoints/student_2.keras"
+    warning = run.stages.prepare_resume()
     assert "checkpoints/student_2.keras" in warning and "iteration 2 stage" in warning
-    assert run.progress()["iterations_done"] == 1
-    run.drop_unfinished()
+    assert run.stages.progress()["iterations_done"] == 1
+    run.stages.drop_unfinished()
     assert not os.path.exists(run.student_checkpoint(2))
-    assert run.read("students").iteration.tolist() == [1]
+    assert run.tables.read("students").iteration.tolist() == [1]
 
     run = committed_run(tmp_path / "again")
-    rows = open(run.table_path("students")).read().splitlines()
-    open(run.table_path("students"), "w").write("\n".join(rows[:1] + rows[2:]) + "\n")
+    rows = open(run.tables.path("students")).read().splitlines()
+    open(run.tables.path("students"), "w").write("\n".join(rows[:1] + rows[2:]) + "\n")
     before = open(run.path("progress.json")).read()
     with pytest.raises(DamagedRunError, match=r"students.csv .* not what the iteration 1 "
                                               r"stage wrote.*--overwrite"):
-        run.prepare_resume("--output_dir=x")
+        run.stages.prepare_resume("--output_dir=x")
     assert open(run.path("progress.json")).read() == before
     # progress.json that claims more than it recorded
     state = json.loads(before)
     state["iterations_done"] = 5
     open(run.path("progress.json"), "w").write(json.dumps(state))
     with pytest.raises(DamagedRunError, match="claims 6 completed stages .* records what 3"):
-        run.verify()
+        run.stages.verify()
 
 
 def test_a_cut_row_or_a_lost_header_is_refused_on_reading(tmp_path):
     run = RunDir(str(tmp_path))
-    run.append("students", pd.DataFrame([{"iteration": 1, "total_params": 266610}]))
-    text = open(run.table_path("students")).read()
-    open(run.table_path("students"), "w").write(text[:-4])
+    run.tables.append("students", pd.DataFrame([{"iteration": 1, "total_params": 266610}]))
+    text = open(run.tables.path("students")).read()
+    open(run.tables.path("students"), "w").write(text[:-4])
     with pytest.raises(DamagedRunError, match="students.csv is damaged: its last row is cut"):
-        run.read("students")
-    open(run.table_path("students"), "w").write(text.split("\n", 1)[1])
+        run.tables.read("students")
+    open(run.tables.path("students"), "w").write(text.split("\n", 1)[1])
     with pytest.raises(DamagedRunError, match="students.csv is damaged: its first line"):
-        run.append("students", pd.DataFrame([{"iteration": 2}]))
+        run.tables.append("students", pd.DataFrame([{"iteration": 2}]))

@@ -304,7 +304,7 @@ def test_damage_to_the_last_stage_is_redone(case, stopped, reference, copy_of, t
     assert run_in_process(epkd_main, args(tiny_dir, out)) == 0
     err = capsys.readouterr().err
     assert not error_lines(err) and f"warning: {named}" in err
-    assert progress(out)["finished"] and RunDir(out).verify() is None
+    assert progress(out)["finished"] and RunDir(out).stages.verify() is None
     assert_same_results(reference, out)
     assert open(f"{out}/tflite/student_2.tflite", "rb").read() == \
         open(f"{reference}/tflite/student_2.tflite", "rb").read()

@@ -144,7 +144,7 @@ def prepare_output_dir(path: str, flags_text: str, flag_values: flags.FlagValues
     if differing:
         raise UsageError(f"--output_dir={path} holds a {kind} with different flags "
                          f"({', '.join(differing)}); use another --output_dir or --overwrite.")
-    if run.progress().get("finished"):
+    if run.stages.progress().get("finished"):
         raise UsageError(f"--output_dir={path} holds a finished {kind}; pass --overwrite to "
                          "run it again.")
 

@@ -205,7 +205,7 @@ def _export(out, model, name: str, cfg, data):
                                       version=1, data=data, latency_runs=cfg.latency_runs,
                                       threads=cfg.tflite_threads, calibration=calibration,
                                       int8_dense_per_channel=cfg.int8_dense_per_channel)
-        staging.append("deployment", rows)
+        staging.tables.append("deployment", rows)
         for entry in sorted(os.listdir(staging.root), key=lambda n: n == "deployment.csv"):
             os.replace(staging.path(entry), out.path(entry))
             moved.append(out.path(entry))

@@ -9,7 +9,7 @@ memory or write permission (its completed stages are kept: the same command resu
 Targets pruning cannot reach and teachers too large for the memory are refused before
 any work (``epkd_tf.budget.feasibility``). One process at a time writes a run directory (a lock
 held for the whole run; a second is refused naming the first's PID), and a resumed run
-is first checked against what its completed stages recorded (``RunDir.prepare_resume``).
+is first checked against what its completed stages recorded (``StageLedger.prepare_resume``).
 
 Runs are reproducible: ``--seed`` seeds Python, NumPy and TensorFlow (again per
 iteration) and TensorFlow's op determinism is on, so the same flags give the same models
@@ -103,7 +103,7 @@ def default_output_dir(cfg):
             if differing_flags(f.read(), text, FLAGS, RUN_FLAGS):
                 continue
         from epkd_tf.records import RunDir
-        if not RunDir(path).progress().get("finished"):
+        if not RunDir(path).stages.progress().get("finished"):
             return path, (f"Resuming {path}: an unfinished run with the same flags "
                           f"(give --output_dir for a new run).")
         if FLAGS.overwrite:
@@ -134,7 +134,7 @@ def kept_summary(output_dir: str) -> str:
     DIR``."""
     from epkd_tf.records import RunDir
     try:
-        state = RunDir(output_dir).progress()
+        state = RunDir(output_dir).stages.progress()
     except Exception:           # an unreadable state: nothing to claim
         return f"what was completed is kept in {output_dir}"
     if not state.get("teacher_done"):
@@ -299,7 +299,7 @@ def prepare_run(cfg, run) -> str:
                          "multi-worker runs cannot resume; pass --overwrite or "
                          "choose a new --output_dir.")
     prepare_output_dir(cfg.output_dir, flags_text(cfg), FLAGS, RUN_FLAGS, FLAGS.overwrite)
-    warning = run.prepare_resume()
+    warning = run.stages.prepare_resume()
     run.write_text("flags.txt", flags_text(cfg))
     return warning
 

@@ -51,9 +51,9 @@ def check_run_dir(path: str) -> RunDir:
         raise UsageError(f"RUN_DIR={path} is not an epkd_tf run (it has no flags.txt); "
                          f"give the --output_dir of a run.")
     try:
-        tables = [d for d in run.damages() if d["table"]]
-        for name in run.tables:
-            run.read_completed(name)
+        tables = [d for d in run.stages.damages() if d["table"]]
+        for name in run.tables.schemas:
+            run.tables.read_completed(name)
     except RunDirError as err:
         raise UsageError(f"RUN_DIR={path}: {err}") from err
     if tables:
@@ -72,7 +72,7 @@ def main(argv) -> int:
         return fail(err)
     setup_logging()
     path = write_report(run, check_files=True)
-    for damage in run.damages():
+    for damage in run.stages.damages():
         logging.getLogger("epkd_tf").warning("warning: %s is damaged (%s)", damage["path"],
                                              damage["problem"])
     logging.getLogger("epkd_tf").info("Report: %s", path)

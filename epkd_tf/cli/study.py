@@ -121,7 +121,7 @@ def _study(verbose: int) -> int:
         try:
             prepare_output_dir(cfg.output_dir, flags_text(cfg), FLAGS, RUN_FLAGS,
                                FLAGS.overwrite, "study")
-            d.check_links()
+            d.stages.check_links()
         except (UsageError, RunDirError) as err:
             return fail(err)
         setup_logging()

@@ -203,7 +203,7 @@ def copy_exports(run, source: str, name: str, iteration: int) -> pd.DataFrame:
     deployment.csv rows (the source's, with the new paths): the final student is shipped
     under a name that does not change with the iteration that produced it."""
     import shutil
-    rows = run.read("deployment")
+    rows = run.tables.read("deployment")
     rows = rows[rows["model"] == source].copy()
     # An interrupted copy leaves nothing that counts: the old one goes first.
     shutil.rmtree(run.path("serving", name), ignore_errors=True)

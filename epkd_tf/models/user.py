@@ -7,7 +7,7 @@ built-in layers and Keras modules (:mod:`epkd_tf.models.safe_config`: a ``Lambda
 a TF-op layer calling e.g. ``tf.io.write_file``, a ``module`` field naming another module,
 a custom class... are refused before Keras deserialises anything); loading then runs in
 Keras safe mode, and every loaded layer must be exactly the built-in class it names. A run
-reloads its own checkpoints through the same function (``RunDir.load_checkpoint``).
+reloads its own checkpoints through the same function (``StageLedger.load_checkpoint``).
 :func:`check_fits` checks that the model maps the dataset's images to logits of its
 classes, :func:`check_finite` that its weights are numbers. Every problem is a
 :class:`ModelFileError` whose one-line message names the flag (or the file). A Keras 3

@@ -17,7 +17,7 @@ import pandas as pd
 
 from epkd_tf.deploy import exports, saved_model
 from epkd_tf.deploy import tflite as tflite_files
-from epkd_tf.records.run_dir import FINAL, SIDE_BY_SIDE_FORMATS, RunDir
+from epkd_tf.records import FINAL, SIDE_BY_SIDE_FORMATS, RunDir
 from epkd_tf.timing import Clock
 
 log = logging.getLogger("epkd_tf")
@@ -92,28 +92,28 @@ class Recorder:
                      deployment: pd.DataFrame) -> None:
         """Commits the teacher stage: its training history, its row, its deployment rows."""
         run = self.run
-        run.append("teacher_history", history)
-        run.append("teacher", pd.DataFrame([row]))
-        run.append("deployment", deployment)
-        run.append("timings", self.clock.flush())
-        run.mark(teacher_done=True)
+        run.tables.append("teacher_history", history)
+        run.tables.append("teacher", pd.DataFrame([row]))
+        run.tables.append("deployment", deployment)
+        run.tables.append("timings", self.clock.flush())
+        run.stages.mark(teacher_done=True)
 
     def iteration_done(self, iteration: int, tables: Dict[str, pd.DataFrame]) -> None:
         """Commits iteration ``iteration``: ``tables`` (table name -> its new rows), then
         the timings, then the progress mark."""
         with self.clock.phase("logging", iteration):
             for name, rows in tables.items():
-                self.run.append(name, rows)
-        self.run.append("timings", self.clock.flush(iteration))
-        self.run.mark(iterations_done=iteration)
+                self.run.tables.append(name, rows)
+        self.run.tables.append("timings", self.clock.flush(iteration))
+        self.run.stages.mark(iterations_done=iteration)
 
     def run_done(self) -> None:
         """Commits the last stage: the report, the timings, ``finished``."""
         from epkd_tf.records.report import write_report
         with self.clock.phase("logging"):
             write_report(self.run)
-        self.run.append("timings", self.clock.flush())
-        self.run.mark(finished=True)
+        self.run.tables.append("timings", self.clock.flush())
+        self.run.stages.mark(finished=True)
 
     # -- the final student ---------------------------------------------------------------
     def final(self, final: int, stopped: str, teacher_model,
@@ -128,9 +128,9 @@ class Recorder:
         if final == 0:
             log.warning("warning: no student is within --max_accuracy_drop of the teacher; "
                         "the final model is the teacher itself")
-            row = run.read("teacher").iloc[0]
+            row = run.tables.read("teacher").iloc[0]
         else:
-            row = run.read("students").set_index("iteration").loc[final]
+            row = run.tables.read("students").set_index("iteration").loc[final]
         with self.clock.phase("student_evaluation", final):
             latencies = self.side_by_side(final, rows, teacher_model, load_student)
         for fmt, (_, final_ms, final_p90) in latencies.items():
@@ -142,12 +142,12 @@ class Recorder:
             teacher_ms, final_ms, _ = latencies.get(fmt, (np.nan, np.nan, np.nan))
             columns[f"teacher_{prefix}_latency_ms"] = teacher_ms
             columns[f"{prefix}_latency_ms"] = final_ms
-        run.append("final", pd.DataFrame([{
+        run.tables.append("final", pd.DataFrame([{
             "iteration": final, "pruner": "teacher" if final == 0 else row["pruner"],
             "nonzero_params": row["nonzero_params"], "macs": row["macs"],
             "cost": row["cost"], "validation_accuracy": row["validation_accuracy"],
             "test_accuracy": row["test_accuracy"], **columns, "stopped": stopped}]))
-        run.append("deployment", rows)
+        run.tables.append("deployment", rows)
 
     def side_by_side(self, final: int, final_rows: pd.DataFrame, teacher_model,
                      load_student: Callable[[int], object]) -> Dict[str, tuple]:
@@ -157,7 +157,7 @@ class Recorder:
         exported format of SIDE_BY_SIDE_FORMATS; float TFLite is converted here when it
         was not exported. The headline's speed-ups are these ratios, not ratios of
         medians measured minutes apart."""
-        deployment = self.run.read("deployment")
+        deployment = self.run.tables.read("deployment")
         files: Dict[str, list] = {}
         for fmt in SIDE_BY_SIDE_FORMATS:
             teacher = deployment[(deployment["model"] == "teacher")

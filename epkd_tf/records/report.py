@@ -23,7 +23,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
-from epkd_tf.records.run_dir import SIDE_BY_SIDE_FORMATS, RunDir
+from epkd_tf.records.run_dir import RunDir
+from epkd_tf.records.tables import SIDE_BY_SIDE_FORMATS
 
 PLOTS = ("pareto", "accuracy_vs_params", "temperature", "criteria_correlation",
          "size_latency")
@@ -59,7 +60,7 @@ def markdown_table(frame: pd.DataFrame, columns: Optional[Sequence[str]] = None)
 def completed_tables(run: RunDir, current: bool = False) -> Dict[str, pd.DataFrame]:
     """Every table of the run, without rows of stages that did not complete; ``current``:
     as they are now (the run writing its own report, whose last stage is being written)."""
-    read = run.read if current else run.read_completed
+    read = run.tables.read if current else run.tables.read_completed
     return {name: read(name).reset_index(drop=True)
             for name in ("teacher_history", "teacher", "candidates", "students", "final",
                          "criteria_correlation", "deployment", "timings")}
@@ -357,7 +358,7 @@ def write_report(run: RunDir, check_files: bool = False) -> str:
     epkd_tf.report`` does; a run writing its own report wrote those files itself, and
     reads its tables as they are: their last stage is being completed)."""
     t = completed_tables(run, current=not check_files)
-    state = run.progress()
+    state = run.stages.progress()
     students, candidates = t["students"], t["candidates"]
     flags_text = ""
     if os.path.exists(run.flags_file):
@@ -454,7 +455,7 @@ def write_report(run: RunDir, check_files: bool = False) -> str:
     lines += ["## Where the time went", ""]
     lines += time_per_phase(t["timings"])
 
-    damaged = [d for d in run.damages() if not d["table"]] if check_files else []
+    damaged = [d for d in run.stages.damages() if not d["table"]] if check_files else []
     if damaged:
         lines += ["## Damaged files", "",
                   "These files are not what their stage wrote (checked against "

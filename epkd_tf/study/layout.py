@@ -41,7 +41,7 @@ def cell_name(method: str, fraction: float, seed: int) -> str:
 class StudyDir(RunDir):
     """One study's output directory (see the module docstring)."""
 
-    tables = STUDY_TABLES
+    table_schemas = STUDY_TABLES
 
     # -- models and outputs --------------------------------------------------------------
     def teacher_checkpoint(self) -> str:
@@ -67,10 +67,10 @@ class StudyDir(RunDir):
 
     # -- progress ------------------------------------------------------------------------
     def teacher_done(self) -> bool:
-        return self.progress().get("teacher_done", False)
+        return self.stages.progress().get("teacher_done", False)
 
     def finished_cells(self) -> set:
         """(method, fraction rounded to 6 places, seed) of every cell in study.csv."""
-        table = self.read("study")
+        table = self.tables.read("study")
         return {(m, round(float(f), 6), int(s)) for m, f, s in
                 zip(table.method, table.fraction_removed, table.seed)}

@@ -92,7 +92,7 @@ def write_plots(d: StudyDir, study: pd.DataFrame, max_examples: int = 8) -> List
         ax.plot(100 * x, 100 * g.mean().to_numpy(), marker="o", label=method)
         ax.fill_between(100 * x, 100 * g.min().to_numpy(), 100 * g.max().to_numpy(),
                         alpha=0.2)
-    history = d.read("teacher_history")
+    history = d.tables.read("teacher_history")
     if len(history):
         ax.axhline(100 * history.test_accuracy.iloc[-1], color="k", ls="--", lw=1,
                    label="teacher")
@@ -155,8 +155,8 @@ def _test_images(d: StudyDir):
 
 def write_report(d: StudyDir) -> str:
     """Writes study.md (and the plots) from study.csv / comparisons.csv; returns its path."""
-    study, comparisons = d.read("study"), d.read("comparisons")
-    history = d.read("teacher_history")
+    study, comparisons = d.tables.read("study"), d.tables.read("comparisons")
+    history = d.tables.read("teacher_history")
     lines = ["# Compression study", ""]
     if os.path.exists(d.flags_file):
         flags_text = open(d.flags_file, encoding="utf-8").read().strip()

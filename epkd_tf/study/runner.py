@@ -83,7 +83,7 @@ class Study:
                         previous_path = self.dir.cell_checkpoint(name, fraction, seed)
                         continue
                     if method.from_previous and previous_path is not None:
-                        previous = self.dir.load_checkpoint(previous_path)
+                        previous = self.dir.stages.load_checkpoint(previous_path)
                     target = target_params(teacher_nonzero, fraction)
                     tf_keras.utils.set_random_seed(derive_seed(seed,
                                                                int(round(fraction * 1000))))
@@ -102,8 +102,8 @@ class Study:
         self.write_example_images()
         from epkd_tf.study.report import write_report
         write_report(self.dir)
-        self.dir.mark(finished=True)
-        return self.dir.read("study")
+        self.dir.stages.mark(finished=True)
+        return self.dir.tables.read("study")
 
     # -- stages --------------------------------------------------------------------------
     def teacher(self):
@@ -111,8 +111,8 @@ class Study:
         d, cfg = self.dir, self.cfg
         if d.teacher_done():
             log.info("Teacher: reloaded from %s", d.teacher_checkpoint())
-            return (d.load_checkpoint(d.teacher_checkpoint()),
-                    d.load_checkpoint(d.teacher_initial_checkpoint()).get_weights())
+            return (d.stages.load_checkpoint(d.teacher_checkpoint()),
+                    d.stages.load_checkpoint(d.teacher_initial_checkpoint()).get_weights())
         tf_keras.utils.set_random_seed(cfg.data.seed)
         spec = self.data.spec
         model = build_model(cfg.teacher.teacher, spec.input_shape, spec.num_classes,
@@ -129,8 +129,8 @@ class Study:
             verbose=self.verbose)
         d.save_checkpoint(model, d.teacher_checkpoint())
         d.write_array(d.teacher_probabilities(), array=test_probabilities(model, self.data))
-        d.replace("teacher_history", history)
-        d.mark(teacher_done=True)
+        d.tables.replace("teacher_history", history)
+        d.stages.mark(teacher_done=True)
         return model, initial
 
     def record(self, method: str, fraction: float, seed: int, step, seconds: float) -> None:
@@ -147,7 +147,7 @@ class Study:
                "seconds": round(seconds, 1)}
         d.save_checkpoint(model, d.cell_checkpoint(method, fraction, seed))
         d.write_array(d.cell_probabilities(method, fraction, seed), array=probs)
-        d.append("study", pd.DataFrame([row]))
+        d.tables.append("study", pd.DataFrame([row]))
         log.info("Study cell %s: nonzero %d, test %.4f, train %.4f, agrees with teacher %.4f "
                  "(%d epochs, %.0f s)", cell_name(method, fraction, seed),
                  row["nonzero_params"], row["test_accuracy"], row["train_accuracy"],
@@ -183,7 +183,7 @@ class Study:
             def weights(key, paths=paths):
                 if paths[key] is None:
                     return teacher.get_weights()
-                return d.load_checkpoint(paths[key]).get_weights()
+                return d.stages.load_checkpoint(paths[key]).get_weights()
 
             frames.append(compare.compare_all(fraction, probs, weights))
-        d.replace("comparisons", pd.concat(frames, ignore_index=True))
+        d.tables.replace("comparisons", pd.concat(frames, ignore_index=True))

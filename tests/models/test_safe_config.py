@@ -234,7 +234,7 @@ def test_epkd_tf_own_layers_and_hard_silu_reload(tmp_path, suffix):
     path = str(tmp_path / f"checkpoints/teacher{suffix}")
     os.makedirs(os.path.dirname(path))
     model.save(path)
-    loaded = RunDir(str(tmp_path)).load_checkpoint(path)
+    loaded = RunDir(str(tmp_path)).stages.load_checkpoint(path)
     assert type(loaded.get_layer("scale")) is keras3_layers.LayerScale
     assert type(loaded.get_layer("merge")) is keras3_layers.CustomScaleLayer
     assert loaded.get_layer("conv").activation is keras3_layers.hard_silu

@@ -101,11 +101,11 @@ def test_an_interrupted_study_redoes_only_missing_cells(study, tmp_path):
     copy = str(tmp_path / "copy")
     shutil.copytree(out, copy)
     d = StudyDir(copy)
-    full = d.read("study")
+    full = d.tables.read("study")
     # As if killed while the last two cells ran: their rows were never committed.
-    d.replace("study", full.iloc[:-2])
-    d.mark(finished=False)
-    before = d.read("study")
+    d.tables.replace("study", full.iloc[:-2])
+    d.stages.mark(finished=False)
+    before = d.tables.read("study")
     args = [a if not a.startswith("--output_dir") else f"--output_dir={copy}" for a in args]
     flags_file = os.path.join(copy, "flags.txt")
     with open(flags_file) as f:
@@ -113,7 +113,7 @@ def test_an_interrupted_study_redoes_only_missing_cells(study, tmp_path):
     with open(flags_file, "w") as f:
         f.write(text)
     assert run_in_process(study_main, args) == 0
-    after = d.read("study")
+    after = d.tables.read("study")
     assert len(after) == len(full) and not after.duplicated(
         ["method", "fraction_removed", "seed"]).any()
     pd.testing.assert_frame_equal(after.iloc[:-2], before)   # finished cells untouched
