@@ -19,7 +19,8 @@ def test_every_python_example_of_the_readme_runs(tmp_path):
 def test_the_flags_table_is_the_settings_own():
     """docs/flags.md's table is generated from the settings (defaults, help): it cannot
     drift from them. Regenerate it with
-    ``epkd_tf.settings.flags_markdown(epkd_tf.main._run_defaults(), epkd_tf.main.CLI_FLAGS)``."""
+    ``epkd_tf.settings.flags_markdown(epkd_tf.cli.main._run_defaults(),
+    epkd_tf.cli.main.CLI_FLAGS)``."""
     import epkd_tf.cli.main as main
     from epkd_tf.settings import flags_markdown
     text = (DOCS / "flags.md").read_text(encoding="utf-8")
