@@ -1,5 +1,5 @@
 """Benchmark: deployment-aware EPKD (``--budget``, stop rules, the final student) on full
-MNIST, written to BENCHMARKS.md.
+MNIST, written to docs/benchmarks/budgets.md.
 
     python benchmarks/budgets.py [--npz=../shared/data/mnist.npz] [--keep_runs=DIR]
         [--finetune_epochs=2] [--teacher_runs=DIR]
@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks_md import replace_section
+from benchmarks_md import page, replace_section
 from mnist_epkd import mnist_arguments, mnist_workspace
 from peers import interleaved_latency
 
@@ -240,8 +240,8 @@ def main() -> int:
             f"{r.int8_kb:.0f} ({r.int8_smaller:.1f}x) | {100 * r.test_accuracy:.2f}% "
             f"({-r.drop:+.2f}) | {model_error} | {r.winners} | {r.seconds:.0f} |")
     lines += ["", *width_scan()]
-    replace_section(section, "\n".join(lines))
-    print(f"wrote BENCHMARKS.md section {section}; runs in {work}")
+    replace_section(section, "\n".join(lines), page(__file__))
+    print(f"wrote section {section} of {page(__file__)}; runs in {work}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Benchmark: what the compressed MNIST students cost where they run, into BENCHMARKS.md.
+"""Benchmark: what the compressed MNIST students cost where they run, into docs/benchmarks/deployment.md.
 
     python benchmarks/deployment.py [--npz=../shared/data/mnist.npz] [--keep_runs=DIR]
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks_md import replace_section
+from benchmarks_md import page, replace_section
 from mnist_epkd import mnist_arguments, mnist_workspace, teacher_nonzero_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,7 +110,7 @@ def main() -> int:
              f"Measured {datetime.date.today()} on {platform.machine()}, {os.cpu_count()} "
              "cores, CPU only. EPKD to ~10x fewer nonzero parameters (`--keep_ratio=0.63 "
              "--iterations=5`), structured pruners only (with `--flops_weight=1.0`) vs "
-             "`poly_magnitude` only. Sizes (gzip at level 6, see README) and "
+             "`poly_magnitude` only. Sizes (gzip at level 6, see [deployment](../deployment.md)) and "
              "accuracies (full test split) from `python -m epkd_tf.export`; latencies "
              "re-measured here for every TFLite file side by side (LiteRT, batch 1, one "
              "thread, 200 timed invokes in 5 interleaved rounds after 20 warm-up).", ""]
@@ -147,12 +147,12 @@ def main() -> int:
     targets = ["| target | result | met |", "|---|---|---|"] + [
         f"| {what} | {value} | {'yes' if ok else '**no**'} |" for what, ok, value in checks]
     notes = ["The int8 targets are checked on `tflite_int8` (full-integer; Dense weights "
-             "per tensor by default, see README). `tflite_int8_dynamic` of the small structured "
+             "per tensor by default, see [deployment](../deployment.md)). `tflite_int8_dynamic` of the small structured "
              "students is about 3.2-3.4x smaller than float: TFLite's dynamic-range "
              "quantisation leaves weight tensors under 1,024 elements (here the logits layer) "
              "in float32.", ""]
-    replace_section(SECTION, "\n".join(header + targets + [""] + notes + lines))
-    print(f"wrote BENCHMARKS.md section {SECTION}; runs in {work}")
+    replace_section(SECTION, "\n".join(header + targets + [""] + notes + lines), page(__file__))
+    print(f"wrote section {SECTION} of {page(__file__)}; runs in {work}")
     return 0
 
 

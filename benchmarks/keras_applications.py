@@ -1,4 +1,5 @@
-"""Benchmark: every keras.applications classifier through epkd_tf, written to BENCHMARKS.md.
+"""Benchmark: every keras.applications classifier through epkd_tf, written to its page
+docs/benchmarks/keras_applications.md.
 
     python benchmarks/keras_applications.py [--models=MobileNetV2,ConvNeXtTiny] [--runs=20]
 
@@ -35,7 +36,7 @@ from epkd_tf.budget import multiply_accumulates  # noqa: E402
 from epkd_tf.deploy import tflite as metrics  # noqa: E402
 from epkd_tf.models.keras3 import load_keras3, save_keras3  # noqa: E402
 
-from benchmarks_md import replace_section  # noqa: E402
+from benchmarks_md import page, replace_section  # noqa: E402
 
 SECTION = "keras_applications"
 ROWS = Path(__file__).resolve().with_name("keras_applications.json")
@@ -231,8 +232,8 @@ def main() -> int:
                           "prune_error": f"conversion failed: {' '.join(str(err).split())[:200]}"}
         ROWS.write_text(json.dumps(sorted(rows.values(), key=lambda r: r["name"]), indent=1))
         print(f"{name}: {time.perf_counter() - start:.0f} s", flush=True)
-    replace_section(SECTION, render(list(rows.values()), len(classifier_names())))
-    print(f"wrote BENCHMARKS.md section {SECTION}")
+    replace_section(SECTION, render(list(rows.values()), len(classifier_names())), page(__file__))
+    print(f"wrote section {SECTION} of {page(__file__)}")
     return 0
 
 

@@ -1,11 +1,12 @@
-"""Benchmark: the MNIST EPKD recipes on the full data, written to BENCHMARKS.md.
+"""Benchmark: the MNIST EPKD recipes on the full data, written to
+docs/benchmarks/mnist_epkd.md.
 
     python benchmarks/mnist_epkd.py [--npz=../shared/data/mnist.npz] [--keep_runs=DIR]
 
 Runs ``flags/mnist_lenet300.cfg`` and ``flags/mnist_lenet5.cfg`` one after the other (never
 side by side: the machine has two cores) through the real CLI, then reads only the CSVs of
-each run and replaces this benchmark's section of BENCHMARKS.md with: teacher accuracy;
-per iteration the winning pruner, nonzero params, test accuracy before and after
+each run and replaces this benchmark's section of docs/benchmarks/mnist_epkd.md with:
+teacher accuracy; per iteration the winning pruner, nonzero params, test accuracy before and after
 distillation; wall time per phase; and the targets of issue #2 with met / not met.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks_md import replace_section
+from benchmarks_md import page, replace_section
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "mnist_epkd"
@@ -125,11 +126,11 @@ def main() -> int:
         f"Measured {datetime.date.today()} on {platform.machine()}, {os.cpu_count()} cores, "
         "CPU only, one recipe at a time, with `python -m epkd_tf.main --flagfile=...`. "
         "Test accuracy is on the full 10,000-image test split; latency is the batch-1 "
-        "median of the float32 TFLite file on one thread (README: Outputs).", "",
+        "median of the float32 TFLite file on one thread ([outputs](../outputs.md)).", "",
         "| target | result | met |", "|---|---|---|"]
     header += [f"| {what} | {value} | {'yes' if ok else '**no**'} |" for what, ok, value in checks]
-    replace_section(SECTION, "\n".join(header + [""] + sections))
-    print(f"wrote BENCHMARKS.md section {SECTION}; runs in {work}")
+    replace_section(SECTION, "\n".join(header + [""] + sections), page(__file__))
+    print(f"wrote section {SECTION} of {page(__file__)}; runs in {work}")
     return 0
 
 

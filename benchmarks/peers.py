@@ -1,6 +1,6 @@
 """Benchmark: epkd_tf against Torch-Pruning (and TF-MOT's magnitude pruning) on the same
 LeNet-5, data split and training budget, at 5x, 10x and 20x fewer parameters, two seeds,
-in one invocation; written to BENCHMARKS.md.
+in one invocation; written to docs/benchmarks/peers.md.
 
     python benchmarks/peers.py [--npz=../shared/data/mnist.npz] [--keep_runs=DIR]
 
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks_md import replace_section
+from benchmarks_md import page, replace_section
 from compression_setup import run_epkd, teacher, teacher_row
 from mnist_epkd import mnist_arguments, mnist_workspace
 
@@ -185,8 +185,8 @@ def main() -> int:
     lines = lines[:1] + ["", "| target | result | met |", "|---|---|---|"] + [
         f"| {what} | {value} | {'yes' if ok else '**no**'} |" for what, ok, value in checks
     ] + lines[1:]
-    replace_section(SECTION, "\n".join(lines))
-    print(f"wrote BENCHMARKS.md section {SECTION}; runs in {work}")
+    replace_section(SECTION, "\n".join(lines), page(__file__))
+    print(f"wrote section {SECTION} of {page(__file__)}; runs in {work}")
     return 0
 
 

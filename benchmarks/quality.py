@@ -1,8 +1,8 @@
 """Benchmark: which factors decide the quality of epkd_tf's structured LeNet-5 students at
-10x fewer parameters, one factor at a time, written to BENCHMARKS.md.
+10x fewer parameters, one factor at a time, written to docs/benchmarks/quality.md.
 
     python benchmarks/quality.py [--npz=../shared/data/mnist.npz] [--keep_runs=DIR]
-        [--only=all|tournament] [--smoke] [--benchmarks_md=PATH]
+        [--only=all|tournament] [--smoke] [--page=PATH]
 
 Every variant runs the peer protocol (``compression_setup.py``: the same teacher, 5 steps,
 2 epochs of distillation each, the same split) through the real CLI with two seeds, and
@@ -33,8 +33,7 @@ split. Cached per seed in ``tournament/s<seed>.json`` of the work directory
 (``--keep_runs``): a rerun with the same flags reuses it. ``--smoke`` runs this part alone
 on a tiny slice (a LeNet-5 teacher of its own trained 1 epoch on 1,200 examples, 300
 validation and 500 test examples, 2 iterations each halving the parameters with 1 epoch
-of distillation) and writes it into ``<work>/BENCHMARKS.md`` unless ``--benchmarks_md`` is
-given: a check of the plumbing whose figures mean nothing.
+of distillation) and writes it into ``<work>/quality.md`` unless ``--page`` is given: a check of the plumbing whose figures mean nothing.
 
 Time on 2 cores: the six factor rows ~40 minutes (runs found finished in ``--keep_runs``
 are reused); the tournament ~6 minutes per seed (the default recipe's run, ~3 minutes, plus
@@ -82,8 +81,8 @@ VARIANTS = [
 def main() -> int:
     args = parse_args()
     work, data_dir = mnist_workspace(args, "epkd_quality_")
-    path = (Path(args.benchmarks_md) if args.benchmarks_md else
-            Path(work) / "BENCHMARKS.md" if args.smoke else benchmarks_md.PATH)
+    path = (Path(args.page) if args.page else
+            Path(work) / "quality.md" if args.smoke else benchmarks_md.page(__file__))
     if args.smoke or args.only == "tournament":
         write_tournament(tournament_section(work, data_dir, args.smoke), path)
         print(f"wrote the tournament part of section {SECTION} of {path}; runs in {work}")
@@ -134,9 +133,9 @@ def parse_args():
                         "tournament part alone (its markers inside the section)")
     parser.add_argument("--smoke", action="store_true",
                         help="the tournament part alone on a tiny slice: a plumbing check")
-    parser.add_argument("--benchmarks_md", default=None,
-                        help="file to write into (default: the repository's BENCHMARKS.md; "
-                        "with --smoke <work>/BENCHMARKS.md)")
+    parser.add_argument("--page", "--benchmarks_md", dest="page", default=None,
+                        help="file to write into (default: docs/benchmarks/quality.md; "
+                        "with --smoke <work>/quality.md)")
     return parser.parse_args()
 
 
@@ -473,7 +472,7 @@ def chain_vs_cli(results: List[Dict], work: str, smoke: bool) -> str:
 def write_tournament(body: str, path: Path) -> None:
     """Writes the tournament part alone between its own markers inside the section
     (adding the markers before the section's end when the section has none yet)."""
-    text = path.read_text() if path.exists() else benchmarks_md.HEADER
+    text = path.read_text() if path.exists() else benchmarks_md.header(path)
     start, end = f"<!-- {TOURNAMENT}:start -->", f"<!-- {SECTION}:end -->"
     if start not in text and end in text:
         path.write_text(text.replace(end, f"\n{start}\n<!-- {TOURNAMENT}:end -->\n{end}"))

@@ -1,11 +1,12 @@
-"""Benchmark: EPKD beyond LeNets, on real data (issue #14 §3), into BENCHMARKS.md.
+"""Benchmark: EPKD beyond LeNets, on real data (issue #14 §3), into its page
+docs/benchmarks/residual.md.
 
 ResNet-18 and MobileNetV2 on MNIST compressed 5x, side by side with Torch-Pruning on
 ResNet-18; and the seed's ResNet-34 protocol as a ready-to-run study. Written to the
-section ``residual`` of BENCHMARKS.md.
+section ``residual`` of docs/benchmarks/residual.md.
 
     python benchmarks/residual.py [--npz=../shared/data/mnist.npz] [--keep_runs=DIR]
-        [--smoke] [--benchmarks_md=PATH] [--skip_peer]
+        [--smoke] [--page=PATH] [--skip_peer]
     python benchmarks/residual.py --protocol=resnet34 [--dataset=cifar10 --data_dir=DIR]
 
 **1. The zoo on real MNIST** (``--protocol=zoo`` or the default ``all``). MNIST resized to
@@ -62,9 +63,9 @@ teacher ~4 min + EPKD ~17 min; the peer ~8 min; the ResNet-34 plumbing study ~11
 exports and latency ~1 min. ``--smoke`` runs every part on 1,200 training and 200 test
 examples, 1 epoch, 2 iterations to 2x fewer parameters, the study at 20% and 40% removed
 (~9 minutes on this machine under load): a check of the plumbing whose figures mean
-nothing, and its section says so. ``--benchmarks_md=PATH`` (or ``$EPKD_BENCHMARKS_MD``)
-writes the section into another file instead of the repository's BENCHMARKS.md (the tests
-do), and ``--skip_peer`` leaves the peer out (no PyTorch environment is made).
+nothing, and its section says so. ``--page=PATH`` (or ``$EPKD_BENCHMARKS_PAGE``) writes
+the sections into another file instead of the repository's docs/benchmarks/residual.md
+(the tests do), and ``--skip_peer`` leaves the peer out (no PyTorch environment is made).
 """
 from __future__ import annotations
 
@@ -148,10 +149,10 @@ SMOKE = Scale("train[:1200]", "test[:200]", 1, 2.0, 2, 200, 16, 5, 10, study=(
 
 
 def output_path(args) -> Path:
-    """The BENCHMARKS.md this run writes: --benchmarks_md, $EPKD_BENCHMARKS_MD or the
-    repository's."""
-    chosen = args.benchmarks_md or os.environ.get("EPKD_BENCHMARKS_MD")
-    return Path(chosen) if chosen else benchmarks_md.PATH
+    """The page this run writes: --page, $EPKD_BENCHMARKS_PAGE or the repository's
+    docs/benchmarks/residual.md."""
+    chosen = args.page or os.environ.get("EPKD_BENCHMARKS_PAGE")
+    return Path(chosen) if chosen else benchmarks_md.page(__file__)
 
 
 def run(command: List[str], **kwargs) -> None:
@@ -380,12 +381,12 @@ def resnet34_section(result: dict, dataset: str, smoke: bool) -> str:
                   "width 0.125, a few epochs, one seed); its accuracies say nothing about "
                   "the protocol. The protocol's real-data figures (CIFAR-10) are **not "
                   "measurable here**: CIFAR-10 cannot be downloaded on this project's "
-                  "machines (no network). Where it is prepared (README: Preparing CIFAR-10 "
-                  "and ImageNet), run", "",
+                  "machines (no network). Where it is prepared ([data](../data.md#preparing-cifar-10-"
+                  "and-imagenet)), run", "",
                   f"    {cifar}", "",
                   f"which runs `python -m epkd_tf.study --flagfile={STUDY_FLAGFILE} "
                   "--data_dir=DIR --dataset=cifar10` (hours on a GPU) and writes its figures "
-                  "to the section `residual_resnet34_cifar10` of BENCHMARKS.md.", ""]
+                  "to the section `residual_resnet34_cifar10` of `docs/benchmarks/residual.md`.", ""]
     mean = study.groupby(["method", "fraction_removed"]).test_accuracy.mean().unstack() * 100
     params = study.groupby(["method", "fraction_removed"]).nonzero_params.mean().unstack()
     order = [m for m in ("prune", "distill", "prune_distill", "epkd", "scratch", "lottery")
@@ -566,9 +567,9 @@ def parse_args():
     parser.add_argument("--data_dir", default=None,
                         help="TFDS data directory of --dataset (MNIST: imported from --npz "
                         "when not given)")
-    parser.add_argument("--benchmarks_md", default=None,
-                        help="file to write the section into (default: $EPKD_BENCHMARKS_MD "
-                        "or the repository's BENCHMARKS.md)")
+    parser.add_argument("--page", "--benchmarks_md", dest="page", default=None,
+                        help="file to write the sections into (default: "
+                        "$EPKD_BENCHMARKS_PAGE or docs/benchmarks/residual.md)")
     parser.add_argument("--skip_peer", action="store_true",
                         help="leave out the Torch-Pruning peer (no PyTorch environment)")
     parser.add_argument("--_train_teacher", default=None, help=argparse.SUPPRESS)

@@ -1,4 +1,4 @@
-"""Benchmark: where the time of an EPKD run goes, into BENCHMARKS.md (issue #6).
+"""Benchmark: where the time of an EPKD run goes, into docs/benchmarks/speed.md (issue #6).
 
     python benchmarks/speed.py [--npz=../shared/data/mnist.npz] [--keep_runs=DIR]
 
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks_md import replace_section
+from benchmarks_md import page, replace_section
 from mnist_epkd import mnist_arguments, mnist_workspace
 
 REPO = Path(__file__).resolve().parents[1]
@@ -237,8 +237,8 @@ def main() -> int:
               f"{'yes' if p in TRAINING_OR_EVALUATION else 'no'} |" for p, s in phases.items()]
     lines += [f"| (process start-up and exit: imports, loading the dataset, interpreter "
               f"teardown; not in `timings.csv`) | {process:.1f} | - | no |"]
-    replace_section(SECTION, "\n".join(lines))
-    print(f"wrote BENCHMARKS.md section {SECTION}; runs in {work}")
+    replace_section(SECTION, "\n".join(lines), page(__file__))
+    print(f"wrote section {SECTION} of {page(__file__)}; runs in {work}")
     return 0
 
 

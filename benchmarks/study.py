@@ -1,4 +1,5 @@
-"""Benchmark: the MNIST compression studies on the full data, into docs/ and BENCHMARKS.md.
+"""Benchmark: the MNIST compression studies on the full data, into docs/study/ and
+docs/benchmarks/study.md.
 
     python benchmarks/study.py [--npz=../shared/data/mnist.npz] [--keep_runs=DIR]
         [--recipes=lenet300,lenet5] [--lenet5_overrides="--epochs=4 ..."]
@@ -6,8 +7,8 @@
 Runs ``flags/study_mnist_lenet300.cfg`` and ``flags/study_mnist_lenet5.cfg`` (one after the
 other: the machine has two cores) through the real CLI, optionally with extra flags for
 LeNet-5 to fit the machine's time, copies each ``study.md`` and its plots to
-``docs/study/<recipe>/`` and replaces this benchmark's section of BENCHMARKS.md with the
-accuracy tables and the published reference points (Han et al. 2015: LeNet-300-100 keeps
+``docs/study/<recipe>/`` and replaces this benchmark's section of
+docs/benchmarks/study.md with the accuracy tables and the published reference points (Han et al. 2015: LeNet-300-100 keeps
 its accuracy at 12x compression, 1.59% error vs 1.64%; Frankle & Carbin 2018: lottery
 tickets match the original down to about 3.6% of the weights).
 """
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks_md import replace_section
+from benchmarks_md import page, replace_section
 from mnist_epkd import mnist_arguments, mnist_workspace
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,7 +111,7 @@ def main() -> int:
         lines, mean, teacher = summary(name, out)
         body += [f"### {name} (`{flagfile}`{' ' + ' '.join(extra) if extra else ''})", "",
                  f"Report: [`{target.relative_to(REPO)}/study.md`]"
-                 f"({target.relative_to(REPO)}/study.md).", ""] + lines
+                 f"({os.path.relpath(target, page(__file__).parent)}/study.md).", ""] + lines
         if key == "lenet300" and "prune" in mean.index:
             f = max(c for c in mean.columns if c <= 0.92)
             checks.append((f"Han et al.: LeNet-300-100 pruned to {100 * (1 - f):g}% of its "
@@ -131,8 +132,8 @@ def main() -> int:
                  "without `epkd`: EPKD on LeNet-5 is measured in the EPKD section): each "
                  "lottery round trains 4 epochs, where Frankle & Carbin train 50K "
                  "iterations (~107 epochs at batch 60) per round."]
-    replace_section(SECTION, "\n".join(body))
-    print(f"wrote BENCHMARKS.md section {SECTION}; studies in {work}")
+    replace_section(SECTION, "\n".join(body), page(__file__))
+    print(f"wrote section {SECTION} of {page(__file__)}; studies in {work}")
     return 0
 
 

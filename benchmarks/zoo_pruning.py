@@ -1,4 +1,5 @@
-"""Benchmark: what structured pruning buys on every zoo model, written to BENCHMARKS.md.
+"""Benchmark: what structured pruning buys on every zoo model, written to
+docs/benchmarks/zoo_pruning.md.
 
     python benchmarks/zoo_pruning.py [--models=resnet18,vgg16] [--runs=30]
 
@@ -31,7 +32,7 @@ from epkd_tf.models import build_model, model_names  # noqa: E402
 from epkd_tf.pruning import plan_removal, unit_to_group_mean  # noqa: E402
 from epkd_tf.pruning.l1 import mean_abs_weight_per_unit  # noqa: E402
 
-from benchmarks_md import replace_section  # noqa: E402
+from benchmarks_md import page, replace_section  # noqa: E402
 
 SECTION = "zoo_pruning"
 REMOVED = (0.5, 0.8)
@@ -120,8 +121,8 @@ def main() -> int:
         start = time.perf_counter()
         results.append(bench_model(name, args.runs))
         print(f"{name}: {time.perf_counter() - start:.0f} s", flush=True)
-    replace_section(SECTION, render(results))
-    print(f"wrote BENCHMARKS.md section {SECTION}")
+    replace_section(SECTION, render(results), page(__file__))
+    print(f"wrote section {SECTION} of {page(__file__)}")
     return 0
 
 

@@ -1,6 +1,6 @@
 """epkd_tf: Evolutionary Pruning and Knowledge Distillation for TensorFlow / Keras.
 
-The Python API (see README, "Python API")::
+The Python API (see docs/api.md)::
 
     import epkd_tf
     result = epkd_tf.compress(teacher, (x_train, y_train), (x_test, y_test), iterations=3)

@@ -35,7 +35,7 @@ class CompressionResult:
 
     ``tables`` holds every CSV a run writes (``students``, ``candidates``, ``teacher``,
     ``finetune_history``, ``criteria_correlation``, ``timings``, ``deployment``, ...; see
-    README, Outputs); ``output_dir`` is the run directory, or None when the run was kept in
+    docs/outputs.md); ``output_dir`` is the run directory, or None when the run was kept in
     memory only.
     """
 
@@ -285,5 +285,5 @@ def analyze(model):
 
 def load_model(path: str):
     """A model file (.keras of tf_keras or Keras 3, .h5, Keras SavedModel directory) as a
-    tf_keras model, loaded safely: no code stored in the file runs (README, Reliability)."""
+    tf_keras model, loaded safely: no code stored in the file runs (docs/outputs.md)."""
     return as_teacher(os.fspath(path), "path")

@@ -21,7 +21,7 @@ from epkd_tf.settings import (DISTINCT, NON_EMPTY, NON_NEGATIVE, NOT_BLANK, POSI
 __all__ = ["ConfigError", "DataConfig", "TeacherConfig", "PruningConfig", "DistillConfig",
            "BudgetConfig", "RunConfig", "EXPORT_FORMATS", "DISTRIBUTIONS", "check_export_formats"]
 
-# Deployment formats a run can write per model (see deploy.py and README "Deployment").
+# Deployment formats a run can write per model (see deploy.py and docs/deployment.md).
 EXPORT_FORMATS: Tuple[str, ...] = ("saved_model", "tflite", "tflite_sparse",
                                    "tflite_int8_dynamic", "tflite_int8", "keras3")
 
@@ -128,8 +128,9 @@ def validation_fraction(split: Optional[str]) -> Optional[float]:
 class TeacherConfig(Settings):
     """Which teacher to build and how long to train it (or a trained one to load)."""
 
-    teacher: str = setting("lenet300_100", "Teacher architecture: a zoo name (see README) or "
-                           "applications.<Name> for a tf_keras.applications model.",
+    teacher: str = setting("lenet300_100", "Teacher architecture: a zoo name (see "
+                           "docs/teachers.md) or applications.<Name> for a "
+                           "tf_keras.applications model.",
                            checks=[NOT_BLANK])
     teacher_epochs: int = setting(10, "Epochs of teacher training.", checks=[NON_NEGATIVE])
     learning_rate: float = setting(1e-3, "Adam learning rate of teacher training "
@@ -250,7 +251,7 @@ def _measure_names():
 
 @dataclasses.dataclass(frozen=True)
 class BudgetConfig(Settings):
-    """In which measure a run shrinks the network, and when it stops (README, Budgets)."""
+    """In which measure a run shrinks the network, and when it stops (docs/budgets.md)."""
 
     budget: str = setting("params", "What each iteration shrinks by --keep_ratio: params "
                           "(nonzero parameters, the seed's definition), macs "
@@ -323,13 +324,13 @@ class RunConfig(Settings):
                                 checks=[between(1, 100_000)])
     export_formats: Tuple[str, ...] = setting(
         EXPORT_FORMATS, "Deployment formats written (and measured in deployment.csv) for the "
-        "teacher and every student; empty: none (see README, Deployment).",
+        "teacher and every student; empty: none (see docs/deployment.md).",
         checks=[DISTINCT, one_of(lambda: EXPORT_FORMATS, "format")])
     tflite_threads: int = setting(1, "CPU threads of the TFLite latency measurements in "
                                   "deployment.csv.", checks=[between(1, 256)])
     int8_dense_per_channel: bool = setting(False, "tflite_int8: quantise Dense weights per "
                                            "output unit instead of per tensor (larger file; "
-                                           "see README, Deployment).")
+                                           "see docs/deployment.md).")
     fail_on_nan: bool = setting(False, "Stop the run (exit status 1) when a distillation "
                                 "loss becomes NaN or Inf, instead of keeping the previous "
                                 "student for that iteration and going on with a warning.")

@@ -16,7 +16,7 @@ def derive_seed(*parts: int) -> int:
 
 def seed_everything(seed: int) -> None:
     """Seeds Python, NumPy and TensorFlow and turns on TensorFlow's op determinism, so
-    that the same flags reproduce a run (README, Reproducibility)."""
+    that the same flags reproduce a run (docs/outputs.md, Reproducibility)."""
     import tensorflow as tf
     import tf_keras
     tf.config.experimental.enable_op_determinism()

@@ -414,8 +414,8 @@ def with_flags(settings, **values):
 
 def flags_markdown(defaults, extra=()) -> str:
     """The Markdown table of every flag of a settings object (name, default, help), as
-    the README shows it; ``extra``: (flag, default, help) rows of the command line alone.
-    Generated, so the README cannot drift from the settings (a test compares them)."""
+    docs/flags.md shows it; ``extra``: (flag, default, help) rows of the command line alone.
+    Generated, so docs/flags.md cannot drift from the settings (a test compares them)."""
     def shown(value) -> str:
         if value is None:
             return "unset"

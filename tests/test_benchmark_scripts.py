@@ -1,8 +1,8 @@
-"""The benchmark scripts: ``benchmarks/residual.py`` end to end on a tiny slice (``--smoke``,
-slow: a few minutes on 2 cores) and the PyTorch port its peer relies on (fast).
+"""The benchmark scripts: their pages (``docs/benchmarks/<script>.md``, indexed by
+BENCHMARKS.md), ``benchmarks/residual.py`` end to end on a tiny slice (``--smoke``, slow: a
+few minutes on 2 cores) and the PyTorch port its peer relies on (fast).
 
-The smoke run writes into a temporary BENCHMARKS.md (``--benchmarks_md``), never the
-repository's. It needs the real MNIST (``../shared/data/mnist.npz``); the peer parts need
+The smoke run writes into a temporary page (``--page``), never the repository's. It needs the real MNIST (``../shared/data/mnist.npz``); the peer parts need
 the peer's virtual environment (``benchmarks/.peer-venv``, made by
 ``benchmarks/peers.py:peer_python()`` with PyTorch and torch-pruning) and are skipped
 without it rather than installing PyTorch from a test.
@@ -27,6 +27,15 @@ NO_PEER = (f"the peer's virtual environment {PEER_PYTHON.parent.parent} does not
            "(python benchmarks/peers.py makes it: PyTorch CPU + torch-pruning)")
 
 
+def load_benchmarks_md(monkeypatch):
+    """benchmarks/benchmarks_md.py, the pages' writer, as a module."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location("benchmarks_md", BENCHMARKS / "benchmarks_md.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def load_residual(monkeypatch):
     """benchmarks/residual.py as a module (its sibling modules importable)."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))
@@ -39,6 +48,54 @@ def load_residual(monkeypatch):
 
 
 # ----------------------------------------------------------------------------- fast
+def test_a_script_replaces_only_its_own_sections_of_its_own_page(tmp_path, monkeypatch):
+    md = load_benchmarks_md(monkeypatch)
+    monkeypatch.setattr(md, "PAGES", tmp_path / "docs" / "benchmarks")
+    monkeypatch.setattr(md, "INDEX", tmp_path / "BENCHMARKS.md")
+    md.INDEX.write_text("# Benchmarks\n\n<!-- pages:start -->\n<!-- pages:end -->\n\nkept\n")
+    budgets, speed = md.page("benchmarks/budgets.py"), md.page("speed")
+    assert budgets == md.PAGES / "budgets.md"
+    md.replace_section("budgets", "## Budgets\n\nMeasured 2026-01-01: one.", budgets)
+    md.replace_section("budgets_4", "## Budgets, 4 epochs\n\nMeasured 2026-01-02.", budgets)
+    md.replace_section("speed", "## Speed\n\nMeasured 2026-01-03.", speed)
+    with budgets.open("a") as f:
+        f.write("\n*A dated note by hand.*\n")
+    md.replace_section("budgets", "## Budgets\n\nMeasured 2026-02-01: two.", budgets)
+    text = budgets.read_text()
+    assert text.startswith("# `benchmarks/budgets.py`\n")
+    assert "two." in text and "one." not in text and "Measured 2026-01-02." in text
+    assert text.index("<!-- budgets:end -->") < text.index("<!-- budgets_4:start -->")
+    assert text.rstrip().endswith("*A dated note by hand.*")
+    assert "budgets" not in speed.read_text()
+    index = md.INDEX.read_text()
+    assert index.startswith("# Benchmarks\n") and index.endswith("\n\nkept\n")
+    assert ("- [`benchmarks/budgets.py`](docs/benchmarks/budgets.md), `benchmarks/budgets.py`: "
+            "measured 2026-02-01 (Budgets); 2026-01-02 (Budgets, 4 epochs)") in index
+    assert "(docs/benchmarks/speed.md), `benchmarks/speed.py`: measured 2026-01-03" in index
+    outside = tmp_path / "elsewhere.md"            # a page elsewhere leaves the index alone
+    md.replace_section("speed", "## Speed\n\nMeasured 2026-03-03.", outside)
+    assert md.INDEX.read_text() == index
+
+
+def test_every_script_has_its_page_and_benchmarks_md_indexes_them(monkeypatch):
+    """Each script that writes sections has its page under docs/benchmarks/ holding them,
+    and BENCHMARKS.md's list of pages is the one generated from the pages."""
+    md = load_benchmarks_md(monkeypatch)
+    writers = [path for path in sorted(BENCHMARKS.glob("*.py"))
+               if "replace_section(" in path.read_text() and path.name != "benchmarks_md.py"]
+    assert len(writers) >= 10
+    for script in writers:
+        page = md.page(script)
+        assert page.exists(), f"{script.name} has no page {page.relative_to(REPO)}"
+        assert re.search(r"<!-- \w+:start -->", page.read_text()), page
+    assert {path.stem for path in md.PAGES.glob("*.md")} == {path.stem for path in writers}
+    start, end = md.INDEX_MARKERS
+    listed = md.INDEX.read_text().split(start + "\n", 1)[1].split("\n" + end, 1)[0]
+    assert listed == md.index_markdown(), ("BENCHMARKS.md's list of pages is stale: run "
+                                           "python -c 'import benchmarks_md; "
+                                           "benchmarks_md.write_index()' in benchmarks/")
+
+
 def test_cifar10_is_only_for_the_resnet34_protocol():
     result = subprocess.run([sys.executable, str(BENCHMARKS / "residual.py"),
                              "--dataset=cifar10"], cwd=REPO, capture_output=True, text=True)
@@ -118,20 +175,20 @@ def test_pytorch_port_computes_the_keras_function(tmp_path, monkeypatch, name, w
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     """One ``residual.py --smoke`` run (every part; the peer when its environment exists):
-    the written file's text, the real BENCHMARKS.md before and after."""
+    the written page's text, the real page and BENCHMARKS.md before and after."""
     if not MNIST_NPZ.exists():
         pytest.skip(f"real MNIST not found at {MNIST_NPZ} (see ../shared/data/README.md)")
     work = tmp_path_factory.mktemp("residual_smoke")
-    out = work / "BENCHMARKS.md"
-    real = REPO / "BENCHMARKS.md"
-    before = real.read_text() if real.exists() else None
+    out = work / "residual.md"
+    real = [REPO / "docs" / "benchmarks" / "residual.md", REPO / "BENCHMARKS.md"]
+    before = [path.read_text() for path in real]
     command = [sys.executable, str(BENCHMARKS / "residual.py"), "--smoke",
-               f"--npz={MNIST_NPZ}", f"--keep_runs={work / 'runs'}", f"--benchmarks_md={out}"]
+               f"--npz={MNIST_NPZ}", f"--keep_runs={work / 'runs'}", f"--page={out}"]
     if not PEER_PYTHON.exists():
         command.append("--skip_peer")
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
-    after = real.read_text() if real.exists() else None
+    after = [path.read_text() for path in real]
     return {"text": out.read_text(), "real_before": before, "real_after": after,
             "stdout": result.stdout}
 
@@ -153,7 +210,7 @@ def test_smoke_writes_the_zoo_section(smoke):
                         rf"[\d.]+ -> [\d.]+ \([+-][\d.]+\) \| [\d.]+ -> [\d.]+ "
                         rf"\(\*\*[\d.]+x\*\*\)", body)
         assert row, f"no epkd_tf row with numbers for {title}:\n{body}"
-    assert smoke["real_after"] == smoke["real_before"], "the real BENCHMARKS.md was changed"
+    assert smoke["real_after"] == smoke["real_before"], "the real pages were changed"
 
 
 @pytest.mark.slow

@@ -4,8 +4,8 @@
 
 trains one teacher, then for every method of ``--methods``, fraction of
 ``--fractions_removed`` and each of ``--seeds`` seeds makes a compressed model and writes
-``study.csv``, ``comparisons.csv``, ``study.md`` and plots into ``--output_dir`` (README,
-The compression study). Every finished cell is recorded as it completes: rerunning the
+``study.csv``, ``comparisons.csv``, ``study.md`` and plots into ``--output_dir``
+(docs/study.md). Every finished cell is recorded as it completes: rerunning the
 same command resumes an interrupted study. Bad input prints one line ``error: ...`` naming
 the flag, exits with status 2 and writes nothing; a study that runs out of disk space or
 write permission on the way prints one line and exits with status 1 (the finished cells

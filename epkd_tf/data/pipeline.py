@@ -31,7 +31,7 @@ CACHE_LIMIT_BYTES = 2 * 1024 ** 3
 # A cached split whose recipe preprocesses whole batches is also kept preprocessed, as the
 # float32 examples the model takes, when they take at most this much (MNIST: 188 MB): its
 # un-augmented pipelines then only shuffle and batch, which brought teacher training to the
-# throughput of a bare ``fit`` on in-memory arrays (BENCHMARKS.md, Speed).
+# throughput of a bare ``fit`` on in-memory arrays (docs/benchmarks/speed.md).
 PREPROCESSED_CACHE_LIMIT_BYTES = 1024 ** 3
 
 ROLES = ("train", "validation", "test")

@@ -1,7 +1,7 @@
 """Deployment exports: a run's models in every format, and their measurements.
 
 ``export_model`` writes one model in every requested format into a run directory and
-returns its ``deployment.csv`` rows (see README, "Deployment"):
+returns its ``deployment.csv`` rows (see docs/deployment.md):
 
 * ``saved_model`` — ``serving/<serving_name>/<version>/`` (TF Serving's layout) with the
   signature ``serving_default``: raw uint8 images ``[batch, H, W, C]`` at the dataset's

@@ -1,6 +1,6 @@
 """What a model costs: parameters, file size and batch-1 CPU latency (TFLite, LiteRT).
 
-Definitions used in every CSV of a run (also in README.md):
+Definitions used in every CSV of a run (also in docs/outputs.md):
 
 * ``nonzero_params`` — weights that are not exactly zero (what a sparse format stores);
 * ``total_params`` — every weight of the Keras model, zeros included;
@@ -74,7 +74,7 @@ def to_tflite(model: tf_keras.Model, fmt: str = "tflite", representative=None,
       Dense (fully connected) weights get one scale per tensor unless ``dense_per_channel``:
       per-channel scales cost 12 bytes per output unit (float scale + int64 zero point),
       about 20% of a small compressed student's int8 file, for accuracy within 0.2 points
-      on the MNIST students (BENCHMARKS.md). Convolutions stay per channel.
+      on the MNIST students (docs/benchmarks/deployment.md). Convolutions stay per channel.
     """
     if fmt not in TFLITE_FORMATS:
         raise ValueError(f"Unknown TFLite format {fmt!r}; choose from {', '.join(TFLITE_FORMATS)}.")

@@ -706,7 +706,7 @@ def find_rule(layer) -> Optional[Rule]:
 
 _HOW_TO_REGISTER = ("declare it with epkd_tf.graph.register_rule({cls}, "
                     "'channel_preserving') if channel c out depends only on channel c in "
-                    "and it has no weights, or give it a Rule (README, 'Your own layers')")
+                    "and it has no weights, or give it a Rule (docs/layer_rules.md)")
 
 
 # Layer classes that wrap arbitrary functions (tensor operators in a functional model
@@ -728,7 +728,7 @@ def rule_for(layer) -> Rule:
         if cls.__name__ in _ARBITRARY_CODE:
             # Any function hides behind these classes: one rule cannot fit all of them.
             how = ("a Lambda or TF-op layer can compute anything: write it as a layer class "
-                   "of its own and register a rule for that (README, 'Your own layers')")
+                   "of its own and register a rule for that (docs/layer_rules.md)")
         if cls.__name__ in RULES:
             raise unsupported(layer, f"its class {cls.__module__}.{cls.__qualname__} is not "
                               f"the {cls.__name__} that has a channel rule (a subclass or "

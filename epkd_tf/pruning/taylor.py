@@ -61,8 +61,8 @@ class TaylorPruner(StructuredPruner):
     batches: int = setting(8, "Batches of --batch_size the Taylor criterion averages over.",
                            flag="taylor_batches", checks=[at_least(1)])
     # Default "mean": at 10x on LeNet-5 it kept the accuracy of L2 normalisation (99.20 vs
-    # 99.22%, two seeds) with balanced widths and 35% fewer MACs (BENCHMARKS.md, Compression
-    # quality, factor by factor).
+    # 99.22%, two seeds) with balanced widths and 35% fewer MACs
+    # (docs/benchmarks/quality.md).
     normalization: str = setting("mean", "How Taylor scores are made comparable across "
                                  "layers: mean (each layer's scores divided by their mean, "
                                  "Torch-Pruning's normaliser), l2 (by their L2 norm, "

@@ -33,7 +33,7 @@ TABLES: Dict[str, List[str]] = {
     "finetune_history": ["iteration", "epoch", "temperature", "loss", "train_accuracy",
                          "test_accuracy"],
     # kept_previous: the winner's distillation hit a NaN/Inf loss, so the iteration's
-    # student is the previous one (README, Outputs). kept_candidate: distillation left the
+    # student is the previous one (docs/outputs.md). kept_candidate: distillation left the
     # winner less accurate on the selection split (distilled_selection_accuracy), so the
     # iteration's student is the winning candidate as it was ranked. epochs: every
     # training epoch the iteration spent (pruning fine-tunes of the candidates and the
@@ -52,7 +52,7 @@ TABLES: Dict[str, List[str]] = {
               "float_latency_ms", "teacher_int8_latency_ms", "int8_latency_ms", "stopped"],
     # The teacher measured like a student (iteration 0): what the headline compares with.
     # bn_reestimated: a given teacher's BatchNormalization statistics lagged its weights
-    # and the run uses (and measured) a copy with re-estimated ones (README, BatchNorm).
+    # and the run uses (and measured) a copy with re-estimated ones (docs/algorithm.md).
     "teacher": ["iteration", "nonzero_params", "total_params", "macs", "size_mb", "gzip_mb",
                 "latency_ms", "cost", "train_accuracy", "validation_accuracy",
                 "test_accuracy", "goal_met", "bn_reestimated"],

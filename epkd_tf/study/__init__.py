@@ -1,2 +1,2 @@
 """The compression study: pruning only vs distillation only vs both, at equal compression,
-with model-comparison metrics (``python -m epkd_tf.study``; README, The compression study)."""
+with model-comparison metrics (``python -m epkd_tf.study``; docs/study.md)."""

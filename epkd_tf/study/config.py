@@ -40,7 +40,7 @@ class StudyConfig(Settings):
     """The grid (methods x fractions_removed x seeds) and each method's training budget.
 
     ``epochs`` is what every method spends to make its model at one fraction from its
-    predecessor (README, "The compression study", gives the exact accounting).
+    predecessor (docs/study.md, "Training budget", gives the exact accounting).
     """
 
     data: DataConfig = nested(DataConfig, default=DataConfig(validation_split=STUDY_VALIDATION))
@@ -55,7 +55,7 @@ class StudyConfig(Settings):
                 Check(_increasing, "fractions must be increasing and distinct")])
     seeds: int = setting(2, "Runs (seeds) per cell, so the spread is visible.",
                          checks=[between(1, 100)])
-    epochs: int = setting(10, "Training budget per method and fraction (README: how each "
+    epochs: int = setting(10, "Training budget per method and fraction (docs/study.md: how each "
                           "method spends it).", checks=[at_least(1)])
     learning_rate: float = setting(1e-3, "Adam learning rate (cosine-decayed) of every "
                                    "method's training.", checks=[POSITIVE])

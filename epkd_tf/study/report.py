@@ -184,7 +184,7 @@ def write_report(d: StudyDir) -> str:
                           "distillation models", "",
                           "n differ: test examples the two models classify differently; "
                           "L2: ||P_a - P_b||_F of their softmax outputs over the test set "
-                          "(README, The compression study). Pairs of the same seed, mean "
+                          "(docs/study.md). Pairs of the same seed, mean "
                           "over seeds; the two distillation models differ only in seed.", ""]
                 lines += side_by_side(study, comparisons, other) + [""]
         plots = write_plots(d, study)
