@@ -18,6 +18,7 @@ from typing import List, Optional, Tuple
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from epkd_tf import compat
 from epkd_tf.config import DataConfig, validation_fraction
 from epkd_tf.data import holdout
 from epkd_tf.data.dirs import NoLeftovers, check_data_dir
@@ -36,7 +37,7 @@ _UNLABELLED_TEST_SPLITS = {"imagenet2012": "validation"}
 
 def default_data_dir() -> str:
     """TFDS's default data directory (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``)."""
-    return os.path.expanduser(str(tfds.core.constants.DATA_DIR))
+    return compat.tfds_default_data_dir()
 
 
 class TfdsExamples(Examples):
@@ -106,7 +107,7 @@ def _resolve_builder(name: str, data_dir: str, download: bool) -> tfds.core.Data
     hint = IMPORT_HINT.format(name=name, data_dir=data_dir)
     try:
         builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError:
+    except tfds.core.DatasetNotFoundError:
         builder = None
     except (ValueError, TypeError, AssertionError) as e:  # e.g. unknown version or config
         text = " ".join(str(e).split()) or type(e).__name__

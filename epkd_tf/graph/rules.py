@@ -501,9 +501,9 @@ class NormalizationRule(LastAxisVectors):
     """Normalization (preprocessing): mean/variance over the kept axes, a scalar count."""
 
     def _keeps_channels(self, layer) -> bool:
+        # ``axis``: the axes the layer keeps (a tuple, possibly negative; () for none).
         rank = len(layer.input_shape)
-        keep = getattr(layer, "_keep_axis", None) or []
-        return any(int(a) % rank == rank - 1 for a in keep)
+        return any(int(a) % rank == rank - 1 for a in layer.axis)
 
     def channel_weights(self, layer, weights, channels):
         keeps = self._keeps_channels(layer)
