@@ -23,7 +23,9 @@ import tempfile
 from typing import Dict, List, Optional, Sequence
 
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
+from epkd_tf.config import BudgetConfig, DataConfig, DistillConfig, PruningConfig, RunConfig
 from epkd_tf.errors import ApiError  # noqa: F401
+from epkd_tf.settings import default_of
 
 __all__ = ["compress", "prune", "analyze", "load_model", "CompressionResult", "as_data",
            "as_teacher"]
@@ -140,7 +142,6 @@ def compress(teacher, train, test=None, *, output_dir: Optional[str] = None, con
     unless ``export_formats`` is given). ``output_dir``: the run directory to keep (a new or
     resumable one); None runs in a temporary directory and keeps everything in memory.
     """
-    from epkd_tf.config import RunConfig
     from epkd_tf.settings import with_flags
     base = config if config is not None else RunConfig(export_formats=())
     if not isinstance(base, RunConfig):
@@ -201,10 +202,17 @@ def _run(cfg, data, teacher, root: str, verbose: int, keep: bool) -> Compression
                              output_dir=root if keep else None, data=data)
 
 
-def prune(model, target, *, criterion: str = "taylor", data=None, budget: str = "params",
-          layer_floor: float = 0.1, flops_weight: float = 0.0, channel_multiple: int = 1,
-          batch_size: int = 128, seed: int = 0, learning_rate: float = 5e-4,
-          bn_recalibration_batches: Optional[int] = None, **criterion_settings):
+def prune(model, target, *, criterion: str = "taylor", data=None,
+          budget: str = default_of(BudgetConfig, "budget"),
+          layer_floor: float = default_of(PruningConfig, "layer_floor"),
+          flops_weight: float = default_of(PruningConfig, "flops_weight"),
+          channel_multiple: int = default_of(PruningConfig, "channel_multiple"),
+          batch_size: int = default_of(DataConfig, "batch_size"),
+          seed: int = default_of(DataConfig, "seed"),
+          learning_rate: float = default_of(DistillConfig, "learning_rate"),
+          bn_recalibration_batches: Optional[int] = default_of(RunConfig,
+                                                                "bn_recalibration_batches"),
+          **criterion_settings):
     """One-shot pruning of ``model`` to ``target`` in the ``budget`` measure (nonzero
     parameters by default; a float in (0, 1) is that fraction of the model's current cost)
     with any registered criterion; returns a new, physically smaller tf_keras model
@@ -216,12 +224,12 @@ def prune(model, target, *, criterion: str = "taylor", data=None, budget: str = 
     ``batches=4`` for taylor, ``examples=512`` for oracle, ``epochs=2`` for poly_magnitude).
     With ``data``, the pruned model's BatchNormalization statistics are re-estimated on
     ``bn_recalibration_batches`` batches of it (default: ``--bn_recalibration_batches``'s;
-    0: kept as surgery left them).
+    0: kept as surgery left them). Keywords that are run settings default to those
+    settings' defaults (``learning_rate``: ``--finetune_learning_rate``'s).
     """
     from epkd_tf.config import default_bn_batches
     from epkd_tf.distill import batchnorm
     from epkd_tf.budget import MeasureContext, make_measure
-    from epkd_tf.config import PruningConfig
     from epkd_tf.pruning import PruningContext
     from epkd_tf.pruning.base import producer_widths
     from epkd_tf.pruning.registry import PRUNERS
@@ -250,7 +258,6 @@ def prune(model, target, *, criterion: str = "taylor", data=None, budget: str = 
         raise ApiError(f"criterion={criterion!r}: {measure.why_not(pruner)}.")
     loaded = None
     if data is not None:
-        from epkd_tf.config import DataConfig
         train = tuple(data) if isinstance(data, (tuple, list)) else data
         loaded = as_data(train, train, DataConfig(batch_size=batch_size, seed=seed))
     elif pruner.needs_data:

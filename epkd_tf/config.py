@@ -19,7 +19,8 @@ from epkd_tf.settings import (DISTINCT, NON_EMPTY, NON_NEGATIVE, NOT_BLANK, POSI
                               per_name, setting)
 
 __all__ = ["ConfigError", "DataConfig", "TeacherConfig", "PruningConfig", "DistillConfig",
-           "BudgetConfig", "RunConfig", "EXPORT_FORMATS", "DISTRIBUTIONS", "check_export_formats"]
+           "BudgetConfig", "RunConfig", "EXPORT_FORMATS", "DISTRIBUTIONS", "BATCHNORM_MODES",
+           "check_export_formats"]
 
 # Deployment formats a run can write per model (see deploy.py and README "Deployment").
 EXPORT_FORMATS: Tuple[str, ...] = ("saved_model", "tflite", "tflite_sparse",
@@ -28,6 +29,12 @@ EXPORT_FORMATS: Tuple[str, ...] = ("saved_model", "tflite", "tflite_sparse",
 # tf.distribute strategies (the registry lives in epkd_tf/distribute.py, which imports
 # TensorFlow; the names are repeated here so that configs validate without it).
 DISTRIBUTIONS: Tuple[str, ...] = ("default", "mirrored", "multi_worker_mirrored", "tpu")
+
+#: How a student's BatchNormalization layers normalise while it is distilled
+#: (``--distill_batchnorm``; see :class:`epkd_tf.Distiller`, which also takes ``auto``):
+#: ``frozen``, with their moving statistics, kept as they are; ``batch``, with each batch's
+#: statistics (Keras' training mode).
+BATCHNORM_MODES: Tuple[str, ...] = ("frozen", "batch")
 
 # Seeds go to NumPy's legacy seeding (< 2**32) and are offset per iteration and per study
 # cell (see epkd_tf.seeds), so they are kept well inside it.
@@ -56,11 +63,6 @@ def _teacher_names():
 def _is_teacher(name: str) -> bool:
     from epkd_tf.models.registry import APPLICATIONS_PREFIX
     return name.startswith(APPLICATIONS_PREFIX) or name in _teacher_names()
-
-
-def _batchnorm_modes():
-    from epkd_tf.distill import BATCHNORM_MODES
-    return BATCHNORM_MODES
 
 
 def _schedule_names():
@@ -220,7 +222,7 @@ class DistillConfig(Settings):
         "after distillation; measured ahead on ResNet-18 and MobileNetV2) or frozen (with "
         "their moving statistics, kept as they are; scale and offset trained: the student "
         "is trained as it is deployed and as the teacher's logits are computed).",
-        flag="distill_batchnorm", checks=[one_of(_batchnorm_modes, "mode")])
+        flag="distill_batchnorm", checks=[one_of(lambda: BATCHNORM_MODES, "mode")])
     temperature_schedule: str = setting(
         "linear", "linear: max(temperature_min, temperature_start - temperature_step * "
         "(iteration - 1)); constant: temperature_start.",

@@ -433,6 +433,18 @@ def flags_markdown(defaults, extra=()) -> str:
     return "\n".join(lines)
 
 
+def default_of(settings_class, name: str):
+    """The declared default of the setting ``name`` (a field name) of ``settings_class``:
+    what a keyword of the Python API that stands for that setting defaults to, read from
+    its one declaration rather than copied (``prune(learning_rate=...)`` defaults to
+    ``default_of(DistillConfig, "learning_rate")``). KeyError for a name that is not a
+    setting of the class."""
+    for field in dataclasses.fields(settings_class):
+        if field.name == name and "help" in field.metadata:
+            return field.default
+    raise KeyError(f"{settings_class.__name__} has no setting {name!r}")
+
+
 def same_as(settings_class, name: str, **overrides):
     """A field that is the setting ``name`` of ``settings_class`` (its help, checks and
     flag name; its default unless ``default=`` is given): an entry point that takes the

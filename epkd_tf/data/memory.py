@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from epkd_tf.config import ConfigError, DataConfig, validation_fraction
+from epkd_tf.settings import default_of
 from epkd_tf.data import holdout
 from epkd_tf.data.pipeline import Data, Examples
 from epkd_tf.data.recipes import MODEL_INPUT_RECIPE
@@ -201,10 +202,12 @@ def _build(x_train, y_train, x_test, y_test, names: Dict[str, str], *, batch_siz
     return Data(cfg, spec, MODEL_INPUT_RECIPE, roles, split_names)
 
 
-def from_arrays(x_train, y_train, x_test, y_test, *, batch_size: int = 128, seed: int = 0,
+def from_arrays(x_train, y_train, x_test, y_test, *,
+                batch_size: int = default_of(DataConfig, "batch_size"),
+                seed: int = default_of(DataConfig, "seed"),
                 validation_split: Optional[float] = None, num_classes: Optional[int] = None,
-                name: str = "arrays", label_noise: float = 0.0,
-                shuffle_buffer: int = 10_000) -> Data:
+                name: str = "arrays", label_noise: float = default_of(DataConfig, "label_noise"),
+                shuffle_buffer: int = default_of(DataConfig, "shuffle_buffer")) -> Data:
     """A :class:`Data` over arrays in memory (the model's inputs as given).
 
     ``x_train``, ``x_test``: images N x H x W (a channel axis is added) or N x H x W x C of
@@ -263,10 +266,12 @@ def _materialise(arg: str, ds, budget: int) -> Tuple[np.ndarray, np.ndarray]:
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def from_datasets(train, test, *, batch_size: int = 128, seed: int = 0,
+def from_datasets(train, test, *, batch_size: int = default_of(DataConfig, "batch_size"),
+                  seed: int = default_of(DataConfig, "seed"),
                   validation_split: Optional[float] = None,
                   num_classes: Optional[int] = None, name: str = "datasets",
-                  label_noise: float = 0.0, shuffle_buffer: int = 10_000) -> Data:
+                  label_noise: float = default_of(DataConfig, "label_noise"),
+                  shuffle_buffer: int = default_of(DataConfig, "shuffle_buffer")) -> Data:
     """A :class:`Data` over two finite ``tf.data.Dataset`` s (``train``, ``test``) of
     ``(image, label)`` examples or batches (or dicts with ``image`` and ``label``), read
     once into memory -- at most ``MEMORY_LIMIT_BYTES`` of float32 images together, else a

@@ -40,7 +40,11 @@ import epkd_tf  # noqa: F401  (must precede TensorFlow: selects Keras 2)
 import tensorflow as tf
 import tf_keras
 
-from epkd_tf.distill import BATCHNORM_MODES
+from epkd_tf.config import BATCHNORM_MODES, DistillConfig
+from epkd_tf.settings import default_of
+
+#: The default weight of the hard-label loss: ``--alpha``'s.
+DEFAULT_ALPHA = default_of(DistillConfig, "alpha")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,7 +248,8 @@ class Distiller(tf_keras.Model):
         # calls is seen by the already-traced train function.
         self._temperature = tf.Variable(3.0, trainable=False, dtype=tf.float32,
                                         name="temperature")
-        self._alpha = tf.Variable(0.1, trainable=False, dtype=tf.float32, name="alpha")
+        self._alpha = tf.Variable(DEFAULT_ALPHA, trainable=False, dtype=tf.float32,
+                                  name="alpha")
 
         self.student_loss_fn = sparse_cross_entropy
         self.distillation_loss_fn = soft_target_kl
@@ -258,7 +263,8 @@ class Distiller(tf_keras.Model):
 
     # ------------------------------------------------------------------ configuration
     def compile(self, optimizer="adam", metrics=None, student_loss_fn=None,
-                distillation_loss_fn=None, alpha: float = 0.1, temperature: float = 3.0,
+                distillation_loss_fn=None, alpha: float = DEFAULT_ALPHA,
+                temperature: float = 3.0,
                 **kwargs):
         """Configures training.
 
@@ -272,7 +278,7 @@ class Distiller(tf_keras.Model):
           distillation_loss_fn: soft-target loss ``fn(teacher_probs, student_probs)``;
             default :func:`soft_target_kl`, KL(teacher || student) (computed from
             log-softmaxes).
-          alpha: weight of the hard-label loss, in [0, 1].
+          alpha: weight of the hard-label loss, in [0, 1]; default ``--alpha``'s.
           temperature: softmax temperature, > 0.
           **kwargs: forwarded to ``tf_keras.Model.compile`` (e.g. ``run_eagerly``);
             ``loss`` is not allowed.
