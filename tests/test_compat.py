@@ -35,8 +35,8 @@ def test_the_installed_versions_are_those_compat_was_written_for():
      False),
     ({"tensorflow": "2.21.0", "tf_keras": "2.21.0", "tensorflow-model-optimization": "0.8.0"},
      False),
-    ({"tensorflow": "2.21.0rc1", "tf_keras": "2.21.0", "tensorflow-model-optimization": "0.8.1"},
-     True),
+    ({"tensorflow": "2.21.0rc1", "tf_keras": "2.21.0",
+      "tensorflow-model-optimization": "0.8.1"}, True),
 ])
 def test_the_version_check_names_what_differs(monkeypatch, installed, ok):
     from importlib import metadata
@@ -180,7 +180,8 @@ def test_tensorflows_constant_initializer_is_recorded_under_its_private_module()
 
 
 # -- Keras 3 ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("name, args", [("LayerScale", (1e-6, 4)), ("CustomScaleLayer", (0.17,))])
+@pytest.mark.parametrize("name, args", [("LayerScale", (1e-6, 4)),
+                                        ("CustomScaleLayer", (0.17,))])
 def test_keras3_records_its_application_layers_under_compats_modules(name, args):
     keras = pytest.importorskip("keras")
     cls = compat.keras3_application_layer_class(name)
@@ -266,7 +267,8 @@ def test_tfds_default_data_dir_is_tfds_own():
     import tensorflow_datasets as tfds
     expected = os.environ.get("TFDS_DATA_DIR") or os.path.join("~", "tensorflow_datasets")
     assert compat.tfds_default_data_dir() == os.path.expanduser(expected)
-    assert compat.tfds_default_data_dir() == os.path.expanduser(str(tfds.core.constants.DATA_DIR))
+    tfds_own = str(tfds.core.constants.DATA_DIR)
+    assert compat.tfds_default_data_dir() == os.path.expanduser(tfds_own)
 
 
 # -- nobody else reaches in -------------------------------------------------------------------
