@@ -23,7 +23,9 @@ import tempfile
 from typing import Dict, List, Optional, Sequence
 
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
+from epkd_tf.config import BudgetConfig, DataConfig, DistillConfig, PruningConfig, RunConfig
 from epkd_tf.errors import ApiError  # noqa: F401
+from epkd_tf.settings import default_of
 
 __all__ = ["compress", "prune", "analyze", "load_model", "CompressionResult", "as_data",
            "as_teacher"]
@@ -33,10 +35,46 @@ __all__ = ["compress", "prune", "analyze", "load_model", "CompressionResult", "a
 class CompressionResult:
     """What :func:`compress` made: the models and the run's tables (pandas DataFrames).
 
-    ``tables`` holds every CSV a run writes (``students``, ``candidates``, ``teacher``,
-    ``finetune_history``, ``criteria_correlation``, ``timings``, ``deployment``, ...; see
-    docs/outputs.md); ``output_dir`` is the run directory, or None when the run was kept in
-    memory only.
+    :func:`compress` makes it; users read its fields and call :meth:`export`.
+
+    Args:
+      teacher: the teacher the run distilled from (a tf_keras model).
+      students: the student of every iteration, in order (tf_keras models).
+      final: the final student: the last one, or with ``max_accuracy_drop`` the last one
+        within it (the teacher itself when no student is).
+      final_iteration: the iteration that made ``final`` (0: the teacher).
+      tables: every CSV a run writes, by name (``students``, ``candidates``, ``teacher``,
+        ``finetune_history``, ``criteria_correlation``, ``timings``, ``deployment``, ...;
+        see docs/outputs.md).
+      headline: the run's summary lines (teacher -> final student).
+      output_dir: the run directory, or None when the run was kept in memory only.
+      data: the loaded data the run used (for :meth:`export`'s measurements).
+
+    Raises:
+      ApiError, ConfigError: from :meth:`export`, for a bad name or format.
+
+    Example::
+
+        import numpy as np
+        import tf_keras
+        import epkd_tf
+
+        rng = np.random.default_rng(0)                # class 1: a brighter top half
+        y = rng.integers(0, 2, 256)
+        x = rng.normal(0.0, 0.3, (256, 8, 8, 1)).astype("float32")
+        x[y == 1, :4] += 1.0
+        inputs = tf_keras.Input((8, 8, 1))
+        conv = tf_keras.layers.Conv2D(8, 3, activation="relu")(inputs)
+        logits = tf_keras.layers.Dense(2)(tf_keras.layers.Flatten()(conv))     # no softmax
+        teacher = tf_keras.Model(inputs, logits)
+        teacher.compile("adam", tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        teacher.fit(x, y, epochs=2, verbose=0)
+        result = epkd_tf.compress(teacher, (x[:192], y[:192]), (x[192:], y[192:]),
+                                  iterations=1, keep_ratio=0.5, pruners=("l1_filter",),
+                                  finetune_epochs=1, batch_size=32)
+        print(result.tables["students"][["iteration", "nonzero_params", "test_accuracy"]])
+        rows = result.export("exported", formats=("tflite",))   # exported/tflite/final.tflite
+        print(rows[["format", "bytes", "test_accuracy"]])
     """
 
     teacher: object
@@ -52,7 +90,23 @@ class CompressionResult:
                name: str = "final", model=None):
         """Writes the final student (or ``model``) in ``formats`` into ``directory``
         (``serving/<name>/1``, ``tflite/<name>*.tflite``, ...) and returns its
-        deployment.csv rows: size, gzip size, test accuracy and latency of each file."""
+        deployment.csv rows: size, gzip size, test accuracy and latency of each file.
+
+        Args:
+          directory: where to write (created if missing; a ``deployment.csv`` there gets
+            the rows appended).
+          formats: deployment formats, of ``epkd_tf.config.EXPORT_FORMATS``.
+          name: the files' name (letters, digits, ``_ . -``).
+          model: the model to export instead of the final student.
+
+        Returns:
+          A pandas DataFrame, one row per format.
+
+        Raises:
+          ConfigError: an unknown or repeated format.
+          ApiError: an invalid ``name``.
+          RunDirError: ``directory`` cannot be written.
+        """
         from epkd_tf.deploy import exports as deploy
         from epkd_tf.config import check_export_formats
         from epkd_tf.records import RunDir, safe_name
@@ -129,18 +183,67 @@ def _fraction(split):
 def compress(teacher, train, test=None, *, output_dir: Optional[str] = None, config=None,
              verbose: int = 0, **settings) -> CompressionResult:
     """Runs EPKD on ``teacher`` (a trained model that outputs logits) and returns the
-    students, the final one and every table.
+    students, the final one and every table: the same run as ``python -m epkd_tf.main``.
 
-    ``train``/``test``: ``(x, y)`` NumPy arrays (images N x H x W (x C) as the model takes
-    them, integer labels) or tf.data.Datasets of ``(image, label)``; or a loaded
-    ``epkd_tf.data.Data`` as ``train`` alone. ``settings``: any run setting by its flag name
-    (``iterations=3``, ``keep_ratio=0.8``, ``pruners=("taylor",)``, ``budget="latency"``,
-    ``max_accuracy_drop=0.5``, ``validation_split="0.1"``...), applied over ``config`` (a
-    ``RunConfig``; default: the command line's defaults, except that nothing is exported
-    unless ``export_formats`` is given). ``output_dir``: the run directory to keep (a new or
-    resumable one); None runs in a temporary directory and keeps everything in memory.
+    Every setting is validated before any work starts.
+
+    Args:
+      teacher: a trained tf_keras model that outputs logits, a Keras 3 model, or the path
+        of a saved model (.keras of either Keras, .h5, Keras SavedModel directory),
+        loaded safely (:func:`load_model`).
+      train: ``(x, y)`` NumPy arrays (images N x H x W (x C) as the model takes them,
+        integer labels) or a ``tf.data.Dataset`` of ``(image, label)`` examples or
+        batches; or a loaded ``epkd_tf.data.Data`` (:func:`load_data`,
+        :func:`from_arrays`), then ``test`` is left out.
+      test: the test data, as ``train``; students are measured on it.
+      output_dir: the run directory to keep (a new or resumable one); None runs in a
+        temporary directory and keeps everything in memory.
+      config: a :class:`RunConfig` the ``settings`` apply over; default: the command
+        line's defaults, except that nothing is exported unless ``export_formats`` is
+        given.
+      verbose: Keras' verbosity of training (0: silent).
+      **settings: any run setting by its flag name (``iterations=3``,
+        ``keep_ratio=0.8``, ``pruners=("taylor",)``, ``budget="latency"``,
+        ``max_accuracy_drop=0.5``, ``validation_split="0.1"``, ``taylor_batches=2``...).
+
+    Returns:
+      A :class:`CompressionResult`: the teacher, every student, the final one and the
+      run's tables.
+
+    Raises:
+      ConfigError: a setting is unknown or invalid (the message names its flag).
+      ApiError: ``config`` is not a RunConfig, ``test`` is missing, the teacher cannot be
+        loaded, does not fit the data (shape, classes, a softmax output) or cannot be
+        traced by the structured pruners asked for.
+      DataError: the arrays or datasets are unusable (the message names the argument).
+      RunDirError: ``output_dir`` cannot be used (DamagedRunError: a file of it is not
+        what a run wrote); DirectoryBusyError: another process is running in it.
+      NoCandidateError: no pruner can reach an iteration's target (all at their floors).
+      NonFiniteLossError: a distillation loss became NaN or Inf with
+        ``fail_on_nan=True``.
+
+    Example::
+
+        import numpy as np
+        import tf_keras
+        import epkd_tf
+
+        rng = np.random.default_rng(0)                # class 1: a brighter top half
+        y = rng.integers(0, 2, 256)
+        x = rng.normal(0.0, 0.3, (256, 8, 8, 1)).astype("float32")
+        x[y == 1, :4] += 1.0
+        inputs = tf_keras.Input((8, 8, 1))
+        conv = tf_keras.layers.Conv2D(8, 3, activation="relu")(inputs)
+        logits = tf_keras.layers.Dense(2)(tf_keras.layers.Flatten()(conv))     # no softmax
+        teacher = tf_keras.Model(inputs, logits)
+        teacher.compile("adam", tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        teacher.fit(x, y, epochs=2, verbose=0)
+        result = epkd_tf.compress(teacher, (x[:192], y[:192]), (x[192:], y[192:]),
+                                  iterations=1, keep_ratio=0.5, pruners=("l1_filter",),
+                                  finetune_epochs=1, batch_size=32)
+        print(result.headline)                        # Teacher → final student ...
+        student = result.final                        # a smaller tf_keras model
     """
-    from epkd_tf.config import RunConfig
     from epkd_tf.settings import with_flags
     base = config if config is not None else RunConfig(export_formats=())
     if not isinstance(base, RunConfig):
@@ -201,27 +304,85 @@ def _run(cfg, data, teacher, root: str, verbose: int, keep: bool) -> Compression
                              output_dir=root if keep else None, data=data)
 
 
-def prune(model, target, *, criterion: str = "taylor", data=None, budget: str = "params",
-          layer_floor: float = 0.1, flops_weight: float = 0.0, channel_multiple: int = 1,
-          batch_size: int = 128, seed: int = 0, learning_rate: float = 5e-4,
-          bn_recalibration_batches: Optional[int] = None, **criterion_settings):
-    """One-shot pruning of ``model`` to ``target`` in the ``budget`` measure (nonzero
-    parameters by default; a float in (0, 1) is that fraction of the model's current cost)
-    with any registered criterion; returns a new, physically smaller tf_keras model
-    (``poly_magnitude``: the same shapes with exact zeros). ``model`` is not changed.
+def prune(model, target, *, criterion: str = "taylor", data=None,
+          budget: str = default_of(BudgetConfig, "budget"),
+          layer_floor: float = default_of(PruningConfig, "layer_floor"),
+          flops_weight: float = default_of(PruningConfig, "flops_weight"),
+          channel_multiple: int = default_of(PruningConfig, "channel_multiple"),
+          batch_size: int = default_of(DataConfig, "batch_size"),
+          seed: int = default_of(DataConfig, "seed"),
+          learning_rate: float = default_of(DistillConfig, "learning_rate"),
+          bn_recalibration_batches: Optional[int] = default_of(RunConfig,
+                                                                "bn_recalibration_batches"),
+          **criterion_settings):
+    """One-shot pruning of ``model`` to ``target`` in the ``budget`` measure with any
+    registered criterion. ``model`` is not changed.
 
-    ``data``: ``(x, y)`` arrays (or a loaded ``epkd_tf.data.Data``) the data-driven criteria
-    (taylor, oracle, poly_magnitude) score and fine-tune on; ``l1_filter`` needs none.
-    ``criterion_settings``: the criterion's own settings by field name (e.g.
-    ``batches=4`` for taylor, ``examples=512`` for oracle, ``epochs=2`` for poly_magnitude).
-    With ``data``, the pruned model's BatchNormalization statistics are re-estimated on
-    ``bn_recalibration_batches`` batches of it (default: ``--bn_recalibration_batches``'s;
-    0: kept as surgery left them).
+    The keywords that are run settings default to those settings' defaults
+    (``epkd_tf.config``; e.g. ``learning_rate`` is ``--finetune_learning_rate``'s).
+
+    Args:
+      model: a functional (or Sequential) tf_keras model, a Keras 3 model or a model
+        file's path (:func:`load_model`).
+      target: the cost to reach in the ``budget`` measure (nonzero parameters by
+        default); a float in (0, 1) is that fraction of the model's current cost.
+      criterion: a registered pruner (``l1_filter``, ``taylor``, ``oracle``,
+        ``poly_magnitude`` or your own, :func:`register_pruner`).
+      data: ``(x, y)`` arrays (or a loaded ``epkd_tf.data.Data``) that the data-driven
+        criteria (taylor, oracle, poly_magnitude) score and fine-tune on; ``l1_filter``
+        needs none. With data, the pruned model's BatchNormalization statistics are
+        re-estimated on ``bn_recalibration_batches`` batches of it.
+      budget: the measure of ``target``: ``params``, ``macs``, ``latency`` or ``size``
+        (``--budget``).
+      layer_floor: fraction of each layer's units never removed (``--layer_floor``).
+      flops_weight: FLOPs regularisation of the structured ranking (``--flops_weight``).
+      channel_multiple: pruned layers keep a multiple of this many channels
+        (``--channel_multiple``).
+      batch_size: batch size of scoring and fine-tuning (``--batch_size``).
+      seed: seed of the scoring subsets (``--seed``).
+      learning_rate: Adam rate of poly_magnitude's fine-tune
+        (``--finetune_learning_rate``).
+      bn_recalibration_batches: batches re-estimating BatchNormalization statistics;
+        0: kept as surgery left them; None: the setting's default
+        (``--bn_recalibration_batches``).
+      **criterion_settings: the criterion's own settings by field name (``batches=4``
+        for taylor, ``examples=512`` for oracle, ``epochs=2`` for poly_magnitude).
+
+    Returns:
+      A new tf_keras model, physically smaller (``poly_magnitude``: the same shapes with
+      exact zeros).
+
+    Raises:
+      ApiError: an unknown criterion or budget, settings the criterion does not have, an
+        invalid ``target`` or one the criterion cannot reach, a criterion that cannot
+        lower the budget's measure, missing ``data``, or an unusable ``model``.
+      ConfigError: a setting is invalid (the message names its flag).
+      DataError: ``data`` is unusable.
+      UnsupportedLayerError: a structured criterion cannot trace a layer of ``model``.
+
+    Example::
+
+        import numpy as np
+        import tf_keras
+        import epkd_tf
+
+        rng = np.random.default_rng(0)                # class 1: a brighter top half
+        y = rng.integers(0, 2, 256)
+        x = rng.normal(0.0, 0.3, (256, 8, 8, 1)).astype("float32")
+        x[y == 1, :4] += 1.0
+        inputs = tf_keras.Input((8, 8, 1))
+        conv = tf_keras.layers.Conv2D(8, 3, activation="relu")(inputs)
+        logits = tf_keras.layers.Dense(2)(tf_keras.layers.Flatten()(conv))     # no softmax
+        model = tf_keras.Model(inputs, logits)
+        model.compile("adam", tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(x, y, epochs=2, verbose=0)
+        smaller = epkd_tf.prune(model, 0.5, criterion="taylor", data=(x, y), batches=2)
+        print(model.count_params(), "->", smaller.count_params())     # about half
+        no_data = epkd_tf.prune(model, 0.5, criterion="l1_filter", budget="macs")
     """
     from epkd_tf.config import default_bn_batches
     from epkd_tf.distill import batchnorm
     from epkd_tf.budget import MeasureContext, make_measure
-    from epkd_tf.config import PruningConfig
     from epkd_tf.pruning import PruningContext
     from epkd_tf.pruning.base import producer_widths
     from epkd_tf.pruning.registry import PRUNERS
@@ -250,7 +411,6 @@ def prune(model, target, *, criterion: str = "taylor", data=None, budget: str = 
         raise ApiError(f"criterion={criterion!r}: {measure.why_not(pruner)}.")
     loaded = None
     if data is not None:
-        from epkd_tf.config import DataConfig
         train = tuple(data) if isinstance(data, (tuple, list)) else data
         loaded = as_data(train, train, DataConfig(batch_size=batch_size, seed=seed))
     elif pruner.needs_data:
@@ -276,14 +436,68 @@ def prune(model, target, *, criterion: str = "taylor", data=None, budget: str = 
 
 
 def analyze(model):
-    """The channel dependency graph of a tf_keras model (``epkd_tf.graph.analyze``): its
-    prunable units, the groups coupled by merges and the blocks; raises
-    ``UnsupportedLayerError`` naming a layer it cannot trace."""
+    """The channel dependency graph of a model (``epkd_tf.graph.analyze``): its prunable
+    units, the groups that merges couple and the blocks, as structured pruning sees them.
+
+    Args:
+      model: a functional (or Sequential) tf_keras model, a Keras 3 model or a model
+        file's path (:func:`load_model`).
+
+    Returns:
+      An ``epkd_tf.graph.ChannelGraph`` (``num_units``, ``num_groups``, ``blocks``,
+      ``layers``...).
+
+    Raises:
+      UnsupportedLayerError: a layer cannot be traced (the message names it and says how
+        to declare a rule: :func:`register_rule`).
+      ApiError: ``model`` is not a model, or its file cannot be loaded.
+
+    Example::
+
+        import tf_keras
+        import epkd_tf
+
+        inputs = tf_keras.Input((8, 8, 3))
+        a = tf_keras.layers.Conv2D(16, 3, padding="same", name="a")(inputs)
+        b = tf_keras.layers.Conv2D(16, 3, padding="same", name="b")(a)
+        merged = tf_keras.layers.Add()([a, b])        # couples a's and b's channels
+        pooled = tf_keras.layers.GlobalAveragePooling2D()(merged)
+        graph = epkd_tf.analyze(tf_keras.Model(inputs, tf_keras.layers.Dense(10)(pooled)))
+        print(graph.num_units, graph.num_groups)      # 42 16: a's and b's 32 units in 16
+                                                      # coupled groups; the logits fixed
+        print([block.layers for block in graph.blocks])   # [('a', 'b')]
+    """
     from epkd_tf.graph import analyze as analyze_graph
     return analyze_graph(as_teacher(model, "model"))
 
 
 def load_model(path: str):
-    """A model file (.keras of tf_keras or Keras 3, .h5, Keras SavedModel directory) as a
-    tf_keras model, loaded safely: no code stored in the file runs (docs/outputs.md)."""
+    """A model file as a tf_keras model, loaded safely: no code stored in the file runs
+    (its configuration is checked against an allow-list first; docs/outputs.md).
+
+    Args:
+      path: a .keras file of tf_keras or Keras 3 (converted), an .h5 file or a Keras
+        SavedModel directory; one input, one output.
+
+    Returns:
+      The uncompiled tf_keras model.
+
+    Raises:
+      ApiError: the file is missing, unreadable, not a Keras model, has several inputs or
+        outputs, or holds something that would run code (a Lambda layer, a custom
+        object); the one-line message says which.
+
+    Example::
+
+        import tf_keras
+        import epkd_tf
+
+        inputs = tf_keras.Input((4,))
+        tf_keras.Model(inputs, tf_keras.layers.Dense(2)(inputs)).save("model.keras")
+        model = epkd_tf.load_model("model.keras")
+        try:
+            epkd_tf.load_model("missing.keras")
+        except epkd_tf.ApiError as err:
+            print(err)
+    """
     return as_teacher(os.fspath(path), "path")

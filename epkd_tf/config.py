@@ -15,11 +15,12 @@ import dataclasses
 from typing import Optional, Tuple
 
 from epkd_tf.settings import (DISTINCT, NON_EMPTY, NON_NEGATIVE, NOT_BLANK, POSITIVE, Check,
-                              ConfigError, Settings, at_least, between, nested, one_of,
-                              per_name, setting)
+                              ConfigError, Settings, at_least, between, documented, nested,
+                              one_of, per_name, setting)
 
 __all__ = ["ConfigError", "DataConfig", "TeacherConfig", "PruningConfig", "DistillConfig",
-           "BudgetConfig", "RunConfig", "EXPORT_FORMATS", "DISTRIBUTIONS", "check_export_formats"]
+           "BudgetConfig", "RunConfig", "EXPORT_FORMATS", "DISTRIBUTIONS", "BATCHNORM_MODES",
+           "check_export_formats"]
 
 # Deployment formats a run can write per model (see deploy.py and docs/deployment.md).
 EXPORT_FORMATS: Tuple[str, ...] = ("saved_model", "tflite", "tflite_sparse",
@@ -28,6 +29,12 @@ EXPORT_FORMATS: Tuple[str, ...] = ("saved_model", "tflite", "tflite_sparse",
 # tf.distribute strategies (the registry lives in epkd_tf/distribute.py, which imports
 # TensorFlow; the names are repeated here so that configs validate without it).
 DISTRIBUTIONS: Tuple[str, ...] = ("default", "mirrored", "multi_worker_mirrored", "tpu")
+
+#: How a student's BatchNormalization layers normalise while it is distilled
+#: (``--distill_batchnorm``; see :class:`epkd_tf.Distiller`, which also takes ``auto``):
+#: ``frozen``, with their moving statistics, kept as they are; ``batch``, with each batch's
+#: statistics (Keras' training mode).
+BATCHNORM_MODES: Tuple[str, ...] = ("frozen", "batch")
 
 # Seeds go to NumPy's legacy seeding (< 2**32) and are offset per iteration and per study
 # cell (see epkd_tf.seeds), so they are kept well inside it.
@@ -58,19 +65,28 @@ def _is_teacher(name: str) -> bool:
     return name.startswith(APPLICATIONS_PREFIX) or name in _teacher_names()
 
 
-def _batchnorm_modes():
-    from epkd_tf.distill import BATCHNORM_MODES
-    return BATCHNORM_MODES
-
-
 def _schedule_names():
     from epkd_tf.distill.temperature import SCHEDULES
     return SCHEDULES.names()
 
 
+@documented
 @dataclasses.dataclass(frozen=True)
 class DataConfig(Settings):
-    """Which dataset to load, how to split and batch it."""
+    """Which dataset to load, how to split and batch it (the data part of a
+    :class:`RunConfig`; :func:`epkd_tf.load_data` loads what it names).
+
+    Example::
+
+        import epkd_tf
+
+        data = epkd_tf.DataConfig(dataset="cifar10", batch_size=64, validation_split="0.1")
+        assert data.replace(seed=3).seed == 3
+        try:
+            epkd_tf.DataConfig(batch_size=0)
+        except epkd_tf.ConfigError as err:
+            print(err)      # --batch_size=0 is invalid: must lie in [1, 65536] (...).
+    """
 
     dataset: str = setting("mnist", "TFDS dataset name (mnist, cifar10, imagenet2012 alias "
                            "imagenet, or any TFDS image-classification dataset).",
@@ -124,9 +140,21 @@ def validation_fraction(split: Optional[str]) -> Optional[float]:
         return None
 
 
+@documented
 @dataclasses.dataclass(frozen=True)
 class TeacherConfig(Settings):
-    """Which teacher to build and how long to train it (or a trained one to load)."""
+    """Which teacher to build and how long to train it (or a trained one to load): the
+    teacher part of a :class:`RunConfig`.
+
+    Example::
+
+        import epkd_tf
+
+        teacher = epkd_tf.TeacherConfig(teacher="lenet5", teacher_epochs=2)
+        assert teacher.learning_rate == 1e-3          # --teacher_learning_rate
+        given = epkd_tf.TeacherConfig(teacher_path="my_teacher.keras")
+        assert "teacher_epochs" in given.inactive()   # unused with a trained teacher
+    """
 
     teacher: str = setting("lenet300_100", "Teacher architecture: a zoo name (see "
                            "docs/teachers.md) or applications.<Name> for a "
@@ -159,11 +187,22 @@ class TeacherConfig(Settings):
             else ()
 
 
+@documented
 @dataclasses.dataclass(frozen=True)
 class PruningConfig(Settings):
     """How each iteration makes its candidates: which criteria, and the shared rules that
     turn their scores into a removal plan. Each criterion's own settings live in its class
-    (``criteria[name]``)."""
+    (``criteria[name]``).
+
+    Example::
+
+        import epkd_tf
+
+        pruning = epkd_tf.PruningConfig(pruners=("l1_filter", "taylor"), layer_floor=0.2)
+        pruning = epkd_tf.with_flags(pruning, taylor_batches=4)   # a criterion's setting
+        assert pruning.criteria["taylor"].batches == 4
+        assert [p.name for p in pruning.make_pruners()] == ["l1_filter", "taylor"]
+    """
 
     pruners: Tuple[str, ...] = setting(
         ("l1_filter", "taylor", "oracle", "poly_magnitude"),
@@ -200,9 +239,21 @@ class PruningConfig(Settings):
                                "this config was made); make the config again")
 
 
+@documented
 @dataclasses.dataclass(frozen=True)
 class DistillConfig(Settings):
-    """How the winning candidate is fine-tuned by distillation from the original teacher."""
+    """How the winning candidate is fine-tuned by distillation from the original teacher
+    (the distillation part of a :class:`RunConfig`).
+
+    Example::
+
+        import epkd_tf
+
+        distill = epkd_tf.DistillConfig(temperature_start=10.0, temperature_step=4.0,
+                                        temperature_min=2.0)
+        schedule = distill.schedule()                 # iteration (1-based) -> temperature
+        assert [schedule(i) for i in (1, 2, 3, 4)] == [10.0, 6.0, 2.0, 2.0]
+    """
 
     finetune_epochs: int = setting(2, "Epochs of distillation fine-tuning per iteration.",
                                    checks=[NON_NEGATIVE])
@@ -221,7 +272,7 @@ class DistillConfig(Settings):
         "after distillation; measured ahead on ResNet-18 and MobileNetV2) or frozen (with "
         "their moving statistics, kept as they are; scale and offset trained: the student "
         "is trained as it is deployed and as the teacher's logits are computed).",
-        flag="distill_batchnorm", checks=[one_of(_batchnorm_modes, "mode")])
+        flag="distill_batchnorm", checks=[one_of(lambda: BATCHNORM_MODES, "mode")])
     temperature_schedule: str = setting(
         "linear", "linear: max(temperature_min, temperature_start - temperature_step * "
         "(iteration - 1)); constant: temperature_start.",
@@ -249,9 +300,21 @@ def _measure_names():
     return MEASURES.names()
 
 
+@documented
 @dataclasses.dataclass(frozen=True)
 class BudgetConfig(Settings):
-    """In which measure a run shrinks the network, and when it stops (docs/budgets.md)."""
+    """In which measure a run shrinks the network, and when it stops (docs/budgets.md):
+    the budget part of a :class:`RunConfig`.
+
+    Example::
+
+        import epkd_tf
+
+        budget = epkd_tf.BudgetConfig(budget="macs", target_macs=1_000_000,
+                                      max_accuracy_drop=1.0)
+        assert [(goal.measure, goal.value) for goal in budget.goals()] == [
+            ("macs", 1e6)]
+    """
 
     budget: str = setting("params", "What each iteration shrinks by --keep_ratio: params "
                           "(nonzero parameters, the seed's definition), macs "
@@ -294,9 +357,27 @@ def _rank_weights_check(weights) -> bool:
     return len(weights) == 2 and all(w >= 0 for w in weights) and sum(weights) > 0
 
 
+@documented
 @dataclasses.dataclass(frozen=True)
 class RunConfig(Settings):
-    """Everything one EPKD run needs."""
+    """Everything one EPKD run needs: the settings of ``python -m epkd_tf.main``, whose
+    flags are made from these classes, and of :func:`epkd_tf.compress`'s ``config``.
+
+    Settings are immutable and validated when made; :meth:`~Settings.replace` changes
+    fields, :func:`epkd_tf.with_flags` changes any setting by its flag name.
+
+    Example::
+
+        import epkd_tf
+
+        config = epkd_tf.RunConfig(iterations=3, keep_ratio=0.8)
+        config = epkd_tf.with_flags(config, batch_size=64, finetune_learning_rate=1e-3)
+        assert config.data.batch_size == 64 and config.distill.learning_rate == 1e-3
+        try:
+            config.replace(keep_ratio=1.5)
+        except epkd_tf.ConfigError as err:
+            print(err)      # --keep_ratio=1.5 is invalid: must lie in (0, 1).
+    """
 
     data: DataConfig = nested(DataConfig)
     teacher: TeacherConfig = nested(TeacherConfig)

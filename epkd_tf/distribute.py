@@ -22,6 +22,7 @@ from typing import Callable, List
 
 import tensorflow as tf
 
+from epkd_tf import compat
 from epkd_tf.registry import Registry
 
 #: Strategy factories ``(logical_cpus) -> tf.distribute.Strategy`` by name.
@@ -103,8 +104,7 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     """Whether this process writes the outputs: always, except on the non-chief workers of
     a multi-worker cluster (the chief is task ``chief``, or worker 0 when there is none)."""
     resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not getattr(strategy.extended, "_in_multi_worker_mode",
-                                       lambda: False)():
+    if resolver is None or not compat.in_multi_worker_mode(strategy):
         return True
     task_type, task_id = resolver.task_type, resolver.task_id
     return task_type in (None, "chief") or (task_type == "worker" and task_id == 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 from typing import Callable, Dict, Generic, Iterator, List, Optional, Tuple, TypeVar
-from epkd_tf.errors import UnknownNameError  # noqa: F401
+from epkd_tf.errors import ApiError, UnknownNameError  # noqa: F401
 
 T = TypeVar("T")
 
@@ -24,13 +24,13 @@ class Registry(Generic[T]):
 
     def register(self, name: str, obj: Optional[T] = None):
         """Registers ``obj`` as ``name``; without ``obj`` a decorator that does so.
-        Raises ValueError for an empty or already registered name."""
+        Raises ApiError (a ValueError) for an empty or already registered name."""
         if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"A {self.kind} name must be a non-empty string, got {name!r}.")
+            raise ApiError(f"A {self.kind} name must be a non-empty string, got {name!r}.")
 
         def add(value: T) -> T:
             if name in self._entries:
-                raise ValueError(f"{self.kind.capitalize()} {name!r} is registered twice.")
+                raise ApiError(f"{self.kind.capitalize()} {name!r} is registered twice.")
             self._entries[name] = value
             return value
 

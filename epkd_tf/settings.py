@@ -398,10 +398,35 @@ def flag_values_of(settings) -> Dict[str, Any]:
 
 
 def with_flags(settings, **values):
-    """A validated copy of ``settings`` with the settings named by their flags changed,
-    e.g. ``with_flags(RunConfig(), keep_ratio=0.8, taylor_batches=2)``: the names a user
-    knows from the command line, wherever the setting lives in the tree. Unknown names
-    raise ConfigError listing the known ones."""
+    """A validated copy of ``settings`` with the settings named by their flags changed:
+    the names a user knows from the command line, wherever the setting lives in the tree
+    (``finetune_learning_rate`` is ``RunConfig().distill.learning_rate``, ``taylor_batches``
+    the taylor criterion's ``batches``).
+
+    Args:
+      settings: a settings object (:class:`epkd_tf.RunConfig` or one of its parts).
+      **values: new values by flag name (``keep_ratio=0.8``, ``pruners=("taylor",)``).
+
+    Returns:
+      A new settings object of the same class; ``settings`` is unchanged.
+
+    Raises:
+      ConfigError: a name is not a flag of ``settings`` (the message lists the known ones
+        and suggests the closest), or a value is invalid (the message names its flag).
+
+    Example::
+
+        import epkd_tf
+
+        config = epkd_tf.with_flags(epkd_tf.RunConfig(), keep_ratio=0.8, taylor_batches=2,
+                                    finetune_learning_rate=1e-3)
+        assert config.keep_ratio == 0.8 and config.distill.learning_rate == 1e-3
+        assert config.pruning.criteria["taylor"].batches == 2
+        try:
+            epkd_tf.with_flags(config, keep_ration=0.5)
+        except epkd_tf.ConfigError as err:
+            print(err)      # --keep_ration=0.5 is invalid: no such setting; did you mean ...
+    """
     by_flag = {leaf.flag: leaf for leaf in leaves(settings)}
     unknown = [name for name in values if name not in by_flag]
     if unknown:
@@ -431,6 +456,63 @@ def flags_markdown(defaults, extra=()) -> str:
     lines += [f"| `--{flag}` | `{default}` | {text.replace('|', '/')} |"
               for flag, default, text in rows]
     return "\n".join(lines)
+
+
+def _shown_default(field: dataclasses.Field) -> str:
+    if field.metadata.get("nested"):
+        return f"a default :class:`{type(field.default).__name__}`"
+    if field.default is None:
+        return "unset (None)"
+    return f"``{field.default!r}``"
+
+
+def documented(cls):
+    """Class decorator, outside ``@dataclasses.dataclass``: completes the docstring of a
+    settings class with an ``Args:`` section generated from its fields (help, flag and
+    default of each setting) and a ``Raises:`` section, placed before its ``Example::``
+    section if it has one. ``help(RunConfig)`` then documents every setting, and the help
+    text is still written once."""
+    import inspect
+    import textwrap
+    lines = ["Args:"]
+    for field in dataclasses.fields(cls):
+        if field.metadata.get("nested"):
+            text = (f"the {type(field.default).__name__} settings; "
+                    f"default: {_shown_default(field)}.")
+        elif field.metadata.get("per_name"):
+            text = ("each registered pruner's own settings, by pruner name (``criteria"
+                    "[name]``); set them by flag with :func:`epkd_tf.with_flags`.")
+        elif "help" in field.metadata:
+            text = (f"{field.metadata['help'].rstrip()} Flag ``--{flag_name(field)}``; "
+                    f"default {_shown_default(field)}.")
+        else:
+            continue
+        lines += textwrap.wrap(f"{field.name}: {text}", width=84, initial_indent="  ",
+                               subsequent_indent="    ", break_on_hyphens=False)
+    lines += ["", "Raises:"]
+    lines += textwrap.wrap("ConfigError: a value is invalid (its type, its range, or "
+                           "together with another setting); the one-line message names "
+                           "the flag that sets it.", width=84, initial_indent="  ",
+                           subsequent_indent="    ")
+    doc = inspect.cleandoc(cls.__doc__ or "")
+    head, example = (doc.split("Example::", 1) + [None])[:2]
+    parts = [head.rstrip(), "\n".join(lines)]
+    if example is not None:
+        parts.append("Example::" + example.rstrip())
+    cls.__doc__ = "\n\n".join(parts) + "\n"
+    return cls
+
+
+def default_of(settings_class, name: str):
+    """The declared default of the setting ``name`` (a field name) of ``settings_class``:
+    what a keyword of the Python API that stands for that setting defaults to, read from
+    its one declaration rather than copied (``prune(learning_rate=...)`` defaults to
+    ``default_of(DistillConfig, "learning_rate")``). KeyError for a name that is not a
+    setting of the class."""
+    for field in dataclasses.fields(settings_class):
+        if field.name == name and "help" in field.metadata:
+            return field.default
+    raise KeyError(f"{settings_class.__name__} has no setting {name!r}")
 
 
 def same_as(settings_class, name: str, **overrides):

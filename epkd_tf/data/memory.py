@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from epkd_tf.config import ConfigError, DataConfig, validation_fraction
+from epkd_tf.settings import default_of
 from epkd_tf.data import holdout
 from epkd_tf.data.pipeline import Data, Examples
 from epkd_tf.data.recipes import MODEL_INPUT_RECIPE
@@ -201,21 +202,55 @@ def _build(x_train, y_train, x_test, y_test, names: Dict[str, str], *, batch_siz
     return Data(cfg, spec, MODEL_INPUT_RECIPE, roles, split_names)
 
 
-def from_arrays(x_train, y_train, x_test, y_test, *, batch_size: int = 128, seed: int = 0,
+def from_arrays(x_train, y_train, x_test, y_test, *,
+                batch_size: int = default_of(DataConfig, "batch_size"),
+                seed: int = default_of(DataConfig, "seed"),
                 validation_split: Optional[float] = None, num_classes: Optional[int] = None,
-                name: str = "arrays", label_noise: float = 0.0,
-                shuffle_buffer: int = 10_000) -> Data:
-    """A :class:`Data` over arrays in memory (the model's inputs as given).
+                name: str = "arrays",
+                label_noise: float = default_of(DataConfig, "label_noise"),
+                shuffle_buffer: int = default_of(DataConfig, "shuffle_buffer")) -> Data:
+    """A :class:`Data` over arrays in memory (the model's inputs as given): what
+    :func:`epkd_tf.compress` and :func:`epkd_tf.prune` make of ``(x, y)`` arrays.
 
-    ``x_train``, ``x_test``: images N x H x W (a channel axis is added) or N x H x W x C of
-    any integer or float dtype, the same H x W x C in both, finite; cast to float32
-    without scaling. ``y_train``, ``y_test``: one integer class index per image (N or
-    N x 1; floats that are whole numbers are accepted), ``0 <= label < num_classes``.
-    ``num_classes``: 2 to ``MAX_CLASSES`` (default: the largest label + 1).
-    ``validation_split``: a fraction in (0, 1) of the training examples held out
-    (seeded by ``seed``, see :mod:`epkd_tf.data.holdout`) for :meth:`Data.validation`.
-    ``batch_size``, ``seed``, ``label_noise``, ``shuffle_buffer``: as the flags of the
-    same names. Raises :class:`DataError` naming the argument.
+    Args:
+      x_train: training images N x H x W (a channel axis is added) or N x H x W x C of
+        any integer or float dtype, finite; cast to float32 without scaling.
+      y_train: one integer class index per image (N or N x 1; floats that are whole
+        numbers are accepted), ``0 <= label < num_classes``.
+      x_test: test images, of the same H x W x C as ``x_train``.
+      y_test: test labels, as ``y_train``.
+      batch_size: batch size of every pipeline (``--batch_size``).
+      seed: seed of shuffling, the held-out examples and label noise (``--seed``).
+      validation_split: a fraction in (0, 1) of the training examples held out (seeded
+        by ``seed``, see :mod:`epkd_tf.data.holdout`) for :meth:`Data.validation`; None:
+        none.
+      num_classes: 2 to ``MAX_CLASSES`` (default: the largest label + 1).
+      name: the dataset's name in records.
+      label_noise: fraction of training labels replaced by another class
+        (``--label_noise``).
+      shuffle_buffer: examples in the shuffle buffer (``--shuffle_buffer``).
+
+    Returns:
+      A :class:`Data`: ``spec`` (shapes, class count, sizes) and the ``train()``,
+      ``test()``, ``validation()`` pipelines of ``(x float32, y int32)`` batches.
+
+    Raises:
+      DataError: an argument is unusable; the message names it (not an array, a wrong
+        shape or dtype, non-finite values, labels out of range, an invalid
+        ``batch_size`` or ``validation_split``...).
+
+    Example::
+
+        import numpy as np
+        import epkd_tf
+
+        rng = np.random.default_rng(0)
+        x, y = rng.uniform(size=(100, 8, 8)), rng.integers(0, 3, 100)
+        data = epkd_tf.from_arrays(x[:80], y[:80], x[80:], y[80:], batch_size=16,
+                                   validation_split=0.25)
+        print(data.spec)         # input_shape=(8, 8, 1), num_classes=3, num_train=60, ...
+        images, labels = next(iter(data.train()))
+        assert images.shape == (16, 8, 8, 1) and data.spec.num_validation == 20
     """
     names = {k: k for k in ("x_train", "y_train", "x_test", "y_test")}
     return _build(x_train, y_train, x_test, y_test, names, batch_size=batch_size, seed=seed,
@@ -263,15 +298,46 @@ def _materialise(arg: str, ds, budget: int) -> Tuple[np.ndarray, np.ndarray]:
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def from_datasets(train, test, *, batch_size: int = 128, seed: int = 0,
+def from_datasets(train, test, *, batch_size: int = default_of(DataConfig, "batch_size"),
+                  seed: int = default_of(DataConfig, "seed"),
                   validation_split: Optional[float] = None,
                   num_classes: Optional[int] = None, name: str = "datasets",
-                  label_noise: float = 0.0, shuffle_buffer: int = 10_000) -> Data:
-    """A :class:`Data` over two finite ``tf.data.Dataset`` s (``train``, ``test``) of
-    ``(image, label)`` examples or batches (or dicts with ``image`` and ``label``), read
-    once into memory -- at most ``MEMORY_LIMIT_BYTES`` of float32 images together, else a
-    DataError -- and then used as :func:`from_arrays` uses arrays (same arguments, same
-    checks; images as given, cast to float32)."""
+                  label_noise: float = default_of(DataConfig, "label_noise"),
+                  shuffle_buffer: int = default_of(DataConfig, "shuffle_buffer")) -> Data:
+    """A :class:`Data` over two finite ``tf.data.Dataset`` s, read once into memory and
+    then used as :func:`from_arrays` uses arrays (same arguments, same checks; images as
+    given, cast to float32).
+
+    Args:
+      train: a finite dataset of ``(image, label)`` examples or batches, or of dicts with
+        ``image`` and ``label`` (as TFDS yields them).
+      test: the test dataset, likewise.
+      batch_size, seed, validation_split, num_classes, name, label_noise, shuffle_buffer:
+        as for :func:`from_arrays`.
+
+    Returns:
+      A :class:`Data` (see :func:`from_arrays`).
+
+    Raises:
+      DataError: a dataset is not a finite ``tf.data.Dataset`` of image-label pairs, is
+        empty, mixes image shapes, holds more than ``MEMORY_LIMIT_BYTES`` of float32
+        images (train and test together), or its images, labels or other arguments
+        fail :func:`from_arrays`' checks.
+
+    Example::
+
+        import numpy as np
+        import tensorflow as tf
+        import epkd_tf
+
+        rng = np.random.default_rng(0)
+        images = rng.uniform(size=(100, 8, 8, 1)).astype("float32")
+        labels = rng.integers(0, 2, 100)
+        train = tf.data.Dataset.from_tensor_slices((images[:80], labels[:80])).batch(10)
+        test = tf.data.Dataset.from_tensor_slices((images[80:], labels[80:]))
+        data = epkd_tf.from_datasets(train, test, batch_size=32)
+        assert (data.spec.num_train, data.spec.num_test) == (80, 20)
+    """
     x_train, y_train = _materialise("train", train, MEMORY_LIMIT_BYTES)
     x_test, y_test = _materialise("test", test, MEMORY_LIMIT_BYTES - x_train.size * 4)
     names = {"x_train": "train (images)", "y_train": "train (labels)",

@@ -23,6 +23,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import tensorflow as tf
 
+from epkd_tf.errors import ApiError
 from epkd_tf.registry import Registry
 
 __all__ = ["DatasetRecipe", "Preprocess", "Augment", "RECIPES", "DATASET_ALIASES",
@@ -122,9 +123,9 @@ DATASET_ALIASES: Dict[str, str] = {"imagenet": "imagenet2012"}
 def register_recipe(*names: str):
     """Decorator registering ``factory(image_size: Optional[int]) -> DatasetRecipe`` for
     TFDS ``names``; ``image_size`` is ``--image_size`` (None when not given). A name
-    that already has a recipe is refused (ValueError)."""
+    that already has a recipe is refused (ApiError)."""
     if not names:
-        raise ValueError("register_recipe needs at least one TFDS dataset name.")
+        raise ApiError("register_recipe needs at least one TFDS dataset name.")
 
     def decorator(factory: RecipeFactory) -> RecipeFactory:
         for name in names:
@@ -139,13 +140,38 @@ def register_dataset(*names: str, augment: Optional[Augment] = None,
     """Decorator registering a per-example preprocessing function for TFDS ``names``.
 
     The decorated function maps ``(image uint8, label)`` to ``(float32 image, int32
-    label)``; ``augment`` is an optional train-only transform ``(image uint8, label, seed)``
-    (see :class:`DatasetRecipe`). With ``--image_size`` both see the image already resized.
-    ``batchable``: the function works unchanged on a batch (see :class:`DatasetRecipe`).
-    A name that already has a recipe is refused (ValueError).
+    label)``; it replaces the default scaling to [0, 1] wherever those datasets are
+    loaded (:func:`epkd_tf.load_data`, ``--dataset``). With ``--image_size`` the image it
+    sees is already resized.
+
+    Args:
+      *names: the TFDS dataset names (or names of imported datasets) it applies to.
+      augment: an optional train-only transform ``(image uint8, label, seed)`` drawing
+        all its randomness from the stateless ``seed`` (see :class:`DatasetRecipe`).
+      batchable: the function works unchanged on a batch of images (see
+        :class:`DatasetRecipe`); the pipelines then preprocess whole batches.
+
+    Returns:
+      The decorator; it returns the function unchanged.
+
+    Raises:
+      ApiError: no name is given, or a name already has a recipe.
+
+    Example::
+
+        import tensorflow as tf
+        import epkd_tf
+
+        @epkd_tf.register_dataset("my_digits")
+        def centred(image, label):                    # [0, 255] to [-1, 1]
+            return tf.cast(image, tf.float32) / 127.5 - 1.0, tf.cast(label, tf.int32)
+
+        recipe = epkd_tf.data.get_recipe("my_digits")     # what load_data will use
+        image, label = recipe.preprocess(tf.fill([8, 8, 1], tf.constant(255, tf.uint8)), 2)
+        assert float(tf.reduce_max(image)) == 1.0
     """
     if not names:
-        raise ValueError("register_dataset needs at least one TFDS dataset name.")
+        raise ApiError("register_dataset needs at least one TFDS dataset name.")
 
     def decorator(fn: Preprocess) -> Preprocess:
         for name in names:

@@ -18,6 +18,7 @@ from typing import List, Optional, Tuple
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from epkd_tf import compat
 from epkd_tf.config import DataConfig, validation_fraction
 from epkd_tf.data import holdout
 from epkd_tf.data.dirs import NoLeftovers, check_data_dir
@@ -25,6 +26,7 @@ from epkd_tf.data.downloads import download_and_prepare, how_to_prepare
 from epkd_tf.data.pipeline import Data, Examples, cacheable
 from epkd_tf.data.recipes import DATASET_ALIASES, get_recipe
 from epkd_tf.data.source import DataError, DatasetSpec
+from epkd_tf.errors import ApiError
 
 __all__ = ["load_data", "TfdsExamples", "IMPORT_HINT", "default_data_dir"]
 
@@ -36,7 +38,7 @@ _UNLABELLED_TEST_SPLITS = {"imagenet2012": "validation"}
 
 def default_data_dir() -> str:
     """TFDS's default data directory (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``)."""
-    return os.path.expanduser(str(tfds.core.constants.DATA_DIR))
+    return compat.tfds_default_data_dir()
 
 
 class TfdsExamples(Examples):
@@ -106,7 +108,7 @@ def _resolve_builder(name: str, data_dir: str, download: bool) -> tfds.core.Data
     hint = IMPORT_HINT.format(name=name, data_dir=data_dir)
     try:
         builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError:
+    except tfds.core.DatasetNotFoundError:
         builder = None
     except (ValueError, TypeError, AssertionError) as e:  # e.g. unknown version or config
         text = " ".join(str(e).split()) or type(e).__name__
@@ -237,15 +239,43 @@ def load_data(cfg: DataConfig) -> Data:
     a missing ``data_dir`` is created) when ``cfg.download``, else refused; either way a
     failure says how to prepare it elsewhere. Then the splits are read with
     ``builder.as_dataset``. ``cfg.validation_split`` holds out validation examples (see
-    :mod:`epkd_tf.data.holdout`); the training pipelines never see them.
+    :mod:`epkd_tf.data.holdout`); the training pipelines never see them. Validation never
+    leaves new directories in ``data_dir``.
 
-    Raises :class:`DataError` (one line) for an unknown, unprepared or undownloadable
-    dataset, an unusable ``data_dir`` (a file, a pseudo-file system such as /proc), a
-    malformed, unknown, empty or overlapping split, or a non-image-classification dataset.
-    Validation never leaves new directories in ``data_dir``.
+    Args:
+      cfg: a :class:`epkd_tf.DataConfig` (dataset, data_dir, splits, batch size, seed,
+        image size, download...).
+
+    Returns:
+      A :class:`Data`: ``spec`` (shapes, class count, sizes) and the ``train()``,
+      ``test()``, ``validation()`` pipelines of ``(x float32, y int32)`` batches,
+      preprocessed by the dataset's recipe (:func:`epkd_tf.register_dataset`).
+
+    Raises:
+      DataError: an unknown, unprepared or undownloadable dataset, an unusable
+        ``data_dir`` (a file, a pseudo-file system such as /proc), a malformed, unknown,
+        empty or overlapping split, or a non-image-classification dataset (one line).
+      ApiError: ``cfg`` is not a DataConfig.
+
+    Example::
+
+        import numpy as np
+        import epkd_tf
+        from epkd_tf.data import import_npz
+
+        rng = np.random.default_rng(0)              # an .npz file written as a TFDS dataset
+        x = rng.integers(0, 256, (60, 8, 8, 1), dtype=np.uint8)
+        y = rng.integers(0, 3, 60)
+        np.savez("digits.npz", x_train=x[:40], y_train=y[:40], x_test=x[40:], y_test=y[40:])
+        import_npz("digits.npz", "my_digits", "tfds_data")
+        config = epkd_tf.DataConfig(dataset="my_digits", data_dir="tfds_data", batch_size=8,
+                                    validation_split="0.25", download=False)
+        data = epkd_tf.load_data(config)
+        print(data.spec)    # num_classes=3, num_train=30, num_test=20, num_validation=10
+        images, labels = next(iter(data.train()))   # float32 in [0, 1], int32
     """
     if not isinstance(cfg, DataConfig):
-        raise TypeError(f"load_data expects a DataConfig, got {type(cfg).__name__}.")
+        raise ApiError(f"load_data expects a DataConfig, got {type(cfg).__name__}.")
     data_dir = check_data_dir(default_data_dir() if cfg.data_dir is None else cfg.data_dir)
     name = DATASET_ALIASES.get(cfg.dataset.strip(), cfg.dataset.strip())
     if not os.path.isdir(data_dir) and not cfg.download:

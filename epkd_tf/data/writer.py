@@ -18,7 +18,6 @@ import tempfile
 from typing import Dict, Iterable, Tuple
 
 import tensorflow_datasets as tfds
-from tensorflow_datasets.core.dataset_builders import adhoc_builder
 
 from epkd_tf.data.dirs import check_data_dir, writable_error
 from epkd_tf.data.source import DataError
@@ -33,17 +32,23 @@ DEFAULT_VERSION = "1.0.0"
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-class SupervisedAdhocBuilder(adhoc_builder.AdhocBuilder, skip_registration=True):
-    """AdhocBuilder that also records supervised keys, so ``as_supervised=True`` loads."""
+class SupervisedAdhocBuilder(tfds.dataset_builders.AdhocBuilder, skip_registration=True):
+    """AdhocBuilder that also records supervised keys, so ``as_supervised=True`` loads.
+
+    ``_info`` is the hook every TFDS builder defines (the documented builder interface);
+    what it describes is kept here rather than read back from AdhocBuilder's private
+    attributes."""
+
+    def __init__(self, *, features, description=None, disable_shuffling=False, **kwargs):
+        self._supervised_info = dict(
+            description=description or "Dataset built without a DatasetBuilder class.",
+            features=features, disable_shuffling=disable_shuffling)
+        super().__init__(features=features, description=description,
+                         disable_shuffling=disable_shuffling, **kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=self._description,
-            features=self._feature_spec,
-            supervised_keys=("image", "label"),
-            disable_shuffling=self._disable_shuffling,
-        )
+        return tfds.core.DatasetInfo(builder=self, supervised_keys=("image", "label"),
+                                     **self._supervised_info)
 
 
 def check_name(name) -> str:

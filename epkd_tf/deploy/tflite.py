@@ -28,6 +28,7 @@ import tensorflow as tf
 import epkd_tf  # noqa: F401
 import tf_keras
 
+from epkd_tf import compat
 from epkd_tf.graph import dense_params, nonzero_params
 
 # gzip's own default level (``gzip FILE``, ``tar czf``; zlib's default, which TF-MOT's
@@ -111,9 +112,7 @@ def to_tflite(model: tf_keras.Model, fmt: str = "tflite", representative=None,
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
-        # The converter's only switch for this (TF 2.21; tensorflow is pinned in setup.py).
-        converter._experimental_disable_per_channel_quantization_for_dense_layers = (
-            not dense_per_channel)
+        compat.set_dense_per_channel_quantization(converter, dense_per_channel)
     return converter.convert()
 
 

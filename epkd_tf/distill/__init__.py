@@ -5,13 +5,10 @@ Distiller is imported on first use.
 """
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 
+# The distillation modes are settings' choices, declared with the settings.
+from epkd_tf.config import BATCHNORM_MODES
 from epkd_tf.distill.temperature import (SCHEDULES, ConstantTemperature, LinearTemperature,
                                          make_schedule, register_schedule)
-
-#: How a student's BatchNormalization layers normalise while it is distilled (see
-#: :class:`Distiller`): ``frozen``, with their moving statistics, kept as they are;
-#: ``batch``, with each batch's statistics (Keras' training mode).
-BATCHNORM_MODES = ("frozen", "batch")
 
 __all__ = ["Distiller", "BATCHNORM_MODES", "LinearTemperature", "ConstantTemperature",
            "make_schedule", "register_schedule", "SCHEDULES"]

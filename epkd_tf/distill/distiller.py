@@ -40,7 +40,12 @@ import epkd_tf  # noqa: F401  (must precede TensorFlow: selects Keras 2)
 import tensorflow as tf
 import tf_keras
 
-from epkd_tf.distill import BATCHNORM_MODES
+from epkd_tf.config import BATCHNORM_MODES, DistillConfig
+from epkd_tf.errors import ApiError
+from epkd_tf.settings import default_of
+
+#: The default weight of the hard-label loss: ``--alpha``'s.
+DEFAULT_ALPHA = default_of(DistillConfig, "alpha")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,17 +103,17 @@ def _resolve_batchnorm(mode: str, student) -> str:
 
 def _check_temperature(temperature) -> float:
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise ValueError(f"temperature={temperature!r} is invalid: must be a real number > 0.")
+        raise ApiError(f"temperature={temperature!r} is invalid: must be a real number > 0.")
     if not (math.isfinite(float(temperature)) and float(temperature) > 0):
-        raise ValueError(f"temperature={temperature!r} is invalid: must be finite and > 0.")
+        raise ApiError(f"temperature={temperature!r} is invalid: must be finite and > 0.")
     return float(temperature)
 
 
 def _check_alpha(alpha) -> float:
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
-        raise ValueError(f"alpha={alpha!r} is invalid: must be a real number in [0, 1].")
+        raise ApiError(f"alpha={alpha!r} is invalid: must be a real number in [0, 1].")
     if not 0.0 <= float(alpha) <= 1.0:
-        raise ValueError(f"alpha={alpha!r} is invalid: must lie in [0, 1].")
+        raise ApiError(f"alpha={alpha!r} is invalid: must lie in [0, 1].")
     return float(alpha)
 
 
@@ -212,25 +217,59 @@ class Distiller(tf_keras.Model):
         by its mask so every zero stays exactly zero and the student keeps the nonzero
         count it was made with. Variables without zeros are left alone.
       name: Keras model name.
+
+    Raises:
+      ApiError: ``student`` or ``teacher`` is not a tf_keras model, they are the same
+        object, ``batchnorm`` is unknown, ``preserve_zeros`` is not a bool (or the
+        student has no variables to mask); from :meth:`compile`, an invalid ``alpha``,
+        ``temperature`` or loss function.
+      ValueError: in ``fit``/``evaluate``, batches without labels, without teacher logits
+        when ``teacher`` is None, or with logits of another class count. A built-in
+        ValueError, not an EpkdError: TensorFlow's tracing of the train step re-raises
+        built-in exception types only (any other becomes a StagingError).
+
+    Example::
+
+        import numpy as np
+        import tf_keras
+        import epkd_tf
+
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(128, 8)).astype("float32")
+        y = (x[:, 0] > 0).astype("int32")
+
+        def mlp(units):
+            inputs = tf_keras.Input((8,))
+            hidden = tf_keras.layers.Dense(units, activation="relu")(inputs)
+            return tf_keras.Model(inputs, tf_keras.layers.Dense(2)(hidden))   # logits
+
+        teacher, student = mlp(32), mlp(4)
+        teacher.compile("adam", tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        teacher.fit(x, y, epochs=2, verbose=0)
+        distiller = epkd_tf.Distiller(student, teacher)
+        distiller.compile(tf_keras.optimizers.Adam(1e-3), alpha=0.1, temperature=4.0,
+                          metrics=[tf_keras.metrics.SparseCategoricalAccuracy("accuracy")])
+        history = distiller.fit(x, y, epochs=2, batch_size=32, verbose=0)
+        print(sorted(history.history))   # accuracy, distillation_loss, loss, student_loss
     """
 
     def __init__(self, student, teacher=None, preserve_zeros: bool = False,
                  batchnorm: str = "auto", name: str = "distiller", **kwargs):
         super().__init__(name=name, **kwargs)
         if not isinstance(student, tf_keras.layers.Layer):
-            raise ValueError(f"student={student!r} is invalid: must be a tf_keras model "
-                             f"(build it with tf_keras, not keras).")
+            raise ApiError(f"student={student!r} is invalid: must be a tf_keras model "
+                           f"(build it with tf_keras, not keras).")
         if teacher is not None and not isinstance(teacher, tf_keras.layers.Layer):
-            raise ValueError(f"teacher={teacher!r} is invalid: must be a tf_keras model or "
-                             f"None (build it with tf_keras, not keras).")
+            raise ApiError(f"teacher={teacher!r} is invalid: must be a tf_keras model or "
+                           f"None (build it with tf_keras, not keras).")
         if teacher is student:
-            raise ValueError("teacher is invalid: it is the same object as student; "
-                             "distil from a separate (frozen) model.")
+            raise ApiError("teacher is invalid: it is the same object as student; "
+                           "distil from a separate (frozen) model.")
         if not isinstance(preserve_zeros, bool):
-            raise ValueError(f"preserve_zeros={preserve_zeros!r} is invalid: must be a bool.")
+            raise ApiError(f"preserve_zeros={preserve_zeros!r} is invalid: must be a bool.")
         if batchnorm not in ("auto",) + BATCHNORM_MODES:
-            raise ValueError(f"batchnorm={batchnorm!r} is invalid: must be one of "
-                             f"{', '.join(('auto',) + BATCHNORM_MODES)}.")
+            raise ApiError(f"batchnorm={batchnorm!r} is invalid: must be one of "
+                           f"{', '.join(('auto',) + BATCHNORM_MODES)}.")
         self.student = student
         self.teacher = teacher
         if teacher is not None:
@@ -244,7 +283,8 @@ class Distiller(tf_keras.Model):
         # calls is seen by the already-traced train function.
         self._temperature = tf.Variable(3.0, trainable=False, dtype=tf.float32,
                                         name="temperature")
-        self._alpha = tf.Variable(0.1, trainable=False, dtype=tf.float32, name="alpha")
+        self._alpha = tf.Variable(DEFAULT_ALPHA, trainable=False, dtype=tf.float32,
+                                  name="alpha")
 
         self.student_loss_fn = sparse_cross_entropy
         self.distillation_loss_fn = soft_target_kl
@@ -258,7 +298,8 @@ class Distiller(tf_keras.Model):
 
     # ------------------------------------------------------------------ configuration
     def compile(self, optimizer="adam", metrics=None, student_loss_fn=None,
-                distillation_loss_fn=None, alpha: float = 0.1, temperature: float = 3.0,
+                distillation_loss_fn=None, alpha: float = DEFAULT_ALPHA,
+                temperature: float = 3.0,
                 **kwargs):
         """Configures training.
 
@@ -272,19 +313,23 @@ class Distiller(tf_keras.Model):
           distillation_loss_fn: soft-target loss ``fn(teacher_probs, student_probs)``;
             default :func:`soft_target_kl`, KL(teacher || student) (computed from
             log-softmaxes).
-          alpha: weight of the hard-label loss, in [0, 1].
+          alpha: weight of the hard-label loss, in [0, 1]; default ``--alpha``'s.
           temperature: softmax temperature, > 0.
           **kwargs: forwarded to ``tf_keras.Model.compile`` (e.g. ``run_eagerly``);
             ``loss`` is not allowed.
+
+        Raises:
+          ApiError: ``loss`` is given, a loss function is not callable, or ``alpha`` or
+            ``temperature`` is out of range.
         """
         if "loss" in kwargs:
-            raise ValueError("loss is not accepted by Distiller.compile: use "
-                             "student_loss_fn and distillation_loss_fn.")
+            raise ApiError("loss is not accepted by Distiller.compile: use "
+                           "student_loss_fn and distillation_loss_fn.")
         if student_loss_fn is not None and not callable(student_loss_fn):
-            raise ValueError(f"student_loss_fn={student_loss_fn!r} is invalid: must be callable.")
+            raise ApiError(f"student_loss_fn={student_loss_fn!r} is invalid: must be callable.")
         if distillation_loss_fn is not None and not callable(distillation_loss_fn):
-            raise ValueError(f"distillation_loss_fn={distillation_loss_fn!r} is invalid: "
-                             f"must be callable.")
+            raise ApiError(f"distillation_loss_fn={distillation_loss_fn!r} is invalid: "
+                           f"must be callable.")
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
         if student_loss_fn is not None:
             self.student_loss_fn = _per_example(student_loss_fn)
@@ -339,8 +384,8 @@ class Distiller(tf_keras.Model):
         # Unbuilt Sequential models raise on variable access; subclassed ones return [].
         variables = self.student.variables if self.student.built else []
         if not variables:
-            raise ValueError("student is invalid for preserve_zeros=True: it has no "
-                             "variables yet; build it (call it once) before distilling.")
+            raise ApiError("student is invalid for preserve_zeros=True: it has no "
+                           "variables yet; build it (call it once) before distilling.")
         pairs = []
         for var in variables:
             # Every exact zero a pruner left is kept, biases and normalisation parameters

@@ -21,6 +21,7 @@ import numpy as np
 import epkd_tf  # noqa: F401
 import tf_keras
 
+from epkd_tf import compat
 from epkd_tf.graph.rules import Rule, UnsupportedLayerError, rule_for, unsupported
 
 
@@ -130,8 +131,8 @@ class _UnionFind:
 
 
 def _tensor_key(tensor) -> Tuple[str, int]:
-    history = tensor._keras_history
-    return history.layer.name, history.tensor_index
+    layer, index = compat.tensor_origin(tensor)
+    return layer.name, index
 
 
 def model_nodes(model: tf_keras.Model):
@@ -140,14 +141,13 @@ def model_nodes(model: tf_keras.Model):
     Raises UnsupportedLayerError for subclassed models and for layers called more than
     once (shared layers), whose channels could not be pruned independently.
     """
-    if not getattr(model, "_is_graph_network", False):
+    if not compat.is_functional(model):
         raise UnsupportedLayerError(
             f"Model {model.name!r} ({type(model).__name__}) is not a functional tf_keras "
             "model; only functional (or Sequential) models can be pruned structurally.")
     pairs = []
     for layer in model.layers:
-        nodes = [node for index, node in enumerate(layer._inbound_nodes)
-                 if f"{layer.name}_ib-{index}" in model._network_nodes]
+        nodes = compat.layer_nodes(model, layer)
         if len(nodes) != 1:
             raise unsupported(layer, f"it is called {len(nodes)} times in the model "
                               "(shared layers cannot be pruned)")
@@ -171,17 +171,16 @@ def analyze(model: tf_keras.Model) -> ChannelGraph:
 
     for layer, node in nodes:
         rule = rule_for(layer)
-        outputs = node.outputs
-        if isinstance(outputs, (list, tuple)):
-            if len(outputs) != 1:
-                raise unsupported(layer, "it has several outputs")
-            outputs = outputs[0]
-        if node.is_input:
+        outputs = compat.node_outputs(node)
+        if len(outputs) != 1:
+            raise unsupported(layer, "it has several outputs")
+        outputs = outputs[0]
+        if compat.node_is_input(node):
             in_pos, in_shapes = [], []
             out_pos = np.full(int(outputs.shape[-1]), -1, dtype=np.int64)
             units = np.zeros(0, dtype=np.int64)
         else:
-            in_keys = [_tensor_key(t) for t in node.keras_inputs]
+            in_keys = [_tensor_key(t) for t in compat.node_inputs(node)]
             in_pos = [positions[k] for k in in_keys]
             in_shapes = [shapes[k] for k in in_keys]
             created: List[np.ndarray] = []
@@ -212,17 +211,17 @@ def analyze(model: tf_keras.Model) -> ChannelGraph:
                 uf.fix(int(unit))
     # Channels some layer must keep whole (a LayerNorm over them) are fixed like outputs.
     for info in infos:
-        if info.rule.fixes_inputs(info.node.layer):
+        if info.rule.fixes_inputs(compat.node_layer(info.node)):
             for pos in info.in_positions:
                 for unit in pos[pos >= 0]:
                     uf.fix(int(unit))
     # Checked only now: a Softmax / LayerNorm on the logits reads units that are prunable
     # while tracing and fixed only once the outputs are known.
     for info in infos:
-        reason = info.rule.needs_fixed_inputs(info.node.layer)
+        reason = info.rule.needs_fixed_inputs(compat.node_layer(info.node))
         if reason and any(not uf.fixed[uf.find(int(u))]
                           for pos in info.in_positions for u in pos[pos >= 0]):
-            raise unsupported(info.node.layer, reason)
+            raise unsupported(compat.node_layer(info.node), reason)
 
     n_units = len(uf.parent)
     roots = np.array([uf.find(u) for u in range(n_units)], dtype=np.int64)

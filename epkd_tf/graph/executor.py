@@ -13,26 +13,17 @@ from typing import Dict, List, Optional
 import numpy as np
 import tensorflow as tf
 
+from epkd_tf import compat
 from epkd_tf.graph.analysis import ChannelGraph
 
 
 def _call(info, values: Dict[str, tf.Tensor]):
     """Calls one layer the way the functional model does, with ``values`` for its inputs."""
-    node = info.node
-    flat = list(node._flat_arguments)
-    for kt_id, index in node._keras_inputs_ids_and_indices:
-        flat[index] = values[kt_id]
-    args, kwargs = tf.nest.pack_sequence_as(
-        (node.call_args, list(node.call_kwargs.values())), flat)
-    kwargs = dict(zip(node.call_kwargs.keys(), kwargs))
+    args, kwargs = compat.node_call_arguments(info.node, values)
     kwargs.pop("training", None)
-    layer = info.node.layer
-    return layer(*args, training=False, **kwargs) if _accepts_training(layer) else layer(
-        *args, **kwargs)
-
-
-def _accepts_training(layer) -> bool:
-    return getattr(layer, "_expects_training_arg", False)
+    layer = compat.node_layer(info.node)
+    return layer(*args, training=False, **kwargs) if compat.expects_training_arg(layer) \
+        else layer(*args, **kwargs)
 
 
 class GraphExecutor:
@@ -40,26 +31,26 @@ class GraphExecutor:
 
     def __init__(self, graph: ChannelGraph):
         self.graph = graph
-        self.infos = [info for info in graph.layers if not info.node.is_input]
+        self.infos = [info for info in graph.layers if not compat.node_is_input(info.node)]
         model = graph.model
         self._input_ids = [str(id(t)) for t in model.inputs]
         self._output_ids = [str(id(t)) for t in model.outputs]
         self._mixing = {info.name for info in graph.mixing_layers()}
         self._consumers: Dict[str, List[str]] = {}
         for info in self.infos:
-            for kt_id in info.node.flat_input_ids:
+            for kt_id in compat.node_input_ids(info.node):
                 self._consumers.setdefault(kt_id, []).append(info.name)
 
     def input_id(self, layer_name: str) -> str:
         """Id of the tensor entering ``layer_name`` (single-input layers)."""
-        return self.graph.layer(layer_name).node.flat_input_ids[0]
+        return compat.node_input_ids(self.graph.layer(layer_name).node)[0]
 
     def forward(self, x) -> Dict[str, tf.Tensor]:
         """All tensors of the model for input ``x``, keyed by Keras tensor id."""
         values = {self._input_ids[0]: tf.convert_to_tensor(x)}
         for info in self.infos:
             out = _call(info, values)
-            values[info.node.flat_output_ids[0]] = out
+            values[compat.node_output_ids(info.node)[0]] = out
         return values
 
     def output(self, values: Dict[str, tf.Tensor]) -> tf.Tensor:
@@ -77,7 +68,7 @@ class GraphExecutor:
         dirty: Dict[str, tf.Tensor] = {}
         batch = None
         for info in self.infos:
-            ids = info.node.flat_input_ids
+            ids = compat.node_input_ids(info.node)
             masked = info.name in input_masks
             if not masked and not any(i in dirty for i in ids):
                 continue
@@ -97,7 +88,7 @@ class GraphExecutor:
                 shaped = tf.reshape(t, [copies, n] + t.shape[1:].as_list())
                 mask = tf.reshape(mask, [copies, 1] + [1] * (t.shape.rank - 2) + [-1])
                 inputs[kt_id] = tf.reshape(shaped * mask, tf.shape(t))
-            dirty[info.node.flat_output_ids[0]] = _call(info, inputs)
+            dirty[compat.node_output_ids(info.node)[0]] = _call(info, inputs)
         out_id = self._output_ids[0]
         if out_id in dirty:
             return dirty[out_id]

@@ -31,7 +31,7 @@ from typing import Callable, Dict, List, Optional, Union
 import numpy as np
 
 from epkd_tf.registry import Registry
-from epkd_tf.errors import UnsupportedLayerError  # noqa: F401
+from epkd_tf.errors import ApiError, UnsupportedLayerError  # noqa: F401
 
 
 def unsupported(layer, why: str) -> UnsupportedLayerError:
@@ -501,9 +501,9 @@ class NormalizationRule(LastAxisVectors):
     """Normalization (preprocessing): mean/variance over the kept axes, a scalar count."""
 
     def _keeps_channels(self, layer) -> bool:
+        # ``axis``: the axes the layer keeps (a tuple, possibly negative; () for none).
         rank = len(layer.input_shape)
-        keep = getattr(layer, "_keep_axis", None) or []
-        return any(int(a) % rank == rank - 1 for a in keep)
+        return any(int(a) % rank == rank - 1 for a in layer.axis)
 
     def channel_weights(self, layer, weights, channels):
         keeps = self._keeps_channels(layer)
@@ -616,7 +616,7 @@ def _layer_key(layer) -> str:
     """The registry name of a layer class or class name."""
     if isinstance(layer, str):
         if not layer.strip():
-            raise ValueError("A layer class name must be a non-empty string.")
+            raise ApiError("A layer class name must be a non-empty string.")
         return layer
     if isinstance(layer, type):
         return layer.__name__
@@ -631,30 +631,56 @@ def _as_rule(rule) -> Rule:
         return rule()
     if isinstance(rule, str) and rule in RULE_KINDS:
         return RULE_KINDS[rule]()
-    raise ValueError(f"A rule must be a Rule instance or one of {', '.join(RULE_KINDS)}; "
-                     f"got {rule!r}.")
+    raise ApiError(f"A rule must be a Rule instance or one of {', '.join(RULE_KINDS)}; "
+                   f"got {rule!r}.")
 
 
 def register_rule(layer: Union[type, str], rule: Union[Rule, str]) -> Rule:
     """Declares how structured pruning treats a layer class; returns the rule.
 
-    ``layer``: the layer class (layers of exactly that class get the rule, not its
-    subclasses) or its class name (any class of that name, or the tf_keras layer of that
-    name if there is one). ``rule``: a :class:`Rule` instance (or subclass), or one of
-    ``RULE_KINDS``: ``"channel_preserving"`` for a layer without weights whose channel c
-    out depends only on channel c in (an activation, a resampling), ``"elementwise_merge"``,
-    ``"fixed_channels_only"``, ``"per_channel"``, ``"dense"``, ``"conv"``.
+    A name is registered once (call :func:`unregister_rule` first to replace a rule). The
+    class must also be deserialisable by tf_keras for a pruned model to be saved and
+    reloaded (``get_config`` and, outside the process that defined it,
+    ``tf_keras.utils.register_keras_serializable``).
 
-    A name is registered once: registering it again raises ValueError (call
-    :func:`unregister_rule` first to replace a rule). The class must also be deserialisable
-    by tf_keras for a pruned model to be saved and reloaded (``get_config`` and, outside
-    the process that defined it, ``tf_keras.utils.register_keras_serializable``).
+    Args:
+      layer: the layer class (layers of exactly that class get the rule, not its
+        subclasses) or its class name (any class of that name, or the tf_keras layer of
+        that name if there is one).
+      rule: a :class:`Rule` instance (or subclass), or one of ``RULE_KINDS``:
+        ``"channel_preserving"`` for a layer without weights whose channel c out depends
+        only on channel c in (an activation, a resampling), ``"elementwise_merge"``,
+        ``"fixed_channels_only"``, ``"per_channel"``, ``"dense"``, ``"conv"``.
+
+    Returns:
+      The registered :class:`Rule` instance.
+
+    Raises:
+      ApiError: ``layer`` names no class, ``rule`` is neither a Rule nor a known kind, or
+        the class already has a rule.
+
+    Example::
+
+        import tensorflow as tf
+        import tf_keras
+        import epkd_tf
+
+        class Swish(tf_keras.layers.Layer):       # channel c out depends on channel c in
+            def call(self, x):
+                return x * tf.sigmoid(x)
+
+        epkd_tf.register_rule(Swish, "channel_preserving")
+        inputs = tf_keras.Input((8,))
+        hidden = Swish()(tf_keras.layers.Dense(16)(inputs))
+        model = tf_keras.Model(inputs, tf_keras.layers.Dense(3)(hidden))
+        print(epkd_tf.analyze(model).num_groups)             # 16: Dense's units
+        smaller = epkd_tf.prune(model, 0.5, criterion="l1_filter")
     """
     name = _layer_key(layer)
     value = _as_rule(rule)
     if name in RULES:
-        raise ValueError(f"A rule for layer class {name!r} is already registered; call "
-                         f"unregister_rule({name!r}) first to replace it.")
+        raise ApiError(f"A rule for layer class {name!r} is already registered; call "
+                       f"unregister_rule({name!r}) first to replace it.")
     RULES.register(name, value)
     _USER[name] = layer if isinstance(layer, type) else None
     return value

@@ -27,7 +27,6 @@ model is built (:func:`to_keras3`), never to read a file.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import io
 import json
 import logging
@@ -37,6 +36,7 @@ import zipfile
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+from epkd_tf import compat
 from epkd_tf.models import keras3_layers
 from epkd_tf.errors import ModelFileError
 from epkd_tf.errors import Keras3ConversionError  # noqa: F401
@@ -170,9 +170,9 @@ LAYERS: Dict[str, LayerSpec] = {
     # keras.applications' own layers, accepted only from the module that defines them;
     # their tf_keras versions are epkd_tf's (models/keras3_layers.py), never the file's.
     "LayerScale": LayerSpec(("init_values", "projection_dim"),
-                            module="keras.src.applications.convnext"),
+                            module=compat.KERAS3_APPLICATION_LAYERS["LayerScale"]),
     "CustomScaleLayer": LayerSpec(("scale",),
-                                  module="keras.src.applications.inception_resnet_v2"),
+                                  module=compat.KERAS3_APPLICATION_LAYERS["CustomScaleLayer"]),
 }
 # Layers that take a list of tensors.
 MERGE_LAYERS = frozenset({"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum",
@@ -187,7 +187,7 @@ ACTIVATIONS = frozenset({"linear", "relu", "relu6", "sigmoid", "softmax", "log_s
 # operations of this module, not layers; these convert to the tf_keras layer computing
 # the same: two tensors to the merge layer of that name, a tensor and a number to a
 # Rescaling (x * 1 + c is x + c, x * c + 0 is x * c, exactly).
-KERAS3_OPS_MODULE = "keras.src.ops.numpy"
+KERAS3_OPS_MODULE = compat.KERAS3_OPS_MODULE
 OPS = {"Add": lambda c: {"scale": 1.0, "offset": c},
        "Multiply": lambda c: {"scale": c, "offset": 0.0}}
 # Built-in initializers, regularizers and constraints and the settings they share. The
@@ -216,10 +216,7 @@ DTYPES = frozenset({"float32", "float16", "bfloat16", "float64", "mixed_float16"
 INPUT_DTYPES = frozenset({"float32", "float16", "bfloat16", "float64", "uint8", "int32",
                           "int64"})
 # The `module` of Keras 3's own models in a .keras file.
-KERAS3_MODEL_MODULES = {"Functional": ("keras.src.models.functional", "keras.models",
-                                       "keras"),
-                        "Sequential": ("keras.src.models.sequential", "keras.models",
-                                       "keras")}
+KERAS3_MODEL_MODULES = compat.KERAS3_MODEL_MODULES
 
 
 def supported_layers() -> List[str]:
@@ -788,7 +785,7 @@ def _layer_class(lib, class_name: str):
     if module == KERAS3_LAYER_MODULE:
         return getattr(lib.layers, class_name)
     if lib.__name__ == "keras":
-        return getattr(importlib.import_module(module), class_name)
+        return compat.keras3_application_layer_class(class_name)
     return keras3_layers.LAYER_CLASSES[class_name]
 
 

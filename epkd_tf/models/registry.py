@@ -23,9 +23,38 @@ APPLICATIONS_PREFIX = "applications."
 
 
 def register_model(name: str):
-    """Decorator: registers ``builder(input_shape, num_classes, width=1.0)`` as ``name``.
+    """Decorator: registers a teacher architecture, ``builder(input_shape, num_classes,
+    width=1.0)``, as ``name`` for ``--teacher`` (and the study's teachers).
 
-    ``width`` multiplies the channel / unit count of every hidden layer.
+    The builder returns a flat functional tf_keras model for inputs of ``input_shape``
+    (H, W, C) that outputs ``num_classes`` logits (no softmax); ``width`` multiplies the
+    channel / unit count of every hidden layer.
+
+    Args:
+      name: the teacher's name (not empty, not registered yet).
+
+    Returns:
+      The decorator; it returns the builder unchanged.
+
+    Raises:
+      ApiError: ``name`` is empty or already registered.
+
+    Example::
+
+        import tf_keras
+        import epkd_tf
+        from epkd_tf.models import build_model
+
+        @epkd_tf.register_model("tiny_mlp")
+        def tiny_mlp(input_shape, num_classes, width=1.0):
+            inputs = tf_keras.Input(input_shape)
+            hidden = tf_keras.layers.Flatten()(inputs)
+            hidden = tf_keras.layers.Dense(max(1, round(32 * width)), activation="relu")(hidden)
+            return tf_keras.Model(inputs, tf_keras.layers.Dense(num_classes)(hidden))
+
+        model = build_model("tiny_mlp", (8, 8, 1), num_classes=4, width=0.5)
+        assert model.layers[2].units == 16
+        config = epkd_tf.with_flags(epkd_tf.RunConfig(), teacher="tiny_mlp")   # a --teacher now
     """
     return MODELS.register(name)
 

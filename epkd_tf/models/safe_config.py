@@ -30,6 +30,7 @@ it is ever called.
 from __future__ import annotations
 
 from typing import Any, Iterable, Optional
+from epkd_tf import compat
 from epkd_tf.errors import UnsafeConfigError  # noqa: F401
 
 # Built-in tf_keras layers a model file may hold: every layer epkd_tf/graph/rules.py
@@ -63,11 +64,7 @@ MODELS = frozenset({"Functional", "Sequential", "Model"})
 
 # Layers tf_keras.applications defines in its own modules (their code is tf_keras'):
 # class name -> the module the loaded layer's class must come from.
-APPLICATION_LAYERS = {
-    "CustomScaleLayer": "tf_keras.src.applications.inception_resnet_v2",
-    "LayerScale": "tf_keras.src.applications.convnext",
-    "StochasticDepth": "tf_keras.src.applications.convnext",
-}
+APPLICATION_LAYERS = compat.TF_KERAS_APPLICATION_LAYERS
 
 # epkd_tf's own tf_keras equivalents of Keras 3 layers and activations
 # (epkd_tf.models.keras3_layers: a converted keras.applications model holds them). tf_keras
@@ -79,7 +76,7 @@ EPKD_MODULE = "epkd_tf.models.keras3_layers"
 EPKD_LAYERS = frozenset({"LayerScale", "CustomScaleLayer"})
 EPKD_ACTIVATIONS = frozenset({"hard_silu"})
 
-TF_OP_LAYERS = frozenset({"TFOpLambda", "SlicingOpLambda"})
+TF_OP_LAYERS = compat.TF_OP_LAYER_CLASSES
 
 # TensorFlow functions a TF-op layer may call: pure tensor arithmetic, what the Keras
 # functional API records for `x + y`, `x * y`, `x[...]` and the like in
@@ -123,7 +120,7 @@ ALLOWED_CLASSES = (LAYERS | MODELS | frozenset(APPLICATION_LAYERS) | INITIALIZER
 
 # (module, class) pairs outside Keras that Keras' own files record: EfficientNetV2's
 # Constant initializer is TensorFlow's.
-FOREIGN_CLASSES = frozenset({("tensorflow.python.ops.init_ops_v2", "Constant")})
+FOREIGN_CLASSES = compat.TF_RECORDED_CLASSES
 
 # Keys whose content Keras never deserialises when a model is loaded uncompiled (as
 # epkd_tf loads every model): only their module fields are checked.
@@ -255,16 +252,13 @@ def expected_classes(name: str) -> tuple:
 def expected_class(name: str):
     """The built-in class a loaded layer called ``name`` (its class name) must be
     exactly; None if ``name`` is not on the allow-list."""
-    import importlib
     import tf_keras
     if name in APPLICATION_LAYERS:
-        return getattr(importlib.import_module(APPLICATION_LAYERS[name]), name, None)
+        return compat.application_layer_class(name)
     if name in TF_OP_LAYERS:
-        from tf_keras.src.layers.core import tf_op_layer
-        return getattr(tf_op_layer, name)
+        return compat.tf_op_layer_class(name)
     if name == "Functional":
-        from tf_keras.src.engine import functional
-        return functional.Functional
+        return compat.functional_class()
     if name == "Sequential":
         return tf_keras.Sequential
     if name == "Model":

@@ -23,6 +23,7 @@ import zipfile
 from typing import Iterator, Optional
 
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+from epkd_tf import compat
 from epkd_tf.errors import ModelFileError  # noqa: F401
 
 KERAS, H5, SAVED_MODEL = "keras", "h5", "saved_model"
@@ -94,16 +95,14 @@ def _stored_configs(path: str, kind: str) -> Iterator:
                                  "with model.save)")
             yield json.loads(config.decode() if isinstance(config, bytes) else config)
     else:
-        from tf_keras.protobuf import saved_metadata_pb2
         metadata_path = os.path.join(path, "keras_metadata.pb")
         if not os.path.isfile(metadata_path):
             raise ValueError("it is not a Keras SavedModel (no keras_metadata.pb; save it "
                              "with model.save, not tf.saved_model.save)")
-        metadata = saved_metadata_pb2.SavedMetadata()
         with open(metadata_path, "rb") as f:
-            metadata.ParseFromString(f.read())
-        for node in metadata.nodes:
-            yield json.loads(node.metadata or "{}")
+            configs = compat.keras_metadata_configs(f.read())
+        for config in configs:
+            yield json.loads(config or "{}")
 
 
 def load_user_model(path: str, flag: Optional[str]):
@@ -112,7 +111,6 @@ def load_user_model(path: str, flag: Optional[str]):
     output. ``flag`` names the file in messages (``--flag=path``; None: the path alone).
     Raises ModelFileError."""
     import tf_keras
-    from tf_keras.src.saving import serialization_lib   # safe mode of the legacy loaders
     import epkd_tf.models  # noqa: F401  (registers the zoo's custom layers, if any)
     from epkd_tf.models import keras3
     from epkd_tf.models.safe_config import UnsafeConfigError, check_config, check_model
@@ -136,7 +134,7 @@ def load_user_model(path: str, flag: Optional[str]):
         elif kind == KERAS:
             model = tf_keras.models.load_model(path, compile=False, safe_mode=True)
         else:
-            with serialization_lib.SafeModeScope(True):
+            with compat.safe_mode_scope():    # safe mode of the legacy loaders
                 model = tf_keras.models.load_model(path, compile=False)
     except ModelFileError:
         raise
@@ -171,7 +169,7 @@ def check_finite(model, flag: str) -> None:
 
 def _softmax_output(model) -> Optional[str]:
     """Name of the output layer if it ends in a softmax (probabilities, not logits)."""
-    layer = model.outputs[0]._keras_history.layer
+    layer, _ = compat.tensor_origin(model.outputs[0])
     config = layer.get_config()
     if type(layer).__name__ == "Softmax" or config.get("activation") == "softmax":
         return layer.name

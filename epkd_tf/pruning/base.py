@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, ContextManager, Dict, Optional
 
 import numpy as np
 
-from epkd_tf.settings import Settings
+from epkd_tf.settings import Settings, default_of
 
 if TYPE_CHECKING:  # pragma: no cover
     import tf_keras
@@ -27,16 +27,31 @@ if TYPE_CHECKING:  # pragma: no cover
     from epkd_tf.graph import ChannelGraph
 
 
+def _setting_default(settings_class: str, name: str):
+    """A dataclass field defaulting to the setting ``name`` of ``epkd_tf.config``'s
+    ``settings_class``, read when an instance is made: the config module validates the
+    registered pruners when it loads, so it cannot be imported while they register."""
+    def default():
+        from epkd_tf import config
+        return default_of(getattr(config, settings_class), name)
+    return dataclasses.field(default_factory=default)
+
+
 @dataclasses.dataclass
 class PruningContext:
-    """What criteria may use besides the model: data, the shared settings and a cache."""
+    """What criteria may use besides the model: data, the shared settings and a cache.
+
+    The defaults of ``seed``, ``batch_size`` and ``learning_rate`` are those of the
+    settings they stand for (``--seed``, ``--batch_size``, ``--finetune_learning_rate``),
+    read from :mod:`epkd_tf.config`."""
 
     data: Any                      # a loaded dataset (epkd_tf.data)
     config: "PruningConfig"        # layer floor, FLOPs weight (the plan's settings)
-    seed: int = 0
-    batch_size: int = 128
-    #: Adam rate of any training a pruner does (poly_magnitude's fine-tune).
-    learning_rate: float = 1e-3
+    seed: int = _setting_default("DataConfig", "seed")
+    batch_size: int = _setting_default("DataConfig", "batch_size")
+    #: Adam rate of any training a pruner does (poly_magnitude's fine-tune): the run's
+    #: fine-tuning rate, ``--finetune_learning_rate``.
+    learning_rate: float = _setting_default("DistillConfig", "learning_rate")
     cache: Dict[str, Any] = dataclasses.field(default_factory=dict)
     #: ``clock(phase, pruner)`` → a context manager timing that phase (timings.csv); None:
     #: untimed. Phases: scoring, surgery, magnitude_finetune.

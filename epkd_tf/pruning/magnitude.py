@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from epkd_tf import compat
 from epkd_tf.pruning.base import Candidate, Pruner
 from epkd_tf.pruning.registry import register_pruner
 from epkd_tf.settings import at_least, setting
@@ -23,13 +24,11 @@ def _sparsity():
 
 def _prunable_kernels(model):
     """(layer name, weight index) of every weight TF-MOT prunes (Dense/Conv kernels ...)."""
-    from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
-    registry = prune_registry.PruneRegistry
     result = []
     for layer in model.layers:
-        if not registry.supports(layer):
+        if not compat.tfmot_supports(layer):
             continue
-        prunable = [getattr(layer, name) for name in registry._weight_names(layer)]
+        prunable = compat.tfmot_prunable_weights(layer)
         for i, weight in enumerate(layer.weights):
             if any(weight is p for p in prunable):
                 result.append((layer.name, i))
@@ -145,10 +144,8 @@ class PolyMagnitudePruner(Pruner):
         # model refuses any other (Rescaling, a converted model's LayerScale...), though
         # they hold no kernel it would prune. `model` is a private copy: its other layers
         # are reused as they are.
-        from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
-
         def wrap(layer):
-            if prune_registry.PruneRegistry.supports(layer):
+            if compat.tfmot_supports(layer):
                 return sparsity.prune_low_magnitude(layer, pruning_schedule=schedule)
             return layer
 
