@@ -155,3 +155,25 @@ def test_the_base_is_exported():
     assert epkd_tf.EpkdError is errors.EpkdError
     assert set(epkd_tf.__all__) >= {"EpkdError", "ConfigError", "ApiError", "DataError",
                                     "ModelFileError"}
+
+
+def test_no_file_holds_merge_conflict_markers():
+    """A merge resolved in haste leaves ``<<<<<<<`` lines that nothing else may catch (a
+    Markdown page still renders)."""
+    import os
+    repo = PACKAGE.parent
+    skip = {".git", "saved_models", "data", "node_modules", "__pycache__"}
+    found = []
+    for root, dirs, files in os.walk(repo):
+        # Virtual environments (any name) and outputs are not the project's files.
+        dirs[:] = [d for d in dirs if d not in skip and not d.startswith(".")
+                   and not os.path.exists(os.path.join(root, d, "pyvenv.cfg"))]
+        for name in files:
+            if not name.endswith((".py", ".md", ".ini", ".cfg", ".txt")):
+                continue
+            path = Path(root, name)
+            for number, line in enumerate(path.read_text(encoding="utf-8",
+                                                         errors="replace").splitlines(), 1):
+                if line.startswith(("<" * 7 + " ", ">" * 7 + " ")) or line == "=" * 7:
+                    found.append(f"{path.relative_to(repo)}:{number}")
+    assert found == []
