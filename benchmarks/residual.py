@@ -151,7 +151,9 @@ SMOKE = Scale("train[:1200]", "test[:200]", 1, 2.0, 2, 200, 16, 5, 10, study=(
 def output_path(args) -> Path:
     """The page this run writes: --page, $EPKD_BENCHMARKS_PAGE or the repository's
     docs/benchmarks/residual.md."""
-    chosen = args.page or os.environ.get("EPKD_BENCHMARKS_PAGE")
+    # EPKD_BENCHMARKS_MD: its name before the benchmarks had pages of their own.
+    chosen = (args.page or os.environ.get("EPKD_BENCHMARKS_PAGE")
+              or os.environ.get("EPKD_BENCHMARKS_MD"))
     return Path(chosen) if chosen else benchmarks_md.page(__file__)
 
 
