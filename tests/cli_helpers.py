@@ -6,7 +6,7 @@ import sys
 from absl import flags
 
 # A short real run on tiny_digits (tests/conftest.py): every stage, three pruners with the
-# oracle, two export formats; conftest's tiny_cli_run runs it once per session.
+# oracle, two export formats; conftest's reference_run runs it once per session.
 TINY_RUN_ARGS = ["--dataset=tiny_digits", "--teacher_epochs=2", "--iterations=2",
                  "--finetune_epochs=1", "--latency_runs=2", "--oracle_examples=64",
                  "--taylor_batches=2", "--batch_size=32", "--pruners=l1_filter,taylor,oracle",
@@ -29,6 +29,15 @@ def run_subprocess(module_name, args, cwd=None, timeout=300, env=None):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
     return subprocess.run([sys.executable, "-m", module_name, *args], capture_output=True,
                           text=True, cwd=cwd, env=env, timeout=timeout)
+
+
+def user_env(**extra):
+    """The environment a user's shell has (no EPKD_VERBOSE, no TF_CPP_MIN_LOG_LEVEL), plus
+    ``extra``."""
+    env = dict(os.environ)
+    env.pop("EPKD_VERBOSE", None)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    return dict(env, **extra)
 
 
 def error_lines(stderr: str):

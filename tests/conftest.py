@@ -1,7 +1,13 @@
-"""Shared fixtures: small TFDS datasets written offline once per test session."""
+"""Shared fixtures: small TFDS datasets and one tiny reference run, each made once per test
+session (shared by the xdist workers)."""
+import fcntl
 import os
+import shutil
+import subprocess
 import sys
+import traceback
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -13,42 +19,83 @@ MNIST_NPZ = REPO.parent / "shared" / "data" / "mnist.npz"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
+def shared_once(tmp_path_factory, name: str, make) -> Path:
+    """``make(path)`` once per test session, by whichever xdist worker asks first: the
+    others wait for it (a lock file) and get the same ``path``. What it made is shared:
+    tests treat it as read-only and copy it to change it."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent          # the session's directory, above every worker's own
+    path, done, failed = root / name, root / f"{name}.done", root / f"{name}.failed"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if failed.exists():
+            pytest.fail(f"making the shared {name} failed in another worker:\n"
+                        f"{failed.read_text()}", pytrace=False)
+        if not done.exists():
+            shutil.rmtree(path, ignore_errors=True)       # a killed worker's leftovers
+            path.mkdir()
+            try:
+                make(path)
+            except Exception:
+                failed.write_text(traceback.format_exc()[-5000:])
+                raise
+            done.touch()
+    return path
+
+
 @pytest.fixture(scope="session")
 def mnist_dir(tmp_path_factory):
     """A TFDS data_dir holding the real MNIST (from ../shared/data/mnist.npz) as `mnist`."""
     if not MNIST_NPZ.exists():
         pytest.skip(f"real MNIST not found at {MNIST_NPZ} (see ../shared/data/README.md)")
     from epkd_tf.data import import_npz
-    data_dir = tmp_path_factory.mktemp("tfds_mnist")
-    import_npz(str(MNIST_NPZ), "mnist", str(data_dir))
-    return str(data_dir)
+    return str(shared_once(tmp_path_factory, "tfds_mnist",
+                           lambda path: import_npz(str(MNIST_NPZ), "mnist", str(path))))
 
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
     """A TFDS data_dir with `tiny_digits`: 256 train / 128 test 12×12 images, 4 classes,
     learnable (each class is a bright quadrant plus noise)."""
-    from epkd_tf.data import import_npz
-    from tiny_data import quadrant_digits
-    rng = np.random.default_rng(0)
-    x_train, y_train = quadrant_digits(rng, 256)
-    x_test, y_test = quadrant_digits(rng, 128)
-    root = tmp_path_factory.mktemp("tfds_tiny")
-    npz = root / "tiny.npz"
-    np.savez(npz, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    data_dir = root / "data"
-    data_dir.mkdir()
-    import_npz(str(npz), "tiny_digits", str(data_dir))
-    return str(data_dir)
+    def make(root):
+        from epkd_tf.data import import_npz
+        from tiny_data import quadrant_digits
+        rng = np.random.default_rng(0)
+        x_train, y_train = quadrant_digits(rng, 256)
+        x_test, y_test = quadrant_digits(rng, 128)
+        npz = root / "tiny.npz"
+        np.savez(npz, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+        (root / "data").mkdir()
+        import_npz(str(npz), "tiny_digits", str(root / "data"))
+    return str(shared_once(tmp_path_factory, "tfds_tiny", make) / "data")
+
+
+class ReferenceRun(NamedTuple):
+    """An uninterrupted run of ``python -m epkd_tf.main --data_dir=<tiny_dir>
+    *TINY_RUN_ARGS`` started in ``cwd`` as from a user's shell (no --output_dir, no
+    EPKD_VERBOSE or TF_CPP_MIN_LOG_LEVEL): its directory ``out`` (under cwd/saved_models)
+    and what the command printed."""
+    cwd: str
+    out: str
+    stdout: str
+    stderr: str
 
 
 @pytest.fixture(scope="session")
-def tiny_cli_run(tiny_dir, tmp_path_factory):
-    """An uninterrupted ``python -m epkd_tf.main`` subprocess run on tiny_digits:
-    (run directory, its CompletedProcess)."""
-    from cli_helpers import TINY_RUN_ARGS, run_subprocess
-    out = str(tmp_path_factory.mktemp("tiny_cli") / "run")
-    result = run_subprocess("epkd_tf.main", [f"--data_dir={tiny_dir}", f"--output_dir={out}",
-                                             *TINY_RUN_ARGS])
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out, result
+def reference_run(tiny_dir, tmp_path_factory) -> ReferenceRun:
+    """The one tiny reference run of the session, shared by every worker (read-only: copy
+    ``cwd`` or ``out`` to change anything)."""
+    from cli_helpers import TINY_RUN_ARGS, user_env
+
+    def make(cwd):
+        result = subprocess.run([sys.executable, "-m", "epkd_tf.main", f"--data_dir={tiny_dir}",
+                                 *TINY_RUN_ARGS], cwd=cwd, env=user_env(),
+                                capture_output=True, text=True, timeout=900)
+        (cwd / "stdout.txt").write_text(result.stdout)
+        (cwd / "stderr.txt").write_text(result.stderr)
+        assert result.returncode == 0, result.stderr[-3000:]
+    cwd = shared_once(tmp_path_factory, "reference_run", make)
+    (name,) = os.listdir(cwd / "saved_models")
+    return ReferenceRun(str(cwd), str(cwd / "saved_models" / name),
+                        (cwd / "stdout.txt").read_text(), (cwd / "stderr.txt").read_text())

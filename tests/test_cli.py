@@ -12,22 +12,15 @@ import pandas as pd
 import pytest
 
 from cli_helpers import TINY_RUN_ARGS, error_lines, run_subprocess
+from cli_helpers import user_env as _env
 
-# A short run writing into the default directory (./saved_models/...), as a user would.
-ARGS = [a for a in TINY_RUN_ARGS if not a.startswith("--export_formats")] + \
-    ["--export_formats=tflite", "--iterations=3"]
 EPKD_LINE = r"^\d\d:\d\d:\d\d epkd_tf: "
 
 
 def _command(tiny_dir):
-    return [sys.executable, "-m", "epkd_tf.main", f"--data_dir={tiny_dir}", *ARGS]
-
-
-def _env(**extra):
-    env = dict(os.environ)
-    env.pop("EPKD_VERBOSE", None)
-    env.pop("TF_CPP_MIN_LOG_LEVEL", None)      # what a user's shell has: nothing set
-    return dict(env, **extra)
+    """The reference run's command (conftest.py): it writes into the default directory
+    (./saved_models/...), as a user's would."""
+    return [sys.executable, "-m", "epkd_tf.main", f"--data_dir={tiny_dir}", *TINY_RUN_ARGS]
 
 
 def _as_from_a_terminal():
@@ -57,21 +50,12 @@ def _run_dir(cwd):
     return os.path.join(cwd, "saved_models", name)
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tiny_dir, tmp_path_factory):
-    cwd = tmp_path_factory.mktemp("plain")
-    result = subprocess.run(_command(tiny_dir), cwd=cwd, capture_output=True, text=True,
-                            env=_env(), timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return cwd, result
-
-
 @pytest.mark.parametrize("signum, status, name", [(signal.SIGINT, 130, "Ctrl-C"),
                                                   (signal.SIGTERM, 143, "SIGTERM")])
 def test_an_interrupted_run_says_so_in_one_line_and_the_same_command_resumes_it(
-        tiny_dir, tmp_path, uninterrupted, signum, status, name):
+        tiny_dir, tmp_path, reference_run, signum, status, name):
     cwd = tmp_path
-    result = _interrupt_after(_command(tiny_dir), cwd, "Iteration 1/3 done", signum)
+    result = _interrupt_after(_command(tiny_dir), cwd, "Iteration 1/2 done", signum)
     assert result.returncode == status, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
@@ -84,14 +68,16 @@ def test_an_interrupted_run_says_so_in_one_line_and_the_same_command_resumes_it(
     assert "Resuming saved_models/" in again.stderr
     assert len(os.listdir(cwd / "saved_models")) == 1
     # ... to the uninterrupted run's results.
-    plain = pd.read_csv(os.path.join(_run_dir(uninterrupted[0]), "students.csv"))
+    plain = pd.read_csv(os.path.join(reference_run.out, "students.csv"))
     resumed = pd.read_csv(os.path.join(_run_dir(cwd), "students.csv"))
     columns = ["iteration", "pruner", "nonzero_params", "test_accuracy", "train_accuracy"]
     pd.testing.assert_frame_equal(plain[columns], resumed[columns])
 
 
-def test_the_same_command_on_a_finished_run_reports_it(tiny_dir, uninterrupted):
-    cwd, _ = uninterrupted
+def test_the_same_command_on_a_finished_run_reports_it(tiny_dir, reference_run, tmp_path):
+    import shutil
+    cwd = tmp_path / "work"                     # a copy: the reference run stays as it is
+    shutil.copytree(reference_run.cwd, cwd, symlinks=True)
     result = subprocess.run(_command(tiny_dir), cwd=cwd, capture_output=True, text=True,
                             env=_env(), timeout=120)
     assert result.returncode == 0
@@ -100,21 +86,16 @@ def test_the_same_command_on_a_finished_run_reports_it(tiny_dir, uninterrupted):
     assert len(os.listdir(cwd / "saved_models")) == 1          # nothing was redone
 
 
-def test_the_console_shows_only_epkd_tf_lines_unless_verbose(uninterrupted, tiny_dir, tmp_path):
+def test_the_console_shows_only_epkd_tf_lines_unless_verbose(reference_run):
+    """The quiet half; with EPKD_VERBOSE=1 the native and Keras lines come back:
+    test_a_run_killed_while_training_its_teacher_is_reported_and_resumed's resumed run."""
     import re
-    _, result = uninterrupted
-    lines = result.stderr.strip().splitlines()
+    lines = reference_run.stderr.strip().splitlines()
     foreign = [line for line in lines if not re.match(EPKD_LINE, line)]
     assert foreign == [], foreign[:5]
     # One line per teacher epoch as it ends, and the headline last.
     assert sum("Teacher epoch" in line for line in lines) == 2
-    assert "final student" in "\n".join(lines[-9:]) and "nan" not in result.stderr
-    verbose = subprocess.run(_command(tiny_dir) + ["--iterations=1", "--pruners=l1_filter"],
-                             cwd=tmp_path, capture_output=True, text=True,
-                             env=_env(EPKD_VERBOSE="1"), timeout=600)
-    assert verbose.returncode == 0
-    assert "/step" in verbose.stdout                 # Keras' own progress bars are back
-    assert [line for line in verbose.stderr.splitlines() if not re.match(EPKD_LINE, line)]
+    assert "final student" in "\n".join(lines[-9:]) and "nan" not in reference_run.stderr
 
 
 def test_a_bad_flag_is_refused_before_tensorflow_loads():
@@ -140,19 +121,26 @@ def test_help_exits_0(module):
     assert "--" in result.stdout
 
 
-def test_the_reports_replay_command_works(uninterrupted, tmp_path):
+def test_the_reports_replay_command_works(reference_run, tmp_path):
     import re
-    cwd, _ = uninterrupted
-    report = open(os.path.join(_run_dir(cwd), "report.md"), encoding="utf-8").read()
+    import shutil
+    copy = str(tmp_path / "run")             # the replay writes beside the run it replays
+    shutil.copytree(reference_run.out, copy, symlinks=True)
+    report = open(os.path.join(copy, "report.md"), encoding="utf-8").read()
     command = re.search(r"`(python -m epkd_tf\.main --flagfile=[^`]+)`", report).group(1)
-    args = command.split()[3:]
-    args = [a.replace("--iterations=3", "--iterations=1") for a in args]
+    assert command.count(reference_run.out) == 2, command       # --flagfile, --output_dir
+    args = command.replace(reference_run.out, copy).split()[3:]
     result = run_subprocess("epkd_tf.main", args + ["--iterations=1"], cwd=str(tmp_path),
                             timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert os.path.exists(os.path.join(f"{copy}-replay", "report.md"))
 
 
 def test_a_run_killed_while_training_its_teacher_is_reported_and_resumed(tiny_dir, tmp_path):
+    """... and resumed with EPKD_VERBOSE=1: Keras' progress bars and the native libraries'
+    lines are back on the console (what test_the_console_shows_only_epkd_tf_lines_unless_
+    verbose's quiet run leaves out)."""
+    import re
     killed = subprocess.run(_command(tiny_dir) + ["--iterations=1", "--pruners=l1_filter"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=600,
                             env=_env(EPKD_TEST_KILL_AT="teacher_epoch_1"))
@@ -164,10 +152,12 @@ def test_a_run_killed_while_training_its_teacher_is_reported_and_resumed(tiny_di
     assert "The teacher has not completed yet." in text and "no flags.txt" not in text
     resumed = subprocess.run(_command(tiny_dir) + ["--iterations=1", "--pruners=l1_filter"],
                              cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                             env=_env())
+                             env=_env(EPKD_VERBOSE="1"))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"Resuming {os.path.relpath(run_dir, tmp_path)}" in resumed.stderr
     assert len(os.listdir(tmp_path / "saved_models")) == 1
+    assert "/step" in resumed.stdout                 # Keras' own progress bars are back
+    assert [line for line in resumed.stderr.splitlines() if not re.match(EPKD_LINE, line)]
 
 
 @pytest.mark.parametrize("script, module", [("epkd", "epkd_tf.main"),

@@ -1,8 +1,8 @@
 """Issue #15: model files never run code, one run per directory, verified resumes, a clean
 error for every failure, paths that stay inside the run.
 
-Runs are tiny (tiny_digits, LeNet-300-100, one pruner, two iterations). Base states are
-made once per module by real ``python -m epkd_tf.main`` subprocesses, some killed with
+Runs are tiny (tiny_digits, LeNet-300-100, the flags of conftest's reference_run). Base
+states are made once by real ``python -m epkd_tf.main`` subprocesses, some killed with
 ``EPKD_TEST_KILL_AT`` (epkd_tf/faults.py); each test works on a copy.
 """
 import importlib
@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 import tf_keras
-from cli_helpers import error_lines, run_in_process, run_subprocess
+from cli_helpers import TINY_RUN_ARGS, error_lines, run_in_process, run_subprocess
 from planted_models import (HELPERS_MODULE, custom_layer_saved_model, module_field,
                             plain_model, tfop_write_file)
 from epkd_tf import faults
@@ -30,9 +30,8 @@ from epkd_tf.records import LOCK_NAME, TMP_PREFIX, RunDir, file_digest
 
 study_main = importlib.import_module("epkd_tf.cli.study")
 
-ARGS = ["--dataset=tiny_digits", "--teacher_epochs=1", "--iterations=2",
-        "--finetune_epochs=1", "--latency_runs=2", "--batch_size=32", "--pruners=l1_filter",
-        "--export_formats=saved_model,tflite"]
+# The reference run's flags: a resumed run must end where it does.
+ARGS = TINY_RUN_ARGS
 DETERMINISTIC = {"students": ["iteration", "pruner", "nonzero_params", "total_params",
                               "test_accuracy", "train_accuracy", "kept_previous"],
                  "deployment": ["model", "iteration", "format", "path", "test_accuracy"],
@@ -80,13 +79,10 @@ def snapshot(out):
     return found
 
 
-@pytest.fixture(scope="module")
-def reference(tiny_dir, tmp_path_factory):
-    """An uninterrupted run."""
-    out = str(tmp_path_factory.mktemp("reference") / "run")
-    result = run_subprocess("epkd_tf.main", args(tiny_dir, out))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out
+@pytest.fixture
+def reference(reference_run):
+    """An uninterrupted run (the session's, read-only)."""
+    return reference_run.out
 
 
 @pytest.fixture(scope="module")

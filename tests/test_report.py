@@ -95,17 +95,17 @@ def check_report(out, iterations):
     return text
 
 
-def test_every_run_writes_its_report(tiny_cli_run):
-    out, _ = tiny_cli_run
+def test_every_run_writes_its_report(reference_run):
+    out = reference_run.out
     text = check_report(out, iterations=2)
     assert "— 2 of 2 iterations completed." in text
     assert not [f for f in os.listdir(out) + os.listdir(os.path.join(out, "plots"))
                 if f.startswith(".tmp-")]
 
 
-def test_report_command_rewrites_it_for_the_completed_stages(tiny_cli_run, tmp_path):
+def test_report_command_rewrites_it_for_the_completed_stages(reference_run, tmp_path):
     copy = tmp_path / "run"
-    shutil.copytree(tiny_cli_run[0], copy)
+    shutil.copytree(reference_run.out, copy)
     shutil.rmtree(copy / "plots")
     os.remove(copy / "report.md")
     # As if the run had been killed during iteration 2: its rows are not reported.

@@ -68,9 +68,9 @@ def progress(out):
 # Slow (three kills and resumes, ~40 s): the default run covers resuming with one kill
 # (test_cli, test_main, test_reliability's timings).
 @pytest.mark.slow
-def test_a_run_killed_three_times_resumes_to_the_uninterrupted_result(tiny_cli_run, tiny_dir,
+def test_a_run_killed_three_times_resumes_to_the_uninterrupted_result(reference_run, tiny_dir,
                                                                      tmp_path):
-    expected, _ = tiny_cli_run
+    expected = reference_run.out
     out = str(tmp_path / "killed")
     args = [f"--data_dir={tiny_dir}", f"--output_dir={out}", *TINY_RUN_ARGS]
     # Killed during teacher training, right after iteration 1 was recorded, and in
@@ -102,8 +102,8 @@ def test_a_run_killed_three_times_resumes_to_the_uninterrupted_result(tiny_cli_r
 
 
 def test_the_same_seed_gives_identical_results_and_verbose_only_adds_progress_bars(
-        tiny_cli_run, tiny_dir, tmp_path, capfd):
-    expected, quiet = tiny_cli_run
+        reference_run, tiny_dir, tmp_path, capfd):
+    expected, quiet = reference_run.out, reference_run
     # The second run is in this process (whatever TensorFlow did here before), verbose.
     out = str(tmp_path / "again")
     code = run_in_process(epkd_main, [f"--data_dir={tiny_dir}", f"--output_dir={out}",
