@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cli_helpers import TINY_RUN_ARGS, error_lines, run_subprocess
+from cli_helpers import TINY_RUN_ARGS, error_lines, run_in_process, run_subprocess
 from cli_helpers import user_env as _env
 
 EPKD_LINE = r"^\d\d:\d\d:\d\d epkd_tf: "
@@ -110,15 +110,26 @@ def test_a_bad_flag_is_refused_before_tensorflow_loads():
     assert error_lines(result.stderr) == ["error: --keep_ratio=1.5 is invalid: must lie in "
                                           "(0, 1)."]
     typo = run_subprocess("epkd_tf.main", ["--teacher=lenet", "--output_dir=/tmp/never"])
-    assert typo.returncode == 2 and "did you mean 'lenet5'" in error_lines(typo.stderr)[0]
+    lines = error_lines(typo.stderr)
+    assert typo.returncode == 2 and len(lines) == 1 and "did you mean 'lenet5'" in lines[0]
+
+
+def _runner(module):
+    """The module whose ``run()`` ``python -m module`` calls."""
+    import importlib
+    entry = importlib.import_module(module)
+    if not hasattr(entry, "run"):                   # a package: its __main__ runs
+        entry = importlib.import_module(f"{module}.__main__")
+    return importlib.import_module(entry.run.__module__)
 
 
 @pytest.mark.parametrize("module", ["epkd_tf.main", "epkd_tf.study", "epkd_tf.export",
                                     "epkd_tf.report", "epkd_tf.data"])
-def test_help_exits_0(module):
-    result = run_subprocess(module, ["--help"], timeout=120)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-2000:]
-    assert "--" in result.stdout
+def test_help_exits_0(module, capsys):
+    """``python -m module --help``, parsed in this process (the installed commands' --help:
+    test_console_entry_points_are_installed_and_run_the_modules)."""
+    assert run_in_process(_runner(module), ["--help"]) == 0
+    assert "--" in capsys.readouterr().out
 
 
 def test_the_reports_replay_command_works(reference_run, tmp_path):
@@ -166,16 +177,17 @@ def test_a_run_killed_while_training_its_teacher_is_reported_and_resumed(tiny_di
                                             ("epkd-report", "epkd_tf.report"),
                                             ("epkd-data", "epkd_tf.data")])
 def test_console_entry_points_are_installed_and_run_the_modules(script, module):
-    """`pip install` puts the tools on PATH; each is its `python -m` module."""
+    """`pip install` puts the tools on PATH; each is its `python -m` module: it calls the
+    same run(), and its --help exits 0."""
     import shutil
+    from importlib.metadata import entry_points
     path = shutil.which(script) or os.path.join(os.path.dirname(sys.executable), script)
     assert os.path.exists(path), f"{script} is not installed (pip install -e .)"
+    (entry,) = [e for e in entry_points(group="console_scripts") if e.name == script]
+    assert entry.value == f"{_runner(module).__name__}:run", entry
     result = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    import re
-    flags_of = lambda text: set(re.findall(r"--\[?(?:no)?\]?([a-z_0-9]+)", text))  # noqa: E731
-    assert flags_of(result.stdout) == flags_of(run_subprocess(module, ["--help"],
-                                                              timeout=120).stdout)
+    assert "--" in result.stdout
 
 
 @pytest.mark.parametrize("line, native", [

@@ -2,8 +2,6 @@
 import epkd_tf  # noqa: F401
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -447,27 +445,27 @@ def test_import_npz_refuses_overwrite_and_is_atomic(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- CLI
 
 
-def _run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "epkd_tf.data", *args], capture_output=True,
-                          text=True, timeout=120, cwd=str(REPO_ROOT))
-
-
-def test_cli(tmp_path):
+def test_cli(tmp_path, capsys):
+    """``python -m epkd_tf.data``'s main, in this process (the real command's exit status:
+    data/test_import_validation.py's test_exit_status_of_the_real_command)."""
+    from cli_helpers import error_lines, run_in_process
+    from epkd_tf.cli import data as data_cli
     npz = write_npz(tmp_path / "small.npz", **make_arrays(n_train=10, n_test=5))
     data_dir = tmp_path / "tfds"
-    ok = _run_cli(f"--import_npz={npz}", "--name=small", f"--data_dir={data_dir}")
-    assert ok.returncode == 0, ok.stderr
-    assert ok.stdout.strip().splitlines()[-1] == str(data_dir / "small" / "1.0.0")
+    assert run_in_process(data_cli, [f"--import_npz={npz}", "--name=small",
+                                     f"--data_dir={data_dir}"]) == 0
+    ok = capsys.readouterr()
+    assert ok.out.strip().splitlines()[-1] == str(data_dir / "small" / "1.0.0"), ok.err
     assert load_data(cfg(data_dir, dataset="small")).spec.num_train == 10
 
-    bad = _run_cli(f"--import_npz={tmp_path / 'nope.npz'}", "--name=small",
-                   f"--data_dir={data_dir}")
-    assert bad.returncode == 2
-    errors = [line for line in bad.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "nope.npz" in errors[0], bad.stderr
+    assert run_in_process(data_cli, [f"--import_npz={tmp_path / 'nope.npz'}", "--name=small",
+                                     f"--data_dir={data_dir}"]) == 2
+    errors = error_lines(capsys.readouterr().err)
+    assert len(errors) == 1 and "nope.npz" in errors[0], errors
 
-    again = _run_cli(f"--import_npz={npz}", "--name=small", f"--data_dir={data_dir}")
-    assert again.returncode == 2 and "--overwrite" in again.stderr
+    assert run_in_process(data_cli, [f"--import_npz={npz}", "--name=small",
+                                     f"--data_dir={data_dir}"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- real MNIST

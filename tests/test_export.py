@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import tf_keras
-from cli_helpers import error_lines, run_in_process, run_subprocess
+from cli_helpers import error_lines, run_in_process
 from epkd_tf import training
 from epkd_tf.cli import export
 from epkd_tf.config import DataConfig
@@ -91,14 +91,6 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(make_args, named, stud
     assert code == 2
     assert len(lines) == 1 and named in lines[0], lines
     assert not out.exists()
-
-
-def test_module_entry_point_reports_one_line(tmp_path):
-    result = run_subprocess("epkd_tf.export", [f"--model={tmp_path}/nope.keras",
-                                               f"--output_dir={tmp_path}/x"])
-    assert result.returncode == 2
-    assert len(error_lines(result.stderr)) == 1 and "--model" in result.stderr
-    assert not (tmp_path / "x").exists()
 
 
 def test_keras3_model_in_keras3_file_out(tiny_dir, tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cli_helpers import error_lines, run_in_process, run_subprocess
+from cli_helpers import error_lines, run_in_process
 from epkd_tf.study import compare
 from epkd_tf.study.layout import STUDY_TABLES, StudyDir, cell_name
 
@@ -161,14 +161,16 @@ def test_bad_input_stops_before_any_work(args, named, tiny_dir, tmp_path, capsys
     assert not out.exists()
 
 
-def test_flagfiles_parse(tmp_path):
+def test_flagfiles_parse(tmp_path, capsys):
     # Every shipped study recipe is valid (it fails only at the missing data_dir; downloads
-    # are off: this machine may have no network).
+    # are off: this machine may have no network). In this process: the real command's exit
+    # status is test_benchmark_scripts.py's test_seed_protocol_flagfile.
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     for name in ("study_mnist_lenet300", "study_mnist_lenet5", "study_cifar10_resnet34",
                  "study_cifar10_resnet34_seed"):
-        result = run_subprocess("epkd_tf.study", [
+        code = run_in_process(study_main, [
             f"--flagfile={os.path.join(repo, 'flags', name + '.cfg')}",
             f"--data_dir={tmp_path / 'none'}", f"--output_dir={tmp_path / name}",
             "--nodownload"])
-        assert result.returncode == 2 and "--data_dir" in error_lines(result.stderr)[0], name
+        lines = error_lines(capsys.readouterr().err)
+        assert code == 2 and len(lines) == 1 and "--data_dir" in lines[0], (name, lines)
