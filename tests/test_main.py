@@ -457,15 +457,25 @@ def test_a_run_written_before_a_flag_existed_resumes_at_its_default(mnist_run, t
 
 
 @pytest.mark.parametrize("teacher", ["mobilenet_v2", "alexnet", "inception", "resnet18"])
-def test_the_pre_checks_build_every_zoo_teacher_under_op_determinism(teacher):
+def test_the_pre_checks_build_every_zoo_teacher_under_op_determinism(teacher, monkeypatch):
     """The memory estimate builds the teacher in a fresh graph: random ops (Dropout,
     initializers) need the graph's seed there, since op determinism is on in a run."""
+    from epkd_tf import feasibility
     from epkd_tf.config import DataConfig, RunConfig, TeacherConfig
     from epkd_tf.data import DatasetSpec
+    estimated, check_memory = [], feasibility.check_memory
+
+    def spy(model, batch_size, flags, *args, **kwargs):
+        estimated.append((flags, model.count_params()))
+        return check_memory(model, batch_size, flags, *args, **kwargs)
+    monkeypatch.setattr(feasibility, "check_memory", spy)
     tf.config.experimental.enable_op_determinism()    # as every run turns it on
     epkd_main.FLAGS.unparse_flags()
     epkd_main.FLAGS(["epkd"])
     cfg = RunConfig(data=DataConfig(image_size=32), export_formats=(),
                     teacher=TeacherConfig(teacher=teacher, width=0.25))
     spec = DatasetSpec("synthetic", (32, 32, 1), 10, 100, 10)
-    epkd_main.check_teacher(cfg, spec)
+    epkd_main.check_teacher(cfg, spec)                # builds and estimates, no error
+    [(flags, params)] = estimated
+    assert flags == f"--teacher={teacher} --teacher_width=0.25 --image_size=32 " \
+                    f"(input (32, 32, 1))" and params > 0
