@@ -1,5 +1,5 @@
 """Shared fixtures: small TFDS datasets and one tiny reference run, each made once per test
-session (shared by the xdist workers)."""
+session (shared by the xdist workers); the tier check every test passes (pytest.ini)."""
 import fcntl
 import os
 import shutil
@@ -17,6 +17,39 @@ import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 REPO = Path(__file__).resolve().parents[1]
 MNIST_NPZ = REPO.parent / "shared" / "data" / "mnist.npz"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+TIERS = ("unit", "integration", "e2e")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pycollect_makeitem(collector, name, obj):
+    """A collection error for a test without exactly one tier marker (pytest.ini), or one
+    that is both slow and unit."""
+    made = yield
+    if made is not None and not isinstance(made, pytest.Collector | pytest.Item):
+        made = list(made)
+    for item in made if isinstance(made, list) else [made]:
+        if isinstance(item, pytest.Function):
+            names = [mark.name for mark in item.iter_markers()]
+            tiers = [name for name in names if name in TIERS]
+            if len(tiers) != 1 or ("slow" in names and tiers == ["unit"]):
+                raise collector.CollectError(
+                    f"{item.name} has {' and '.join(tiers) or 'no'} tier marker: each test "
+                    f"needs exactly one of {', '.join(TIERS)} (pytestmark = pytest.mark.unit "
+                    f"at the top of its module, or one on the test); slow tests are never "
+                    f"unit.")
+    return made
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow tests run only when the -m expression names them: ``-m e2e`` leaves them out,
+    as the default ``-m "not slow"`` does."""
+    if "slow" not in (config.option.markexpr or ""):
+        slow = [item for item in items if item.get_closest_marker("slow")]
+        if slow:
+            config.hook.pytest_deselected(items=slow)
+            items[:] = [item for item in items if not item.get_closest_marker("slow")]
 
 
 def shared_once(tmp_path_factory, name: str, make) -> Path:

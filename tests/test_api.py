@@ -45,6 +45,7 @@ def teacher(arrays):
     return model
 
 
+@pytest.mark.e2e
 def test_the_api_is_importable_without_tensorflow():
     import subprocess
     import sys
@@ -55,6 +56,7 @@ def test_the_api_is_importable_without_tensorflow():
     assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("criterion", ["l1_filter", "taylor", "oracle", "poly_magnitude"])
 def test_prune_with_every_criterion_on_numpy_arrays(teacher, arrays, criterion):
     from epkd_tf.graph import dense_params, nonzero_params
@@ -73,12 +75,14 @@ def test_prune_with_every_criterion_on_numpy_arrays(teacher, arrays, criterion):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.integration
 def test_prune_to_a_fraction_of_macs_without_data(teacher):
     from epkd_tf.budget import multiply_accumulates
     smaller = epkd_tf.prune(teacher, 0.5, criterion="l1_filter", budget="macs")
     assert multiply_accumulates(smaller) <= 0.55 * multiply_accumulates(teacher)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("call, message", [
     (lambda m, d: epkd_tf.prune(m, 0.5, criterion="tayler", data=d), "did you mean 'taylor'"),
     (lambda m, d: epkd_tf.prune(m, 0.5, criterion="taylor"), "pass data=(x, y)"),
@@ -106,6 +110,7 @@ def compressed(teacher, arrays):
                             batch_size=32, latency_runs=3, validation_split="0.2")
 
 
+@pytest.mark.integration
 def test_compress_on_numpy_arrays_with_every_pruner(compressed, teacher):
     from epkd_tf.graph import nonzero_params
     result = compressed
@@ -122,6 +127,7 @@ def test_compress_on_numpy_arrays_with_every_pruner(compressed, teacher):
     assert students.test_accuracy.iloc[-1] > 0.8
 
 
+@pytest.mark.integration
 def test_the_result_exports_its_final_student(compressed, tmp_path):
     rows = compressed.export(str(tmp_path / "out"), formats=("saved_model", "tflite"))
     assert rows.format.tolist() == ["saved_model", "tflite"]
@@ -130,6 +136,7 @@ def test_the_result_exports_its_final_student(compressed, tmp_path):
     assert rows.test_accuracy.notna().all()
 
 
+@pytest.mark.integration
 def test_compress_keeps_a_run_directory_when_asked(teacher, arrays, tmp_path):
     (x, y), test = arrays
     out = tmp_path / "run"
@@ -140,6 +147,7 @@ def test_compress_keeps_a_run_directory_when_asked(teacher, arrays, tmp_path):
     assert (out / "students.csv").exists() and (out / "tflite" / "final.tflite").exists()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("kwargs, message", [
     (dict(keep_ratio=1.5), "--keep_ratio=1.5 is invalid"),
     (dict(pruners=("magic",)), "unknown pruner 'magic'"),
@@ -152,6 +160,7 @@ def test_compress_refuses_bad_settings_before_any_work(teacher, arrays, kwargs, 
         epkd_tf.compress(teacher, (x, y), test, **kwargs)
 
 
+@pytest.mark.integration
 def test_compress_refuses_data_that_does_not_fit_the_teacher(teacher, arrays):
     (x, y), test = arrays
     with pytest.raises(ValueError, match="input shape"):
@@ -160,6 +169,7 @@ def test_compress_refuses_data_that_does_not_fit_the_teacher(teacher, arrays):
         epkd_tf.compress(teacher, (x, y + 100), (test[0], test[1] + 100))
 
 
+@pytest.mark.integration
 def test_compress_accepts_a_keras3_model(arrays):
     """A model built and trained with Keras 3 (TF 2.21's own keras) is converted."""
     import keras

@@ -26,6 +26,7 @@ def _batches(n, size=16, shape=(6,), seed=1):
     return [rng.normal(2.0, 3.0, (size, *shape)).astype(np.float32) for _ in range(n)]
 
 
+@pytest.mark.unit
 def test_moving_statistics_become_the_mean_of_the_batches_statistics():
     model = _dense_bn()
     bn = model.get_layer("bn")
@@ -43,6 +44,7 @@ def test_moving_statistics_become_the_mean_of_the_batches_statistics():
     assert bn.momentum == 0.99                                    # restored
 
 
+@pytest.mark.unit
 def test_one_batch_makes_inference_equal_training_on_it():
     tf_keras.utils.set_random_seed(0)
     x = inputs = tf_keras.Input((8, 8, 2))
@@ -63,6 +65,7 @@ def test_one_batch_makes_inference_equal_training_on_it():
                                rtol=1e-2, atol=1e-3)
 
 
+@pytest.mark.unit
 def test_models_without_batchnorm_and_zero_batches_are_left_alone():
     x = inputs = tf_keras.Input((6,))
     plain = tf_keras.Model(inputs, tf_keras.layers.Dense(3)(x))
@@ -87,6 +90,7 @@ def _conv_bn_teacher(classes):
     return tf_keras.Model(inputs, tf_keras.layers.Dense(classes, name="logits")(x))
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("batches,mode", [(0, "batch"), (3, "batch"), (3, "frozen")])
 def test_the_loop_recalibrates_candidates_and_distilled_students(tiny_dir, batches, mode):
     cfg = RunConfig(data=DataConfig(dataset="tiny_digits", data_dir=tiny_dir, batch_size=32),
@@ -124,6 +128,7 @@ def test_the_loop_recalibrates_candidates_and_distilled_students(tiny_dir, batch
     np.testing.assert_array_equal(candidate.model.get_layer("bn").moving_mean.numpy(), kept)
 
 
+@pytest.mark.integration
 def test_a_trained_teacher_is_recalibrated(tiny_dir):
     from epkd_tf import training
     data = load_data(DataConfig(dataset="tiny_digits", data_dir=tiny_dir, batch_size=32))
@@ -135,6 +140,7 @@ def test_a_trained_teacher_is_recalibrated(tiny_dir):
                                conv(batch).numpy().mean((0, 1, 2)), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("batches", [None, 0])
 def test_prune_recalibrates_with_data_unless_told_not_to(batches):
     import epkd_tf

@@ -42,6 +42,7 @@ def measure_context():
     return MeasureContext(runs=10)
 
 
+@pytest.mark.unit
 def test_every_registered_measure_is_documented_and_valid():
     assert MEASURES.names() == ["latency", "macs", "params", "size"]
     for name in MEASURES.names():
@@ -49,6 +50,7 @@ def test_every_registered_measure_is_documented_and_valid():
         assert measure.name == name and measure.__doc__
 
 
+@pytest.mark.unit
 def test_macs_planner_is_exact_for_every_pruned_version(graph, model):
     """The plan's MAC count of a removal set equals the MACs of the rebuilt model."""
     cost = macs_cost(graph)
@@ -61,6 +63,7 @@ def test_macs_planner_is_exact_for_every_pruned_version(graph, model):
         assert cost(keep) == multiply_accumulates(pruned)
 
 
+@pytest.mark.integration
 def test_size_planner_counts_four_bytes_per_stored_weight(graph, model, measure_context):
     size = make_measure("size")
     measured = size.of(model, measure_context)
@@ -75,6 +78,7 @@ def test_size_planner_counts_four_bytes_per_stored_weight(graph, model, measure_
         4 * (dense_params(pruned) - dense_params(model)))
 
 
+@pytest.mark.integration
 def test_latency_model_is_calibrated_and_never_predicts_a_narrower_model_slower(
         graph, model, measure_context):
     latency = make_measure("latency")
@@ -92,6 +96,7 @@ def test_latency_model_is_calibrated_and_never_predicts_a_narrower_model_slower(
     assert measure_context.latency_model.points_measured >= 4
 
 
+@pytest.mark.integration
 def test_latency_is_timed_side_by_side_with_the_reference(model, monkeypatch):
     """With a reference (the run's teacher) a model's latency is the ratio of the two
     side-by-side medians × the reference's recorded latency; the reference itself, or
@@ -126,6 +131,7 @@ def test_latency_is_timed_side_by_side_with_the_reference(model, monkeypatch):
     assert len(calls) == 2 and len(alone) == 3
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("budget", ["params", "macs", "size", "latency"])
 def test_candidates_of_one_target_have_equal_cost(model, graph, budget, measure_context):
     """Every structured criterion lands on the same target in the budget's measure,
@@ -151,6 +157,7 @@ def test_candidates_of_one_target_have_equal_cost(model, graph, budget, measure_
     assert max(predicted.values()) - min(predicted.values()) <= 2 * step
 
 
+@pytest.mark.unit
 def test_magnitude_pruning_cannot_lower_dense_measures():
     pruner = make_pruner("poly_magnitude")
     assert make_measure("params").lowered_by(pruner)
@@ -161,6 +168,7 @@ def test_magnitude_pruning_cannot_lower_dense_measures():
         assert measure.lowered_by(make_pruner("taylor"))
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("multiple", [2, 4, 8])
 def test_channel_multiple_keeps_every_pruned_width_a_multiple(multiple):
     model = randomize(residual_model(width=12), seed=2)
@@ -204,6 +212,7 @@ def macs_run(tiny_dir, tmp_path_factory):
     return out, result
 
 
+@pytest.mark.e2e
 def test_macs_budget_shrinks_macs_and_leaves_magnitude_out_with_a_reason(macs_run):
     out, _ = macs_run
     candidates = pd.read_csv(out / "candidates.csv")
@@ -224,6 +233,7 @@ def test_macs_budget_shrinks_macs_and_leaves_magnitude_out_with_a_reason(macs_ru
         previous = row.cost
 
 
+@pytest.mark.e2e
 def test_target_stops_the_run_at_the_first_student_that_meets_it(macs_run):
     out, result = macs_run
     students = pd.read_csv(out / "students.csv")
@@ -234,6 +244,7 @@ def test_target_stops_the_run_at_the_first_student_that_meets_it(macs_run):
     assert pd.read_csv(out / "final.csv").iteration.tolist() == [len(students)]
 
 
+@pytest.mark.e2e
 def test_the_final_student_is_exported_and_headlined(macs_run):
     out, result = macs_run
     k = int(pd.read_csv(out / "final.csv").iteration.iloc[0])
@@ -257,6 +268,7 @@ def test_the_final_student_is_exported_and_headlined(macs_run):
     assert final_row.iteration.tolist() == [k] and "meets every" in final_row.stopped[0]
 
 
+@pytest.mark.e2e
 def test_latency_budget_chains_side_by_side_costs_and_times_the_final_student(tiny_dir,
                                                                                tmp_path):
     """--budget=latency: every iteration's target is keep_ratio × the previous student's
@@ -285,6 +297,7 @@ def test_latency_budget_chains_side_by_side_costs_and_times_the_final_student(ti
     assert f"{final.teacher_float_latency_ms:.4f} ms" in report
 
 
+@pytest.mark.e2e
 def test_a_pruner_at_its_floors_is_left_out_and_the_run_stops_when_none_can_go_on(
         tiny_dir, tmp_path):
     """With a stop rule --iterations is an upper bound: the pre-check lets 0.5^12 pass,
@@ -313,6 +326,7 @@ def test_a_pruner_at_its_floors_is_left_out_and_the_run_stops_when_none_can_go_o
     assert "Stopping at iteration" in result.stderr
 
 
+@pytest.mark.unit
 def test_final_student_is_the_smallest_within_the_allowed_drop(tmp_path):
     """choose_final on recorded tables: the cheapest student whose selection accuracy is
     within --max_accuracy_drop of the teacher's, else the teacher."""
@@ -346,6 +360,7 @@ def test_final_student_is_the_smallest_within_the_allowed_drop(tmp_path):
     assert final(1.0)[0] == 0                          # none within: the teacher
 
 
+@pytest.mark.e2e
 def test_max_accuracy_drop_stops_and_keeps_the_last_student_within_it(tiny_dir, tmp_path):
     out = tmp_path / "drop"
     # A drop of 0 points: the first student that loses anything stops the run.
@@ -399,6 +414,7 @@ def _weights(out, iteration):
     return model.get_weights()
 
 
+@pytest.mark.e2e
 def test_with_a_validation_split_no_test_label_influences_any_choice(tmp_path):
     """The same run on data whose test labels are permuted: with --validation_split every
     candidate's score, every winner and every student are identical; without it (ranking

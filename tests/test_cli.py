@@ -50,6 +50,7 @@ def _run_dir(cwd):
     return os.path.join(cwd, "saved_models", name)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("signum, status, name", [(signal.SIGINT, 130, "Ctrl-C"),
                                                   (signal.SIGTERM, 143, "SIGTERM")])
 def test_an_interrupted_run_says_so_in_one_line_and_the_same_command_resumes_it(
@@ -74,6 +75,7 @@ def test_an_interrupted_run_says_so_in_one_line_and_the_same_command_resumes_it(
     pd.testing.assert_frame_equal(plain[columns], resumed[columns])
 
 
+@pytest.mark.e2e
 def test_the_same_command_on_a_finished_run_reports_it(tiny_dir, reference_run, tmp_path):
     import shutil
     cwd = tmp_path / "work"                     # a copy: the reference run stays as it is
@@ -86,6 +88,7 @@ def test_the_same_command_on_a_finished_run_reports_it(tiny_dir, reference_run, 
     assert len(os.listdir(cwd / "saved_models")) == 1          # nothing was redone
 
 
+@pytest.mark.e2e
 def test_the_console_shows_only_epkd_tf_lines_unless_verbose(reference_run):
     """The quiet half; with EPKD_VERBOSE=1 the native and Keras lines come back:
     test_a_run_killed_while_training_its_teacher_is_reported_and_resumed's resumed run."""
@@ -98,6 +101,7 @@ def test_the_console_shows_only_epkd_tf_lines_unless_verbose(reference_run):
     assert "final student" in "\n".join(lines[-9:]) and "nan" not in reference_run.stderr
 
 
+@pytest.mark.e2e
 def test_a_bad_flag_is_refused_before_tensorflow_loads():
     code = ("import sys\n"
             "from epkd_tf.cli import main\n"
@@ -123,6 +127,7 @@ def _runner(module):
     return importlib.import_module(entry.run.__module__)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("module", ["epkd_tf.main", "epkd_tf.study", "epkd_tf.export",
                                     "epkd_tf.report", "epkd_tf.data"])
 def test_help_exits_0(module, capsys):
@@ -132,6 +137,7 @@ def test_help_exits_0(module, capsys):
     assert "--" in capsys.readouterr().out
 
 
+@pytest.mark.e2e
 def test_the_reports_replay_command_works(reference_run, tmp_path):
     import re
     import shutil
@@ -147,6 +153,7 @@ def test_the_reports_replay_command_works(reference_run, tmp_path):
     assert os.path.exists(os.path.join(f"{copy}-replay", "report.md"))
 
 
+@pytest.mark.e2e
 def test_a_run_killed_while_training_its_teacher_is_reported_and_resumed(tiny_dir, tmp_path):
     """... and resumed with EPKD_VERBOSE=1: Keras' progress bars and the native libraries'
     lines are back on the console (what test_the_console_shows_only_epkd_tf_lines_unless_
@@ -171,6 +178,7 @@ def test_a_run_killed_while_training_its_teacher_is_reported_and_resumed(tiny_di
     assert [line for line in resumed.stderr.splitlines() if not re.match(EPKD_LINE, line)]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("script, module", [("epkd", "epkd_tf.main"),
                                             ("epkd-study", "epkd_tf.study"),
                                             ("epkd-export", "epkd_tf.export"),
@@ -190,6 +198,7 @@ def test_console_entry_points_are_installed_and_run_the_modules(script, module):
     assert "--" in result.stdout
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("line, native", [
     ("I0000 00:00:1796037825.486877   21171 port.cc:153] oneDNN custom operations are on.",
      True),

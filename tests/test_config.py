@@ -11,6 +11,8 @@ from epkd_tf.config import (ConfigError, DataConfig, DistillConfig, PruningConfi
                             TeacherConfig)
 from epkd_tf.settings import leaves, with_flags
 
+pytestmark = pytest.mark.unit
+
 BAD = [
     (DataConfig, {"batch_size": 0}, "--batch_size"),
     (DataConfig, {"seed": -1}, "--seed"),

@@ -83,6 +83,7 @@ def synth(tmp_path_factory):
 # --------------------------------------------------------------------------- import + load
 
 
+@pytest.mark.unit
 def test_import_npz_round_trip(synth):
     data_dir, arrays = synth["data_dir"], synth["arrays"]
     assert synth["path"] == str(data_dir / "synth" / "1.0.0")
@@ -106,6 +107,7 @@ def test_import_npz_round_trip(synth):
     assert img.shape == (SIZE, SIZE, 1) and int(lab) == arrays["y_test"][0]
 
 
+@pytest.mark.unit
 def test_normalisation_and_dtypes(synth):
     d = load_data(cfg(synth["data_dir"]))
     for ds in (d.train(), d.train_eval(), d.test()):
@@ -118,6 +120,7 @@ def test_normalisation_and_dtypes(synth):
     assert first_batch(d.test())[0].shape[0] == 16
 
 
+@pytest.mark.unit
 def test_train_shuffle_is_seeded(synth):
     a = load_data(cfg(synth["data_dir"], seed=3))
     b = load_data(cfg(synth["data_dir"], seed=3))
@@ -137,6 +140,7 @@ def test_train_shuffle_is_seeded(synth):
     np.testing.assert_array_equal(all_batches(a.train(shuffle=False))[0], ref[0])
 
 
+@pytest.mark.unit
 def test_train_eval_and_test_are_deterministic(synth):
     d = load_data(cfg(synth["data_dir"]))
     for make in (d.train_eval, d.test):
@@ -149,6 +153,7 @@ def test_train_eval_and_test_are_deterministic(synth):
         np.testing.assert_array_equal(x1, x3)
 
 
+@pytest.mark.unit
 def test_sample_is_seeded_and_sized(synth):
     d = load_data(cfg(synth["data_dir"], seed=7))
     x, y = d.sample(10)
@@ -169,6 +174,7 @@ def test_sample_is_seeded_and_sized(synth):
             d.sample(bad)
 
 
+@pytest.mark.unit
 def test_rgb_images_and_catalogue_name_with_other_version(tmp_path):
     """A catalogue name (fashion_mnist) imported as 1.0.0 still loads; RGB keeps 3 channels."""
     arrays = make_arrays(shape=(SIZE, SIZE, 3), classes=3)
@@ -182,6 +188,7 @@ def test_rgb_images_and_catalogue_name_with_other_version(tmp_path):
     np.testing.assert_allclose(x, arrays["x_test"] / 255.0, atol=1e-6)
 
 
+@pytest.mark.unit
 def test_recipes_and_aliases():
     assert data_lib.get_recipe("kmnist").preprocess is data_lib.get_recipe("mnist").preprocess
     assert data_lib.get_recipe("some_unknown_ds") is data_lib.DEFAULT_RECIPE
@@ -193,6 +200,7 @@ def _recipes():
     return [(name, size) for name in names for size in (None, 20)]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name,size", _recipes())
 def test_batchable_recipes_preprocess_a_batch_like_each_image(name, size):
     """A recipe marked batchable gives on a whole batch exactly what it gives per image
@@ -211,6 +219,7 @@ def test_batchable_recipes_preprocess_a_batch_like_each_image(name, size):
     assert batch_x.dtype == tf.float32 and batch_y.dtype == tf.int32
 
 
+@pytest.mark.unit
 def test_batched_preprocessing_gives_the_per_example_pipelines(synth, monkeypatch):
     """Batch-first pipelines yield the same batches as preprocessing example by example."""
     import dataclasses
@@ -256,6 +265,7 @@ def _assert_error_leaves_nothing(data_dir, config, *fragments):
     return msg
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("noise", [0.0, 0.1, 0.5, 0.9])
 def test_label_noise_replaces_the_requested_fraction(synth, noise):
     arrays = synth["arrays"]
@@ -280,6 +290,7 @@ def test_label_noise_replaces_the_requested_fraction(synth, noise):
         assert not np.array_equal(other.flipped_indices, d.flipped_indices)
 
 
+@pytest.mark.unit
 def test_teacher_logits_travel_with_their_examples_through_the_shuffle(synth):
     d = load_data(cfg(synth["data_dir"], seed=5))
     assert d.can_pair_teacher_logits
@@ -298,12 +309,14 @@ def test_teacher_logits_travel_with_their_examples_through_the_shuffle(synth):
         d.train(teacher_logits=logits[:10])
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, True])
 def test_label_noise_must_be_a_fraction(bad):
     with pytest.raises(ConfigError, match="--label_noise"):
         DataConfig(label_noise=bad)
 
 
+@pytest.mark.unit
 def test_unknown_dataset(synth):
     msg = _assert_error_leaves_nothing(synth["data_dir"], cfg(synth["data_dir"], dataset="mnits"),
                                        "'mnits'")
@@ -313,6 +326,7 @@ def test_unknown_dataset(synth):
                                        "'synthh'", "synth")
 
 
+@pytest.mark.unit
 def test_known_but_not_prepared(synth, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -327,6 +341,7 @@ def test_known_but_not_prepared(synth, tmp_path):
     assert os.listdir(empty) == []
 
 
+@pytest.mark.unit
 def test_not_prepared_cleans_directories_created_during_validation(tmp_path, monkeypatch):
     """Directories the TFDS check itself creates are removed again."""
     data_dir = tmp_path / "tfds"
@@ -343,6 +358,7 @@ def test_not_prepared_cleans_directories_created_during_validation(tmp_path, mon
     assert os.listdir(data_dir) == []
 
 
+@pytest.mark.unit
 def test_bad_splits(synth):
     d = synth["data_dir"]
     msg = _assert_error_leaves_nothing(d, cfg(d, train_split="validation"),
@@ -355,6 +371,7 @@ def test_bad_splits(synth):
     assert "split" in msg
 
 
+@pytest.mark.unit
 def test_missing_data_dir(tmp_path):
     missing = tmp_path / "nope"
     with pytest.raises(DataError, match="does not exist") as err:
@@ -363,6 +380,7 @@ def test_missing_data_dir(tmp_path):
     assert not missing.exists()
 
 
+@pytest.mark.unit
 def test_variable_image_size_is_rejected(tmp_path):
     data_dir = tmp_path / "tfds"
     features = tfds.features.FeaturesDict({
@@ -381,6 +399,7 @@ def test_variable_image_size_is_rejected(tmp_path):
 # --------------------------------------------------------------------------- import validation
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("change, fragment", [
     (lambda a: a.pop("y_test"), "y_test"),
     (lambda a: a.update(x_train=a["x_train"].astype(np.float32)), "uint8"),
@@ -402,6 +421,7 @@ def test_import_npz_rejects_bad_files(tmp_path, change, fragment):
     assert not data_dir.exists()
 
 
+@pytest.mark.unit
 def test_import_npz_rejects_bad_path_and_name(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         import_npz(str(tmp_path / "missing.npz"), "x", str(tmp_path))
@@ -413,6 +433,7 @@ def test_import_npz_rejects_bad_path_and_name(tmp_path):
         import_npz(npz, "My-Data", str(tmp_path / "tfds"))
 
 
+@pytest.mark.unit
 def test_import_npz_refuses_overwrite_and_is_atomic(tmp_path, monkeypatch):
     data_dir = tmp_path / "tfds"
     first = make_arrays(seed=1)
@@ -445,6 +466,7 @@ def test_import_npz_refuses_overwrite_and_is_atomic(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- CLI
 
 
+@pytest.mark.unit
 def test_cli(tmp_path, capsys):
     """``python -m epkd_tf.data``'s main, in this process (the real command's exit status:
     data/test_import_validation.py's test_exit_status_of_the_real_command)."""
@@ -471,6 +493,7 @@ def test_cli(tmp_path, capsys):
 # --------------------------------------------------------------------------- real MNIST
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not MNIST_NPZ.exists(), reason=f"real MNIST not found at {MNIST_NPZ}")
 def test_real_mnist_import(tmp_path):
     path = import_npz(str(MNIST_NPZ), "mnist", str(tmp_path))  # ~10 s for 70k images

@@ -14,6 +14,8 @@ from epkd_tf.config import ConfigError, DataConfig, TeacherConfig
 from epkd_tf.data import DataError, load_data
 from mock_tfds import mocked, write_metadata
 
+pytestmark = pytest.mark.unit
+
 N = 12  # mock examples per split
 CIFAR_MEAN = np.array([0.4914, 0.4822, 0.4465], np.float32)
 CIFAR_STD = np.array([0.2470, 0.2435, 0.2616], np.float32)

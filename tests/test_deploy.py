@@ -55,6 +55,7 @@ def sparse_copy(model, zeros=0.8):
     return copy
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("batchable", [True, False], ids=["whole_batch", "per_image"])
 def test_raw_image_signature_matches_keras(tiny, tmp_path, batchable):
     data, model = tiny
@@ -80,6 +81,7 @@ def test_raw_image_signature_matches_keras(tiny, tmp_path, batchable):
                                logits, atol=1e-6)
 
 
+@pytest.mark.integration
 def test_without_preprocessing_the_signature_takes_float_images(tiny, tmp_path):
     _, model = tiny
     saved_model.export_saved_model(model, str(tmp_path / "sm"))
@@ -92,6 +94,7 @@ CONFIG_RE = re.compile(r"config \{\s*name: '([^']+)'\s*base_path: '([^']+)'\s*"
                        r"model_platform: 'tensorflow'\s*\}")
 
 
+@pytest.mark.integration
 def test_models_config_names_teacher_and_student_with_existing_paths(tiny, tmp_path):
     data, model = tiny
     run = RunDir(str(tmp_path / "run"))
@@ -112,6 +115,7 @@ def test_models_config_names_teacher_and_student_with_existing_paths(tiny, tmp_p
     assert docker == {"teacher": "/models/teacher", "student": "/models/student"}
 
 
+@pytest.mark.integration
 def test_every_format_converts_and_is_measured(tiny, tmp_path):
     data, model = tiny
     sparse = sparse_copy(model)
@@ -154,6 +158,7 @@ def test_every_format_converts_and_is_measured(tiny, tmp_path):
     assert float_bytes == open(run.path("tflite/student_1.tflite"), "rb").read()
 
 
+@pytest.mark.integration
 def test_float_tflite_matches_keras_and_int8_has_int8_io(tiny):
     data, model = tiny
     x, _ = data.numpy_test()
@@ -181,6 +186,7 @@ def dense_weight_zero_points(flatbuffer: bytes) -> list:
     return found
 
 
+@pytest.mark.integration
 def test_int8_dense_weights_are_per_tensor_unless_asked(tiny):
     data, model = tiny
     x, _ = data.numpy_test()
@@ -193,6 +199,7 @@ def test_int8_dense_weights_are_per_tensor_unless_asked(tiny):
     assert len(per_channel) - len(per_tensor) >= 12 * (sum(units) - len(units))
 
 
+@pytest.mark.integration
 def test_sparse_format_is_skipped_for_dense_models(tiny, tmp_path):
     data, model = tiny
     assert deploy.zero_fraction(model) < deploy.SPARSE_MIN_ZEROS
@@ -203,6 +210,7 @@ def test_sparse_format_is_skipped_for_dense_models(tiny, tmp_path):
     assert not (tmp_path / "tflite" / "teacher_sparse.tflite").exists()
 
 
+@pytest.mark.integration
 def test_keras3_skips_a_model_it_cannot_convert(tiny, tmp_path, caplog):
     data, _ = tiny
     inputs = tf_keras.Input(data.spec.input_shape)
@@ -217,12 +225,14 @@ def test_keras3_skips_a_model_it_cannot_convert(tiny, tmp_path, caplog):
     assert not (tmp_path / "keras3").exists()
 
 
+@pytest.mark.integration
 def test_latency_reports_median_and_p90(tiny):
     _, model = tiny
     median, p90 = metrics.tflite_latency(metrics.to_tflite(model), runs=20, warmup=2, threads=2)
     assert 0 < median <= p90
 
 
+@pytest.mark.unit
 def test_saved_model_sizes(tmp_path):
     (tmp_path / "d" / "sub").mkdir(parents=True)
     (tmp_path / "d" / "a").write_bytes(b"\0" * 5000)
@@ -237,6 +247,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(shutil.which("tensorflow_model_server") is None,
                     reason="tensorflow_model_server is not on PATH")
 def test_tensorflow_serving_answers_rest_predict(tiny, tmp_path):
@@ -273,6 +284,7 @@ def test_tensorflow_serving_answers_rest_predict(tiny, tmp_path):
         server.wait(timeout=30)
 
 
+@pytest.mark.unit
 def test_resume_drops_deployment_rows_of_unfinished_stages(tmp_path):
     run = RunDir(str(tmp_path))
     rows = pd.DataFrame({"model": ["teacher", "student_1", "student_2"], "iteration": [0, 1, 2],
@@ -286,6 +298,7 @@ def test_resume_drops_deployment_rows_of_unfinished_stages(tmp_path):
     assert run.tables.read("deployment").model.tolist() == ["teacher", "student_1"]
 
 
+@pytest.mark.unit
 def test_tflite_file_names():
     run = RunDir("/r")
     assert run.keras3_path("student_3") == "/r/keras3/student_3.keras"

@@ -12,6 +12,7 @@ from epkd_tf import distribute
 SCRIPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scripts")
 
 
+@pytest.mark.unit
 def test_registry_and_errors(monkeypatch):
     assert distribute.strategy_names() == ["default", "mirrored", "multi_worker_mirrored",
                                            "tpu"]
@@ -35,6 +36,7 @@ def test_registry_and_errors(monkeypatch):
     assert distribute.is_chief(distribute.make_strategy("default"))
 
 
+@pytest.mark.e2e
 def test_mirrored_over_two_cpus_matches_one_device():
     result = subprocess.run([sys.executable, os.path.join(SCRIPTS, "mirrored_vs_one_device.py")],
                             capture_output=True, text=True, timeout=300,
@@ -69,6 +71,7 @@ def _main(args, env=None):
                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {})))
 
 
+@pytest.mark.e2e
 def test_cli_run_mirrored_over_two_cpus_matches_one_device(tiny_dir, tmp_path):
     import pandas as pd
     runs = {}
@@ -83,6 +86,7 @@ def test_cli_run_mirrored_over_two_cpus_matches_one_device(tiny_dir, tmp_path):
         np.testing.assert_allclose(runs["two"][column], runs["one"][column], atol=0.02)
 
 
+@pytest.mark.e2e
 def test_multi_worker_mirrored_two_workers_complete_a_run(tiny_dir, tmp_path):
     cluster = {"worker": [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]}
     out = tmp_path / "run"

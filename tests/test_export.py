@@ -27,6 +27,7 @@ def student(tiny_dir, tmp_path_factory):
     return path, data, model
 
 
+@pytest.mark.integration
 def test_export_writes_formats_and_deployment_csv(student, tiny_dir, tmp_path):
     path, data, model = student
     out = tmp_path / "out"
@@ -78,6 +79,7 @@ BAD = [
 ]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("make_args,named", BAD, ids=["missing", "format", "shape", "int8"])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(make_args, named, student,
                                                           mnist_shaped, tiny_dir, tmp_path,
@@ -93,6 +95,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(make_args, named, stud
     assert not out.exists()
 
 
+@pytest.mark.integration
 def test_keras3_model_in_keras3_file_out(tiny_dir, tmp_path):
     import keras     # Keras 3: a model trained and saved the TF 2.21 default way
     data = load_data(DataConfig(dataset="tiny_digits", data_dir=tiny_dir, batch_size=64))
@@ -119,6 +122,7 @@ def test_keras3_model_in_keras3_file_out(tiny_dir, tmp_path):
     np.testing.assert_allclose(np.asarray(again(x)), np.asarray(source(x)), atol=1e-5)
 
 
+@pytest.mark.unit
 def test_keras3_format_refuses_what_keras3_lacks(tiny_dir, tmp_path, capsys):
     inputs = tf_keras.Input((12, 12, 1))
     x = tf_keras.layers.ThresholdedReLU(0.5, name="gate")(tf_keras.layers.Flatten()(inputs))

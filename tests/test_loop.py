@@ -14,6 +14,7 @@ from epkd_tf.timing import Clock
 from epkd_tf.settings import with_flags
 
 
+@pytest.mark.unit
 def test_rank_uses_weighted_score_and_breaks_ties_by_pruner_order():
     table = pd.DataFrame({"pruner": ["a", "b", "c", "d"],
                           "train_sample_accuracy": [0.9, 1.0, 0.5, 0.6],
@@ -27,6 +28,7 @@ def test_rank_uses_weighted_score_and_breaks_ties_by_pruner_order():
     assert tied["rank"].tolist() == [1, 2, 3, 4]
 
 
+@pytest.mark.unit
 def test_rank_weights_change_the_winner():
     table = pd.DataFrame({"pruner": ["a", "b"], "train_sample_accuracy": [1.0, 0.5],
                           "test_accuracy": [0.5, 0.6]})
@@ -68,6 +70,7 @@ def tiny_run(tiny_dir, tmp_path_factory):
     return cfg, run, students
 
 
+@pytest.mark.integration
 def test_every_iteration_shrinks_by_keep_ratio(tiny_run):
     cfg, run, students = tiny_run
     teacher = tf_keras.models.load_model(run.teacher_checkpoint(), compile=False)
@@ -79,6 +82,7 @@ def test_every_iteration_shrinks_by_keep_ratio(tiny_run):
         previous = row.nonzero_params
 
 
+@pytest.mark.integration
 def test_temperature_follows_the_schedule(tiny_run):
     _, run, students = tiny_run
     assert students.temperature.tolist() == [8.0, 5.0, 2.0]
@@ -86,6 +90,7 @@ def test_temperature_follows_the_schedule(tiny_run):
     assert history.groupby("iteration").temperature.first().tolist() == [8.0, 5.0, 2.0]
 
 
+@pytest.mark.integration
 def test_distillation_uses_the_original_teacher_unchanged(tiny_run):
     _, run, _ = tiny_run
     # Every iteration distils from the one original teacher, never from a student ...
@@ -97,6 +102,7 @@ def test_distillation_uses_the_original_teacher_unchanged(tiny_run):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.integration
 def test_magnitude_students_keep_their_zeros_through_distillation(tiny_run):
     _, run, students = tiny_run
     for row in students.itertuples():
@@ -105,6 +111,7 @@ def test_magnitude_students_keep_their_zeros_through_distillation(tiny_run):
         assert nonzero == row.nonzero_params
 
 
+@pytest.mark.integration
 def test_students_keep_exactly_the_size_their_candidate_was_ranked_at(tiny_run):
     """Distillation keeps every zero (biases of dead units included), so a student has
     exactly its winning candidate's nonzero count; magnitude candidates hit the target
@@ -124,12 +131,14 @@ def test_students_keep_exactly_the_size_their_candidate_was_ranked_at(tiny_run):
         previous = row.nonzero_params
 
 
+@pytest.mark.integration
 def test_epochs_count_every_epoch_the_iteration_trained(tiny_run):
     cfg, run, students = tiny_run
     # poly_magnitude's fine-tune (1 epoch) + the distillation (1 epoch)
     assert students.epochs.tolist() == [2, 2, 2]
 
 
+@pytest.mark.integration
 def test_candidates_are_never_changed_after_they_are_evaluated(tiny_run, tiny_dir):
     """The winner is distilled as a copy: the candidate objects still compute the
     accuracies and sizes of their candidates.csv rows after the run."""
@@ -149,6 +158,7 @@ def test_candidates_are_never_changed_after_they_are_evaluated(tiny_run, tiny_di
     assert all(c.model is not last.student for c in last.candidates)
 
 
+@pytest.mark.integration
 def test_timings_cover_every_phase(tiny_run):
     _, run, _ = tiny_run
     timings = run.tables.read("timings")
@@ -171,6 +181,7 @@ def test_timings_cover_every_phase(tiny_run):
     assert (timings.seconds >= 0).all()
 
 
+@pytest.mark.unit
 def test_clock_phases_are_exclusive(monkeypatch):
     """A phase inside another gets its own row and is left out of the outer one's."""
     import epkd_tf.loop as loop_module
@@ -200,6 +211,7 @@ def test_clock_phases_are_exclusive(monkeypatch):
     assert clock.flush(3).values.tolist() == [["other", 3, "", 1.0]]
 
 
+@pytest.mark.integration
 def test_distillation_reads_cached_teacher_logits(tiny_run):
     _, run, _ = tiny_run
     logits = run.epkd.samples.teacher_logits()          # computed once, during iteration 1
@@ -207,6 +219,7 @@ def test_distillation_reads_cached_teacher_logits(tiny_run):
     assert len(run.tables.read("timings").query("phase == 'teacher_logits'")) == 1
 
 
+@pytest.mark.unit
 def test_loss_guard_reads_the_loss_rarely_but_never_misses_a_nan():
     import math
     from epkd_tf.training import LossGuard

@@ -32,6 +32,7 @@ def read(out, table):
     return pd.read_csv(os.path.join(out, f"{table}.csv"))
 
 
+@pytest.mark.e2e
 def test_every_table_has_its_documented_columns_and_rows(mnist_run):
     for table in ["teacher_history", "candidates", "finetune_history", "students",
                   "criteria_correlation", "timings", "deployment"]:
@@ -47,6 +48,7 @@ def test_every_table_has_its_documented_columns_and_rows(mnist_run):
     assert read(mnist_run, "finetune_history").temperature.tolist() == [50.0, 45.0]
 
 
+@pytest.mark.e2e
 def test_candidates_of_an_iteration_have_equal_nonzero_params(mnist_run):
     candidates = read(mnist_run, "candidates")
     teacher = tf.keras.models.load_model(os.path.join(mnist_run, "checkpoints", "teacher.keras"),
@@ -61,6 +63,7 @@ def test_candidates_of_an_iteration_have_equal_nonzero_params(mnist_run):
         previous = students.loc[iteration, "nonzero_params"]
 
 
+@pytest.mark.e2e
 def test_ranking_follows_weighted_score_and_winner_becomes_student(mnist_run):
     candidates = read(mnist_run, "candidates")
     students = read(mnist_run, "students").set_index("iteration")
@@ -74,6 +77,7 @@ def test_ranking_follows_weighted_score_and_winner_becomes_student(mnist_run):
             winner.test_accuracy)
 
 
+@pytest.mark.e2e
 def test_correlations_against_oracle_are_recorded(mnist_run):
     corr = read(mnist_run, "criteria_correlation")
     assert set(corr.criterion) == {"l1_filter", "taylor"}
@@ -81,6 +85,7 @@ def test_correlations_against_oracle_are_recorded(mnist_run):
     assert corr.spearman.between(-1, 1).all()
 
 
+@pytest.mark.e2e
 def test_exports_load_and_match_the_checkpoints(mnist_run):
     raw = np.random.default_rng(0).integers(0, 256, (3, 28, 28, 1)).astype(np.uint8)
     x = raw.astype(np.float32) / 255.0            # the MNIST recipe's preprocessing
@@ -106,6 +111,7 @@ def test_exports_load_and_match_the_checkpoints(mnist_run):
         assert f"name: '{name}'" in config and f"base_path: '{base}'" in config
 
 
+@pytest.mark.e2e
 def test_every_exported_candidate_reproduces_its_candidates_row(mnist_run, mnist_dir):
     """Candidates are never changed after they are evaluated: each exported candidate
     (the winner included, which was distilled as a copy) has exactly the sizes and the
@@ -128,6 +134,7 @@ def test_every_exported_candidate_reproduces_its_candidates_row(mnist_run, mnist
                                                                       abs=1e-4)
 
 
+@pytest.mark.e2e
 def test_deployment_has_a_row_per_model_and_format(mnist_run):
     deployment = read(mnist_run, "deployment")
     assert list(deployment.columns) == TABLES["deployment"]
@@ -181,6 +188,7 @@ def test_deployment_has_a_row_per_model_and_format(mnist_run):
                                                                        abs=2e-3)
 
 
+@pytest.mark.e2e
 def test_structured_students_are_physically_smaller(mnist_run):
     candidates = read(mnist_run, "candidates")
     structured = candidates[candidates.pruner != "poly_magnitude"]
@@ -190,6 +198,7 @@ def test_structured_students_are_physically_smaller(mnist_run):
     assert (magnitude.nonzero_params < magnitude.total_params).all()
 
 
+@pytest.mark.e2e
 def test_flags_file_replays_the_run(mnist_run):
     text = open(os.path.join(mnist_run, "flags.txt")).read()
     assert "--keep_ratio=0.9" in text and "--pruners=l1_filter,taylor,oracle,poly_magnitude" in text
@@ -198,6 +207,7 @@ def test_flags_file_replays_the_run(mnist_run):
     assert code == 2
 
 
+@pytest.mark.e2e
 def test_an_interrupted_run_resumes_without_duplicate_rows(mnist_run, tmp_path):
     out = str(tmp_path / "run")                  # a copy of the finished run, resumed
     shutil.copytree(mnist_run, out)
@@ -336,6 +346,7 @@ def teacher_files(tmp_path_factory):
     return str(root)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("args,named", BAD_FLAGS, ids=[" ".join(a) for a, _ in BAD_FLAGS])
 def test_bad_flags_stop_before_any_work(args, named, tiny_dir, teacher_files, tmp_path, capsys):
     out = tmp_path / "never"
@@ -353,6 +364,7 @@ def tree(path):
                   for root, dirs, names in os.walk(path) for n in dirs + names)
 
 
+@pytest.mark.integration
 def test_teacher_path_replaces_training_under_a_sanitised_default_run_name(
         teacher_files, tiny_dir, tmp_path, monkeypatch, capsys):
     import tf_keras
@@ -396,6 +408,7 @@ NAN_ARGS = ["--dataset=tiny_digits", "--iterations=2", "--pruners=l1_filter",
             "--latency_runs=2", "--export_formats="]
 
 
+@pytest.mark.integration
 def test_a_nan_distillation_keeps_the_previous_student(tiny_dir, tmp_path, capsys):
     import tf_keras
     out = tmp_path / "nan"
@@ -416,6 +429,7 @@ def test_a_nan_distillation_keeps_the_previous_student(tiny_dir, tmp_path, capsy
     assert read(out, "candidates").nonzero_params.lt(teacher_nonzero).all()
 
 
+@pytest.mark.integration
 def test_fail_on_nan_stops_the_run_with_one_line(tiny_dir, tmp_path, capsys):
     out = tmp_path / "nan"
     code = run_in_process(epkd_main, [f"--data_dir={tiny_dir}", f"--output_dir={out}",
@@ -432,6 +446,7 @@ def test_fail_on_nan_stops_the_run_with_one_line(tiny_dir, tmp_path, capsys):
     assert code == 1 and len(lines) == 1 and "--teacher_learning_rate" in lines[0], lines
 
 
+@pytest.mark.e2e
 def test_different_flags_on_an_existing_run_are_refused(mnist_run, capsys):
     code = run_in_process(epkd_main, [f"--flagfile={os.path.join(mnist_run, 'flags.txt')}",
                                       "--keep_ratio=0.8"])
@@ -439,6 +454,7 @@ def test_different_flags_on_an_existing_run_are_refused(mnist_run, capsys):
     assert code == 2 and "keep_ratio" in err[0]
 
 
+@pytest.mark.e2e
 def test_a_run_written_before_a_flag_existed_resumes_at_its_default(mnist_run, tmp_path,
                                                                    capsys):
     # A copy whose flags.txt lacks --int8_dense_per_channel (as runs written before it did).
@@ -456,6 +472,7 @@ def test_a_run_written_before_a_flag_existed_resumes_at_its_default(mnist_run, t
     assert code == 2 and "different flags (int8_dense_per_channel)" in err[0], err
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("teacher", ["mobilenet_v2", "alexnet", "inception", "resnet18"])
 def test_the_pre_checks_build_every_zoo_teacher_under_op_determinism(teacher, monkeypatch):
     """The memory estimate builds the teacher in a fresh graph: random ops (Dropout,

@@ -38,6 +38,7 @@ def read(out, table):
     return pd.read_csv(os.path.join(out, f"{table}.csv"))
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_imagenet_resnet50_end_to_end(meta_dir, tmp_path):
     out = str(tmp_path / "run")
@@ -60,6 +61,7 @@ def test_imagenet_resnet50_end_to_end(meta_dir, tmp_path):
     assert "--image_size=64" in text and "--teacher_width=0.25" in text
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("args,named", [
     (["--image_size=3"], "--image_size"),
     (["--image_size=abc"], "--image_size"),
@@ -78,11 +80,13 @@ def test_bad_imagenet_flags_stop_before_any_work(args, named, meta_dir, tmp_path
     assert not out.exists()
 
 
+@pytest.mark.unit
 def test_flag_files_exist():
     names = {os.path.basename(p) for p in FLAGFILES}
     assert {"cifar10_resnet34.cfg", "cifar10_vgg16.cfg", "imagenet_resnet50.cfg"} <= names
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("path", FLAGFILES, ids=[os.path.basename(p) for p in FLAGFILES])
 def test_every_flag_file_parses(path):
     from epkd_tf.models import model_names

@@ -13,6 +13,7 @@ def lenet():
     return build_model("lenet5", (16, 16, 1), 10)
 
 
+@pytest.mark.integration
 def test_tflite_float_matches_keras(lenet):
     interpreter = metrics.make_interpreter(metrics.to_tflite(lenet))
     x = np.random.default_rng(0).random((1, 16, 16, 1), dtype=np.float32)
@@ -22,6 +23,7 @@ def test_tflite_float_matches_keras(lenet):
     np.testing.assert_allclose(out, lenet(x).numpy(), atol=1e-4)
 
 
+@pytest.mark.integration
 def test_costs_count_zeros_separately(lenet):
     weights = lenet.get_weights()
     weights[0][...] = 0.0                      # conv1 kernel all zero
@@ -36,12 +38,14 @@ def test_costs_count_zeros_separately(lenet):
     assert costs.latency_ms > 0
 
 
+@pytest.mark.unit
 def test_weighted_score():
     from epkd_tf.selection import weighted_score
     assert weighted_score(0.9, 0.8, (1, 3)) == pytest.approx((0.9 + 2.4) / 4)
     assert weighted_score(0.9, 0.8, (0, 1)) == pytest.approx(0.8)
 
 
+@pytest.mark.unit
 def test_multiply_accumulates_by_hand():
     from epkd_tf.budget import multiply_accumulates
     import tf_keras
@@ -65,6 +69,7 @@ def _dense_file(units: int, inputs: int) -> bytes:
     return metrics.to_tflite(tf_keras.Model(x, tf_keras.layers.Dense(units)(x)))
 
 
+@pytest.mark.integration
 def test_side_by_side_latency_interleaves_every_model_in_each_round(monkeypatch):
     """Each round times every model in turn (so a busy stretch of the machine falls on all
     of them), ``runs // rounds`` invokes each; one (median, p90) per model, in order."""

@@ -1,9 +1,12 @@
 """The README's promises that code can check: its quick starts run; the flags table of
 docs/flags.md is the settings' own; every registered teacher is in docs/teachers.md.
 (The docs pages' own Python blocks, links and paths: tests/test_docs.py.)"""
+import pytest
+
 from docs_helpers import DOCS, README, python_blocks, run_blocks
 
 
+@pytest.mark.e2e
 def test_every_python_example_of_the_readme_runs(tmp_path):
     """The ```python blocks (the compress and prune quick starts) run as they are, one
     after the other in one fresh process, in an empty directory."""
@@ -16,6 +19,7 @@ def test_every_python_example_of_the_readme_runs(tmp_path):
     assert (tmp_path / "my_student" / "tflite" / "final.tflite").exists()
 
 
+@pytest.mark.unit
 def test_the_flags_table_is_the_settings_own():
     """docs/flags.md's table is generated from the settings (defaults, help): it cannot
     drift from them. Regenerate it with
@@ -28,6 +32,7 @@ def test_the_flags_table_is_the_settings_own():
     assert table == flags_markdown(main._run_defaults(), main.CLI_FLAGS)
 
 
+@pytest.mark.unit
 def test_every_registered_teacher_is_in_the_docs():
     from epkd_tf.models import model_names
     text = (DOCS / "teachers.md").read_text(encoding="utf-8")

@@ -7,6 +7,7 @@ import pytest
 from epkd_tf.records import TABLES, RunDir, safe_name
 
 
+@pytest.mark.unit
 def test_append_keeps_documented_column_order(tmp_path):
     run = RunDir(str(tmp_path))
     run.tables.append("timings", pd.DataFrame([{"seconds": 1.5, "phase": "a", "iteration": 1,
@@ -18,6 +19,7 @@ def test_append_keeps_documented_column_order(tmp_path):
     assert frame.phase.tolist() == ["a", "b"]
 
 
+@pytest.mark.unit
 def test_failed_write_leaves_previous_file_and_no_temporaries(tmp_path):
     run = RunDir(str(tmp_path))
     run.tables.append("timings", pd.DataFrame([{"phase": "a", "iteration": 1, "pruner": "",
@@ -39,6 +41,7 @@ def test_failed_write_leaves_previous_file_and_no_temporaries(tmp_path):
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
 
 
+@pytest.mark.unit
 def test_drop_unfinished_removes_rows_after_the_last_completed_iteration(tmp_path):
     run = RunDir(str(tmp_path))
     run.stages.mark(teacher_done=True, iterations_done=1)
@@ -51,6 +54,7 @@ def test_drop_unfinished_removes_rows_after_the_last_completed_iteration(tmp_pat
     assert run.tables.read("teacher_history").epoch.tolist() == [1, 2]
 
 
+@pytest.mark.unit
 def test_drop_unfinished_before_teacher_done_clears_teacher_history(tmp_path):
     run = RunDir(str(tmp_path))
     run.tables.append("teacher_history", pd.DataFrame({"epoch": [1]}))
@@ -58,6 +62,7 @@ def test_drop_unfinished_before_teacher_done_clears_teacher_history(tmp_path):
     assert run.tables.read("teacher_history").empty
 
 
+@pytest.mark.unit
 def test_write_directory_is_all_or_nothing(tmp_path):
     run = RunDir(str(tmp_path))
     target = run.serving_dir("student", 3)
@@ -80,11 +85,13 @@ def test_write_directory_is_all_or_nothing(tmp_path):
     assert os.listdir(target) == ["saved_model.pb"]
 
 
+@pytest.mark.unit
 def test_unknown_table_is_named(tmp_path):
     with pytest.raises(KeyError, match="nope"):
         RunDir(str(tmp_path)).tables.read("nope")
 
 
+@pytest.mark.unit
 def test_drop_unfinished_removes_files_of_unfinished_stages_and_temporaries(tmp_path):
     run = RunDir(str(tmp_path))
     run.stages.mark(teacher_done=True, iterations_done=1)
@@ -114,6 +121,7 @@ def test_drop_unfinished_removes_files_of_unfinished_stages_and_temporaries(tmp_
     assert [f for _, _, files in os.walk(tmp_path) for f in files] == ["progress.json"]
 
 
+@pytest.mark.unit
 def test_paths_never_leave_the_run_directory(tmp_path):
     run = RunDir(str(tmp_path / "run"))
     assert run.path("plots", "a.png") == str(tmp_path / "run" / "plots" / "a.png")
@@ -123,6 +131,7 @@ def test_paths_never_leave_the_run_directory(tmp_path):
     assert run.plot_path("../../evil name") == str(tmp_path / "run" / "plots" / "-..-evil-name.png")
 
 
+@pytest.mark.unit
 def test_safe_name_is_one_harmless_path_component():
     assert safe_name("mnist_applications.ResNet50_20250101-120000") == \
         "mnist_applications.ResNet50_20250101-120000"
@@ -132,6 +141,7 @@ def test_safe_name_is_one_harmless_path_component():
     assert safe_name(".tmp-x") == "tmp-x"
 
 
+@pytest.mark.unit
 def test_atomic_writes_get_the_usual_file_mode(tmp_path):
     import os
     from epkd_tf.records import RunDir
@@ -153,6 +163,7 @@ from epkd_tf.records.locking import DirectoryBusyError
 from epkd_tf.records import (LOCK_NAME, DamagedRunError, RunDirError, check_output_dir)
 
 
+@pytest.mark.unit
 def test_paths_through_a_link_out_of_the_run_are_refused(tmp_path):
     outside = tmp_path / "elsewhere"
     outside.mkdir()
@@ -168,6 +179,7 @@ def test_paths_through_a_link_out_of_the_run_are_refused(tmp_path):
     assert run.path("figures", "a.png").endswith("figures/a.png")
 
 
+@pytest.mark.e2e
 def test_one_process_holds_a_directory_and_a_dead_holder_is_taken_over(tmp_path):
     run = RunDir(str(tmp_path / "new"))
     with run.lock("--output_dir=new"):
@@ -195,6 +207,7 @@ def test_one_process_holds_a_directory_and_a_dead_holder_is_taken_over(tmp_path)
     assert os.listdir(run.root) == []
 
 
+@pytest.mark.unit
 def test_clear_keeps_the_lock(tmp_path):
     run = RunDir(str(tmp_path))
     with run.lock():
@@ -204,6 +217,7 @@ def test_clear_keeps_the_lock(tmp_path):
         assert os.listdir(tmp_path) == [LOCK_NAME]
 
 
+@pytest.mark.unit
 def test_output_dirs_no_run_could_write_are_refused(tmp_path):
     (tmp_path / "file").write_text("x")
     read_only = tmp_path / "read_only"
@@ -242,6 +256,7 @@ def make_writable(path) -> None:
         subprocess.run(["chattr", "-i", str(path)], capture_output=True)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("text", ["", "{not json", "[]", "{}", "null",
                                   '{"teacher_done": "yes", "iterations_done": 1, '
                                   '"finished": false}'])
@@ -263,6 +278,7 @@ def committed_run(tmp_path):
     return run
 
 
+@pytest.mark.unit
 def test_tables_only_grow_so_each_stage_s_record_stays_checkable(tmp_path):
     run = committed_run(tmp_path)
     state = json.load(open(run.path("progress.json")))
@@ -273,6 +289,7 @@ def test_tables_only_grow_so_each_stage_s_record_stays_checkable(tmp_path):
     assert run.stages.verify() is None and run.stages.prepare_resume() is None
 
 
+@pytest.mark.unit
 def test_damage_to_the_last_stage_is_redone_and_to_an_earlier_one_refused(tmp_path):
     run = committed_run(tmp_path)
     with open(run.student_checkpoint(2), "ab") as f:
@@ -301,6 +318,7 @@ def test_damage_to_the_last_stage_is_redone_and_to_an_earlier_one_refused(tmp_pa
         run.stages.verify()
 
 
+@pytest.mark.unit
 def test_a_cut_row_or_a_lost_header_is_refused_on_reading(tmp_path):
     run = RunDir(str(tmp_path))
     run.tables.append("students", pd.DataFrame([{"iteration": 1, "total_params": 266610}]))

@@ -115,6 +115,7 @@ def planted(tmp_path_factory):
     return str(root), marker
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name,extra,message", [
     ("tfop.h5", [], "a TF-op layer 'tf.io.write_file' calling tf.io.write_file"),
     ("tfop.keras", [], "a TF-op layer 'tf.io.write_file' calling tf.io.write_file"),
@@ -138,6 +139,7 @@ def test_a_teacher_file_never_runs_or_imports_code(name, extra, message, planted
     assert "Beautiful is better than ugly" not in result.stdout
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", ["tfop.keras", "custom_saved_model", "helpers.keras"])
 def test_export_never_runs_or_imports_code(name, planted, tmp_path):
     root, marker = planted
@@ -149,6 +151,7 @@ def test_export_never_runs_or_imports_code(name, planted, tmp_path):
     assert not os.path.exists(marker) and not (tmp_path / "x").exists()
 
 
+@pytest.mark.e2e
 def test_a_planted_checkpoint_is_never_loaded(stopped, planted, copy_of, tiny_dir, capsys):
     root, marker = planted
     out = copy_of(stopped)
@@ -175,6 +178,7 @@ def test_a_planted_checkpoint_is_never_loaded(stopped, planted, copy_of, tiny_di
 
 
 # -- 2. one run per directory -------------------------------------------------------------
+@pytest.mark.e2e
 def test_two_runs_started_together_on_one_directory(tiny_dir, tmp_path):
     out = str(tmp_path / "run")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -194,6 +198,7 @@ def test_two_runs_started_together_on_one_directory(tiny_dir, tmp_path):
     assert not os.path.exists(os.path.join(out, LOCK_NAME))
 
 
+@pytest.mark.e2e
 def test_a_running_run_refuses_a_second_one_and_a_dead_one_s_lock_is_taken_over(
         stopped, copy_of, tiny_dir, capsys):
     out = copy_of(stopped)
@@ -208,6 +213,7 @@ def test_a_running_run_refuses_a_second_one_and_a_dead_one_s_lock_is_taken_over(
     assert progress(out)["finished"] and not os.path.exists(os.path.join(out, LOCK_NAME))
 
 
+@pytest.mark.unit
 def test_export_and_study_hold_their_directory_too(tiny_dir, tmp_path, capsys):
     model = str(tmp_path / "m.keras")
     plain_model().save(model)
@@ -260,6 +266,7 @@ REFUSED = {
 }
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("case", sorted(REFUSED))
 def test_damage_a_later_stage_builds_on_is_refused_naming_the_file(case, stopped, copy_of,
                                                                    tiny_dir, capsys):
@@ -291,6 +298,7 @@ REDONE = {
 }
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("case", sorted(REDONE))
 def test_damage_to_the_last_stage_is_redone(case, stopped, reference, copy_of, tiny_dir,
                                             capsys):
@@ -306,6 +314,7 @@ def test_damage_to_the_last_stage_is_redone(case, stopped, reference, copy_of, t
         open(f"{reference}/tflite/student_2.tflite", "rb").read()
 
 
+@pytest.mark.e2e
 def test_timings_rows_are_those_of_an_uninterrupted_run(reference, tiny_dir, tmp_path):
     out = str(tmp_path / "run")
     # Killed after iteration 1 (the resume recomputes the teacher's logits), then killed
@@ -321,6 +330,7 @@ def test_timings_rows_are_those_of_an_uninterrupted_run(reference, tiny_dir, tmp
     assert len(read(out, "timings").query("phase == 'teacher_logits'")) == 1
 
 
+@pytest.mark.e2e
 def test_report_names_damaged_tables_and_files(reference, copy_of, capsys):
     out = copy_of(reference)
     truncate(f"{out}/tflite/student_1.tflite")
@@ -335,6 +345,7 @@ def test_report_names_damaged_tables_and_files(reference, copy_of, capsys):
 
 
 # -- 4. a clean error for every failure ------------------------------------------------------
+@pytest.mark.unit
 def test_a_teacher_too_large_for_the_memory_is_refused_before_work(tiny_dir, tmp_path,
                                                                    monkeypatch, capsys):
     monkeypatch.setattr(feasibility, "available_memory", lambda: 2 * feasibility.GIB)
@@ -347,6 +358,7 @@ def test_a_teacher_too_large_for_the_memory_is_refused_before_work(tiny_dir, tmp
     assert not out.exists()
 
 
+@pytest.mark.integration
 def test_a_full_disk_or_a_read_only_one_on_the_way_is_one_line_and_resumes(
         tiny_dir, tmp_path, monkeypatch, capsys):
     out = str(tmp_path / "run")
@@ -364,6 +376,7 @@ def test_a_full_disk_or_a_read_only_one_on_the_way_is_one_line_and_resumes(
     assert read(out, "students").iteration.tolist() == [1, 2]
 
 
+@pytest.mark.e2e
 def test_a_really_full_disk(tiny_dir, tmp_path):
     mount = tmp_path / "small"
     mount.mkdir()
@@ -381,6 +394,7 @@ def test_a_really_full_disk(tiny_dir, tmp_path):
         subprocess.run(["umount", str(mount)])
 
 
+@pytest.mark.e2e
 def test_a_read_only_run_directory_is_refused_before_work(stopped, copy_of, tiny_dir,
                                                           capsys):
     from test_records import make_read_only, make_writable
@@ -397,6 +411,7 @@ def test_a_read_only_run_directory_is_refused_before_work(stopped, copy_of, tiny
     assert snapshot(out) == before
 
 
+@pytest.mark.e2e
 def test_a_fifo_as_teacher_is_refused_without_waiting(tiny_dir, tmp_path):
     fifo = tmp_path / "teacher.keras"
     os.mkfifo(fifo)
@@ -417,6 +432,7 @@ def bicubic_model(path):
     return path
 
 
+@pytest.mark.integration
 def test_an_export_whose_conversion_fails_leaves_nothing(tmp_path, capsys):
     model = bicubic_model(str(tmp_path / "bicubic.keras"))
     for out in (tmp_path / "new", tmp_path / "empty"):
@@ -430,6 +446,7 @@ def test_an_export_whose_conversion_fails_leaves_nothing(tmp_path, capsys):
         assert (os.listdir(out) == []) if out.name == "empty" else not out.exists()
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("flags,named", [
     (["--name=.."], "--name='..'"), (["--name=.hidden"], "--name='.hidden'"),
     (["--name=a/b"], "--name='a/b'"), (["--output_dir={file}/x"], "which is a file"),
@@ -449,6 +466,7 @@ def test_export_refuses_names_and_directories_that_leave_its_place(flags, named,
 
 
 # -- 5. paths -------------------------------------------------------------------------------
+@pytest.mark.e2e
 def test_a_link_out_of_the_run_directory_is_refused_on_resume(stopped, copy_of, tiny_dir,
                                                               tmp_path, capsys):
     out = copy_of(stopped)

@@ -95,6 +95,7 @@ def check_report(out, iterations):
     return text
 
 
+@pytest.mark.e2e
 def test_every_run_writes_its_report(reference_run):
     out = reference_run.out
     text = check_report(out, iterations=2)
@@ -103,6 +104,7 @@ def test_every_run_writes_its_report(reference_run):
                 if f.startswith(".tmp-")]
 
 
+@pytest.mark.e2e
 def test_report_command_rewrites_it_for_the_completed_stages(reference_run, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(reference_run.out, copy)
@@ -127,6 +129,7 @@ def test_report_command_rewrites_it_for_the_completed_stages(reference_run, tmp_
     np.testing.assert_allclose([float(r["seconds"]) for r in shown], per_phase, atol=0.051)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("kind", ["missing", "file", "empty", "bad_progress"])
 def test_a_bad_run_dir_is_one_line_and_exit_2(kind, tmp_path, capsys):
     path = tmp_path / "run"
@@ -145,6 +148,7 @@ def test_a_bad_run_dir_is_one_line_and_exit_2(kind, tmp_path, capsys):
     assert (sorted(os.listdir(path)) if path.is_dir() else None) == before
 
 
+@pytest.mark.unit
 def test_a_run_that_completed_no_stage_yet_is_reported_as_such(tmp_path, capsys):
     """Killed while training its teacher, a run has flags.txt but no progress.json yet:
     the report says what is there, not that it is no run."""
@@ -157,6 +161,7 @@ def test_a_run_that_completed_no_stage_yet_is_reported_as_such(tmp_path, capsys)
     assert "The teacher has not completed yet." in text
 
 
+@pytest.mark.e2e
 def test_the_command_needs_exactly_one_run_dir(tmp_path, capsys):
     assert report_command.main(["report"]) == 2
     assert report_command.main(["report", str(tmp_path), str(tmp_path)]) == 2

@@ -18,6 +18,8 @@ from cli_helpers import TINY_RUN_ARGS, error_lines, run_in_process, run_subproce
 from epkd_tf.cli import main as epkd_main
 from epkd_tf.records import TABLES, TMP_PREFIX
 
+pytestmark = pytest.mark.e2e
+
 # Columns that are the same, bit for bit, for the same flags on the same machine (README,
 # Reproducibility); latencies, times and SavedModel byte counts are not.
 DETERMINISTIC = {

@@ -13,6 +13,7 @@ def tiny(tiny_dir):
     return load_data(DataConfig(dataset="tiny_digits", data_dir=tiny_dir, batch_size=32))
 
 
+@pytest.mark.integration
 def test_training_logs_every_epoch_and_decays_the_rate_to_one_percent(tiny):
     model = build_model("lenet300_100", tiny.spec.input_shape, tiny.spec.num_classes)
     history = train_classifier(model, tiny, epochs=3, learning_rate=2e-3)
@@ -28,6 +29,7 @@ def test_training_logs_every_epoch_and_decays_the_rate_to_one_percent(tiny):
     assert history.test_accuracy.iloc[-1] > 0.5          # the quadrant task is learnable
 
 
+@pytest.mark.unit
 def test_accuracy_equals_numpy_argmax(tiny):
     model = build_model("lenet300_100", tiny.spec.input_shape, tiny.spec.num_classes)
     x, y = tiny.numpy_test()
@@ -35,6 +37,7 @@ def test_accuracy_equals_numpy_argmax(tiny):
     assert accuracy(model, tiny.test()) == pytest.approx(expected)
 
 
+@pytest.mark.integration
 def test_jit_compiled_training_learns_like_the_default(tiny_dir):
     import tf_keras
     from epkd_tf import training

@@ -23,6 +23,8 @@ from epkd_tf.config import DataConfig
 from epkd_tf.data import DataError, load_data
 from epkd_tf.data import tfds as tfds_lib
 
+pytestmark = pytest.mark.unit
+
 URL = "https://epkd-test.invalid/tiny.npz"
 N_TRAIN, N_TEST = 12, 6
 

@@ -17,6 +17,8 @@ from epkd_tf.config import DataConfig
 from epkd_tf.data import DataError, import_folder, load_data
 from epkd_tf.cli import data as data_cli
 
+pytestmark = pytest.mark.unit
+
 CLASSES = ("cat", "dog", "eel")  # sorted: labels 0, 1, 2
 
 

@@ -39,6 +39,7 @@ def cli_error(capsys, *args):
     return status, lines[0]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("change, fragments", [
     (dict(y_train=lambda y: np.full(len(y), 2 ** 63, np.uint64)),
      ["y_train has the label 9223372036854775808", f"below {MAX_CLASSES}"]),
@@ -82,6 +83,7 @@ SPECIAL = [("/proc/epkd_test_data", "proc"), ("/proc/self", "proc"),
            ("/sys/epkd_test_data", "sysfs"), ("/dev/epkd_test_data", "devtmpfs")]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("flag", ["import_npz", "import_folder"])
 @pytest.mark.parametrize("data_dir, kind", SPECIAL)
 def test_imports_refuse_pseudo_file_systems(inputs, capsys, flag, data_dir, kind):
@@ -94,6 +96,7 @@ def test_imports_refuse_pseudo_file_systems(inputs, capsys, flag, data_dir, kind
     assert os.path.exists(data_dir) == existed
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("data_dir, kind", SPECIAL)
 def test_loading_refuses_pseudo_file_systems(data_dir, kind):
     if dirs_lib.filesystem_type(data_dir) != kind:
@@ -102,6 +105,7 @@ def test_loading_refuses_pseudo_file_systems(data_dir, kind):
         load_data(DataConfig(dataset="mnist", data_dir=data_dir))
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("flag", ["import_npz", "import_folder"])
 def test_imports_refuse_a_data_dir_below_a_file(inputs, tmp_path, capsys, flag):
     blocker = tmp_path / "a_file"
@@ -115,6 +119,7 @@ def test_imports_refuse_a_data_dir_below_a_file(inputs, tmp_path, capsys, flag):
     assert blocker.read_text() == "x"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("flag", ["import_npz", "import_folder"])
 def test_an_unwritable_data_dir_is_one_line_and_left_as_it_was(inputs, tmp_path, capsys,
                                                                monkeypatch, flag):
@@ -134,6 +139,7 @@ def test_an_unwritable_data_dir_is_one_line_and_left_as_it_was(inputs, tmp_path,
     assert not (tmp_path / "new").exists()
 
 
+@pytest.mark.unit
 def test_a_download_into_an_unwritable_data_dir_is_refused(tmp_path, monkeypatch):
     def offline(*args, **kwargs):  # never reached: the directory is refused first
         raise requests.exceptions.ConnectionError("no network in this test")
@@ -150,6 +156,7 @@ def test_a_download_into_an_unwritable_data_dir_is_refused(tmp_path, monkeypatch
     assert not (tmp_path / "ro").exists()
 
 
+@pytest.mark.unit
 def test_npz_import_leaves_nothing_when_writing_fails_late(tmp_path, monkeypatch):
     """A failure inside TFDS's writing (here: a full disk) removes the temporary build and
     the data directory it created."""
@@ -171,6 +178,7 @@ def test_npz_import_leaves_nothing_when_writing_fails_late(tmp_path, monkeypatch
     assert snapshot(existing) == before
 
 
+@pytest.mark.e2e
 def test_exit_status_of_the_real_command(inputs):
     result = subprocess.run(
         [sys.executable, "-m", "epkd_tf.data", f"--import_npz={inputs['import_npz']}",

@@ -37,6 +37,7 @@ def ids(x):
     return np.rint(np.asarray(x)[:, 0, 0, 0]).astype(int)
 
 
+@pytest.mark.unit
 def test_arrays_are_the_model_inputs_as_given():
     x_train, y_train, x_test, y_test = arrays()
     d = from_arrays(x_train, y_train, x_test, y_test, batch_size=16, seed=1)
@@ -68,6 +69,7 @@ def test_arrays_are_the_model_inputs_as_given():
     assert d.cached == {"x_train": True, "x_test": True}
 
 
+@pytest.mark.unit
 def test_float_rgb_arrays_and_whole_number_float_labels():
     x_train, y_train, x_test, y_test = arrays(np.float64, channels=3)
     d = from_arrays(x_train / 255.0, y_train.astype(np.float32), x_test / 255.0,
@@ -80,6 +82,7 @@ def test_float_rgb_arrays_and_whole_number_float_labels():
     assert d.numpy_test()[0].max() > 0
 
 
+@pytest.mark.unit
 def test_validation_fraction_is_seeded_and_kept_out_of_training():
     x_train, y_train, x_test, y_test = arrays()
     d = from_arrays(x_train, y_train, x_test, y_test, validation_split=0.25, seed=5,
@@ -98,6 +101,7 @@ def test_validation_fraction_is_seeded_and_kept_out_of_training():
     assert set(ids(all_batches(other.validation())[0])) != set(held)
 
 
+@pytest.mark.unit
 def test_datasets_of_examples_batches_or_dicts():
     x_train, y_train, x_test, y_test = arrays()
     train = tf.data.Dataset.from_tensor_slices((x_train, y_train))
@@ -116,6 +120,7 @@ def _two_sizes():
         tf.TensorSpec((None, None), tf.float32), tf.TensorSpec((), tf.int64)))
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("make, fragments", [
     (lambda a: [a[0].tolist(), a[1]], ["train is a list", "tf.data.Dataset"]),
     (lambda a: [tf.data.Dataset.from_tensor_slices(a).repeat(), a], ["train is infinite"]),
@@ -138,6 +143,7 @@ def test_bad_datasets_are_refused(make, fragments):
         assert fragment in str(err.value), (fragment, str(err.value))
 
 
+@pytest.mark.unit
 def test_the_memory_limit_is_enforced_while_reading(monkeypatch):
     x_train, y_train, x_test, y_test = arrays()
     monkeypatch.setattr(memory_lib, "MEMORY_LIMIT_BYTES", SIZE * SIZE * 4 * 10)
@@ -154,6 +160,7 @@ def _nan(a):
     return a
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("change, fragments", [
     (dict(x_train=lambda x: x[0]), ["x_train has shape (8, 8)", "N x H x W"]),
     (dict(x_train=lambda x: x.astype(bool)), ["x_train has dtype bool", "numeric"]),
@@ -205,6 +212,7 @@ def test_bad_arrays_are_refused_naming_the_argument(change, fragments):
         assert fragment in message, (fragment, message)
 
 
+@pytest.mark.integration
 def test_training_distillation_pruning_and_exports_use_in_memory_data(tmp_path):
     """What a run does with its data, on from_arrays: teacher training, the teacher-logit
     cache and distillation, a pruner's candidate, and the exports (raw-image signature,

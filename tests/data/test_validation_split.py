@@ -11,6 +11,8 @@ from epkd_tf.data import DataError, load_data
 from epkd_tf.data import holdout
 from epkd_tf.data import pipeline as pipeline_lib
 
+pytestmark = pytest.mark.unit
+
 N_TRAIN, N_TEST, CLASSES = 60, 20, 5
 
 

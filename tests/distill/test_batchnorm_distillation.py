@@ -103,6 +103,7 @@ def _self_distil(teacher, data, alpha: float, temperature: float, batchnorm_mode
     return student, distiller
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("trained", ["under", "well"])
 @pytest.mark.parametrize("residual", [False, True], ids=["plain", "residual"])
 @pytest.mark.parametrize("kind", ["tf_keras", "keras3"])
@@ -124,6 +125,7 @@ def test_self_distillation_keeps_a_batchnorm_teachers_accuracy(mnist_small, tmp_
         assert after >= before - allowed, (alpha, temperature, before, after)
 
 
+@pytest.mark.integration
 def test_training_mode_statistics_are_what_ruined_the_under_trained_teacher(mnist_small,
                                                                             tmp_path):
     # The measured cause, kept as a regression check of the explanation: the same
@@ -164,6 +166,7 @@ def _one_step(student, teacher, mode, x, y, alpha=0.5):
     return distiller
 
 
+@pytest.mark.integration
 def test_a_frozen_step_is_a_gradient_step_through_the_moving_statistics():
     x, y = _batch()
     teacher, student = _bn_dropout_model(dropout=False), _bn_dropout_model(dropout=False)
@@ -196,6 +199,7 @@ def test_a_frozen_step_is_a_gradient_step_through_the_moving_statistics():
     assert bn.trainable                                         # Keras' own mode again
 
 
+@pytest.mark.unit
 def test_frozen_mode_keeps_dropout_in_training_mode():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(64, 6)).astype(np.float32)
@@ -212,6 +216,7 @@ def test_frozen_mode_keeps_dropout_in_training_mode():
     assert kept.any() and not np.allclose(first, inference)
 
 
+@pytest.mark.integration
 def test_batch_mode_updates_the_moving_statistics():
     x, y = _batch()
     teacher, student = _bn_dropout_model(), _bn_dropout_model()
@@ -226,6 +231,7 @@ def test_batch_mode_updates_the_moving_statistics():
                                atol=1e-5)
 
 
+@pytest.mark.unit
 def test_auto_mode_freezes_trained_statistics_and_trains_initial_ones():
     fresh, trained = _bn_dropout_model(), _bn_dropout_model()
     _set_statistics(trained, 0)
@@ -241,6 +247,7 @@ def test_auto_mode_freezes_trained_statistics_and_trains_initial_ones():
         Distiller(student=trained, teacher=teacher, batchnorm="train")
 
 
+@pytest.mark.integration
 def test_a_user_frozen_batchnorm_layer_stays_frozen():
     teacher, student = _bn_dropout_model(), _bn_dropout_model()
     _set_statistics(student, 0)
@@ -269,6 +276,7 @@ def _epkd(data_arrays, teacher, **settings):
     return EPKD(cfg, data, None, teacher=teacher)
 
 
+@pytest.mark.integration
 def test_a_given_teachers_lagging_statistics_are_re_estimated(mnist_small, tmp_path):
     teacher = _trained_teacher("tf_keras", True, "under", mnist_small, tmp_path)
     given = [w.copy() for w in teacher.get_weights()]
@@ -297,6 +305,7 @@ def test_a_given_teachers_lagging_statistics_are_re_estimated(mnist_small, tmp_p
     assert kept is fresh and not reestimated and np.isnan(selection)
 
 
+@pytest.mark.integration
 def test_a_distillation_that_loses_accuracy_keeps_the_ranked_candidate(mnist_small, tmp_path):
     teacher = _trained_teacher("tf_keras", True, "well", mnist_small, tmp_path)
     epkd = _epkd(mnist_small, teacher)
@@ -318,6 +327,7 @@ def test_a_distillation_that_loses_accuracy_keeps_the_ranked_candidate(mnist_sma
     assert honest.student is not honest.winner.model
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_the_keras3_users_run_ends_within_a_point_of_its_candidate(tmp_path):
     """The issue's run: a Keras 3 residual BatchNorm teacher trained 1 epoch on 4,000

@@ -55,6 +55,7 @@ def _distiller(student=None, teacher=None, lr=0.0, alpha=0.3, temperature=2.0, *
     return dist
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("alpha,temperature", [(0.1, 3.0), (0.5, 1.0), (0.0, 5.0),
                                                (1.0, 2.0), (0.7, 10.0)])
 def test_compute_losses_matches_numpy(alpha, temperature):
@@ -69,6 +70,7 @@ def test_compute_losses_matches_numpy(alpha, temperature):
     assert abs(float(out["student_loss"]) - ce_only) < 1e-5
 
 
+@pytest.mark.integration
 def test_fit_loss_metric_matches_numpy_and_temperature_change_takes_effect():
     x, y = _data()
     dist = _distiller(lr=0.0, alpha=0.2, temperature=2.0)  # lr=0: weights stay fixed
@@ -88,6 +90,7 @@ def test_fit_loss_metric_matches_numpy_and_temperature_change_takes_effect():
     assert abs(h3["loss"][0] - distillation_loss_numpy(y, s, t, 0.9, 6.0)) < 1e-5
 
 
+@pytest.mark.integration
 def test_one_step_trains_student_and_freezes_teacher():
     x, y = _data()
     dist = _distiller(lr=0.5)
@@ -102,6 +105,7 @@ def test_one_step_trains_student_and_freezes_teacher():
     assert not dist.teacher.trainable
 
 
+@pytest.mark.integration
 def test_teacher_unchanged_even_if_trainable_flag_flipped_back():
     # Gradients are taken w.r.t. the student only, so the flag is not load-bearing.
     x, y = _data()
@@ -126,6 +130,7 @@ def _zeroed_student():
     return student
 
 
+@pytest.mark.integration
 def test_preserve_zeros_keeps_pruned_weights_at_zero():
     x, y = _data()
     student = _zeroed_student()
@@ -144,6 +149,7 @@ def test_preserve_zeros_keeps_pruned_weights_at_zero():
     assert sum(int(np.count_nonzero(w)) for w in after) == nonzero_before
 
 
+@pytest.mark.integration
 def test_without_preserve_zeros_pruned_weights_regrow():
     x, y = _data()
     student = _zeroed_student()
@@ -154,6 +160,7 @@ def test_without_preserve_zeros_pruned_weights_regrow():
     assert np.any(student.get_weights()[0][zero_mask] != 0.0)
 
 
+@pytest.mark.unit
 def test_preserve_zeros_without_zeros_records_no_mask():
     student = _mlp(1, name="student")
     student.set_weights([w + 0.01 for w in student.get_weights()])   # no exact zeros
@@ -161,12 +168,14 @@ def test_preserve_zeros_without_zeros_records_no_mask():
     assert dist.masked_variables == []
 
 
+@pytest.mark.unit
 def test_preserve_zeros_requires_built_student():
     unbuilt = tf_keras.Sequential([tf_keras.layers.Dense(C)])
     with pytest.raises(ValueError, match="student"):
         Distiller(unbuilt, _mlp(2), preserve_zeros=True)
 
 
+@pytest.mark.integration
 def test_cached_teacher_logits_match_on_the_fly():
     x, y = _data()
     dist = _distiller(lr=0.0, alpha=0.4, temperature=4.0)
@@ -181,6 +190,7 @@ def test_cached_teacher_logits_match_on_the_fly():
         assert abs(h_fly[key][0] - h_cache[key][0]) < 1e-6
 
 
+@pytest.mark.integration
 def test_cached_logits_allow_no_teacher():
     x, y = _data()
     teacher = _mlp(2, hidden=32)
@@ -194,6 +204,7 @@ def test_cached_logits_allow_no_teacher():
         dist.fit(x, y, batch_size=N, epochs=1, verbose=0)
 
 
+@pytest.mark.integration
 def test_fit_with_validation_and_evaluate():
     x, y = _data()
     xv, yv = _data(seed=1)
@@ -208,12 +219,14 @@ def test_fit_with_validation_and_evaluate():
     assert abs(result["accuracy"] - np.mean(logits.argmax(-1) == yv)) < 1e-6
 
 
+@pytest.mark.unit
 def test_call_returns_student_logits():
     x, _ = _data()
     dist = _distiller()
     np.testing.assert_array_equal(dist(x).numpy(), dist.student(x).numpy())
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("kwargs,arg", [({"temperature": 0.0}, "temperature"),
                                         ({"temperature": -1.0}, "temperature"),
                                         ({"alpha": 1.5}, "alpha"), ({"alpha": -0.1}, "alpha")])
@@ -223,6 +236,7 @@ def test_invalid_compile_arguments(kwargs, arg):
         dist.compile(optimizer="sgd", **kwargs)
 
 
+@pytest.mark.unit
 def test_invalid_constructor_arguments():
     student = _mlp(1)
     with pytest.raises(ValueError, match="student"):
@@ -233,11 +247,13 @@ def test_invalid_constructor_arguments():
         Distiller(student, _mlp(2)).set_temperature(0)
 
 
+@pytest.mark.unit
 def test_loss_kwarg_rejected():
     with pytest.raises(ValueError, match="loss"):
         Distiller(_mlp(1), _mlp(2)).compile(optimizer="sgd", loss="mse")
 
 
+@pytest.mark.unit
 def test_default_losses_match_numpy_and_custom_losses_receive_probabilities():
     """The default losses (computed from logits) equal the NumPy reference; a custom
     soft-target loss gets temperature-softened probabilities; tf_keras' own KLDivergence

@@ -12,6 +12,8 @@ from epkd_tf.distill import Distiller
 from epkd_tf.distill.cache import teacher_logits_for
 from epkd_tf.models import build_model
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def models(tiny_dir):

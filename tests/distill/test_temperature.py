@@ -6,6 +6,8 @@ import pytest
 from epkd_tf.distill.temperature import (SCHEDULES, ConstantTemperature, LinearTemperature,
                                          make_schedule, register_schedule)
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize("iteration,expected", [(1, 50.0), (2, 45.0), (10, 5.0), (11, 1.0),
                                                 (20, 1.0), (1000, 1.0)])

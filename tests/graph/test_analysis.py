@@ -15,6 +15,8 @@ from helpers_models import concat_model, lenet5, lenet300_100, residual_model  #
 from epkd_tf.graph import UnsupportedLayerError, analyze, remove_groups, zero_groups  # noqa: E402,E501
 from epkd_tf.graph.executor import GraphExecutor  # noqa: E402
 
+pytestmark = pytest.mark.unit
+
 
 def _check_consistency(graph):
     """Invariants every ChannelGraph satisfies."""

@@ -38,6 +38,8 @@ from epkd_tf.graph.rules import builtin_rule_names  # noqa: E402
 from epkd_tf.models.keras3_layers import CustomScaleLayer, LayerScale  # noqa: E402
 from epkd_tf.pruning.l1 import mean_abs_weight_per_unit  # noqa: E402
 
+pytestmark = pytest.mark.unit
+
 SPATIAL = {1: (8,), 2: (6, 6), 3: (4, 4, 4)}
 CONV = {1: L.Conv1D, 2: L.Conv2D, 3: L.Conv3D}
 GAP = {1: L.GlobalAveragePooling1D, 2: L.GlobalAveragePooling2D, 3: L.GlobalAveragePooling3D}

@@ -15,6 +15,8 @@ from helpers_models import (concat_model, depthwise_model, lenet5, lenet300_100,
 from epkd_tf.graph import (ParamCounter, analyze, dense_params, nonzero_params,  # noqa: E402
                            remove_groups, zero_groups)
 
+pytestmark = pytest.mark.unit
+
 BUILDERS = {
     "lenet300_100": lambda: lenet300_100(),
     "lenet5": lambda: lenet5(),

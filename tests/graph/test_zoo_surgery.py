@@ -32,6 +32,8 @@ from epkd_tf.pruning.base import unit_to_group_mean  # noqa: E402
 from epkd_tf.pruning.l1 import mean_abs_weight_per_unit  # noqa: E402
 from epkd_tf.pruning.plan import plan_removal  # noqa: E402
 
+pytestmark = pytest.mark.integration
+
 # Widths small enough for a fast test, wide enough that no group is more than ~2% of the
 # model (else no plan can land within 2% of a target).
 WIDTHS = {"alexnet": 0.25, "vgg16": 0.125, "resnet18": 0.125, "resnet34": 0.125,

@@ -194,6 +194,7 @@ def no_legacy_env():
 
 
 # -- Keras 3 -> tf_keras ------------------------------------------------------------------
+@pytest.mark.integration
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_keras3_file_converts_to_an_equal_tf_keras_model(case, tmp_path):
     source = randomize(functional(keras, case))
@@ -208,6 +209,7 @@ def test_keras3_file_converts_to_an_equal_tf_keras_model(case, tmp_path):
     np.testing.assert_allclose(model(x).numpy(), np.asarray(source(x)), rtol=0, atol=ATOL)
 
 
+@pytest.mark.integration
 @pytest.mark.filterwarnings("ignore::UserWarning")   # Keras on .h5 files, rms_scaling
 def test_keras3_sequential_and_load_user_model(tmp_path, caplog):
     source = randomize(keras.Sequential([keras.Input((12, 12, 1)),
@@ -276,10 +278,12 @@ def exported(tmp_path_factory):
     return json.loads((directory / "result.json").read_text()), models, classes, directory
 
 
+@pytest.mark.e2e
 def test_every_supported_layer_type_is_tested(exported):
     assert exported[2] == set(LAYERS)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_tf_keras_layers_load_equal_in_plain_keras3(exported, case):
     result = exported[0][case]
@@ -291,6 +295,7 @@ def test_tf_keras_layers_load_equal_in_plain_keras3(exported, case):
                                atol=ATOL)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", model_names())
 def test_zoo_round_trips(exported, name):
     result = exported[0][f"zoo_{name}"]
@@ -304,6 +309,7 @@ def test_zoo_round_trips(exported, name):
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.unit
 def test_unsupported_tf_keras_layers_are_named():
     inputs = tf_keras.Input((5, 3))
     model = tf_keras.Model(inputs, tf_keras.layers.LSTM(4, name="memory")(inputs))
@@ -316,6 +322,7 @@ def test_unsupported_tf_keras_layers_are_named():
         to_keras3(model)
 
 
+@pytest.mark.integration
 def test_slashed_names_and_tensorflow_initializers_go_to_keras3():
     # tf_keras.applications name layers "conv1/conv" (Keras 3 refuses "/") and some use
     # TensorFlow's own initializers (EfficientNetV2's tf.constant_initializer).
@@ -367,6 +374,7 @@ def refused(path, *fragments):
     return message
 
 
+@pytest.mark.unit
 def test_lambda_code_never_runs(tmp_path):
     marker = str(tmp_path / "code_ran")
     inputs = keras.Input((6,))
@@ -392,6 +400,7 @@ EVIL_MODULE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.unit
 def test_custom_objects_and_foreign_modules_are_never_imported(tmp_path, monkeypatch):
     marker = tmp_path / "code_ran"
     module = "epkd_test_evil_keras3"
@@ -442,6 +451,7 @@ def test_custom_objects_and_foreign_modules_are_never_imported(tmp_path, monkeyp
     assert this_imported or "this" not in sys.modules
 
 
+@pytest.mark.unit
 @pytest.mark.filterwarnings("ignore::UserWarning")   # Keras on .h5 files, rms_scaling
 def test_unconvertible_keras3_models_get_one_line(tmp_path):
     inputs = keras.Input((5, 3))
@@ -497,6 +507,7 @@ EVALUATE_PLAIN = textwrap.dedent("""
 """)
 
 
+@pytest.mark.e2e
 def test_keras3_teacher_to_keras3_student_on_mnist(mnist_dir, tmp_path):
     from cli_helpers import run_subprocess
     with np.load(MNIST_NPZ) as data:

@@ -112,6 +112,7 @@ FAST = {
 }
 
 
+@pytest.mark.integration
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize("name", sorted(FAST))
 def test_small_applications(name, tmp_path):
@@ -123,6 +124,7 @@ SMALLEST = {"InceptionV3": 75, "InceptionResNetV2": 75, "Xception": 71}
 ALL = sorted(n for n in dir(keras.applications) if n[:1].isupper())
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize("name", ALL)
@@ -133,11 +135,13 @@ def test_every_application(name, tmp_path):
         tmp_path)
 
 
+@pytest.mark.unit
 def test_there_are_40_classifiers():
     assert len(ALL) == 40
 
 
 # -- the pieces -----------------------------------------------------------------------
+@pytest.mark.integration
 def test_nested_sequential_and_functional_are_inlined(tmp_path):
     """Nested models (a Sequential in a Functional in the model) become their layers;
     clashing names get the model's name in front; weights land in the right layers."""
@@ -172,6 +176,7 @@ def test_nested_sequential_and_functional_are_inlined(tmp_path):
     assert relative_error(keras.models.load_model(out)(x), pruned(x).numpy()) <= RELATIVE
 
 
+@pytest.mark.integration
 def test_tensor_operators_convert(tmp_path):
     """``a + b``, ``x + 3``, ``3 + x``, ``x * c`` in a Keras 3 model are operators, not
     layers: they become Add / Rescaling layers computing exactly the same."""
@@ -186,6 +191,7 @@ def test_tensor_operators_convert(tmp_path):
                                                               "Multiply"}
 
 
+@pytest.mark.unit
 def test_unsupported_operator_is_refused_naming_it(tmp_path):
     inputs = keras.Input((5,))
     path = str(tmp_path / "op.keras")
@@ -195,6 +201,7 @@ def test_unsupported_operator_is_refused_naming_it(tmp_path):
         load_keras3(path, None)
 
 
+@pytest.mark.integration
 def test_hard_silu_is_keras3s_to_the_bit(tmp_path):
     x = np.linspace(-8, 8, 4001, dtype="float32")
     np.testing.assert_array_equal(keras3_layers.hard_silu(x).numpy(),
@@ -213,6 +220,7 @@ def test_hard_silu_is_keras3s_to_the_bit(tmp_path):
     np.testing.assert_array_equal(np.asarray(back(x)), flat(x).numpy())
 
 
+@pytest.mark.integration
 def test_layer_scale_and_custom_scale_layer_are_exact(tmp_path):
     from keras.src.applications.convnext import LayerScale
     from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
@@ -236,6 +244,7 @@ def test_layer_scale_and_custom_scale_layer_are_exact(tmp_path):
     np.testing.assert_array_equal(np.asarray(back(x)), flat(x).numpy())
 
 
+@pytest.mark.unit
 def test_layer_scale_is_pruned_per_channel():
     inputs = tf_keras.Input((4, 4, 3))
     x = tf_keras.layers.Conv2D(8, 1, name="conv")(inputs)
@@ -249,6 +258,7 @@ def test_layer_scale_is_pruned_per_channel():
     assert pruned.get_layer("scale").get_weights()[0].shape == (kept,)
 
 
+@pytest.mark.unit
 def test_unknown_application_class_is_refused_naming_the_layer(tmp_path):
     """An application's class from another module, or a custom class of the same name,
     is refused in one line naming the layer; the module is never imported."""
@@ -278,6 +288,7 @@ def test_unknown_application_class_is_refused_naming_the_layer(tmp_path):
                     str(tmp_path / "x.keras"))
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize("name", ["MobileNetV3Small", "ConvNeXt-1111"])

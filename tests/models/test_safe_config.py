@@ -23,10 +23,12 @@ from epkd_tf.models.safe_config import LAYERS, UnsafeConfigError, check_config, 
 from epkd_tf.models.user import ModelFileError, load_user_model
 
 
+@pytest.mark.unit
 def test_every_class_the_graph_rules_know_is_loadable():
     assert set(RULES) <= LAYERS
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", model_names() + ["applications.MobileNetV3Small",
                                                   "applications.EfficientNetV2B0"])
 def test_the_zoo_and_applications_pass_in_both_config_formats(name):
@@ -42,6 +44,7 @@ def test_the_zoo_and_applications_pass_in_both_config_formats(name):
     check_model(model)
 
 
+@pytest.mark.unit
 def test_tf_op_layers_of_pure_arithmetic_load(tmp_path):
     # What tf_keras.applications models record for `x * 2` (MobileNetV3, ConvNeXt).
     import tensorflow as tf
@@ -55,6 +58,7 @@ def test_tf_op_layers_of_pure_arithmetic_load(tmp_path):
         np.testing.assert_allclose(loaded(x), model(x), rtol=1e-6)
 
 
+@pytest.mark.unit
 def test_a_tf_op_layer_writing_a_file_is_refused_before_it_runs(tmp_path):
     marker = str(tmp_path / "written")
     keras_file, h5_file = tfop_write_file(str(tmp_path), marker)
@@ -69,6 +73,7 @@ def test_a_tf_op_layer_writing_a_file_is_refused_before_it_runs(tmp_path):
     assert os.path.exists(marker)
 
 
+@pytest.mark.unit
 def test_a_module_field_is_never_imported(tmp_path, monkeypatch, capsys):
     marker = str(tmp_path / "imported")
     zen = module_field(str(tmp_path), marker, "this", "zen")
@@ -88,6 +93,7 @@ def test_a_module_field_is_never_imported(tmp_path, monkeypatch, capsys):
     sys.modules.pop(HELPERS_MODULE, None)
 
 
+@pytest.mark.unit
 def test_a_custom_layer_saved_model_is_refused_even_disguised_as_dense(tmp_path):
     marker = str(tmp_path / "called")
     custom = custom_layer_saved_model(str(tmp_path), marker)
@@ -148,6 +154,7 @@ OTHER_PLANTS = {
 }
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("case", sorted(OTHER_PLANTS))
 def test_other_planted_entries_are_refused(case):
     edit, message = OTHER_PLANTS[case]
@@ -155,6 +162,7 @@ def test_other_planted_entries_are_refused(case):
         check_config(planted_config(edit))
 
 
+@pytest.mark.unit
 def test_a_planted_layer_module_in_h5_and_keras_files_is_named(tmp_path):
     model = plain_model()
     for path, rewrite in ((str(tmp_path / "m.keras"), rewrite_keras_config),
@@ -167,6 +175,7 @@ def test_a_planted_layer_module_in_h5_and_keras_files_is_named(tmp_path):
     assert "this" not in sys.modules
 
 
+@pytest.mark.unit
 def test_compile_settings_are_not_loaded_but_their_modules_are_checked(tmp_path):
     model = plain_model()
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -181,6 +190,7 @@ def test_compile_settings_are_not_loaded_but_their_modules_are_checked(tmp_path)
         load_user_model(str(tmp_path / "c.keras"), "teacher_path")
 
 
+@pytest.mark.unit
 def test_a_keras3_file_goes_to_the_converter_and_a_fake_one_is_refused(tmp_path):
     """A .keras archive whose metadata claims Keras 3 is read by the Keras 3 converter
     (epkd_tf.models.keras3, its own allow-list); a tf_keras configuration under that
@@ -198,6 +208,7 @@ def test_a_keras3_file_goes_to_the_converter_and_a_fake_one_is_refused(tmp_path)
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.unit
 def test_only_regular_files_are_read(tmp_path):
     fifo = str(tmp_path / "pipe.keras")
     os.mkfifo(fifo)
@@ -226,6 +237,7 @@ def epkd_layers_model():
 
 # .keras only: a run's checkpoints are .keras files; tf_keras cannot reload a
 # registered function activation from an .h5 file even without safe mode.
+@pytest.mark.unit
 @pytest.mark.parametrize("suffix", [".keras"])
 def test_epkd_tf_own_layers_and_hard_silu_reload(tmp_path, suffix):
     from epkd_tf.models import keras3_layers
@@ -251,6 +263,7 @@ def _edit_layer(name, edit):
     return change
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("case", ["layer module", "layer registered name",
                                   "activation module", "activation name"])
 def test_epkd_tf_own_objects_are_allowed_only_exactly(case):
@@ -270,6 +283,7 @@ def test_epkd_tf_own_objects_are_allowed_only_exactly(case):
         check_config(config)
 
 
+@pytest.mark.unit
 def test_a_loaded_layer_or_activation_only_named_like_epkd_tfs_is_refused():
     class LayerScale(tf_keras.layers.Layer):       # not epkd_tf's
         def call(self, x):

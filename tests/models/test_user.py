@@ -8,6 +8,8 @@ import tf_keras
 from epkd_tf.data import DatasetSpec
 from epkd_tf.models.user import (ModelFileError, check_fits, load_user_model, model_stem)
 
+pytestmark = pytest.mark.unit
+
 
 def small_model(activation=None, classes=4, shape=(12, 12, 1)):
     tf_keras.utils.set_random_seed(0)

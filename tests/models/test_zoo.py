@@ -20,6 +20,7 @@ def _layer_types(model):
     return {type(layer).__name__ for layer in model.layers}
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", model_names())
 @pytest.mark.parametrize("shape", [(32, 32, 3), (28, 28, 1)])
 def test_every_model_builds_logits(name, shape):
@@ -37,6 +38,7 @@ def _hidden_widths(model):
             if isinstance(layer, (layers.Conv2D, layers.Dense)) and layer.name != "logits"]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", model_names())
 def test_width_scales_every_hidden_layer(name):
     narrow = build_model(name, (32, 32, 3), 10, width=SMALL)
@@ -46,6 +48,7 @@ def test_width_scales_every_hidden_layer(name):
     assert wide.count_params() > 1.5 * narrow.count_params()
 
 
+@pytest.mark.unit
 def test_width_rounds_and_keeps_at_least_one_unit():
     assert build_model("lenet300_100", (28, 28, 1), 10, width=0.5).get_layer(
         "fc1").units == 150
@@ -54,6 +57,7 @@ def test_width_rounds_and_keeps_at_least_one_unit():
     assert build_model("lenet5", (28, 28, 1), 10).count_params() == 431_080   # width 1.0
 
 
+@pytest.mark.unit
 def test_resnet_stems_follow_the_input_size():
     cifar = build_model("resnet18", (32, 32, 3), 10, width=SMALL)
     imagenet = build_model("resnet18", (128, 128, 3), 10, width=SMALL)
@@ -68,6 +72,7 @@ def test_resnet_stems_follow_the_input_size():
     assert imagenet.get_layer("stage1_block1_out").output_shape[1:3] == (32, 32)
 
 
+@pytest.mark.unit
 def test_resnet_blocks_and_projections():
     r50 = build_model("resnet50", (32, 32, 3), 10, width=SMALL)
     adds = [la.name for la in r50.layers if isinstance(la, layers.Add)]
@@ -82,6 +87,7 @@ def test_resnet_blocks_and_projections():
     assert r18.get_layer("stage2_block1_proj").strides == (2, 2)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name,cifar_fc,imagenet_fc", [("vgg16", 512, 4096),
                                                        ("alexnet", 1024, 4096)])
 def test_classifiers_switch_at_imagenet_size(name, cifar_fc, imagenet_fc):
@@ -101,6 +107,7 @@ def test_classifiers_switch_at_imagenet_size(name, cifar_fc, imagenet_fc):
         assert imagenet.get_layer("conv1").strides == (4, 4)
 
 
+@pytest.mark.unit
 def test_inception_modules_and_stems():
     cifar = build_model("inception", (32, 32, 3), 10, width=SMALL)
     imagenet = build_model("inception", (128, 128, 3), 10, width=SMALL)
@@ -112,6 +119,7 @@ def test_inception_modules_and_stems():
     assert _logits_shape(imagenet, (128, 128, 3), n=1) == (1, 10)
 
 
+@pytest.mark.unit
 def test_mobilenet_v2_blocks():
     cifar = build_model("mobilenet_v2", (32, 32, 3), 10, width=0.25)
     imagenet = build_model("mobilenet_v2", (128, 128, 3), 10, width=0.25)
@@ -126,6 +134,7 @@ def test_mobilenet_v2_blocks():
     assert cifar.get_layer("gap").input_shape[1:3] == (4, 4)
 
 
+@pytest.mark.integration
 def test_applications_build_untrained_logits():
     model = build_model("applications.MobileNetV2", (32, 32, 3), 7, width=0.35)
     assert _logits_shape(model, (32, 32, 3), n=1) == (1, 7)
@@ -133,17 +142,20 @@ def test_applications_build_untrained_logits():
     assert "ResNet50" in application_names() and "resnet" not in application_names()
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("width", [0, -1.0, float("nan"), "wide"])
 def test_invalid_width_is_refused(width):
     with pytest.raises(ValueError, match="width"):
         build_model("lenet5", (28, 28, 1), 10, width=width)
 
 
+@pytest.mark.unit
 def test_application_width_only_as_mobilenet_alpha():
     with pytest.raises(ValueError, match="width must be 1.0 for applications.ResNet50"):
         build_model("applications.ResNet50", (32, 32, 3), 10, width=0.5)
 
 
+@pytest.mark.unit
 def test_unknown_names_list_the_choices():
     with pytest.raises(ValueError) as info:
         build_model("resnet999", (32, 32, 3), 10)

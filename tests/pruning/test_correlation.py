@@ -15,6 +15,8 @@ from helpers_models import mlp_model, residual_model  # noqa: E402
 from epkd_tf.graph import analyze  # noqa: E402
 from epkd_tf.pruning import criteria_correlation  # noqa: E402
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def graph():

@@ -9,6 +9,8 @@ from epkd_tf.models import build_model
 from epkd_tf.pruning import plan_removal
 from epkd_tf.pruning.plan import ranking_key
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def lenet5():

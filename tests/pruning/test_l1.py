@@ -16,6 +16,8 @@ from epkd_tf.graph import ParamCounter, analyze, nonzero_params  # noqa: E402
 from epkd_tf.pruning import PruningContext, make_pruner  # noqa: E402
 from epkd_tf.pruning.l1 import mean_abs_weight_per_unit  # noqa: E402
 
+pytestmark = pytest.mark.unit
+
 
 def _model(fc2_scale):
     model = randomize(lenet300_100(input_shape=(8, 8, 1), seed=3), seed=3)

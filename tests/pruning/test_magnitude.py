@@ -23,6 +23,7 @@ def _mask_update_steps(total_steps, end_step, frequency, begin_step=0):
             if s >= begin_step and s <= end_step and (s - begin_step) % frequency == 0]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("total", [1, 2, 3, 10, 469, 4690])
 def test_last_mask_update_lands_on_end_step(total):
     end_step, frequency = schedule_steps(total)
@@ -36,6 +37,7 @@ def test_last_mask_update_lands_on_end_step(total):
         assert len(updates) == 10      # the full ramp of mask updates
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("total", [1, 3])
 def test_schedule_reaches_final_sparsity_in_tfmot(total):
     """End to end: a PolynomialDecay built from schedule_steps reaches its final sparsity."""
@@ -74,6 +76,7 @@ def _distinct_model():
     return model
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("excess", [0, 1, 7, 30])
 def test_trim_to_removes_smallest_excess(excess):
     model = _distinct_model()
@@ -102,6 +105,7 @@ def test_trim_to_removes_smallest_excess(excess):
     assert removed == excess
 
 
+@pytest.mark.unit
 def test_trim_to_below_target_is_a_no_op():
     model = _distinct_model()
     before = [w.copy() for w in model.get_weights()]
@@ -110,6 +114,7 @@ def test_trim_to_below_target_is_a_no_op():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.unit
 def test_trim_to_with_ties_removes_exactly_excess():
     model = mlp_model(seed=3, sizes=(4,))
     for name in ("h1", "logits"):
@@ -121,6 +126,7 @@ def test_trim_to_with_ties_removes_exactly_excess():
     assert nonzero_params(model) == total - 5
 
 
+@pytest.mark.integration
 def test_poly_magnitude_leaves_layers_tfmot_does_not_know_unwrapped():
     """TF-MOT's prune_low_magnitude refuses a whole model holding a layer outside its
     registry (Rescaling, as MobileNetV3 and EfficientNet start with; a converted

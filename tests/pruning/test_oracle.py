@@ -17,6 +17,8 @@ from epkd_tf.graph import analyze, zero_groups  # noqa: E402
 from epkd_tf.pruning import PruningContext, make_pruner  # noqa: E402
 from epkd_tf.pruning.oracle import oracle_scores  # noqa: E402
 
+pytestmark = pytest.mark.unit
+
 
 def _mean_ce(model, x, y):
     logits = np.asarray(model(x, training=False).numpy(), np.float64)

@@ -14,6 +14,8 @@ from helpers_models import lenet300_100, randomize, residual_model  # noqa: E402
 from epkd_tf.graph import ParamCounter, analyze  # noqa: E402
 from epkd_tf.pruning import PruningError, plan_removal, removal_order  # noqa: E402
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def mlp_graph():

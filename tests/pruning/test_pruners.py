@@ -40,6 +40,7 @@ def _tolerance(target):
     return max(int(0.01 * target), ONE_UNIT)
 
 
+@pytest.mark.unit
 def test_registry_names():
     names = pruner_names()
     assert names == sorted(names)
@@ -51,6 +52,7 @@ def test_registry_names():
         assert isinstance(pruner, Pruner) and pruner.name == name
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", pruner_names())
 def test_candidate_meets_budget(setting, name):
     model, ctx, target, candidates = setting
@@ -92,6 +94,7 @@ def test_candidate_meets_budget(setting, name):
                    for la in pruned.layers)
 
 
+@pytest.mark.integration
 def test_candidates_agree_with_each_other(setting):
     model, ctx, target, candidates = setting
     for name in pruner_names():
@@ -104,6 +107,7 @@ def test_candidates_agree_with_each_other(setting):
     assert {"l1_filter", "taylor", "oracle"} <= set(structured)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", pruner_names())
 def test_pruners_time_their_phases_on_the_run_clock(setting, name):
     import contextlib

@@ -17,6 +17,8 @@ from epkd_tf.graph import analyze  # noqa: E402
 from epkd_tf.pruning import PruningContext, make_pruner  # noqa: E402
 from epkd_tf.pruning.taylor import taylor_scores  # noqa: E402
 
+pytestmark = pytest.mark.unit
+
 
 def _numpy_taylor(model, x, y, batch_size):
     """Per-unit Taylor scores by explicit NumPy backprop of the summed cross-entropy."""

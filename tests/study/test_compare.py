@@ -2,8 +2,11 @@
 import math
 
 import numpy as np
+import pytest
 
 from epkd_tf.study import compare
+
+pytestmark = pytest.mark.unit
 
 
 def softmax(z):

@@ -32,11 +32,13 @@ def setup(tiny_dir, tmp_path_factory):
     return ctx
 
 
+@pytest.mark.unit
 def test_every_configurable_method_is_registered():
     assert set(method_names()) == set(METHODS)
     assert method_names() == sorted(METHODS)
 
 
+@pytest.mark.unit
 def test_unknown_and_duplicate_methods_are_refused():
     with pytest.raises(ValueError, match="unknown study method 'epdk'; did you mean 'epkd'"):
         make_method("epdk")
@@ -44,6 +46,7 @@ def test_unknown_and_duplicate_methods_are_refused():
         register_method(type(make_method("epkd")))
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", method_names())
 def test_method_reaches_its_parameter_target(setup, name):
     ctx = setup
@@ -73,6 +76,7 @@ def test_method_reaches_its_parameter_target(setup, name):
     assert (step.model.predict(x, verbose=0).argmax(1) == y).mean() > 0.5
 
 
+@pytest.mark.integration
 def test_iterative_methods_continue_from_the_previous_fraction(setup):
     ctx = setup
     teacher_nonzero = nonzero_params(ctx.teacher)
@@ -89,6 +93,7 @@ def test_iterative_methods_continue_from_the_previous_fraction(setup):
     assert rounds_until(teacher_nonzero, (0.5, 0.75, 0.9), 0.9, 0.5) == 2
 
 
+@pytest.mark.integration
 def test_epkd_method_is_the_loops_step_with_the_studys_training_budget(setup, monkeypatch):
     """The study's epkd runs EPKD.step (the loop's iteration), fine-tunes at the study's
     --learning_rate with cosine decay, and counts every epoch any candidate or student of
@@ -124,6 +129,7 @@ def test_epkd_method_is_the_loops_step_with_the_studys_training_budget(setup, mo
                                       else "test_accuracy") for r in steps)
 
 
+@pytest.mark.integration
 def test_epkd_method_keeps_the_previous_model_when_distillation_diverges(setup):
     import dataclasses
     from epkd_tf.graph import dense_params

@@ -18,6 +18,7 @@ def small_model(seed=0):
     return model
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("keep", [0.9, 0.5, 0.1])
 def test_prune_to_zeroes_exactly_the_smallest_kernel_weights(keep):
     model = small_model()
@@ -39,6 +40,7 @@ def test_prune_to_zeroes_exactly_the_smallest_kernel_weights(keep):
             np.testing.assert_array_equal(a[a != 0], b[a != 0])
 
 
+@pytest.mark.unit
 def test_prune_to_counts_existing_zeros_and_refuses_the_impossible():
     model = small_model()
     sparsity.prune_to(model, nonzero_params(model) // 2)
@@ -50,6 +52,7 @@ def test_prune_to_counts_existing_zeros_and_refuses_the_impossible():
         sparsity.prune_to(model, biases - 1)
 
 
+@pytest.mark.unit
 def test_round_targets_are_geometric_capped_and_exact():
     targets = sparsity.round_targets(1000, 400, 0.2)
     assert targets[-1] == 400 and len(targets) == 5   # 0.8^4 = 0.41 > 0.4: five rounds
@@ -61,6 +64,7 @@ def test_round_targets_are_geometric_capped_and_exact():
     assert sparsity.round_targets(1000, 1000, 0.2) == []
 
 
+@pytest.mark.unit
 def test_rewind_resets_survivors_and_keeps_the_mask():
     model = small_model()
     initial = [w * 0 + np.float32(i + 1) for i, w in enumerate(model.get_weights())]
@@ -75,6 +79,7 @@ def test_rewind_resets_survivors_and_keeps_the_mask():
     np.testing.assert_array_equal(biases[0], [w for w in initial if w.ndim == 1][0])
 
 
+@pytest.mark.integration
 def test_masked_training_holds_the_mask():
     model = small_model()
     sparsity.prune_to(model, nonzero_params(model) // 4)

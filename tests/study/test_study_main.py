@@ -32,6 +32,7 @@ def read(out, table):
     return pd.read_csv(os.path.join(out, f"{table}.csv"))
 
 
+@pytest.mark.e2e
 def test_every_cell_is_recorded_with_documented_columns(study):
     out, _ = study
     table = read(out, "study")
@@ -51,6 +52,7 @@ def test_every_cell_is_recorded_with_documented_columns(study):
     assert distill.test_accuracy.nunique() == 2 or distill.train_accuracy.nunique() == 2
 
 
+@pytest.mark.e2e
 def test_comparisons_match_the_saved_outputs(study):
     out, _ = study
     d = StudyDir(out)
@@ -81,6 +83,7 @@ def test_comparisons_match_the_saved_outputs(study):
     assert np.isclose(cell.agreement_with_teacher, 1 - differ / 500)
 
 
+@pytest.mark.e2e
 def test_study_md_and_plots(study):
     out, _ = study
     text = open(os.path.join(out, "study.md")).read()
@@ -96,6 +99,7 @@ def test_study_md_and_plots(study):
         assert f"plots/{name}.png" in text
 
 
+@pytest.mark.e2e
 def test_an_interrupted_study_redoes_only_missing_cells(study, tmp_path):
     out, args = study
     copy = str(tmp_path / "copy")
@@ -120,6 +124,7 @@ def test_an_interrupted_study_redoes_only_missing_cells(study, tmp_path):
     assert not [f for f in os.listdir(copy) if f.startswith(".tmp")]
 
 
+@pytest.mark.e2e
 def test_a_finished_study_is_not_overwritten(study, capsys):
     out, args = study
     assert run_in_process(study_main, args) == 2
@@ -150,6 +155,7 @@ BAD = [
 ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("args,named", BAD, ids=[" ".join(a) for a, _ in BAD])
 def test_bad_input_stops_before_any_work(args, named, tiny_dir, tmp_path, capsys):
     out = tmp_path / "never"
@@ -161,6 +167,7 @@ def test_bad_input_stops_before_any_work(args, named, tiny_dir, tmp_path, capsys
     assert not out.exists()
 
 
+@pytest.mark.unit
 def test_flagfiles_parse(tmp_path, capsys):
     # Every shipped study recipe is valid (it fails only at the missing data_dir; downloads
     # are off: this machine may have no network). In this process: the real command's exit
