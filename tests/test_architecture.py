@@ -9,6 +9,8 @@ import pytest
 import epkd_tf
 from epkd_tf import errors
 
+pytestmark = pytest.mark.unit
+
 PACKAGE = Path(epkd_tf.__file__).resolve().parent
 
 # ``python -m epkd_tf.<name>`` keeps working through these thin modules: they are

@@ -48,6 +48,7 @@ def short(path: Path) -> str:
     return str(path.relative_to(REPO))
 
 
+@pytest.mark.unit
 def test_the_readme_is_a_landing_page():
     """At most 150 lines, and its first two blocks are the two set-up commands: install and
     run the main job, install and run the tests (the full default suite)."""
@@ -60,6 +61,7 @@ def test_the_readme_is_a_landing_page():
     assert text.index(bash[1]) < text.index("## ")            # before any section
 
 
+@pytest.mark.unit
 def test_every_page_is_linked_from_the_readme_or_a_page():
     """No orphan: every docs page is reachable by a link from another page."""
     linked = set()
@@ -70,6 +72,7 @@ def test_every_page_is_linked_from_the_readme_or_a_page():
     assert not orphans, orphans
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("page", [p for p in pages() if p != README and p not in OWN_TEST
                                   and python_blocks(p)], ids=short)
 def test_the_python_blocks_of_a_page_run(page, tmp_path):
@@ -80,6 +83,7 @@ def test_the_python_blocks_of_a_page_run(page, tmp_path):
     assert f"--- {short(page)} block {len(python_blocks(page)) - 1}" in result.stdout
 
 
+@pytest.mark.unit
 def test_relative_links_resolve():
     """Every link and image of every page points to an existing file or directory, and an
     #anchor to a heading of the page it names."""
@@ -97,6 +101,7 @@ def test_relative_links_resolve():
     assert not broken, "\n".join(broken)
 
 
+@pytest.mark.unit
 def test_paths_and_modules_named_in_the_docs_exist():
     """A repository path in code (`epkd_tf/...`, `tests/...`, `benchmarks/...`, `flags/...`,
     `docs/...`) exists, and every `python -m epkd_tf...` is a module: pages follow the
@@ -113,6 +118,7 @@ def test_paths_and_modules_named_in_the_docs_exist():
     assert not missing, "\n".join(missing)
 
 
+@pytest.mark.unit
 def test_no_page_holds_a_path_of_one_machine():
     found = [f"{short(page)}:{number}: {line.strip()}"
              for page in pages()

@@ -8,6 +8,8 @@ import pytest
 from epkd_tf.budget import StopRules, make_measure
 from epkd_tf.config import BudgetConfig
 
+pytestmark = pytest.mark.unit
+
 
 @dataclasses.dataclass
 class FakeCosts:
