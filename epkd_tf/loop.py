@@ -44,7 +44,7 @@ from epkd_tf.budget import MeasureContext, StopRules, make_measure
 from epkd_tf.config import RunConfig
 from epkd_tf.distill import finetune
 from epkd_tf.evaluation import Evaluator
-from epkd_tf.errors import NoCandidateError, NonFiniteLossError
+from epkd_tf.errors import ApiError, NoCandidateError, NonFiniteLossError, UsageError
 from epkd_tf.pruning import Candidate, PruningContext, PruningError, criteria_correlation
 from epkd_tf.records import RunDir
 from epkd_tf.records.recorder import Recorder
@@ -209,7 +209,7 @@ class EPKD:
         at this iteration's temperature. ``student`` and the candidates are left as they
         are."""
         if self.teacher_model is None:
-            raise ValueError("EPKD.step needs the trained teacher: pass teacher= or run the "
+            raise ApiError("EPKD.step needs the trained teacher: pass teacher= or run the "
                              "whole algorithm.")
         if current_cost is None and not self.measure.exact:
             current_cost = self.cost_of(student)
@@ -218,7 +218,7 @@ class EPKD:
         for name, why in skipped.items():
             log.info("Iteration %d: %s left out (%s)", iteration, name, why)
         if len(skipped) == len(self.pruners):
-            raise ValueError(f"--budget={self.measure.name}: none of --pruners can lower it "
+            raise UsageError(f"--budget={self.measure.name}: none of --pruners can lower it "
                              f"({'; '.join(skipped.values())}); add a structured pruner.")
         candidates = self.make_candidates(student, target, iteration, current_cost, skipped)
         table = self.evaluator.candidates_table(candidates, self.pruners, iteration, target,
