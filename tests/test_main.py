@@ -477,7 +477,7 @@ def test_a_run_written_before_a_flag_existed_resumes_at_its_default(mnist_run, t
 def test_the_pre_checks_build_every_zoo_teacher_under_op_determinism(teacher, monkeypatch):
     """The memory estimate builds the teacher in a fresh graph: random ops (Dropout,
     initializers) need the graph's seed there, since op determinism is on in a run."""
-    from epkd_tf import feasibility
+    from epkd_tf.budget import feasibility
     from epkd_tf.config import DataConfig, RunConfig, TeacherConfig
     from epkd_tf.data import DatasetSpec
     estimated, check_memory = [], feasibility.check_memory
