@@ -308,6 +308,7 @@ def prune(model, target, *, criterion: str = "taylor", data=None,
           budget: str = default_of(BudgetConfig, "budget"),
           layer_floor: float = default_of(PruningConfig, "layer_floor"),
           flops_weight: float = default_of(PruningConfig, "flops_weight"),
+          allocation: str = default_of(PruningConfig, "allocation"),
           channel_multiple: int = default_of(PruningConfig, "channel_multiple"),
           batch_size: int = default_of(DataConfig, "batch_size"),
           seed: int = default_of(DataConfig, "seed"),
@@ -336,6 +337,8 @@ def prune(model, target, *, criterion: str = "taylor", data=None,
         (``--budget``).
       layer_floor: fraction of each layer's units never removed (``--layer_floor``).
       flops_weight: FLOPs regularisation of the structured ranking (``--flops_weight``).
+      allocation: how the structured plan chooses units: ``importance`` or ``cost``
+        (importance per unit of the ``budget``'s cost, ``--allocation``).
       channel_multiple: pruned layers keep a multiple of this many channels
         (``--channel_multiple``).
       batch_size: batch size of scoring and fine-tuning (``--batch_size``).
@@ -399,7 +402,8 @@ def prune(model, target, *, criterion: str = "taylor", data=None,
         raise ApiError(f"criterion_settings {sorted(criterion_settings)} are not settings of "
                        f"{criterion!r}: {err}") from None
     config = PruningConfig(pruners=(criterion,), layer_floor=layer_floor,
-                           flops_weight=flops_weight, channel_multiple=channel_multiple)
+                           flops_weight=flops_weight, allocation=allocation,
+                           channel_multiple=channel_multiple)
     context = MeasureContext(seed=seed)
     current = measure.of(model, context)
     if isinstance(target, float) and 0.0 < target < 1.0:

@@ -50,6 +50,11 @@ def _pruner_names():
     return PRUNERS.names()
 
 
+def _allocation_names():
+    from epkd_tf.pruning.allocation import allocation_names
+    return allocation_names()
+
+
 def _pruner_entries():
     from epkd_tf.pruning.registry import PRUNERS
     return PRUNERS.items()
@@ -221,6 +226,13 @@ class PruningConfig(Settings):
                                   "units that cost many multiply-accumulates, so latency "
                                   "falls with the parameters; 0 ranks by importance alone.",
                                   checks=[NON_NEGATIVE])
+    allocation: str = setting("importance", "How structured pruning chooses the units "
+                              "to remove: importance (the criterion's ranking alone, "
+                              "with --flops_weight) or cost (importance per unit of the "
+                              "budget's cost - parameters, MACs, milliseconds or bytes - "
+                              "re-costed as the model shrinks, a greedy knapsack as in "
+                              "HALP and NetAdapt).",
+                              checks=[one_of(_allocation_names, "allocation")])
     channel_multiple: int = setting(1, "Structured pruning keeps every pruned layer's "
                                     "channel count a multiple of this (or the layer's whole "
                                     "width): SIMD kernels of some runtimes like multiples "
@@ -233,6 +245,10 @@ class PruningConfig(Settings):
         return [self.criteria[name] for name in self.pruners]
 
     def validate(self):
+        if self.flops_weight > 0 and self.allocation != "importance":
+            raise self.invalid("flops_weight", f"is a weight of the importance ranking; "
+                               f"--allocation={self.allocation} costs units itself, so use "
+                               "--flops_weight=0 with it")
         missing = [p for p in self.pruners if p not in self.criteria]
         if missing:
             raise self.invalid("pruners", f"{missing[0]!r} has no settings (registered after "

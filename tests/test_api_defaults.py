@@ -36,6 +36,7 @@ FROM_SETTINGS = {
     ("prune", "budget"): (BudgetConfig, "budget"),
     ("prune", "layer_floor"): (PruningConfig, "layer_floor"),
     ("prune", "flops_weight"): (PruningConfig, "flops_weight"),
+    ("prune", "allocation"): (PruningConfig, "allocation"),
     ("prune", "channel_multiple"): (PruningConfig, "channel_multiple"),
     ("prune", "batch_size"): (DataConfig, "batch_size"),
     ("prune", "seed"): (DataConfig, "seed"),

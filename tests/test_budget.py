@@ -21,6 +21,7 @@ from epkd_tf.config import PruningConfig  # noqa: E402
 from epkd_tf.graph import analyze, dense_params, nonzero_params, remove_groups  # noqa: E402
 from epkd_tf.graph.count import macs_cost  # noqa: E402
 from epkd_tf.pruning import PruningContext, make_pruner, plan_removal  # noqa: E402
+from epkd_tf.pruning.allocation import ALLOCATIONS  # noqa: E402
 from epkd_tf.settings import with_flags  # noqa: E402
 
 INPUT = (16, 16, 1)
@@ -132,15 +133,19 @@ def test_latency_is_timed_side_by_side_with_the_reference(model, monkeypatch):
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("allocation", ALLOCATIONS.names())
 @pytest.mark.parametrize("budget", ["params", "macs", "size", "latency"])
-def test_candidates_of_one_target_have_equal_cost(model, graph, budget, measure_context):
+def test_candidates_of_one_target_have_equal_cost(model, graph, budget, allocation,
+                                                  measure_context):
     """Every structured criterion lands on the same target in the budget's measure,
-    within one group's cost (the plan's tolerance)."""
+    within one group's cost (the plan's tolerance), whichever allocation orders them."""
     measure = make_measure(budget)
     current = measure.of(model, measure_context)
     target = 0.6 * current
     data = FakeData(INPUT, 4, num_train=64, batch_size=32)
-    ctx = PruningContext(data, with_flags(PruningConfig(), taylor_batches=1, oracle_examples=32),
+    config = with_flags(PruningConfig(allocation=allocation), taylor_batches=1,
+                        oracle_examples=32)
+    ctx = PruningContext(data, config,
                          batch_size=32, measure=measure, measure_context=measure_context,
                          current_cost=current)
     planner = measure.planner(graph, measure_context, current)

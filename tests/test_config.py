@@ -34,6 +34,8 @@ BAD = [
     (PruningConfig, {"pruners": ("tayler",)}, "--pruners"),
     (PruningConfig, {"layer_floor": 0.0}, "--layer_floor"),
     (PruningConfig, {"flops_weight": -0.1}, "--flops_weight"),
+    (PruningConfig, {"allocation": "knapsack"}, "--allocation"),
+    (PruningConfig, {"allocation": "cost", "flops_weight": 0.2}, "--flops_weight"),
     (DistillConfig, {"alpha": -0.1}, "--alpha"),
     (DistillConfig, {"learning_rate": -1.0}, "--finetune_learning_rate"),
     (DistillConfig, {"temperature_start": 0.0}, "--temperature_start"),

@@ -227,10 +227,11 @@ class Size(Measure):
         # Four bytes per stored weight, plus the flatbuffer's own overhead (graph, tensor
         # metadata), calibrated on the current model's measured file.
         from epkd_tf.graph import ParamCounter
-        dense = ParamCounter(graph, dense=True).count
-        full = 4.0 * dense(np.ones(graph.num_units, dtype=bool))
+        from epkd_tf.graph.count import AffineCost
+        dense = ParamCounter(graph, dense=True)
+        full = 4.0 * dense.count_all()
         offset = (float(current) - full) if current is not None else 0.0
-        return lambda unit_keep: 4.0 * dense(unit_keep) + offset
+        return AffineCost(dense, 4.0, offset)
 
     def format(self, value):
         return f"{value / 1e6:.4f} MB"

@@ -1,6 +1,8 @@
 """Parameter counts of a model and of any pruned version of it, without rebuilding it."""
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 import epkd_tf  # noqa: F401
@@ -63,6 +65,30 @@ class ParamCounter:
             total += t.const
         return total
 
+    def __call__(self, unit_keep: np.ndarray) -> int:
+        return self.count(unit_keep)
+
+    def group_costs(self, unit_keep: Optional[np.ndarray] = None) -> np.ndarray:
+        """Nonzero parameters that removing each group alone saves from the model that
+        keeps ``unit_keep`` (default: every unit): its rows and columns in every layer that
+        produces or reads it (exact for one group; removed groups save 0)."""
+        keep = _full_keep(self.graph, unit_keep)
+        unit_cost = np.zeros(self.graph.num_units)
+        for in_pos, units, t in self._entries:
+            in_keep = keep_of_positions(in_pos, keep).astype(np.float64)
+            out_keep = keep[units].astype(np.float64) if len(units) else None
+            per_input = np.zeros(len(in_pos))
+            if t.pair is not None:
+                unit_cost[units] += in_keep @ t.pair
+                per_input += t.pair @ out_keep
+            if t.out_vec is not None:
+                unit_cost[units] += t.out_vec
+            if t.in_vec is not None:
+                per_input += t.in_vec
+            live = in_pos >= 0
+            np.add.at(unit_cost, in_pos[live], per_input[live])
+        return units_to_groups(self.graph, unit_cost * keep)
+
     def count_all(self) -> int:
         """Nonzero parameters of the unpruned model."""
         return self.count(np.ones(self.graph.num_units, dtype=np.int64))
@@ -116,15 +142,18 @@ class LayerwiseCost:
     def full(self) -> float:
         return self(np.ones(self.graph.num_units, dtype=bool))
 
-    def group_costs(self) -> np.ndarray:
-        """What removing each group alone saves (from the full model): its units' share of
-        every layer that produces or reads them — the marginal cost the FLOPs-regularised
-        ranking weighs (exact up to the interaction of two removed groups in one layer)."""
+    def group_costs(self, unit_keep: Optional[np.ndarray] = None) -> np.ndarray:
+        """What removing each group alone saves from the model that keeps ``unit_keep``
+        (default: every unit): its units' share of every layer that produces or reads them
+        — the marginal cost the cost-aware and FLOPs-regularised rankings weigh (exact for
+        one group; two groups removed from one layer interact). Removed groups cost 0."""
         graph = self.graph
+        keep = _full_keep(graph, unit_keep)
         unit_cost = np.zeros(graph.num_units)
         for layer, rule, in_pos, units in self.layers.entries:
-            kin = int(len(in_pos))
-            kout = len(units) if len(units) else kin
+            in_keep = keep_of_positions(in_pos, keep)
+            kin = int(in_keep.sum())
+            kout = int(keep[units].sum()) if len(units) else kin
             here = self.per_layer(layer, rule, kin, kout)
             if len(units):                                     # producing its units
                 unit_cost[units] += here - self.per_layer(layer, rule, kin, kout - 1)
@@ -133,7 +162,34 @@ class LayerwiseCost:
                 per_input = here - self.per_layer(layer, rule, kin - 1, kin - 1)
             live = in_pos >= 0                                 # reading prunable units
             np.add.at(unit_cost, in_pos[live], per_input)
-        return np.array([unit_cost[units].sum() for units in graph.group_units])
+        return units_to_groups(graph, unit_cost * keep)
+
+
+class AffineCost:
+    """``scale`` × another cost + ``offset`` (e.g. four bytes per stored weight plus a
+    file's overhead), with the marginal group costs of the one it scales."""
+
+    def __init__(self, inner, scale: float = 1.0, offset: float = 0.0):
+        self.inner, self.scale, self.offset = inner, float(scale), float(offset)
+
+    def __call__(self, unit_keep: np.ndarray) -> float:
+        return self.scale * self.inner(unit_keep) + self.offset
+
+    def group_costs(self, unit_keep: Optional[np.ndarray] = None) -> np.ndarray:
+        return self.scale * self.inner.group_costs(unit_keep)
+
+
+def _full_keep(graph: ChannelGraph, unit_keep: Optional[np.ndarray]) -> np.ndarray:
+    if unit_keep is None:
+        return np.ones(graph.num_units, dtype=bool)
+    return np.asarray(unit_keep, dtype=bool)
+
+
+def units_to_groups(graph: ChannelGraph, unit_values: np.ndarray) -> np.ndarray:
+    """Per-group sums of a per-unit array (fixed units belong to no group)."""
+    live = graph.group_of_unit >= 0
+    return np.bincount(graph.group_of_unit[live], weights=unit_values[live],
+                       minlength=graph.num_groups)
 
 
 def layer_macs(layer, rule, kept_in: int, kept_out: int) -> int:

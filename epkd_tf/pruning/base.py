@@ -158,7 +158,8 @@ class StructuredPruner(Pruner):
             plan = plan_removal(graph, scores, target, ctx.config.layer_floor,
                                 flops_weight=ctx.config.flops_weight, cost=ctx.cost_of(graph),
                                 channel_multiple=ctx.config.channel_multiple,
-                                reference_widths=ctx.floor_widths())
+                                reference_widths=ctx.floor_widths(),
+                                allocation=ctx.config.allocation)
             student = remove_groups(graph, plan.removed_groups)
         return Candidate(self.name, student, graph, scores, predicted_cost=plan.cost)
 

@@ -43,44 +43,54 @@ def block_floors(graph: "ChannelGraph", layer_floor: float,
 
 
 def ranking_key(graph: "ChannelGraph", scores: np.ndarray, flops_weight: float) -> np.ndarray:
-    """What the global ranking sorts by: the scores, or with ``flops_weight`` λ > 0,
-    rank(score) / #groups − λ · MACs(group) / max MACs.
-
-    This is the FLOPs regularisation of Molchanov et al. (2016, section 2.3): importance
-    alone keeps the cheap-per-parameter convolutions and strips the dense layers, which
-    shrinks parameters far more than latency. Scores enter as normalised ranks so the
-    trade-off means the same for every criterion, whatever the scale of its scores.
-    """
-    if flops_weight == 0:
-        return scores
-    from scipy import stats
-    from epkd_tf.graph import group_macs
-    ranks = stats.rankdata(scores) / len(scores)
-    macs = group_macs(graph)
-    return ranks - flops_weight * macs / max(macs.max(), 1.0)
+    """The importance allocation's key (see :class:`~epkd_tf.pruning.allocation.ByImportance`):
+    the scores, or with ``flops_weight`` λ > 0, rank(score) / #groups − λ · MACs(group) /
+    max MACs (the FLOPs regularisation of Molchanov et al. 2016, section 2.3)."""
+    from epkd_tf.pruning.allocation import ByImportance
+    return ByImportance(flops_weight).key(graph, scores, None, None)
 
 
 def removal_order(graph: "ChannelGraph", scores: np.ndarray, layer_floor: float,
                   flops_weight: float = 0.0,
-                  reference_widths: Optional[Dict[str, int]] = None) -> np.ndarray:
-    """Groups from least to most important (global ranking), skipping those a floor protects.
+                  reference_widths: Optional[Dict[str, int]] = None,
+                  allocation: str = "importance", cost: Optional[Callable] = None
+                  ) -> np.ndarray:
+    """Groups from least to most valuable by ``allocation``'s key (global ranking),
+    skipping those a floor protects.
 
-    Ties are broken by group id so the order is deterministic.
+    A dynamic allocation (``cost``: importance per unit of the budget's ``cost``) is keyed
+    again after every chunk of removals, on the model that is left. Ties are broken by
+    group id so the order is deterministic.
     """
-    key = ranking_key(graph, scores, flops_weight)
-    order = np.lexsort((np.arange(len(key)), key))
+    from epkd_tf.pruning.allocation import chunk_size, make_allocation
+    rule = make_allocation(allocation, flops_weight)
     removable = np.array([len(b.groups) for b in graph.blocks]) - block_floors(
         graph, layer_floor, reference_widths)
     taken = np.zeros(len(graph.blocks), dtype=np.int64)
     layer_left = _layer_removable(graph, layer_floor, reference_widths)
+    unit_keep = np.ones(graph.num_units, dtype=bool)
+    gone = np.zeros(graph.num_groups, dtype=bool)
+    chunk = chunk_size(graph.num_groups, rule.dynamic)
     result = []
-    for g in order:
-        b = graph.group_block[g]
-        layers = graph.unit_layer[graph.group_units[g]]
-        if taken[b] < removable[b] and np.all(layer_left[layers] > 0):
-            taken[b] += 1
-            layer_left[layers] -= 1
-            result.append(g)
+    while True:
+        key = rule.key(graph, scores, unit_keep, cost)
+        added = 0
+        for g in np.lexsort((np.arange(len(key)), key)):
+            if gone[g]:
+                continue
+            b = graph.group_block[g]
+            layers = graph.unit_layer[graph.group_units[g]]
+            if taken[b] < removable[b] and np.all(layer_left[layers] > 0):
+                taken[b] += 1
+                layer_left[layers] -= 1
+                gone[g] = True
+                unit_keep[graph.group_units[g]] = False
+                result.append(g)
+                added += 1
+                if added == chunk:
+                    break
+        if added < chunk:              # no group left that a floor does not protect
+            break
     return np.array(result, dtype=np.int64)
 
 
@@ -124,8 +134,12 @@ def plan_removal(graph: "ChannelGraph", scores: np.ndarray, target: float,
                  layer_floor: float, counter: "ParamCounter" = None,
                  flops_weight: float = 0.0, cost: Optional[Callable] = None,
                  channel_multiple: int = 1,
-                 reference_widths: Optional[Dict[str, int]] = None) -> Plan:
+                 reference_widths: Optional[Dict[str, int]] = None,
+                 allocation: str = "importance") -> Plan:
     """The prefix of the removal order whose cost is closest to ``target``.
+
+    The order is ``allocation``'s (:mod:`epkd_tf.pruning.allocation`): by importance, or
+    by importance per unit of ``cost``.
 
     ``cost(unit_keep)`` is the budget's measure of the model that keeps those units
     (default: its nonzero parameters, ``counter``). Every measure falls monotonically
@@ -139,9 +153,9 @@ def plan_removal(graph: "ChannelGraph", scores: np.ndarray, target: float,
     """
     if cost is None:
         from epkd_tf.graph import ParamCounter
-        counter = counter or ParamCounter(graph)
-        cost = counter.count
-    order = removal_order(graph, scores, layer_floor, flops_weight, reference_widths)
+        cost = counter or ParamCounter(graph)
+    order = removal_order(graph, scores, layer_floor, flops_weight, reference_widths,
+                          allocation, cost)
 
     def removed(k: int) -> np.ndarray:
         return round_to_multiple(graph, order[:k], channel_multiple)
