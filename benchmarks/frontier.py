@@ -152,6 +152,9 @@ def points(network: str, dataset: str, budget: str, allocation: str, seed: int, 
            drops, wall: float) -> list:
     teacher = pd.read_csv(os.path.join(out, "teacher.csv")).iloc[0]
     students = pd.read_csv(os.path.join(out, "students.csv")).set_index("iteration")
+    candidates = pd.read_csv(os.path.join(out, "candidates.csv"))
+    made = candidates[candidates.skipped.isna()]          # read_csv makes "" NaN
+    error = ((made.predicted_cost - made.cost).abs() / made.cost).median()
     rows = []
     for drop, iteration in ladder(out, drops):
         row = teacher if iteration == 0 else students.loc[iteration]
@@ -168,6 +171,7 @@ def points(network: str, dataset: str, budget: str, allocation: str, seed: int, 
             "int8_speedup": times["int8"][0] / times["int8"][1],
             "float_ms": times["float"][1], "int8_ms": times["int8"][1],
             "teacher_float_ms": times["float"][0], "teacher_int8_ms": times["int8"][0],
+            "model_error": float(error) if budget == "latency" else np.nan,
             "seconds": wall})
     return rows
 
@@ -196,7 +200,7 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
 
 
 def markdown(frame: pd.DataFrame, args, runs: pd.DataFrame) -> str:
-    lines = [f"## Accuracy against measured speed (`benchmarks/frontier.py`)", "",
+    lines = ["## Accuracy against measured speed (`benchmarks/frontier.py`)", "",
              f"Measured {datetime.date.today()} on {platform.machine()}, {os.cpu_count()} "
              f"cores, CPU only. Invocation: `python benchmarks/frontier.py "
              f"--networks={','.join(args.networks)} --datasets={','.join(args.datasets)} "
@@ -243,12 +247,16 @@ def markdown(frame: pd.DataFrame, args, runs: pd.DataFrame) -> str:
         met = best is not None and best.speedup >= TARGETS[network]
         lines.append(f"| {NETWORKS[network][0]} | >= {TARGETS[network]:g}x | {what} | "
                      f"{'yes' if met else '**no**'} |")
-    lines += ["", "| network | dataset | budget | allocation | seed | iterations run | "
-              "teacher test acc | seconds |", "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "Runs (latency model error: the plan's predicted latency of every candidate "
+              "against its measurement, median):", "",
+              "| network | dataset | budget | allocation | seed | iterations run | "
+              "teacher test acc | latency model error | seconds |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in runs.itertuples():
+        error = "-" if np.isnan(r.model_error) else f"{100 * r.model_error:.1f}%"
         lines.append(f"| {NETWORKS[r.network][0]} | {r.dataset} | {r.budget} | "
                      f"{r.allocation} | {r.seed} | {r.iterations_run} | "
-                     f"{100 * r.teacher_accuracy:.2f}% | {r.seconds:.0f} |")
+                     f"{100 * r.teacher_accuracy:.2f}% | {error} | {r.seconds:.0f} |")
     return "\n".join(lines)
 
 
