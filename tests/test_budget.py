@@ -93,8 +93,10 @@ def test_latency_model_is_calibrated_and_never_predicts_a_narrower_model_slower(
         now = planner(graph.unit_keep(order[:k]))
         assert now <= previous + 1e-12
         previous = now
-    # Every costed layer was timed on LiteRT (a few points per layer, cached).
-    assert measure_context.latency_model.points_measured >= 4
+    # Every costed layer was timed on LiteRT (a few points per layer, cached), or read
+    # from the session's disk cache when another test timed it first.
+    latency_model = measure_context.latency_model
+    assert latency_model.points_measured + latency_model.points_reused >= 4
 
 
 @pytest.mark.integration
