@@ -2,27 +2,35 @@
 them is predicted (never slower when narrower), and the disk cache that keeps the timings
 from one run to the next.
 
-Why a table. LiteRT's XNNPACK kernels compute output channels in tiles and pad the last
-one, so a layer's latency is a staircase (often a sawtooth) of its output width, not a
-smooth function of its MACs. Measured on the x86-64 machine of the benchmarks (AVX-512,
-float32, one thread; ``Dense(784 -> k)``, microseconds):
+Why a table. LiteRT's XNNPACK kernels compute output channels in tiles, so a layer's
+latency is a staircase (here a sawtooth) of its output width, not a smooth function of
+its MACs. Measured on the x86-64 machine of the benchmarks (AVX-512, float32, one
+thread), ``Dense(784 -> k)`` in microseconds:
 
-    k   16   24   32   40   48   56   64   72   80   88   96
-    us  1.39 2.17 1.41 2.94 2.94 2.22 2.21 4.49 4.47 3.04 3.04
+    k    16   17-31  32   40   48   56   64   72   80   88   96
+    us   1.4  2.2    1.4  2.9  2.9  2.2  2.2  4.5  4.5  3.0  3.0
 
-and a 3x3 ``Conv2D`` (16 -> k channels on 14x14) or a ``DepthwiseConv2D`` change cost only
-at multiples of 8 as well; the int8 kernels use tiles of 16 to 64 channels. Input channels
-are not tiled in float kernels (their cost is linear in them: the reduction loop runs
-over every input), and barely in int8 ones. Hence:
+Every width of a 16-unit tile costs the same, except that up to 32 an exact multiple of
+16 runs faster; from 33 on an odd number of tiles is slower than the next even one (the
+width scan of docs/benchmarks/budgets.md). A 3x3 ``Conv2D`` (16 -> k channels, 14x14) and
+a ``DepthwiseConv2D`` behave alike (k = 17-25 as slow as 24, 32 faster); int8 kernels
+change cost at multiples of 64 output or input channels. Input channels of float kernels
+are not tiled (cost is linear in them: 3x3 ``Conv2D`` k -> 32 costs 5.1, 9.6, 14.2 ... us
+for k = 8, 16, 24 ...). Hence:
 
-* output widths (and the channels of per-channel layers) are rounded **up to a multiple
-  of** :data:`TILE` (8) before the lookup: every tile seen here (8, 16, 32, 64) is a
-  multiple of 8, so a width costs what its rounded-up width costs, exactly;
-* the timed widths are the layer's current width and multiples of 8 below it, densest
-  just below the current width (where a plan mostly looks), down to about a quarter of
-  it; input widths get two or three columns with linear interpolation between them;
+* the widths timed below the current width are **multiples of** :data:`TILE` **(8)**:
+  every tile boundary seen here (16, 32, 64) is one, and a multiple of 8 that is not one
+  of 16 samples the slow remainder path of its tile. They are densest just below the
+  current width (where a plan mostly looks) and reach down to about a quarter of it;
+  input widths get two or three columns, linearly interpolated;
+* a query's output width is **rounded up to a multiple of 8** and read off the table
+  made non-decreasing (at each width, the largest time at or below it): exact wherever
+  latency does not fall as the width grows and every multiple of 8 up to the query is
+  timed; where the runtime makes a narrower width slower (the sawtooth), the prediction
+  is that slower width's time, never less: the plan's binary search needs the cost to
+  fall with every removal;
 * at most :data:`MAX_POINTS` points per layer (a conversion and timing takes 0.2-0.5 s),
-  measured only when a plan asks about the layer, a column of input width at a time.
+  timed only when a plan asks about the layer, one column of input width at a time.
 
 Tables are stored per layer *signature* (the layer's class and configuration without its
 width, its input's spatial size, the TFLite format, the threads and the runtime: the
@@ -50,7 +58,8 @@ from epkd_tf import files
 log = logging.getLogger("epkd_tf")
 
 #: Output widths are rounded up to a multiple of this before the lookup, and timed widths
-#: below the current one are multiples of it (see the module docstring for why 8).
+#: below the current one are multiples of it (the module docstring says why 8: every tile
+#: boundary measured on LiteRT here, 16, 32 and 64 channels, is a multiple of it).
 TILE = 8
 #: Output widths timed per input width (producers: Dense, convolutions).
 MAX_OUT = 6
