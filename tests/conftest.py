@@ -52,6 +52,18 @@ def pytest_collection_modifyitems(config, items):
             items[:] = [item for item in items if not item.get_closest_marker("slow")]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def latency_cache(tmp_path_factory):
+    """The latency model's tables (epkd_tf.deploy.latency_table) go to the session's
+    temporary directory, never to the user's ~/.cache or $EPKD_TF_CACHE: every
+    LatencyModel made without a cache_dir, and every run started in a subprocess (they
+    inherit the environment), reads and writes there."""
+    path = tmp_path_factory.mktemp("epkd_tf_cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EPKD_TF_CACHE", str(path))
+        yield path
+
+
 def shared_once(tmp_path_factory, name: str, make) -> Path:
     """``make(path)`` once per test session, by whichever xdist worker asks first: the
     others wait for it (a lock file) and get the same ``path``. What it made is shared:

@@ -93,8 +93,10 @@ def test_latency_model_is_calibrated_and_never_predicts_a_narrower_model_slower(
         now = planner(graph.unit_keep(order[:k]))
         assert now <= previous + 1e-12
         previous = now
-    # Every costed layer was timed on LiteRT (a few points per layer, cached).
-    assert measure_context.latency_model.points_measured >= 4
+    # Every costed layer was timed on LiteRT (a few points per layer, cached), or read
+    # from the session's disk cache when another test timed it first.
+    latency_model = measure_context.latency_model
+    assert latency_model.points_measured + latency_model.points_reused >= 4
 
 
 @pytest.mark.integration
@@ -150,16 +152,39 @@ def test_candidates_of_one_target_have_equal_cost(model, graph, budget, allocati
                          current_cost=current)
     planner = measure.planner(graph, measure_context, current)
     full = planner(np.ones(graph.num_units, bool))
-    # the largest cost one group can change
+    # the largest cost one group can change in the full model
     step = max(full - planner(graph.unit_keep([g])) for g in range(graph.num_groups))
-    predicted = {}
+    predicted, tolerance = {}, {}
     for name in ("l1_filter", "taylor", "oracle"):
         candidate = ctx.config.criteria[name].make_candidate(model, target, ctx)
         predicted[name] = candidate.predicted_cost
-        assert abs(candidate.predicted_cost - target) <= step, (name, candidate.predicted_cost)
+        # One group's cost where the plan landed may exceed any of the full model's: the
+        # latency tables are staircases of the widths (a group that crosses a tile there).
+        tolerance[name] = max(step, _one_group_near_the_plan(candidate, target, ctx))
+        assert abs(candidate.predicted_cost - target) <= tolerance[name], (
+            name, candidate.predicted_cost)
         if measure.exact:
             assert measure.of(candidate.model, measure_context) == candidate.predicted_cost
-    assert max(predicted.values()) - min(predicted.values()) <= 2 * step
+    assert max(predicted.values()) - min(predicted.values()) <= 2 * max(tolerance.values())
+
+
+def _one_group_near_the_plan(candidate, target, ctx):
+    """What the plan's last removal, or the next one along its order, changes: the plan
+    lands within that of the target (one group's cost, where it landed)."""
+    from epkd_tf.pruning.plan import removal_order
+    graph, config = candidate.graph, ctx.config
+    cost = ctx.cost_of(graph)
+    plan = plan_removal(graph, candidate.scores, target, config.layer_floor,
+                        flops_weight=config.flops_weight, cost=cost,
+                        reference_widths=ctx.floor_widths(), allocation=config.allocation)
+    assert plan.cost == pytest.approx(candidate.predicted_cost)    # the candidate's plan
+    order = removal_order(graph, candidate.scores, config.layer_floor, config.flops_weight,
+                          ctx.floor_widths(), config.allocation, cost)
+    k = len(plan.removed_groups)
+    assert config.channel_multiple == 1 and set(order[:k]) == set(plan.removed_groups)
+    costs = [cost(graph.unit_keep(order[:n])) for n in range(max(0, k - 1),
+                                                             min(len(order), k + 1) + 1)]
+    return float(np.max(np.abs(np.diff(costs))))
 
 
 @pytest.mark.unit

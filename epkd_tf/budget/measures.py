@@ -10,7 +10,7 @@ LiteRT latency of the float or int8 TFLite file, as ``deployment.csv`` measures 
   latency (timed side by side with the run's teacher, see :class:`MeasureContext`);
 * gives the pruning plan a cost of any structured-pruned version (``planner``): exact for
   params and MACs, the dense byte count plus a calibrated file overhead for size, the
-  fitted per-layer latency model (``epkd_tf.deploy.latency``) for latency;
+  per-layer latency tables measured on LiteRT (``epkd_tf.deploy.latency``) for latency;
 * says whether unstructured sparsity lowers it (``lowered_by_sparsity``): zeros lower the
   nonzero count, but a magnitude-pruned network still runs and stores its dense kernels,
   so ``poly_magnitude`` is left out of MACs, latency and size iterations with a reason.
@@ -47,6 +47,9 @@ class MeasureContext:
     calibration_source: Optional[Callable[[], np.ndarray]] = None
     seed: int = 0
     latency_model: object = None            # epkd_tf.deploy.latency.LatencyModel, made on demand
+    # Where the latency model stores its per-layer tables between runs: None, the default
+    # ($EPKD_TF_CACHE/latency, else ~/.cache/epkd_tf/latency); False, nowhere; or a path.
+    latency_cache: object = None
     reference: object = None                # the teacher (a tf_keras model) or None
     reference_costs: dict = dataclasses.field(default_factory=dict)  # measure -> its cost
     _reference_files: dict = dataclasses.field(default_factory=dict)  # format -> bytes
@@ -72,7 +75,7 @@ class MeasureContext:
             from epkd_tf.deploy.latency import LatencyModel
             self.latency_model = LatencyModel(self.latency_format, self.threads,
                                               runs=max(10, min(self.runs, 30)),
-                                              seed=self.seed)
+                                              seed=self.seed, cache_dir=self.latency_cache)
         return self.latency_model
 
 
