@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import gzip
+import json
 import os
 import platform
 import subprocess
@@ -176,6 +177,72 @@ def points(network: str, dataset: str, budget: str, allocation: str, seed: int, 
     return rows
 
 
+PEER = "Torch-Pruning Taylor + KD"
+
+
+def teacher_weights(out: str) -> str:
+    """The run's LeNet-5 teacher as the npz the peer loads (layer_kernel, layer_bias)."""
+    path = os.path.join(out, "teacher_weights.npz")
+    if not os.path.exists(path):
+        sys.path.insert(0, str(REPO))
+        import epkd_tf
+        model = epkd_tf.load_model(os.path.join(out, "checkpoints", "teacher.keras"))
+        arrays = {}
+        for layer in model.layers:
+            weights = layer.get_weights()
+            if weights:
+                arrays[f"{layer.name}_kernel"], arrays[f"{layer.name}_bias"] = weights
+        np.savez(path, **arrays)
+    return path
+
+
+def lenet5_tflite(widths) -> bytes:
+    """A float TFLite LeNet-5 at the peer's widths (conv1, conv2, fc1; random weights:
+    latency does not depend on their values), converted like epkd_tf's students."""
+    sys.path.insert(0, str(REPO))
+    import epkd_tf  # noqa: F401
+    import tf_keras
+    from epkd_tf.deploy import tflite as metrics
+    c1, c2, f1 = widths
+    layers = tf_keras.layers
+    x = tf_keras.Input((28, 28, 1))
+    y = layers.MaxPooling2D(2)(layers.Conv2D(c1, 5, activation="relu")(x))
+    y = layers.MaxPooling2D(2)(layers.Conv2D(c2, 5, activation="relu")(y))
+    y = layers.Dense(f1, activation="relu")(layers.Flatten()(y))
+    return metrics.to_tflite(tf_keras.Model(x, layers.Dense(10)(y)))
+
+
+def peer_point(row: dict, out: str, npz: str, work: str) -> dict:
+    """Torch-Pruning (global Taylor, in its own virtual environment) on the same teacher
+    to the epkd_tf student's MACs, in as many pruning steps as the student's iterations,
+    each followed by the same 2 epochs of distillation; its widths timed side by side with
+    the teacher's file."""
+    from peers import peer_python
+    sys.path.insert(0, str(REPO))
+    from epkd_tf.deploy import tflite as metrics
+    name = (f"{row['network']}_{row['dataset']}_{row['budget']}_{row['allocation']}_s"
+            f"{row['seed']}_it{row['iteration']}.json")
+    result = os.path.join(work, "peer", name)
+    if not os.path.exists(result):
+        os.makedirs(os.path.dirname(result), exist_ok=True)
+        subprocess.run([peer_python(), str(REPO / "benchmarks" / "peer_torch_pruning.py"),
+                        f"--teacher={teacher_weights(out)}", f"--mnist={npz}",
+                        f"--target_macs={row['macs']}", f"--steps={row['iteration']}",
+                        f"--seed={row['seed']}", f"--out={result}"], check=True)
+    peer = json.loads(Path(result).read_text())
+    widths = [int(w) for w in peer["widths"].split(",")]
+    (teacher_ms, _), (peer_ms, _) = metrics.tflite_latency_side_by_side(
+        [Path(out, "tflite", "teacher.tflite").read_bytes(), lenet5_tflite(widths)],
+        runs=SIDE_BY_SIDE_RUNS, rounds=SIDE_BY_SIDE_ROUNDS)
+    return {**row, "allocation": f"{PEER} at the MACs of {row['allocation']}",
+            "peer": True, "of_allocation": row["allocation"],
+            "test_accuracy": peer["test_accuracy"], "macs": peer["lenet_macs"],
+            "params": peer["params"], "float_speedup": teacher_ms / peer_ms,
+            "int8_speedup": np.nan, "float_ms": peer_ms, "int8_ms": np.nan,
+            "teacher_float_ms": teacher_ms, "teacher_int8_ms": np.nan,
+            "model_error": np.nan, "seconds": peer["seconds"]}
+
+
 def plot(frame: pd.DataFrame, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -233,8 +300,9 @@ def markdown(frame: pd.DataFrame, args, runs: pd.DataFrame) -> str:
     lines += ["", "Targets (issue #23: Fashion-MNIST, within "
               f"{TARGET_DROP} points of the teacher on test):", "",
               "| network | target | best within the drop | met |", "|---|---|---|---|"]
+    ours = frame[~frame.peer]
     for network in args.networks:
-        within = frame[(frame.network == network) & (frame.dataset == "fashion_mnist")]
+        within = ours[(ours.network == network) & (ours.dataset == "fashion_mnist")]
         if within.empty:
             continue
         means = within.groupby(["budget", "allocation", "drop_allowed"]).agg(
@@ -247,6 +315,31 @@ def markdown(frame: pd.DataFrame, args, runs: pd.DataFrame) -> str:
         met = best is not None and best.speedup >= TARGETS[network]
         lines.append(f"| {NETWORKS[network][0]} | >= {TARGETS[network]:g}x | {what} | "
                      f"{'yes' if met else '**no**'} |")
+    peers = frame[frame.peer]
+    if not peers.empty:
+        lines += ["", f"At equal MACs, {PEER} (its own virtual environment, the same teacher "
+                  "weights, the first 54,000 training examples, as many global-Taylor "
+                  "pruning steps as the epkd_tf student had iterations, each followed by "
+                  "the same 2 epochs of distillation; its widths rebuilt in tf_keras and "
+                  "timed side by side with the teacher):", "",
+                  "| network | dataset | epkd_tf run | drop allowed | MACs | epkd_tf test "
+                  "change | peer test change | epkd_tf float speed-up | peer float speed-up |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        keys = ["network", "dataset", "budget", "of_allocation", "drop_allowed"]
+        for key, group in peers.groupby(keys, sort=False):
+            network, dataset, of_budget, of_allocation, drop = key
+            mine = ours[(ours.network == network) & (ours.dataset == dataset)
+                        & (ours.budget == of_budget) & (ours.allocation == of_allocation)
+                        & (ours.drop_allowed == drop)]
+
+            def spread(values):
+                return (f"{values.mean():+.2f}" + (f" ({values.min():+.2f}..{values.max():+.2f})"
+                                                   if len(values) > 1 else ""))
+            lines.append(
+                f"| {NETWORKS[network][0]} | {dataset} | --budget={of_budget} "
+                f"--allocation={of_allocation} | {drop:g} | {group.macs.mean():,.0f} | "
+                f"{spread(mine.change)} | {spread(group.change)} | "
+                f"{mine.float_speedup.mean():.2f}x | {group.float_speedup.mean():.2f}x |")
     lines += ["", "Runs (latency model error: the plan's predicted latency of every candidate "
               "against its measurement, median):", "",
               "| network | dataset | budget | allocation | seed | iterations run | "
@@ -270,6 +363,9 @@ def main() -> int:
     parser.add_argument("--seeds", type=listed(int), default=[0])
     parser.add_argument("--drops", type=listed(float), default=[0.25, 0.5, 1.0])
     parser.add_argument("--finetune_epochs", type=int, default=2)
+    parser.add_argument("--peer_drops", type=listed(float), default=[],
+                        help="LeNet-5 only: run Torch-Pruning to the MACs of the epkd_tf "
+                        "students at these rungs of the drop ladder")
     parser.add_argument("--keep_runs", default=None, help="keep run directories here")
     parser.add_argument("--fashion_dir", default="/usr/share/datasets/fashion-mnist")
     parser.add_argument("--npz", default=str(REPO.parent / "shared" / "data" / "mnist.npz"))
@@ -299,12 +395,20 @@ def main() -> int:
                         got = points(network, dataset, budget, allocation, seed, out,
                                      args.drops, wall)
                         rows += got
+                        if network == "lenet5":
+                            npz = args.npz if dataset == "mnist" else os.path.join(
+                                work, "fashion_mnist.npz")
+                            rows += [peer_point(p, out, npz, work) for p in got
+                                     if p["drop_allowed"] in args.peer_drops
+                                     and p["iteration"] > 0]
                         runs.append({**got[0], "iterations_run": got[0]["iterations_run"]})
                         print(got, flush=True)
                         # Every later run distils from this first run's teacher.
                         teacher = [f for f in teacher if f.startswith("--image_size")] + [
                             f"--teacher_path={os.path.join(out, 'checkpoints', 'teacher.keras')}"]
     frame = pd.DataFrame(rows)
+    frame["peer"] = frame.get("peer", pd.Series(False, index=frame.index)).fillna(False) \
+        .astype(bool)
     frame["change"] = 100 * (frame.test_accuracy - frame.teacher_accuracy)
     frame.to_csv(os.path.join(work, "frontier.csv"), index=False)
     plot(frame, REPO / "plots" / "frontier.png")

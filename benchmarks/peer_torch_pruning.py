@@ -6,6 +6,10 @@ dependency of epkd_tf), started by peers.py:
     python peer_torch_pruning.py --teacher=teacher.npz --mnist=mnist.npz \\
         --ratio=10 --seed=0 --out=result.json
 
+(``benchmarks/frontier.py`` instead gives ``--target_macs`` and ``--steps``: the same
+MACs, in epkd_tf's count, and the same number of distillation rounds as an epkd_tf
+student; ``--mnist`` may hold Fashion-MNIST, the same npz keys.)
+
 The protocol is the one epkd_tf runs (``compression_setup.py``): training examples
 0..53,999 (the TFDS ``train[:90%]`` of the same file), 5 pruning steps to the same
 parameter counts, each followed by 2 epochs of distillation from the original teacher
@@ -105,9 +109,18 @@ def distil(student, x, y, teacher_logits, temperature, seed, epochs=EPOCHS):
             optimizer.step()
 
 
-def prune_to(model, target, importance, x, y, example):
+def lenet_macs(model) -> int:
+    """Multiply-accumulates per example as epkd_tf counts them (convolutions and dense
+    layers only): conv1 at 24x24 positions, conv2 at 8x8, both 5x5 kernels."""
+    c1, c2 = model.conv1.out_channels, model.conv2.out_channels
+    f1 = model.fc1.out_features
+    return 24 * 24 * 25 * c1 + 8 * 8 * 25 * c1 * c2 + 16 * c2 * f1 + f1 * 10
+
+
+def prune_to(model, target, importance, x, y, example, measure=params):
     """Prunes ``model`` (in place) with one MetaPruner step whose global channel ratio
-    lands closest to ``target`` parameters (bisection on copies)."""
+    lands closest to ``target`` in ``measure`` (parameters by default; bisection on
+    copies)."""
     def pruned(ratio):
         candidate = copy.deepcopy(model)
         if isinstance(importance, tp.importance.TaylorImportance):
@@ -125,11 +138,11 @@ def prune_to(model, target, importance, x, y, example):
     for _ in range(20):
         mid = (lo + hi) / 2
         candidate = pruned(mid)
-        if params(candidate) > target:
+        if measure(candidate) > target:
             lo = mid
         else:
             hi, best = mid, candidate
-        if abs(params(candidate) - target) / target < 0.002:
+        if abs(measure(candidate) - target) / target < 0.002:
             best = candidate
             break
     return best
@@ -139,7 +152,12 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--teacher", required=True)
     parser.add_argument("--mnist", required=True)
-    parser.add_argument("--ratio", type=float, required=True)
+    parser.add_argument("--ratio", type=float, default=None,
+                        help="prune to this many times fewer parameters")
+    parser.add_argument("--target_macs", type=int, default=None,
+                        help="prune to this many MACs (epkd_tf's count) instead")
+    parser.add_argument("--steps", type=int, default=STEPS,
+                        help="pruning steps, each followed by distillation")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--importance", choices=["taylor", "magnitude"], default="taylor")
     parser.add_argument("--out", required=True)
@@ -157,15 +175,20 @@ def main() -> int:
     start = time.perf_counter()
     student = copy.deepcopy(teacher)
     example = torch.zeros(1, 1, 28, 28)
-    total = params(teacher)
+    if (args.ratio is None) == (args.target_macs is None):
+        parser.error("give one of --ratio and --target_macs")
+    measure = params if args.target_macs is None else lenet_macs
+    total = measure(teacher)
+    ratio = args.ratio if args.target_macs is None else total / args.target_macs
     importance = (tp.importance.TaylorImportance() if args.importance == "taylor"
                   else tp.importance.MagnitudeImportance(p=1))
-    for step in range(1, STEPS + 1):
-        target = int(round(total / args.ratio ** (step / STEPS)))
-        student = prune_to(student, target, importance, x, y, example)
+    for step in range(1, args.steps + 1):
+        target = int(round(total / ratio ** (step / args.steps)))
+        student = prune_to(student, target, importance, x, y, example, measure)
         distil(student, x, y, teacher_logits, T0 - T_STEP * (step - 1), args.seed * 100 + step)
     macs, counted = tp.utils.count_ops_and_params(student, example)
-    result = {"importance": args.importance, "ratio": args.ratio, "seed": args.seed,
+    result = {"importance": args.importance, "ratio": ratio, "seed": args.seed,
+              "steps": args.steps, "lenet_macs": lenet_macs(student),
               "teacher_params": total, "teacher_test_accuracy": accuracy(teacher, x_test, y_test),
               "params": params(student), "macs": int(macs),
               "widths": f"{student.conv1.out_channels}, {student.conv2.out_channels}, "
