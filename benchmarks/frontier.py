@@ -111,21 +111,27 @@ def run(flags, out: str) -> float:
     return float(Path(wall).read_text())
 
 
-def ladder(out: str, drops) -> list:
+def ladder(out: str, drops, budget: str = "params") -> list:
     """[(drop, iteration)]: the final student a run with ``--max_accuracy_drop=drop`` would
-    have chosen (0: the teacher), read off this run's students.csv."""
-    teacher = pd.read_csv(os.path.join(out, "teacher.csv")).iloc[0]
+    have chosen (0: the teacher), read off this run's tables with the package's own stop
+    rules (``epkd_tf.budget.stop``): the run stops after the first student that loses more
+    than ``drop`` on the validation split, and the final one is chosen among those made."""
+    sys.path.insert(0, str(REPO))
+    from epkd_tf.budget import make_measure
+    from epkd_tf.budget.stop import StopRules
+    from epkd_tf.config import BudgetConfig
+    teacher = pd.read_csv(os.path.join(out, "teacher.csv"))
     students = pd.read_csv(os.path.join(out, "students.csv"))
-    lost = 100 * (teacher.validation_accuracy - students.validation_accuracy)
     rungs = []
     for drop in drops:
-        over = np.flatnonzero(lost.to_numpy() > drop + 1e-9)
-        made = students.iloc[: over[0]] if len(over) else students
-        if made.empty:
-            rungs.append((drop, 0))
-        else:
-            best = made.sort_values(["cost", "iteration"], ascending=[True, False]).iloc[0]
-            rungs.append((drop, int(best.iteration)))
+        rules = StopRules(BudgetConfig(max_accuracy_drop=drop), make_measure(budget),
+                          keep_ratio=0.8, validation=True)
+        made = students
+        for k in range(1, len(students) + 1):
+            if rules.stop_reason(teacher, students.iloc[:k]):
+                made = students.iloc[:k]
+                break
+        rungs.append((drop, rules.choose_final(teacher, made)))
     return rungs
 
 
@@ -157,7 +163,7 @@ def points(network: str, dataset: str, budget: str, allocation: str, seed: int, 
     made = candidates[candidates.skipped.isna()]          # read_csv makes "" NaN
     error = ((made.predicted_cost - made.cost).abs() / made.cost).median()
     rows = []
-    for drop, iteration in ladder(out, drops):
+    for drop, iteration in ladder(out, drops, budget):
         row = teacher if iteration == 0 else students.loc[iteration]
         times = timed_side_by_side(out, iteration)
         rows.append({
