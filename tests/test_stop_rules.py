@@ -55,6 +55,23 @@ def test_stop_reason_on_recorded_rows():
     assert "meets every --target_* goal" in rules(target_params=1).stop_reason(teacher, met)
 
 
+def test_a_loss_of_exactly_the_allowed_points_neither_stops_nor_is_refused():
+    """909/1000 against 899/1000 is 1.00 point on the split, though 100 × (0.909 − 0.899)
+    is 1.0000000000000009 in floats: the rule must not stop the run on a student it then
+    chooses as within the drop (seen in a run: "stopped: iteration 10's student is 1.00
+    points below ... (--max_accuracy_drop=1)", with iteration 10 as its final student)."""
+    assert 100 * (0.909 - 0.899) > 1.0                   # the float edge the test is about
+    teacher = pd.DataFrame([{"test_accuracy": 0.909, "validation_accuracy": np.nan}])
+    students = pd.DataFrame({"iteration": [1, 2], "test_accuracy": [0.905, 0.899],
+                             "goal_met": [False, False], "cost": [80.0, 64.0]})
+    checker = rules(max_accuracy_drop=1.0)
+    assert checker.stop_reason(teacher, students) is None
+    assert checker.choose_final(teacher, students) == 2
+    worse = students.assign(test_accuracy=[0.905, 0.898])
+    assert "1.10 points below" in checker.stop_reason(teacher, worse)
+    assert checker.choose_final(teacher, worse) == 1
+
+
 @pytest.mark.parametrize("name, expected", [("params", 1234.0), ("size", 5e5),
                                             ("macs", 77.0), ("latency", None)])
 def test_each_measure_reads_its_cost_off_the_standard_measurements(name, expected):

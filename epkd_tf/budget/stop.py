@@ -77,6 +77,14 @@ class StopRules:
         base = selection.selection_accuracy(teacher.iloc[0], self.validation)
         return 100 * (base - selection.selection_accuracy(row, self.validation))
 
+    @staticmethod
+    def _within(lost: float, drop: float) -> bool:
+        """Whether ``lost`` points are within the allowed ``drop``. Accuracies are counts
+        over a split, so a loss of exactly the allowed points (60 of 6,000 images for 1.0)
+        is common; 100 × a difference of floats lands a hair either side of it, and the
+        stop rule and the final choice must read it the same way."""
+        return lost <= drop + 1e-9
+
     def stop_reason(self, teacher: pd.DataFrame, students: pd.DataFrame) -> Optional[str]:
         """Why no further iteration should run (None: go on): every --target_* goal met
         by the last student, or the last student more than --max_accuracy_drop points
@@ -89,7 +97,7 @@ class StopRules:
         drop = self.budget.max_accuracy_drop
         if drop is not None:
             lost = self._points_lost(teacher, last)
-            if lost > drop:
+            if not self._within(lost, drop):
                 return (f"iteration {int(last['iteration'])}'s student is {lost:.2f} points "
                         f"below the teacher on the {self.split} split "
                         f"(--max_accuracy_drop={drop:g})")
@@ -101,7 +109,7 @@ class StopRules:
         teacher's (any student without that rule); 0 (the teacher) when none is."""
         drop = self.budget.max_accuracy_drop
         if drop is not None and not students.empty:
-            within = [self._points_lost(teacher, row) <= drop + 1e-9
+            within = [self._within(self._points_lost(teacher, row), drop)
                       for _, row in students.iterrows()]
             students = students[within]
         if students.empty:
