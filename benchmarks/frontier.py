@@ -1,6 +1,7 @@
 """Benchmark: the accuracy / measured-speed frontier of EPKD students under each
 ``--allocation`` and ``--budget``, written to docs/benchmarks/frontier.md and
-plots/frontier.png.
+plots/frontier.png (an invocation on other datasets than Fashion-MNIST alone writes its
+own section and plot, ``frontier_<datasets>``, so both stay side by side).
 
     python benchmarks/frontier.py [--networks=lenet5] [--datasets=fashion_mnist]
         [--budgets=latency,macs] [--allocations=importance,cost] [--seeds=0]
@@ -46,6 +47,11 @@ from benchmarks_md import page, replace_section
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "frontier"
+
+
+def section_name(datasets) -> str:
+    """The page section and plot name of an invocation on ``datasets``."""
+    return SECTION if list(datasets) == ["fashion_mnist"] else "_".join([SECTION, *datasets])
 NETWORKS = {
     "lenet5": ("LeNet-5", ["--teacher=lenet5", "--teacher_epochs=8"]),
     "resnet18": ("ResNet-18 (0.25)", ["--teacher=resnet18", "--teacher_width=0.25",
@@ -250,30 +256,45 @@ def peer_point(row: dict, out: str, npz: str, work: str) -> dict:
 
 
 def plot(frame: pd.DataFrame, path: Path) -> None:
+    """Test accuracy change against measured float speed-up, one panel per network and
+    dataset: a line per epkd_tf budget and allocation (its drop ladder, seed means), a
+    square per peer point."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     groups = list(frame.groupby(["network", "dataset"], sort=False))
-    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 6.0), squeeze=False)
     for ax, ((network, dataset), group) in zip(axes[0], groups):
-        for (budget, allocation), line in group.groupby(["budget", "allocation"], sort=False):
+        for (budget, allocation, peer), line in group.groupby(
+                ["budget", "allocation", "peer"], sort=False):
             mean = line.groupby("drop_allowed").agg(
                 speedup=("float_speedup", "mean"), change=("change", "mean"))
-            ax.plot(mean.speedup, mean.change, marker="o",
-                    label=f"--budget={budget} --allocation={allocation}")
+            if peer:
+                ax.plot(mean.speedup, mean.change, marker="s", linestyle="none",
+                        label=f"{PEER}, MACs of --budget={budget} "
+                        f"--allocation={line.of_allocation.iloc[0]}")
+            else:
+                ax.plot(mean.speedup, mean.change, marker="o",
+                        label=f"epkd_tf --budget={budget} --allocation={allocation}")
         ax.axhline(-TARGET_DROP, color="grey", linestyle=":", linewidth=1)
         ax.set_title(f"{NETWORKS[network][0]}, {dataset}")
         ax.set_xlabel("measured float TFLite speed-up (x)")
         ax.set_ylabel("test accuracy change (points)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
 
 
+def speedup(values: pd.Series) -> str:
+    """Mean speed-up, or "-" where none was measured (the peer's int8 files)."""
+    return "-" if values.isna().all() else f"{values.mean():.2f}x"
+
+
 def markdown(frame: pd.DataFrame, args, runs: pd.DataFrame) -> str:
-    lines = ["## Accuracy against measured speed (`benchmarks/frontier.py`)", "",
+    lines = [f"## Accuracy against measured speed, {', '.join(args.datasets)} "
+             "(`benchmarks/frontier.py`)", "",
              f"Measured {datetime.date.today()} on {platform.machine()}, {os.cpu_count()} "
              f"cores, CPU only. Invocation: `python benchmarks/frontier.py "
              f"--networks={','.join(args.networks)} --datasets={','.join(args.datasets)} "
@@ -288,7 +309,8 @@ def markdown(frame: pd.DataFrame, args, runs: pd.DataFrame) -> str:
              f"side by this script ({SIDE_BY_SIDE_RUNS:,} invokes each in "
              f"{SIDE_BY_SIDE_ROUNDS} interleaved rounds, batch 1, one thread, medians). "
              "Test accuracy change: the full test split, mean over seeds (min..max in "
-             "brackets when several). ![frontier](../../plots/frontier.png)", "",
+             "brackets when several). "
+             f"![frontier](../../plots/{section_name(args.datasets)}.png)", "",
              "| network | dataset | budget | allocation | drop allowed | iteration | test acc "
              "change (points) | MACs (x fewer) | params (x fewer) | float speed-up | int8 "
              "speed-up |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -302,7 +324,7 @@ def markdown(frame: pd.DataFrame, args, runs: pd.DataFrame) -> str:
             f"{','.join(str(i) for i in group.iteration)} | {change.mean():+.2f}{spread} | "
             f"{group.macs.mean():,.0f} ({(group.teacher_macs / group.macs).mean():.1f}x) | "
             f"{group.params.mean():,.0f} ({(group.teacher_params / group.params).mean():.1f}x) | "
-            f"{group.float_speedup.mean():.2f}x | {group.int8_speedup.mean():.2f}x |")
+            f"{group.float_speedup.mean():.2f}x | {speedup(group.int8_speedup)} |")
     lines += ["", "Targets (issue #23: Fashion-MNIST, within "
               f"{TARGET_DROP} points of the teacher on test):", "",
               "| network | target | best within the drop | met |", "|---|---|---|---|"]
@@ -416,10 +438,11 @@ def main() -> int:
     frame["peer"] = frame.get("peer", pd.Series(False, index=frame.index)).fillna(False) \
         .astype(bool)
     frame["change"] = 100 * (frame.test_accuracy - frame.teacher_accuracy)
-    frame.to_csv(os.path.join(work, "frontier.csv"), index=False)
-    plot(frame, REPO / "plots" / "frontier.png")
-    replace_section(SECTION, markdown(frame, args, pd.DataFrame(runs)), page(__file__))
-    print(f"wrote {page(__file__)} and plots/frontier.png; runs in {work}")
+    name = section_name(args.datasets)
+    frame.to_csv(os.path.join(work, f"{name}.csv"), index=False)
+    plot(frame, REPO / "plots" / f"{name}.png")
+    replace_section(name, markdown(frame, args, pd.DataFrame(runs)), page(__file__))
+    print(f"wrote section {name} of {page(__file__)} and plots/{name}.png; runs in {work}")
     return 0
 
 
