@@ -12,7 +12,10 @@ interleaved rounds, medians):
 2. one Conv2D alone, int8 and float, over input channels, filters, kernel size and
    input size: which of them the int8 time follows;
 3. LeNet-5's int8 file with LiteRT's default XNNPACK delegate and with the builtin
-   kernels alone (``BUILTIN_WITHOUT_DEFAULT_DELEGATES``).
+   kernels alone (``BUILTIN_WITHOUT_DEFAULT_DELEGATES``);
+4. one 5x5 Conv2D (1 -> 20 channels, 28x28) quantised per channel or per tensor, with
+   int8 or float32 input and output (quantize / dequantize at the edges), and with
+   XNNPACK's latest features enabled: whether any of them removes the fixed cost.
 """
 from __future__ import annotations
 
@@ -67,11 +70,12 @@ def conv_alone(cin: int, filters: int, kernel: int, size: int):
     return tf_keras.Model(x, tf_keras.layers.Conv2D(filters, kernel)(x))
 
 
-def invoke_us(model_bytes: bytes, resolver) -> float:
-    """Median invoke() microseconds with ``resolver`` (LiteRT's OpResolverType)."""
+def invoke_us(model_bytes: bytes, resolver, **options) -> float:
+    """Median invoke() microseconds with ``resolver`` (LiteRT's OpResolverType) and the
+    interpreter's other ``options``."""
     from ai_edge_litert.interpreter import Interpreter
     interpreter = Interpreter(model_content=model_bytes, num_threads=1,
-                              experimental_op_resolver_type=resolver)
+                              experimental_op_resolver_type=resolver, **options)
     interpreter.allocate_tensors()
     detail = interpreter.get_input_details()[0]
     interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
@@ -83,6 +87,22 @@ def invoke_us(model_bytes: bytes, resolver) -> float:
         interpreter.invoke()
         times.append(time.perf_counter() - start)
     return 1e6 * float(np.median(times))
+
+
+def conv_variant(per_tensor: bool, int8_edges: bool) -> bytes:
+    """The 5x5 Conv2D 1 -> 20 on 28x28, full-integer quantised per channel (TFLite's
+    default) or per tensor, with int8 or float32 input and output."""
+    import tensorflow as tf
+    from epkd_tf import compat
+    examples = calibration((28, 28, 1))
+    converter = tf.lite.TFLiteConverter.from_keras_model(conv_alone(1, 20, 5, 28))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([examples[i:i + 1]] for i in range(32))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if int8_edges:
+        converter.inference_input_type = converter.inference_output_type = tf.int8
+    compat.set_per_tensor_quantization(converter, per_tensor)
+    return converter.convert()
 
 
 def main() -> int:
@@ -125,6 +145,17 @@ def main() -> int:
     lines += ["", "### LeNet-5 int8, by kernel library", "",
               f"XNNPACK (LiteRT's default delegate): {xnnpack:.1f} us; builtin int8 kernels "
               f"alone: {builtin:.1f} us (one after the other, not interleaved)."]
+    lines += ["", "### One 5x5 Conv2D (1 -> 20, 28x28) int8, by quantisation and delegate",
+              "", "| weights | input and output | XNNPACK default us | XNNPACK latest "
+              "features us |", "|---|---|---|---|"]
+    for per_tensor in (False, True):
+        for int8_edges in (True, False):
+            variant = conv_variant(per_tensor, int8_edges)
+            lines.append(
+                f"| {'per tensor' if per_tensor else 'per channel'} | "
+                f"{'int8' if int8_edges else 'float32 (quantize/dequantize ops)'} | "
+                f"{invoke_us(variant, OpResolverType.AUTO):.1f} | "
+                f"{invoke_us(variant, OpResolverType.AUTO, experimental_default_delegate_latest_features=True):.1f} |")
     replace_section(SECTION, "\n".join(lines), page(__file__))
     print("\n".join(lines))
     return 0

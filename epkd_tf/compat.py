@@ -297,6 +297,22 @@ def tfmot_prunable_weights(layer) -> list:
 _PER_CHANNEL_DENSE = "_experimental_disable_per_channel_quantization_for_dense_layers"
 
 
+_PER_CHANNEL = "_experimental_disable_per_channel"
+
+
+def set_per_tensor_quantization(converter, per_tensor: bool) -> None:
+    """Makes full-integer conversion by ``converter`` quantise every convolution's weights
+    per tensor (``per_tensor``) instead of per output channel, TFLite's default.
+
+    Sets the converter's ``_experimental_disable_per_channel``: the converter has no public
+    switch for it (TF 2.21). Raises RuntimeError if the converter no longer has that
+    attribute, rather than setting one it would ignore."""
+    if not hasattr(converter, _PER_CHANNEL):
+        raise RuntimeError(f"{type(converter).__name__} has no {_PER_CHANNEL} in this "
+                           "TensorFlow: update epkd_tf/compat.py")
+    setattr(converter, _PER_CHANNEL, bool(per_tensor))
+
+
 def set_dense_per_channel_quantization(converter, per_channel: bool) -> None:
     """Makes full-integer conversion by ``converter`` (a ``tf.lite.TFLiteConverter``)
     quantise Dense weights per output unit (``per_channel``) or per tensor.

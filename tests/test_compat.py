@@ -246,6 +246,20 @@ def test_the_dense_per_channel_switch_exists_and_is_set():
         compat.set_dense_per_channel_quantization(object(), per_channel=True)
 
 
+def test_the_per_tensor_switch_exists_and_is_set():
+    import tensorflow as tf
+    serve = tf.function(lambda x: x * 2.0, input_signature=[tf.TensorSpec([1, 2])])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [serve.get_concrete_function()], tf.Module())
+    assert converter._experimental_disable_per_channel is False   # TF's default
+    compat.set_per_tensor_quantization(converter, True)
+    assert converter._experimental_disable_per_channel is True
+    compat.set_per_tensor_quantization(converter, False)
+    assert converter._experimental_disable_per_channel is False
+    with pytest.raises(RuntimeError, match="compat"):
+        compat.set_per_tensor_quantization(object(), True)
+
+
 # -- tf.distribute ----------------------------------------------------------------------------
 def test_in_multi_worker_mode_is_false_in_one_process():
     import tensorflow as tf
