@@ -34,6 +34,7 @@ import gzip
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -49,9 +50,26 @@ REPO = Path(__file__).resolve().parents[1]
 SECTION = "frontier"
 
 
-def section_name(datasets) -> str:
-    """The page section and plot name of an invocation on ``datasets``."""
-    return SECTION if list(datasets) == ["fashion_mnist"] else "_".join([SECTION, *datasets])
+def section_name(networks, datasets) -> str:
+    """The page section and plot name of an invocation on ``networks`` and ``datasets``:
+    ``frontier`` for LeNet-5 on Fashion-MNIST, else ``frontier_<networks>_<datasets>``."""
+    if list(networks) == ["lenet5"] and list(datasets) == ["fashion_mnist"]:
+        return SECTION
+    return "_".join([SECTION, *networks, *datasets])
+
+
+def invocation(args) -> str:
+    """The command line that reproduces an invocation's section."""
+    extra = "".join(f" --{name}={getattr(args, name)}" for name in ("train_split",
+                                                                    "teacher_epochs")
+                    if getattr(args, name) is not None)
+    peer = f" --peer_drops={','.join(f'{d:g}' for d in args.peer_drops)}" if args.peer_drops else ""
+    return (f"python benchmarks/frontier.py --networks={','.join(args.networks)} "
+            f"--datasets={','.join(args.datasets)} --budgets={','.join(args.budgets)} "
+            f"--allocations={','.join(args.allocations)} "
+            f"--seeds={','.join(map(str, args.seeds))} "
+            f"--drops={','.join(f'{d:g}' for d in args.drops)} "
+            f"--finetune_epochs={args.finetune_epochs}{extra}{peer}")
 NETWORKS = {
     "lenet5": ("LeNet-5", ["--teacher=lenet5", "--teacher_epochs=8"]),
     "resnet18": ("ResNet-18 (0.25)", ["--teacher=resnet18", "--teacher_width=0.25",
@@ -296,12 +314,7 @@ def markdown(frame: pd.DataFrame, args, runs: pd.DataFrame) -> str:
     lines = [f"## Accuracy against measured speed, {', '.join(args.datasets)} "
              "(`benchmarks/frontier.py`)", "",
              f"Measured {datetime.date.today()} on {platform.machine()}, {os.cpu_count()} "
-             f"cores, CPU only. Invocation: `python benchmarks/frontier.py "
-             f"--networks={','.join(args.networks)} --datasets={','.join(args.datasets)} "
-             f"--budgets={','.join(args.budgets)} --allocations={','.join(args.allocations)} "
-             f"--seeds={','.join(map(str, args.seeds))} "
-             f"--drops={','.join(f'{d:g}' for d in args.drops)} "
-             f"--finetune_epochs={args.finetune_epochs}`. Every run: `{' '.join(COMMON)} "
+             f"cores, CPU only. Invocation: `{invocation(args)}`. Every run: `{' '.join(COMMON)} "
              f"--finetune_epochs={args.finetune_epochs}` plus its row's flags; one teacher per "
              "network and dataset, shared. A rung of the drop ladder is the final student "
              "a run with that `--max_accuracy_drop` (judged on the validation split) "
@@ -310,7 +323,7 @@ def markdown(frame: pd.DataFrame, args, runs: pd.DataFrame) -> str:
              f"{SIDE_BY_SIDE_ROUNDS} interleaved rounds, batch 1, one thread, medians). "
              "Test accuracy change: the full test split, mean over seeds (min..max in "
              "brackets when several). "
-             f"![frontier](../../plots/{section_name(args.datasets)}.png)", "",
+             f"![frontier](../../plots/{section_name(args.networks, args.datasets)}.png)", "",
              "| network | dataset | budget | allocation | drop allowed | iteration | test acc "
              "change (points) | MACs (x fewer) | params (x fewer) | float speed-up | int8 "
              "speed-up |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -391,6 +404,10 @@ def main() -> int:
     parser.add_argument("--seeds", type=listed(int), default=[0])
     parser.add_argument("--drops", type=listed(float), default=[0.25, 0.5, 1.0])
     parser.add_argument("--finetune_epochs", type=int, default=2)
+    parser.add_argument("--train_split", default=None,
+                        help="the runs' --train_split (default: the whole training split)")
+    parser.add_argument("--teacher_epochs", type=int, default=None,
+                        help="the teacher's epochs (default: the network's recipe)")
     parser.add_argument("--peer_drops", type=listed(float), default=[],
                         help="LeNet-5 only: run Torch-Pruning to the MACs of the epkd_tf "
                         "students at these rungs of the drop ladder")
@@ -406,16 +423,22 @@ def main() -> int:
     work = args.keep_runs or tempfile.mkdtemp(prefix="epkd_frontier_")
     common = [*COMMON, f"--finetune_epochs={args.finetune_epochs}",
               f"--max_accuracy_drop={max(args.drops):g}"]
+    if args.train_split:
+        common.append(f"--train_split={args.train_split}")
+    subset = "" if args.train_split is None else "_" + re.sub(r"\W+", "", args.train_split)
     rows, runs = [], []
     for network in args.networks:
         for dataset in args.datasets:
             data_dir = data_dir_for(dataset, args, work)
-            teacher = NETWORKS[network][1]
+            teacher = [f for f in NETWORKS[network][1]
+                       if args.teacher_epochs is None or not f.startswith("--teacher_epochs")]
+            if args.teacher_epochs is not None:
+                teacher.append(f"--teacher_epochs={args.teacher_epochs}")
             for budget in args.budgets:
                 for allocation in args.allocations:
                     for seed in args.seeds:
-                        out = os.path.join(work, f"{network}_{dataset}_{budget}_{allocation}"
-                                                 f"_seed{seed}")
+                        out = os.path.join(work, f"{network}_{dataset}{subset}_{budget}_"
+                                                 f"{allocation}_seed{seed}")
                         flags = [f"--dataset={dataset}", f"--data_dir={data_dir}", *teacher,
                                  *common, f"--budget={budget}", f"--allocation={allocation}",
                                  f"--seed={seed}"]
@@ -438,7 +461,7 @@ def main() -> int:
     frame["peer"] = frame.get("peer", pd.Series(False, index=frame.index)).fillna(False) \
         .astype(bool)
     frame["change"] = 100 * (frame.test_accuracy - frame.teacher_accuracy)
-    name = section_name(args.datasets)
+    name = section_name(args.networks, args.datasets)
     frame.to_csv(os.path.join(work, f"{name}.csv"), index=False)
     plot(frame, REPO / "plots" / f"{name}.png")
     replace_section(name, markdown(frame, args, pd.DataFrame(runs)), page(__file__))
