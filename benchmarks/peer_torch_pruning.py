@@ -13,7 +13,7 @@ student; ``--mnist`` may hold Fashion-MNIST, the same npz keys.)
 The protocol is the one epkd_tf runs (``compression_setup.py``): training examples
 0..53,999 (the TFDS ``train[:90%]`` of the same file), 5 pruning steps to the same
 parameter counts, each followed by 2 epochs of distillation from the original teacher
-(alpha 0.1, T = 50, 45, 40, 35, 30, loss alpha·CE + (1 − alpha)·T²·KL, Adam 5e-4 constant,
+(alpha 0.1, T = 50, 45, 40, 35, 30 (never below 1), loss alpha·CE + (1 − alpha)·T²·KL, Adam 5e-4 constant,
 batch 128, cached teacher logits). Pruning: ``tp.pruner.MetaPruner`` with global ranking,
 ``TaylorImportance`` (or ``MagnitudeImportance``), the logits layer not pruned, no
 per-layer floor (``max_pruning_ratio=1.0``). Each step's channel ratio is found by
@@ -36,7 +36,7 @@ import torch_pruning as tp
 
 TRAIN_EXAMPLES = 54_000
 STEPS, EPOCHS, BATCH = 5, 2, 128
-ALPHA, T0, T_STEP, RATE = 0.1, 50.0, 5.0, 5e-4
+ALPHA, T0, T_STEP, T_MIN, RATE = 0.1, 50.0, 5.0, 1.0, 5e-4
 TAYLOR_BATCHES = 8
 
 
@@ -185,7 +185,10 @@ def main() -> int:
     for step in range(1, args.steps + 1):
         target = int(round(total / ratio ** (step / args.steps)))
         student = prune_to(student, target, importance, x, y, example, measure)
-        distil(student, x, y, teacher_logits, T0 - T_STEP * (step - 1), args.seed * 100 + step)
+        # epkd_tf's schedule, floor included (--temperature_min=1): from the 11th step on
+        # the plain line would reach T = 0 and divide the logits by it.
+        temperature = max(T_MIN, T0 - T_STEP * (step - 1))
+        distil(student, x, y, teacher_logits, temperature, args.seed * 100 + step)
     macs, counted = tp.utils.count_ops_and_params(student, example)
     result = {"importance": args.importance, "ratio": ratio, "seed": args.seed,
               "steps": args.steps, "lenet_macs": lenet_macs(student),
