@@ -212,18 +212,9 @@ PEER = "Torch-Pruning Taylor + KD"
 
 def teacher_weights(out: str) -> str:
     """The run's LeNet-5 teacher as the npz the peer loads (layer_kernel, layer_bias)."""
-    path = os.path.join(out, "teacher_weights.npz")
-    if not os.path.exists(path):
-        sys.path.insert(0, str(REPO))
-        import epkd_tf
-        model = epkd_tf.load_model(os.path.join(out, "checkpoints", "teacher.keras"))
-        arrays = {}
-        for layer in model.layers:
-            weights = layer.get_weights()
-            if weights:
-                arrays[f"{layer.name}_kernel"], arrays[f"{layer.name}_bias"] = weights
-        np.savez(path, **arrays)
-    return path
+    from peers import teacher_weights_npz
+    return teacher_weights_npz(os.path.join(out, "checkpoints", "teacher.keras"),
+                               os.path.join(out, "teacher_weights.npz"))
 
 
 def lenet5_tflite(widths) -> bytes:

@@ -64,13 +64,14 @@ def peer_python() -> str:
     return str(python)
 
 
-def export_teacher_weights(work: str, data_dir: str) -> str:
-    """The Keras teacher's weights as an .npz the peer loads (layer_kernel, layer_bias)."""
-    path = os.path.join(work, "teacher_weights.npz")
+def teacher_weights_npz(checkpoint: str, path: str) -> str:
+    """``path``: the LeNet-5 teacher saved at ``checkpoint`` as the .npz the PyTorch peer
+    loads (``<layer>_kernel``, ``<layer>_bias``); written once, loaded with epkd_tf's safe
+    loader."""
     if not os.path.exists(path):
-        import epkd_tf  # noqa: F401
-        import tf_keras
-        model = tf_keras.models.load_model(teacher(work, data_dir), compile=False)
+        sys.path.insert(0, str(REPO))
+        import epkd_tf
+        model = epkd_tf.load_model(checkpoint)
         arrays = {}
         for layer in model.layers:
             weights = layer.get_weights()
@@ -78,6 +79,12 @@ def export_teacher_weights(work: str, data_dir: str) -> str:
                 arrays[f"{layer.name}_kernel"], arrays[f"{layer.name}_bias"] = weights
         np.savez(path, **arrays)
     return path
+
+
+def export_teacher_weights(work: str, data_dir: str) -> str:
+    """The Keras teacher's weights as an .npz the peer loads (layer_kernel, layer_bias)."""
+    return teacher_weights_npz(teacher(work, data_dir),
+                               os.path.join(work, "teacher_weights.npz"))
 
 
 def run_peer(work: str, python: str, weights: str, npz: str, ratio: float, seed: int,
