@@ -42,14 +42,6 @@ def block_floors(graph: "ChannelGraph", layer_floor: float,
     return np.array(floors)
 
 
-def ranking_key(graph: "ChannelGraph", scores: np.ndarray, flops_weight: float) -> np.ndarray:
-    """The importance allocation's key (see :class:`~epkd_tf.pruning.allocation.ByImportance`):
-    the scores, or with ``flops_weight`` λ > 0, rank(score) / #groups − λ · MACs(group) /
-    max MACs (the FLOPs regularisation of Molchanov et al. 2016, section 2.3)."""
-    from epkd_tf.pruning.allocation import ByImportance
-    return ByImportance(flops_weight).key(graph, scores, None, None)
-
-
 def removal_order(graph: "ChannelGraph", scores: np.ndarray, layer_floor: float,
                   flops_weight: float = 0.0,
                   reference_widths: Optional[Dict[str, int]] = None,

@@ -7,7 +7,7 @@ from epkd_tf.graph import analyze, group_macs, nonzero_params, remove_groups
 from epkd_tf.budget import multiply_accumulates
 from epkd_tf.models import build_model
 from epkd_tf.pruning import plan_removal
-from epkd_tf.pruning.plan import ranking_key
+from epkd_tf.pruning.allocation import ByImportance
 
 pytestmark = pytest.mark.unit
 
@@ -32,7 +32,7 @@ def test_group_macs_by_hand(lenet5):
 def test_zero_weight_keeps_the_plain_ranking(lenet5):
     _, graph = lenet5
     scores = np.random.default_rng(0).random(graph.num_groups)
-    np.testing.assert_array_equal(ranking_key(graph, scores, 0.0), scores)
+    np.testing.assert_array_equal(ByImportance(0.0).key(graph, scores, None, None), scores)
 
 
 def test_key_is_rank_minus_weighted_normalised_macs(lenet5):
@@ -40,7 +40,7 @@ def test_key_is_rank_minus_weighted_normalised_macs(lenet5):
     scores = np.random.default_rng(1).random(graph.num_groups)
     macs = group_macs(graph)
     expected = stats.rankdata(scores) / len(scores) - 0.3 * macs / macs.max()
-    np.testing.assert_allclose(ranking_key(graph, scores, 0.3), expected)
+    np.testing.assert_allclose(ByImportance(0.3).key(graph, scores, None, None), expected)
 
 
 def test_flops_weight_trades_dense_units_for_convolutions(lenet5):
