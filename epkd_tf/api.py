@@ -300,7 +300,7 @@ def _run(cfg, data, teacher, root: str, verbose: int, keep: bool) -> Compression
         tables.setdefault(name, run.tables.read(name))
     return CompressionResult(teacher=epkd.teacher_model, students=students, final=final,
                              final_iteration=final_iteration, tables=tables,
-                             headline="\n".join(headline(run)),
+                             headline="\n".join(headline(run, files=keep)),
                              output_dir=root if keep else None, data=data)
 
 

@@ -168,3 +168,111 @@ def test_the_command_needs_exactly_one_run_dir(tmp_path, capsys):
     assert len(error_lines(capsys.readouterr().err)) == 2
     result = run_subprocess("epkd_tf.report", [str(tmp_path / "nope")])
     assert result.returncode == 2 and len(error_lines(result.stderr)) == 1
+
+
+# -- the headline on a made-up run (no training) ----------------------------------------
+def fake_run(root, final: int, formats=("saved_model", "tflite", "tflite_int8"),
+             missing=(), cost=None, budget=None):
+    """A finished run directory with two students, whose final model is iteration
+    ``final`` (0: the teacher), exported in ``formats`` (deployment rows for all; no file
+    for those in ``missing``); ``cost``: the budget cost of teacher, student 1, 2;
+    ``budget``: the --budget line of flags.txt."""
+    from epkd_tf.records import RunDir
+    run = RunDir(str(root))
+    cost = cost or (1000.0, 600.0, 300.0)
+    common = dict(total_params=1000, gzip_mb=0.001, train_accuracy=0.99, goal_met=False,
+                  validation_accuracy=np.nan)
+    run.tables.append("teacher", pd.DataFrame([dict(
+        iteration=0, nonzero_params=1000, macs=50_000, size_mb=0.004, latency_ms=0.65,
+        cost=cost[0], test_accuracy=0.98, **common)]))
+    run.tables.append("students", pd.DataFrame([dict(
+        iteration=k, pruner="taylor", nonzero_params=1000 // (2 * k), macs=50_000 // (2 * k),
+        size_mb=0.004 / (2 * k), latency_ms=[0.2, 0.9][k - 1], cost=cost[k],
+        test_accuracy=0.97, temperature=2.0, **common) for k in (1, 2)]))
+    source = "teacher" if final == 0 else f"student_{final}"
+    rows = []
+    for model, iteration in (("teacher", 0), (source, final), ("final", final)):
+        for fmt in formats:
+            path = os.path.relpath(run.export_path(model, fmt), run.root)
+            if model == "final" and fmt not in missing:
+                os.makedirs(os.path.dirname(run.path(path)), exist_ok=True)
+                if fmt == "saved_model":
+                    os.makedirs(run.path(path), exist_ok=True)
+                else:
+                    open(run.path(path), "wb").write(b"x")
+            rows.append(dict(model=model, iteration=iteration, format=fmt, path=path,
+                             bytes=4000 if model == "teacher" else 1000, gzip_bytes=900,
+                             test_accuracy=0.97, latency_ms_median=0.6, latency_ms_p90=0.7))
+    run.tables.append("deployment", pd.DataFrame(rows))
+    run.tables.append("final", pd.DataFrame([dict(
+        iteration=final, pruner="teacher" if final == 0 else "taylor", nonzero_params=1,
+        macs=1, cost=1, validation_accuracy=np.nan, test_accuracy=0.97,
+        teacher_float_latency_ms=0.6504, float_latency_ms=0.6304 if final == 0 else 0.2,
+        teacher_int8_latency_ms=0.5, int8_latency_ms=0.48 if final == 0 else 0.1,
+        stopped="--iterations=2 reached")]))
+    if budget:
+        run.write_text("flags.txt", f"--budget={budget}\n")
+    run.stages.mark(teacher_done=True, iterations_done=2, finished=True)
+    return run
+
+
+@pytest.mark.unit
+def test_the_headline_and_the_console_name_the_final_models_files(tmp_path, monkeypatch):
+    """The top of report.md lists the final student's exported files (paths in the run
+    directory); the console's last lines list them from the working directory. A format
+    whose file is absent (or not exported) is not listed."""
+    monkeypatch.chdir(tmp_path)
+    run = fake_run(tmp_path / "cli_run", final=2,
+                   formats=("saved_model", "tflite", "tflite_int8", "keras3"),
+                   missing=("keras3",))
+    lines = report.headline(run)
+    at = lines.index("Files of the final student (in the run directory):")
+    assert lines[at + 2:] == ["* SavedModel: `serving/final/1`",
+                              "* TFLite float32: `tflite/final.tflite`",
+                              "* TFLite int8: `tflite/final_int8.tflite`"]
+    text = report.headline_text(run)
+    assert text[-4] == "Files of the final student:"
+    assert [line.split() for line in text[-3:]] == [
+        ["SavedModel", os.path.join("cli_run", "serving", "final", "1")],
+        ["TFLite", "float32", os.path.join("cli_run", "tflite", "final.tflite")],
+        ["TFLite", "int8", os.path.join("cli_run", "tflite", "final_int8.tflite")]]
+    report.write_report(run)
+    top = (tmp_path / "cli_run" / "report.md").read_text().split("## ")[0]
+    assert "* TFLite int8: `tflite/final_int8.tflite`" in top
+    assert not any("keras3" in line for line in lines + text)
+    # Outside the working directory the console gives absolute paths; the API's
+    # temporary run directories list none.
+    monkeypatch.chdir(tmp_path / "cli_run" / "serving")
+    assert report.headline_text(run)[-1].split()[-1] == str(
+        tmp_path / "cli_run" / "tflite" / "final_int8.tflite")
+    assert not any("Files of" in line for line in report.headline(run, files=False))
+
+
+@pytest.mark.unit
+def test_without_exports_the_final_students_checkpoint_is_named(tmp_path):
+    run = fake_run(tmp_path / "run", final=1, formats=())
+    os.makedirs(tmp_path / "run" / "checkpoints")
+    (tmp_path / "run" / "checkpoints" / "student_1.keras").write_bytes(b"x")
+    assert report.final_files(run) == [("tf_keras checkpoint (no --export_formats)",
+                                        os.path.join("checkpoints", "student_1.keras"))]
+
+
+@pytest.mark.unit
+def test_a_teacher_kept_as_the_final_model_is_not_timed_against_itself(tmp_path):
+    """Final iteration 0: the headline says the final model is the teacher itself and
+    shows its figures once, with no speed-up, size or accuracy ratio of it against
+    itself (final.csv's side-by-side timing of the teacher and its copy is not shown)."""
+    run = fake_run(tmp_path / "run", final=0)
+    lines = report.headline(run)
+    assert lines[0].startswith("**The final model is the teacher itself**: no student is "
+                               "within the stop rules")
+    table = [line for line in lines if line.startswith("|")]
+    assert table[0] == "| | teacher (the final model) |"
+    assert all(line.count("|") == 3 for line in table)
+    joined = "\n".join(lines + report.headline_text(run))
+    for ratio in ("faster", "smaller", "fewer", "points", "1.03x", "0.6304", "side by side"):
+        assert ratio not in joined, ratio
+    assert "Files of the final model (in the run directory):" in lines
+    # A student as the final model keeps the comparison.
+    student = "\n".join(report.headline(fake_run(tmp_path / "student", final=2)))
+    assert "Teacher → final student" in student and "3.25x faster" in student

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -195,10 +195,67 @@ def _deployed(deployment: pd.DataFrame, model: str, fmt: str, column: str) -> fl
     return float(rows[column].iloc[0]) if len(rows) else float("nan")
 
 
-def headline(run: RunDir, current: bool = False) -> List[str]:
-    """The result first: teacher → final student (params, MACs, float and int8 TFLite size
-    and latency, accuracy change, the winner of each iteration) as Markdown lines; empty
-    until the run has chosen its final student (``current``: see completed_tables)."""
+# How the headline names each export format of the final model.
+FORMAT_LABELS = {"saved_model": "SavedModel", "tflite": "TFLite float32",
+                 "tflite_sparse": "TFLite sparse", "tflite_int8_dynamic":
+                 "TFLite int8 (dynamic range)", "tflite_int8": "TFLite int8",
+                 "keras3": "Keras 3"}
+
+
+def final_files(run: RunDir, current: bool = False) -> List[Tuple[str, str]]:
+    """The files of the run's final model that exist, as (what it is, path relative to
+    the run directory): its exports under the name ``final`` (``serving/final/1``,
+    ``tflite/final*.tflite``, ``keras3/final.keras``: only the ``--export_formats``
+    written), else, when the run exported none, the tf_keras checkpoint it was saved as.
+
+    Args:
+        run: the run directory.
+        current: read the tables as they are now (see :func:`completed_tables`).
+
+    Returns:
+        The list, empty until the run has chosen its final model.
+    """
+    read = run.tables.read if current else run.tables.read_completed
+    chosen = read("final")
+    if chosen.empty:
+        return []
+    deployment = read("deployment")
+    rows = deployment[deployment["model"] == "final"]
+    files = [(FORMAT_LABELS.get(row.format, row.format), str(row.path))
+             for row in rows.itertuples() if os.path.exists(run.path(str(row.path)))]
+    if not files:
+        k = int(chosen.iloc[-1]["iteration"])
+        checkpoint = run.teacher_checkpoint() if k == 0 else run.student_checkpoint(k)
+        if os.path.exists(checkpoint):
+            files = [("tf_keras checkpoint (no --export_formats)",
+                      os.path.relpath(checkpoint, run.root))]
+    return files
+
+
+def _console_path(run: RunDir, relative: str) -> str:
+    """A run's file as the console names it: relative to the working directory when it
+    lies inside it (what a user types next), else absolute."""
+    full = os.path.join(run.root, relative)
+    shown = os.path.relpath(full)
+    return full if shown == os.pardir or shown.startswith(os.pardir + os.sep) else shown
+
+
+def headline(run: RunDir, current: bool = False, files: bool = True) -> List[str]:
+    """The result first, as Markdown lines: teacher → final student (params, MACs, float
+    and int8 TFLite size and latency, accuracy change, the winner of each iteration),
+    then the final model's files (:func:`final_files`, paths in the run directory).
+    When the final model is the teacher itself (no student within the stop rules) it
+    says so and shows the teacher's figures alone: no model is compared with itself.
+
+    Args:
+        run: the run directory.
+        current: read the tables as they are now (see :func:`completed_tables`).
+        files: list the final model's files (off for a run directory that is removed
+            afterwards).
+
+    Returns:
+        The lines; empty until the run has chosen its final student.
+    """
     t = completed_tables(run, current)
     teacher, students = t["teacher"], t["students"]
     if teacher.empty or t["final"].empty:
@@ -226,36 +283,49 @@ def headline(run: RunDir, current: bool = False) -> List[str]:
             lat_t, lat_f = teach.latency_ms, final.latency_ms
         if not np.isfinite(size_t):
             continue                                       # that format was not exported
-        # Prefer the end-of-run timing of both files side by side (runs before it had none).
+        # Prefer the end-of-run timing of both files side by side (runs before it had
+        # none); the teacher alone is not timed against a copy of itself.
         prefix = SIDE_BY_SIDE_FORMATS.get(fmt)
         timed = [float(chosen.get(f"{who}{prefix}_latency_ms", np.nan))
                  for who in ("teacher_", "")] if prefix else [np.nan, np.nan]
-        if all(np.isfinite(timed)):
+        if k and all(np.isfinite(timed)):
             (lat_t, lat_f), side_by_side = timed, True
         rows.append((f"{label} size", size_t, size_f, "mb", "smaller"))
         rows.append((f"{label} latency", lat_t, lat_f, "ms", "faster"))
     winners = ", ".join(f"{int(r.iteration)} {r.pruner}" for r in students.itertuples())
-    what = "the teacher itself (no student within the stop rules)" if k == 0 else \
-        f"iteration {k}'s student"
-    lines = [f"**Teacher → final student** ({what}; winners per iteration: "
-             f"{winners or 'none'}; stopped: {t['final'].iloc[-1]['stopped']}):", "",
-             "| | teacher | final student | change |", "|---|---|---|---|"]
-    for label, before, after, kind, word in rows:
-        lines.append(f"| {label} | {_fmt(before, kind)} | {_fmt(after, kind)} | "
-                     f"{_ratio(float(before), float(after), word)} |")
-    for split in dict.fromkeys((selection, "test")):
-        before, after = float(teach[f"{split}_accuracy"]), float(final[f"{split}_accuracy"])
-        lines.append(f"| {split} accuracy | {_fmt(before, 'acc')} | {_fmt(after, 'acc')} | "
-                     f"{100 * (after - before):+.2f} points |")
+    about = f"winners per iteration: {winners or 'none'}; stopped: {chosen['stopped']}"
+    accuracies = [(f"{split} accuracy", float(teach[f"{split}_accuracy"]),
+                   float(final[f"{split}_accuracy"])) for split in dict.fromkeys((selection,
+                                                                                 "test"))]
+    if k == 0:
+        lines = [f"**The final model is the teacher itself**: no student is within the stop "
+                 f"rules ({about}):", "", "| | teacher (the final model) |", "|---|---|"]
+        lines += [f"| {label} | {_fmt(before, kind)} |" for label, before, _, kind, _ in rows]
+        lines += [f"| {label} | {_fmt(before, 'acc')} |" for label, before, _ in accuracies]
+    else:
+        lines = [f"**Teacher → final student** (iteration {k}'s student; {about}):", "",
+                 "| | teacher | final student | change |", "|---|---|---|---|"]
+        for label, before, after, kind, word in rows:
+            lines.append(f"| {label} | {_fmt(before, kind)} | {_fmt(after, kind)} | "
+                         f"{_ratio(float(before), float(after), word)} |")
+        for label, before, after in accuracies:
+            lines.append(f"| {label} | {_fmt(before, 'acc')} | {_fmt(after, 'acc')} | "
+                         f"{100 * (after - before):+.2f} points |")
     if side_by_side:
         lines += ["", "Latency: batch 1, median; teacher and final student timed side by "
                       "side in interleaved rounds at the end of the run."]
+    made = final_files(run, current) if files else []
+    if made:
+        lines += ["", f"Files of the {'final model' if k == 0 else 'final student'} "
+                      f"(in the run directory):", ""]
+        lines += [f"* {label}: `{path}`" for label, path in made]
     return lines
 
 
 def headline_text(run: RunDir) -> List[str]:
-    """:func:`headline` as plain, aligned console lines (no Markdown)."""
-    lines = headline(run)
+    """:func:`headline` as plain, aligned console lines (no Markdown), the final model's
+    files last, with paths from the working directory (absolute outside it)."""
+    lines = headline(run, files=False)
     if not lines:
         return []
     rows = [[cell.strip() for cell in line.strip("|").split("|")]
@@ -265,6 +335,12 @@ def headline_text(run: RunDir) -> List[str]:
     for row in rows:
         text.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     text += [line for line in lines[2:] if line and not line.startswith("|")]
+    made = final_files(run)
+    if made:
+        final = int(run.tables.read_completed("final").iloc[-1]["iteration"])
+        text.append(f"Files of the {'final model' if final == 0 else 'final student'}:")
+        width = max(len(label) for label, _ in made)
+        text += [f"  {label.ljust(width)}  {_console_path(run, path)}" for label, path in made]
     return text
 
 
