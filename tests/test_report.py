@@ -276,3 +276,27 @@ def test_a_teacher_kept_as_the_final_model_is_not_timed_against_itself(tmp_path)
     # A student as the final model keeps the comparison.
     student = "\n".join(report.headline(fake_run(tmp_path / "student", final=2)))
     assert "Teacher → final student" in student and "3.25x faster" in student
+
+
+@pytest.mark.unit
+def test_the_pareto_plot_shows_the_latency_the_run_decided_on(tmp_path):
+    """With --budget=latency the latency panel plots the ``cost`` column (timed side by
+    side with the teacher: what the targets and the final choice read), not
+    ``latency_ms`` (each model timed alone), which orders the students differently here;
+    with another budget it plots ``latency_ms`` and says it was timed alone."""
+    run = fake_run(tmp_path / "run", final=2, cost=(0.65, 0.3, 0.1), budget="latency")
+    t = report.completed_tables(run)
+    points, panels = report.pareto_points(t["teacher"], t["candidates"], t["students"],
+                                          "latency", "tflite_int8")
+    column, label = panels[0]
+    assert column == "cost" and "side by side" in label and "int8" in label
+    students = points[points.kind == "student"]
+    assert students[column].tolist() == [0.3, 0.1]                 # students.csv's cost
+    assert students["latency_ms"].tolist() == [0.2, 0.9]           # the other order
+    assert points.loc[points.kind == "teacher", column].tolist() == [0.65]
+    other, panels = report.pareto_points(t["teacher"], t["candidates"], t["students"])
+    assert panels[0][0] == "latency_ms" and "timed alone" in panels[0][1]
+    assert other[panels[0][0]].tolist() == [0.2, 0.9, 0.65]
+    # The run's report reads the budget from flags.txt (the API's run passes its own).
+    report.write_report(run)
+    assert (tmp_path / "run" / "plots" / "pareto.png").read_bytes()[:8] == PNG_SIGNATURE

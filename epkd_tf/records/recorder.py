@@ -111,7 +111,8 @@ class Recorder:
         """Commits the last stage: the report, the timings, ``finished``."""
         from epkd_tf.records.report import write_report
         with self.clock.phase("logging"):
-            write_report(self.run)
+            write_report(self.run, budget=self.cfg.budget.budget,
+                         latency_format=self.cfg.budget.latency_format)
         self.run.tables.append("timings", self.clock.flush())
         self.run.stages.mark(finished=True)
 

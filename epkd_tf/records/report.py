@@ -7,6 +7,9 @@ writes its own at the end. ``report.md`` holds the students, the candidates' ran
 iteration, the Spearman correlations of the criteria with the oracle and the deployment
 table, and links the plots:
 
+* ``plots/pareto.png`` — test accuracy vs latency, parameters, MACs and size of every
+  candidate, student and the teacher (the latency the run decided on:
+  :func:`pareto_points`);
 * ``plots/accuracy_vs_params.png`` — test accuracy vs nonzero parameters of every
   candidate (marker per pruner) and of each iteration's student (the line);
 * ``plots/temperature.png`` — the distillation temperature per iteration;
@@ -356,21 +359,52 @@ def pareto_front(cost: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
     return np.array(front, dtype=np.int64)
 
 
-def plot_pareto(run: RunDir, teacher, candidates, students) -> Optional[str]:
-    """Test accuracy vs latency, parameters, MACs and file size of every candidate,
-    student and the teacher; the frontier of the best trade-offs drawn."""
-    if teacher.empty:
-        return None
-    plt = _pyplot()
+def pareto_points(teacher: pd.DataFrame, candidates: pd.DataFrame, students: pd.DataFrame,
+                  budget: str = "params", latency_format: str = "tflite"
+                  ) -> Tuple[pd.DataFrame, List[Tuple[str, str]]]:
+    """What ``plots/pareto.png`` draws: every made candidate, student and the teacher
+    (column ``kind``) and its panels as (column, axis label).
+
+    The latency panel shows the latency the run decided on: with ``--budget=latency``
+    the ``cost`` column (each model timed side by side with the teacher in
+    ``latency_format``, scaled by the teacher's latency: what the targets, the stop rules
+    and the final choice read); otherwise no decision read a latency, and the panel
+    shows ``latency_ms`` (each model's float TFLite file timed alone), saying so.
+
+    Args:
+        teacher, candidates, students: the run's ``teacher.csv``, ``candidates.csv`` and
+            ``students.csv`` rows.
+        budget: the run's ``--budget`` measure.
+        latency_format: its ``--latency_format`` (``tflite`` or ``tflite_int8``).
+
+    Returns:
+        (the points, the panels).
+    """
     made = candidates[candidates["skipped"].fillna("") == ""] if "skipped" in candidates \
         else candidates
     points = pd.concat([made.assign(kind="candidate"), students.assign(kind="student"),
                         teacher.assign(kind="teacher")], ignore_index=True)
+    if budget == "latency":
+        kind = "int8" if latency_format == "tflite_int8" else "float"
+        latency = ("cost", f"{kind} TFLite latency (ms, batch 1; timed side by side with "
+                           f"the teacher: the --budget the run decided on)")
+    else:
+        latency = ("latency_ms", "float TFLite latency (ms, batch 1; each model timed alone)")
+    return points, [latency, ("nonzero_params", "nonzero parameters"),
+                    ("macs", "MACs per example"), ("size_mb", "float TFLite size (MB)")]
+
+
+def plot_pareto(run: RunDir, teacher, candidates, students, budget: str = "params",
+                latency_format: str = "tflite") -> Optional[str]:
+    """Test accuracy vs latency, parameters, MACs and file size of every candidate,
+    student and the teacher (:func:`pareto_points`); the frontier of the best trade-offs
+    drawn."""
+    if teacher.empty:
+        return None
+    plt = _pyplot()
+    points, panels = pareto_points(teacher, candidates, students, budget, latency_format)
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
-    for ax, (column, label) in zip(axes.ravel(), (
-            ("latency_ms", "float TFLite latency (ms, batch 1)"),
-            ("nonzero_params", "nonzero parameters"), ("macs", "MACs per example"),
-            ("size_mb", "float TFLite size (MB)"))):
+    for ax, (column, label) in zip(axes.ravel(), panels):
         if column not in points or points[column].isna().all():
             ax.set_visible(False)
             continue
@@ -428,11 +462,24 @@ def selection_statement(flags_text: str, candidates: pd.DataFrame) -> List[str]:
             "held-out training examples instead."]
 
 
-def write_report(run: RunDir, check_files: bool = False) -> str:
+def _flag(flags_text: str, name: str) -> Optional[str]:
+    """The value of ``--name`` in a run's flags.txt, or None."""
+    found = [line.split("=", 1)[1] for line in flags_text.splitlines()
+             if line.startswith(f"--{name}=")]
+    return found[0] if found else None
+
+
+def write_report(run: RunDir, check_files: bool = False, budget: Optional[str] = None,
+                 latency_format: Optional[str] = None) -> str:
     """Writes ``report.md`` and its plots into ``run`` (atomically); returns its path.
     ``check_files``: list the files that are not what their stage wrote (``python -m
     epkd_tf.report`` does; a run writing its own report wrote those files itself, and
-    reads its tables as they are: their last stage is being completed)."""
+    reads its tables as they are: their last stage is being completed). ``budget`` and
+    ``latency_format``: the run's ``--budget`` and ``--latency_format`` (default: as
+    flags.txt gives them, else the settings' defaults), for the plot of what the run
+    decided on (:func:`pareto_points`)."""
+    from epkd_tf.config import BudgetConfig
+    from epkd_tf.settings import default_of
     t = completed_tables(run, current=not check_files)
     state = run.stages.progress()
     students, candidates = t["students"], t["candidates"]
@@ -440,6 +487,9 @@ def write_report(run: RunDir, check_files: bool = False) -> str:
     if os.path.exists(run.flags_file):
         with open(run.flags_file, encoding="utf-8") as f:
             flags_text = f.read().strip()
+    budget = budget or _flag(flags_text, "budget") or default_of(BudgetConfig, "budget")
+    latency_format = (latency_format or _flag(flags_text, "latency_format")
+                      or default_of(BudgetConfig, "latency_format"))
     planned = [line.split("=", 1)[1] for line in flags_text.splitlines()
                if line.startswith("--iterations=")]
     lines = ["# EPKD run report", ""]
@@ -480,7 +530,8 @@ def write_report(run: RunDir, check_files: bool = False) -> str:
         lines += ["No iteration has completed yet.", ""]
     else:
         lines += markdown_table(students) + [""]
-    lines += _image(run, plot_pareto(run, t["teacher"], candidates, students),
+    lines += _image(run, plot_pareto(run, t["teacher"], candidates, students, budget,
+                                     latency_format),
                     "accuracy vs latency, parameters, MACs and size")
     lines += _image(run, plot_accuracy_vs_params(run, candidates, students),
                     "test accuracy vs nonzero parameters")
