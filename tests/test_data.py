@@ -327,6 +327,26 @@ def test_unknown_dataset(synth):
 
 
 @pytest.mark.unit
+def test_a_misspelt_dataset_is_suggested_with_or_without_its_data_dir(synth, tmp_path,
+                                                                      monkeypatch):
+    """``--dataset=fashion_mnst`` suggests fashion_mnist whether --data_dir exists (a
+    prepared directory) or not (the default ~/tensorflow_datasets of a fresh machine),
+    offline: the catalogue's names come from the installed builders."""
+    import requests
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send",
+                        lambda *a, **k: pytest.fail("no network"))
+    missing = tmp_path / "no_such_dir"
+    for data_dir in (synth["data_dir"], missing):
+        msg = _assert_error_leaves_nothing(data_dir, cfg(data_dir, dataset="fashion_mnst"),
+                                           "--dataset='fashion_mnst'")
+        assert "did you mean fashion_mnist" in msg, msg
+    assert not missing.exists()
+    # A name close to nothing still gets the plain refusal.
+    msg = _assert_error_leaves_nothing(missing, cfg(missing, dataset="qqqqqqqqqq"), "qqqq")
+    assert "did you mean" not in msg
+
+
+@pytest.mark.unit
 def test_known_but_not_prepared(synth, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -24,7 +24,7 @@ from epkd_tf.data import holdout
 from epkd_tf.data.dirs import NoLeftovers, check_data_dir
 from epkd_tf.data.downloads import download_and_prepare, how_to_prepare
 from epkd_tf.data.pipeline import Data, Examples, cacheable
-from epkd_tf.data.recipes import DATASET_ALIASES, get_recipe
+from epkd_tf.data.recipes import DATASET_ALIASES, RECIPES, get_recipe
 from epkd_tf.data.source import DataError, DatasetSpec
 from epkd_tf.errors import ApiError
 
@@ -101,6 +101,24 @@ def _local_names(data_dir: str) -> List[str]:
                   if not n.startswith(".") and _prepared_versions(data_dir, n.rstrip("/")))
 
 
+def close_dataset_names(name: str, data_dir: str) -> List[str]:
+    """Up to three known dataset names close to ``name`` (difflib), for the error about
+    an unknown one: TFDS's catalogue (its builders installed here, no network), the
+    datasets with a recipe and their aliases, and the datasets prepared in ``data_dir``
+    (when it exists), whether or not ``--data_dir`` was given.
+
+    Args:
+        name: the unknown ``--dataset``.
+        data_dir: the TFDS data directory looked in.
+
+    Returns:
+        The names, closest first; empty when none is close.
+    """
+    known = set(tfds.list_builders(with_community_datasets=False)) | set(RECIPES.names())
+    known |= set(DATASET_ALIASES) | set(_local_names(data_dir))
+    return difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.6)
+
+
 def _resolve_builder(name: str, data_dir: str, download: bool) -> tfds.core.DatasetBuilder:
     """The builder of dataset ``name`` prepared in ``data_dir`` -- downloaded and
     prepared first if it is a catalogue dataset that is missing and ``download`` -- or
@@ -116,13 +134,13 @@ def _resolve_builder(name: str, data_dir: str, download: bool) -> tfds.core.Data
             text = text.rsplit('": ', 1)[-1]  # drop TFDS's builder_kwargs preamble
         raise DataError(f"--dataset={name!r} is unusable: {text}") from None
     if builder is None:
+        close = close_dataset_names(name, data_dir)
         if not os.path.isdir(data_dir):
+            guess = f"did you mean {', '.join(close)}? " if close else ""
             raise DataError(f"--data_dir={data_dir!r} does not exist and --dataset={name!r} "
                             f"is not a TFDS catalogue dataset that could be downloaded into "
-                            f"it: give the directory it was prepared in (or import it with "
-                            f"`{hint}`).")
-        candidates = sorted(set(tfds.list_builders()) | set(_local_names(data_dir)))
-        close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
+                            f"it: {guess}give the directory it was prepared in (or import "
+                            f"it with `{hint}`).")
         suggestion = (f"did you mean {', '.join(close)}?" if close
                       else "give a TFDS catalogue name such as mnist or cifar10")
         raise DataError(f"--dataset={name!r} is neither a TFDS catalogue dataset nor prepared "
