@@ -137,6 +137,71 @@ def test_help_exits_0(module, capsys):
     assert "--" in capsys.readouterr().out
 
 
+def _help(module, arg, capsys):
+    assert run_in_process(_runner(module), [arg]) == 0
+    return capsys.readouterr().out
+
+
+def _listed(text: str, name: str) -> int:
+    """How many times the help lists the flag ``name`` (``--name:`` or ``--[no]name:``)."""
+    import re
+    return len(re.findall(rf"^  --(?:\[no\])?{re.escape(name)}:", text, re.M))
+
+
+ABSL_FLAGS = ("pdb", "logtostderr", "run_with_profiling", "verbosity", "only_check_args")
+
+
+@pytest.mark.unit
+def test_main_help_leads_with_epkd_tf_flags_by_topic_and_examples(capsys):
+    """``--help`` (also -h, --helpshort): the usage, two or three examples whose flags are
+    real, then epkd_tf's flags grouped by the settings' parts (Data first), each exactly
+    once, and none of absl's own (pdb, logging, profiling), which ``--helpfull`` adds."""
+    from epkd_tf.cli import main
+    text = _help("epkd_tf.main", "--help", capsys)
+    lines = text.splitlines()
+    assert lines[0].startswith("python -m epkd_tf.main: run EPKD")
+    assert lines[2].startswith("Usage: python -m epkd_tf.main")
+    titles = [line for line in lines if line.endswith(":") and not line.startswith(" ")]
+    assert titles[0] == "Examples:"
+    assert [t.split(":")[0] for t in titles[1:]] == ["Data", "Teacher", "Pruning", "Distill",
+                                                      "Budget", "Run", "Command line"]
+    assert 2 <= len(main.EXAMPLES) <= 3
+    examples = text.split("Examples:\n", 1)[1].split("\n\n", 1)[0]
+    for example in main.EXAMPLES:
+        assert " ".join(example.split()) in " ".join(examples.replace("\\\n", "").split())
+        for token in example.split()[3:]:
+            name = token.split("=", 1)[0].lstrip("-")
+            assert name == "flagfile" or name in main.FLAGS, token
+    for name in (*main.RUN_FLAGS, "overwrite", "verbose"):
+        assert _listed(text, name) == 1, name
+    for name in ABSL_FLAGS:
+        assert _listed(text, name) == 0 and f"--{name}" not in text, name
+    assert "--helpfull" in lines[-1]
+    assert _help("epkd_tf.main", "--helpshort", capsys) == text
+    assert _help("epkd_tf.main", "-h", capsys) == text
+    full = _help("epkd_tf.main", "--helpfull", capsys)
+    assert full.startswith(text.rsplit("absl's own flags", 1)[0])
+    for name in (*main.RUN_FLAGS, *ABSL_FLAGS):
+        assert _listed(full, name) == 1, name
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("module", ["epkd_tf.study", "epkd_tf.export", "epkd_tf.report",
+                                    "epkd_tf.data"])
+def test_the_other_entry_points_help_lists_their_own_flags_first(module, capsys):
+    """Their --help opens with their usage (not a module name such as
+    ``epkd_tf.settings:``), lists each of their flags once and none of absl's own."""
+    entry = _runner(module)
+    text = _help(module, "--help", capsys)
+    assert text.splitlines()[0].startswith("python -m " + module), text[:200]
+    assert "epkd_tf.settings:" not in text and "epkd_tf.cli" not in text
+    for name in {flag.name for flags_ in entry.FLAGS.flags_by_module_dict().values()
+                 for flag in flags_}:
+        assert _listed(text, name) == 1, name
+    for name in ABSL_FLAGS:
+        assert f"--{name}" not in text, name
+
+
 @pytest.mark.e2e
 def test_the_reports_replay_command_works(reference_run, tmp_path):
     import re

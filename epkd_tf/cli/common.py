@@ -57,15 +57,119 @@ def parse_or_exit(flag_values: flags.FlagValues, argv):
 
 
 HELP_ARGS = ("--help", "-h", "--helpfull", "--helpshort")
+#: The help argument that also lists absl's own flags (logging, pdb, profiling).
+HELP_FULL = "--helpfull"
 
 
-def parse_module_flags(flag_values: flags.FlagValues, argv, usage: str):
-    """Parses an entry point's own ``FlagValues`` (reset first, so tests can call it
-    repeatedly); ``--help`` prints ``usage`` and the flags and exits 0; a malformed or
-    unknown flag is one ``error:`` line and exit 2."""
-    if any(a in HELP_ARGS for a in argv[1:]):
-        print(usage.rstrip() + "\n\n" + flag_values.get_help())
+def _shown_default(flag) -> str:
+    value = flag.default
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value) or "(empty)"
+    return str(value)
+
+
+def flag_help(flag) -> list:
+    """One flag's help lines, as absl writes them: ``--name: help`` (``--[no]name`` for a
+    boolean) wrapped at 80 columns, then its default when it has one."""
+    name = f"--[no]{flag.name}" if flag.boolean else f"--{flag.name}"
+    lines = flags.text_wrap(f"{name}: {flags.doc_to_help(flag.help or '')}", length=80,
+                            indent="    ", firstline_indent="  ").splitlines()
+    default = _shown_default(flag)
+    if default:
+        lines += flags.text_wrap(f"(default: {default})", length=80, indent="    ",
+                                 firstline_indent="    ").splitlines()
+    return lines
+
+
+def settings_topics(defaults, top: str) -> list:
+    """The flags of a settings object grouped by topic, as (title, flag names): one topic
+    per nested settings part in declaration order, titled by its class (``DataConfig`` ->
+    ``Data``) and the first clause of its docstring, then the object's own settings under
+    ``top``. Derived from the settings, so a new setting lands in its topic by itself."""
+    import dataclasses
+    import inspect
+    import re
+    from epkd_tf.settings import leaves
+    topics = {}
+    for leaf in leaves(defaults):
+        field = next(f for f in dataclasses.fields(defaults) if f.name == leaf.path[0])
+        if field.metadata.get("nested"):
+            part = type(getattr(defaults, field.name))
+            doc = inspect.cleandoc(part.__doc__ or "").split("\n\n")[0].replace("\n", " ")
+            clause = re.split(r" \(|:|\. ", doc, maxsplit=1)[0].rstrip(".")
+            title = part.__name__[:-len("Config")] if part.__name__.endswith("Config") \
+                else part.__name__
+            title = f"{title}: {clause[:1].lower()}{clause[1:]}" if clause else title
+        else:
+            title = top
+        topics.setdefault(title, []).append(leaf.flag)
+    own = topics.pop(top, [])
+    return list(topics.items()) + ([(top, own)] if own else [])
+
+
+def help_text(flag_values: flags.FlagValues, usage: str, topics, examples=(),
+              full: bool = False) -> str:
+    """An entry point's ``--help``: ``usage``, the ``examples``, then its own flags by
+    topic (``topics``: (title, flag names)); absl's own flags (logging, pdb, profiling) and
+    any other flag defined in ``flag_values`` only with ``full`` (``--helpfull``), else a
+    line saying how to see them. Each flag appears once."""
+    import textwrap
+    lines = [textwrap.dedent(usage).strip().replace("``", ""), ""]
+    if examples:
+        lines.append("Examples:")
+        for example in examples:
+            lines += flags.text_wrap(example, length=88, indent="      ",
+                                     firstline_indent="  ").replace("\n", " \\\n").splitlines()
+        lines.append("")
+    shown = set()
+    for title, names in topics:
+        if not names:
+            continue
+        lines.append(f"{title}:")
+        for name in names:
+            lines += flag_help(flag_values[name])
+            shown.add(name)
+        lines.append("")
+    if not shown:
+        lines += ["No --flags: only the arguments the usage names.", ""]
+    rest = [flag for module, module_flags in flag_values.flags_by_module_dict().items()
+            for flag in module_flags if flag.name not in shown]
+    rest = list({flag.name: flag for flag in rest}.values())
+    if rest and full:
+        lines.append("absl's own flags (logging, debugging, profiling):")
+        for flag in sorted(rest, key=lambda f: f.name):
+            lines += flag_help(flag)
+        lines.append("")
+    elif rest:
+        lines += [f"absl's own flags (logging, debugging, profiling): {HELP_FULL}", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def print_help_and_exit(flag_values: flags.FlagValues, argv, usage: str, topics,
+                        examples=()) -> None:
+    """If ``argv`` asks for help (:data:`HELP_ARGS`), prints :func:`help_text` (full with
+    ``--helpfull``) and exits 0."""
+    asked = [a for a in argv[1:] if a in HELP_ARGS]
+    if asked:
+        print(help_text(flag_values, usage, topics, examples, full=HELP_FULL in asked), end="")
         sys.exit(0)
+
+
+def parse_module_flags(flag_values: flags.FlagValues, argv, usage: str, topics=None,
+                       examples=()):
+    """Parses an entry point's own ``FlagValues`` (reset first, so tests can call it
+    repeatedly); ``--help`` prints ``usage``, ``examples`` and the flags by ``topics``
+    (default: one topic, every flag) and exits 0 (:func:`help_text`); a malformed or
+    unknown flag is one ``error:`` line and exit 2."""
+    if topics is None:
+        names = [flag.name for module_flags in flag_values.flags_by_module_dict().values()
+                 for flag in module_flags]
+        topics = [("Flags", list(dict.fromkeys(names)))]
+    print_help_and_exit(flag_values, argv, usage, topics, examples)
     flag_values.unparse_flags()
     return parse_or_exit(flag_values, argv)
 

@@ -31,10 +31,11 @@ from absl import app, flags
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 from epkd_tf.cli.common import build_teacher, check_prunable
 from epkd_tf.cli.common import flags_text as common_flags_text
-from epkd_tf.cli.common import (HELP_ARGS, Terminated, UsageError, differing_flags, fail,
+from epkd_tf.cli.common import (Terminated, UsageError, differing_flags, fail,
                                 failure_message, interrupted_message, interruptible,
                                 native_log_filter, parse_or_exit, prepare_output_dir,
-                                quiet_libraries, setup_logging, take_lock, verbosity)
+                                print_help_and_exit, quiet_libraries, settings_topics,
+                                setup_logging, take_lock, verbosity)
 from epkd_tf.errors import EXIT_FAILED
 
 FLAGS = flags.FLAGS
@@ -353,14 +354,32 @@ def make_strategy(cfg):
     return strategy, distribute.is_chief(strategy)
 
 
+#: What ``--help`` shows first, after the usage line.
+EXAMPLES = (
+    "python -m epkd_tf.main --dataset=mnist --teacher=lenet300_100 --iterations=3",
+    "python -m epkd_tf.main --flagfile=flags/mnist_lenet5.cfg --data_dir=data/tfds",
+    "python -m epkd_tf.main --teacher_path=my_model.keras --dataset=cifar10 "
+    "--budget=latency --max_accuracy_drop=0.5 --validation_split=0.1",
+)
+
+
+def help_topics():
+    """The run's flags by topic (title, flag names): one per part of RunConfig (Data,
+    Teacher, Pruning, Distill, Budget), the run's own settings, then the command line's."""
+    return settings_topics(_run_defaults(), "Run: iterations, ranking, outputs, exports "
+                                            "and devices") + [
+        ("Command line", [name for name, _, _ in CLI_FLAGS])]
+
+
 def parse_flags(argv):
     """absl's parser, but a malformed or unknown flag is one line and exit status 2, and
-    ``--help`` prints the usage and every flag and exits 0."""
+    ``--help`` (also ``-h``, ``--helpshort``) prints the usage, examples and epkd_tf's
+    flags by topic and exits 0; ``--helpfull`` adds absl's own flags."""
     global _ARGV
     _ARGV = list(argv[1:])
-    if any(a in HELP_ARGS for a in argv[1:]):
-        print(__doc__.split("\n\n")[0].strip() + "\n\n" + FLAGS.get_help())
-        sys.exit(0)
+    usage = (__doc__.split("\n\n")[0] + "\n\nUsage: python -m epkd_tf.main [--flag=value ...]\n"
+             "       (--flagfile=FILE reads flags one per line, e.g. a run's flags.txt)")
+    print_help_and_exit(FLAGS, argv, usage, help_topics(), EXAMPLES)
     return parse_or_exit(FLAGS, argv)
 
 

@@ -27,7 +27,7 @@ from epkd_tf.cli.common import flags_text as common_flags_text
 from epkd_tf.cli.common import (Terminated, UsageError, fail, failure_message,
                                 interrupted_message, interruptible, native_log_filter,
                                 parse_module_flags, prepare_output_dir, quiet_libraries,
-                                setup_logging, take_lock, verbosity)
+                                settings_topics, setup_logging, take_lock, verbosity)
 from epkd_tf.errors import EXIT_FAILED
 
 FLAGS = flags.FlagValues()
@@ -148,7 +148,10 @@ def parse_flags(argv):
     """Parses this module's flags; see :func:`epkd_tf.cli.common.parse_module_flags`."""
     global _ARGV
     _ARGV = list(argv[1:])
-    return parse_module_flags(FLAGS, argv, __doc__.split("\n\n")[1])
+    topics = settings_topics(_study_defaults(), "Study: methods, fractions, seeds and "
+                                                "training") + [("Command line",
+                                                                ["overwrite", "verbose"])]
+    return parse_module_flags(FLAGS, argv, __doc__.split("\n\n")[1], topics)
 
 
 def run() -> None:
