@@ -134,6 +134,14 @@ class EPKD:
         tf_keras.utils.set_random_seed(self.cfg.data.seed)
         self.run.stages.drop_unfinished()
         teacher = self.teacher_model = self.teacher_stage(self.run, self.teacher_model)
+        # Once the teacher's accuracy on the selection split is known: whether the
+        # accuracy rule judges differences within that split's noise.
+        spec = self.data.spec
+        noise = self.rules.noise_warning(
+            self.run.tables.read("teacher"),
+            spec.num_validation if self.has_validation else spec.num_test)
+        if noise:
+            log.warning("%s", noise)
         # Every later latency is timed side by side with the teacher and scaled by its
         # recorded latency (a resumed run keeps the same scale).
         self.measure_context.reference = teacher

@@ -78,3 +78,50 @@ def test_each_measure_reads_its_cost_off_the_standard_measurements(name, expecte
     measure = make_measure(name)
     got = measure.from_costs(FakeCosts(), 77.0)
     assert got == (pytest.approx(expected) if expected is not None else None)
+
+
+# -- how noisy the accuracy rule is ----------------------------------------------------
+def simulated_se(p: float, n: int, draws: int = 400_000) -> float:
+    """The standard deviation, in points, of the difference of two accuracies with true
+    value p measured on n examples each with independent errors: NumPy's binomial draws,
+    independent of accuracy_difference_se's formula."""
+    rng = np.random.default_rng(0)
+    correct = rng.binomial(n, p, size=(2, draws))
+    return float(np.std(100 * (correct[0] - correct[1]) / n))
+
+
+@pytest.mark.parametrize("p, n", [(0.9, 1200), (0.99, 1200), (0.9, 6000), (0.5, 300)])
+def test_the_standard_error_is_that_of_two_binomial_accuracies(p, n):
+    from epkd_tf.budget.stop import accuracy_difference_se
+    assert accuracy_difference_se(p, n) == pytest.approx(simulated_se(p, n), rel=0.02)
+
+
+@pytest.mark.parametrize("p, n, drop", [
+    (0.9, 1200, 0.5),       # 2 SE = 2.4 points: warned
+    (0.99, 1200, 0.5),      # 2 SE = 0.81: warned (one point = 12 images)
+    (0.99, 6000, 0.5),      # 2 SE = 0.36: not
+    (0.9, 60000, 1.0),      # 2 SE = 0.35: not
+    (0.95, 10000, 0.5),     # 2 SE = 0.62: warned
+])
+def test_the_start_up_warning_comes_when_two_standard_errors_exceed_the_drop(p, n, drop):
+    """The threshold against the simulated standard error; the line gives the split's size,
+    the standard error in points and the allowed drop."""
+    from epkd_tf.budget.stop import noise_warning
+    teacher = pd.DataFrame([{"test_accuracy": p, "validation_accuracy": np.nan}])
+    line = rules(max_accuracy_drop=drop).noise_warning(teacher, n)
+    se = simulated_se(p, n)
+    assert (line is not None) == (2 * se > drop)
+    if line:
+        assert f"--max_accuracy_drop={drop:g}" in line and f"{n:,} examples" in line
+        import re
+        shown = float(re.search(r"accuracies near [\d.]+% is ([\d.]+) points", line).group(1))
+        assert shown == pytest.approx(se, rel=0.03, abs=0.01)
+        assert "test split" in line and "\n" not in line
+    assert noise_warning(None, n, p, "test") is None          # no accuracy rule
+    assert rules().noise_warning(teacher, n) is None
+
+
+def test_a_perfect_teacher_on_a_small_split_is_not_read_as_noise_free():
+    from epkd_tf.budget.stop import noise_warning
+    assert noise_warning(1.0, 100, 1.0, "validation") is not None
+    assert "validation split" in noise_warning(0.5, 1200, float("nan"), "validation")

@@ -14,12 +14,73 @@ memory), so a resumed run decides exactly as the uninterrupted one would have:
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable, Dict, Optional
 
 import pandas as pd
 
 from epkd_tf import selection
 from epkd_tf.budget.measures import Measure
+
+
+def accuracy_difference_se(accuracy: float, n: int) -> float:
+    """The standard error, in accuracy points, of the difference of two accuracies near
+    ``accuracy`` measured on the same ``n`` examples: what separates a student's measured
+    loss against the teacher from its true loss when the stop rules judge it.
+
+    ``100 * sqrt(2 p (1 - p) / n)``: each accuracy is a binomial proportion with variance
+    p(1-p)/n, and the difference of two with uncorrelated errors has twice that. A
+    student distilled from the teacher errs on many of the same examples, which makes the
+    difference less noisy, so this is the cautious figure (the one to warn with). ``p`` is
+    kept at least one example away from 0 and 1, so a teacher at 100% on a small split is
+    not read as noise-free.
+
+    Args:
+        accuracy: the teacher's accuracy on the split, in [0, 1] (NaN: unknown, taken as
+            0.5, the largest variance).
+        n: the split's number of examples (at least 1).
+
+    Returns:
+        The standard error in points (percent).
+    """
+    p = 0.5 if not math.isfinite(accuracy) else min(max(float(accuracy), 0.0), 1.0)
+    p = min(max(p, 1 / n), 1 - 1 / n) if n > 1 else 0.5
+    return 100 * math.sqrt(2 * p * (1 - p) / n)
+
+
+#: How many standard errors the allowed drop must exceed before the run does not warn.
+NOISE_STANDARD_ERRORS = 2.0
+
+
+def noise_warning(max_accuracy_drop: Optional[float], n: int, accuracy: float,
+                  split: str) -> Optional[str]:
+    """The start-up warning when ``--max_accuracy_drop`` is within the noise of the split
+    it is judged on: when NOISE_STANDARD_ERRORS standard errors of a difference of two
+    accuracies (:func:`accuracy_difference_se`) exceed the allowed drop, a student can pass
+    or stop the rule by which examples happen to be in the split (on 1,200 examples one
+    point is 12 images). docs/budgets.md#stop-rules measures how often.
+
+    Args:
+        max_accuracy_drop: the allowed drop in points (None: no such rule, no warning).
+        n: the selection split's number of examples.
+        accuracy: the teacher's accuracy on it (NaN: unknown).
+        split: its name (``validation`` or ``test``).
+
+    Returns:
+        The warning line, or None.
+    """
+    if max_accuracy_drop is None or n <= 0:
+        return None
+    se = accuracy_difference_se(accuracy, n)
+    if NOISE_STANDARD_ERRORS * se <= max_accuracy_drop:
+        return None
+    near = f" near {100 * accuracy:.2f}%" if math.isfinite(accuracy) else ""
+    return (f"warning: --max_accuracy_drop={max_accuracy_drop:g} is judged on the {n:,} "
+            f"examples of the {split} split, where one example is {100 / n:.3g} points and "
+            f"the standard error of a difference of two accuracies{near} is {se:.2f} points "
+            f"({NOISE_STANDARD_ERRORS:g} standard errors: {NOISE_STANDARD_ERRORS * se:.2f} > "
+            f"{max_accuracy_drop:g}): students can pass or fail the rule by noise; a larger "
+            f"--validation_split judges it more firmly (docs/budgets.md, stop rules).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +145,13 @@ class StopRules:
         is common; 100 × a difference of floats lands a hair either side of it, and the
         stop rule and the final choice must read it the same way."""
         return lost <= drop + 1e-9
+
+    def noise_warning(self, teacher: pd.DataFrame, n: int) -> Optional[str]:
+        """:func:`noise_warning` for this run: its allowed drop, the teacher's recorded
+        accuracy on the selection split of ``n`` examples."""
+        accuracy = selection.selection_accuracy(teacher.iloc[0], self.validation) \
+            if not teacher.empty else float("nan")
+        return noise_warning(self.budget.max_accuracy_drop, n, accuracy, self.split)
 
     def stop_reason(self, teacher: pd.DataFrame, students: pd.DataFrame) -> Optional[str]:
         """Why no further iteration should run (None: go on): every --target_* goal met
