@@ -335,9 +335,9 @@ def _run(cfg, data, run, strategy, verbose: int = 0) -> int:
             return fail(failure_message(err, f"--output_dir={cfg.output_dir}"),
                         status=EXIT_FAILED)
         raise
-    log.info("Done: %d students in %s (report: %s)", len(students), run.root,
-             run.report_file)
-    from epkd_tf.records.report import headline_text
+    from epkd_tf.records.report import console_path, headline_text
+    log.info("Done: %d students in %s (report: %s)", len(students), console_path(run, ""),
+             console_path(run, "report.md"))
     for line in headline_text(run):
         log.info("%s", line)
     return 0

@@ -235,10 +235,18 @@ def final_files(run: RunDir, current: bool = False) -> List[Tuple[str, str]]:
     return files
 
 
-def _console_path(run: RunDir, relative: str) -> str:
+def console_path(run: RunDir, relative: str) -> str:
     """A run's file as the console names it: relative to the working directory when it
-    lies inside it (what a user types next), else absolute."""
-    full = os.path.join(run.root, relative)
+    lies inside it (what a user types next), else absolute.
+
+    Args:
+        run: the run directory.
+        relative: the file's path in it (``""``: the directory itself).
+
+    Returns:
+        The path to print.
+    """
+    full = os.path.normpath(os.path.join(run.root, relative))
     shown = os.path.relpath(full)
     return full if shown == os.pardir or shown.startswith(os.pardir + os.sep) else shown
 
@@ -343,7 +351,7 @@ def headline_text(run: RunDir) -> List[str]:
         final = int(run.tables.read_completed("final").iloc[-1]["iteration"])
         text.append(f"Files of the {'final model' if final == 0 else 'final student'}:")
         width = max(len(label) for label, _ in made)
-        text += [f"  {label.ljust(width)}  {_console_path(run, path)}" for label, path in made]
+        text += [f"  {label.ljust(width)}  {console_path(run, path)}" for label, path in made]
     return text
 
 
