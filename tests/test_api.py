@@ -124,6 +124,7 @@ def test_compress_on_numpy_arrays_with_every_pruner(compressed, teacher):
     assert nonzero_params(result.final) == students.nonzero_params.iloc[-1]
     assert nonzero_params(result.final) < 0.5 * nonzero_params(teacher)
     assert "Teacher → final student" in result.headline
+    assert "Files of" not in result.headline              # its directory is gone
     assert students.test_accuracy.iloc[-1] > 0.8
 
 
@@ -138,13 +139,30 @@ def test_the_result_exports_its_final_student(compressed, tmp_path):
 
 @pytest.mark.integration
 def test_compress_keeps_a_run_directory_when_asked(teacher, arrays, tmp_path):
+    """... and its headline names the final model's files in it (a run in a temporary
+    directory, removed afterwards, names none: test_compress_on_numpy_arrays...). An
+    accuracy rule within the split's noise is warned about through the epkd_tf logger,
+    as on the command line."""
+    import logging
     (x, y), test = arrays
     out = tmp_path / "run"
-    result = epkd_tf.compress(teacher, (x, y), test, output_dir=str(out), iterations=1,
-                              pruners=("l1_filter",), finetune_epochs=1, batch_size=64,
-                              latency_runs=2, export_formats=("tflite",))
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("epkd_tf")
+    logger.addHandler(handler)
+    try:
+        result = epkd_tf.compress(teacher, (x, y), test, output_dir=str(out), iterations=1,
+                                  pruners=("l1_filter",), finetune_epochs=1, batch_size=64,
+                                  latency_runs=2, export_formats=("tflite",),
+                                  max_accuracy_drop=0.5)
+    finally:
+        logger.removeHandler(handler)
     assert result.output_dir == str(out)
     assert (out / "students.csv").exists() and (out / "tflite" / "final.tflite").exists()
+    assert "* TFLite float32: `tflite/final.tflite`" in result.headline
+    noise = [r.getMessage() for r in records if "is judged on the" in r.getMessage()]
+    assert len(noise) == 1 and "--max_accuracy_drop=0.5" in noise[0], noise
 
 
 @pytest.mark.integration
