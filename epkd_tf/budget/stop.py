@@ -148,7 +148,15 @@ class StopRules:
 
     def noise_warning(self, teacher: pd.DataFrame, n: int) -> Optional[str]:
         """:func:`noise_warning` for this run: its allowed drop, the teacher's recorded
-        accuracy on the selection split of ``n`` examples."""
+        accuracy on the selection split of ``n`` examples.
+
+        Args:
+            teacher: the run's ``teacher.csv`` rows (empty: accuracy unknown).
+            n: the selection split's number of examples.
+
+        Returns:
+            The warning line, or None.
+        """
         accuracy = selection.selection_accuracy(teacher.iloc[0], self.validation) \
             if not teacher.empty else float("nan")
         return noise_warning(self.budget.max_accuracy_drop, n, accuracy, self.split)

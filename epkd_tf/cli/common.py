@@ -74,7 +74,14 @@ def _shown_default(flag) -> str:
 
 def flag_help(flag) -> list:
     """One flag's help lines, as absl writes them: ``--name: help`` (``--[no]name`` for a
-    boolean) wrapped at 80 columns, then its default when it has one."""
+    boolean) wrapped at 80 columns, then its default when it has one.
+
+    Args:
+        flag: an absl ``Flag``.
+
+    Returns:
+        The lines (without newlines).
+    """
     name = f"--[no]{flag.name}" if flag.boolean else f"--{flag.name}"
     lines = flags.text_wrap(f"{name}: {flags.doc_to_help(flag.help or '')}", length=80,
                             indent="    ", firstline_indent="  ").splitlines()
@@ -89,7 +96,15 @@ def settings_topics(defaults, top: str) -> list:
     """The flags of a settings object grouped by topic, as (title, flag names): one topic
     per nested settings part in declaration order, titled by its class (``DataConfig`` ->
     ``Data``) and the first clause of its docstring, then the object's own settings under
-    ``top``. Derived from the settings, so a new setting lands in its topic by itself."""
+    ``top``. Derived from the settings, so a new setting lands in its topic by itself.
+
+    Args:
+        defaults: a settings object (e.g. ``RunConfig()``).
+        top: the title of the object's own (not nested) settings.
+
+    Returns:
+        [(title, [flag name, ...]), ...] in declaration order.
+    """
     import dataclasses
     import inspect
     import re
@@ -116,7 +131,19 @@ def help_text(flag_values: flags.FlagValues, usage: str, topics, examples=(),
     """An entry point's ``--help``: ``usage``, the ``examples``, then its own flags by
     topic (``topics``: (title, flag names)); absl's own flags (logging, pdb, profiling) and
     any other flag defined in ``flag_values`` only with ``full`` (``--helpfull``), else a
-    line saying how to see them. Each flag appears once."""
+    line saying how to see them. Each flag appears once.
+
+    Args:
+        flag_values: the entry point's flags.
+        usage: the text that comes first (its reST double backquotes dropped).
+        topics: (title, flag names) in order; a topic without names is left out.
+        examples: command lines shown after the usage (long ones continued on a
+            second line after a backslash).
+        full: also list every other flag of ``flag_values`` (absl's own).
+
+    Returns:
+        The help text, ending with a newline.
+    """
     import textwrap
     lines = [textwrap.dedent(usage).strip().replace("``", ""), ""]
     if examples:
@@ -152,7 +179,15 @@ def help_text(flag_values: flags.FlagValues, usage: str, topics, examples=(),
 def print_help_and_exit(flag_values: flags.FlagValues, argv, usage: str, topics,
                         examples=()) -> None:
     """If ``argv`` asks for help (:data:`HELP_ARGS`), prints :func:`help_text` (full with
-    ``--helpfull``) and exits 0."""
+    ``--helpfull``) and exits 0; otherwise returns.
+
+    Args:
+        flag_values, usage, topics, examples: as :func:`help_text` takes them.
+        argv: the command line (its first item is the program).
+
+    Raises:
+        SystemExit: with status 0, after printing the help.
+    """
     asked = [a for a in argv[1:] if a in HELP_ARGS]
     if asked:
         print(help_text(flag_values, usage, topics, examples, full=HELP_FULL in asked), end="")
