@@ -37,9 +37,14 @@ class CompressionResult:
 
     :func:`compress` makes it; users read its fields and call :meth:`export`.
 
+    The models are of the teacher's Keras: tf_keras models for a tf_keras teacher, Keras 3
+    (``keras``) models for a Keras 3 teacher (a model in memory or a Keras 3 ``.keras``
+    file), so ``result.final.save("student.keras")`` loads with the user's own Keras;
+    :meth:`to_keras3` gives a Keras 3 copy of any of them.
+
     Args:
-      teacher: the teacher the run distilled from (a tf_keras model).
-      students: the student of every iteration, in order (tf_keras models).
+      teacher: the teacher the run distilled from.
+      students: the student of every iteration, in order.
       final: the final student: the last one, or with ``max_accuracy_drop`` the last one
         within it (the teacher itself when no student is).
       final_iteration: the iteration that made ``final`` (0: the teacher).
@@ -49,6 +54,9 @@ class CompressionResult:
       headline: the run's summary lines (teacher -> final student).
       output_dir: the run directory, or None when the run was kept in memory only.
       data: the loaded data the run used (for :meth:`export`'s measurements).
+      keras: ``"tf_keras"`` or ``"keras3"``: which Keras the models above are.
+      tf_keras_models: with ``keras="keras3"``, the run's own tf_keras models
+        (``teacher``, ``students``, ``final``), which :meth:`export` writes.
 
     Raises:
       ApiError, ConfigError: from :meth:`export`, for a bad name or format.
@@ -85,6 +93,38 @@ class CompressionResult:
     headline: str
     output_dir: Optional[str]
     data: object = dataclasses.field(repr=False, default=None)
+    keras: str = "tf_keras"
+    tf_keras_models: Optional[dict] = dataclasses.field(repr=False, default=None)
+
+    def to_keras3(self, model=None):
+        """A Keras 3 (``keras``) copy of the final student (or of ``model``, a tf_keras or
+        Keras 3 model), weights copied: ``keras.models.load_model`` of a plain
+        TensorFlow reads what its ``save`` writes.
+
+        Args:
+          model: the model to convert instead of the final student.
+
+        Returns:
+          A Keras 3 functional model computing the same outputs.
+
+        Raises:
+          ApiError: a layer has no Keras 3 equivalent (the message names it).
+        """
+        from epkd_tf.errors import Keras3ConversionError
+        from epkd_tf.models.keras3 import to_keras3
+        source = self._tf_keras("final") if model is None else model
+        if _is_keras3_model(source):
+            return source
+        try:
+            return to_keras3(source)
+        except Keras3ConversionError as err:
+            raise ApiError(str(err)) from None
+
+    def _tf_keras(self, name: str):
+        """The run's tf_keras ``teacher``/``final`` (what export and conversion read)."""
+        if self.tf_keras_models is not None:
+            return self.tf_keras_models[name]
+        return getattr(self, name)
 
     def export(self, directory: str, formats: Sequence[str] = ("saved_model", "tflite"),
                name: str = "final", model=None):
@@ -97,7 +137,7 @@ class CompressionResult:
             the rows appended).
           formats: deployment formats, of ``epkd_tf.config.EXPORT_FORMATS``.
           name: the files' name (letters, digits, ``_ . -``).
-          model: the model to export instead of the final student.
+          model: the model to export instead of the final student (tf_keras or Keras 3).
 
         Returns:
           A pandas DataFrame, one row per format.
@@ -114,7 +154,8 @@ class CompressionResult:
         if safe_name(name) != name:
             raise ApiError(f"name={name!r} is invalid: use letters, digits, _ . -")
         run = RunDir(directory)
-        rows, _ = deploy.export_model(run, self.final if model is None else model, name,
+        source = self._tf_keras("final") if model is None else as_teacher(model, "model")
+        rows, _ = deploy.export_model(run, source, name,
                                       tuple(formats), serving_name=name, version=1,
                                       data=self.data)
         run.tables.append("deployment", rows)
@@ -127,6 +168,7 @@ def as_teacher(teacher, argument: str = "teacher"):
     safely (``epkd_tf.models.user``). Raises ApiError naming ``argument``."""
     import tf_keras
     if isinstance(teacher, tf_keras.Model):
+        _check_built(teacher, argument)
         return teacher
     from epkd_tf.errors import ModelFileError
     from epkd_tf.models.user import load_user_model
@@ -134,17 +176,52 @@ def as_teacher(teacher, argument: str = "teacher"):
         try:
             return load_user_model(os.fspath(teacher), argument)
         except ModelFileError as err:
-            raise ApiError(str(err)) from None
-    if type(teacher).__module__.startswith("keras"):       # a Keras 3 model in memory
+            raise ApiError(_api_message(err, argument)) from None
+    if _is_keras3_model(teacher):                       # a Keras 3 model in memory
+        _check_built(teacher, argument)
         with tempfile.TemporaryDirectory(prefix="epkd_keras3_") as tmp:
             path = os.path.join(tmp, "model.keras")
             teacher.save(path)
             try:
                 return load_user_model(path, argument)
             except ModelFileError as err:
-                raise ApiError(str(err).replace(path, "<your Keras 3 model>")) from None
+                raise ApiError(_api_message(err, argument).replace(
+                    path, "<your Keras 3 model>")) from None
     raise ApiError(f"{argument} is a {type(teacher).__name__}: give a tf_keras model, a Keras 3 "
                    "model or the path of a saved model.")
+
+
+def _is_keras3_model(value) -> bool:
+    """A Keras 3 (``keras``) model object; tf_keras' modules start with ``tf_keras``."""
+    module = type(value).__module__
+    return (module == "keras" or module.startswith("keras.")) and hasattr(value, "save")
+
+
+def _is_keras3_source(teacher) -> bool:
+    """Whether the user's teacher is Keras 3: a model in memory or a Keras 3 ``.keras``
+    file (the result then holds Keras 3 models)."""
+    if isinstance(teacher, (str, os.PathLike)):
+        from epkd_tf.models.keras3 import is_keras3_file
+        try:
+            return is_keras3_file(os.fspath(teacher))
+        except Exception:      # unreadable: as_teacher has already refused it
+            return False
+    return _is_keras3_model(teacher)
+
+
+def _check_built(model, argument: str) -> None:
+    """A model without weights yet (a Sequential without an Input) has no shapes to prune
+    or measure; ApiError naming ``argument``."""
+    if not getattr(model, "built", True) or not getattr(model, "weights", None) \
+            and not getattr(model, "inputs", None):
+        raise ApiError(f"{argument} is not built (it has no input shape or weights yet): "
+                       "give it an Input layer, or call model.build(input_shape) first.")
+
+
+def _api_message(err: BaseException, argument: str) -> str:
+    """A model loader's message for the API: the file is named as the argument
+    (``path=...``), not as a command-line flag (``--path=...``)."""
+    return str(err).replace(f"--{argument}=", f"{argument}=", 1)
 
 
 def as_data(train, test, data_config, argument: str = "train"):
@@ -208,7 +285,7 @@ def compress(teacher, train, test=None, *, output_dir: Optional[str] = None, con
 
     Returns:
       A :class:`CompressionResult`: the teacher, every student, the final one and the
-      run's tables.
+      run's tables; Keras 3 models when ``teacher`` is a Keras 3 model or file.
 
     Raises:
       ConfigError: a setting is unknown or invalid (the message names its flag).
@@ -255,10 +332,36 @@ def compress(teacher, train, test=None, *, output_dir: Optional[str] = None, con
         model = as_teacher(teacher)
         data = as_data(train, test, cfg.data)
         _check_teacher(model, data, cfg.pruning)
-        return _run(cfg, data, model, root, verbose, keep=not temporary)
+        result = _run(cfg, data, model, root, verbose, keep=not temporary)
+        # Keras 3 in, Keras 3 out: the user gets models of the Keras they work with.
+        return _in_keras3(result) if _is_keras3_source(teacher) else result
     finally:
         if temporary:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _in_keras3(result: CompressionResult) -> CompressionResult:
+    """``result`` with Keras 3 copies of its models (the tf_keras ones kept in
+    ``tf_keras_models`` for exports). The teacher converted in, and students keep its layer
+    classes, so they convert back; should one not, the tf_keras models are returned with a
+    warning rather than losing the finished run."""
+    import logging
+    from epkd_tf.errors import Keras3ConversionError
+    from epkd_tf.models.keras3 import to_keras3
+    originals = {"teacher": result.teacher, "students": list(result.students),
+                 "final": result.final}
+    try:
+        converted = {id(m): to_keras3(m) for m in [result.teacher, *result.students]}
+        if id(result.final) not in converted:
+            converted[id(result.final)] = to_keras3(result.final)
+    except Keras3ConversionError as err:
+        logging.getLogger("epkd_tf").warning(
+            "warning: the results stay tf_keras models: %s", err)
+        return result
+    return dataclasses.replace(
+        result, teacher=converted[id(result.teacher)],
+        students=[converted[id(m)] for m in result.students],
+        final=converted[id(result.final)], keras="keras3", tf_keras_models=originals)
 
 
 def _check_teacher(model, data, pruning) -> None:
@@ -504,4 +607,7 @@ def load_model(path: str):
         except epkd_tf.ApiError as err:
             print(err)
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise ApiError(f"path is a {type(path).__name__}: give the path of a model file "
+                       "(.keras, .h5 or a Keras SavedModel directory).")
     return as_teacher(os.fspath(path), "path")

@@ -188,8 +188,9 @@ def test_compress_refuses_data_that_does_not_fit_the_teacher(teacher, arrays):
 
 
 @pytest.mark.integration
-def test_compress_accepts_a_keras3_model(arrays):
-    """A model built and trained with Keras 3 (TF 2.21's own keras) is converted."""
+def test_compress_accepts_a_keras3_model_and_gives_keras3_models_back(arrays, tmp_path):
+    """A model built and trained with Keras 3 (TF 2.21's own keras) is converted in, and
+    the result's models are Keras 3 ones again: saved with Keras 3, they load with it."""
     import keras
     (x, y), test = arrays
     keras.utils.set_random_seed(0)
@@ -200,6 +201,20 @@ def test_compress_accepts_a_keras3_model(arrays):
     model.fit(x, y, epochs=2, verbose=0)
     result = epkd_tf.compress(model, (x, y), test, iterations=1, pruners=("l1_filter",),
                               finetune_epochs=1, batch_size=64, latency_runs=2)
-    assert isinstance(result.final, tf_keras.Model)
+    assert result.keras == "keras3"
+    for made in [result.teacher, result.final, *result.students]:
+        assert isinstance(made, keras.Model) and not isinstance(made, tf_keras.Model)
     np.testing.assert_allclose(result.teacher.predict(x[:8], verbose=0),
                                model.predict(x[:8], verbose=0), atol=1e-5)
+    # The Keras 3 final student computes what the run's own tf_keras one does...
+    np.testing.assert_allclose(result.final.predict(x[:8], verbose=0),
+                               result.tf_keras_models["final"].predict(x[:8], verbose=0),
+                               atol=1e-5)
+    # ... and round-trips through Keras 3's own file format in safe mode.
+    path = str(tmp_path / "student.keras")
+    result.final.save(path)
+    reloaded = keras.models.load_model(path)
+    np.testing.assert_allclose(reloaded.predict(x[:8], verbose=0),
+                               result.final.predict(x[:8], verbose=0), atol=1e-6)
+    rows = result.export(str(tmp_path / "out"), formats=("tflite",))   # the tf_keras model
+    assert rows.test_accuracy.notna().all()

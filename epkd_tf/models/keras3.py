@@ -340,6 +340,14 @@ def _setting(key: str, value, where: Tuple[str, str], to_keras3: bool):
     if key == "activation":
         if to_keras3 and _is_hard_silu(value):
             return "hard_silu"
+        if not isinstance(value, str):
+            # A stored function (a lambda is {"value": [bytecode...]}, a custom one a
+            # dict naming its module): code that would run on loading. A dict must not
+            # reach the name lookup below (unhashable).
+            raise _Refusal(f"activation is a stored {_stored_kind(value)}, not a built-in "
+                           f"activation name (only {', '.join(sorted(ACTIVATIONS))}); "
+                           "epkd_tf loads models in safe mode: use a built-in activation",
+                           *where)
         if value not in ACTIVATIONS:
             raise _Refusal(f"activation {value!r} is not supported (only "
                            f"{', '.join(sorted(ACTIVATIONS))})", *where)
@@ -347,6 +355,17 @@ def _setting(key: str, value, where: Tuple[str, str], to_keras3: bool):
     if not _plain(value):
         raise _Refusal(f"{key} holds a stored object, not a plain setting", *where)
     return value
+
+
+def _stored_kind(value) -> str:
+    """What a non-name activation value holds, for the refusal: a lambda (Keras 3 writes
+    its bytecode under ``value``, or a ``__lambda__`` class), a named function or object."""
+    if isinstance(value, dict):
+        if "value" in value or value.get("class_name") == "__lambda__" or \
+                (isinstance(value.get("config"), dict) and "value" in value["config"]):
+            return "lambda (Python bytecode)"
+        return f"object {value.get('module')}.{value.get('class_name')}"
+    return f"value of type {type(value).__name__}"
 
 
 def _is_hard_silu(value) -> bool:
