@@ -172,6 +172,18 @@ def _check_labelled(canonical: str, split: Optional[str], flag: str) -> None:
                         f"labels (all -1); use --{flag}={_UNLABELLED_TEST_SPLITS[canonical]}.")
 
 
+def _check_disjoint(builder, first: Tuple[str, str], second: Tuple[str, str]) -> None:
+    """Two roles' split strings (``(flag, split)`` each) select no example twice; a
+    DataError naming both flags and the shared split otherwise (a test split that
+    includes training examples reports an optimistic accuracy without a word)."""
+    shared = holdout.shared_split(builder.info.splits, first[1], second[1])
+    if shared is not None:
+        raise DataError(f"--{first[0]}={first[1]!r} and --{second[0]}={second[1]!r} both "
+                        f"select examples of the {shared!r} split of {builder.info.name}: "
+                        f"choose disjoint slices (e.g. --train_split={shared}[:80%] "
+                        f"--test_split={shared}[80%:]).")
+
+
 def _image_shape(features, name: str, cfg: DataConfig, default_size: Optional[int]) -> tuple:
     """(H, W, C) of the model input; DataError where it is not fixed."""
     shape = tuple(features["image"].shape)
@@ -195,6 +207,7 @@ def _roles(builder, cfg: DataConfig, supervised: bool) -> Tuple[dict, dict]:
     num_train = _split_size(builder, cfg.train_split, "train_split")
     num_test = _split_size(builder, cfg.test_split, "test_split")
     _check_labelled(canonical, cfg.test_split, "test_split")
+    _check_disjoint(builder, ("train_split", cfg.train_split), ("test_split", cfg.test_split))
     train = examples(cfg.train_split, num_train)
     roles = {"train": train, "test": examples(cfg.test_split, num_test)}
     names = {"train": cfg.train_split, "test": cfg.test_split}
@@ -211,6 +224,7 @@ def _roles(builder, cfg: DataConfig, supervised: bool) -> Tuple[dict, dict]:
                             f"--train_split={cfg.train_split!r} of {canonical}: choose "
                             f"disjoint slices (e.g. --train_split=train[:90%] "
                             f"--validation_split=train[90%:]) or a fraction such as 0.1.")
+        _check_disjoint(builder, ("validation_split", split), ("test_split", cfg.test_split))
         roles["validation"] = examples(split, num_validation)
         return roles, names
     count = holdout.validation_count(num_train, fraction, cfg.train_split)
@@ -253,8 +267,10 @@ def load_data(cfg: DataConfig) -> Data:
 
     Raises:
       DataError: an unknown, unprepared or undownloadable dataset, an unusable
-        ``data_dir`` (a file, a pseudo-file system such as /proc), a malformed, unknown,
-        empty or overlapping split, or a non-image-classification dataset (one line).
+        ``data_dir`` (a file, a pseudo-file system such as /proc), a malformed, unknown or
+        empty split, splits that share examples (the test split with the training or the
+        validation split, a validation split string with the training split), or a
+        non-image-classification dataset (one line).
       ApiError: ``cfg`` is not a DataConfig.
 
     Example::
