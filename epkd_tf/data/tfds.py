@@ -184,6 +184,57 @@ def _check_disjoint(builder, first: Tuple[str, str], second: Tuple[str, str]) ->
                         f"--test_split={shared}[80%:]).")
 
 
+# The file formats builder.as_dataset reads with tf.data (TFDS's ArrayRecord adapter, for
+# one, raises NotImplementedError there: it reads through as_data_source only).
+READABLE_FILE_FORMATS = ("tfrecord",)
+
+
+def _check_file_format(builder, name: str) -> None:
+    """The prepared files are in a format the pipelines can read; DataError naming the
+    dataset_info.json and its fileFormat otherwise (before, the first read of a split
+    raised NotImplementedError after the run had started)."""
+    file_format = getattr(builder.info, "file_format", None)
+    value = getattr(file_format, "value", file_format)
+    if value is not None and str(value) not in READABLE_FILE_FORMATS:
+        info_file = os.path.join(str(builder.data_dir), "dataset_info.json")
+        raise DataError(f"--dataset={name!r}: {info_file} gives fileFormat {str(value)!r}, "
+                        f"which epkd_tf cannot read (it reads "
+                        f"{', '.join(READABLE_FILE_FORMATS)} files with tf.data): prepare "
+                        f"it again with file_format='tfrecord'.")
+
+
+def _check_recipe(recipe, features, input_shape: tuple, name: str, canonical: str,
+                  seed: int) -> None:
+    """The dataset's recipe turns one stored image into a model input of ``input_shape``
+    (evaluation and training transforms). A file imported under a catalogue name gets that
+    dataset's recipe, which may expect the catalogue's images (CIFAR's normalises three
+    channels and crops back to 32 x 32): a 28 x 28 x 1 import under ``cifar10`` made
+    (28, 28, 3) inputs and failed inside the run. DataError naming both shapes."""
+    stored = tuple(features["image"].shape)
+    if len(stored) == 2:
+        stored = stored + (1,)
+    if any(d is None for d in stored):
+        return          # images of varying size: the recipe resizes them (--image_size)
+    image = tf.zeros(stored, tf.uint8)
+    label = tf.constant(0, tf.int64)
+    made = []
+    try:
+        made.append(tuple(recipe.preprocess(image, label)[0].shape))
+        if recipe.augment is not None:
+            made.append(tuple(recipe.augment(image, label,
+                                             tf.constant([seed, 0], tf.int64))[0].shape))
+        problem = next((f"makes model inputs of shape {shape}" for shape in made
+                        if shape != tuple(input_shape)), None)
+    except (tf.errors.OpError, ValueError, TypeError) as err:
+        problem = f"fails on them ({' '.join(str(err).split())[:120]})"
+    if problem:
+        raise DataError(f"--dataset={name!r} holds images of shape {stored}, but the "
+                        f"preprocessing of {canonical} (its recipe {recipe.name!r}, made for "
+                        f"the TFDS catalogue's images) {problem}, not {tuple(input_shape)}: "
+                        f"import the file under a name that is not a catalogue dataset's "
+                        f"(e.g. --name=my_{canonical}) or with the catalogue's image shape.")
+
+
 def _image_shape(features, name: str, cfg: DataConfig, default_size: Optional[int]) -> tuple:
     """(H, W, C) of the model input; DataError where it is not fixed."""
     shape = tuple(features["image"].shape)
@@ -308,8 +359,10 @@ def load_data(cfg: DataConfig) -> Data:
         if "image" not in keys or "label" not in keys:
             raise DataError(f"--dataset={name!r} is not an image-classification dataset: it has "
                             f"features {keys}, but 'image' and 'label' are required.")
+        _check_file_format(builder, name)
         recipe = get_recipe(canonical, cfg.image_size)
         input_shape = _image_shape(features, name, cfg, recipe.default_image_size)
+        _check_recipe(recipe, features, input_shape, name, canonical, cfg.seed)
         num_classes = getattr(features["label"], "num_classes", None)
         if not num_classes:
             raise DataError(f"--dataset={name!r} has a label feature without a class count: a "
