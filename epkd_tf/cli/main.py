@@ -2,7 +2,8 @@
 
 Every flag is validated before any work: a bad value prints one line ``error: ...`` naming
 the flag, exits with status 2 and leaves no output directory behind. Pointing
-``--output_dir`` at an unfinished run with the same flags resumes it. A run that fails on
+``--output_dir`` at an unfinished run with the same flags resumes it; at a finished one,
+reports it (after checking its records) unless ``--overwrite``. A run that fails on
 the way (a NaN/Inf teacher loss, or a distillation's with ``--fail_on_nan``) prints one
 line ``error: ...`` and exits with status 1, as does one that runs out of disk space,
 memory or write permission (its completed stages are kept: the same command resumes).
