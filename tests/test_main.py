@@ -280,6 +280,8 @@ BAD_FLAGS = [
     (["--teacher_path={models}/lstm.keras"], "(LSTM) cannot be pruned"),
     (["--teacher_path={models}/lstm.keras", "--pruners=poly_magnitude",
       "--export_formats=tflite,keras3"], "--export_formats=keras3: model"),
+    (["--teacher_path={models}/sigmoid.keras"],
+     "--teacher_path outputs probabilities (sigmoid in layer"),
     (["--teacher_path={models}/keras3_lambda.keras"], "keras3_lambda.keras is a Keras 3 model "
      "that epkd_tf cannot convert to tf_keras: layer 'double' (Lambda)"),
     (["--teacher_path={models}/good.keras", "--teacher=lenet5"], "both name the teacher"),
@@ -334,7 +336,11 @@ def teacher_files(tmp_path_factory):
                                      for w in diverged.layers[-2].get_weights()])
     diverged.save(root / "nan.keras")
     model(layers.Dense(8), layers.Reshape((2, 4)), classes=4).save(root / "rank3.keras")
-    model(layers.Reshape((144, 1)), layers.LSTM(8), flatten=False).save(root / "lstm.keras")
+    model(layers.Reshape((144, 1)), layers.LSTM(8, name="lstm"),
+          flatten=False).save(root / "lstm.keras")
+    model(layers.Reshape((144, 1)), layers.GRU(8, name="gru"),
+          flatten=False).save(root / "gru.keras")
+    model(activation="sigmoid").save(root / "sigmoid.keras")
     tf.saved_model.save(tf.Module(), str(root / "plain_saved_model"))
     import keras                                   # Keras 3, TF 2.21's default
     inputs = keras.Input((12, 12, 1))
@@ -344,6 +350,24 @@ def teacher_files(tmp_path_factory):
     (root / "corrupt.h5").write_bytes(b"\x00 not an HDF5 file")
     (root / "notes.txt").write_text("not a model")
     return str(root)
+
+
+# Teachers TFLite cannot convert (the check converts them: integration tier). Issue 25:
+# they used to pass the checks and fail at the run's first TFLite conversion.
+UNCONVERTIBLE = [
+    (["--teacher_path={models}/lstm.keras", "--pruners=poly_magnitude"],
+     "lstm.keras: layer 'lstm' (LSTM) cannot be converted to TFLite"),
+    (["--teacher_path={models}/gru.keras", "--pruners=poly_magnitude",
+      "--export_formats=saved_model"], "gru.keras: layer 'gru' (GRU) cannot be converted"),
+]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("args,named", UNCONVERTIBLE,
+                         ids=[" ".join(a) for a, _ in UNCONVERTIBLE])
+def test_a_teacher_tflite_cannot_convert_stops_before_any_work(args, named, tiny_dir,
+                                                              teacher_files, tmp_path, capsys):
+    test_bad_flags_stop_before_any_work(args, named, tiny_dir, teacher_files, tmp_path, capsys)
 
 
 @pytest.mark.unit
@@ -397,10 +421,24 @@ def test_teacher_path_replaces_training_under_a_sanitised_default_run_name(
     assert read(out, "students").iteration.tolist() == [1]
     flags_text = (out / "flags.txt").read_text()
     assert f"--teacher_path={user}" in flags_text and "--teacher=" not in flags_text
-    # The same command on the finished run: the same flags, so only "finished" is refused.
+    # The same command naming the finished run (issue 25: it exited 2): reported as
+    # without --output_dir, its records checked first; nothing changes.
     capsys.readouterr()
+    before = {p: (out / p).read_bytes() for p in tree(out) if (out / p).is_file()}
+    assert run_in_process(epkd_main, [*args, f"--output_dir={out}"]) == 0
+    err = capsys.readouterr().err
+    assert not error_lines(err)
+    assert f"A finished run with these flags is in {out}; its report: {out}/report.md" in err
+    assert "Teacher → final student" in err
+    # A damaged file of the finished run: one line naming it, status 2, nothing changed.
+    final = out / "tflite" / "final.tflite"
+    final.write_bytes(final.read_bytes()[:100])
+    before["tflite/final.tflite"] = final.read_bytes()
     assert run_in_process(epkd_main, [*args, f"--output_dir={out}"]) == 2
-    assert "holds a finished run" in error_lines(capsys.readouterr().err)[0]
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "tflite/final.tflite is damaged" in lines[0], lines
+    assert "--overwrite" in lines[0]
+    assert {p: (out / p).read_bytes() for p in tree(out) if (out / p).is_file()} == before
 
 
 NAN_ARGS = ["--dataset=tiny_digits", "--iterations=2", "--pruners=l1_filter",
@@ -496,3 +534,25 @@ def test_the_pre_checks_build_every_zoo_teacher_under_op_determinism(teacher, mo
     [(flags, params)] = estimated
     assert flags == f"--teacher={teacher} --teacher_width=0.25 --image_size=32 " \
                     f"(input (32, 32, 1))" and params > 0
+
+
+@pytest.mark.unit
+def test_two_default_directories_of_the_same_second_are_two(tmp_path, monkeypatch):
+    # Issue 25: both runs picked one name and the second was refused by the first's lock.
+    import datetime
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(epkd_main, "_run_name_prefix", lambda: "tiny_lenet5_")
+    now = datetime.datetime(2026, 12, 6, 12, 0, 0)
+    paths = [epkd_main._new_output_dir(now) for _ in range(3)]
+    assert paths == [os.path.join("saved_models", "tiny_lenet5_20261206-120000" + s)
+                     for s in ("", "-2", "-3")]
+    assert all(os.path.isdir(p) and not os.listdir(p) for p in paths)   # claimed, empty
+
+
+@pytest.mark.unit
+def test_a_refused_run_without_output_dir_leaves_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = run_in_process(epkd_main, [f"--data_dir={tmp_path}/none", "--dataset=tiny_digits",
+                                      "--nodownload"])
+    assert code == 2 and len(error_lines(capsys.readouterr().err)) == 1
+    assert os.listdir(tmp_path) == []

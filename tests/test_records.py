@@ -44,14 +44,23 @@ def test_failed_write_leaves_previous_file_and_no_temporaries(tmp_path):
 @pytest.mark.unit
 def test_drop_unfinished_removes_rows_after_the_last_completed_iteration(tmp_path):
     run = RunDir(str(tmp_path))
-    run.stages.mark(teacher_done=True, iterations_done=1)
-    run.tables.append("students", pd.DataFrame({"iteration": [1, 2], "pruner": ["a", "b"]}))
-    run.tables.append("criteria_correlation", pd.DataFrame({"iteration": [1, 2, 2]}))
+    # As the recorder writes: a stage's rows, then its mark.
     run.tables.append("teacher_history", pd.DataFrame({"epoch": [1, 2]}))
+    run.stages.mark(teacher_done=True)
+    run.tables.append("students", pd.DataFrame({"iteration": [1], "pruner": ["a"]}))
+    run.tables.append("criteria_correlation", pd.DataFrame({"iteration": [1]}))
+    run.stages.mark(iterations_done=1)
+    # Iteration 2 and the end stage, killed before their marks.
+    run.tables.append("students", pd.DataFrame({"iteration": [2], "pruner": ["b"]}))
+    run.tables.append("criteria_correlation", pd.DataFrame({"iteration": [2, 2]}))
+    run.tables.append("final", pd.DataFrame({"iteration": [1], "pruner": ["a"]}))
     run.stages.drop_unfinished()
     assert run.tables.read("students").iteration.tolist() == [1]
     assert run.tables.read("criteria_correlation").iteration.tolist() == [1]
     assert run.tables.read("teacher_history").epoch.tolist() == [1, 2]
+    # A table no completed stage recorded is the unfinished stage's alone, whatever
+    # iteration its rows name (issue 25: final.csv's row was kept and written again).
+    assert not os.path.exists(run.tables.path("final"))
 
 
 @pytest.mark.unit

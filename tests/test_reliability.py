@@ -26,7 +26,7 @@ from epkd_tf import faults
 from epkd_tf.budget import feasibility
 from epkd_tf.cli import export, report
 from epkd_tf.cli import main as epkd_main
-from epkd_tf.records import LOCK_NAME, TMP_PREFIX, RunDir, file_digest
+from epkd_tf.records import LOCK_NAME, TABLES, TMP_PREFIX, RunDir, file_digest
 
 study_main = importlib.import_module("epkd_tf.cli.study")
 
@@ -328,6 +328,23 @@ def test_timings_rows_are_those_of_an_uninterrupted_run(reference, tiny_dir, tmp
     assert result.returncode == 0, result.stderr[-2000:]
     assert_same_results(reference, out)
     assert len(read(out, "timings").query("phase == 'teacher_logits'")) == 1
+
+
+@pytest.mark.e2e
+def test_a_run_killed_before_its_end_commit_has_every_table_of_an_uninterrupted_run(
+        stopped, reference, copy_of, tiny_dir, capsys):
+    # Resumed after iteration 2 and killed at its first commit, the end stage's: final.csv
+    # (made by that stage) and the final deployment rows are written, "finished" is not.
+    out = copy_of(stopped)
+    killed(tiny_dir, out, f"write:{os.path.basename(out)}/progress.json#1")
+    assert not progress(out)["finished"] and len(read(out, "final")) == 1
+    assert run_in_process(epkd_main, args(tiny_dir, out)) == 0
+    assert not error_lines(capsys.readouterr().err)
+    assert progress(out)["finished"] and RunDir(out).stages.verify() is None
+    for table in TABLES:
+        assert len(read(out, table)) == len(read(reference, table)), table
+    final = [c for c in TABLES["final"] if not c.endswith("_latency_ms")]
+    assert_same_results(reference, out, {**DETERMINISTIC, "final": final})
 
 
 @pytest.mark.e2e

@@ -2,7 +2,8 @@
 
 Every flag is validated before any work: a bad value prints one line ``error: ...`` naming
 the flag, exits with status 2 and leaves no output directory behind. Pointing
-``--output_dir`` at an unfinished run with the same flags resumes it. A run that fails on
+``--output_dir`` at an unfinished run with the same flags resumes it; at a finished one,
+reports it (after checking its records) unless ``--overwrite``. A run that fails on
 the way (a NaN/Inf teacher loss, or a distillation's with ``--fail_on_nan``) prints one
 line ``error: ...`` and exits with status 1, as does one that runs out of disk space,
 memory or write permission (its completed stages are kept: the same command resumes).
@@ -25,6 +26,7 @@ import os
 import shlex
 import shutil
 import sys
+from typing import Optional
 
 from absl import app, flags
 
@@ -78,15 +80,39 @@ def _run_name_prefix() -> str:
     return safe_name(f"{FLAGS.dataset.strip()}_{teacher}_")
 
 
-def _new_output_dir() -> str:
-    """``saved_models/<dataset>_<teacher>_<time>``, one sanitised path component."""
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = os.path.join(RUNS_DIR, _run_name_prefix() + stamp)
-    suffix = 2
-    while os.path.exists(path):         # two runs started within one second
-        path = os.path.join(RUNS_DIR, f"{_run_name_prefix()}{stamp}-{suffix}")
-        suffix += 1
-    return path
+def _new_output_dir(now: Optional[datetime.datetime] = None) -> str:
+    """``saved_models/<dataset>_<teacher>_<time>`` (``-2``, ``-3``... appended when taken),
+    one sanitised path component, claimed by creating it: ``os.mkdir`` fails for all but
+    one process, so two runs started within one second get two directories (instead of
+    the second being refused by the first's lock). The caller removes it again if the run
+    stops before writing anything (:func:`main`).
+
+    Args:
+        now: the time the name is made of (default: now).
+
+    Returns:
+        The directory, created and empty.
+
+    Raises:
+        RunDirError: ``saved_models/`` cannot be written.
+    """
+    from epkd_tf.records import RunDirError
+    stamp = (now or datetime.datetime.now()).strftime("%Y%m%d-%H%M%S")
+    prefix = _run_name_prefix()
+    suffix = 1
+    while True:
+        path = os.path.join(RUNS_DIR, prefix + stamp + (f"-{suffix}" if suffix > 1 else ""))
+        try:
+            os.makedirs(RUNS_DIR, exist_ok=True)
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            suffix += 1             # another run (of the same second) has it
+        except FileNotFoundError:
+            continue                # saved_models/ was removed meanwhile (an empty one)
+        except OSError as err:
+            raise RunDirError(f"{os.path.abspath(RUNS_DIR)} cannot be written "
+                              f"({err.strerror}): give --output_dir.") from None
 
 
 def default_output_dir(cfg):
@@ -113,14 +139,54 @@ def default_output_dir(cfg):
     return _new_output_dir(), None
 
 
+def finished_with_these_flags(path: str, cfg) -> bool:
+    """Whether ``path`` holds a finished run written with the flags of ``cfg`` (what the
+    same command finds there); False for anything else (no run, other flags, unreadable
+    records), which :func:`prepare_run` then accepts or refuses."""
+    from epkd_tf.records import RunDir, RunDirError
+    run = RunDir(path)
+    if not os.path.isfile(run.flags_file):
+        return False
+    try:
+        with open(run.flags_file, encoding="utf-8") as f:
+            if differing_flags(f.read(), flags_text(cfg), FLAGS, RUN_FLAGS):
+                return False
+        return bool(run.stages.progress().get("finished"))
+    except (OSError, UnicodeDecodeError, RunDirError):
+        return False
+
+
 def report_finished(path: str) -> int:
-    """Prints what a finished run with the same flags made, instead of redoing it."""
-    from epkd_tf.records import RunDir
+    """Prints what a finished run with the same flags made, instead of redoing it: its
+    report's path and its headline, after checking that every file and table is what its
+    stages wrote (the check a resume makes).
+
+    Args:
+        path: the run directory.
+
+    Returns:
+        0; 2 after one ``error:`` line naming the first damaged file (or a damaged
+        progress.json, a link out of the run).
+    """
+    from epkd_tf.records import RunDir, RunDirError
     from epkd_tf.records.report import headline_text
+    run = RunDir(path)
+    try:
+        run.stages.check_links(f"--output_dir={path}")
+        damage = run.stages.verify()
+        if damage is None:
+            headline = headline_text(run)
+    except RunDirError as err:
+        return fail(err)
+    if damage is not None:
+        return fail(f"--output_dir={path} holds a finished run with these flags, but "
+                    f"{damage['path']} is damaged ({damage['problem']}; not what the "
+                    f"{damage['name']} stage wrote): `python -m epkd_tf.report {path}` lists "
+                    f"what is; pass --overwrite to run it again.")
     print(f"A finished run with these flags is in {path}; its report: "
           f"{os.path.join(path, 'report.md')}. Pass --overwrite to run it again or "
-          f"--output_dir for a new run.", file=sys.stderr)
-    for line in headline_text(RunDir(path)):
+          f"another --output_dir for a new run.", file=sys.stderr)
+    for line in headline:
         print(line, file=sys.stderr)
     return 0
 
@@ -161,8 +227,9 @@ def check_names(cfg) -> None:
 
 def check_teacher(cfg, spec) -> None:
     """The teacher builds for the dataset (or --teacher_path loads and fits it, with
-    finite weights), its training fits in memory, structured pruners can trace it and the
-    parameter targets are reachable (``epkd_tf.budget.feasibility``)."""
+    finite weights), its training fits in memory, TFLite can convert it, structured
+    pruners can trace it and the parameter targets are reachable
+    (``epkd_tf.budget.feasibility``)."""
     import tensorflow as tf
     from epkd_tf.budget import feasibility
     gpus = bool(tf.config.list_physical_devices("GPU"))
@@ -196,6 +263,8 @@ def check_teacher(cfg, spec) -> None:
             raise UsageError(f"--export_formats=keras3: {err} Leave keras3 out of "
                              f"--export_formats.") from err
     graph = check_prunable(model, flag, cfg.pruning.make_pruners())
+    from epkd_tf.deploy.tflite import check_tflite_convertible
+    check_tflite_convertible(model, flag)
     if cfg.budget.budget == "params":      # other measures are checked as they are met
         feasibility.check_targets(cfg.keep_ratio, cfg.iterations, cfg.pruning.layer_floor,
                                   model, graph, width_flag,
@@ -221,23 +290,34 @@ def main(argv) -> int:
         explicit = bool(FLAGS.output_dir)
         cfg = build_config()
         check_names(cfg)
-        note = None
+        note = claimed = None
+        if explicit and not FLAGS.overwrite and finished_with_these_flags(cfg.output_dir,
+                                                                            cfg):
+            return report_finished(cfg.output_dir)
         if not explicit:
             path, note = default_output_dir(cfg)
             if path is None:
                 return report_finished(note)
+            claimed = None if note else path        # a new directory, made just now
             FLAGS.output_dir = path
             cfg = build_config()
     except (ConfigError, UsageError, RunDirError) as err:
         return fail(err)
-    with interruptible():
-        try:
-            return _prepare_and_run(cfg, verbose, note)
-        except (KeyboardInterrupt, Terminated) as err:
-            line, status = interrupted_message(err, kept_summary(cfg.output_dir),
-                                               command_line())
-            print(line, file=sys.stderr)
-            return status
+    try:
+        with interruptible():
+            try:
+                return _prepare_and_run(cfg, verbose, note)
+            except (KeyboardInterrupt, Terminated) as err:
+                line, status = interrupted_message(err, kept_summary(cfg.output_dir),
+                                                   command_line())
+                print(line, file=sys.stderr)
+                return status
+    finally:
+        if claimed:
+            # A run refused before it wrote anything leaves no directory behind.
+            for empty in (claimed, RUNS_DIR):
+                with contextlib.suppress(OSError):
+                    os.rmdir(empty)
 
 
 def _prepare_and_run(cfg, verbose: int, note) -> int:

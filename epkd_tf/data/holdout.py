@@ -19,7 +19,8 @@ same examples; the training examples are the rest, in their stored order):
 A TFDS split *string* (e.g. ``train[90%:]`` with ``--train_split=train[:90%]``) is used as
 it is; one that shares examples with the training split is refused (:func:`overlaps`
 compares the absolute example ranges TFDS resolves both to, so ``train[90%:]`` against
-``train`` is caught, not only identical strings).
+``train`` is caught, not only identical strings). The loader refuses a ``--test_split``
+that shares examples with the training or validation split the same way.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from epkd_tf.data.pipeline import Examples
 from epkd_tf.data.source import DataError
 
 __all__ = ["validation_count", "carve_positions", "carve_blocks", "Subset", "overlaps",
+           "shared_split",
            "split_instruction", "BLOCKS"]
 
 # Blocks a streamed training split is cut into for a fractional validation split: 100
@@ -141,11 +143,28 @@ def _absolute(splits, split) -> List[Tuple[str, int, int]]:
              splits[p.splitname].num_examples if p.to is None else p.to) for p in parts]
 
 
+def shared_split(splits, a: str, b: str) -> Optional[str]:
+    """The name of the first stored split (``train``, ``test``...) of which the TFDS split
+    strings ``a`` and ``b`` both select an example, or None when they are disjoint.
+
+    Both are resolved to absolute example ranges with the split sizes of ``splits`` (the
+    builder's ``info.splits``, from its ``dataset_info.json``), exactly as TFDS reads them:
+    percent and absolute slices, negative bounds, ``+`` unions and ``all``.
+
+    Raises:
+        ValueError: a split string TFDS cannot resolve (checked before, by the loader).
+    """
+    for x in _absolute(splits, a):
+        for y in _absolute(splits, b):
+            if x[0] == y[0] and max(x[1], y[1]) < min(x[2], y[2]):
+                return x[0]
+    return None
+
+
 def overlaps(splits, a: str, b: str) -> bool:
     """Whether TFDS split strings ``a`` and ``b`` share an example (``splits``: the
-    builder's ``info.splits``)."""
-    return any(x[0] == y[0] and max(x[1], y[1]) < min(x[2], y[2])
-               for x in _absolute(splits, a) for y in _absolute(splits, b))
+    builder's ``info.splits``; see :func:`shared_split`)."""
+    return shared_split(splits, a, b) is not None
 
 
 def split_instruction(splits, split: str, ranges: Sequence[Range]):

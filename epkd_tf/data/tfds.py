@@ -190,6 +190,69 @@ def _check_labelled(canonical: str, split: Optional[str], flag: str) -> None:
                         f"labels (all -1); use --{flag}={_UNLABELLED_TEST_SPLITS[canonical]}.")
 
 
+def _check_disjoint(builder, first: Tuple[str, str], second: Tuple[str, str]) -> None:
+    """Two roles' split strings (``(flag, split)`` each) select no example twice; a
+    DataError naming both flags and the shared split otherwise (a test split that
+    includes training examples reports an optimistic accuracy without a word)."""
+    shared = holdout.shared_split(builder.info.splits, first[1], second[1])
+    if shared is not None:
+        raise DataError(f"--{first[0]}={first[1]!r} and --{second[0]}={second[1]!r} both "
+                        f"select examples of the {shared!r} split of {builder.info.name}: "
+                        f"choose disjoint slices (e.g. --train_split={shared}[:80%] "
+                        f"--test_split={shared}[80%:]).")
+
+
+# The file formats builder.as_dataset reads with tf.data (TFDS's ArrayRecord adapter, for
+# one, raises NotImplementedError there: it reads through as_data_source only).
+READABLE_FILE_FORMATS = ("tfrecord",)
+
+
+def _check_file_format(builder, name: str) -> None:
+    """The prepared files are in a format the pipelines can read; DataError naming the
+    dataset_info.json and its fileFormat otherwise (before, the first read of a split
+    raised NotImplementedError after the run had started)."""
+    file_format = getattr(builder.info, "file_format", None)
+    value = getattr(file_format, "value", file_format)
+    if value is not None and str(value) not in READABLE_FILE_FORMATS:
+        info_file = os.path.join(str(builder.data_dir), "dataset_info.json")
+        raise DataError(f"--dataset={name!r}: {info_file} gives fileFormat {str(value)!r}, "
+                        f"which epkd_tf cannot read (it reads "
+                        f"{', '.join(READABLE_FILE_FORMATS)} files with tf.data): prepare "
+                        f"it again with file_format='tfrecord'.")
+
+
+def _check_recipe(recipe, features, input_shape: tuple, name: str, canonical: str,
+                  seed: int) -> None:
+    """The dataset's recipe turns one stored image into a model input of ``input_shape``
+    (evaluation and training transforms). A file imported under a catalogue name gets that
+    dataset's recipe, which may expect the catalogue's images (CIFAR's normalises three
+    channels and crops back to 32 x 32): a 28 x 28 x 1 import under ``cifar10`` made
+    (28, 28, 3) inputs and failed inside the run. DataError naming both shapes."""
+    stored = tuple(features["image"].shape)
+    if len(stored) == 2:
+        stored = stored + (1,)
+    if any(d is None for d in stored):
+        return          # images of varying size: the recipe resizes them (--image_size)
+    image = tf.zeros(stored, tf.uint8)
+    label = tf.constant(0, tf.int64)
+    made = []
+    try:
+        made.append(tuple(recipe.preprocess(image, label)[0].shape))
+        if recipe.augment is not None:
+            made.append(tuple(recipe.augment(image, label,
+                                             tf.constant([seed, 0], tf.int64))[0].shape))
+        problem = next((f"makes model inputs of shape {shape}" for shape in made
+                        if shape != tuple(input_shape)), None)
+    except (tf.errors.OpError, ValueError, TypeError) as err:
+        problem = f"fails on them ({' '.join(str(err).split())[:120]})"
+    if problem:
+        raise DataError(f"--dataset={name!r} holds images of shape {stored}, but the "
+                        f"preprocessing of {canonical} (its recipe {recipe.name!r}, made for "
+                        f"the TFDS catalogue's images) {problem}, not {tuple(input_shape)}: "
+                        f"import the file under a name that is not a catalogue dataset's "
+                        f"(e.g. --name=my_{canonical}) or with the catalogue's image shape.")
+
+
 def _image_shape(features, name: str, cfg: DataConfig, default_size: Optional[int]) -> tuple:
     """(H, W, C) of the model input; DataError where it is not fixed."""
     shape = tuple(features["image"].shape)
@@ -213,6 +276,7 @@ def _roles(builder, cfg: DataConfig, supervised: bool) -> Tuple[dict, dict]:
     num_train = _split_size(builder, cfg.train_split, "train_split")
     num_test = _split_size(builder, cfg.test_split, "test_split")
     _check_labelled(canonical, cfg.test_split, "test_split")
+    _check_disjoint(builder, ("train_split", cfg.train_split), ("test_split", cfg.test_split))
     train = examples(cfg.train_split, num_train)
     roles = {"train": train, "test": examples(cfg.test_split, num_test)}
     names = {"train": cfg.train_split, "test": cfg.test_split}
@@ -229,6 +293,7 @@ def _roles(builder, cfg: DataConfig, supervised: bool) -> Tuple[dict, dict]:
                             f"--train_split={cfg.train_split!r} of {canonical}: choose "
                             f"disjoint slices (e.g. --train_split=train[:90%] "
                             f"--validation_split=train[90%:]) or a fraction such as 0.1.")
+        _check_disjoint(builder, ("validation_split", split), ("test_split", cfg.test_split))
         roles["validation"] = examples(split, num_validation)
         return roles, names
     count = holdout.validation_count(num_train, fraction, cfg.train_split)
@@ -271,8 +336,10 @@ def load_data(cfg: DataConfig) -> Data:
 
     Raises:
       DataError: an unknown, unprepared or undownloadable dataset, an unusable
-        ``data_dir`` (a file, a pseudo-file system such as /proc), a malformed, unknown,
-        empty or overlapping split, or a non-image-classification dataset (one line).
+        ``data_dir`` (a file, a pseudo-file system such as /proc), a malformed, unknown or
+        empty split, splits that share examples (the test split with the training or the
+        validation split, a validation split string with the training split), or a
+        non-image-classification dataset (one line).
       ApiError: ``cfg`` is not a DataConfig.
 
     Example::
@@ -310,8 +377,10 @@ def load_data(cfg: DataConfig) -> Data:
         if "image" not in keys or "label" not in keys:
             raise DataError(f"--dataset={name!r} is not an image-classification dataset: it has "
                             f"features {keys}, but 'image' and 'label' are required.")
+        _check_file_format(builder, name)
         recipe = get_recipe(canonical, cfg.image_size)
         input_shape = _image_shape(features, name, cfg, recipe.default_image_size)
+        _check_recipe(recipe, features, input_shape, name, canonical, cfg.seed)
         num_classes = getattr(features["label"], "num_classes", None)
         if not num_classes:
             raise DataError(f"--dataset={name!r} has a label feature without a class count: a "

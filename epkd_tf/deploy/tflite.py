@@ -116,6 +116,49 @@ def to_tflite(model: tf_keras.Model, fmt: str = "tflite", representative=None,
     return converter.convert()
 
 
+def _recurrent_layers(model) -> List[tf_keras.layers.Layer]:
+    """The recurrent layers of ``model`` (an RNN, LSTM, GRU... also inside a
+    Bidirectional or TimeDistributed wrapper or a nested model), in layer order."""
+    found = []
+    for layer in model.layers:
+        inner = getattr(layer, "layer", None) or getattr(layer, "forward_layer", None)
+        if isinstance(layer, tf_keras.Model):
+            found += _recurrent_layers(layer)
+        elif isinstance(layer, tf_keras.layers.RNN) or isinstance(inner, tf_keras.layers.RNN):
+            found.append(layer)
+    return found
+
+
+def check_tflite_convertible(model: tf_keras.Model, subject: str) -> None:
+    """Refuses, before a run, a model the float TFLite converter cannot convert: every run
+    converts its teacher and students (latencies, the side-by-side timing, TFLite
+    exports). Only a model with a recurrent layer is converted here (a recurrent layer
+    that is not unrolled leaves tensor-list ops the builtin kernels lack); the layers of
+    every other model convert, so the check costs nothing for them.
+
+    Args:
+        model: the teacher.
+        subject: how the refusal names it (e.g. ``--teacher_path=t.keras``).
+
+    Raises:
+        ModelFileError: naming the first recurrent layer and the converter's reason.
+    """
+    from epkd_tf.errors import ModelFileError
+    recurrent = _recurrent_layers(model)
+    if not recurrent:
+        return
+    try:
+        to_tflite(model)
+    except Exception as err:    # the converter's own errors are many and unstable
+        layer = recurrent[0]
+        reason = next((line.split("error: ", 1)[1] for line in str(err).splitlines()
+                       if "error: " in line), type(err).__name__)
+        raise ModelFileError(
+            f"{subject}: layer {layer.name!r} ({type(layer).__name__}) cannot be converted "
+            f"to TFLite ({reason[:160]}), which every run needs (latencies, the "
+            f"tflite exports): rebuild it with unroll=True or use another teacher.") from None
+
+
 def quantize_input(x: np.ndarray, detail: dict) -> np.ndarray:
     """``x`` (float32 model input) as the interpreter input ``detail`` expects it: unchanged
     for float inputs, ``clip(round(x / scale + zero_point))`` for integer ones."""

@@ -167,18 +167,41 @@ def check_finite(model, flag: str) -> None:
                                      f"used.")
 
 
-def _softmax_output(model) -> Optional[str]:
-    """Name of the output layer if it ends in a softmax (probabilities, not logits)."""
+# Output activations that squash scores into a range (probabilities, bounded values):
+# distillation divides logits by a temperature and applies its own softmax, so a model
+# ending in one of these would be distilled from values that are not logits.
+SQUASHING = {"softmax": "probabilities", "sigmoid": "probabilities",
+             "hard_sigmoid": "probabilities", "tanh": "values in (-1, 1)"}
+
+
+def _squashing_output(model) -> Optional[tuple]:
+    """(name of the output layer, its activation) if the model ends in one of
+    :data:`SQUASHING` (a Dense/Conv ``activation=`` or an Activation/Softmax layer);
+    None for logits."""
     layer, _ = compat.tensor_origin(model.outputs[0])
     config = layer.get_config()
-    if type(layer).__name__ == "Softmax" or config.get("activation") == "softmax":
-        return layer.name
+    if type(layer).__name__ == "Softmax":
+        return layer.name, "softmax"
+    activation = config.get("activation")
+    if isinstance(activation, str) and activation in SQUASHING:
+        return layer.name, activation
     return None
 
 
 def check_fits(model, spec, flag: str, dataset: str) -> None:
-    """``model`` takes ``spec``'s images and outputs (batch, classes) logits; raises
-    ModelFileError naming ``--flag`` and ``--dataset``."""
+    """``model`` takes ``spec``'s images and outputs (batch, classes) logits: not
+    probabilities or squashed values (a last layer with a softmax, sigmoid, hard_sigmoid
+    or tanh activation is refused, naming it).
+
+    Args:
+        model: the loaded model.
+        spec: the data's :class:`~epkd_tf.data.DatasetSpec`.
+        flag: the flag (or API argument) that named the model.
+        dataset: how the message names the dataset.
+
+    Raises:
+        ModelFileError: naming ``--flag`` and ``--dataset``.
+    """
     output_shape = tuple(model.output_shape)
     if len(output_shape) != 2:
         raise ModelFileError(f"--{flag} outputs shape {output_shape}; epkd_tf needs logits "
@@ -191,7 +214,9 @@ def check_fits(model, spec, flag: str, dataset: str) -> None:
     if output_shape[-1] != spec.num_classes:
         raise ModelFileError(f"--{flag} predicts {output_shape[-1]} classes but "
                              f"--dataset={dataset} has {spec.num_classes}.")
-    softmax = _softmax_output(model)
-    if softmax is not None:
-        raise ModelFileError(f"--{flag} outputs probabilities (softmax in layer "
-                             f"{softmax!r}); epkd_tf needs logits: remove the final softmax.")
+    squashed = _squashing_output(model)
+    if squashed is not None:
+        layer, activation = squashed
+        raise ModelFileError(f"--{flag} outputs {SQUASHING[activation]} ({activation} in "
+                             f"layer {layer!r}); epkd_tf needs logits (distillation applies "
+                             f"its own softmax): remove the final {activation}.")

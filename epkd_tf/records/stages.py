@@ -296,7 +296,8 @@ class StageLedger:
     def drop_unfinished(self) -> None:
         """Removes what stages after the last completed one left (an interrupted run):
         their CSV rows (each table is cut back to the size the last completed stage
-        recorded; tables no stage recorded lose the rows of later iterations), their
+        recorded, a table it did not record yet is removed; a run written before records
+        existed loses the rows of later iterations), their
         checkpoints, exports and TensorBoard logs, and the temporaries of writes that never
         reached their rename.
 
@@ -311,6 +312,10 @@ class StageLedger:
             for table in tables.schemas:
                 if table in recorded:
                     tables.truncate(table, recorded[table]["bytes"])
+                elif os.path.exists(tables.path(table)):
+                    # Made after the last completed stage (final.csv by the end stage):
+                    # all its rows are unfinished ones, whatever iteration they name.
+                    os.remove(tables.path(table))
         done = state["iterations_done"]
         for table in tables.schemas:
             if not os.path.exists(tables.path(table)):

@@ -188,3 +188,50 @@ def test_exit_status_of_the_real_command(inputs):
     assert result.returncode == 2, result.stderr
     lines = error_lines(result.stderr)
     assert len(lines) == 1 and "--data_dir='/proc/epkd_test_data'" in lines[0], result.stderr
+
+
+# -- prepared data the run could not read (issue 25: tracebacks after the run directory) --
+@pytest.mark.unit
+def test_a_file_imported_under_a_catalogue_name_of_another_shape_is_refused(tmp_path,
+                                                                           capsys):
+    from epkd_tf.cli import main as epkd_main
+    data_dir = str(tmp_path / "tfds")
+    import_npz(write_npz(tmp_path / "in.npz", **indexed_arrays(10, 4, classes=2)), "cifar10",
+               data_dir)
+    with pytest.raises(DataError, match=r"^--dataset='cifar10' holds images of shape "
+                                        r"\(6, 6, 1\), but the preprocessing of cifar10 .* "
+                                        r"makes model inputs of shape \(6, 6, 3\)"):
+        load_data(DataConfig(dataset="cifar10", data_dir=data_dir, download=False))
+    out = tmp_path / "run"
+    status = run_in_process(epkd_main, [f"--data_dir={data_dir}", "--dataset=cifar10",
+                                        f"--output_dir={out}", "--nodownload"])
+    lines = error_lines(capsys.readouterr().err)
+    assert status == 2 and len(lines) == 1 and "holds images of shape" in lines[0], lines
+    assert not out.exists()
+    # Under a name of its own it gets the default preprocessing and loads.
+    import_npz(str(tmp_path / "in.npz"), "my_cifar10", data_dir)
+    assert load_data(DataConfig(dataset="my_cifar10", data_dir=data_dir)).spec.input_shape \
+        == (6, 6, 1)
+
+
+@pytest.mark.unit
+def test_prepared_files_in_a_format_the_loader_cannot_read_are_refused(tmp_path, capsys):
+    import json
+    from epkd_tf.cli import main as epkd_main
+    data_dir = str(tmp_path / "tfds")
+    target = import_npz(npz_with(tmp_path), "digits", data_dir)
+    info_file = os.path.join(target, "dataset_info.json")
+    info = json.load(open(info_file))
+    assert info["fileFormat"] == "tfrecord"
+    info["fileFormat"] = "array_record"
+    json.dump(info, open(info_file, "w"))
+    with pytest.raises(DataError, match=r"^--dataset='digits': .*dataset_info.json gives "
+                                        r"fileFormat 'array_record', which epkd_tf cannot "
+                                        r"read"):
+        load_data(DataConfig(dataset="digits", data_dir=data_dir))
+    out = tmp_path / "run"
+    status = run_in_process(epkd_main, [f"--data_dir={data_dir}", "--dataset=digits",
+                                        f"--output_dir={out}"])
+    lines = error_lines(capsys.readouterr().err)
+    assert status == 2 and len(lines) == 1 and "fileFormat 'array_record'" in lines[0], lines
+    assert not out.exists()

@@ -155,3 +155,91 @@ def test_carving_gives_exact_disjoint_counts(n, count):
     covered = [i for a, b in train_ranges for i in range(a, b)]
     validated = [i for a, b in val_ranges for i in range(a, b)]
     assert len(validated) == count and sorted(covered + validated) == list(range(n))
+
+
+# -- splits that share examples (issue 25) -----------------------------------------------
+SIZES = {"train": 97, "test": 23}
+
+
+def _bound(rng, n):
+    """A random slice bound as TFDS writes one: empty, absolute (maybe negative, within
+    the split) or a percentage (maybe negative); its NumPy position."""
+    kind = rng.integers(3)
+    if kind == 0:
+        return "", None
+    if kind == 1:
+        value = int(rng.integers(-n, n + 1))
+        return str(value), value
+    percent = int(rng.integers(-100, 101))
+    # TFDS's "closest" rounding of a percentage boundary (tfds.core.ReadInstruction).
+    return f"{percent}%", int(round(percent * n / 100))
+
+
+def _random_split(rng):
+    """A random split string (one to three parts joined by +) and the (split, index)
+    pairs it selects, computed with NumPy slicing alone."""
+    parts, chosen = [], set()
+    for _ in range(int(rng.integers(1, 4))):
+        name = str(rng.choice(list(SIZES)))
+        n = SIZES[name]
+        if rng.random() < 0.2:
+            parts.append(name)
+            chosen |= {(name, i) for i in range(n)}
+            continue
+        start, stop = _bound(rng, n), _bound(rng, n)
+        if start[0] and stop[0] and start[0].endswith("%") != stop[0].endswith("%"):
+            stop = ("", None)       # TFDS slices use one unit
+        if not start[0] and not stop[0]:
+            start = ("1", 1)
+        parts.append(f"{name}[{start[0]}:{stop[0]}]")
+        chosen |= {(name, int(i)) for i in np.arange(n)[start[1]:stop[1]]}
+    return "+".join(parts), chosen
+
+
+def test_shared_split_agrees_with_numpy_index_sets():
+    import tensorflow_datasets as tfds
+    splits = tfds.core.SplitDict([
+        tfds.core.SplitInfo(name=name, shard_lengths=[n], num_bytes=0, filename_template=None)
+        for name, n in SIZES.items()])
+    rng = np.random.default_rng(25)
+    checked = shared = 0
+    while checked < 600:
+        (a, in_a), (b, in_b) = _random_split(rng), _random_split(rng)
+        if not in_a or not in_b:
+            continue            # an empty slice: TFDS refuses it before this check
+        both = in_a & in_b
+        try:
+            found = holdout.shared_split(splits, a, b)
+        except ValueError as err:
+            pytest.fail(f"{a} / {b}: {err}")
+        assert (found is not None) == bool(both), (a, b, found, sorted(both)[:5])
+        if found is not None:
+            assert found in {name for name, _ in both}, (a, b, found)
+            shared += 1
+        checked += 1
+    assert 100 < shared < 500       # both outcomes were drawn often
+
+
+@pytest.mark.parametrize("kw, flags, split", [
+    (dict(train_split="test"), ("--train_split='test'", "--test_split='test'"), "test"),
+    (dict(train_split="train[:50]+test[:10]", test_split="test[5:]"),
+     ("--train_split='train[:50]+test[:10]'", "--test_split='test[5:]'"), "test"),
+    (dict(train_split="train[:50%]", test_split="train[-40:]"),
+     ("--train_split='train[:50%]'", "--test_split='train[-40:]'"), "train"),
+    (dict(train_split="train[:45]", validation_split="train[45:]", test_split="train[50:]+test"),
+     ("--validation_split='train[45:]'", "--test_split='train[50:]+test'"), "train"),
+])
+def test_a_test_split_sharing_training_or_validation_examples_is_refused(indexed_dir, kw,
+                                                                         flags, split):
+    data_dir = indexed_dir["data_dir"]
+    before = snapshot(data_dir)
+    with pytest.raises(DataError) as err:
+        load_data(config(data_dir, **kw))
+    message = str(err.value)
+    assert "\n" not in message and f"examples of the {split!r} split" in message, message
+    for flag in flags:
+        assert flag in message, (flag, message)
+    assert snapshot(data_dir) == before
+    # Disjoint slices of one split are fine.
+    d = load_data(config(data_dir, train_split="train[:50%]", test_split="train[50%:]"))
+    assert (d.spec.num_train, d.spec.num_test) == (30, 30)

@@ -71,6 +71,24 @@ def test_checks_name_the_problem(tmp_path):
         load_user_model(str(tmp_path / "broken.keras"), "teacher_path")
 
 
+@pytest.mark.parametrize("activation,layer", [("sigmoid", "dense"), ("hard_sigmoid", "dense"),
+                                              ("tanh", "dense"), ("sigmoid", "activation")])
+def test_a_squashing_output_is_refused_like_a_softmax(activation, layer):
+    # Distillation takes the teacher's outputs as logits: sigmoid/tanh outputs would be
+    # distilled from silently (issue 25); refused like a softmax, naming the layer.
+    spec = DatasetSpec(name="tiny", input_shape=(12, 12, 1), num_classes=4, num_train=8,
+                       num_test=8)
+    model = small_model(activation=activation if layer == "dense" else None)
+    if layer == "activation":
+        model = tf_keras.Model(model.inputs, tf_keras.layers.Activation(
+            activation, name="squash")(model.outputs[0]))
+    name = model.layers[-1].name
+    with pytest.raises(ModelFileError, match=rf"^--teacher_path outputs .*\({activation} "
+                                             rf"in layer '{name}'\); epkd_tf needs logits"):
+        check_fits(model, spec, "teacher_path", "tiny")
+    check_fits(small_model(activation="linear"), spec, "teacher_path", "tiny")
+
+
 def test_model_stem_is_a_safe_name():
     assert model_stem("/x/my teacher (v2).h5") == "my-teacher-v2-"
     assert model_stem("runs/../saved/") == "saved"
