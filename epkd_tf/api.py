@@ -380,7 +380,8 @@ def _run(cfg, data, teacher, root: str, verbose: int, keep: bool, overwrite: boo
             raise ConfigError("output_dir", root, f"it holds a run with different settings "
                               f"({', '.join(differing)}); pass overwrite=True to run it "
                               f"again with these, or choose another output_dir")
-        warning = run.stages.prepare_resume(what)
+        warning = run.stages.prepare_resume(
+            what, remedy="pass overwrite=True or choose another output_dir")
         if warning:
             log.warning("%s", warning)
         epkd = None

@@ -197,7 +197,7 @@ def test_damage_is_refused_in_one_line(finished, teacher, arrays, copy_of):
         f.write("".join(lines))
     with pytest.raises(epkd_tf.DamagedRunError, match="students.csv") as err:
         compress(teacher, arrays, out)
-    assert "\n" not in str(err.value)
+    assert "\n" not in str(err.value) and "pass overwrite=True" in str(err.value)
 
     out = copy_of(finished, "flipped")
     checkpoint = os.path.join(out, "checkpoints", "student_1.keras")
