@@ -258,7 +258,8 @@ def _fraction(split):
 
 
 def compress(teacher, train, test=None, *, output_dir: Optional[str] = None, config=None,
-             verbose: int = 0, **settings) -> CompressionResult:
+             overwrite: bool = False, progress: bool = True, verbose: int = 0,
+             **settings) -> CompressionResult:
     """Runs EPKD on ``teacher`` (a trained model that outputs logits) and returns the
     students, the final one and every table: the same run as ``python -m epkd_tf.main``.
 
@@ -273,12 +274,26 @@ def compress(teacher, train, test=None, *, output_dir: Optional[str] = None, con
         batches; or a loaded ``epkd_tf.data.Data`` (:func:`load_data`,
         :func:`from_arrays`), then ``test`` is left out.
       test: the test data, as ``train``; students are measured on it.
-      output_dir: the run directory to keep (a new or resumable one); None runs in a
-        temporary directory and keeps everything in memory.
+      output_dir: the run directory to keep; None runs in a temporary directory and
+        keeps everything in memory. As on the command line: a new or empty directory is
+        run in; an unfinished run with the same settings is resumed (its completed
+        stages checked first); a finished one with the same settings is not run again:
+        its results are returned; a run with other settings, another teacher or other
+        arrays is refused (``overwrite``). The settings are recorded in its flags.txt
+        (the command line's format, with fingerprints of the teacher's weights and of
+        ``(x, y)`` arrays as ``#`` notes). One process or call at a time: the
+        directory's lock is held for the whole call.
       config: a :class:`RunConfig` the ``settings`` apply over; default: the command
         line's defaults, except that nothing is exported unless ``export_formats`` is
         given.
-      verbose: Keras' verbosity of training (0: silent).
+      overwrite: empty ``output_dir`` and run again when it holds a run (finished, or
+        with other settings), like ``--overwrite``.
+      progress: log epkd_tf's progress lines (teacher, iterations, candidates,
+        distillation epochs, ETA) on stderr, as the command line does; False: only its
+        warnings. The native libraries' log lines are filtered out either way (unless
+        ``verbose``); the console is restored when the call returns.
+      verbose: Keras' verbosity of training (0: silent); 1 also keeps the libraries'
+        (TensorFlow's) own log lines.
       **settings: any run setting by its flag name (``iterations=3``,
         ``keep_ratio=0.8``, ``pruners=("taylor",)``, ``budget="latency"``,
         ``max_accuracy_drop=0.5``, ``validation_split="0.1"``, ``taylor_batches=2``...).
@@ -288,13 +303,18 @@ def compress(teacher, train, test=None, *, output_dir: Optional[str] = None, con
       run's tables; Keras 3 models when ``teacher`` is a Keras 3 model or file.
 
     Raises:
-      ConfigError: a setting is unknown or invalid (the message names its flag).
+      ConfigError: a setting is unknown or invalid (the message names its flag), or
+        ``output_dir`` holds a run with other settings, teacher or arrays (the message
+        names them; ``overwrite=True`` runs again).
       ApiError: ``config`` is not a RunConfig, ``test`` is missing, the teacher cannot be
         loaded, does not fit the data (shape, classes, a softmax output) or cannot be
         traced by the structured pruners asked for.
       DataError: the arrays or datasets are unusable (the message names the argument).
-      RunDirError: ``output_dir`` cannot be used (DamagedRunError: a file of it is not
-        what a run wrote); DirectoryBusyError: another process is running in it.
+      RunDirError: ``output_dir`` cannot be used (a file, a non-empty directory that holds
+        no run, one that cannot be written); DamagedRunError: a file of the run is not
+        what the run wrote and later stages build on it.
+      DirectoryBusyError: another process (or call) holds ``output_dir``'s lock; the
+        message names its PID.
       NoCandidateError: no pruner can reach an iteration's target (all at their floors).
       NonFiniteLossError: a distillation loss became NaN or Inf with
         ``fail_on_nan=True``.
@@ -321,20 +341,33 @@ def compress(teacher, train, test=None, *, output_dir: Optional[str] = None, con
         print(result.headline)                        # Teacher → final student ...
         student = result.final                        # a smaller tf_keras model
     """
+    from epkd_tf.console import api_console
     from epkd_tf.settings import with_flags
     base = config if config is not None else RunConfig(export_formats=())
     if not isinstance(base, RunConfig):
         raise ApiError(f"config is a {type(base).__name__}: give an epkd_tf.config.RunConfig.")
+    for name, value in (("overwrite", overwrite), ("progress", progress)):
+        if not isinstance(value, bool):
+            raise ApiError(f"{name}={value!r} is invalid: give True or False.")
     temporary = output_dir is None
+    if not temporary:
+        from epkd_tf.records import check_output_dir
+        if not isinstance(output_dir, (str, os.PathLike)):
+            raise ApiError(f"output_dir is a {type(output_dir).__name__}: give a directory "
+                           f"path or None.")
+        check_output_dir(os.fspath(output_dir))
     root = tempfile.mkdtemp(prefix="epkd_run_") if temporary else os.fspath(output_dir)
     try:
-        cfg = with_flags(base, output_dir=root, **settings)
-        model = as_teacher(teacher)
-        data = as_data(train, test, cfg.data)
-        _check_teacher(model, data, cfg.pruning)
-        result = _run(cfg, data, model, root, verbose, keep=not temporary)
-        # Keras 3 in, Keras 3 out: the user gets models of the Keras they work with.
-        return _in_keras3(result) if _is_keras3_source(teacher) else result
+        with api_console(progress, verbose):
+            cfg = with_flags(base, output_dir=root, **settings)
+            model = as_teacher(teacher)
+            data = as_data(train, test, cfg.data)
+            _check_teacher(model, data, cfg.pruning)
+            notes = _fingerprints(model, train, test)
+            result = _run(cfg, data, model, root, verbose, keep=not temporary,
+                          overwrite=overwrite, notes=notes)
+            # Keras 3 in, Keras 3 out: the user gets models of the Keras they work with.
+            return _in_keras3(result) if _is_keras3_source(teacher) else result
     finally:
         if temporary:
             shutil.rmtree(root, ignore_errors=True)
@@ -364,6 +397,34 @@ def _in_keras3(result: CompressionResult) -> CompressionResult:
         final=converted[id(result.final)], keras="keras3", tf_keras_models=originals)
 
 
+def _fingerprints(model, train, test) -> Dict[str, str]:
+    """The notes flags.txt keeps of what an API run was given in memory: SHA-256 of the
+    teacher's weights (shapes and values; not its layer names, which Keras numbers per
+    session) and of ``(x, y)`` arrays (dtypes, shapes and values). tf.data pipelines and
+    loaded ``Data`` are not fingerprinted (reading them would cost a pass)."""
+    import hashlib
+    import numpy as np
+
+    def digest(arrays) -> str:
+        sha = hashlib.sha256()
+        for array in arrays:
+            array = np.ascontiguousarray(np.asarray(array))
+            sha.update(f"{array.dtype.str}{array.shape};".encode())
+            sha.update(array.data if array.size else b"")
+        return sha.hexdigest()
+
+    notes = {"written by": "epkd_tf.compress (teacher and data given in memory, not by "
+                           "--dataset or --teacher)",
+             TEACHER_NOTE: digest(model.get_weights())}
+    if isinstance(train, (tuple, list)) and isinstance(test, (tuple, list)):
+        notes[DATA_NOTE] = digest(list(train) + list(test))
+    return notes
+
+
+# The notes of flags.txt that fingerprint an API run's teacher and data (_fingerprints).
+TEACHER_NOTE, DATA_NOTE = "teacher weights sha256", "train and test arrays sha256"
+
+
 def _check_teacher(model, data, pruning) -> None:
     """The teacher maps the data's images to logits of its classes, and structured pruners
     can trace it; ApiError naming the problem otherwise."""
@@ -383,28 +444,82 @@ def _check_teacher(model, data, pruning) -> None:
             raise ApiError(f"teacher: {err}") from None
 
 
-def _run(cfg, data, teacher, root: str, verbose: int, keep: bool) -> CompressionResult:
-    import tf_keras
+def _differing(old_text: str, cfg, notes: Dict[str, str]) -> List[str]:
+    """What differs between a run's flags.txt and this call: settings by flag name (the
+    command line's rule: ``epkd_tf.records.settings_record.differing_settings``), and the
+    teacher or the arrays when both the record and this call fingerprint them."""
+    from epkd_tf.records import settings_record as record
+    names = record.differing_settings(old_text, cfg)
+    old = record.notes_of(old_text)
+    for key, label in ((TEACHER_NOTE, "the teacher's weights"),
+                       (DATA_NOTE, "the train/test arrays")):
+        if key in old and key in notes and old[key] != notes[key]:
+            names.append(label)
+    return names
+
+
+def _run(cfg, data, teacher, root: str, verbose: int, keep: bool, overwrite: bool,
+         notes: Dict[str, str]) -> CompressionResult:
+    """Runs, resumes or reports the run in ``root`` as the command line would, holding
+    the directory's lock for the whole call (see :func:`compress`)."""
+    import logging
+    from epkd_tf.errors import ConfigError, RunDirError
     from epkd_tf.loop import EPKD
     from epkd_tf.records import RunDir
-    from epkd_tf.records.report import completed_tables, headline
+    from epkd_tf.records import settings_record as record
     from epkd_tf.training import copy_model
+    log = logging.getLogger("epkd_tf")
     run = RunDir(root)
-    tables_before = run.stages.progress()
-    epkd = EPKD(cfg, data, run, verbose=verbose, teacher=copy_model(teacher)
-                if not tables_before.get("teacher_done") else None)
-    epkd()
-    students = [tf_keras.models.load_model(run.student_checkpoint(k), compile=False)
-                for k in sorted(set(run.tables.read("students")["iteration"].astype(int)))]
-    final_iteration = int(run.tables.read("final").iloc[-1]["iteration"])
-    final = epkd.teacher_model if final_iteration == 0 else students[final_iteration - 1]
+    what = f"output_dir={root}"
+    with run.lock(what):
+        if overwrite and os.path.exists(run.flags_file):
+            run.clear()         # everything but the lock this call holds
+        found, differing = record.examine(run, lambda old: _differing(old, cfg, notes))
+        if found == record.FOREIGN:
+            raise RunDirError(f"{what} is a non-empty directory that holds no epkd_tf run "
+                              f"(no flags.txt, the record of a run's settings); choose a "
+                              f"new or empty directory.")
+        if found == record.DIFFERENT:
+            raise ConfigError("output_dir", root, f"it holds a run with different settings "
+                              f"({', '.join(differing)}); pass overwrite=True to run it "
+                              f"again with these, or choose another output_dir")
+        warning = run.stages.prepare_resume(
+            what, remedy="pass overwrite=True or choose another output_dir")
+        if warning:
+            log.warning("%s", warning)
+        epkd = None
+        if run.stages.progress()["finished"]:
+            log.info("%s holds a finished run with these settings: its results are "
+                     "returned (overwrite=True runs it again).", root)
+        else:
+            run.write_text("flags.txt", record.settings_text(cfg, notes))
+            log.info("Run directory: %s (%s)", root if keep else "temporary", data.spec)
+            teacher_done = run.stages.progress()["teacher_done"]
+            epkd = EPKD(cfg, data, run, verbose=verbose,
+                        teacher=None if teacher_done else copy_model(teacher))
+            epkd()
+        return _result(run, data, epkd.teacher_model if epkd else None,
+                       root if keep else None)
+
+
+def _result(run, data, teacher, output_dir) -> CompressionResult:
+    """The result of the run in ``run`` (finished): every model through the run's
+    verified, safe loader (``StageLedger.load_checkpoint``), every completed table."""
+    from epkd_tf.records.report import completed_tables, headline
     tables = completed_tables(run)
     for name in run.tables.schemas:
-        tables.setdefault(name, run.tables.read(name))
-    return CompressionResult(teacher=epkd.teacher_model, students=students, final=final,
+        tables.setdefault(name, run.tables.read_completed(name))
+    load = run.stages.load_checkpoint
+    students = [load(run.student_checkpoint(k))
+                for k in sorted(set(tables["students"]["iteration"].astype(int)))]
+    if teacher is None:
+        teacher = load(run.teacher_checkpoint())
+    final_iteration = int(tables["final"].iloc[-1]["iteration"])
+    final = teacher if final_iteration == 0 else students[final_iteration - 1]
+    return CompressionResult(teacher=teacher, students=students, final=final,
                              final_iteration=final_iteration, tables=tables,
-                             headline="\n".join(headline(run, files=keep)),
-                             output_dir=root if keep else None, data=data)
+                             headline="\n".join(headline(run, files=output_dir is not None)),
+                             output_dir=output_dir, data=data)
 
 
 def prune(model, target, *, criterion: str = "taylor", data=None,

@@ -226,8 +226,11 @@ def _coerce(obj, field, annotation, value):
         raise ConfigError(flag, value, "must be set")
     origin = typing.get_origin(base)
     if origin in (tuple, Tuple):
-        if isinstance(value, (list, str)):
-            value = tuple(value.split(",")) if isinstance(value, str) else tuple(value)
+        if isinstance(value, str):
+            # As the command line reads a list flag: "" is the empty list, blanks go.
+            value = tuple(v.strip() for v in value.split(",") if v.strip())
+        elif isinstance(value, list):
+            value = tuple(value)
         if not isinstance(value, tuple):
             raise ConfigError(flag, value, "must be a comma-separated list")
         item = typing.get_args(base)[0]

@@ -1,15 +1,17 @@
 """Plumbing shared by the absl entry points (``main``, ``export``, ``study``, ``report``):
 errors, logging, flag parsing and comparing a run's flags with the ones it was written with."""
 import contextlib
-import logging
 import os
-import re
 import sys
 from typing import Optional
 
 from absl import flags
 from epkd_tf.errors import (EXIT_BAD_INPUT, Terminated, UsageError,  # noqa: F401
                             exit_status)
+# The console's plumbing lives in the library (the Python API uses it too); re-exported.
+from epkd_tf.records.settings_record import flag_lines  # noqa: F401
+from epkd_tf.console import (_NATIVE_LINE, VERBOSE_ENV, _StderrHandler,  # noqa: F401
+                             native_log_filter, quiet_libraries, setup_logging, verbosity)
 
 
 def fail(problem, status: Optional[int] = None) -> int:
@@ -22,30 +24,6 @@ def fail(problem, status: Optional[int] = None) -> int:
         message, own = str(problem), EXIT_BAD_INPUT
     print(f"error: {message}", file=sys.stderr)
     return own if status is None else status
-
-
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is when a record is emitted (not the stream of the
-    first call: callers such as tests swap it between runs)."""
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _):
-        pass
-
-
-def setup_logging() -> None:
-    """One concise ``HH:MM:SS epkd_tf: ...`` line per event on stderr."""
-    logger = logging.getLogger("epkd_tf")
-    if not logger.handlers:
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s epkd_tf: %(message)s", "%H:%M:%S"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
 
 
 def parse_or_exit(flag_values: flags.FlagValues, argv):
@@ -209,19 +187,6 @@ def parse_module_flags(flag_values: flags.FlagValues, argv, usage: str, topics=N
     return parse_or_exit(flag_values, argv)
 
 
-def flag_lines(text: str, names) -> dict:
-    """flags.txt → {flag name: its line}; ``--nofoo`` and ``--foo`` share the name foo."""
-    result = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            name = line.split("=", 1)[0].lstrip("-")
-            if "=" not in line and name.startswith("no") and name[2:] in names:
-                name = name[2:]
-            result[name] = line
-    return result
-
-
 def differing_flags(old_text: str, new_text: str, flag_values: flags.FlagValues,
                     names) -> list:
     """Names of the flags whose value differs between a run's flags.txt (``old_text``) and
@@ -256,69 +221,37 @@ def failure_message(err: BaseException, where: str = "") -> str:
 
 
 def prepare_output_dir(path: str, flags_text: str, flag_values: flags.FlagValues, names,
-                       overwrite: bool, kind: str = "run") -> None:
+                       overwrite: bool, kind: str = "run", differing=None) -> None:
     """Before an entry point writes ``path`` (holding its lock): refuses a file, a
     non-empty directory that is not an epkd_tf ``kind`` (run, study), one written with
     different flags (naming them) and a finished one; with ``overwrite`` an existing one
     is emptied; an unfinished one with the same flags is left to resume. ``flags_text`` is
-    what the entry point would write to flags.txt now. Raises UsageError (or
-    ``records.DamagedRunError`` for an unreadable progress.json)."""
-    import os
+    what the entry point would write to flags.txt now; ``differing`` (old flags.txt ->
+    names) compares them instead of :func:`differing_flags`. The decision is the
+    library's (``epkd_tf.records.settings_record.examine``, shared with the Python API).
+    Raises UsageError (or ``records.DamagedRunError`` for an unreadable progress.json)."""
     from epkd_tf.records import RunDir
-    if not os.path.exists(path):
-        return
-    if not os.path.isdir(path):
+    from epkd_tf.records import settings_record as record
+    if os.path.exists(path) and not os.path.isdir(path):
         raise UsageError(f"--output_dir={path} exists and is not a directory.")
     run = RunDir(path)
-    if not os.path.exists(run.flags_file):
-        if run.entries():       # the lock file of this very process does not count
-            raise UsageError(f"--output_dir={path} is a non-empty directory that holds no "
-                             f"epkd_tf {kind}; choose a new or empty directory.")
-        return
-    if overwrite:
+    if overwrite and os.path.exists(run.flags_file):
         run.clear()             # everything but the lock this process holds
         return
-    with open(run.flags_file, encoding="utf-8") as f:
-        differing = differing_flags(f.read(), flags_text, flag_values, names)
-    if differing:
+    differing = differing or (lambda old: differing_flags(old, flags_text, flag_values, names))
+    found, differing = record.examine(run, differing)
+    if found == record.FOREIGN:
+        raise UsageError(f"--output_dir={path} is a non-empty directory that holds no "
+                         f"epkd_tf {kind}; choose a new or empty directory.")
+    if found == record.DIFFERENT:
         raise UsageError(f"--output_dir={path} holds a {kind} with different flags "
                          f"({', '.join(differing)}); use another --output_dir or --overwrite.")
-    if run.stages.progress().get("finished"):
+    if found == record.FINISHED:
         raise UsageError(f"--output_dir={path} holds a finished {kind}; pass --overwrite to "
                          "run it again.")
 
 
-# -- a calm console ---------------------------------------------------------------------
-#: Environment variable that turns the libraries' own output back on, like --verbose=1.
-VERBOSE_ENV = "EPKD_VERBOSE"
-
-
-def verbosity(flag_value: int) -> int:
-    """The effective verbosity: ``--verbose`` or ``$EPKD_VERBOSE``, whichever is higher."""
-    try:
-        env = int(os.environ.get(VERBOSE_ENV, "0") or 0)
-    except ValueError:
-        env = 1
-    return max(int(flag_value or 0), env)
-
-
-def quiet_libraries(verbose: int) -> None:
-    """By default the console shows epkd_tf's own lines only: TensorFlow's C++ log (its
-    CUDA probe on a CPU machine, oneDNN notices), the INFO lines TensorFlow, TFDS and absl
-    log from Python (a SavedModel save logs a dozen), and library warnings are silenced;
-    ``--verbose`` / ``$EPKD_VERBOSE`` keeps them. Call before TensorFlow is imported (the
-    C++ log level is read once), and again after, for the Python loggers."""
-    if verbose:
-        return
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    import warnings
-    warnings.filterwarnings("ignore")
-    from absl import logging as absl_logging
-    absl_logging.set_verbosity(absl_logging.ERROR)
-    for name in ("tensorflow", "absl", "tensorflow_datasets", "h5py", "matplotlib"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
+# -- interruptions ---------------------------------------------------------------------
 @contextlib.contextmanager
 def interruptible():
     """While active, SIGTERM raises :class:`Terminated` (SIGINT raises KeyboardInterrupt,
@@ -346,54 +279,6 @@ def interrupted_message(err: BaseException, kept: str, command: str) -> tuple:
     status = exit_status(err)
     return (f"interrupted ({signal_name}): {kept}; the same command resumes it: {command}",
             status)
-
-
-# The native libraries (TensorFlow's C++ core, LiteRT) write their log lines straight to
-# file descriptor 2, whatever TF_CPP_MIN_LOG_LEVEL says about lines logged before absl's
-# logging is initialised (TF 2.21 prints its oneDNN and CUDA-probe lines twice per start).
-# F (fatal) lines are kept.
-_NATIVE_LINE = re.compile(
-    r"^(?:[IWE]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\]"
-    r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
-    r"|INFO: (?:Created|Initialized) TensorFlow Lite"
-    # The TFLite converter's quantiser prints its settings for every int8 export.
-    r"|fully_quantize: \d+, inference_type: \d+, input_inference_type: )")
-
-
-@contextlib.contextmanager
-def native_log_filter(enabled: bool = True):
-    """While active, lines the native libraries log on the process's standard error (file
-    descriptor 2) are dropped and everything else is passed on in order: the console shows
-    epkd_tf's own lines. A reader thread forwards what passes; leaving the context
-    restores descriptor 2 and waits for the thread to finish."""
-    if not enabled:
-        yield
-        return
-    import threading
-    sys.stderr.flush()
-    saved = os.dup(2)
-    read_end, write_end = os.pipe()
-    os.dup2(write_end, 2)
-    os.close(write_end)
-
-    def forward():
-        with os.fdopen(read_end, "rb") as pipe:
-            for line in pipe:
-                if not _NATIVE_LINE.match(line.decode("utf-8", "replace")):
-                    os.write(saved, line)
-
-    thread = threading.Thread(target=forward, name="epkd-stderr", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        try:
-            sys.stderr.flush()
-        except Exception:       # a closed or replaced stream: nothing to flush
-            pass
-        os.dup2(saved, 2)       # the pipe's last writer closes: the reader ends
-        thread.join(timeout=5)
-        os.close(saved)
 
 
 def take_lock(held: contextlib.ExitStack, directory, flag_value: str) -> Optional[str]:

@@ -33,7 +33,7 @@ from absl import app, flags
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 from epkd_tf.cli.common import build_teacher, check_prunable
 from epkd_tf.cli.common import flags_text as common_flags_text
-from epkd_tf.cli.common import (Terminated, UsageError, differing_flags, fail,
+from epkd_tf.cli.common import (Terminated, UsageError, fail,
                                 failure_message, interrupted_message, interruptible,
                                 native_log_filter, parse_or_exit, prepare_output_dir,
                                 print_help_and_exit, quiet_libraries, settings_topics,
@@ -120,14 +120,14 @@ def default_output_dir(cfg):
     under saved_models/ written with these flags is resumed if unfinished, or reported if
     finished (None is returned then; --overwrite runs it again); otherwise a new
     timestamped directory. (path or None, the line to say about it)."""
-    text = flags_text(cfg)
+    from epkd_tf.records.settings_record import differing_settings
     for path in sorted(glob.glob(os.path.join(RUNS_DIR, glob.escape(_run_name_prefix()) + "*")),
                        reverse=True):
         flags_file = os.path.join(path, "flags.txt")
         if not os.path.isfile(flags_file):
             continue
         with open(flags_file, encoding="utf-8") as f:
-            if differing_flags(f.read(), text, FLAGS, RUN_FLAGS):
+            if differing_settings(f.read(), cfg):
                 continue
         from epkd_tf.records import RunDir
         if not RunDir(path).stages.progress().get("finished"):
@@ -144,12 +144,13 @@ def finished_with_these_flags(path: str, cfg) -> bool:
     same command finds there); False for anything else (no run, other flags, unreadable
     records), which :func:`prepare_run` then accepts or refuses."""
     from epkd_tf.records import RunDir, RunDirError
+    from epkd_tf.records.settings_record import differing_settings
     run = RunDir(path)
     if not os.path.isfile(run.flags_file):
         return False
     try:
         with open(run.flags_file, encoding="utf-8") as f:
-            if differing_flags(f.read(), flags_text(cfg), FLAGS, RUN_FLAGS):
+            if differing_settings(f.read(), cfg):
                 return False
         return bool(run.stages.progress().get("finished"))
     except (OSError, UnicodeDecodeError, RunDirError):
@@ -379,7 +380,10 @@ def prepare_run(cfg, run) -> str:
         raise UsageError(f"--output_dir={cfg.output_dir} holds a run, and "
                          "multi-worker runs cannot resume; pass --overwrite or "
                          "choose a new --output_dir.")
-    prepare_output_dir(cfg.output_dir, flags_text(cfg), FLAGS, RUN_FLAGS, FLAGS.overwrite)
+    from epkd_tf.records.settings_record import differing_settings
+    # Compared as values, by the rule the Python API uses (a run either wrote resumes).
+    prepare_output_dir(cfg.output_dir, flags_text(cfg), FLAGS, RUN_FLAGS, FLAGS.overwrite,
+                       differing=lambda old: differing_settings(old, cfg))
     warning = run.stages.prepare_resume()
     run.write_text("flags.txt", flags_text(cfg))
     return warning

@@ -204,13 +204,16 @@ class StageLedger:
                          "path": os.path.relpath(path, run.root)}]
         return []
 
-    def prepare_resume(self, what: Optional[str] = None) -> Optional[str]:
+    def prepare_resume(self, what: Optional[str] = None,
+                       remedy: str = "rerun with --overwrite or another --output_dir"
+                       ) -> Optional[str]:
         """Checks the run before it is resumed. The last completed stage, if damaged, is
         redone instead: its record is dropped here, and :meth:`drop_unfinished` then
         removes its files and rows like those of an interrupted stage.
 
         Args:
             what: how refusals name the directory (default ``--output_dir=<root>``).
+            remedy: what a refusal tells to do (the Python API names its arguments).
 
         Returns:
             A warning line when the last completed stage was damaged and will be redone,
@@ -232,8 +235,7 @@ class StageLedger:
         if damage["index"] != len(names) - 1 or "stages" not in state:
             raise DamagedRunError(
                 f"{what}: {found} is not what the {damage['name']} stage wrote, and the "
-                f"stages after it build on it; the run cannot be resumed: rerun with "
-                f"--overwrite or another --output_dir.")
+                f"stages after it build on it; the run cannot be resumed: {remedy}.")
         name = damage["name"]
         rolled = dict(state, finished=False)
         if name == "teacher":
