@@ -177,10 +177,17 @@ def keras_metadata_configs(data: bytes) -> List[str]:
 
     Parses the ``SavedMetadata`` protocol buffer of ``tf_keras.protobuf.saved_metadata_pb2``,
     which tf_keras does not export; the public loader rebuilds the model straight away."""
+    return [metadata for _, metadata in keras_metadata_nodes(data)]
+
+
+def keras_metadata_nodes(data: bytes) -> List[Tuple[str, str]]:
+    """``(node_path, JSON metadata)`` of every object a Keras SavedModel's
+    ``keras_metadata.pb`` (``data``) records; the root object (the model) is ``"root"``.
+    Same protocol buffer as :func:`keras_metadata_configs`."""
     from tf_keras.protobuf import saved_metadata_pb2
     metadata = saved_metadata_pb2.SavedMetadata()
     metadata.ParseFromString(data)
-    return [node.metadata for node in metadata.nodes]
+    return [(node.node_path, node.metadata) for node in metadata.nodes]
 
 
 #: TF-op layer classes (``tf.math.multiply(x, 2)`` and ``x[...]`` on a symbolic tensor
