@@ -48,8 +48,58 @@ def setup_logging() -> None:
     logger.propagate = False
 
 
+# How absl names a flag file, on the command line and inside a flag file (nested).
+_FLAGFILE_PREFIXES = ("--flagfile=", "-flagfile=")
+_FLAGFILE_ALONE = ("--flagfile", "-flagfile")
+
+
+def _flagfile_names(args) -> list:
+    """The flag files ``args`` name as absl reads them (``--flagfile=F``, ``-flagfile=F``,
+    ``--flagfile F``; nothing after ``--``), ``~`` expanded as absl expands it."""
+    names = []
+    args = list(args)
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg.startswith(_FLAGFILE_PREFIXES):
+            names.append(os.path.expanduser(arg.split("=", 1)[1].strip()))
+        elif arg in _FLAGFILE_ALONE and i + 1 < len(args):
+            names.append(os.path.expanduser(args[i + 1].strip()))
+    return names
+
+
+def check_flagfiles(argv) -> Optional[str]:
+    """The one-line problem with the first flag file ``argv`` names, directly or nested
+    in another flag file, that absl could not read as text; None if all are readable.
+
+    absl opens a flag file as it is named: a FIFO blocks it forever, another encoding ends
+    it in a UnicodeDecodeError traceback, a device never ends. Each must be a regular
+    UTF-8 text file of sane size (:func:`epkd_tf.files.read_text`); nested ones (a line
+    ``--flagfile=F`` inside one) are checked the same way, each once."""
+    from epkd_tf.files import read_text
+    pending = [(name, None) for name in _flagfile_names(argv[1:])]
+    seen = set()
+    while pending:
+        name, parent = pending.pop(0)
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            text = read_text(name)
+        except ValueError as err:
+            where = f" (named in {parent})" if parent else ""
+            return f"--flagfile={name}{where} {err}: give a text file of flags, one a line."
+        lines = [line.strip() for line in text.splitlines()]
+        pending += [(nested, name) for nested in _flagfile_names(lines)]
+    return None
+
+
 def parse_or_exit(flag_values: flags.FlagValues, argv):
-    """absl parsing, but a malformed or unknown flag is one ``error:`` line and exit 2."""
+    """absl parsing, but a malformed or unknown flag, or a flag file absl could not read
+    (:func:`check_flagfiles`), is one ``error:`` line and exit 2."""
+    problem = check_flagfiles(argv)
+    if problem:
+        sys.exit(fail(problem))
     try:
         return flag_values(argv)
     except flags.Error as err:
@@ -123,7 +173,7 @@ def prepare_output_dir(path: str, flags_text: str, flag_values: flags.FlagValues
     different flags (naming them) and a finished one; with ``overwrite`` an existing one
     is emptied; an unfinished one with the same flags is left to resume. ``flags_text`` is
     what the entry point would write to flags.txt now. Raises UsageError (or
-    ``records.DamagedRunError`` for an unreadable progress.json)."""
+    ``records.DamagedRunError`` for an unreadable progress.json or flags.txt)."""
     import os
     from epkd_tf.records import RunDir
     if not os.path.exists(path):
@@ -131,7 +181,8 @@ def prepare_output_dir(path: str, flags_text: str, flag_values: flags.FlagValues
     if not os.path.isdir(path):
         raise UsageError(f"--output_dir={path} exists and is not a directory.")
     run = RunDir(path)
-    if not os.path.exists(run.flags_file):
+    old_flags = run.read_flags()
+    if old_flags is None:
         if run.entries():       # the lock file of this very process does not count
             raise UsageError(f"--output_dir={path} is a non-empty directory that holds no "
                              f"epkd_tf {kind}; choose a new or empty directory.")
@@ -139,8 +190,7 @@ def prepare_output_dir(path: str, flags_text: str, flag_values: flags.FlagValues
     if overwrite:
         run.clear()             # everything but the lock this process holds
         return
-    with open(run.flags_file, encoding="utf-8") as f:
-        differing = differing_flags(f.read(), flags_text, flag_values, names)
+    differing = differing_flags(old_flags, flags_text, flag_values, names)
     if differing:
         raise UsageError(f"--output_dir={path} holds a {kind} with different flags "
                          f"({', '.join(differing)}); use another --output_dir or --overwrite.")

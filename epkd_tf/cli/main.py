@@ -96,13 +96,13 @@ def default_output_dir(cfg):
     text = flags_text(cfg)
     for path in sorted(glob.glob(os.path.join(RUNS_DIR, glob.escape(_run_name_prefix()) + "*")),
                        reverse=True):
-        flags_file = os.path.join(path, "flags.txt")
-        if not os.path.isfile(flags_file):
+        from epkd_tf.records import DamagedRunError, RunDir
+        try:
+            old_flags = RunDir(path).read_flags()
+        except DamagedRunError:     # not a run of these flags that could be resumed
             continue
-        with open(flags_file, encoding="utf-8") as f:
-            if differing_flags(f.read(), text, FLAGS, RUN_FLAGS):
-                continue
-        from epkd_tf.records import RunDir
+        if old_flags is None or differing_flags(old_flags, text, FLAGS, RUN_FLAGS):
+            continue
         if not RunDir(path).stages.progress().get("finished"):
             return path, (f"Resuming {path}: an unfinished run with the same flags "
                           f"(give --output_dir for a new run).")

@@ -30,6 +30,7 @@ from typing import Iterator, Optional
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 from epkd_tf import compat
 from epkd_tf.errors import ModelFileError  # noqa: F401
+from epkd_tf.files import not_regular
 
 KERAS, H5, SAVED_MODEL = "keras", "h5", "saved_model"
 
@@ -54,7 +55,7 @@ def model_kind(path: str, flag: Optional[str]) -> str:
             _check_regular_files(path, subject)
             return SAVED_MODEL
     elif path.endswith((".keras", ".h5", ".hdf5")):
-        if not os.path.isfile(path):
+        if not_regular(path):
             raise ModelFileError(f"{subject} is not a regular file (a FIFO, socket or "
                                  f"device cannot be read as a model).")
         return KERAS if path.endswith(".keras") else H5
@@ -70,7 +71,7 @@ def _check_regular_files(path: str, subject: str) -> None:
             if os.path.islink(entry) and os.path.isdir(entry):
                 raise ModelFileError(f"{subject} holds a link to a directory "
                                      f"({os.path.relpath(entry, path)}).")
-            if name in files and not os.path.isfile(entry):
+            if name in files and not_regular(entry):
                 raise ModelFileError(f"{subject} holds {os.path.relpath(entry, path)}, "
                                      f"which is not a regular file.")
 

@@ -360,10 +360,7 @@ def write_report(run: RunDir, check_files: bool = False) -> str:
     t = completed_tables(run, current=not check_files)
     state = run.stages.progress()
     students, candidates = t["students"], t["candidates"]
-    flags_text = ""
-    if os.path.exists(run.flags_file):
-        with open(run.flags_file, encoding="utf-8") as f:
-            flags_text = f.read().strip()
+    flags_text = (run.read_flags() or "").strip()
     planned = [line.split("=", 1)[1] for line in flags_text.splitlines()
                if line.startswith("--iterations=")]
     lines = ["# EPKD run report", ""]
