@@ -287,13 +287,23 @@ def test_a_non_utf8_flags_txt_is_a_damaged_run_for_resume_and_report(tiny_dir, t
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("module", ["epkd_tf.main", "epkd_tf.report"])
-def test_a_fifo_flags_txt_is_refused_without_waiting(module, tiny_dir, tmp_path):
+@pytest.mark.parametrize("module, name", [("epkd_tf.main", "flags.txt"),
+                                          ("epkd_tf.report", "flags.txt"),
+                                          ("epkd_tf.report", "progress.json")])
+def test_a_fifo_in_a_run_directory_is_refused_without_waiting(module, name, tiny_dir,
+                                                              tmp_path):
     out = str(tmp_path / "run")
-    path = _bad_flags_txt(out, "fifo")
+    if name == "flags.txt":
+        path = _bad_flags_txt(out, "fifo")
+    else:
+        os.makedirs(out)
+        with open(os.path.join(out, "flags.txt"), "w", encoding="utf-8") as f:
+            f.write("--dataset=tiny_digits\n")
+        path = os.path.join(out, name)
+        os.mkfifo(path)
     args = [f"--data_dir={tiny_dir}", "--dataset=tiny_digits", f"--output_dir={out}"] \
         if module == "epkd_tf.main" else [out]
     result = run_subprocess(module, args, timeout=120)      # opening it blocked forever
     lines = error_lines(result.stderr)
     assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
-    assert f"{path} is not a regular file" in lines[0]
+    assert path in lines[0] and "is not a regular file" in lines[0]
