@@ -15,7 +15,7 @@ import os
 from typing import Any, FrozenSet, Iterator
 
 from epkd_tf.data.source import DataError
-from epkd_tf.files import read_text
+from epkd_tf.files import not_regular, read_text
 
 __all__ = ["check_prepared", "tfds_feature_classes"]
 
@@ -50,16 +50,23 @@ def _class_names(node: Any) -> Iterator[str]:
             yield from _class_names(value)
 
 
-def _metadata_files(root: str) -> Iterator[str]:
+def _metadata_files(root: str, flag: str) -> Iterator[str]:
     """The metadata files below ``root`` (the dataset's directory), to the depth TFDS
-    looks; linked directories are followed as TFDS follows them."""
+    looks; linked directories are followed as TFDS follows them. DataError for any entry
+    there that is not a directory or a regular file: TFDS would block opening a FIFO
+    (a shard, ``label.labels.txt``...) or never finish reading a device."""
     for directory, dirs, files in os.walk(root, followlinks=True):
         depth = os.path.relpath(directory, root).count(os.sep) + (directory != root)
         if depth >= _DEPTH:
             dirs[:] = []
         for name in files:
+            path = os.path.join(directory, name)
+            problem = not_regular(path)
+            if problem:
+                raise DataError(f"{flag}: {path} {problem}; a prepared dataset holds "
+                                f"regular files only.")
             if name in METADATA_FILES:
-                yield os.path.join(directory, name)
+                yield path
 
 
 def check_file(path: str, allowed: FrozenSet[str], flag: str = "--dataset") -> None:
@@ -94,12 +101,13 @@ def check_prepared(data_dir: str, name: str, flag: str = "--dataset") -> None:
     Raises:
         DataError: a ``features.json`` or ``dataset_info.json`` below
             ``data_dir/<name>`` is not a regular UTF-8 JSON file, or names a feature class
-            that is not TFDS's own (one line naming the file and the class).
+            that is not TFDS's own (one line naming the file and the class); another file
+            there is not a regular file (a FIFO shard).
     """
     base = name.split(":")[0].split("/")[0].strip()
     root = os.path.join(data_dir, base)
     if not base or base.startswith(".") or not os.path.isdir(root):
         return
     allowed = tfds_feature_classes()
-    for path in _metadata_files(root):
+    for path in _metadata_files(root, flag):
         check_file(path, allowed, flag)

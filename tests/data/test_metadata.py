@@ -119,6 +119,10 @@ def test_unreadable_metadata_is_one_line_and_never_blocks(tmp_path):
     os.mkfifo(path)                 # TFDS would block opening it
     with pytest.raises(DataError, match=r"features.json is not a regular file"):
         load_data(config(tmp_path))
+    os.remove(path)
+    os.mkfifo(os.path.join(version, "label.labels.txt"))   # ClassLabel reads its names
+    with pytest.raises(DataError, match=r"label.labels.txt is not a regular file"):
+        load_data(config(tmp_path))
 
 
 @pytest.mark.e2e
