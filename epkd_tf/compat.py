@@ -177,10 +177,17 @@ def keras_metadata_configs(data: bytes) -> List[str]:
 
     Parses the ``SavedMetadata`` protocol buffer of ``tf_keras.protobuf.saved_metadata_pb2``,
     which tf_keras does not export; the public loader rebuilds the model straight away."""
+    return [metadata for _, metadata in keras_metadata_nodes(data)]
+
+
+def keras_metadata_nodes(data: bytes) -> List[Tuple[str, str]]:
+    """``(node_path, JSON metadata)`` of every object a Keras SavedModel's
+    ``keras_metadata.pb`` (``data``) records; the root object (the model) is ``"root"``.
+    Same protocol buffer as :func:`keras_metadata_configs`."""
     from tf_keras.protobuf import saved_metadata_pb2
     metadata = saved_metadata_pb2.SavedMetadata()
     metadata.ParseFromString(data)
-    return [node.metadata for node in metadata.nodes]
+    return [(node.node_path, node.metadata) for node in metadata.nodes]
 
 
 #: TF-op layer classes (``tf.math.multiply(x, 2)`` and ``x[...]`` on a symbolic tensor
@@ -342,6 +349,17 @@ def in_multi_worker_mode(strategy) -> bool:
 
 # -- TensorFlow Datasets --------------------------------------------------------------------
 
+def tfds_feature_classes() -> FrozenSet[str]:
+    """The ``pythonClassName`` of every feature class of TFDS's own (its module lies in
+    ``tensorflow_datasets.core.features``: ``...image_feature.Image``...) that TFDS has
+    registered on import: the names it restores without importing anything. TFDS keeps
+    them in ``FeatureConnector._registered_features``, which it does not export; a
+    class some other module registered in this process is left out."""
+    import tensorflow_datasets as tfds
+    return frozenset(name for name in tfds.features.FeatureConnector._registered_features
+                     if name.startswith("tensorflow_datasets.core.features."))
+
+
 def tfds_default_data_dir() -> str:
     """TFDS's default data directory (``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``),
     user directory expanded.
@@ -358,10 +376,10 @@ __all__ = [
     "WRITTEN_FOR", "version_problems", "is_functional", "layer_nodes", "tensor_origin",
     "node_layer", "node_is_input", "node_inputs", "node_outputs", "node_input_ids",
     "node_output_ids", "node_call_arguments", "expects_training_arg", "safe_mode_scope",
-    "keras_metadata_configs", "TF_OP_LAYER_CLASSES", "tf_op_layer_class",
+    "keras_metadata_configs", "keras_metadata_nodes", "TF_OP_LAYER_CLASSES", "tf_op_layer_class",
     "functional_class", "TF_KERAS_APPLICATION_LAYERS", "application_layer_class",
     "TF_RECORDED_CLASSES", "KERAS3_APPLICATION_LAYERS", "KERAS3_OPS_MODULE",
     "KERAS3_MODEL_MODULES", "keras3_application_layer_class", "tfmot_supports",
     "tfmot_prunable_weights", "set_dense_per_channel_quantization",
-    "in_multi_worker_mode", "tfds_default_data_dir"
+    "in_multi_worker_mode", "tfds_default_data_dir", "tfds_feature_classes"
 ]

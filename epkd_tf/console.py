@@ -152,7 +152,8 @@ def api_console(progress: bool, verbose: int) -> Iterator[None]:
     candidates, distillation epochs, ETA) on stderr as the command line shows them; without
     it only its warnings. Unless ``verbose``, the libraries' log lines and warnings are
     silenced and the native libraries' lines filtered out of descriptor 2
-    (:func:`native_log_filter`).
+    (:func:`native_log_filter`). Handlers the caller added to the ``epkd_tf`` logger
+    receive every line (INFO and up) either way.
     Everything changed (the loggers' handlers and levels, absl's verbosity, the warning
     filters, descriptor 2) is restored on leaving.
     """
@@ -166,8 +167,13 @@ def api_console(progress: bool, verbose: int) -> Iterator[None]:
     with contextlib.ExitStack() as stack:
         stack.enter_context(warnings.catch_warnings())
         try:
-            logger.handlers = [_handler()]
-            logger.setLevel(logging.INFO if progress else logging.WARNING)
+            # The user's own handlers on the epkd_tf logger (a log file, a notebook's)
+            # keep receiving every line; ours only decides what reaches stderr.
+            console = _handler()
+            console.setLevel(logging.INFO if progress else logging.WARNING)
+            logger.handlers = [h for h in saved[0] if not isinstance(h, _StderrHandler)] \
+                + [console]
+            logger.setLevel(logging.INFO)
             logger.propagate = False
             if not verbose:
                 warnings.filterwarnings("ignore")

@@ -8,10 +8,12 @@ points (:mod:`epkd_tf.faults`), so models, data and records can all use it.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
 import shutil
+import stat
 import tempfile
 from typing import Callable, Dict, List, Optional
 
@@ -33,6 +35,92 @@ def inside(path: str, root: str) -> bool:
     """Whether ``path`` is ``root`` or lies below it (both as given: no link is resolved,
     so pass ``os.path.realpath`` of both to check where a write would really go)."""
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+# Largest text file epkd_tf reads whole (a flag file, flags.txt, TFDS metadata): far above
+# any real one, so that a huge or endless file is refused instead of filling the memory.
+TEXT_LIMIT = 16 << 20
+
+
+def not_regular(path: str) -> Optional[str]:
+    """Why ``path`` cannot be read as a file, in words for after its name: ``does not
+    exist``, ``is a directory``, ``is not a regular file (a FIFO, socket or device)``;
+    None for a regular file (or a link to one). Nothing is opened: opening a FIFO would
+    block until something writes into it."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "does not exist"
+    except OSError as err:
+        return f"cannot be read ({err.strerror or type(err).__name__})"
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    if not stat.S_ISREG(mode):
+        return "is not a regular file (a FIFO, socket or device)"
+    return None
+
+
+def read_bytes(path: str, limit: int = TEXT_LIMIT) -> bytes:
+    """The whole content of the regular file ``path``, never blocking on a FIFO.
+
+    Args:
+        path: the file.
+        limit: the largest size accepted, in bytes.
+
+    Returns:
+        Its bytes.
+
+    Raises:
+        ValueError: it is not a regular file, cannot be read or is larger than ``limit``;
+            the message is the reason, in words to follow the file's name.
+    """
+    problem = not_regular(path)
+    if problem:
+        raise ValueError(problem)
+    try:
+        # O_NONBLOCK: a FIFO put in the file's place since the check opens at once.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as err:
+        reason = "permission denied" if err.errno in (errno.EACCES, errno.EPERM) \
+            else err.strerror or type(err).__name__
+        raise ValueError(f"cannot be read ({reason})") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("is not a regular file (a FIFO, socket or device)")
+        if info.st_size > limit:
+            raise ValueError(f"is {info.st_size} bytes, larger than any such file "
+                             f"({limit} bytes at most)")
+        try:
+            data = f.read(limit + 1)
+        except OSError as err:
+            raise ValueError(f"cannot be read ({err.strerror or type(err).__name__})") \
+                from None
+    if len(data) > limit:
+        raise ValueError(f"is larger than any such file ({limit} bytes at most)")
+    return data
+
+
+def read_text(path: str, limit: int = TEXT_LIMIT) -> str:
+    """The content of the regular UTF-8 text file ``path`` (:func:`read_bytes`).
+
+    Args:
+        path: the file.
+        limit: the largest size accepted, in bytes.
+
+    Returns:
+        Its text.
+
+    Raises:
+        ValueError: as :func:`read_bytes`, or it is not UTF-8 text (a binary file, another
+            encoding); the message is the reason, in words to follow the file's name.
+    """
+    data = read_bytes(path, limit)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"is not UTF-8 text (byte {err.start} is "
+                         f"0x{data[err.start]:02x})") from None
 
 
 def _umask() -> int:

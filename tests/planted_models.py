@@ -117,6 +117,32 @@ def custom_layer_saved_model(directory, marker: str, stem: str = "custom_saved_m
     return path
 
 
+def resource_saved_model(directory, marker: str, stem: str = "resource_saved_model",
+                         classes: int = 4):
+    """A Keras SavedModel of :func:`plain_model` (``classes`` logits) that also tracks a
+    TensorFlow resource whose initializer writes ``marker``: TensorFlow's SavedModel
+    loader runs it as soon as it restores the file, before anything could check it.
+    Returns the path and the model's weights."""
+    import tensorflow as tf
+
+    class Stamp(tf.saved_model.experimental.TrackableResource):
+        def _create_resource(self):
+            return tf.raw_ops.VarHandleOp(dtype=tf.float32, shape=[])
+
+        def _initialize(self):
+            tf.io.write_file(marker, "pwned")
+
+    model = plain_model()
+    if classes != 4:
+        model = tf_keras.Model(model.inputs, tf_keras.layers.Dense(classes)(
+            model.layers[-2].output))
+    model.stamp = Stamp()
+    path = os.path.join(directory, stem)
+    model.save(path, save_format="tf")
+    assert not os.path.exists(marker)
+    return path, model.get_weights()
+
+
 def copy(path: str, target: str) -> str:
     """``path`` (file or directory) copied to ``target``."""
     if os.path.isdir(path):

@@ -280,3 +280,95 @@ def test_console_entry_points_are_installed_and_run_the_modules(script, module):
 def test_the_native_log_filter_drops_only_native_library_lines(line, native):
     from epkd_tf.cli.common import _NATIVE_LINE
     assert bool(_NATIVE_LINE.match(line)) is native
+
+
+# -- flag files and flags.txt are read as text, never blocking ---------------------------
+ENTRY_POINTS = ["epkd_tf.main", "epkd_tf.study", "epkd_tf.export", "epkd_tf.report",
+                "epkd_tf.data"]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("module", ENTRY_POINTS)
+def test_an_unreadable_flagfile_is_one_line_and_exit_2(module, tmp_path, capsys):
+    """absl would end in a UnicodeDecodeError traceback (or read a directory); a nested
+    flag file is checked as the one naming it."""
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes("--dataset=caf\xe9\n".encode("latin-1"))
+    outer = tmp_path / "outer.txt"
+    outer.write_text(f"# flags\n--flagfile={latin}\n", encoding="utf-8")
+    cases = [(latin, f"--flagfile={latin} is not UTF-8 text"),
+             (outer, f"--flagfile={latin} (named in {outer}) is not UTF-8 text"),
+             (tmp_path, f"--flagfile={tmp_path} is a directory"),
+             (tmp_path / "missing.txt", "missing.txt does not exist")]
+    for path, message in cases:
+        assert run_in_process(_runner(module), [f"--flagfile={path}"]) == 2
+        lines = error_lines(capsys.readouterr().err)
+        assert len(lines) == 1 and message in lines[0], (path, lines)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("module", ["epkd_tf.main", "epkd_tf.report"])
+def test_a_fifo_flagfile_is_refused_without_waiting(module, tmp_path):
+    fifo = tmp_path / "flags.fifo"
+    os.mkfifo(fifo)
+    result = run_subprocess(module, ["--flagfile", str(fifo)], timeout=60)  # absl blocked
+    lines = error_lines(result.stderr)
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert f"--flagfile={fifo} is not a regular file" in lines[0]
+
+
+def _bad_flags_txt(directory, kind):
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, "flags.txt")
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        with open(path, "wb") as f:
+            f.write(b"--dataset=tiny_digits\n--teacher=caf\xe9\n")
+    return path
+
+
+@pytest.mark.unit
+def test_a_non_utf8_flags_txt_is_a_damaged_run_for_resume_and_report(tiny_dir, tmp_path,
+                                                                      capsys):
+    from epkd_tf.cli import main as epkd_main
+    from epkd_tf.cli import report
+    from epkd_tf.records import DamagedRunError, RunDir
+    from epkd_tf.study.layout import StudyDir
+    from epkd_tf.study.report import write_report
+    out = str(tmp_path / "run")
+    path = _bad_flags_txt(out, "latin1")
+    status = run_in_process(epkd_main, [f"--data_dir={tiny_dir}", "--dataset=tiny_digits",
+                                        f"--output_dir={out}"])
+    lines = error_lines(capsys.readouterr().err)
+    assert status == 2 and len(lines) == 1 and f"{path} is not UTF-8 text" in lines[0], lines
+    assert report.main(["report", out]) == 2
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and f"{path} is not UTF-8 text" in lines[0], lines
+    with pytest.raises(DamagedRunError, match=r"flags.txt is not UTF-8 text"):
+        RunDir(out).read_flags()
+    with pytest.raises(DamagedRunError, match=r"flags.txt is not UTF-8 text"):
+        write_report(StudyDir(out))
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("module, name", [("epkd_tf.main", "flags.txt"),
+                                          ("epkd_tf.report", "flags.txt"),
+                                          ("epkd_tf.report", "progress.json")])
+def test_a_fifo_in_a_run_directory_is_refused_without_waiting(module, name, tiny_dir,
+                                                              tmp_path):
+    out = str(tmp_path / "run")
+    if name == "flags.txt":
+        path = _bad_flags_txt(out, "fifo")
+    else:
+        os.makedirs(out)
+        with open(os.path.join(out, "flags.txt"), "w", encoding="utf-8") as f:
+            f.write("--dataset=tiny_digits\n")
+        path = os.path.join(out, name)
+        os.mkfifo(path)
+    args = [f"--data_dir={tiny_dir}", "--dataset=tiny_digits", f"--output_dir={out}"] \
+        if module == "epkd_tf.main" else [out]
+    result = run_subprocess(module, args, timeout=120)      # opening it blocked forever
+    lines = error_lines(result.stderr)
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert path in lines[0] and "is not a regular file" in lines[0]

@@ -264,6 +264,21 @@ def test_a_corrupt_or_mismatched_table_is_ignored_and_measured_again(monkeypatch
 
 
 @pytest.mark.unit
+def test_a_fifo_in_place_of_a_table_is_ignored_without_blocking(tmp_path):
+    import threading
+    layer, rule = dense_layer()
+    signature = LatencyModel(cache_dir=False).signature(layer, rule)
+    cache = TableCache(str(tmp_path))
+    os.mkfifo(cache.path(signature))                # open() would wait for a writer
+    found = []
+    reader = threading.Thread(target=lambda: found.append(cache.load(signature)),
+                              daemon=True)
+    reader.start()
+    reader.join(timeout=30)
+    assert not reader.is_alive() and found == [{}]
+
+
+@pytest.mark.unit
 def test_writes_are_atomic_and_merge_what_another_process_stored(monkeypatch, tmp_path):
     FakeTimer(monkeypatch)
     layer, rule = dense_layer()

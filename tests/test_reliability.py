@@ -21,7 +21,7 @@ import pytest
 import tf_keras
 from cli_helpers import TINY_RUN_ARGS, error_lines, run_in_process, run_subprocess
 from planted_models import (HELPERS_MODULE, custom_layer_saved_model, module_field,
-                            plain_model, tfop_write_file)
+                            plain_model, resource_saved_model, tfop_write_file)
 from epkd_tf import faults
 from epkd_tf.budget import feasibility
 from epkd_tf.cli import export, report
@@ -112,6 +112,8 @@ def planted(tmp_path_factory):
     module_field(str(root), marker, "this", "zen")
     module_field(str(root), marker, HELPERS_MODULE, "helpers")
     custom_layer_saved_model(str(root), marker)
+    resource_saved_model(str(root), marker)
+    resource_saved_model(str(root), marker, "resource3_saved_model", classes=3)
     return str(root), marker
 
 
@@ -122,6 +124,8 @@ def planted(tmp_path_factory):
     ("zen.keras", [], "an object of module 'this'"),
     ("helpers.keras", [], f"an object of module '{HELPERS_MODULE}'"),
     ("custom_saved_model", ["--pruners=poly_magnitude"], "an unknown class 'Stamp'"),
+    # Loaded without running its resource's initializer; then refused for its 3 classes.
+    ("resource3_saved_model", [], "predicts 3 classes"),
 ])
 def test_a_teacher_file_never_runs_or_imports_code(name, extra, message, planted, tiny_dir,
                                                    tmp_path):
@@ -134,7 +138,9 @@ def test_a_teacher_file_never_runs_or_imports_code(name, extra, message, planted
                             cwd=root, env={"PYTHONPATH": os.getcwd()})
     lines = error_lines(result.stderr)
     assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
-    assert f"--teacher_path={name} has {message}" in lines[0]
+    expected = "--teacher_path predicts" if "predicts" in message else \
+        f"--teacher_path={name} has {message}"
+    assert expected in lines[0]
     assert not os.path.exists(marker) and not out.exists()
     assert "Beautiful is better than ugly" not in result.stdout
 
@@ -149,6 +155,18 @@ def test_export_never_runs_or_imports_code(name, planted, tmp_path):
     lines = error_lines(result.stderr)
     assert result.returncode == 2 and len(lines) == 1 and f"--model={name} has" in lines[0]
     assert not os.path.exists(marker) and not (tmp_path / "x").exists()
+
+
+@pytest.mark.e2e
+def test_export_of_a_saved_model_never_runs_its_resource_initializer(planted, tmp_path):
+    root, marker = planted
+    result = run_subprocess("epkd_tf.export", ["--model=resource_saved_model",
+                                               f"--output_dir={tmp_path}/x",
+                                               "--formats=saved_model"],
+                            cwd=root, env={"PYTHONPATH": os.getcwd()})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not os.path.exists(marker)
+    assert (tmp_path / "x" / "deployment.csv").exists()
 
 
 @pytest.mark.e2e

@@ -26,8 +26,58 @@ def fail(problem, status: Optional[int] = None) -> int:
     return own if status is None else status
 
 
+# How absl names a flag file, on the command line and inside a flag file (nested).
+_FLAGFILE_PREFIXES = ("--flagfile=", "-flagfile=")
+_FLAGFILE_ALONE = ("--flagfile", "-flagfile")
+
+
+def _flagfile_names(args) -> list:
+    """The flag files ``args`` name as absl reads them (``--flagfile=F``, ``-flagfile=F``,
+    ``--flagfile F``; nothing after ``--``), ``~`` expanded as absl expands it."""
+    names = []
+    args = list(args)
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg.startswith(_FLAGFILE_PREFIXES):
+            names.append(os.path.expanduser(arg.split("=", 1)[1].strip()))
+        elif arg in _FLAGFILE_ALONE and i + 1 < len(args):
+            names.append(os.path.expanduser(args[i + 1].strip()))
+    return names
+
+
+def check_flagfiles(argv) -> Optional[str]:
+    """The one-line problem with the first flag file ``argv`` names, directly or nested
+    in another flag file, that absl could not read as text; None if all are readable.
+
+    absl opens a flag file as it is named: a FIFO blocks it forever, another encoding ends
+    it in a UnicodeDecodeError traceback, a device never ends. Each must be a regular
+    UTF-8 text file of sane size (:func:`epkd_tf.files.read_text`); nested ones (a line
+    ``--flagfile=F`` inside one) are checked the same way, each once."""
+    from epkd_tf.files import read_text
+    pending = [(name, None) for name in _flagfile_names(argv[1:])]
+    seen = set()
+    while pending:
+        name, parent = pending.pop(0)
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            text = read_text(name)
+        except ValueError as err:
+            where = f" (named in {parent})" if parent else ""
+            return f"--flagfile={name}{where} {err}: give a text file of flags, one a line."
+        lines = [line.strip() for line in text.splitlines()]
+        pending += [(nested, name) for nested in _flagfile_names(lines)]
+    return None
+
+
 def parse_or_exit(flag_values: flags.FlagValues, argv):
-    """absl parsing, but a malformed or unknown flag is one ``error:`` line and exit 2."""
+    """absl parsing, but a malformed or unknown flag, or a flag file absl could not read
+    (:func:`check_flagfiles`), is one ``error:`` line and exit 2."""
+    problem = check_flagfiles(argv)
+    if problem:
+        sys.exit(fail(problem))
     try:
         return flag_values(argv)
     except flags.Error as err:
@@ -229,7 +279,7 @@ def prepare_output_dir(path: str, flags_text: str, flag_values: flags.FlagValues
     what the entry point would write to flags.txt now; ``differing`` (old flags.txt ->
     names) compares them instead of :func:`differing_flags`. The decision is the
     library's (``epkd_tf.records.settings_record.examine``, shared with the Python API).
-    Raises UsageError (or ``records.DamagedRunError`` for an unreadable progress.json)."""
+    Raises UsageError (or ``records.DamagedRunError`` for an unreadable progress.json or flags.txt)."""
     from epkd_tf.records import RunDir
     from epkd_tf.records import settings_record as record
     if os.path.exists(path) and not os.path.isdir(path):

@@ -123,13 +123,13 @@ def default_output_dir(cfg):
     from epkd_tf.records.settings_record import differing_settings
     for path in sorted(glob.glob(os.path.join(RUNS_DIR, glob.escape(_run_name_prefix()) + "*")),
                        reverse=True):
-        flags_file = os.path.join(path, "flags.txt")
-        if not os.path.isfile(flags_file):
+        from epkd_tf.records import DamagedRunError, RunDir
+        try:
+            old_flags = RunDir(path).read_flags()
+        except DamagedRunError:     # not a run of these flags that could be resumed
             continue
-        with open(flags_file, encoding="utf-8") as f:
-            if differing_settings(f.read(), cfg):
-                continue
-        from epkd_tf.records import RunDir
+        if old_flags is None or differing_settings(old_flags, cfg):
+            continue
         if not RunDir(path).stages.progress().get("finished"):
             return path, (f"Resuming {path}: an unfinished run with the same flags "
                           f"(give --output_dir for a new run).")
@@ -146,12 +146,10 @@ def finished_with_these_flags(path: str, cfg) -> bool:
     from epkd_tf.records import RunDir, RunDirError
     from epkd_tf.records.settings_record import differing_settings
     run = RunDir(path)
-    if not os.path.isfile(run.flags_file):
-        return False
     try:
-        with open(run.flags_file, encoding="utf-8") as f:
-            if differing_settings(f.read(), cfg):
-                return False
+        old_flags = run.read_flags()
+        if old_flags is None or differing_settings(old_flags, cfg):
+            return False
         return bool(run.stages.progress().get("finished"))
     except (OSError, UnicodeDecodeError, RunDirError):
         return False

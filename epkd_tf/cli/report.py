@@ -45,12 +45,13 @@ def check_run_dir(path: str) -> RunDir:
     if not os.path.isdir(path):
         raise UsageError(f"RUN_DIR={path} is not a directory; give the --output_dir of a run.")
     run = RunDir(path)
-    if not os.path.isfile(run.flags_file):
+    if not os.path.lexists(run.flags_file):
         # progress.json is written when the first stage completes: a run killed while
         # training its teacher has flags.txt alone, and is reported as such.
         raise UsageError(f"RUN_DIR={path} is not an epkd_tf run (it has no flags.txt); "
                          f"give the --output_dir of a run.")
     try:
+        run.read_flags()
         tables = [d for d in run.stages.damages() if d["table"]]
         for name in run.tables.schemas:
             run.tables.read_completed(name)

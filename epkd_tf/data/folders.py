@@ -40,6 +40,7 @@ import tensorflow_datasets as tfds
 
 from epkd_tf.data.source import MAX_CLASSES, DataError
 from epkd_tf.data.writer import refuse_existing, target_dir, write_dataset
+from epkd_tf.files import not_regular
 
 __all__ = ["import_folder", "IMAGE_EXTENSIONS"]
 
@@ -55,10 +56,18 @@ def _subfolders(path: str) -> List[str]:
                   if not n.startswith(".") and os.path.isdir(os.path.join(path, n)))
 
 
-def _images(path: str) -> List[str]:
-    return sorted(os.path.join(path, n) for n in os.listdir(path)
-                  if not n.startswith(".") and n.lower().endswith(IMAGE_EXTENSIONS)
-                  and os.path.isfile(os.path.join(path, n)))
+def _images(path: str, shown: str) -> List[str]:
+    """The image files of class folder ``path`` (``shown`` names it in messages); an entry
+    named as an image that is not a regular file (a FIFO would block the import, a device
+    never end) is refused, not skipped: the user meant it to be imported."""
+    paths = sorted(os.path.join(path, n) for n in os.listdir(path)
+                   if not n.startswith(".") and n.lower().endswith(IMAGE_EXTENSIONS))
+    for image in paths:
+        problem = not_regular(image)
+        if problem:
+            raise DataError(f"{shown}{os.path.basename(image)} {problem}: every .png, .jpg "
+                            f"or .jpeg entry of a class folder must be an image file.")
+    return paths
 
 
 def _listing(folder: str) -> Tuple[List[str], Dict[str, List[Example]]]:
@@ -100,7 +109,8 @@ def _listing(folder: str) -> Tuple[List[str], Dict[str, List[Example]]]:
     for split in splits:
         found = []
         for index, name in enumerate(names):
-            paths = _images(os.path.join(folder, split, name))
+            paths = _images(os.path.join(folder, split, name),
+                            f"--import_folder={folder!r}: {split}/{name}/")
             if not paths and split == "train":
                 raise bad(f"train/{name}/ holds no .png, .jpg or .jpeg image; every class needs "
                           f"training images.")

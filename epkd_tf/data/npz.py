@@ -14,6 +14,7 @@ import tensorflow_datasets as tfds
 
 from epkd_tf.data.source import MAX_CLASSES, DataError
 from epkd_tf.data.writer import refuse_existing, target_dir, write_dataset
+from epkd_tf.files import not_regular
 
 __all__ = ["import_npz", "validate_npz"]
 
@@ -26,8 +27,9 @@ def validate_npz(npz_path: str) -> Dict[str, np.ndarray]:
     def bad(message: str) -> DataError:
         return DataError(f"--import_npz={npz_path!r}: {message}")
 
-    if not os.path.isfile(npz_path):
-        raise DataError(f"--import_npz={npz_path!r} does not exist: give an .npz file with "
+    problem = not_regular(npz_path)     # opening a FIFO or a device would block
+    if problem:
+        raise DataError(f"--import_npz={npz_path!r} {problem}: give an .npz file with "
                         f"x_train, y_train, x_test, y_test.")
     try:
         with np.load(npz_path, allow_pickle=False) as f:

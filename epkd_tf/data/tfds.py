@@ -23,6 +23,7 @@ from epkd_tf.config import DataConfig, validation_fraction
 from epkd_tf.data import holdout
 from epkd_tf.data.dirs import NoLeftovers, check_data_dir
 from epkd_tf.data.downloads import download_and_prepare, how_to_prepare
+from epkd_tf.data.metadata import check_prepared
 from epkd_tf.data.pipeline import Data, Examples, cacheable
 from epkd_tf.data.recipes import DATASET_ALIASES, RECIPES, get_recipe
 from epkd_tf.data.source import DataError, DatasetSpec
@@ -124,6 +125,8 @@ def _resolve_builder(name: str, data_dir: str, download: bool) -> tfds.core.Data
     prepared first if it is a catalogue dataset that is missing and ``download`` -- or
     DataError."""
     hint = IMPORT_HINT.format(name=name, data_dir=data_dir)
+    # Before TFDS reads the directory: its features.json would make TFDS import any module.
+    check_prepared(data_dir, name)
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.DatasetNotFoundError:

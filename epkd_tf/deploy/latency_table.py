@@ -301,12 +301,11 @@ class TableCache:
             ignored, never trusted: the points are measured again and the file replaced).
         """
         path = self.path(signature)
-        try:
-            with open(path, encoding="utf-8") as f:
-                content = json.load(f)
-        except FileNotFoundError:
+        if not os.path.lexists(path):
             return {}
-        except (OSError, ValueError) as error:
+        try:
+            content = json.loads(files.read_text(path))     # a FIFO would block open()
+        except ValueError as error:
             log.debug("latency table %s ignored: %s", path, error)
             return {}
         points = _parse(content, signature)

@@ -6,7 +6,12 @@ stored configuration is read first (without Keras) and checked against an allow-
 built-in layers and Keras modules (:mod:`epkd_tf.models.safe_config`: a ``Lambda`` layer,
 a TF-op layer calling e.g. ``tf.io.write_file``, a ``module`` field naming another module,
 a custom class... are refused before Keras deserialises anything); loading then runs in
-Keras safe mode, and every loaded layer must be exactly the built-in class it names. A run
+Keras safe mode, and every loaded layer must be exactly the built-in class it names. A
+SavedModel is never loaded by TensorFlow (``tf.saved_model.load`` would run its
+functions, and the initializers of any resource it tracks, before anything could be
+checked): the model is rebuilt from the checked configuration of ``keras_metadata.pb``
+and only the values of its variables are read from the SavedModel's checkpoint
+(``variables/``), so nothing in ``saved_model.pb`` is ever read or run. A run
 reloads its own checkpoints through the same function (``StageLedger.load_checkpoint``).
 :func:`check_fits` checks that the model maps the dataset's images to logits of its
 classes, :func:`check_finite` that its weights are numbers. Every problem is a
@@ -25,6 +30,7 @@ from typing import Iterator, Optional
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 from epkd_tf import compat
 from epkd_tf.errors import ModelFileError  # noqa: F401
+from epkd_tf.files import not_regular
 
 KERAS, H5, SAVED_MODEL = "keras", "h5", "saved_model"
 
@@ -49,7 +55,7 @@ def model_kind(path: str, flag: Optional[str]) -> str:
             _check_regular_files(path, subject)
             return SAVED_MODEL
     elif path.endswith((".keras", ".h5", ".hdf5")):
-        if not os.path.isfile(path):
+        if not_regular(path):
             raise ModelFileError(f"{subject} is not a regular file (a FIFO, socket or "
                                  f"device cannot be read as a model).")
         return KERAS if path.endswith(".keras") else H5
@@ -65,7 +71,7 @@ def _check_regular_files(path: str, subject: str) -> None:
             if os.path.islink(entry) and os.path.isdir(entry):
                 raise ModelFileError(f"{subject} holds a link to a directory "
                                      f"({os.path.relpath(entry, path)}).")
-            if name in files and not os.path.isfile(entry):
+            if name in files and not_regular(entry):
                 raise ModelFileError(f"{subject} holds {os.path.relpath(entry, path)}, "
                                      f"which is not a regular file.")
 
@@ -105,6 +111,54 @@ def _stored_configs(path: str, kind: str) -> Iterator:
             yield json.loads(config or "{}")
 
 
+def _root_metadata(path: str) -> dict:
+    """The JSON metadata keras_metadata.pb records of a SavedModel's root object (the
+    model: its class name and configuration)."""
+    with open(os.path.join(path, "keras_metadata.pb"), "rb") as f:
+        nodes = compat.keras_metadata_nodes(f.read())
+    for node_path, metadata in nodes:
+        if node_path == "root":
+            return json.loads(metadata or "{}")
+    raise ValueError("keras_metadata.pb records no model")
+
+
+def _rebuild_saved_model(path: str):
+    """The Keras SavedModel at ``path`` rebuilt without TensorFlow's SavedModel loader.
+
+    The model is built from the configuration ``keras_metadata.pb`` records (checked by
+    load_user_model before this is called) in Keras safe mode, and the values of its
+    variables are read from ``variables/`` (a TF2 checkpoint: tensors and an object graph,
+    data only). ``saved_model.pb`` (the traced functions, resource initializers, assets)
+    is never read, so nothing the file holds runs. Raises ValueError (the file is not a
+    functional or Sequential Keras model, or its variables do not fit its configuration)
+    or what Keras or the checkpoint reader raise."""
+    import tensorflow as tf
+    import tf_keras
+    root = _root_metadata(path)
+    class_name = root.get("class_name")
+    if class_name not in ("Functional", "Sequential") or not isinstance(
+            root.get("config"), dict):
+        raise ValueError(f"its model is a {class_name!r}, not a functional or Sequential "
+                         f"Keras model (a subclassed model cannot be rebuilt without its "
+                         f"code)")
+    with compat.safe_mode_scope():          # safe mode of the legacy deserialiser
+        # model_from_json: the stored JSON encodes tuples and shapes as .h5 files do.
+        model = tf_keras.models.model_from_json(
+            json.dumps({"class_name": class_name, "config": root["config"]}))
+    build_shape = root.get("build_input_shape")
+    if not model.built and isinstance(build_shape, list):    # a Sequential without Input
+        model.build(tuple(build_shape))
+    status = tf.train.Checkpoint(root=model).read(
+        os.path.join(path, "variables", "variables"))
+    status.expect_partial()     # the optimizer's slots, the file's own objects: not read
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as err:
+        raise ValueError(f"its variables do not fit its configuration "
+                         f"({_one_line(err, 150)})") from None
+    return model
+
+
 def load_user_model(path: str, flag: Optional[str]):
     """The tf_keras model at ``path`` (.keras, .h5, Keras SavedModel), loaded uncompiled
     without running code stored in the file (see the module docstring); one input and one
@@ -133,9 +187,11 @@ def load_user_model(path: str, flag: Optional[str]):
             model = keras3.load_keras3(path, flag)
         elif kind == KERAS:
             model = tf_keras.models.load_model(path, compile=False, safe_mode=True)
-        else:
+        elif kind == H5:
             with compat.safe_mode_scope():    # safe mode of the legacy loaders
                 model = tf_keras.models.load_model(path, compile=False)
+        else:
+            model = _rebuild_saved_model(path)
     except ModelFileError:
         raise
     except Exception as err:  # any loader failure is the user's file, reported in one line

@@ -491,10 +491,7 @@ def write_report(run: RunDir, check_files: bool = False, budget: Optional[str] =
     t = completed_tables(run, current=not check_files)
     state = run.stages.progress()
     students, candidates = t["students"], t["candidates"]
-    flags_text = ""
-    if os.path.exists(run.flags_file):
-        with open(run.flags_file, encoding="utf-8") as f:
-            flags_text = f.read().strip()
+    flags_text = (run.read_flags() or "").strip()
     budget = budget or _flag(flags_text, "budget") or default_of(BudgetConfig, "budget")
     latency_format = (latency_format or _flag(flags_text, "latency_format")
                       or default_of(BudgetConfig, "latency_format"))

@@ -49,8 +49,9 @@ from epkd_tf import faults
 from epkd_tf.records import locking
 from epkd_tf.records.stages import StageLedger
 from epkd_tf.records.tables import TABLES, TableStore
-from epkd_tf.files import TMP_PREFIX, atomic_directory, atomic_write, inside, safe_name
-from epkd_tf.errors import RunDirError
+from epkd_tf.files import (TMP_PREFIX, atomic_directory, atomic_write, inside, read_text,
+                           safe_name)
+from epkd_tf.errors import DamagedRunError, RunDirError
 
 LOCK_NAME = locking.LOCK_NAME
 # Where no run directory may go: the kernel's virtual file systems.
@@ -170,6 +171,26 @@ class RunDir:
     @property
     def flags_file(self) -> str:
         return self.path("flags.txt")
+
+    def read_flags(self) -> Optional[str]:
+        """The text of the directory's flags.txt, read the one way every reader reads it.
+
+        Returns:
+            Its text; None when the directory has no flags.txt.
+
+        Raises:
+            DamagedRunError: it is not a regular UTF-8 text file of sane size (a FIFO
+                would block the reader, another encoding would end it in a traceback);
+                the message names the file.
+        """
+        path = self.flags_file
+        if not os.path.lexists(path):
+            return None
+        try:
+            return read_text(path)
+        except ValueError as err:
+            raise DamagedRunError(f"{path} {err}: it is not the flags.txt epkd_tf "
+                                  f"writes (UTF-8 text, one flag a line).") from None
 
     def write_text(self, relative: str, text: str) -> None:
         """Writes ``root/relative`` (UTF-8 text), atomically."""

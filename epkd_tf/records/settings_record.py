@@ -150,17 +150,18 @@ def examine(run, differing: Callable[[str], List[str]]) -> Tuple[str, List[str]]
 
     Raises:
       RunDirError: the path is a file.
-      DamagedRunError: progress.json is damaged.
+      DamagedRunError: progress.json or flags.txt is damaged (flags.txt not UTF-8 text,
+        a FIFO...).
     """
     from epkd_tf.errors import RunDirError
     if not os.path.exists(run.root):
         return NEW, []
     if not os.path.isdir(run.root):
         raise RunDirError(f"{run.root} exists and is not a directory.")
-    if not os.path.exists(run.flags_file):
+    old = run.read_flags()          # never blocks, never a UnicodeDecodeError
+    if old is None:
         return (FOREIGN if run.entries() else NEW), []
-    with open(run.flags_file, encoding="utf-8") as f:
-        names = differing(f.read())
+    names = differing(old)
     if names:
         return DIFFERENT, names
     return (FINISHED if run.stages.progress().get("finished") else UNFINISHED), []

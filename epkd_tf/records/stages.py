@@ -29,7 +29,8 @@ from typing import List, Optional
 
 from epkd_tf.config import EXPORT_FORMATS
 from epkd_tf.errors import DamagedRunError, ModelFileError, RunDirError
-from epkd_tf.files import TMP_PREFIX, digest_mismatch, file_digest, files_under, inside
+from epkd_tf.files import (TMP_PREFIX, digest_mismatch, file_digest, files_under, inside,
+                           read_text)
 
 PROGRESS = "progress.json"
 
@@ -66,9 +67,12 @@ class StageLedger:
             return {"teacher_done": False, "iterations_done": 0, "finished": False,
                     "stages": []}
         try:
-            with open(path, encoding="utf-8") as f:
-                state = json.load(f)
-        except (ValueError, UnicodeDecodeError) as err:
+            text = read_text(path)      # a FIFO would block a plain open()
+        except ValueError as err:
+            raise DamagedRunError(f"{path} is damaged: it {err}.") from None
+        try:
+            state = json.loads(text)
+        except ValueError as err:
             raise DamagedRunError(f"{path} is damaged (not JSON: "
                                   f"{' '.join(str(err).split())[:120]}).") from None
         kinds = {"teacher_done": bool, "iterations_done": int, "finished": bool}

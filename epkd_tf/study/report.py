@@ -158,8 +158,9 @@ def write_report(d: StudyDir) -> str:
     study, comparisons = d.tables.read("study"), d.tables.read("comparisons")
     history = d.tables.read("teacher_history")
     lines = ["# Compression study", ""]
-    if os.path.exists(d.flags_file):
-        flags_text = open(d.flags_file, encoding="utf-8").read().strip()
+    flags_text = d.read_flags()
+    if flags_text is not None:
+        flags_text = flags_text.strip()
         lines += ["Flags:", "", "```", flags_text, "```", ""]
     if len(history):
         lines += [f"Teacher test accuracy: {_pct(history.test_accuracy.iloc[-1])}% after "

@@ -110,6 +110,10 @@ def _gif_named_jpg(root):
         f.write(b"GIF89a" + gif)
 
 
+def _fifo_named_png(root):
+    os.mkfifo(os.path.join(root, "train", "dog", "pipe.png"))   # reading it would block
+
+
 def _one_class(root):
     for split in ("train", "test"):
         for name in CLASSES[1:]:
@@ -131,6 +135,7 @@ def _one_class(root):
     (_truncated, [os.path.join("test", "eel", "0.png") + " is not a readable"]),
     (_gif_named_jpg, ["fake.jpg is not a readable PNG or JPEG image"]),
     (_one_class, ["train/ has 1 class folder(s) (cat)", "at least 2"]),
+    (_fifo_named_png, ["train/dog/pipe.png is not a regular file"]),
     (lambda root: os.makedirs(os.path.join(root, "my-val", "cat")),
      ["my-val/ is not a usable split name"]),
 ])

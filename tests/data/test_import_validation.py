@@ -65,6 +65,24 @@ def test_npz_inputs_beyond_the_limits_are_refused(tmp_path, capsys, change, frag
     assert not data_dir.exists()
 
 
+@pytest.mark.unit
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_an_npz_that_is_not_a_regular_file_is_refused_without_blocking(kind, tmp_path,
+                                                                       capsys):
+    npz = str(tmp_path / "pipe.npz")
+    if kind == "fifo":
+        os.mkfifo(npz)                      # np.load would block opening it
+    else:
+        npz = os.devnull
+    data_dir = tmp_path / "tfds"
+    with pytest.raises(DataError, match=rf"--import_npz={npz!r} is not a regular file"):
+        import_npz(npz, "bad", str(data_dir))
+    status, line = cli_error(capsys, f"--import_npz={npz}", "--name=bad",
+                             f"--data_dir={data_dir}")
+    assert status == 2 and "is not a regular file" in line
+    assert not data_dir.exists()
+
+
 @pytest.fixture
 def inputs(tmp_path):
     """An importable npz and image folder."""

@@ -6,6 +6,7 @@ deserialises anything: no marker file appears, no module is imported.
 """
 import json
 import os
+import shutil
 import sys
 import zipfile
 
@@ -14,8 +15,8 @@ import pytest
 
 import tf_keras
 from planted_models import (HELPERS_MODULE, custom_layer_saved_model, module_field,
-                            plain_model, rewrite_h5_config, rewrite_keras_config,
-                            tfop_write_file)
+                            plain_model, resource_saved_model, rewrite_h5_config,
+                            rewrite_keras_config, tfop_write_file)
 from epkd_tf.graph.rules import RULES
 from epkd_tf.models import build_model
 from epkd_tf.models.registry import model_names
@@ -101,15 +102,72 @@ def test_a_custom_layer_saved_model_is_refused_even_disguised_as_dense(tmp_path)
                                          class_name="Dense")
     with pytest.raises(ModelFileError, match="unknown class 'Stamp'"):
         load_user_model(custom, "teacher_path")
-    # Its config claims a built-in class, so it passes the stored-config check; Keras then
-    # revives it from the SavedModel's traced functions, which the loaded-model check sees.
-    with pytest.raises(ModelFileError, match=r"layer 'stamp' of class .*saved_model.*not "
-                                             r"rebuilt as a built-in Keras layer"):
+    # Its config claims a built-in class, so it passes the stored-config check; rebuilt from
+    # that config as a real Dense, its extra setting does not fit (Keras would revive it
+    # from the SavedModel's traced functions instead).
+    with pytest.raises(ModelFileError, match=r"disguised cannot be loaded as a Keras model"):
         load_user_model(disguised, "teacher_path")
     assert not os.path.exists(marker)
     revived = tf_keras.models.load_model(custom, compile=False)      # plain Keras
     revived(np.zeros((1, 12, 12, 1), np.float32))
     assert os.path.exists(marker)
+
+
+@pytest.mark.unit
+def test_a_saved_model_s_resource_initializer_never_runs(tmp_path):
+    """TensorFlow's SavedModel loader runs the initializer of every resource the file
+    tracks while it loads it; epkd_tf rebuilds the model from its checked Keras config and
+    reads only its variables' values, so the model loads and nothing in it runs."""
+    import epkd_tf
+    marker = str(tmp_path / "initialized")
+    path, weights = resource_saved_model(str(tmp_path), marker)
+    for load in (lambda: load_user_model(path, "teacher_path"),
+                 lambda: epkd_tf.load_model(path)):
+        loaded = load()
+        assert not os.path.exists(marker)
+        for a, b in zip(weights, loaded.get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert [type(layer).__name__ for layer in loaded.layers] == \
+            ["InputLayer", "Flatten", "Dense", "Dense"]
+    tf_keras.models.load_model(path, compile=False)         # plain Keras runs it
+    assert os.path.exists(marker)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", ["resnet18", "applications.MobileNetV3Small", "sequential"])
+def test_zoo_and_applications_saved_models_are_rebuilt_with_their_weights(name, tmp_path):
+    """A SavedModel is rebuilt from its Keras config and its variables' values only: the
+    zoo's and tf_keras.applications' models come back computing what they computed."""
+    if name == "sequential":
+        model = tf_keras.Sequential([tf_keras.layers.Flatten(input_shape=(12, 12, 1)),
+                                     tf_keras.layers.BatchNormalization(),
+                                     tf_keras.layers.Dense(4)])
+        model(np.ones((2, 12, 12, 1), np.float32), training=True)   # non-trivial BN stats
+    else:
+        application = name.startswith("applications.")
+        model = build_model(name, (96, 96, 3) if application else (32, 32, 3), 10,
+                            width=1.0 if application else 0.25)
+    path = str(tmp_path / "saved")
+    model.save(path, save_format="tf")
+    loaded = load_user_model(path, "teacher_path")
+    x = np.random.default_rng(0).uniform(0, 1, (2,) + model.input_shape[1:]).astype("float32")
+    np.testing.assert_allclose(loaded(x), model(x), rtol=1e-5, atol=1e-5)
+    assert len(loaded.weights) == len(model.weights)
+
+
+@pytest.mark.unit
+def test_a_saved_model_whose_variables_do_not_fit_its_config_is_refused(tmp_path):
+    saved, other = str(tmp_path / "saved"), str(tmp_path / "other")
+    plain_model().save(saved, save_format="tf")
+    inputs = tf_keras.Input((12, 12, 1))
+    tf_keras.Model(inputs, tf_keras.layers.Dense(4)(tf_keras.layers.Flatten()(inputs))).save(
+        other, save_format="tf")
+    shutil.rmtree(os.path.join(saved, "variables"))
+    shutil.copytree(os.path.join(other, "variables"), os.path.join(saved, "variables"))
+    with pytest.raises(ModelFileError, match=r"--teacher_path=.*saved cannot be loaded as "
+                                             r"a Keras model") as err:
+        load_user_model(saved, "teacher_path")
+    assert "\n" not in str(err.value)
 
 
 def planted_config(edit):
