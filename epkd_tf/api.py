@@ -427,7 +427,7 @@ TEACHER_NOTE, DATA_NOTE = "teacher weights sha256", "train and test arrays sha25
 
 def _check_teacher(model, data, pruning) -> None:
     """The teacher maps the data's images to logits of its classes, and structured pruners
-    can trace it; ApiError naming the problem otherwise."""
+    can trace it, and TFLite can convert it; ApiError naming the problem otherwise."""
     from epkd_tf.graph import UnsupportedLayerError, analyze as analyze_graph
     from epkd_tf.errors import ModelFileError
     from epkd_tf.models.user import check_fits
@@ -442,6 +442,13 @@ def _check_teacher(model, data, pruning) -> None:
             analyze_graph(model)
         except UnsupportedLayerError as err:
             raise ApiError(f"teacher: {err}") from None
+    # Every run converts its models to TFLite (latencies, timing): a recurrent layer that
+    # cannot convert is refused now, not after the teacher stage (as the command line).
+    from epkd_tf.deploy.tflite import check_tflite_convertible
+    try:
+        check_tflite_convertible(model, "teacher")
+    except ModelFileError as err:
+        raise ApiError(str(err)) from None
 
 
 def _differing(old_text: str, cfg, notes: Dict[str, str]) -> List[str]:

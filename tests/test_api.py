@@ -218,3 +218,21 @@ def test_compress_accepts_a_keras3_model_and_gives_keras3_models_back(arrays, tm
                                result.final.predict(x[:8], verbose=0), atol=1e-6)
     rows = result.export(str(tmp_path / "out"), formats=("tflite",))   # the tf_keras model
     assert rows.test_accuracy.notna().all()
+
+
+@pytest.mark.integration
+def test_compress_refuses_a_teacher_tflite_cannot_convert_before_any_work(arrays, tmp_path):
+    """A recurrent teacher (not unrolled) fails LiteRT's conversion, which every run needs
+    for its latencies: refused up front naming the layer, as on the command line, and no
+    run directory is left."""
+    (x, y), (xt, yt) = arrays
+    inputs = tf_keras.Input((SIDE, SIDE, 1))
+    rows = tf_keras.layers.Reshape((SIDE, SIDE))(inputs)      # rows as time steps
+    lstm = tf_keras.layers.LSTM(8, name="rows")(rows)
+    teacher = tf_keras.Model(inputs, tf_keras.layers.Dense(CLASSES)(lstm))
+    out = tmp_path / "run"
+    with pytest.raises(epkd_tf.ApiError, match="layer 'rows' \\(LSTM\\) cannot be converted "
+                                               "to TFLite") as err:
+        epkd_tf.compress(teacher, (x, y), (xt, yt), output_dir=str(out),
+                         pruners=("poly_magnitude",), iterations=1)
+    assert "\n" not in str(err.value) and not out.exists()
