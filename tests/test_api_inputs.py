@@ -63,3 +63,18 @@ def test_a_keras3_lambda_activation_is_refused_as_stored_code(tmp_path):
     assert "(Dense): activation is a stored lambda (Python bytecode)" in message
     assert "unhashable" not in message
     assert message.startswith(f"path={path} is a Keras 3 model")     # not --path=...
+
+
+@pytest.mark.parametrize("kind", ["file", "number"])
+def test_compress_refuses_an_output_dir_that_is_no_directory(kind, tmp_path):
+    """Checked before the teacher or data are even looked at: one line, nothing written."""
+    from epkd_tf.errors import RunDirError
+    target = tmp_path / "a_file"
+    target.write_text("mine")
+    output_dir = str(target) if kind == "file" else 7
+    with pytest.raises(RunDirError if kind == "file" else ApiError) as err:
+        epkd_tf.compress(object(), None, None, output_dir=output_dir)
+    message = one_line(err)
+    assert ("exists and is not a directory" if kind == "file" else
+            "output_dir is a int") in message
+    assert target.read_text() == "mine" and sorted(tmp_path.iterdir()) == [target]
