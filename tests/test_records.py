@@ -338,3 +338,32 @@ def test_a_cut_row_or_a_lost_header_is_refused_on_reading(tmp_path):
     open(run.tables.path("students"), "w").write(text.split("\n", 1)[1])
     with pytest.raises(DamagedRunError, match="students.csv is damaged: its first line"):
         run.tables.append("students", pd.DataFrame([{"iteration": 2}]))
+
+
+@pytest.mark.unit
+def test_a_timings_table_of_an_older_run_stays_readable_and_resumable(tmp_path):
+    """timings.csv of a run written before peak memory was measured (four columns) is read
+    with the new columns empty, appended to under its own header (so the bytes each
+    completed stage recorded stay valid) and its stages still verify."""
+    from epkd_tf.records.tables import LEGACY_COLUMNS
+    run = RunDir(str(tmp_path / "run"))
+    old = LEGACY_COLUMNS["timings"][0]
+    run.write_bytes("timings.csv", (",".join(old) + "\nteacher_training,0,,2.5\n").encode())
+    run.stages.mark(teacher_done=True)
+    frame = run.tables.read("timings")
+    assert list(frame.columns) == TABLES["timings"]
+    assert frame.seconds.tolist() == [2.5] and frame.peak_rss_mb.isna().all()
+    run.tables.append("timings", pd.DataFrame([{"phase": "scoring", "iteration": 1,
+                                                "pruner": "taylor", "seconds": 1.0,
+                                                "peak_rss_mb": 512.0}]))
+    run.stages.mark(iterations_done=1)
+    lines = open(run.tables.path("timings")).read().splitlines()
+    assert lines == [",".join(old), "teacher_training,0,,2.5", "scoring,1,taylor,1.0"]
+    assert run.stages.verify() is None
+    completed = run.tables.read_completed("timings")
+    assert list(completed.columns) == TABLES["timings"]
+    assert completed.phase.tolist() == ["teacher_training", "scoring"]
+    # Any other header is still refused as damage.
+    open(run.tables.path("timings"), "w").write("phase,seconds\na,1\n")
+    with pytest.raises(DamagedRunError, match="timings.csv is damaged: its first line"):
+        run.tables.read("timings")

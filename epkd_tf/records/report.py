@@ -447,9 +447,14 @@ def time_per_phase(timings: pd.DataFrame) -> List[str]:
     total = phases.sum()
     frame = pd.DataFrame({"phase": phases.index, "seconds": phases.round(1).to_numpy(),
                           "share_%": (100 * phases / total).round(1).to_numpy()})
-    return ([f"Seconds per phase of the completed stages, {total:.0f} s in all "
-             f"(`timings.csv` has them per iteration and pruner; `other` is the time "
-             f"between phases).", ""] + markdown_table(frame) + [""])
+    # The largest peak of each phase (a run written before peaks were measured has none).
+    for column in ("peak_rss_mb", "peak_device_mb"):
+        if column in timings and timings[column].notna().any():
+            peaks = timings.groupby("phase")[column].max().reindex(phases.index)
+            frame[column] = peaks.round(0).to_numpy()
+    return ([f"Seconds and peak memory (MB) per phase of the completed stages, "
+             f"{total:.0f} s in all (`timings.csv` has them per iteration and pruner; "
+             f"`other` is the time between phases).", ""] + markdown_table(frame) + [""])
 
 
 def selection_statement(flags_text: str, candidates: pd.DataFrame) -> List[str]:

@@ -14,7 +14,7 @@ Layout of ``<output_dir>``::
     final.csv                  the run's final student and why the run stopped
     teacher.csv                the teacher measured like a student
     criteria_correlation.csv   iteration, criterion, scope, spearman
-    timings.csv                phase, iteration, pruner, seconds
+    timings.csv                phase, iteration, pruner, seconds, peak memory
     deployment.csv             one row per (model, format): files, sizes, accuracy, latency
     serving/teacher/1/         SavedModel (TF Serving layout: <model>/<version>/)
     serving/student/<k>/       the student of iteration k (newest version = latest student)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import pandas as pd
 
@@ -57,10 +57,19 @@ TABLES: Dict[str, List[str]] = {
                 "latency_ms", "cost", "train_accuracy", "validation_accuracy",
                 "test_accuracy", "goal_met", "bn_reestimated"],
     "criteria_correlation": ["iteration", "criterion", "scope", "spearman"],
-    "timings": ["phase", "iteration", "pruner", "seconds"],
+    # peak_rss_mb: the process's peak resident set during the phase; peak_device_mb: GPU
+    # memory TensorFlow allocated at its peak (empty on CPU); both empty for `other`.
+    "timings": ["phase", "iteration", "pruner", "seconds", "peak_rss_mb", "peak_device_mb"],
     # iteration: 0 for the teacher, k for student_<k>, empty for `python -m epkd_tf.export`.
     "deployment": ["model", "iteration", "format", "path", "bytes", "gzip_bytes",
                    "test_accuracy", "latency_ms_median", "latency_ms_p90"],
+}
+
+# The headers a table had in runs written by earlier versions (oldest first): such a
+# file is read with the columns it lacks empty and appended to with its own columns, so
+# an old run still resumes and the bytes its completed stages recorded stay valid.
+LEGACY_COLUMNS: Dict[str, List[List[str]]] = {
+    "timings": [["phase", "iteration", "pruner", "seconds"]],
 }
 
 # TFLite formats whose teacher and final student are timed side by side at the end of a
@@ -76,11 +85,15 @@ class TableStore:
         run: the :class:`~epkd_tf.records.run_dir.RunDir` the tables live in (its
             ``path`` builds their paths, its ``stages`` says which rows are complete).
         schemas: table name -> its documented columns (:data:`TABLES` for a run).
+        legacy: table name -> the headers earlier versions wrote (:data:`LEGACY_COLUMNS`):
+            accepted as well, the missing columns read as empty.
     """
 
-    def __init__(self, run, schemas: Dict[str, List[str]]):
+    def __init__(self, run, schemas: Dict[str, List[str]],
+                 legacy: Optional[Dict[str, List[List[str]]]] = None):
         self.run = run
         self.schemas = schemas
+        self.legacy = LEGACY_COLUMNS if legacy is None else legacy
 
     def path(self, table: str) -> str:
         """Where the table lives.
@@ -93,7 +106,8 @@ class TableStore:
         return self.run.path(f"{table}.csv")
 
     def read(self, table: str) -> pd.DataFrame:
-        """The table's rows (none, with the documented columns, if it does not exist).
+        """The table's rows with the documented columns (none if it does not exist; a
+        column an older file lacks is empty).
 
         Raises:
             DamagedRunError: naming the file if it is not a whole table with the
@@ -105,22 +119,36 @@ class TableStore:
             return pd.DataFrame(columns=self.schemas[table])
         self._checked_bytes(table)
         try:
-            return pd.read_csv(path)
+            return self._current(table, pd.read_csv(path))
         except (pd.errors.ParserError, UnicodeDecodeError) as err:
             raise DamagedRunError(f"{path} is damaged: {' '.join(str(err).split())[:200]}.")
 
+    def _current(self, table: str, frame: pd.DataFrame) -> pd.DataFrame:
+        """``frame`` (read from a file with the documented or a legacy header) with the
+        documented columns, those it lacks empty."""
+        columns = self.schemas[table]
+        return frame if list(frame.columns) == columns else frame.reindex(columns=columns)
+
     def _checked_bytes(self, table: str) -> bytes:
         """The table file's bytes, after checking its header and that it ends a line."""
+        return self._checked(table)[0]
+
+    def _checked(self, table: str):
+        """The table file's bytes and the columns of its header (the documented ones or
+        a legacy header), after checking the header and that the file ends a line."""
         path = self.path(table)
         with open(path, "rb") as f:
             data = f.read()
-        header = ",".join(self.schemas[table]).encode()
-        if data.split(b"\n", 1)[0].rstrip(b"\r") != header:
+        first = data.split(b"\n", 1)[0].rstrip(b"\r")
+        for columns in [self.schemas[table], *self.legacy.get(table, [])]:
+            if first == ",".join(columns).encode():
+                break
+        else:
             raise DamagedRunError(f"{path} is damaged: its first line is not the header "
-                                  f"{header.decode()}.")
+                                  f"{','.join(self.schemas[table])}.")
         if not data.endswith(b"\n"):
             raise DamagedRunError(f"{path} is damaged: its last row is cut off.")
-        return data
+        return data, columns
 
     def append(self, table: str, rows: pd.DataFrame) -> None:
         """Appends rows (columns in the documented order), atomically. The bytes already
@@ -131,13 +159,14 @@ class TableStore:
             DamagedRunError: the file already there is damaged (see :meth:`read`).
             KeyError: an unknown table.
         """
-        rows = rows.reindex(columns=self.schemas[table])
         path = self.path(table)
         if os.path.exists(path):
-            data = self._checked_bytes(table) + rows.to_csv(index=False,
-                                                            header=False).encode()
+            # A file with a legacy header (a run written by an earlier version) is
+            # appended to with its own columns: every row stays readable under its header.
+            data, columns = self._checked(table)
+            data += rows.reindex(columns=columns).to_csv(index=False, header=False).encode()
         else:
-            data = rows.to_csv(index=False).encode()
+            data = rows.reindex(columns=self.schemas[table]).to_csv(index=False).encode()
 
         def write(tmp):
             with open(tmp, "wb") as f:
@@ -188,4 +217,4 @@ class TableStore:
         if recorded is None or not os.path.exists(self.path(table)):
             return pd.DataFrame(columns=self.schemas[table])
         data = self._checked_bytes(table)[:recorded["bytes"]]
-        return pd.read_csv(io.BytesIO(data))
+        return self._current(table, pd.read_csv(io.BytesIO(data)))
