@@ -146,6 +146,58 @@ def test_uncached_split_streams_with_the_same_results(meta_dir, monkeypatch):
     np.testing.assert_array_equal(e1[0], e1_again[0])
 
 
+def _positions(rows, whole):
+    """Where each of ``rows`` is in ``whole`` (each must be there exactly once)."""
+    found = [[k for k, row in enumerate(whole) if np.array_equal(row, r)] for r in rows]
+    assert all(len(f) == 1 for f in found)
+    return [f[0] for f in found]
+
+
+def test_evaluation_subset_is_a_fixed_seeded_subset_cached_or_streamed(meta_dir,
+                                                                       monkeypatch):
+    """--selection_examples' subsets: n distinct examples of the split in stored order,
+    the same for the same seed and whether the split is cached or streamed; the whole
+    split when n is 0 or at least its size."""
+    with mocked(meta_dir, N):
+        d = load_data(config(meta_dir, dataset="cifar10"))
+        whole = all_batches(d.test())
+        subset = all_batches(d.evaluation_subset("test", 5, seed=3))
+        again = all_batches(d.evaluation_subset("test", 5, seed=3))
+        other = all_batches(d.evaluation_subset("test", 5, seed=4))
+        for n in (0, N, N + 1):
+            np.testing.assert_array_equal(all_batches(d.evaluation_subset("test", n))[0],
+                                          whole[0])
+        with pytest.raises(DataError, match="no validation split"):
+            d.evaluation_subset("validation", 5)
+        monkeypatch.setattr(pipeline_lib, "CACHE_LIMIT_BYTES", 32 * 32 * 3 * N - 1)
+        streamed = load_data(config(meta_dir, dataset="cifar10"))
+        assert streamed.cached == {"train": False, "test": False}
+        streamed_subset = all_batches(streamed.evaluation_subset("test", 5, seed=3))
+    positions = _positions(subset[0], whole[0])
+    assert len(set(positions)) == 5 and positions == sorted(positions)
+    np.testing.assert_array_equal(subset[1], whole[1][positions])
+    np.testing.assert_array_equal(again[0], subset[0])
+    assert _positions(other[0], whole[0]) != positions
+    np.testing.assert_allclose(streamed_subset[0], subset[0], atol=1e-6)
+
+
+def test_sample_never_holds_the_whole_training_split(meta_dir, monkeypatch):
+    """A sample of a cached split keeps only the chosen examples: it no longer goes through
+    numpy_train (the whole split as float32, kept for the run's life)."""
+    with mocked(meta_dir, N):
+        d = load_data(config(meta_dir, dataset="cifar10"))
+        reference = all_batches(d.train_eval())
+
+        def whole_split():
+            raise AssertionError("sample materialised the whole training split")
+        monkeypatch.setattr(d, "numpy_train", whole_split)
+        x, y = d.sample(5, seed=3)
+    positions = _positions(x, reference[0])
+    assert len(set(positions)) == 5
+    np.testing.assert_array_equal(y, reference[1][positions])
+    assert d._numpy == {}
+
+
 # --------------------------------------------------------------------------- ImageNet
 
 

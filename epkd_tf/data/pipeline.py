@@ -313,6 +313,59 @@ class Data(DataSource):
         """Batched test examples in a fixed order."""
         return self._evaluation("test")
 
+    def evaluation_subset(self, role: str, n: int,
+                          seed: Optional[int] = None) -> tf.data.Dataset:
+        """Batched examples of ``role`` (``validation`` or ``test``) with evaluation
+        preprocessing, restricted to a fixed seeded subset of ``n`` of them (in stored
+        order; the same ``seed``, default the config seed, always picks the same ones);
+        the whole split, as :meth:`validation` / :meth:`test` give it, when ``n`` is 0 or
+        at least the split's size. Streamed: nothing but a mask of the split's positions
+        is held, and a streamed split's unchosen examples are skipped undecoded.
+
+        Raises:
+            DataError: ``role`` is ``validation`` and there is no validation split.
+            ValueError: ``role`` is neither, or ``n`` is negative.
+        """
+        if role not in ("validation", "test") or n < 0:
+            raise ValueError(f"evaluation_subset takes role validation or test and n >= 0, "
+                             f"got {role!r}, {n!r}.")
+        if role == "validation" and not self.has_validation:
+            return self.validation()        # raises the one-line DataError
+        examples = self._examples[role]
+        count = examples.num_examples
+        if n == 0 or n >= count:
+            return self._evaluation(role)
+        seed = self.cfg.seed if seed is None else seed
+        chosen = np.random.default_rng(seed).choice(count, size=int(n), replace=False)
+        return self._chosen_batches(role, chosen)
+
+    def _chosen_batches(self, role: str, positions: np.ndarray) -> tf.data.Dataset:
+        """Batched, evaluation-preprocessed examples of ``role`` at ``positions``, in
+        stored order: one pass that keeps them (from the preprocessed or decoded cache,
+        or the stored files undecoded where the split streams), never the whole split in
+        an array."""
+        examples = self._examples[role]
+        mask = np.zeros(examples.num_examples, dtype=bool)
+        mask[positions] = True
+        keep = tf.constant(mask)
+        last = int(np.max(positions)) + 1
+
+        def chosen(ds: tf.data.Dataset) -> tf.data.Dataset:
+            return (ds.enumerate().filter(lambda i, example: tf.gather(keep, i))
+                    .map(lambda i, example: example))
+
+        # A cached split is read whole (a pass cut short would leave its cache unfilled);
+        # a streamed one stops after the last chosen example.
+        ready = self._ready[role]
+        if ready is not None:
+            return self._finish(chosen(ready))
+        if self._cached[role]:
+            return self._preprocessed_batches(chosen(self._bases[role]))
+        ds = chosen(examples.read(decode=False).take(last)).map(
+            lambda image, label: (examples.decode(image), label),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return self._preprocessed_batches(ds)
+
     # -- numpy views ------------------------------------------------------------------
     @staticmethod
     def _to_numpy(ds: tf.data.Dataset) -> Tuple[np.ndarray, np.ndarray]:
@@ -359,8 +412,8 @@ class Data(DataSource):
         """A seeded random subset of ``n`` distinct training examples as numpy
         ``(x float32 preprocessed, y int32)``; the same seed (default: the config seed)
         always gives the same subset in the same order. Evaluation preprocessing (no
-        augmentation); never a validation example. Streamed (uncached) training examples
-        are read once, decoding only the chosen ones, instead of being materialised."""
+        augmentation); never a validation example. The training examples are read once
+        (streamed ones decoding only the chosen ones); only the ``n`` chosen are held."""
         if (isinstance(n, bool) or not isinstance(n, (int, np.integer))
                 or not 1 <= n <= self.spec.num_train):
             raise DataError(f"sample size n={n!r} is invalid: give an integer between 1 and "
@@ -369,23 +422,8 @@ class Data(DataSource):
         seed = self.cfg.seed if seed is None else seed
         idx = np.random.default_rng(seed).choice(self.spec.num_train, size=int(n),
                                                  replace=False)
-        if self._cached["train"]:
-            x, y = self.numpy_train()
-            return x[idx], y[idx]
-        examples = self._examples["train"]
-        wanted = tf.constant(np.sort(idx), tf.int64)
-        ds = examples.read(decode=False).enumerate()
-        ds = ds.filter(lambda i, example: tf.reduce_any(tf.equal(i, wanted))).take(int(n))
-        ds = ds.map(lambda i, example: (i, self.recipe.preprocess(examples.decode(example[0]),
-                                                                   example[1])),
-                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        found, xs, ys = [], [], []
-        for i, (x, y) in ds.batch(self.cfg.batch_size).as_numpy_iterator():
-            found.append(i)
-            xs.append(x)
-            ys.append(y)
-        found = np.concatenate(found)
-        position = {int(i): k for k, i in enumerate(found)}
-        order = np.array([position[int(i)] for i in idx])
-        return (np.concatenate(xs)[order].astype(np.float32),
-                np.concatenate(ys)[order].astype(np.int32))
+        # One pass keeps the chosen examples (in stored order); the whole split is never
+        # held as an array (8 GB of float32 for a cached 2 GB split).
+        x, y = self._to_numpy(self._chosen_batches("train", idx))
+        order = np.searchsorted(np.sort(idx), idx)
+        return x[order], y[order]
