@@ -434,6 +434,12 @@ class RunConfig(Settings):
     eval_examples: int = setting(10_000, "Training examples (a fixed seeded subset) whose "
                                  "accuracy ranks the candidates (train_sample_accuracy); "
                                  "0: the whole training split.", checks=[NON_NEGATIVE])
+    selection_examples: int = setting(
+        10_000, "Examples of the selection split (--validation_split, else the test split) "
+        "and of the test split (a fixed seeded subset of each, the same every iteration) on "
+        "which every candidate and the kept-candidate check are evaluated; students, the "
+        "teacher and the final student are always measured on the whole splits. 0: the "
+        "whole splits.", checks=[NON_NEGATIVE])
     bn_recalibration_batches: int = setting(
         20, "Training batches whose statistics replace every BatchNormalization layer's "
         "moving mean and variance after the teacher is trained (a given teacher: when that "

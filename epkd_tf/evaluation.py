@@ -5,7 +5,10 @@ Every figure is measured on the split the table names: ``train_sample_accuracy``
 ranking examples (``--eval_examples`` seeded training examples, or the whole split),
 ``validation_accuracy`` on ``--validation_split``'s examples (NaN without one),
 ``test_accuracy`` on the test split; the selection split's column ranks (see
-:mod:`epkd_tf.selection`).
+:mod:`epkd_tf.selection`). Candidates are evaluated on a fixed seeded subset of at most
+``--selection_examples`` examples of each split (so a candidate costs the same on a
+50,000-image split as on a 10,000-image one); the teacher's and the students' rows are
+measured on the whole splits.
 """
 from __future__ import annotations
 
@@ -41,15 +44,38 @@ class Evaluator:
         self.measure, self.measure_context, self.rules = measure, measure_context, rules
         self.ranking_examples = ranking_examples
         self.validation = selection.has_validation(data)
+        self._subsets: Dict[str, object] = {}
 
     def selection_data(self):
         """The batched selection split: --validation_split when set, else the test split."""
         return self.data.validation() if self.validation else self.data.test()
 
+    def subset(self, role: str):
+        """The batched ``--selection_examples`` seeded examples of ``role`` (validation or
+        test) that candidates are evaluated on (the whole split when it has no more)."""
+        if role not in self._subsets:
+            n = self.cfg.selection_examples
+            make = getattr(self.data, "evaluation_subset", None)
+            self._subsets[role] = (
+                make(role, n, self.cfg.data.seed) if make is not None
+                else self.data.validation() if role == "validation" else self.data.test())
+        return self._subsets[role]
+
+    @property
+    def subset_is_whole(self) -> bool:
+        """Whether the selection split's evaluation subset is the whole split (then its
+        accuracies are the whole split's and may be reused for a student's row)."""
+        spec = self.data.spec
+        count = spec.num_validation if self.validation else spec.num_test
+        n = self.cfg.selection_examples
+        return n == 0 or n >= count
+
     def selection_accuracy(self, model, iteration: int) -> float:
-        """``model``'s accuracy on the selection split (a student evaluation)."""
+        """``model``'s accuracy on the selection split's evaluation subset, the examples
+        the candidates were ranked on (a student evaluation)."""
         with self.clock.phase("student_evaluation", iteration):
-            return training.accuracy(model, self.selection_data())
+            return training.accuracy(
+                model, self.subset("validation" if self.validation else "test"))
 
     def candidates_table(self, candidates, pruners, iteration: int, target: float = np.nan,
                          skipped: Optional[Dict[str, str]] = None) -> pd.DataFrame:
@@ -57,8 +83,10 @@ class Evaluator:
         selection split; a row per pruner of ``pruners`` left out of the iteration
         (``skipped``: why)."""
         rows: List[dict] = []
-        ranking_data = self.ranking_examples()
-        validation = self.data.validation() if self.validation else None
+        with self.clock.phase("candidate_evaluation", iteration):
+            ranking_data = self.ranking_examples()      # drawn once, in iteration 1
+        validation = self.subset("validation") if self.validation else None
+        test = self.subset("test")
         made = {c.pruner: c for c in candidates}
         for pruner in pruners:
             if pruner.name not in made:
@@ -71,7 +99,7 @@ class Evaluator:
                 train_acc = training.accuracy(c.model, ranking_data)
                 val_acc = (training.accuracy(c.model, validation) if validation is not None
                            else np.nan)
-                test_acc = training.accuracy(c.model, self.data.test())
+                test_acc = training.accuracy(c.model, test)
                 costs = tflite_files.measure_costs(c.model, runs=self.cfg.latency_runs)
                 macs = multiply_accumulates(c.model)
                 # Latency is timed again, side by side with the teacher

@@ -64,6 +64,7 @@ class IterationResult:
     target: float                     # the budget cost every candidate was made to
     temperature: float
     candidates: List[Candidate]       # as made and evaluated, never changed afterwards
+                                      # (keep_candidates=False: only the winner's model)
     table: pd.DataFrame               # their candidates.csv rows, ranked
     winner: Candidate
     student: tf_keras.Model           # a distilled copy of the winner, the winner itself
@@ -158,10 +159,12 @@ class EPKD:
                 stopped = reason
                 break
             tf_keras.utils.set_random_seed(self.cfg.data.seed + iteration)
+            # The previous iteration's candidates are not needed any more (its student is).
+            result = self.last_result = None
             try:
-                result = self.last_result = self.step(student, iteration,
-                                                      self.rules.next_target(cost),
-                                                      current_cost=cost)
+                result = self.last_result = self.step(
+                    student, iteration, self.rules.next_target(cost), current_cost=cost,
+                    keep_candidates=self.cfg.export_candidates)
             except NoCandidateError as err:
                 # The per-layer floors are reached: the natural end of a run whose
                 # --iterations is an upper bound (nothing of the iteration was written,
@@ -209,13 +212,17 @@ class EPKD:
         return selection.split_name(self.has_validation)
 
     def step(self, student: tf_keras.Model, iteration: int, target: float,
-             current_cost: Optional[float] = None) -> IterationResult:
+             current_cost: Optional[float] = None,
+             keep_candidates: bool = True) -> IterationResult:
         """One iteration: every pruner that can lower the budget's measure makes a
         candidate of cost ``target`` from ``student`` (whose measured cost,
         ``current_cost``, calibrates modelled measures); they are evaluated and ranked on
         the selection split; a copy of the winner is distilled from the original teacher
         at this iteration's temperature. ``student`` and the candidates are left as they
-        are."""
+        are. ``keep_candidates=False``: once ranked, only the winner keeps its model (the
+        others' ``model`` is None in the result, their rows, scores and graphs kept), so
+        the losing candidates' memory is freed before distillation (the run does this
+        unless --export_candidates)."""
         if self.teacher_model is None:
             raise ApiError("EPKD.step needs the trained teacher: pass teacher= or run the "
                              "whole algorithm.")
@@ -233,6 +240,10 @@ class EPKD:
                                                 skipped)
         winner_name = table.loc[table["rank"] == 1, "pruner"].iloc[0]
         winner = next(c for c in candidates if c.pruner == winner_name)
+        if not keep_candidates:
+            # Fresh records without the model: nothing else refers to the losers' models.
+            candidates = [c if c is winner else dataclasses.replace(c, model=None)
+                          for c in candidates]
         distilled, history, nonfinite = self.distil(winner.model, iteration)
         kept_previous = nonfinite is not None
         kept_candidate, distilled_accuracy = False, np.nan
@@ -323,7 +334,7 @@ class EPKD:
                                    f"({'; '.join(sorted(set(skipped.values())))})")
         for candidate in candidates:
             # Removing units upstream changes what every later normalisation layer sees.
-            self.samples.recalibrate(candidate.model)
+            self.samples.recalibrate(candidate.model, iteration, candidate.pruner)
         return candidates
 
     def distil(self, model, iteration: int):
@@ -354,7 +365,7 @@ class EPKD:
         if not guard.problem and d.batchnorm == "batch":
             # Frozen statistics are the ones the student was trained with: re-estimating
             # them would change the function distillation fitted.
-            self.samples.recalibrate(student)
+            self.samples.recalibrate(student, iteration)
         frame = training.history_frame(fitted)
         frame.insert(0, "iteration", iteration)
         frame.insert(2, "temperature", temperature)
@@ -370,6 +381,8 @@ class EPKD:
         known = (np.nan if result.kept_previous else
                      result.winner_selection_accuracy if result.kept_candidate else
                      result.distilled_selection_accuracy)
+        if not self.evaluator.subset_is_whole:
+            known = np.nan      # measured on --selection_examples: the row takes whole splits
         test_acc, val_acc = self.evaluator.test_and_validation_accuracy(student, iteration,
                                                                         known)
         deployment, tflite = self.recorder.export(student, iteration, test_acc,

@@ -53,10 +53,15 @@ class RunSamples:
                 if has_bn else [])
         return self._bn_batches
 
-    def recalibrate(self, model) -> None:
-        """Re-estimates ``model``'s BatchNormalization statistics on :meth:`bn_batches`."""
-        batches = self.bn_batches()
-        batchnorm.recalibrate(model, batches, len(batches))
+    def recalibrate(self, model, iteration: int = 0, pruner: str = "") -> None:
+        """Re-estimates ``model``'s BatchNormalization statistics on :meth:`bn_batches`
+        (the ``bn_recalibration`` phase of ``iteration`` and ``pruner``)."""
+        if self._bn_batches is not None and not self._bn_batches:
+            return          # the teacher has no such layer: no phase row for nothing
+        with self.clock.phase("bn_recalibration", iteration, pruner):
+            batches = self.bn_batches()
+            if batches:
+                batchnorm.recalibrate(model, batches, len(batches))
 
     def ranking_examples(self):
         """The training examples whose accuracy ranks the candidates: --eval_examples of

@@ -149,13 +149,45 @@ def test_candidates_are_never_changed_after_they_are_evaluated(tiny_run, tiny_di
     rows = (run.tables.read("candidates").query(f"iteration == {last.iteration}")
             .set_index("pruner"))
     data = load_data(cfg.data)
-    for c in last.candidates:
+    # The run keeps only the winner's model once the candidates are ranked (no
+    # --export_candidates): the losers' memory is freed before distillation.
+    assert [c.model is not None for c in last.candidates] == \
+        [c is last.winner for c in last.candidates]
+    for c in [last.winner]:
         row = rows.loc[c.pruner]
         assert nonzero_params(c.model) == row.nonzero_params
         assert dense_params(c.model) == row.total_params
         assert training.accuracy(c.model, data.test()) == pytest.approx(row.test_accuracy,
                                                                          abs=1e-4)
-    assert all(c.model is not last.student for c in last.candidates)
+    assert last.winner.model is not last.student
+
+
+@pytest.mark.integration
+def test_once_ranked_only_the_winner_s_model_is_still_referenced(tiny_run):
+    """step(keep_candidates=False), as the run calls it: after the ranking every losing
+    candidate's model object is gone (weak references), the winner's is kept."""
+    import gc
+    import weakref
+    cfg, run, _ = tiny_run
+    epkd = run.epkd
+    made = []
+    real = epkd.make_candidates
+
+    def spy(*args, **kwargs):
+        candidates = real(*args, **kwargs)
+        made.extend((c.pruner, weakref.ref(c.model)) for c in candidates)
+        return candidates
+
+    epkd.make_candidates = spy
+    try:
+        student = epkd.load_student(1)
+        result = epkd.step(student, 2, 0.8 * epkd.cost_of(student), keep_candidates=False)
+    finally:
+        del epkd.make_candidates
+    gc.collect()
+    alive = sorted(pruner for pruner, ref in made if ref() is not None)
+    assert len(made) == len(cfg.pruning.pruners) and alive == [result.winner.pruner]
+    assert made and result.winner.model is not None
 
 
 @pytest.mark.integration
@@ -166,6 +198,10 @@ def test_timings_cover_every_phase(tiny_run):
     assert {"teacher_training", "teacher_logits", "scoring", "surgery", "magnitude_finetune",
             "candidate_evaluation", "distillation", "student_evaluation", "export",
             "deployment_evaluation", "logging", "other"} <= phases
+    # Every phase's peak memory (resident set; no GPU here), none for "other".
+    measured = timings[timings.phase != "other"]
+    assert (measured.peak_rss_mb > 0).all() and measured.peak_device_mb.isna().all()
+    assert timings[timings.phase == "other"].peak_rss_mb.isna().all()
     # The rows add up to the whole run: "other" holds what no phase covered.
     assert timings.seconds.sum() == pytest.approx(run.seconds, abs=0.25)
     assert sorted(timings[timings.phase == "other"].iteration) == [0, 0, 1, 2, 3]
@@ -252,3 +288,33 @@ def test_loss_guard_reads_the_loss_rarely_but_never_misses_a_nan():
     assert late.problem is None
     late.on_epoch_end(1, {"loss": Loss(math.inf)})
     assert late.problem == "loss inf at epoch 2, end of the epoch"
+
+
+# -- --selection_examples: candidates on bounded subsets, students on whole splits ------
+def _examples(ds) -> int:
+    return sum(int(x.shape[0]) for x, _ in ds)
+
+
+@pytest.mark.integration
+def test_candidates_use_selection_examples_and_students_the_whole_splits(tiny_run):
+    from epkd_tf import training
+    from epkd_tf.evaluation import Evaluator
+    from epkd_tf.pruning import Candidate
+    cfg, run, _ = tiny_run
+    epkd, data = run.epkd, run.epkd.data
+    bounded = Evaluator(cfg.replace(selection_examples=50), data, Clock(), epkd.measure,
+                        epkd.measure_context, epkd.rules, epkd.samples.ranking_examples)
+    assert _examples(bounded.subset("test")) == 50 and not bounded.subset_is_whole
+    # The default (10,000) covers this split: the run is as before.
+    assert epkd.evaluator.subset_is_whole
+    assert _examples(epkd.evaluator.subset("test")) == data.spec.num_test == 128
+    model = epkd.load_student(1)
+    pruner = cfg.pruning.make_pruners()[0]
+    clock = bounded.clock
+    table = bounded.candidates_table([Candidate(pruner.name, model)], [pruner], 1)
+    on_subset = training.accuracy(model, data.evaluation_subset("test", 50, cfg.data.seed))
+    assert table.test_accuracy.iloc[0] == pytest.approx(on_subset, abs=1e-6)
+    assert bounded.selection_accuracy(model, 1) == pytest.approx(on_subset, abs=1e-6)
+    test_acc, _ = bounded.test_and_validation_accuracy(model, 1)
+    assert test_acc == pytest.approx(training.accuracy(model, data.test()), abs=1e-6)
+    assert "candidate_evaluation" in set(clock.flush(1).phase)

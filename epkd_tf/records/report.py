@@ -555,7 +555,8 @@ def write_report(run: RunDir, check_files: bool = False, budget: Optional[str] =
     lines += ["## Candidate ranking per iteration", "",
               f"Score = (w_train·train_sample_accuracy + w_sel·{selection}_accuracy) / "
               "(w_train + w_sel) (`--rank_weights`); `train_sample_accuracy` is measured on "
-              "the `--eval_examples` training examples; rank 1 is distilled "
+              "the `--eval_examples` training examples, the split accuracies on at most "
+              "`--selection_examples` seeded examples of each split; rank 1 is distilled "
               "(`candidates.csv`).", ""]
     columns = ["rank", "pruner", "nonzero_params", "total_params", "train_sample_accuracy"]
     columns += ["validation_accuracy"] if validated else []

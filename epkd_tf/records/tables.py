@@ -22,7 +22,9 @@ from epkd_tf.files import atomic_write
 TABLES: Dict[str, List[str]] = {
     "teacher_history": ["epoch", "loss", "train_accuracy", "test_accuracy"],
     # train_sample_accuracy: on the --eval_examples training examples that rank the
-    # candidates; validation_accuracy: on --validation_split (empty without one).
+    # candidates; validation_accuracy: on --validation_split (empty without one);
+    # validation_accuracy and test_accuracy on --selection_examples seeded examples of
+    # each split (the whole split when it has no more).
     # skipped: why a pruner made no candidate for this budget (empty: it did); cost: the
     # candidate's measured cost in the --budget measure, predicted_cost: the pruning plan's
     # prediction of it, target_cost: what every candidate of the iteration was made to.
@@ -34,7 +36,8 @@ TABLES: Dict[str, List[str]] = {
                          "test_accuracy"],
     # kept_previous: the winner's distillation hit a NaN/Inf loss, so the iteration's
     # student is the previous one (docs/outputs.md). kept_candidate: distillation left the
-    # winner less accurate on the selection split (distilled_selection_accuracy), so the
+    # winner less accurate on the selection split (distilled_selection_accuracy, on the
+    # --selection_examples the candidates were ranked on), so the
     # iteration's student is the winning candidate as it was ranked. epochs: every
     # training epoch the iteration spent (pruning fine-tunes of the candidates and the
     # distillation). goal_met: the student meets every --target_* stop rule.

@@ -315,6 +315,10 @@ def test_a_distillation_that_loses_accuracy_keeps_the_ranked_candidate(mnist_sma
     epkd.cfg = epkd.cfg.replace(distill=epkd.cfg.distill.replace(temperature_start=1.0))
     epkd.schedule = epkd.cfg.distill.schedule()
     result = epkd.step(teacher, 1, 0.7 * teacher.count_params())
+    # Re-estimating the candidate's and the distilled copy's BatchNorm statistics is a
+    # timings.csv phase of its own (per pruner for the candidate).
+    rows = epkd.clock.flush(1)
+    assert sorted(rows[rows.phase == "bn_recalibration"].pruner) == ["", "l1_filter"]
     ranked = float(result.table.loc[result.table["rank"] == 1, "test_accuracy"].iloc[0])
     assert result.kept_candidate and not result.kept_previous
     assert result.student is result.winner.model
