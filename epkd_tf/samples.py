@@ -56,8 +56,10 @@ class RunSamples:
     def recalibrate(self, model, iteration: int = 0, pruner: str = "") -> None:
         """Re-estimates ``model``'s BatchNormalization statistics on :meth:`bn_batches`
         (the ``bn_recalibration`` phase of ``iteration`` and ``pruner``)."""
-        if self._bn_batches is not None and not self._bn_batches:
-            return          # the teacher has no such layer: no phase row for nothing
+        if not batchnorm.batchnorm_layers(model):
+            # Nothing to re-estimate: no row (so a resumed run has the rows of an
+            # uninterrupted one whichever iteration first draws the batches).
+            return
         with self.clock.phase("bn_recalibration", iteration, pruner):
             batches = self.bn_batches()
             if batches:
