@@ -457,9 +457,16 @@ class RunConfig(Settings):
     latency_runs: int = setting(50, "Timed TFLite runs per latency measurement.",
                                 checks=[between(1, 100_000)])
     export_formats: Tuple[str, ...] = setting(
-        EXPORT_FORMATS, "Deployment formats written (and measured in deployment.csv) for the "
+        EXPORT_FORMATS, "Deployment formats the final student is written in (and measured "
+        "in deployment.csv) at the end of the run, and with --export_every_student the "
         "teacher and every student; empty: none (see docs/deployment.md).",
         checks=[DISTINCT, one_of(lambda: EXPORT_FORMATS, "format")])
+    export_every_student: bool = setting(
+        False, "Also export the teacher and every iteration's student in every "
+        "--export_formats format as it is made (serving/student/<k>, "
+        "tflite/student_<k>*.tflite, keras3/student_<k>.keras). Off: only the final "
+        "student is exported (conversions can take longer than training); every student "
+        "keeps its checkpoint, which python -m epkd_tf.export exports on request.")
     tflite_threads: int = setting(1, "CPU threads of the TFLite latency measurements in "
                                   "deployment.csv.", checks=[between(1, 256)])
     int8_dense_per_channel: bool = setting(False, "tflite_int8: quantise Dense weights per "
