@@ -1,5 +1,6 @@
-"""What a run writes as the algorithm goes: each stage's checkpoint, exports and table
-rows, ``progress.json`` last (the stage's commit), and the final student.
+"""What a run writes as the algorithm goes: each stage's checkpoint (its exports with
+--export_every_student) and table rows, ``progress.json`` last (the stage's commit), and
+the final student's exports.
 
 :class:`epkd_tf.loop.EPKD` decides; the recorder writes. A stage is written in one order
 everywhere: the checkpoint and exports, then the rows of every table, then the timings,
