@@ -222,14 +222,11 @@ def apply_dataset_defaults() -> None:
     unless --teacher_path is given). The flags then hold the values the run uses, so
     flags.txt records them and a resume compares them; :data:`_DATASET_NOTES` keeps a line
     for each choice that differs from the general default."""
-    from epkd_tf.config import DATASET_TEACHERS, canonical_dataset, default_test_split
+    from epkd_tf.cli.common import apply_test_split_default
+    from epkd_tf.config import DATASET_TEACHERS, canonical_dataset
     _DATASET_NOTES.clear()
     given = FLAGS.dataset.strip()
-    if not FLAGS["test_split"].present:
-        FLAGS.test_split = default_test_split(given)
-        if FLAGS.test_split != "test":
-            _DATASET_NOTES.append(f"--dataset={given}: its test split has no labels; testing "
-                                  f"on {FLAGS.test_split!r} (give --test_split to choose)")
+    _DATASET_NOTES.extend(filter(None, [apply_test_split_default(FLAGS)]))
     teacher = DATASET_TEACHERS.get(canonical_dataset(given))
     if teacher and not FLAGS["teacher"].present and not FLAGS.teacher_path:
         FLAGS.teacher = teacher
