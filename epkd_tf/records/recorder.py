@@ -182,8 +182,8 @@ class Recorder:
         (teacher median ms, final median ms, final 90th percentile ms), for every
         format of SIDE_BY_SIDE_FORMATS the final student was exported in; a teacher file
         that was not exported (the default, without --export_every_student) and float
-        TFLite when it was not exported are converted here, in memory. The headline's speed-ups are these ratios, not ratios of
-        medians measured minutes apart."""
+        TFLite when it was not exported are converted here, in memory. The headline's
+        speed-ups are these ratios, not ratios of medians measured minutes apart."""
         deployment = self.run.tables.read("deployment")
         files: Dict[str, list] = {}
         for fmt in SIDE_BY_SIDE_FORMATS:
