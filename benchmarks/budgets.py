@@ -49,7 +49,8 @@ MODELS = [("LeNet-5", "flags/mnist_lenet5.cfg"), ("LeNet-300-100", "flags/mnist_
 PER_RUN = {("LeNet-300-100", "params"): ["--iterations=10"]}
 COMMON = ["--keep_ratio=0.8", "--iterations=14", "--max_accuracy_drop=0.5",
           "--validation_split=0.1", "--pruners=l1_filter,taylor,oracle",
-          "--export_formats=tflite,tflite_int8", "--latency_runs=100"]
+          "--export_formats=tflite,tflite_int8", "--latency_runs=100",
+          "--export_every_student"]          # summary() times tflite/teacher.tflite
 # Distillation epochs per iteration; another number (--finetune_epochs) writes its own
 # section, budgets_finetune_epochs_<N>, so both stay side by side.
 FINETUNE_EPOCHS = 2

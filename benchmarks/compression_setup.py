@@ -48,7 +48,8 @@ def teacher(work: str, data_dir: str) -> str:
                         f"--data_dir={data_dir}", f"--output_dir={out}", "--teacher=lenet5",
                         "--teacher_epochs=8", "--iterations=1", "--pruners=l1_filter",
                         "--finetune_epochs=0", "--seed=0", f"--train_split={TRAIN_SPLIT}",
-                        f"--validation_split={VALIDATION_SPLIT}", "--export_formats=tflite"],
+                        f"--validation_split={VALIDATION_SPLIT}", "--export_formats=tflite",
+                        "--export_every_student"],     # peers.py times tflite/teacher.tflite
                        cwd=REPO, check=True)
     return path
 

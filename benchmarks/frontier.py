@@ -80,6 +80,7 @@ NETWORKS = {
 DATASETS = ("fashion_mnist", "mnist")
 COMMON = ["--keep_ratio=0.8", "--iterations=20", "--validation_split=0.1",
           "--pruners=l1_filter,taylor", "--export_formats=tflite,tflite_int8",
+          "--export_every_student",   # every student's and the teacher's TFLite files are read
           "--latency_runs=100", "--alpha=0.1", "--temperature_schedule=linear",
           "--temperature_start=50", "--temperature_step=5", "--temperature_min=1",
           "--batch_size=128"]

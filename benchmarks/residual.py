@@ -103,7 +103,8 @@ PRUNERS = "l1_filter,taylor,oracle"
 # The distillation protocol of the peer comparisons (issue #14), one epoch per step here.
 PROTOCOL = ["--finetune_epochs=1", "--alpha=0.1", "--temperature_start=50",
             "--temperature_step=5", "--finetune_learning_rate=5e-4",
-            "--finetune_schedule=constant", "--batch_size=128", "--export_formats=tflite"]
+            "--finetune_schedule=constant", "--batch_size=128", "--export_formats=tflite",
+            "--export_every_student"]       # zoo_section times tflite/teacher.tflite
 MAX_DROP_POINTS = 0.5           # "accuracy kept": the final student within this of its teacher
 PORT_TOLERANCE_POINTS = 0.1
 STUDY_FLAGFILE = "flags/study_cifar10_resnet34_seed.cfg"

@@ -360,6 +360,8 @@ def compress(teacher, train, test=None, *, output_dir: Optional[str] = None, con
     try:
         with api_console(progress, verbose):
             cfg = with_flags(base, output_dir=root, **settings)
+            if cfg.data.test_split is None:     # recorded as resolved, as the CLI does
+                cfg = cfg.replace(data=cfg.data.replace(test_split=cfg.data.evaluation_split))
             model = as_teacher(teacher)
             data = as_data(train, test, cfg.data)
             _check_teacher(model, data, cfg.pruning)

@@ -20,7 +20,8 @@ from epkd_tf.settings import (DISTINCT, NON_EMPTY, NON_NEGATIVE, NOT_BLANK, POSI
 
 __all__ = ["ConfigError", "DataConfig", "TeacherConfig", "PruningConfig", "DistillConfig",
            "BudgetConfig", "RunConfig", "EXPORT_FORMATS", "DISTRIBUTIONS", "BATCHNORM_MODES",
-           "check_export_formats"]
+           "check_export_formats", "DATASET_ALIASES", "UNLABELLED_TEST_SPLITS",
+           "DATASET_TEACHERS", "canonical_dataset", "default_test_split"]
 
 # Deployment formats a run can write per model (see deploy.py and docs/deployment.md).
 EXPORT_FORMATS: Tuple[str, ...] = ("saved_model", "tflite", "tflite_sparse",
@@ -43,6 +44,32 @@ MAX_SEED = 2 ** 31 - 1
 _INTEGER_PIXELS = Check(lambda v: 8 <= v <= 4096, "must be an integer from 8 to 4096 (pixels "
                                                   "per side), or unset for the dataset's own "
                                                   "size")
+
+
+# User-facing dataset names that differ from the TFDS name.
+DATASET_ALIASES = {"imagenet": "imagenet2012"}
+
+#: TFDS datasets whose "test" split has no labels (all -1) -> the labelled split a run
+#: tests on when --test_split is not given (and which the refusal of ``test`` names).
+UNLABELLED_TEST_SPLITS = {"imagenet2012": "validation"}
+
+#: The teacher the command line trains for a dataset when neither --teacher nor
+#: --teacher_path is given, where the general default (an MLP for MNIST) makes no sense:
+#: ImageNet's recipe is a 224 px ResNet-50 (flags/imagenet_resnet50.cfg).
+DATASET_TEACHERS = {"imagenet2012": "resnet50"}
+
+
+def canonical_dataset(name: str) -> str:
+    """The TFDS name of ``--dataset`` ``name`` (its alias resolved, blanks stripped)."""
+    name = name.strip()
+    return DATASET_ALIASES.get(name, name)
+
+
+def default_test_split(dataset: str) -> str:
+    """The split a run on ``dataset`` tests on when ``--test_split`` is not given: ``test``,
+    or the labelled evaluation split of a dataset whose test split has no labels
+    (``validation`` for imagenet2012)."""
+    return UNLABELLED_TEST_SPLITS.get(canonical_dataset(dataset), "test")
 
 
 def _pruner_names():
@@ -100,8 +127,10 @@ class DataConfig(Settings):
                                       "~/tensorflow_datasets).")
     train_split: str = setting("train", "TFDS split for training, e.g. train[:90%].",
                                checks=[NOT_BLANK])
-    test_split: str = setting("test", "TFDS split for testing, e.g. test[:50%].",
-                              checks=[NOT_BLANK])
+    test_split: Optional[str] = setting(
+        None, "TFDS split for testing, e.g. test[:50%]. Default: test, or the labelled "
+        "evaluation split of a dataset whose test split has no labels (validation for "
+        "imagenet2012).", checks=[NOT_BLANK])
     validation_split: Optional[str] = setting(
         None, "Held-out split on which candidates are ranked (and stop rules judged) "
         "instead of the test split: a TFDS split string such as train[90%:] (use it with "
@@ -127,6 +156,13 @@ class DataConfig(Settings):
     download: bool = setting(True, "Download and prepare a TFDS dataset that is not in "
                              "--data_dir yet (as tfds.load does); --nodownload refuses "
                              "instead, saying how to prepare it.")
+
+    @property
+    def evaluation_split(self) -> str:
+        """The split tested on: ``test_split``, or when unset the dataset's default
+        (:func:`default_test_split`)."""
+        return self.test_split if self.test_split is not None \
+            else default_test_split(self.dataset)
 
     def validate(self):
         fraction = validation_fraction(self.validation_split)
@@ -163,7 +199,8 @@ class TeacherConfig(Settings):
 
     teacher: str = setting("lenet300_100", "Teacher architecture: a zoo name (see "
                            "docs/teachers.md) or applications.<Name> for a "
-                           "tf_keras.applications model.",
+                           "tf_keras.applications model. On the command line "
+                           "--dataset=imagenet defaults it to resnet50.",
                            checks=[NOT_BLANK])
     teacher_epochs: int = setting(10, "Epochs of teacher training.", checks=[NON_NEGATIVE])
     learning_rate: float = setting(1e-3, "Adam learning rate of teacher training "
@@ -420,9 +457,16 @@ class RunConfig(Settings):
     latency_runs: int = setting(50, "Timed TFLite runs per latency measurement.",
                                 checks=[between(1, 100_000)])
     export_formats: Tuple[str, ...] = setting(
-        EXPORT_FORMATS, "Deployment formats written (and measured in deployment.csv) for the "
+        EXPORT_FORMATS, "Deployment formats the final student is written in (and measured "
+        "in deployment.csv) at the end of the run, and with --export_every_student the "
         "teacher and every student; empty: none (see docs/deployment.md).",
         checks=[DISTINCT, one_of(lambda: EXPORT_FORMATS, "format")])
+    export_every_student: bool = setting(
+        False, "Also export the teacher and every iteration's student in every "
+        "--export_formats format as it is made (serving/student/<k>, "
+        "tflite/student_<k>*.tflite, keras3/student_<k>.keras). Off: only the final "
+        "student is exported (conversions can take longer than training); every student "
+        "keeps its checkpoint, which python -m epkd_tf.export exports on request.")
     tflite_threads: int = setting(1, "CPU threads of the TFLite latency measurements in "
                                   "deployment.csv.", checks=[between(1, 256)])
     int8_dense_per_channel: bool = setting(False, "tflite_int8: quantise Dense weights per "

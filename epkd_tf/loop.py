@@ -10,8 +10,8 @@
         #                # a NaN/Inf loss: the previous student is kept (--fail_on_nan: stop)
         #                # less accurate on the selection split than ranked[0]: ranked[0] goes on
         student = result.student
-        record(result); export(student)                                # deployment.csv
-    report(run)                                                        # report.md, plots/
+        record(result); checkpoint(student)        # every format too with --export_every_student
+    export(final student); report(run)             # deployment.csv, report.md, plots/
 
 ``EPKD.step`` is the one implementation of an iteration: the run (``EPKD.__call__``), the
 study's ``epkd`` method and the Python API all call it. Candidates are never changed once
@@ -372,7 +372,8 @@ class EPKD:
         return student, frame, guard.problem
 
     def record(self, result: IterationResult) -> float:
-        """Writes the iteration's rows and exports; ``progress.json`` goes last. Returns
+        """Writes the iteration's rows and checkpoint (and exports, with
+        --export_every_student); ``progress.json`` goes last. Returns
         the student's cost in the budget's measure."""
         iteration = result.iteration
         student, winner = result.student, result.winner

@@ -10,7 +10,9 @@ from absl import flags
 TINY_RUN_ARGS = ["--dataset=tiny_digits", "--teacher_epochs=2", "--iterations=2",
                  "--finetune_epochs=1", "--latency_runs=2", "--oracle_examples=64",
                  "--taylor_batches=2", "--batch_size=32", "--pruners=l1_filter,taylor,oracle",
-                 "--export_formats=saved_model,tflite"]
+                 "--export_formats=saved_model,tflite",
+                 # every stage's exports: what the kill, damage and resume tests examine
+                 "--export_every_student"]
 
 
 def run_in_process(module, args):

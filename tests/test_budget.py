@@ -279,12 +279,16 @@ def test_the_final_student_is_exported_and_headlined(macs_run):
     out, result = macs_run
     k = int(pd.read_csv(out / "final.csv").iteration.iloc[0])
     assert (out / "serving" / "final" / "1" / "saved_model.pb").exists()
-    final_file = (out / "tflite" / "final.tflite").read_bytes()
-    assert final_file == (out / "tflite" / f"student_{k}.tflite").read_bytes()
+    assert (out / "tflite" / "final.tflite").stat().st_size > 0
+    # Only the final student is exported (no --export_every_student), from its checkpoint.
+    assert not (out / "tflite" / f"student_{k}.tflite").exists()
+    assert (out / "checkpoints" / f"student_{k}.keras").exists()
     deployment = pd.read_csv(out / "deployment.csv")
     final = deployment[deployment.model == "final"]
-    assert final.format.tolist() == ["saved_model", "tflite"]
+    assert final.format.tolist() == ["saved_model", "tflite"] and len(deployment) == 2
     assert (final.iteration == k).all()
+    accuracy = pd.read_csv(out / "students.csv").set_index("iteration").test_accuracy[k]
+    assert final.test_accuracy.tolist() == pytest.approx([accuracy, accuracy], abs=2e-3)
     assert "name: 'final'" in (out / "serving" / "models.config").read_text()
     report = (out / "report.md").read_text()
     first = report.split("## ")[0]

@@ -250,8 +250,18 @@ def test_imagenet_alias_spec_and_recipe(meta_dir):
 def test_imagenet_unlabelled_test_split_is_refused(meta_dir):
     with mocked(meta_dir, N):
         with pytest.raises(DataError) as err:
-            load_data(config(meta_dir, dataset="imagenet", image_size=16))
+            load_data(config(meta_dir, dataset="imagenet", image_size=16, test_split="test"))
     assert "--test_split='test'" in str(err.value) and "validation" in str(err.value)
+
+
+def test_imagenet_without_a_test_split_tests_on_validation(meta_dir):
+    """--test_split unset: ImageNet's labelled evaluation split, validation."""
+    with mocked(meta_dir, N):
+        data = load_data(config(meta_dir, dataset="imagenet", image_size=16))
+        assert data.cfg.test_split is None and data.cfg.evaluation_split == "validation"
+        assert data.spec.num_test == N and list(data.cached) == ["train", "validation"]
+        labels = np.concatenate([y for _, y in data.test().as_numpy_iterator()])
+    assert len(labels) == N and (labels >= 0).all()
 
 
 # --------------------------------------------------------------------------- generic

@@ -1,4 +1,6 @@
 """Ranking and the algorithm's invariants on a tiny synthetic dataset."""
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -210,11 +212,72 @@ def test_timings_cover_every_phase(tiny_run):
     # poly_magnitude's wrapping and stripping are its surgery
     assert set(timings[timings.phase == "surgery"].pruner) == {"l1_filter", "taylor", "oracle",
                                                                "poly_magnitude"}
+    # Every stage saves its checkpoint; only the final student is exported and measured
+    # (no --export_every_student), in the run's last stage.
+    exported = timings[timings.phase == "export"]
+    assert sorted(zip(exported.iteration, exported.pruner)) == [
+        (0, "final"), (0, "teacher"), (1, "student"), (2, "student"), (3, "student")]
     measured = timings[timings.phase == "deployment_evaluation"]
-    assert measured.groupby("iteration").pruner.first().to_dict() == {
-        0: "teacher", 1: "student", 2: "student", 3: "student"}
+    assert set(zip(measured.iteration, measured.pruner)) == {(0, "final")}
     assert sorted(scoring.iteration.unique()) == [1, 2, 3]
     assert (timings.seconds >= 0).all()
+
+
+@pytest.mark.integration
+def test_only_the_final_student_is_exported_by_default(tiny_run):
+    """Without --export_every_student every student keeps its checkpoint, and the final
+    one alone is exported in every --export_formats format (deployment.csv holds its rows
+    only); the teacher's TFLite files are still timed side by side with it."""
+    from epkd_tf.records.report import headline
+    cfg, run, _ = tiny_run
+    deployment = run.tables.read("deployment")
+    final = run.tables.read("final").iloc[0]
+    assert set(deployment.model) == {"final"}
+    assert (deployment.iteration == final.iteration).all()
+    expected = ["saved_model", "tflite", "tflite_sparse", "tflite_int8_dynamic",
+                "tflite_int8", "keras3"]
+    assert set(deployment.format) <= set(expected) and \
+        set(expected) - set(deployment.format) <= {"tflite_sparse"}
+    assert all(os.path.exists(run.path(p)) for p in deployment.path)
+    students = run.tables.read("students").set_index("iteration")
+    saved = deployment.set_index("format").loc["saved_model"]
+    assert saved.test_accuracy == pytest.approx(students.test_accuracy[final.iteration])
+    for k in (1, 2, 3):
+        assert os.path.exists(run.student_checkpoint(k))
+    assert os.path.exists(run.teacher_checkpoint())
+    for name in ("teacher", "student_1", "student_2", "student_3"):
+        assert not any(os.path.exists(run.export_path(name, fmt)) for fmt in expected), name
+    assert not os.path.exists(run.path("serving", "student"))
+    assert not os.path.exists(run.path("serving", "teacher"))
+    for column in ("teacher_float_latency_ms", "float_latency_ms",
+                   "teacher_int8_latency_ms", "int8_latency_ms"):
+        assert final[column] > 0, column
+    text = "\n".join(headline(run))
+    assert "float32 TFLite size" in text and "int8 TFLite latency" in text
+    assert "timed side by side" in text
+
+
+@pytest.mark.integration
+def test_export_every_student_exports_each_stage(tiny_dir, tmp_path):
+    """--export_every_student: the teacher and each student are exported as they are made
+    (today's files and deployment.csv rows), the final student as copies of its own."""
+    cfg = RunConfig(
+        data=DataConfig(dataset="tiny_digits", data_dir=tiny_dir, batch_size=32),
+        teacher=TeacherConfig(teacher="lenet300_100", teacher_epochs=1),
+        pruning=PruningConfig(pruners=("l1_filter",)), iterations=1, latency_runs=2,
+        distill=DistillConfig(finetune_epochs=1), export_formats=("saved_model", "tflite"),
+        export_every_student=True, output_dir=str(tmp_path / "run"))
+    run = RunDir(cfg.output_dir)
+    EPKD(cfg, load_data(cfg.data), run)()
+    deployment = run.tables.read("deployment")
+    assert deployment.model.tolist() == ["teacher"] * 2 + ["student_1"] * 2 + ["final"] * 2
+    assert os.path.isdir(run.serving_dir("student", 1))
+    assert os.path.isdir(run.serving_dir("teacher", 1))
+    assert open(run.tflite_path("final", "tflite"), "rb").read() == \
+        open(run.tflite_path("student_1", "tflite"), "rb").read()
+    measured = run.tables.read("timings")
+    measured = measured[measured.phase == "deployment_evaluation"]
+    assert set(zip(measured.iteration, measured.pruner)) == {(0, "teacher"), (1, "student")}
 
 
 @pytest.mark.unit

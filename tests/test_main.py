@@ -23,7 +23,8 @@ SLICE = ["--train_split=train[:3%]", "--test_split=test[:10%]", "--teacher_epoch
 def mnist_run(mnist_dir, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("run") / "lenet300")
     code = run_in_process(epkd_main, [f"--data_dir={mnist_dir}", f"--output_dir={out}",
-                                      "--export_candidates", *SLICE])
+                                      "--export_candidates", "--export_every_student",
+                                      *SLICE])
     assert code == 0
     return out
 
@@ -410,14 +411,15 @@ def test_teacher_path_replaces_training_under_a_sanitised_default_run_name(
     assert re.fullmatch(r"tiny_digits_my-teacher-v2-_\d{8}-\d{6}", name), name
     assert tree(tiny_dir) == data_before and os.listdir(user.parent) == [user.name]
     out = work / "saved_models" / name
-    # The teacher is the user's model, exported and recorded like a trained one.
+    # The teacher is the user's model, checkpointed and recorded like a trained one.
     assert read(out, "teacher_history").empty
     assert list(read(out, "teacher_history").columns) == TABLES["teacher_history"]
     saved = tf_keras.models.load_model(out / "checkpoints" / "teacher.keras", compile=False)
     for a, b in zip(tf_keras.models.load_model(user, compile=False).get_weights(),
                     saved.get_weights()):
         np.testing.assert_array_equal(a, b)
-    assert read(out, "deployment").model.tolist() == ["teacher", "student_1", "final"]
+    # Only the final student is exported (no --export_every_student).
+    assert read(out, "deployment").model.tolist() == ["final"]
     assert read(out, "students").iteration.tolist() == [1]
     flags_text = (out / "flags.txt").read_text()
     assert f"--teacher_path={user}" in flags_text and "--teacher=" not in flags_text

@@ -102,3 +102,70 @@ def test_every_flag_file_parses(path):
     if "imagenet" in os.path.basename(path):
         assert cfg.data.dataset == "imagenet" and cfg.data.image_size == 224
         assert cfg.data.test_split == "validation"
+
+
+@pytest.mark.unit
+def test_bare_imagenet_command_tests_on_validation(meta_dir, tmp_path, monkeypatch):
+    """`python -m epkd_tf.main --dataset=imagenet` as promised: the labelled validation
+    split is tested on (one log line says so), with the recipe's 224 px images and a
+    ResNet-50 teacher, recorded in flags.txt. The run stops right after data loading."""
+    import logging
+    seen = {}
+    monkeypatch.setattr(epkd_main, "check_teacher",
+                        lambda cfg, spec: seen.update(cfg=cfg, spec=spec))
+
+    def stop(cfg, data, run, strategy, verbose=0):
+        seen["names"] = data.cfg.evaluation_split, data.spec.num_test
+        return 0
+
+    monkeypatch.setattr(epkd_main, "_run", stop)
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger("epkd_tf")
+    logger.addHandler(handler)
+    out = tmp_path / "run"
+    try:
+        with mocked(meta_dir, N):
+            code = run_in_process(epkd_main, [f"--data_dir={meta_dir}",
+                                              f"--output_dir={out}", "--dataset=imagenet"])
+    finally:
+        logger.removeHandler(handler)
+    assert code == 0
+    cfg = seen["cfg"]
+    assert cfg.data.test_split == "validation" and seen["names"] == ("validation", N)
+    assert cfg.teacher.teacher == "resnet50"
+    assert seen["spec"].input_shape == (224, 224, 3) and seen["spec"].num_classes == 1000
+    said = [line for line in lines if "test split has no labels" in line]
+    assert said == ["--dataset=imagenet: its test split has no labels; testing on "
+                    "'validation' (give --test_split to choose)"], lines
+    text = (out / "flags.txt").read_text()
+    assert "--test_split=validation\n" in text and "--teacher=resnet50\n" in text
+
+
+@pytest.mark.unit
+def test_dataset_defaults_leave_given_flags_and_other_datasets_alone():
+    """--test_split / --teacher given keep their values; datasets with a labelled test
+    split keep test and the general default teacher."""
+    from epkd_tf.config import DataConfig, default_test_split
+    assert default_test_split("imagenet") == default_test_split(" imagenet2012") == \
+        "validation"
+    assert default_test_split("cifar10") == "test"
+    assert DataConfig().test_split is None and DataConfig().evaluation_split == "test"
+    assert DataConfig(dataset="imagenet").evaluation_split == "validation"
+    assert DataConfig(dataset="imagenet", test_split="validation[:10%]").evaluation_split \
+        == "validation[:10%]"
+    for args, split, teacher in [
+            (["--dataset=imagenet", "--test_split=validation[:50%]", "--teacher=resnet18"],
+             "validation[:50%]", "resnet18"),
+            (["--dataset=cifar10"], "test", "lenet300_100"),
+            (["--dataset=imagenet", "--teacher_path=t.keras"], "validation", None)]:
+        flags.FLAGS.unparse_flags()
+        try:
+            flags.FLAGS(["epkd", *args, "--output_dir=unused"])
+            cfg = epkd_main.build_config()
+        finally:
+            flags.FLAGS.unparse_flags()
+        assert cfg.data.test_split == split
+        if teacher:
+            assert cfg.teacher.teacher == teacher

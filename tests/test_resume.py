@@ -122,3 +122,34 @@ def test_the_same_seed_gives_identical_results_and_verbose_only_adds_progress_ba
         assert any(re.search(rf"Iteration {k}/2 done; elapsed \d+ s, ETA \d+ s", line)
                    for line in lines)
     assert not error_lines(quiet.stderr)
+
+
+def test_a_run_killed_while_exporting_its_final_student_resumes_to_one_set_of_exports(
+        tiny_dir, tmp_path):
+    """Without --export_every_student the final student is exported in the run's last
+    stage: killed there (its SavedModel half written), the same command redoes that stage
+    alone and leaves one export per format, no temporaries, and no per-iteration exports
+    (while every student's checkpoint is kept)."""
+    out = str(tmp_path / "killed")
+    args = [f"--data_dir={tiny_dir}", f"--output_dir={out}",
+            *[a for a in TINY_RUN_ARGS if a != "--export_every_student"]]
+    result = run_subprocess("epkd_tf.main", args, env={"EPKD_TEST_KILL_AT": "write:final/1"})
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+    state = progress(out)
+    assert state["iterations_done"] == 2 and not state.get("finished")
+    assert [n for n in os.listdir(os.path.join(out, "serving", "final"))
+            if n.startswith(TMP_PREFIX)]
+    result = run_subprocess("epkd_tf.main", args)   # the same command again
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert progress(out)["finished"]
+    assert not [p for p in files(out) if TMP_PREFIX in p]
+    deployment = read(out, "deployment")
+    assert deployment.model.tolist() == ["final", "final"]
+    assert deployment.format.tolist() == ["saved_model", "tflite"]
+    assert all(os.path.exists(os.path.join(out, p)) for p in deployment.path)
+    assert sorted(os.listdir(os.path.join(out, "serving"))) == [
+        "final", "models.config", "models.docker.config"]
+    assert os.listdir(os.path.join(out, "serving", "final")) == ["1"]
+    assert os.listdir(os.path.join(out, "tflite")) == ["final.tflite"]
+    for name in ("teacher", "student_1", "student_2"):
+        assert os.path.exists(os.path.join(out, "checkpoints", f"{name}.keras"))

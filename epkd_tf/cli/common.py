@@ -237,6 +237,29 @@ def parse_module_flags(flag_values: flags.FlagValues, argv, usage: str, topics=N
     return parse_or_exit(flag_values, argv)
 
 
+def apply_test_split_default(flag_values: flags.FlagValues) -> Optional[str]:
+    """Sets ``--test_split``, when not given, to the split a run on ``--dataset`` tests on
+    (:func:`epkd_tf.config.default_test_split`: ``test``, or ``validation`` for
+    ImageNet, whose test split has no labels), so that flags.txt records it and a resume
+    compares it as before.
+
+    Args:
+        flag_values: the parsed flags (``dataset``, ``test_split``).
+
+    Returns:
+        The line that says so when the split is not ``test``; None otherwise.
+    """
+    from epkd_tf.config import default_test_split
+    if flag_values["test_split"].present:
+        return None
+    given = flag_values.dataset.strip()
+    flag_values.test_split = default_test_split(given)
+    if flag_values.test_split == "test":
+        return None
+    return (f"--dataset={given}: its test split has no labels; testing on "
+            f"{flag_values.test_split!r} (give --test_split to choose)")
+
+
 def differing_flags(old_text: str, new_text: str, flag_values: flags.FlagValues,
                     names) -> list:
     """Names of the flags whose value differs between a run's flags.txt (``old_text``) and

@@ -89,8 +89,10 @@ class ExportConfig(Settings):
     data_dir: Optional[str] = same_as(DataConfig, "data_dir")
     train_split: str = same_as(DataConfig, "train_split",
                                help="Split the tflite_int8 calibration examples are drawn from.")
-    test_split: str = same_as(DataConfig, "test_split",
-                              help="Split test accuracy is measured on.")
+    test_split: Optional[str] = same_as(
+        DataConfig, "test_split", help="Split test accuracy is measured on (default: test, "
+        "or the labelled evaluation split of a dataset whose test split has no labels: "
+        "validation for imagenet2012).")
     image_size: Optional[int] = same_as(DataConfig, "image_size",
                                         help="--image_size the model was trained with, if any.")
     seed: int = same_as(DataConfig, "seed", help="Seed of the calibration examples.")

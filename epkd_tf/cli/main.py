@@ -211,9 +211,34 @@ def kept_summary(output_dir: str) -> str:
     return f"the teacher{iterations} are kept in {output_dir}"
 
 
+# What apply_dataset_defaults chose for the flags not given (logged once the run starts).
+_DATASET_NOTES = []
+
+
+def apply_dataset_defaults() -> None:
+    """Sets the flags that ``--dataset`` gives a default and the command line leaves out:
+    ``--test_split`` (the dataset's labelled evaluation split, e.g. validation for
+    ImageNet, whose test split has no labels) and ``--teacher`` (resnet50 for ImageNet,
+    unless --teacher_path is given). The flags then hold the values the run uses, so
+    flags.txt records them and a resume compares them; :data:`_DATASET_NOTES` keeps a line
+    for each choice that differs from the general default."""
+    from epkd_tf.cli.common import apply_test_split_default
+    from epkd_tf.config import DATASET_TEACHERS, canonical_dataset
+    _DATASET_NOTES.clear()
+    given = FLAGS.dataset.strip()
+    _DATASET_NOTES.extend(filter(None, [apply_test_split_default(FLAGS)]))
+    teacher = DATASET_TEACHERS.get(canonical_dataset(given))
+    if teacher and not FLAGS["teacher"].present and not FLAGS.teacher_path:
+        FLAGS.teacher = teacher
+        _DATASET_NOTES.append(f"--dataset={given}: teacher {teacher}, trained here (give "
+                              f"--teacher or --teacher_path to choose)")
+
+
 def build_config():
-    """FLAGS → RunConfig, once; raises ConfigError naming the bad flag."""
+    """FLAGS → RunConfig, once (after :func:`apply_dataset_defaults`); raises ConfigError
+    naming the bad flag."""
     from epkd_tf.settings import from_flags
+    apply_dataset_defaults()
     return from_flags(_run_defaults(), FLAGS)
 
 
@@ -339,6 +364,8 @@ def _prepare_and_run(cfg, verbose: int, note) -> int:
     except (ConfigError, DataError, ModelFileError, UsageError, RunDirError) as err:
         return fail(err)
     setup_logging()
+    for line in _DATASET_NOTES:
+        logging.getLogger("epkd_tf").info("%s", line)
     if note:
         logging.getLogger("epkd_tf").info("%s", note)
     if not chief:

@@ -49,8 +49,12 @@ flags.DEFINE_integer("verbose", 0, "Keras progress output (0 = one log line per 
 
 
 def build_config():
-    """FLAGS → StudyConfig, once; raises ConfigError naming the bad flag."""
+    """FLAGS → StudyConfig, once (``--test_split`` resolved for the dataset, see
+    :func:`epkd_tf.cli.common.apply_test_split_default`); raises ConfigError naming the
+    bad flag."""
+    from epkd_tf.cli.common import apply_test_split_default
     from epkd_tf.settings import from_flags
+    apply_test_split_default(FLAGS)
     return from_flags(_study_defaults(), FLAGS)
 
 

@@ -19,10 +19,11 @@ from __future__ import annotations
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 
 import dataclasses
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import tensorflow as tf
 
+from epkd_tf.config import DATASET_ALIASES
 from epkd_tf.errors import ApiError
 from epkd_tf.registry import Registry
 
@@ -116,8 +117,8 @@ RecipeFactory = Callable[[Optional[int]], DatasetRecipe]
 #: to replace one on purpose.
 RECIPES: Registry[RecipeFactory] = Registry("dataset recipe")
 
-# User-facing names that differ from the TFDS name.
-DATASET_ALIASES: Dict[str, str] = {"imagenet": "imagenet2012"}
+# DATASET_ALIASES (user-facing names that differ from the TFDS name) live in
+# epkd_tf.config, which validates flags before TensorFlow loads.
 
 
 def register_recipe(*names: str):

@@ -19,7 +19,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from epkd_tf import compat
-from epkd_tf.config import DataConfig, validation_fraction
+from epkd_tf.config import UNLABELLED_TEST_SPLITS, DataConfig, validation_fraction
 from epkd_tf.data import holdout
 from epkd_tf.data.dirs import NoLeftovers, check_data_dir
 from epkd_tf.data.downloads import download_and_prepare, how_to_prepare
@@ -33,8 +33,6 @@ __all__ = ["load_data", "TfdsExamples", "IMPORT_HINT", "default_data_dir"]
 
 # The command that prepares a dataset from an .npz file (quoted in error messages).
 IMPORT_HINT = "python -m epkd_tf.data --import_npz=PATH --name={name} --data_dir={data_dir}"
-# Datasets whose "test" split is unlabelled (label -1) -> the split to evaluate on instead.
-_UNLABELLED_TEST_SPLITS = {"imagenet2012": "validation"}
 
 
 def default_data_dir() -> str:
@@ -187,10 +185,10 @@ def _split_size(builder: tfds.core.DatasetBuilder, split: str, flag: str) -> int
 
 
 def _check_labelled(canonical: str, split: Optional[str], flag: str) -> None:
-    if split is not None and canonical in _UNLABELLED_TEST_SPLITS and re.match(r"^\s*test\b",
+    if split is not None and canonical in UNLABELLED_TEST_SPLITS and re.match(r"^\s*test\b",
                                                                                split):
         raise DataError(f"--{flag}={split!r} is unusable for {canonical}: its test split has no "
-                        f"labels (all -1); use --{flag}={_UNLABELLED_TEST_SPLITS[canonical]}.")
+                        f"labels (all -1); use --{flag}={UNLABELLED_TEST_SPLITS[canonical]}.")
 
 
 def _check_disjoint(builder, first: Tuple[str, str], second: Tuple[str, str]) -> None:
@@ -277,12 +275,13 @@ def _roles(builder, cfg: DataConfig, supervised: bool) -> Tuple[dict, dict]:
 
     canonical = builder.info.name
     num_train = _split_size(builder, cfg.train_split, "train_split")
-    num_test = _split_size(builder, cfg.test_split, "test_split")
-    _check_labelled(canonical, cfg.test_split, "test_split")
-    _check_disjoint(builder, ("train_split", cfg.train_split), ("test_split", cfg.test_split))
+    test_split = cfg.evaluation_split
+    num_test = _split_size(builder, test_split, "test_split")
+    _check_labelled(canonical, test_split, "test_split")
+    _check_disjoint(builder, ("train_split", cfg.train_split), ("test_split", test_split))
     train = examples(cfg.train_split, num_train)
-    roles = {"train": train, "test": examples(cfg.test_split, num_test)}
-    names = {"train": cfg.train_split, "test": cfg.test_split}
+    roles = {"train": train, "test": examples(test_split, num_test)}
+    names = {"train": cfg.train_split, "test": test_split}
     split = cfg.validation_split
     if split is None:
         return roles, names
@@ -296,7 +295,7 @@ def _roles(builder, cfg: DataConfig, supervised: bool) -> Tuple[dict, dict]:
                             f"--train_split={cfg.train_split!r} of {canonical}: choose "
                             f"disjoint slices (e.g. --train_split=train[:90%] "
                             f"--validation_split=train[90%:]) or a fraction such as 0.1.")
-        _check_disjoint(builder, ("validation_split", split), ("test_split", cfg.test_split))
+        _check_disjoint(builder, ("validation_split", split), ("test_split", test_split))
         roles["validation"] = examples(split, num_validation)
         return roles, names
     count = holdout.validation_count(num_train, fraction, cfg.train_split)

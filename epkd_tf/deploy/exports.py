@@ -197,6 +197,17 @@ def export_model(run, model: tf_keras.Model, name: str, formats: Sequence[str], 
     return frame, flatbuffers.get("tflite")
 
 
+def remove_exports(run, name: str) -> None:
+    """Removes every export of model ``name`` (``serving/<name>``, ``tflite/<name>*``,
+    ``keras3/<name>.keras``): a stage that writes them again after an interruption starts
+    from nothing, so no file of the interrupted attempt counts."""
+    import shutil
+    shutil.rmtree(run.path("serving", name), ignore_errors=True)
+    for fmt in FORMATS:
+        if fmt != "saved_model" and os.path.exists(run.export_path(name, fmt)):
+            os.remove(run.export_path(name, fmt))
+
+
 def copy_exports(run, source: str, name: str, iteration: int) -> pd.DataFrame:
     """Copies every export of model ``source`` (``teacher``, ``student_3``) under the name
     ``name`` (``serving/<name>/1``, ``tflite/<name>*.tflite``) and returns its
@@ -205,11 +216,7 @@ def copy_exports(run, source: str, name: str, iteration: int) -> pd.DataFrame:
     import shutil
     rows = run.tables.read("deployment")
     rows = rows[rows["model"] == source].copy()
-    # An interrupted copy leaves nothing that counts: the old one goes first.
-    shutil.rmtree(run.path("serving", name), ignore_errors=True)
-    for fmt in FORMATS:
-        if fmt != "saved_model" and os.path.exists(run.export_path(name, fmt)):
-            os.remove(run.export_path(name, fmt))
+    remove_exports(run, name)
     paths = []
     for row in rows.itertuples():
         source_path = run.path(row.path)

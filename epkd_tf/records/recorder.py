@@ -1,5 +1,6 @@
-"""What a run writes as the algorithm goes: each stage's checkpoint, exports and table
-rows, ``progress.json`` last (the stage's commit), and the final student.
+"""What a run writes as the algorithm goes: each stage's checkpoint (its exports with
+--export_every_student) and table rows, ``progress.json`` last (the stage's commit), and
+the final student's exports.
 
 :class:`epkd_tf.loop.EPKD` decides; the recorder writes. A stage is written in one order
 everywhere: the checkpoint and exports, then the rows of every table, then the timings,
@@ -17,7 +18,7 @@ import pandas as pd
 
 from epkd_tf.deploy import exports, saved_model
 from epkd_tf.deploy import tflite as tflite_files
-from epkd_tf.records import FINAL, SIDE_BY_SIDE_FORMATS, RunDir
+from epkd_tf.records import FINAL, SIDE_BY_SIDE_FORMATS, TABLES, RunDir
 from epkd_tf.timing import Clock
 
 log = logging.getLogger("epkd_tf")
@@ -53,28 +54,40 @@ class Recorder:
 
     # -- one model's checkpoint and exports ----------------------------------------------
     def export(self, model, iteration: int, test_accuracy: float, candidates=()):
-        """Saves the stage's checkpoint and writes ``model`` in every --export_formats
-        format (and, with --export_candidates, the iteration's ``candidates``); its
-        deployment.csv rows and the float TFLite bytes (None when tflite is not
-        exported)."""
+        """Saves the stage's checkpoint and, with --export_every_student, writes ``model``
+        in every --export_formats format (with --export_candidates, the iteration's
+        ``candidates`` too); its deployment.csv rows (none without exports) and the float
+        TFLite bytes (None when tflite is not exported)."""
         cfg, run = self.cfg, self.run
         serving_name = "teacher" if iteration == 0 else "student"
         checkpoint = (run.teacher_checkpoint() if iteration == 0
                       else run.student_checkpoint(iteration))
+        written = (pd.DataFrame(), None)
         with self.clock.phase("export", iteration, serving_name):
             run.save_checkpoint(model, checkpoint)
-            calibration = self.calibration() if "tflite_int8" in cfg.export_formats else None
-            written = exports.export_model(
-                run, model, stage_name(iteration), cfg.export_formats,
-                serving_name=serving_name, version=max(iteration, 1), iteration=iteration,
-                data=self.data, latency_runs=cfg.latency_runs, threads=cfg.tflite_threads,
-                test_accuracy=test_accuracy, calibration=calibration,
-                int8_dense_per_channel=cfg.int8_dense_per_channel,
-                measuring=lambda: self.clock.phase("deployment_evaluation", iteration,
-                                                   serving_name))
+            if cfg.export_every_student:
+                written = self.write_exports(model, stage_name(iteration), iteration,
+                                             serving_name, max(iteration, 1), test_accuracy,
+                                             iteration)
             if cfg.export_candidates:
                 self.export_candidates(iteration, candidates)
         return written
+
+    def write_exports(self, model, name: str, iteration: int, serving_name: str,
+                      version: int, test_accuracy: float, phase_iteration: int):
+        """``model`` written as ``name`` in every --export_formats format and measured
+        (:func:`epkd_tf.deploy.exports.export_model`): its deployment.csv rows and float
+        TFLite bytes."""
+        cfg = self.cfg
+        calibration = self.calibration() if "tflite_int8" in cfg.export_formats else None
+        return exports.export_model(
+            self.run, model, name, cfg.export_formats, serving_name=serving_name,
+            version=version, iteration=iteration, data=self.data,
+            latency_runs=cfg.latency_runs, threads=cfg.tflite_threads,
+            test_accuracy=test_accuracy, calibration=calibration,
+            int8_dense_per_channel=cfg.int8_dense_per_channel,
+            measuring=lambda: self.clock.phase("deployment_evaluation", phase_iteration,
+                                               serving_name))
 
     def export_candidates(self, iteration: int, candidates) -> None:
         """Every candidate of the iteration as a SavedModel (--export_candidates): the
@@ -120,18 +133,30 @@ class Recorder:
     def final(self, final: int, stopped: str, teacher_model,
               load_student: Callable[[int], object]) -> None:
         """Names the final student (``final.csv``; ``stopped``: why the run ended) and
-        exports it under the name ``final`` (``serving/final/1``, ``tflite/final*.tflite``,
-        copies of its own exports), with the teacher and it timed side by side. Part of
-        the run's last stage: an interrupted one is dropped and done again on resume."""
+        exports it in every --export_formats format under the name ``final``
+        (``serving/final/1``, ``tflite/final*.tflite``, ``keras3/final.keras``; copies of
+        its own exports with --export_every_student), with the teacher and it timed side
+        by side. Part of the run's last stage: an interrupted one is dropped and done
+        again on resume."""
         run = self.run
-        with self.clock.phase("export", 0, FINAL):
-            rows = exports.copy_exports(run, stage_name(final), FINAL, iteration=final)
         if final == 0:
             log.warning("warning: no student is within --max_accuracy_drop of the teacher; "
                         "the final model is the teacher itself")
             row = run.tables.read("teacher").iloc[0]
         else:
             row = run.tables.read("students").set_index("iteration").loc[final]
+        with self.clock.phase("export", 0, FINAL):
+            if self.cfg.export_every_student:     # copies of its own exports
+                rows = exports.copy_exports(run, stage_name(final), FINAL, iteration=final)
+            else:
+                # Only the final model is exported, here (an interrupted attempt's files
+                # go first).
+                exports.remove_exports(run, FINAL)
+                model = teacher_model if final == 0 else load_student(final)
+                rows, _ = self.write_exports(model, FINAL, final, FINAL, 1,
+                                             float(row["test_accuracy"]), 0)
+        if rows.empty:      # no --export_formats
+            rows = pd.DataFrame(columns=TABLES["deployment"])
         with self.clock.phase("student_evaluation", final):
             latencies = self.side_by_side(final, rows, teacher_model, load_student)
         for fmt, (_, final_ms, final_p90) in latencies.items():
@@ -155,18 +180,27 @@ class Recorder:
         """The teacher's and the final student's TFLite files timed side by side
         (interleaved rounds, --latency_runs invokes each, --tflite_threads): format ->
         (teacher median ms, final median ms, final 90th percentile ms), for every
-        exported format of SIDE_BY_SIDE_FORMATS; float TFLite is converted here when it
-        was not exported. The headline's speed-ups are these ratios, not ratios of
-        medians measured minutes apart."""
+        format of SIDE_BY_SIDE_FORMATS the final student was exported in; a teacher file
+        that was not exported (the default, without --export_every_student) and float
+        TFLite when it was not exported are converted here, in memory. The headline's
+        speed-ups are these ratios, not ratios of medians measured minutes apart."""
         deployment = self.run.tables.read("deployment")
         files: Dict[str, list] = {}
         for fmt in SIDE_BY_SIDE_FORMATS:
             teacher = deployment[(deployment["model"] == "teacher")
                                  & (deployment["format"] == fmt)]
             student = final_rows[final_rows["format"] == fmt]
-            if len(teacher) and len(student):
-                files[fmt] = [Path(self.run.path(path)).read_bytes()
-                              for path in (teacher["path"].iloc[0], student["path"].iloc[0])]
+            if not len(student):
+                continue
+            final_file = Path(self.run.path(student["path"].iloc[0])).read_bytes()
+            if len(teacher):
+                teacher_file = Path(self.run.path(teacher["path"].iloc[0])).read_bytes()
+            else:       # the teacher was not exported: converted here, in memory
+                calibration = self.calibration() if fmt == "tflite_int8" else None
+                teacher_file = tflite_files.to_tflite(
+                    teacher_model, fmt, calibration,
+                    dense_per_channel=self.cfg.int8_dense_per_channel)
+            files[fmt] = [teacher_file, final_file]
         if "tflite" not in files:
             model: Optional[object] = teacher_model if final == 0 else load_student(final)
             files["tflite"] = [tflite_files.to_tflite(teacher_model),

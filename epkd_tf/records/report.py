@@ -27,6 +27,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 from epkd_tf.records.run_dir import RunDir
+from epkd_tf.records.stages import FINAL
 from epkd_tf.records.tables import SIDE_BY_SIDE_FORMATS
 
 PLOTS = ("pareto", "accuracy_vs_params", "temperature", "criteria_correlation",
@@ -285,14 +286,24 @@ def headline(run: RunDir, current: bool = False, files: bool = True) -> List[str
     chosen = t["final"].iloc[-1]
     side_by_side = False
     for fmt, label in (("tflite", "float32 TFLite"), ("tflite_int8", "int8 TFLite")):
+        # The final student's files are its exports under the name "final" (runs before
+        # them: its own); the teacher's exist with --export_every_student alone.
+        size_f, lat_f = (_deployed(deployment, FINAL, fmt, column)
+                         for column in ("bytes", "latency_ms_median"))
+        if not np.isfinite(size_f):
+            size_f, lat_f = (_deployed(deployment, source, fmt, column)
+                             for column in ("bytes", "latency_ms_median"))
+        size_f /= 1e6
         size_t = _deployed(deployment, "teacher", fmt, "bytes") / 1e6
-        size_f = _deployed(deployment, source, fmt, "bytes") / 1e6
         lat_t = _deployed(deployment, "teacher", fmt, "latency_ms_median")
-        lat_f = _deployed(deployment, source, fmt, "latency_ms_median")
-        if fmt == "tflite" and not np.isfinite(size_t):      # nothing exported
-            size_t, size_f = teach.size_mb, final.size_mb
-            lat_t, lat_f = teach.latency_ms, final.latency_ms
-        if not np.isfinite(size_t):
+        if k == 0 and not np.isfinite(size_t):
+            size_t, lat_t = size_f, lat_f               # the teacher is the final model
+        if fmt == "tflite":     # teacher.csv and students.csv measured float TFLite
+            if not np.isfinite(size_t):
+                size_t, lat_t = teach.size_mb, teach.latency_ms
+            if not np.isfinite(size_f):
+                size_f, lat_f = final.size_mb, final.latency_ms
+        if not np.isfinite(size_f):
             continue                                       # that format was not exported
         # Prefer the end-of-run timing of both files side by side (runs before it had
         # none); the teacher alone is not timed against a copy of itself.

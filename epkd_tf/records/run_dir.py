@@ -16,14 +16,16 @@ Layout of ``<output_dir>``::
     criteria_correlation.csv   iteration, criterion, scope, spearman
     timings.csv                phase, iteration, pruner, seconds, peak memory
     deployment.csv             one row per (model, format): files, sizes, accuracy, latency
-    serving/teacher/1/         SavedModel (TF Serving layout: <model>/<version>/)
+    serving/final/1/           the final student (the smallest within the stop rules) as a
+                               SavedModel (TF Serving layout: <model>/<version>/)
+    serving/teacher/1/         with --export_every_student: the teacher, and
     serving/student/<k>/       the student of iteration k (newest version = latest student)
-    serving/final/1/           the final student (the smallest within the stop rules)
     serving/models.config      TF Serving ModelServerConfig (absolute base paths)
     serving/models.docker.config   the same for the docker mount (base paths /models/...)
     candidates/<k>/<pruner>/   every candidate as a SavedModel (with --export_candidates)
     tflite/<model>.tflite      float32; <model>_sparse, _int8_dynamic, _int8 .tflite: the
-                               other TFLite formats (<model>: teacher or student_<k>)
+                               other TFLite formats (<model>: final; with
+                               --export_every_student also teacher, student_<k>)
     keras3/<model>.keras       the model as a Keras 3 file (export format keras3)
     checkpoints/               teacher.keras, student_<k>.keras (what a resumed run reloads)
     tensorboard/               teacher/, finetune_<k>/

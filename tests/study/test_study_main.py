@@ -181,3 +181,19 @@ def test_flagfiles_parse(tmp_path, capsys):
             "--nodownload"])
         lines = error_lines(capsys.readouterr().err)
         assert code == 2 and len(lines) == 1 and "--data_dir" in lines[0], (name, lines)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("dataset,split", [("mnist", "test"), ("imagenet", "validation")])
+def test_the_study_records_the_split_it_tests_on(dataset, split):
+    """--test_split unset: flags.txt records the split tested on (test, as studies before
+    recorded it, so they still resume; validation for ImageNet)."""
+    values = study_main.FLAGS
+    values.unparse_flags()
+    try:
+        values(["study", f"--dataset={dataset}", "--output_dir=unused"])
+        cfg = study_main.build_config()
+        text = study_main.flags_text(cfg)
+    finally:
+        values.unparse_flags()
+    assert cfg.data.test_split == split and f"--test_split={split}\n" in text
