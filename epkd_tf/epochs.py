@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 import types
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -145,7 +146,8 @@ class TrainingCheckpoint:
     def restore(self, model, epochs: int, steps_per_epoch: int) -> Optional[dict]:
         """Loads the checkpoint into ``model`` (compiled; weights and optimizer state) when
         there is one that checks out; a damaged one, or one of other settings, is removed
-        with a warning line and the training starts from its beginning.
+        with a warning line (and the training's TensorBoard logs) and the training
+        starts from its beginning.
 
         Returns:
             ``{"epoch", "step", "history", "metrics"}``, or None (start afresh).
@@ -160,6 +162,10 @@ class TrainingCheckpoint:
                         "beginning", os.path.relpath(self.meta, self.run.root), err,
                         self.name)
             self.remove()
+            # The logs of the epochs it would have continued go too: they start again.
+            board = self.run.tensorboard_dir(self.name)
+            if os.path.isdir(board) and not os.path.islink(board):
+                shutil.rmtree(board)
             return None
 
     def _load(self, model, meta: dict) -> dict:
@@ -253,9 +259,12 @@ class _Callbacks(tf_keras.callbacks.Callback):
             getattr(callback, hook)(*args, logs=self._logs(callback, logs))
 
     def set_model(self, model):
-        super().set_model(model)
-        for callback in self.callbacks:
-            callback.set_model(model)
+        # Once: fit sets the same model every epoch, and a TensorBoard callback given it
+        # again would start new event files.
+        if model is not self.model:
+            super().set_model(model)
+            for callback in self.callbacks:
+                callback.set_model(model)
 
     def set_params(self, params):
         super().set_params(params)

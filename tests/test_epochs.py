@@ -118,6 +118,7 @@ def no_arrays(run):
 def test_a_damaged_checkpoint_is_ignored_with_a_warning_and_removed(tmp_path, caplog, damage,
                                                                       why):
     run, _, _ = saved(tmp_path)
+    os.makedirs(os.path.join(run.tensorboard_dir("teacher"), "train"))
     damage(run)
     fresh = compiled_model(seed=1)
     before = fresh.get_weights()
@@ -129,6 +130,7 @@ def test_a_damaged_checkpoint_is_ignored_with_a_warning_and_removed(tmp_path, ca
     assert why in lines[0] and "teacher training starts from its beginning" in lines[0]
     assert not os.path.exists(run.partial_checkpoint("teacher", "json"))
     assert not os.path.exists(run.partial_checkpoint("teacher", "npz"))
+    assert not os.path.exists(run.tensorboard_dir("teacher"))    # its epochs start again
     for a, b in zip(before, fresh.get_weights()):      # left as it was
         np.testing.assert_array_equal(a, b)
 
@@ -168,8 +170,10 @@ def test_the_ledger_removes_a_stage_s_training_checkpoint_once_the_stage_complet
     assert not [p for p in record["files"] if "partial" in p]     # never a stage's file
     assert sorted(os.listdir(run.path("checkpoints", "partial"))) == [
         "finetune_1.json", "finetune_1.npz"]
-    run.stages.drop_unfinished()       # an unfinished stage's checkpoint stays for it
+    os.makedirs(os.path.join(run.tensorboard_dir("finetune_1"), "train"))
+    run.stages.drop_unfinished()       # an unfinished stage's checkpoint stays for it,
     assert os.path.exists(run.partial_checkpoint("finetune_1", "npz"))
+    assert os.path.isdir(run.tensorboard_dir("finetune_1"))      # and its logs so far
     run.stages.mark(iterations_done=1)
     assert not os.path.exists(run.path("checkpoints", "partial"))
 

@@ -142,15 +142,20 @@ class StageLedger:
         ``epkd_tf.epochs``) whose stage ``state`` (a :meth:`progress`) has completed:
         scratch, never a completed stage's file. The folder goes once empty."""
         folder = self.run.path("checkpoints", PARTIAL)
-        if not os.path.isdir(folder) or os.path.islink(folder):
-            return
         done = ({"teacher"} if state["teacher_done"] else set()) | {
             f"finetune_{k}" for k in range(1, state["iterations_done"] + 1)}
-        for entry in os.listdir(folder):
+        for entry in self._partial_entries():
             if os.path.splitext(entry)[0] in done:
                 os.remove(os.path.join(folder, entry))
-        if not os.listdir(folder):
+        if os.path.isdir(folder) and not os.path.islink(folder) and not os.listdir(folder):
             os.rmdir(folder)
+
+    def _partial_entries(self) -> List[str]:
+        """The files in ``checkpoints/partial`` (none when it is no directory)."""
+        folder = self.run.path("checkpoints", PARTIAL)
+        if not os.path.isdir(folder) or os.path.islink(folder):
+            return []
+        return sorted(os.listdir(folder))
 
     def _snapshot(self, name: str) -> dict:
         """What the stage ``name`` wrote, as it is now: its files and every table."""
@@ -357,6 +362,11 @@ class StageLedger:
         done = done if state["teacher_done"] else -1     # stage 0 is the teacher
         leftovers = [p for stage in sorted(self._stages_on_disk() | {0}) if stage > done
                      for p in self.stage_files(stage)]
+        # A training that resumes from its checkpoint (epkd_tf.epochs) keeps the
+        # TensorBoard logs of its epochs so far (removed if the checkpoint proves unusable).
+        resuming = {run.tensorboard_dir(os.path.splitext(n)[0])
+                    for n in self._partial_entries() if n.endswith(".json")}
+        leftovers = [p for p in leftovers if p not in resuming]
         for folder, dirs, files in os.walk(run.root):
             leftovers += [os.path.join(folder, n) for n in dirs + files
                           if n.startswith(TMP_PREFIX)]
