@@ -206,3 +206,30 @@ def test_progress_lines_inside_an_epoch_are_rare_and_say_steps_speed_and_eta(mon
             clock.now += 1.0
             progress.on_train_batch_end(batch)
     assert not caplog.records
+
+
+@pytest.mark.unit
+def test_an_epoch_s_augmented_order_is_replayed_and_skipped_exactly(tmp_path):
+    """CIFAR-10's pad-crop-flip augmentation (mocked TFDS): the batches of epoch e come
+    from (seed, e) alone — a fresh load gives them again — and a resumed epoch's
+    ``.skip(k)`` yields the uninterrupted epoch's batches after the k-th, augmentation
+    included."""
+    from epkd_tf.data import load_data
+    from epkd_tf.config import DataConfig
+    from epkd_tf.training import epoch_batches
+    from mock_tfds import mocked, write_metadata
+
+    def batches(ds):
+        return [(x.numpy(), y.numpy()) for x, y in ds]
+
+    meta = write_metadata(tmp_path / "tfds", 12)
+    with mocked(meta, 12):
+        cfg = DataConfig(data_dir=str(meta), dataset="cifar10", batch_size=5, seed=1)
+        first, again = (epoch_batches(load_data(cfg)) for _ in range(2))
+        epoch_1, epoch_2 = batches(first(1)), batches(first(2))
+        resumed = batches(again(1).skip(1))
+    assert len(epoch_1) == 3 and len(resumed) == 2
+    for (x, y), (rx, ry) in zip(epoch_1[1:], resumed):
+        np.testing.assert_array_equal(x, rx)
+        np.testing.assert_array_equal(y, ry)
+    assert not np.array_equal(epoch_1[0][0], epoch_2[0][0])     # each epoch its own
