@@ -492,6 +492,13 @@ class RunConfig(Settings):
         "--distill_batchnorm=batch (short training and the removal of upstream units "
         "leave them stale); 0: never. Models without such layers are not affected.",
         checks=[NON_NEGATIVE])
+    checkpoint_every: str = setting(
+        "0", "Checkpoint teacher training and each distillation inside an epoch too, every N "
+        "steps (e.g. 500) or every N minutes (e.g. 10min), so that a killed run resumes at "
+        "that step; 0: after every epoch only (always done).",
+        checks=[Check(lambda v: parse_checkpoint_every(v) is not None,
+                      "give a number of steps (e.g. 500), of minutes (e.g. 10min) or 0 "
+                      "(after every epoch only)")])
     jit_compile: bool = setting(False, "XLA-compile the train steps of teacher training and "
                                 "distillation.")
     distribution: str = setting("default", "tf.distribute strategy: default (one device), "
@@ -506,6 +513,24 @@ class RunConfig(Settings):
     @property
     def schedule(self):
         return self.distill.schedule()
+
+
+def parse_checkpoint_every(value) -> Optional[Tuple[int, float]]:
+    """``--checkpoint_every`` as (steps, seconds) between checkpoints inside an epoch, 0
+    where not by that measure: ``"500"`` is (500, 0), ``"10min"`` (0, 600), ``"0"`` or ``""``
+    (0, 0); None when ``value`` is none of these."""
+    import re
+    text = str(value).strip().lower() if isinstance(value, str) else None
+    if text in ("", "0"):
+        return 0, 0.0
+    if text is None:
+        return None
+    if re.fullmatch(r"[1-9][0-9]{0,9}", text):
+        return int(text), 0.0
+    match = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*min", text)
+    if match and 0 < float(match.group(1)) <= 10_000:
+        return 0, float(match.group(1)) * 60.0
+    return None
 
 
 def check_export_formats(formats, flag: str) -> None:

@@ -5,7 +5,9 @@ SIGKILL (no cleanup, no ``finally``: what a crash, the OOM killer or a pulled pl
 when it reaches ``<point>``:
 
 * ``teacher_epoch_<n>`` / ``finetune_<k>_epoch_<n>`` — after epoch ``n`` of teacher
-  training / of iteration ``k``'s distillation;
+  training / of iteration ``k``'s distillation, its checkpoint written;
+* ``teacher_epoch_<n>_step_<s>`` / ``finetune_<k>_epoch_<n>_step_<s>`` — after step ``s``
+  of that epoch (and its checkpoint, when ``--checkpoint_every`` asks for one there);
 * ``iteration_<k>_done`` — right after iteration ``k`` is recorded as completed;
 * ``write:<dir>/<name>`` — when a file or directory write (``records``) has its complete
   temporary but has not renamed it onto ``<dir>/<name>`` yet (the last two components of

@@ -49,7 +49,7 @@ from epkd_tf.pruning import Candidate, PruningContext, PruningError, criteria_co
 from epkd_tf.records import RunDir
 from epkd_tf.records.recorder import Recorder
 from epkd_tf.samples import RunSamples
-from epkd_tf.teachers import TeacherStage
+from epkd_tf.teachers import TeacherStage, training_checkpoint
 from epkd_tf.timing import Clock
 from epkd_tf.training import LossGuard
 
@@ -348,8 +348,8 @@ class EPKD:
         if not d.finetune_epochs:
             return student, history, None
         guard = LossGuard(f"finetune_{iteration}")
-        callbacks = [guard, training.EpochLog(f"Iteration {iteration} distillation "
-                                              f"(T={temperature:g})", d.finetune_epochs)]
+        what = f"Iteration {iteration} distillation (T={temperature:g})"
+        callbacks = [guard, training.EpochLog(what, d.finetune_epochs)]
         if self.recorder is not None:
             callbacks.append(self.recorder.tensorboard(f"finetune_{iteration}"))
         logits = self.samples.teacher_logits()
@@ -361,7 +361,11 @@ class EPKD:
                 cosine=d.learning_rate_schedule == "cosine", batchnorm=d.batchnorm,
                 teacher_logits=logits, callbacks=callbacks,
                 validation_data=self.data.test(), track_accuracy=True,
-                jit_compile=self.cfg.jit_compile, verbose=self.verbose)
+                jit_compile=self.cfg.jit_compile, verbose=self.verbose,
+                checkpoint=training_checkpoint(
+                    self.recorder, self.cfg, self.data, f"finetune_{iteration}",
+                    d.finetune_epochs, d.learning_rate, temperature=temperature),
+                name=f"finetune_{iteration}", what=what)
         if not guard.problem and d.batchnorm == "batch":
             # Frozen statistics are the ones the student was trained with: re-estimating
             # them would change the function distillation fitted.

@@ -103,6 +103,13 @@ class TeacherStage:
                  "%.4f re-estimated", split_name, given, estimated)
         return model, False, given
 
+    def checkpoint(self, name: str, epochs: int, learning_rate: float):
+        """The :class:`epkd_tf.epochs.TrainingCheckpoint` of training ``name`` in the run
+        directory (None without one): after every epoch, and inside epochs as
+        --checkpoint_every asks."""
+        return training_checkpoint(self.recorder, self.cfg, self.data, name, epochs,
+                                   learning_rate)
+
     def train(self):
         """Builds --teacher and trains it; (model, per-epoch history). A NaN/Inf loss
         stops the run: every later stage needs the teacher."""
@@ -118,5 +125,36 @@ class TeacherStage:
                 callbacks=[self.recorder.tensorboard("teacher"),
                            training.EpochLog("Teacher", cfg.teacher.teacher_epochs)],
                 verbose=self.verbose, jit_compile=cfg.jit_compile,
-                bn_batches=self.samples.bn_batches(model))
+                bn_batches=self.samples.bn_batches(model),
+                checkpoint=self.checkpoint("teacher", cfg.teacher.teacher_epochs,
+                                           cfg.teacher.learning_rate))
         return model, history
+
+
+def training_checkpoint(recorder, cfg, data, name: str, epochs: int, learning_rate: float,
+                        **identity):
+    """The :class:`epkd_tf.epochs.TrainingCheckpoint` of the run's training ``name``
+    (``teacher``, ``finetune_<k>``); None when nothing is recorded (no run directory).
+
+    Args:
+        recorder: the run's :class:`~epkd_tf.records.recorder.Recorder`, or None.
+        cfg: the run's :class:`epkd_tf.config.RunConfig`.
+        data: the run's data.
+        name: the training.
+        epochs: its epochs.
+        learning_rate: its learning rate.
+        **identity: more of what it depends on (a checkpoint of other values is not used).
+
+    Returns:
+        The checkpoint, or None.
+    """
+    if recorder is None:
+        return None
+    from epkd_tf.config import parse_checkpoint_every
+    from epkd_tf.epochs import TrainingCheckpoint
+    identity = dict(identity, epochs=epochs, learning_rate=learning_rate,
+                    steps_per_epoch=training.steps_per_epoch(data),
+                    batch_size=cfg.data.batch_size, seed=cfg.data.seed,
+                    num_train=data.spec.num_train)
+    return TrainingCheckpoint(recorder.run, name, identity,
+                              parse_checkpoint_every(cfg.checkpoint_every))

@@ -9,7 +9,6 @@ import pandas as pd
 import epkd_tf  # noqa: F401
 import tf_keras
 
-from epkd_tf import faults
 from epkd_tf.errors import NonFiniteLossError  # noqa: F401
 
 HISTORY_COLUMNS = ["epoch", "loss", "train_accuracy", "test_accuracy"]
@@ -56,18 +55,48 @@ def cosine_learning_rate(learning_rate: float, epochs: int, steps_per_epoch: int
 
 def train_classifier(model: tf_keras.Model, data, epochs: int, learning_rate: float,
                      callbacks: Optional[List] = None, verbose: int = 0,
-                     validate: bool = True, jit_compile: bool = False) -> pd.DataFrame:
+                     validate: bool = True, jit_compile: bool = False,
+                     checkpoint=None, name: str = "train",
+                     what: Optional[str] = None) -> pd.DataFrame:
     """Trains ``model`` on ``data.train()`` for ``epochs`` (Adam, cosine-decayed rate),
     evaluating on the test split after every epoch unless ``validate`` is False (then
-    ``test_accuracy`` is empty); returns the per-epoch history."""
-    steps = math.ceil(data.spec.num_train / data.cfg.batch_size)
+    ``test_accuracy`` is empty); returns the per-epoch history.
+
+    Each epoch's order comes from (``--seed``, epoch) (:func:`epoch_batches`) and the
+    epochs run under :func:`epkd_tf.epochs.fit_epochs`: with ``checkpoint`` (a
+    :class:`epkd_tf.epochs.TrainingCheckpoint`) a killed training resumes where its last
+    checkpoint was written. ``name``: the training's fault points; ``what``: how its
+    progress lines name it."""
+    from epkd_tf.epochs import fit_epochs
+    steps = steps_per_epoch(data)
     compile_classifier(model, cosine_learning_rate(learning_rate, epochs, steps), jit_compile)
     if epochs == 0:
         return pd.DataFrame(columns=HISTORY_COLUMNS)
-    history = model.fit(data.train(), epochs=epochs,
-                        validation_data=data.test() if validate else None,
-                        callbacks=callbacks or [], verbose=verbose)
+    history = fit_epochs(model, epoch_batches(data), epochs, name=name,
+                         steps_per_epoch=steps, batch_size=data.cfg.batch_size, what=what,
+                         callbacks=callbacks or [],
+                         validation_data=data.test() if validate else None,
+                         verbose=verbose, checkpoint=checkpoint)
     return history_frame(history)
+
+
+def steps_per_epoch(data) -> int:
+    """Training batches per epoch of ``data``."""
+    return math.ceil(data.spec.num_train / data.cfg.batch_size)
+
+
+def epoch_batches(data, teacher_logits=None):
+    """``epoch -> data.train(...)`` for that epoch (0-based): its order (shuffle and
+    augmentation) drawn from a seed derived from ``--seed`` and the epoch alone, so that a
+    training resumed at an epoch sees what an uninterrupted one sees there."""
+    from epkd_tf.seeds import derive_seed
+
+    def batches(epoch: int):
+        seed = derive_seed(data.cfg.seed, epoch)
+        if teacher_logits is not None:
+            return data.train(seed=seed, teacher_logits=teacher_logits)
+        return data.train(seed=seed)
+    return batches
 
 
 class EpochLog(tf_keras.callbacks.Callback):
@@ -80,9 +109,15 @@ class EpochLog(tf_keras.callbacks.Callback):
         self.what, self.epochs = what, epochs
         self._started = None
 
+        self._first = None
+
     def on_train_begin(self, logs=None):
         import time
         self._started = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._first is None:
+            self._first = epoch     # a resumed training's first epoch in this process
 
     def on_epoch_end(self, epoch, logs=None):
         import logging
@@ -90,12 +125,13 @@ class EpochLog(tf_keras.callbacks.Callback):
         logs = logs or {}
         elapsed = time.perf_counter() - (self._started or time.perf_counter())
         done = epoch + 1
+        here = done - (self._first or 0)
         parts = [f"loss {float(logs['loss']):.4f}"] if "loss" in logs else []
         if "accuracy" in logs:
             parts.append(f"train acc {float(logs['accuracy']):.4f}")
         if "val_accuracy" in logs:
             parts.append(f"test acc {float(logs['val_accuracy']):.4f}")
-        eta = elapsed / done * (self.epochs - done)
+        eta = elapsed / max(here, 1) * (self.epochs - done)
         logging.getLogger("epkd_tf").info(
             "%s epoch %d/%d: %s; %.0f s, ETA %.0f s", self.what, done, self.epochs,
             ", ".join(parts), elapsed, eta)
@@ -103,8 +139,9 @@ class EpochLog(tf_keras.callbacks.Callback):
 
 class LossGuard(tf_keras.callbacks.Callback):
     """Stops training at the first batch whose loss is NaN or Inf (as Keras'
-    ``TerminateOnNaN``) and remembers where in ``problem``; the end of every epoch is the
-    fault-injection point ``<name>_epoch_<n>`` (see ``faults.py``)."""
+    ``TerminateOnNaN``) and remembers where in ``problem``. (The fault-injection points
+    ``<name>_epoch_<n>`` are :func:`epkd_tf.epochs.fit_epochs`', after each epoch's
+    checkpoint.)"""
 
     def __init__(self, name: str):
         super().__init__()
@@ -135,7 +172,6 @@ class LossGuard(tf_keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._check((logs or {}).get("loss"), "end of the epoch")
-        faults.reached(f"{self.name}_epoch_{epoch + 1}")
 
 
 def copy_model(model: tf_keras.Model) -> tf_keras.Model:
@@ -150,17 +186,20 @@ def copy_model(model: tf_keras.Model) -> tf_keras.Model:
 def train_teacher(model: tf_keras.Model, data, epochs: int, learning_rate: float,
                   callbacks: Optional[List] = None, verbose: int = 0,
                   jit_compile: bool = False, flag: str = "--teacher_learning_rate",
-                  bn_batches: Optional[List] = None) -> pd.DataFrame:
+                  bn_batches: Optional[List] = None, checkpoint=None) -> pd.DataFrame:
     """Trains a teacher with :func:`train_classifier` under a :class:`LossGuard`: the one
     teacher training of the EPKD run and of the study. A NaN/Inf loss raises
     NonFiniteLossError (naming ``flag``, the learning rate to lower): every later stage
     needs the teacher. Then its BatchNormalization statistics are re-estimated
     (:mod:`epkd_tf.distill.batchnorm`) on ``bn_batches`` (default: the default number of seeded
-    training batches of ``data``; [] leaves them as trained)."""
+    training batches of ``data``; [] leaves them as trained). ``checkpoint``: the
+    training's :class:`epkd_tf.epochs.TrainingCheckpoint` (a killed training resumes from
+    it), or None."""
     guard = LossGuard("teacher")
     history = train_classifier(model, data, epochs, learning_rate,
                                callbacks=list(callbacks or []) + [guard], verbose=verbose,
-                               jit_compile=jit_compile)
+                               jit_compile=jit_compile, checkpoint=checkpoint,
+                               name="teacher", what="Teacher")
     if guard.problem:
         raise NonFiniteLossError(f"teacher training hit a non-finite {guard.problem}; "
                                  f"lower {flag} (now {learning_rate:g}).")

@@ -21,7 +21,8 @@ def distil(student: tf_keras.Model, teacher: tf_keras.Model, data, *, epochs: in
            cosine: bool = True, batchnorm: str = "auto", preserve_zeros: bool = True,
            teacher_logits=None, callbacks: Sequence = (), validation_data=None,
            track_accuracy: bool = False, jit_compile: Optional[bool] = None,
-           verbose: int = 0):
+           verbose: int = 0, checkpoint=None, name: str = "finetune",
+           what: Optional[str] = None):
     """Fine-tunes ``student`` in place by distillation from ``teacher``.
 
     Args:
@@ -43,10 +44,16 @@ def distil(student: tf_keras.Model, teacher: tf_keras.Model, data, *, epochs: in
         track_accuracy: also record the training accuracy per epoch.
         jit_compile: compile the training step with XLA (None: Keras' default).
         verbose: Keras' verbosity.
+        checkpoint: the training's :class:`epkd_tf.epochs.TrainingCheckpoint` (written
+            after every epoch and as --checkpoint_every asks; a killed training resumes
+            from it), or None.
+        name: the training's fault points (``<name>_epoch_<e>[_step_<k>]``).
+        what: how progress lines name it (default ``name``).
 
     Returns:
-        The Keras ``History`` of the fit.
+        An object whose ``history`` holds the per-epoch logs, as a Keras ``History``'s.
     """
+    from epkd_tf.epochs import fit_epochs
     steps = -(-data.spec.num_train // batch_size)
     rate = (training.cosine_learning_rate(learning_rate, epochs, steps) if cosine
             else learning_rate)
@@ -57,7 +64,8 @@ def distil(student: tf_keras.Model, teacher: tf_keras.Model, data, *, epochs: in
     extra = {} if jit_compile is None else {"jit_compile": jit_compile}
     distiller.compile(optimizer=tf_keras.optimizers.Adam(rate), metrics=metrics,
                       alpha=alpha, temperature=temperature, **extra)
-    batches = (data.train(teacher_logits=teacher_logits) if teacher_logits is not None
-               else data.train())
-    return distiller.fit(batches, validation_data=validation_data, epochs=epochs,
-                         verbose=verbose, callbacks=list(callbacks))
+    # Each epoch's order from (seed, epoch) alone, so that a resumed epoch replays it.
+    return fit_epochs(distiller, training.epoch_batches(data, teacher_logits), epochs,
+                      name=name, steps_per_epoch=steps, batch_size=batch_size, what=what,
+                      callbacks=callbacks, validation_data=validation_data,
+                      verbose=verbose, checkpoint=checkpoint)

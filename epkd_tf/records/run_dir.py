@@ -28,6 +28,8 @@ Layout of ``<output_dir>``::
                                --export_every_student also teacher, student_<k>)
     keras3/<model>.keras       the model as a Keras 3 file (export format keras3)
     checkpoints/               teacher.keras, student_<k>.keras (what a resumed run reloads)
+    checkpoints/partial/       teacher.*, finetune_<k>.*: the checkpoint of a training under
+                               way (--checkpoint_every), removed when its stage completes
     tensorboard/               teacher/, finetune_<k>/
     report.md, plots/<name>.png    the run's report (python -m epkd_tf.report)
 
@@ -49,7 +51,7 @@ from typing import Dict, List, Optional
 
 from epkd_tf import faults
 from epkd_tf.records import locking
-from epkd_tf.records.stages import StageLedger
+from epkd_tf.records.stages import PARTIAL, StageLedger
 from epkd_tf.records.tables import TABLES, TableStore
 from epkd_tf.files import (TMP_PREFIX, atomic_directory, atomic_write, inside, read_text,
                            safe_name)
@@ -227,6 +229,12 @@ class RunDir:
 
     def student_checkpoint(self, iteration: int) -> str:
         return self.path("checkpoints", f"student_{iteration}.keras")
+
+    def partial_checkpoint(self, name: str, suffix: str) -> str:
+        """``checkpoints/partial/<name>.<suffix>``: the checkpoint of training ``name``
+        (``teacher``, ``finetune_<k>``) while it is unfinished (``epkd_tf.epochs``); scratch,
+        removed when its stage completes."""
+        return self.path("checkpoints", PARTIAL, f"{safe_name(name)}.{suffix}")
 
     def save_checkpoint(self, model, path: str) -> None:
         """Saves a Keras model atomically (Keras insists on the .keras suffix). Reload it

@@ -33,6 +33,8 @@ from epkd_tf.files import (TMP_PREFIX, digest_mismatch, file_digest, files_under
                            read_text)
 
 PROGRESS = "progress.json"
+# checkpoints/<PARTIAL>/: unfinished trainings' checkpoints (RunDir.partial_checkpoint).
+PARTIAL = "partial"
 
 # The model name the final student's exports carry (serving/final/1, tflite/final*.tflite):
 # the files of the run's end stage.
@@ -133,6 +135,27 @@ class StageLedger:
             keep += 1
         new["stages"] = records[:keep] + [self._snapshot(n) for n in names[keep:]]
         self.run.write_text(PROGRESS, json.dumps(new, indent=1))
+        self.drop_partial(new)
+
+    def drop_partial(self, state: dict) -> None:
+        """Removes the checkpoints of unfinished trainings (``checkpoints/partial``,
+        ``epkd_tf.epochs``) whose stage ``state`` (a :meth:`progress`) has completed:
+        scratch, never a completed stage's file. The folder goes once empty."""
+        folder = self.run.path("checkpoints", PARTIAL)
+        done = ({"teacher"} if state["teacher_done"] else set()) | {
+            f"finetune_{k}" for k in range(1, state["iterations_done"] + 1)}
+        for entry in self._partial_entries():
+            if os.path.splitext(entry)[0] in done:
+                os.remove(os.path.join(folder, entry))
+        if os.path.isdir(folder) and not os.path.islink(folder) and not os.listdir(folder):
+            os.rmdir(folder)
+
+    def _partial_entries(self) -> List[str]:
+        """The files in ``checkpoints/partial`` (none when it is no directory)."""
+        folder = self.run.path("checkpoints", PARTIAL)
+        if not os.path.isdir(folder) or os.path.islink(folder):
+            return []
+        return sorted(os.listdir(folder))
 
     def _snapshot(self, name: str) -> dict:
         """What the stage ``name`` wrote, as it is now: its files and every table."""
@@ -339,6 +362,11 @@ class StageLedger:
         done = done if state["teacher_done"] else -1     # stage 0 is the teacher
         leftovers = [p for stage in sorted(self._stages_on_disk() | {0}) if stage > done
                      for p in self.stage_files(stage)]
+        # A training that resumes from its checkpoint (epkd_tf.epochs) keeps the
+        # TensorBoard logs of its epochs so far (removed if the checkpoint proves unusable).
+        resuming = {run.tensorboard_dir(os.path.splitext(n)[0])
+                    for n in self._partial_entries() if n.endswith(".json")}
+        leftovers = [p for p in leftovers if p not in resuming]
         for folder, dirs, files in os.walk(run.root):
             leftovers += [os.path.join(folder, n) for n in dirs + files
                           if n.startswith(TMP_PREFIX)]
@@ -348,6 +376,7 @@ class StageLedger:
                 shutil.rmtree(path)
             elif os.path.lexists(path):
                 os.remove(path)
+        self.drop_partial(state)
 
     def final_files(self) -> List[str]:
         """The final student's exports (written at the end of a run): checked like a

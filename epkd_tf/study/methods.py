@@ -48,8 +48,14 @@ class ReseededData:
     def __init__(self, data, seed: int):
         self._data, self._seed = data, seed
 
-    def train(self, shuffle: bool = True, teacher_logits=None):
-        return self._data.train(shuffle, seed=self._seed, teacher_logits=teacher_logits)
+    def train(self, shuffle: bool = True, seed=None, teacher_logits=None):
+        # A seed given (an epoch's, epkd_tf.training.epoch_batches) is mixed with this
+        # data's: each epoch still has its own order, and each run of the cell its own.
+        if seed is not None:
+            from epkd_tf.seeds import derive_seed
+            seed = derive_seed(self._seed, seed)
+        return self._data.train(shuffle, seed=self._seed if seed is None else seed,
+                                teacher_logits=teacher_logits)
 
     def __getattr__(self, name):
         return getattr(self._data, name)
