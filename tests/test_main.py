@@ -200,12 +200,16 @@ def test_structured_students_are_physically_smaller(mnist_run):
 
 
 @pytest.mark.e2e
-def test_flags_file_replays_the_run(mnist_run):
+def test_flags_file_replays_the_run(mnist_run, capsys):
     text = open(os.path.join(mnist_run, "flags.txt")).read()
     assert "--keep_ratio=0.9" in text and "--pruners=l1_filter,taylor,oracle,poly_magnitude" in text
-    # The same flags pointed at the finished run are refused rather than overwriting it.
+    # The same flags pointed at the finished run report it (status 0) rather than
+    # overwriting or redoing it: nothing in the run changes.
+    progress = open(os.path.join(mnist_run, "progress.json")).read()
     code = run_in_process(epkd_main, [f"--flagfile={os.path.join(mnist_run, 'flags.txt')}"])
-    assert code == 2
+    err = capsys.readouterr().err
+    assert code == 0 and f"A finished run with these flags is in {mnist_run}" in err, err
+    assert open(os.path.join(mnist_run, "progress.json")).read() == progress
 
 
 @pytest.mark.e2e
@@ -504,8 +508,8 @@ def test_a_run_written_before_a_flag_existed_resumes_at_its_default(mnist_run, t
              if "int8_dense_per_channel" not in l]
     (old / "flags.txt").write_text("\n".join(lines).replace(mnist_run, str(old)) + "\n")
     code = run_in_process(epkd_main, [f"--flagfile={old / 'flags.txt'}"])
-    err = error_lines(capsys.readouterr().err)
-    assert code == 2 and "finished run" in err[0], err  # same flags: only "finished" refusal
+    err = capsys.readouterr().err
+    assert code == 0 and "A finished run with these flags" in err, err  # same flags: reported
     code = run_in_process(epkd_main, [f"--flagfile={old / 'flags.txt'}",
                                       "--int8_dense_per_channel"])
     err = error_lines(capsys.readouterr().err)
