@@ -57,15 +57,35 @@ def distil(student: tf_keras.Model, teacher: tf_keras.Model, data, *, epochs: in
     steps = -(-data.spec.num_train // batch_size)
     rate = (training.cosine_learning_rate(learning_rate, epochs, steps) if cosine
             else learning_rate)
-    distiller = Distiller(student=student, teacher=teacher, preserve_zeros=preserve_zeros,
-                          batchnorm=batchnorm)
-    metrics: Optional[list] = ([tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-                               if track_accuracy else None)
-    extra = {} if jit_compile is None else {"jit_compile": jit_compile}
-    distiller.compile(optimizer=tf_keras.optimizers.Adam(rate), metrics=metrics,
-                      alpha=alpha, temperature=temperature, **extra)
-    # Each epoch's order from (seed, epoch) alone, so that a resumed epoch replays it.
-    return fit_epochs(distiller, training.epoch_batches(data, teacher_logits), epochs,
-                      name=name, steps_per_epoch=steps, batch_size=batch_size, what=what,
-                      callbacks=callbacks, validation_data=validation_data,
-                      verbose=verbose, checkpoint=checkpoint)
+    # The Distiller freezes the teacher for the fit; the shared teacher object must come
+    # back as it was: a candidate later pruned from a frozen teacher would copy the frozen
+    # flags (no BatchNormalization re-estimation, a magnitude fine-tune training nothing).
+    flags = _trainable_flags(teacher) if teacher is not None else []
+    try:
+        distiller = Distiller(student=student, teacher=teacher,
+                              preserve_zeros=preserve_zeros, batchnorm=batchnorm)
+        metrics: Optional[list] = (
+            [tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+            if track_accuracy else None)
+        extra = {} if jit_compile is None else {"jit_compile": jit_compile}
+        distiller.compile(optimizer=tf_keras.optimizers.Adam(rate), metrics=metrics,
+                          alpha=alpha, temperature=temperature, **extra)
+        # Each epoch's order from (seed, epoch) alone, so that a resumed epoch replays it.
+        return fit_epochs(distiller, training.epoch_batches(data, teacher_logits), epochs,
+                          name=name, steps_per_epoch=steps, batch_size=batch_size,
+                          what=what, callbacks=callbacks, validation_data=validation_data,
+                          verbose=verbose, checkpoint=checkpoint)
+    finally:
+        for layer, trainable in flags:
+            layer.trainable = trainable
+
+
+def _trainable_flags(model: tf_keras.Model) -> list:
+    """``[(layer, its trainable flag)]`` of ``model`` and every layer in it, nested models
+    included, outermost first, so that restoring them in order leaves each as it was
+    (setting a model's flag sets its layers' too)."""
+    flags = [(model, model.trainable)]
+    for layer in getattr(model, "layers", []):
+        flags += (_trainable_flags(layer) if isinstance(layer, tf_keras.Model)
+                  else [(layer, layer.trainable)])
+    return flags
