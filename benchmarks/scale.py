@@ -55,6 +55,7 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -167,9 +168,12 @@ class Sampler:
         return peaks
 
 
-def run_sampled(command: List[str], log: Path, env: Optional[dict] = None) -> Dict:
+def run_sampled(command: List[str], log: Path, env: Optional[dict] = None,
+                must_succeed: bool = True) -> Dict:
     """Runs ``command`` (stderr into stdout), sampling its memory; writes its console to
-    ``log``; returns seconds, exit code, peak MB and the sampler. Exits on failure."""
+    ``log``; returns seconds, exit code, peak MB and the sampler. A failure ends the
+    benchmark when ``must_succeed``, else is returned (``code``: the exit status, or minus
+    the signal that killed it)."""
     start = time.monotonic()
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, env=env)
@@ -177,10 +181,11 @@ def run_sampled(command: List[str], log: Path, env: Optional[dict] = None) -> Di
     code = sampler.wait()
     seconds = time.monotonic() - start
     log.write_text("\n".join(text for _, text in sampler.lines) + "\n")
-    if code != 0:
+    if code != 0 and must_succeed:
         tail = "\n".join(text for _, text in sampler.lines[-30:])
         sys.exit(f"{shlex.join(command)} failed with exit status {code}:\n{tail}")
-    return {"seconds": seconds, "peak_mb": sampler.peak_mb(), "sampler": sampler}
+    return {"seconds": seconds, "peak_mb": sampler.peak_mb(), "sampler": sampler,
+            "code": code}
 
 
 def environment(args) -> dict:
@@ -265,6 +270,40 @@ def phase_peaks(timings, sampler: Sampler) -> Dict[str, float]:
                 break
         peaks[current] = max(peaks.get(current, 0.0), peak)
     return peaks
+
+
+def failed_report(name: str, args, images: int, result: Dict, run: Path) -> tuple:
+    """The figures of a run that did not finish (killed, e.g. by the kernel's out-of-memory
+    killer, or stopped by an error): its peak memory and the ``timings.csv`` rows it wrote;
+    the targets it did not reach the end of are not measured."""
+    import signal
+    code = result["code"]
+    how = (f"killed by signal {-code} ({signal.Signals(-code).name}"
+           + (": on Linux, typically the kernel's out-of-memory killer)" if -code == 9
+              else ")") if code < 0 else f"exit status {code}")
+    last = next((text for _, text in reversed(result["sampler"].lines)
+                 if "epkd_tf:" in text or text.startswith("error")), "(no console line)")
+    peak = result["peak_mb"]
+    lines = [f"### {name} (width {args.teacher_width:g}), {images:,} training images at "
+             f"{args.image_size} px: the run did not finish", "",
+             f"The run stopped after {result['seconds']:.0f} s: {how}. Its last console line: "
+             f"`{last.strip()}`. Peak resident memory until then: **{peak:,.0f} MB**.", ""]
+    timings = run / "timings.csv"
+    if timings.exists():
+        frame = phases(run)
+        lines += ["`timings.csv` as far as it was written:", "",
+                  "| phase | seconds |", "|---|---|"]
+        for phase, seconds in frame.groupby("phase")["seconds"].sum().sort_values(
+                ascending=False).items():
+            lines.append(f"| {phase} | {seconds:.1f} |")
+        lines.append("")
+    unfinished = (None, "not measured: the run did not finish")
+    targets = {"peak resident memory <= 8 GB": (
+                   False if peak > TARGET_RSS_MB else None,
+                   f"{peak:,.0f} MB" + ("" if peak > TARGET_RSS_MB else " until it stopped")),
+               "exports + scoring <= 25% of the run": unfinished,
+               "distillation >= 0.9x plain fit images/s": unfinished}
+    return lines, targets
 
 
 def verdict(ok: Optional[bool]) -> str:
@@ -358,7 +397,6 @@ def main() -> None:
               "seed": args.seed}
     t = time.monotonic()
     if not marker.exists() or json.loads(marker.read_text()) != wanted:
-        import shutil
         shutil.rmtree(folder, ignore_errors=True)
         count = write_images(folder, args.classes, max(args.images), args.image_size, args.seed)
         marker.write_text(json.dumps(wanted))
@@ -374,7 +412,6 @@ def main() -> None:
     sections, targets_all, commands = [], {}, []
     for name, images in zip(args.networks, args.images):
         run = work / "runs" / name
-        import shutil
         shutil.rmtree(run, ignore_errors=True)
         command = python_with_policy(args) + [
             "--dataset=imagenet", f"--data_dir={tfds_dir}", "--nodownload",
@@ -387,7 +424,13 @@ def main() -> None:
             else []) + args.extra_flags
         commands.append(command)
         print(f"{name}: {shlex.join(command)}", flush=True)
-        result = run_sampled(command, work / f"{name}.log", env)
+        result = run_sampled(command, work / f"{name}.log", env, must_succeed=False)
+        if result["code"] != 0:
+            lines, targets = failed_report(name, args, images, result, run)
+            sections += lines
+            targets_all[name] = targets
+            print("\n".join(lines), flush=True)
+            continue
         fit_command = [sys.executable, __file__, f"--_plain_fit={run}",
                        f"--distribution={args.distribution}"] + (
             ["--jit_compile"] if args.jit_compile else []) + (
@@ -441,7 +484,7 @@ def commit() -> str:
 def write_page(args, count, imported, write_s, sections, targets_all, commands, seconds):
     networks = ", ".join(f"{n} ({i:,} training images)"
                          for n, i in zip(args.networks, args.images))
-    settings = [f"`--jit_compile`" if args.jit_compile else "",
+    settings = ["`--jit_compile`" if args.jit_compile else "",
                 f"`--distribution={args.distribution}`" if args.distribution != "default"
                 else "", f"Keras policy `{args.keras_policy}`" if args.keras_policy else ""]
     settings = ", ".join(s for s in settings if s) or "float32, no XLA, one device"
@@ -474,7 +517,8 @@ def write_page(args, count, imported, write_s, sections, targets_all, commands, 
     names = list(next(iter(targets_all.values())))
     for target in names:
         body.append(f"| {target} | " + " | ".join(
-            f"{verdict(targets_all[n][target][0])}: {targets_all[n][target][1]}"
+            targets_all[n][target][1] if targets_all[n][target][1].startswith("not measured")
+            else f"{verdict(targets_all[n][target][0])}: {targets_all[n][target][1]}"
             for n in targets_all) + " |")
     body += ["", *sections]
     replace_section(args.section, "\n".join(body), Path(args.page) if args.page
