@@ -269,7 +269,10 @@ def test_scale_runs_end_to_end_at_a_tiny_size(tmp_path):
     for phase in ("teacher_training", "distillation", "export", "scoring"):
         assert re.search(rf"\| {phase} \| [\d.]+ \| [\d.]+% \|", body), (phase, body)
     assert re.search(r"\| teacher_training \| [\d.]+ \| [\d.]+% \| [\d,]+ \|", body), body
-    assert re.search(r"\| plain `fit` of the first student \(2 epochs\) \| [\d.]+ \|", body)
+    for how in ("distillation of the first student", "plain `fit` of the first student"):
+        assert re.search(rf"\| {re.escape(how)}, side by side \(2 epochs, median of 2\) \| "
+                         r"[\d.]+ \|", body), (how, body)
+    assert re.search(r"rounds \(s\): fit [\d.]+, [\d.]+; distillation [\d.]+, [\d.]+\.", body)
     assert re.search(r"Peak resident memory: \*\*[\d,]+ MB\*\*", body)
     assert not list(REPO.glob("scratch*"))
     assert [path.read_text() if path.exists() else None for path in real] == before
