@@ -10,6 +10,12 @@
 # epkd_tf has no mixed-precision setting: scale.py sets the tf_keras global policy in each
 # run's process before the command line starts (--keras_policy). XLA is epkd_tf's own
 # --jit_compile (teacher training and distillation train steps).
+# Known gaps on today's code (seen on a CPU at a tiny size, see docs/benchmarks/scale.md):
+# under mixed_float16 the first TFLite conversion (the teacher's latency) fails (float16
+# Conv2D), so steps 2-3 stop after the teacher epoch and report what they measured until
+# then; with --jit_compile, TensorFlow has no deterministic XLA MaxPool gradient, so
+# ResNet-50 (a max-pool stem) may stop in its teacher epoch. A run that stops gets its
+# section all the same ("the run did not finish") and the next step goes on.
 #
 # Usage (from the repository root, with epkd_tf's environment active):
 #   bash benchmarks/gpu_check.sh [WORK_DIR]
