@@ -365,6 +365,9 @@ def network_report(name: str, args, images: int, result: Dict, fit: Dict, run: P
     peaks = phase_peaks(timings, result["sampler"])
     lines = [f"### {name} (width {args.teacher_width:g}), {images:,} training images at "
              f"{args.image_size} px", "",
+             ("The EPKD run was made by an earlier invocation (`--reuse_runs`: its timings "
+              "and memory samples are reused; the side-by-side figures are new). "
+              if result.get("reused") else "") +
              f"The run: {result['seconds']:.0f} s of process wall time, {total:.0f} s in "
              f"`timings.csv`. Peak resident memory: **{peak:,.0f} MB** (the run "
              f"{result['peak_mb']:,.0f} MB, the plain fit {fit['peak_mb']:,.0f} MB).", "",
