@@ -25,14 +25,17 @@ What it does, every step through the public entry points:
    included), as a subprocess whose resident memory is sampled every 0.5 s from
    ``/proc/<pid>/status`` (VmRSS, and VmHWM, the kernel's own peak). Per phase: the
    ``peak_rss_mb`` column of ``timings.csv`` when the run writes one, else the peak of the
-   samples taken while each console line was the latest (console lines mark the phases).
-3. **Plain fit.** The run's first student (``checkpoints/student_1.keras``) trained with a
-   plain ``tf_keras`` ``fit`` (Adam, cross-entropy; per-epoch validation on the same
-   split) for as many epochs as one iteration's distillation, on the same augmented
-   pipeline, in a subprocess of its own: images per second, against distillation's images
-   per second from ``timings.csv`` (iteration 1's ``distillation`` row, which also covers
-   its per-epoch validation). Distillation runs the teacher on every batch (the cached
-   logits cannot serve augmented images), which is what the ratio measures.
+   samples taken before each console line (a line reports what just finished: an epoch, a
+   candidate, an export). A run that does not finish (e.g. killed by the kernel's
+   out-of-memory killer) still gets its section: how it stopped, its peak, its timings.
+3. **Plain fit vs distillation, side by side.** In a subprocess of its own, the run's
+   first student (``checkpoints/student_1.keras``) is trained from its checkpoint for as
+   many epochs as one iteration's distillation on the same augmented pipeline, with the
+   same per-epoch validation, by a plain ``tf_keras`` ``fit`` (Adam, cross-entropy) and by
+   distillation as the run does it (``epkd_tf.distill.finetune.distil`` from the run's
+   teacher, which runs on every batch: the cached logits cannot serve augmented images),
+   in ``--rounds`` interleaved rounds (medians), so that both see the same load of a
+   shared machine. Iteration 1's ``distillation`` row of ``timings.csv`` is reported too.
 
 Reported per network: seconds and share of every phase, peak resident memory (whole run
 and per phase), images per second of teacher training, distillation and the plain fit, and
