@@ -232,3 +232,79 @@ def test_smoke_runs_the_resnet34_protocol(smoke):
     assert "python benchmarks/residual.py --protocol=resnet34 --dataset=cifar10" in body
     for method in ("prune", "distill", "prune_distill", "epkd", "scratch"):
         assert re.search(rf"\| {method} \| [\d.]+% \([\d,]+\) \|", body), (method, body)
+
+
+# ------------------------------------------------------------------------ scale.py
+def test_scale_refuses_a_work_dir_inside_the_repository():
+    """The synthetic images are scratch: never written into the repository."""
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "scale.py"),
+                             f"--work_dir={REPO / 'scratch_images'}"],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2 and "--work_dir" in result.stderr.splitlines()[-1]
+    assert not (REPO / "scratch_images").exists()
+
+
+def test_scale_runs_end_to_end_at_a_tiny_size(tmp_path):
+    """benchmarks/scale.py on 4 classes of 28 px images with LeNet-5 (every step: images
+    written, the folder import, an EPKD run sampled for memory, the plain fit, the page):
+    a check that the script works, whose figures mean nothing."""
+    out = tmp_path / "scale.md"
+    real = [REPO / "docs" / "benchmarks" / "scale.md", REPO / "BENCHMARKS.md"]
+    before = [path.read_text() if path.exists() else None for path in real]
+    command = [sys.executable, str(BENCHMARKS / "scale.py"), "--networks=lenet5",
+               "--images=8", "--classes=4", "--image_size=28", "--teacher_width=0.5",
+               "--batch_size=4", "--eval_images=4", "--pruners=l1_filter",
+               f"--work_dir={tmp_path / 'work'}", f"--page={out}", "--section=tiny",
+               "--extra_flags=--export_formats=tflite --latency_runs=1"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
+    body = section(out.read_text(), "tiny")
+    assert "--networks=lenet5 --images=8 --classes=4 --image_size=28" in body
+    assert "--extra_flags='--export_formats=tflite --latency_runs=1'" in body
+    assert "16 synthetic JPEGs (4 classes" in body            # 8 + 4 test + 4 validation
+    for target in ("peak resident memory <= 8 GB", "exports + scoring <= 25% of the run",
+                   "distillation >= 0.9x plain fit images/s"):
+        assert re.search(rf"\| {re.escape(target)} \| \*\*(met|not met)\*\*: [\d.,]+",
+                         body), (target, body)
+    for phase in ("teacher_training", "distillation", "export", "scoring"):
+        assert re.search(rf"\| {phase} \| [\d.]+ \| [\d.]+% \|", body), (phase, body)
+    assert re.search(r"\| teacher_training \| [\d.]+ \| [\d.]+% \| [\d,]+ \|", body), body
+    for how in ("distillation of the first student", "plain `fit` of the first student"):
+        assert re.search(rf"\| {re.escape(how)}, side by side \(2 epochs, median of 2\) \| "
+                         r"[\d.]+ \|", body), (how, body)
+    assert re.search(r"rounds \(s\): fit [\d.]+, [\d.]+; distillation [\d.]+, [\d.]+\.", body)
+    assert re.search(r"Peak resident memory: \*\*[\d,]+ MB\*\*", body)
+    assert not list(REPO.glob("scratch*"))
+    assert [path.read_text() if path.exists() else None for path in real] == before
+
+
+def test_gpu_check_refuses_a_machine_without_a_gpu(tmp_path):
+    """benchmarks/gpu_check.sh measures GPUs only: without one it stops at once with one
+    error line (exit 2) and writes nothing."""
+    import tensorflow as tf
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("a GPU is visible: the refusal cannot be checked here")
+    result = subprocess.run(["bash", str(BENCHMARKS / "gpu_check.sh"), str(tmp_path / "w")],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1 and "no GPU" in errors[0], result.stderr
+    assert not (tmp_path / "w").exists()
+
+
+def test_scale_reports_a_run_that_did_not_finish(tmp_path):
+    """A run that stops (here the CLI refuses a flag; at scale, the kernel's out-of-memory
+    killer) still gets its section: how it stopped, its last console line and its peak
+    memory; the targets it did not reach are not measured, and the benchmark goes on."""
+    out = tmp_path / "scale.md"
+    command = [sys.executable, str(BENCHMARKS / "scale.py"), "--networks=lenet5",
+               "--images=4", "--classes=2", "--image_size=28", "--eval_images=2",
+               f"--work_dir={tmp_path / 'work'}", f"--page={out}", "--section=tiny",
+               "--extra_flags=--keep_ratio=7"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
+    body = section(out.read_text(), "tiny")
+    assert "the run did not finish" in body and "exit status 2" in body, body
+    assert re.search(r"last console line: `error: --keep_ratio", body), body
+    assert re.search(r"\| exports \+ scoring <= 25% of the run \| not measured: the run did "
+                     r"not finish \|", body), body
+    assert re.search(r"Peak resident memory until then: \*\*[\d,]+ MB\*\*", body), body
