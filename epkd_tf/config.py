@@ -21,7 +21,7 @@ from epkd_tf.settings import (DISTINCT, NON_EMPTY, NON_NEGATIVE, NOT_BLANK, POSI
 __all__ = ["ConfigError", "DataConfig", "TeacherConfig", "PruningConfig", "DistillConfig",
            "BudgetConfig", "RunConfig", "EXPORT_FORMATS", "DISTRIBUTIONS", "BATCHNORM_MODES",
            "check_export_formats", "DATASET_ALIASES", "UNLABELLED_TEST_SPLITS",
-           "DATASET_TEACHERS", "canonical_dataset", "default_test_split"]
+           "DATASET_TEACHERS", "DATASET_PRUNERS", "canonical_dataset", "default_test_split"]
 
 # Deployment formats a run can write per model (see deploy.py and docs/deployment.md).
 EXPORT_FORMATS: Tuple[str, ...] = ("saved_model", "tflite", "tflite_sparse",
@@ -57,6 +57,12 @@ UNLABELLED_TEST_SPLITS = {"imagenet2012": "validation"}
 #: --teacher_path is given, where the general default (an MLP for MNIST) makes no sense:
 #: ImageNet's recipe is a 224 px ResNet-50 (flags/imagenet_resnet50.cfg).
 DATASET_TEACHERS = {"imagenet2012": "resnet50"}
+
+#: The pruners the command line runs for a dataset when --pruners is not given, where the
+#: general default does not scale: the oracle re-evaluates the network once per channel
+#: group on --oracle_examples images (ResNet-50 has 11,456 groups, MobileNetV2 9,128: at
+#: 224 px millions of forward passes per iteration, days on a CPU).
+DATASET_PRUNERS = {"imagenet2012": ("l1_filter", "taylor", "poly_magnitude")}
 
 
 def canonical_dataset(name: str) -> str:
@@ -275,6 +281,13 @@ class PruningConfig(Settings):
                                     "width): SIMD kernels of some runtimes like multiples "
                                     "of 4, 8 or 16. 1: any width.",
                                     checks=[between(1, 1024)])
+    scoring_memory_mb: int = setting(1024, "Memory (MB) the data-driven criteria's "
+                                     "layer outputs may take at once: Taylor's activations "
+                                     "and gradients, the oracle's re-evaluations. Examples "
+                                     "are processed in chunks that fit; the scores do not "
+                                     "depend on it (a 224 px ResNet-50 needs about 144 MB "
+                                     "per example).",
+                                     checks=[between(16, 1_048_576)])
     criteria: object = per_name(_pruner_entries)
 
     def make_pruners(self):

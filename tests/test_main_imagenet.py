@@ -135,12 +135,17 @@ def test_bare_imagenet_command_tests_on_validation(meta_dir, tmp_path, monkeypat
     cfg = seen["cfg"]
     assert cfg.data.test_split == "validation" and seen["names"] == ("validation", N)
     assert cfg.teacher.teacher == "resnet50"
+    # The oracle (one re-evaluation per channel group) is left out, as in the flagfile.
+    assert cfg.pruning.pruners == ("l1_filter", "taylor", "poly_magnitude")
+    assert any(line.startswith("--dataset=imagenet: pruners l1_filter,taylor,poly_magnitude")
+               for line in lines), lines
     assert seen["spec"].input_shape == (224, 224, 3) and seen["spec"].num_classes == 1000
     said = [line for line in lines if "test split has no labels" in line]
     assert said == ["--dataset=imagenet: its test split has no labels; testing on "
                     "'validation' (give --test_split to choose)"], lines
     text = (out / "flags.txt").read_text()
     assert "--test_split=validation\n" in text and "--teacher=resnet50\n" in text
+    assert "--pruners=l1_filter,taylor,poly_magnitude\n" in text
 
 
 @pytest.mark.unit
@@ -155,11 +160,14 @@ def test_dataset_defaults_leave_given_flags_and_other_datasets_alone():
     assert DataConfig(dataset="imagenet").evaluation_split == "validation"
     assert DataConfig(dataset="imagenet", test_split="validation[:10%]").evaluation_split \
         == "validation[:10%]"
-    for args, split, teacher in [
-            (["--dataset=imagenet", "--test_split=validation[:50%]", "--teacher=resnet18"],
-             "validation[:50%]", "resnet18"),
-            (["--dataset=cifar10"], "test", "lenet300_100"),
-            (["--dataset=imagenet", "--teacher_path=t.keras"], "validation", None)]:
+    from epkd_tf.config import PruningConfig
+    general = PruningConfig().pruners
+    for args, split, teacher, pruners in [
+            (["--dataset=imagenet", "--test_split=validation[:50%]", "--teacher=resnet18",
+              "--pruners=oracle,taylor"], "validation[:50%]", "resnet18", ("oracle", "taylor")),
+            (["--dataset=cifar10"], "test", "lenet300_100", general),
+            (["--dataset=imagenet", "--teacher_path=t.keras"], "validation", None,
+             ("l1_filter", "taylor", "poly_magnitude"))]:
         flags.FLAGS.unparse_flags()
         try:
             flags.FLAGS(["epkd", *args, "--output_dir=unused"])
@@ -167,5 +175,6 @@ def test_dataset_defaults_leave_given_flags_and_other_datasets_alone():
         finally:
             flags.FLAGS.unparse_flags()
         assert cfg.data.test_split == split
+        assert cfg.pruning.pruners == pruners
         if teacher:
             assert cfg.teacher.teacher == teacher

@@ -64,19 +64,44 @@ def test_oracle_on_lenet5(lenet5_case):
     assert np.any(np.abs(expected) > 1e-4)
 
 
-@pytest.mark.parametrize("chunk_floats", [1, 16 * 2880 * 7])
-# 2880 = 12x12x20 floats per example enter conv2, the widest consumer: chunks of 7 groups.
-def test_chunking_gives_same_result(lenet5_case, monkeypatch, chunk_floats):
+def _chunk_memory(graph, n):
+    """memory_bytes whose halves each hold the layer outputs of ``n`` examples (4 bytes a
+    value): oracle_scores then runs min(n, len(x)) examples a pass, with n // that many
+    groups stacked in each re-evaluation."""
+    from epkd_tf.budget.feasibility import activation_values
+    return 2 * 4 * activation_values(graph.model) * n
+
+
+@pytest.mark.parametrize("n", [1, 7, 48, 10_000])
+def test_chunking_gives_same_result(lenet5_case, n):
+    """Chunks of examples and of stacked groups only regroup per-example sums."""
     graph, x, y, scores = lenet5_case
-    monkeypatch.setattr(oracle_mod, "_CHUNK_FLOATS", chunk_floats)
-    np.testing.assert_allclose(oracle_scores(graph, x, y), scores, rtol=0, atol=1e-6)
+    memory = _chunk_memory(graph, n)
+    np.testing.assert_allclose(oracle_scores(graph, x, y, memory_bytes=memory), scores,
+                               rtol=0, atol=1e-6)
 
 
-def test_chunking_residual(monkeypatch):
+def test_chunking_residual():
     graph, x, y = _setup(residual_model)
     full = oracle_scores(graph, x, y)
-    monkeypatch.setattr(oracle_mod, "_CHUNK_FLOATS", 1)
-    np.testing.assert_allclose(oracle_scores(graph, x, y), full, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(oracle_scores(graph, x, y, memory_bytes=1), full,
+                               rtol=0, atol=1e-6)
+
+
+def test_oracle_bounds_the_examples_of_one_pass(lenet5_case, monkeypatch):
+    """A memory bound smaller than the sample's layer outputs splits the examples."""
+    import epkd_tf.graph.executor as executor_mod
+    graph, x, y, scores = lenet5_case
+    seen = []
+    original = executor_mod.GraphExecutor.forward
+
+    def forward(self, xb):
+        seen.append(len(xb))
+        return original(self, xb)
+    monkeypatch.setattr(executor_mod.GraphExecutor, "forward", forward)
+    got = oracle_scores(graph, x, y, memory_bytes=_chunk_memory(graph, 5))
+    assert seen == [5] * (len(x) // 5) + ([len(x) % 5] if len(x) % 5 else [])
+    np.testing.assert_allclose(got, scores, rtol=0, atol=1e-6)
 
 
 def test_oracle_pruner_uses_context_sample():
