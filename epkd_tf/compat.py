@@ -383,3 +383,20 @@ __all__ = [
     "tfmot_prunable_weights", "set_dense_per_channel_quantization",
     "in_multi_worker_mode", "tfds_default_data_dir", "tfds_feature_classes"
 ]
+
+
+def set_op_determinism(enabled: bool) -> None:
+    """Turns TensorFlow's op determinism on or off for the process: the public API
+    (``tf.config.experimental.enable_op_determinism``) can only turn it on, and a process
+    may hold it from an earlier run (tests, notebooks)."""
+    from tensorflow.python.framework import config as tf_config
+    if enabled:
+        tf_config.enable_op_determinism()
+    else:
+        tf_config.disable_op_determinism()
+
+
+def op_determinism_enabled() -> bool:
+    """Whether TensorFlow's op determinism is on (see :func:`set_op_determinism`)."""
+    from tensorflow.python.framework import config as tf_config
+    return tf_config.is_op_determinism_enabled()

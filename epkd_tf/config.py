@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional, Tuple
 
+from epkd_tf.precision import PRECISIONS
 from epkd_tf.settings import (DISTINCT, NON_EMPTY, NON_NEGATIVE, NOT_BLANK, POSITIVE, Check,
                               ConfigError, Settings, at_least, between, documented, nested,
                               one_of, per_name, setting)
@@ -514,6 +515,11 @@ class RunConfig(Settings):
                       "(after every epoch only)")])
     jit_compile: bool = setting(False, "XLA-compile the train steps of teacher training and "
                                 "distillation.")
+    precision: str = setting("float32", "Compute type of every training and evaluation: "
+                             "float32, mixed_float16 (GPUs with tensor cores; loss scaling "
+                             "on) or mixed_bfloat16 (TPUs, recent CPUs): Keras' mixed "
+                             "precision, float32 variables and logits. Exports are always "
+                             "float32.", checks=[one_of(lambda: PRECISIONS, "precision")])
     distribution: str = setting("default", "tf.distribute strategy: default (one device), "
                                 "mirrored (all local GPUs), multi_worker_mirrored (a cluster "
                                 "described by TF_CONFIG) or tpu. --batch_size is the global "

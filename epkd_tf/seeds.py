@@ -14,10 +14,16 @@ def derive_seed(*parts: int) -> int:
     return int(state) & 0x7FFFFFFF
 
 
-def seed_everything(seed: int) -> None:
-    """Seeds Python, NumPy and TensorFlow and turns on TensorFlow's op determinism, so
-    that the same flags reproduce a run (docs/outputs.md, Reproducibility)."""
-    import tensorflow as tf
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seeds Python, NumPy and TensorFlow and turns TensorFlow's op determinism on, so
+    that the same flags reproduce a run (docs/outputs.md, Reproducibility), or off.
+
+    Args:
+        seed: the run's --seed.
+        deterministic: op determinism on (False: off, e.g. for XLA, which has no
+            deterministic max-pooling gradient and refuses to compile one).
+    """
     import tf_keras
-    tf.config.experimental.enable_op_determinism()
+    from epkd_tf import compat
+    compat.set_op_determinism(deterministic)
     tf_keras.utils.set_random_seed(seed)

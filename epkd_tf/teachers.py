@@ -15,7 +15,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from epkd_tf import selection, training
+from epkd_tf import precision, selection, training
 from epkd_tf.distill import batchnorm
 from epkd_tf.models import build_model
 
@@ -61,6 +61,9 @@ class TeacherStage:
             model, history = self.train()
         reestimated, selection_acc = False, np.nan
         if given is not None or cfg.teacher.teacher_path:
+            # Computing under --precision from here on: every student inherits the
+            # policy from the teacher's layer configs.
+            model = precision.with_policy(model, cfg.precision)
             model, reestimated, selection_acc = self.given_statistics(model)
         test_acc, val_acc = self.evaluator.test_and_validation_accuracy(model, 0,
                                                                         selection_acc)
@@ -114,8 +117,9 @@ class TeacherStage:
         """Builds --teacher and trains it; (model, per-epoch history). A NaN/Inf loss
         stops the run: every later stage needs the teacher."""
         cfg, spec = self.cfg, self.data.spec
-        model = build_model(cfg.teacher.teacher, spec.input_shape, spec.num_classes,
-                            width=cfg.teacher.width)
+        model = precision.with_policy(
+            build_model(cfg.teacher.teacher, spec.input_shape, spec.num_classes,
+                        width=cfg.teacher.width), cfg.precision)
         log.info("Teacher: %s, %d params, training %d epochs on %d examples",
                  cfg.teacher.teacher, model.count_params(), cfg.teacher.teacher_epochs,
                  spec.num_train)

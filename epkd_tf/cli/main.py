@@ -362,7 +362,9 @@ def _prepare_and_run(cfg, verbose: int, note) -> int:
         strategy, chief = make_strategy(cfg)
         quiet_libraries(verbose)         # TensorFlow's Python loggers exist now
         from epkd_tf.seeds import seed_everything
-        seed_everything(cfg.data.seed)
+        # XLA has no deterministic max-pooling gradient: it refuses to compile the train
+        # step of a network with max pooling (ResNet-50's stem) while determinism is on.
+        seed_everything(cfg.data.seed, deterministic=not cfg.jit_compile)
         if chief:
             check_output_dir(cfg.output_dir)
         data = load_data(cfg.data)
@@ -428,6 +430,13 @@ def _run(cfg, data, run, strategy, verbose: int = 0) -> int:
     log = logging.getLogger("epkd_tf")
     log.info("Run directory: %s (%s; %s, %d replica(s))", run.root, data.spec,
              cfg.distribution, strategy.num_replicas_in_sync)
+    if cfg.jit_compile:
+        log.info("--jit_compile: TensorFlow's op determinism is off (XLA has no "
+                 "deterministic max-pooling gradient); the same --seed may give slightly "
+                 "different weights")
+    if cfg.precision != "float32":
+        log.info("--precision=%s: layers compute in %s with float32 variables and "
+                 "logits; exports are float32", cfg.precision, cfg.precision[6:])
     if cfg.teacher.teacher_path:
         from epkd_tf.settings import flag_values_of
         used = flag_values_of(cfg)

@@ -30,6 +30,7 @@ import pandas as pd
 import epkd_tf  # noqa: F401
 import tf_keras
 
+from epkd_tf import precision
 from epkd_tf.deploy import tflite as metrics
 from epkd_tf.deploy.saved_model import (export_saved_model, raw_image_shape,
                                         write_models_config)
@@ -116,6 +117,7 @@ def export_model(run, model: tf_keras.Model, name: str, formats: Sequence[str], 
     files), so that a caller can time them apart from the writing.
     """
     measuring = measuring or contextlib.nullcontext
+    model = precision.float32_copy(model)    # every format is float32 (epkd_tf.precision)
     formats = [f for f in FORMATS if f in formats]
     if "tflite_int8" in formats and data is None and calibration is None:
         raise ValueError("tflite_int8 needs data (or calibration examples) to calibrate on.")

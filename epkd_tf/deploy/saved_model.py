@@ -16,6 +16,8 @@ import tensorflow as tf
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 import tf_keras
 
+from epkd_tf import precision
+
 
 def raw_image_shape(data) -> tuple:
     """(H, W, C) of the images as the dataset stores them (what a client sends); a
@@ -80,6 +82,7 @@ def export_saved_model(model: tf_keras.Model, path: str, preprocess=None,
     ``batchable``: ``preprocess`` may be applied to a whole batch at once. Saved
     through Keras (``save_format="tf"``), so ``tf_keras.models.load_model`` reloads it.
     """
+    model = precision.float32_copy(model)    # float32 signatures whatever the run computed in
     signatures = {"serving_default": serving_signature(model, preprocess, raw_shape,
                                                         batchable)}
     if preprocess is not None:

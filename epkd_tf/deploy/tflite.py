@@ -28,7 +28,7 @@ import tensorflow as tf
 import epkd_tf  # noqa: F401
 import tf_keras
 
-from epkd_tf import compat
+from epkd_tf import compat, precision
 from epkd_tf.graph import dense_params, nonzero_params
 
 # gzip's own default level (``gzip FILE``, ``tar czf``; zlib's default, which TF-MOT's
@@ -81,6 +81,9 @@ def to_tflite(model: tf_keras.Model, fmt: str = "tflite", representative=None,
         raise ValueError(f"Unknown TFLite format {fmt!r}; choose from {', '.join(TFLITE_FORMATS)}.")
     if fmt == "tflite_int8" and representative is None:
         raise ValueError("tflite_int8 needs representative data to calibrate on.")
+    # LiteRT's builtin kernels are float32 (or int8 from float32): a mixed-precision
+    # model converts as its float32 copy.
+    model = precision.float32_copy(model)
     spec = tf.TensorSpec([None] + list(model.input_shape[1:]), tf.float32)
 
     @tf.function(input_signature=[spec])

@@ -40,6 +40,7 @@ import epkd_tf  # noqa: F401  (must precede TensorFlow: selects Keras 2)
 import tensorflow as tf
 import tf_keras
 
+from epkd_tf import precision
 from epkd_tf.config import BATCHNORM_MODES, DistillConfig
 from epkd_tf.errors import ApiError
 from epkd_tf.settings import default_of
@@ -494,8 +495,11 @@ class Distiller(tf_keras.Model):
             # that sum the gradient of the global-batch mean (1 without a strategy).
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
             scaled = total / tf.cast(replicas, total.dtype)
+            # A float16 student's optimizer scales the loss (epkd_tf.precision).
+            scaled = precision.scale_loss(self.optimizer, scaled)
         variables = self.student.trainable_variables
-        gradients = tape.gradient(scaled, variables)
+        gradients = precision.unscale_gradients(self.optimizer,
+                                                tape.gradient(scaled, variables))
         self.optimizer.apply_gradients(zip(gradients, variables))
         self._apply_zero_masks()
 

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from epkd_tf import compat
+from epkd_tf import compat, precision
 from epkd_tf.pruning.base import Candidate, Pruner
 from epkd_tf.pruning.registry import register_pruner
 from epkd_tf.settings import at_least, setting
@@ -111,6 +111,8 @@ class PolyMagnitudePruner(Pruner):
         with ctx.phase("surgery", self.name):
             pruned = sparsity.strip_pruning(wrapped)
             trim_to(pruned, kernels, target_nonzero)
+            # Back under the student's mixed precision (the fine-tune ran in float32).
+            pruned = precision.with_policy(pruned, precision.model_precision(model))
         return Candidate(self.name, pruned, structured=False, epochs=self.epochs,
                          predicted_cost=float(target_nonzero))
 
@@ -122,9 +124,14 @@ class PolyMagnitudePruner(Pruner):
         sparsity = _sparsity()
         # prune_low_magnitude wraps the model's own layer objects: work on a copy so the
         # current student, which the other pruners also start from, stays untouched.
+        # TF-MOT's wrapper calls the wrapped layer's `call` directly, past Keras' casting
+        # of float32 variables to a mixed policy's float16: the fine-tune runs on a
+        # float32 copy (float32_copy is already a copy when the model is mixed).
         original = model
-        model = tf_keras.models.clone_model(original)
-        model.set_weights(original.get_weights())
+        model = precision.float32_copy(original)
+        if model is original:
+            model = tf_keras.models.clone_model(original)
+            model.set_weights(original.get_weights())
         kernels = _prunable_kernels(model)
         kernel_sizes = {(n, i): model.get_layer(n).get_weights()[i].size for n, i in kernels}
         kernel_total = sum(kernel_sizes.values())
