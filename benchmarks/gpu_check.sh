@@ -3,19 +3,16 @@
 # the sections scale_gpu_* of docs/benchmarks/scale.md next to the CPU figures:
 #
 #   1. float32, one GPU                      (the baseline of the same card)
-#   2. mixed precision (tf_keras policy mixed_float16) + XLA (--jit_compile), one GPU
+#   2. mixed precision (--precision=mixed_float16) + XLA (--jit_compile), one GPU
 #   3. the same with --distribution=mirrored: tf.distribute.MirroredStrategy over every
 #      visible GPU (--batch_size is the global batch, so it is scaled by the GPU count)
 #
-# epkd_tf has no mixed-precision setting: scale.py sets the tf_keras global policy in each
-# run's process before the command line starts (--keras_policy). XLA is epkd_tf's own
-# --jit_compile (teacher training and distillation train steps).
-# Known gaps on today's code (seen on a CPU at a tiny size, see docs/benchmarks/scale.md):
-# under mixed_float16 the first TFLite conversion (the teacher's latency) fails (float16
-# Conv2D), so steps 2-3 stop after the teacher epoch and report what they measured until
-# then; with --jit_compile, TensorFlow has no deterministic XLA MaxPool gradient, so
-# ResNet-50 (a max-pool stem) may stop in its teacher epoch. A run that stops gets its
-# section all the same ("the run did not finish") and the next step goes on.
+# Mixed precision and XLA are epkd_tf's own flags: --precision (layers compute in float16,
+# float32 variables and logits, loss scaling; every export a float32 copy) and
+# --jit_compile (teacher training and distillation train steps; op determinism is off
+# with it, as XLA has no deterministic max-pooling gradient). Both paths are tested on a
+# CPU (tests/test_precision.py). A run that stops anyway gets its section all the same
+# ("the run did not finish") and the next step goes on.
 #
 # Usage (from the repository root, with epkd_tf's environment active):
 #   bash benchmarks/gpu_check.sh [WORK_DIR]
@@ -46,8 +43,8 @@ common=(--networks="${NETWORKS}" --images="${IMAGES}" --classes="${CLASSES}"
 
 python benchmarks/scale.py "${common[@]}" --batch_size="${BATCH}" --section=scale_gpu_float32
 python benchmarks/scale.py "${common[@]}" --batch_size="${BATCH}" --section=scale_gpu_mixed_xla \
-  --keras_policy=mixed_float16 --jit_compile
+  --precision=mixed_float16 --jit_compile
 python benchmarks/scale.py "${common[@]}" --batch_size="$((BATCH * GPUS))" \
-  --section=scale_gpu_mixed_xla_mirrored --keras_policy=mixed_float16 --jit_compile \
+  --section=scale_gpu_mixed_xla_mirrored --precision=mixed_float16 --jit_compile \
   --distribution=mirrored
 echo "figures written to docs/benchmarks/scale.md (sections scale_gpu_*)"

@@ -3,7 +3,7 @@
     python benchmarks/scale.py [--networks=mobilenet_v2,resnet50] [--images=1000,500]
         [--classes=1000] [--image_size=224] [--teacher_width=1.0] [--batch_size=32]
         [--eval_images=200] [--work_dir=DIR] [--page=PATH] [--section=scale]
-        [--jit_compile] [--distribution=mirrored] [--keras_policy=mixed_float16]
+        [--jit_compile] [--distribution=mirrored] [--precision=mixed_float16]
 
 What it does, every step through the public entry points:
 
@@ -43,10 +43,11 @@ each target of issue #24 §4 met / not met: peak resident memory <= 8 GB; export
 (``export`` + ``deployment_evaluation``) and ``scoring`` together <= 25% of the run;
 distillation >= 0.9x the plain fit's images/s.
 
-``--jit_compile``, ``--distribution`` and ``--keras_policy`` (a ``tf_keras`` mixed
-precision policy, set in the run's process before the CLI starts: epkd_tf has no setting
-of its own for it) are passed to every run and the plain fit: ``benchmarks/gpu_check.sh``
-uses them on a GPU machine. ``--page``/``--section`` write elsewhere (the tests do).
+``--jit_compile``, ``--distribution`` and ``--precision`` (epkd_tf's own flags) are
+passed to every run and the side-by-side fit (whose checkpoints carry the run's
+precision): ``benchmarks/gpu_check.sh`` uses them on a GPU machine. The side-by-side
+rounds also time the teacher's forward pass alone over the same augmented batches: what
+distillation adds to a fit by construction. ``--page``/``--section`` write elsewhere (the tests do).
 """
 from __future__ import annotations
 
@@ -211,15 +212,10 @@ def environment(args) -> dict:
     return env
 
 
-def python_with_policy(args) -> List[str]:
-    """The interpreter command a run starts with: with ``--keras_policy``, the policy is
-    set in that process before epkd_tf's CLI starts (epkd_tf has no setting for it)."""
-    if not args.keras_policy:
-        return [sys.executable, "-m", "epkd_tf.main"]
-    code = ("import sys, epkd_tf, tf_keras; "
-            f"tf_keras.mixed_precision.set_global_policy({args.keras_policy!r}); "
-            "from epkd_tf.cli.main import run; sys.argv[0] = 'epkd_tf.main'; run()")
-    return [sys.executable, "-c", code]
+def run_command(args) -> List[str]:
+    """The command line a run starts with (its flags follow)."""
+    return [sys.executable, "-m", "epkd_tf.main"] + (
+        [f"--precision={args.precision}"] if args.precision != "float32" else [])
 
 
 # --------------------------------------------------------------------------- plain fit
@@ -227,6 +223,7 @@ def plain_fit(args) -> None:
     """``--_plain_fit=RUN``: trains RUN's first student with a plain ``fit`` for one
     iteration's distillation epochs on the run's data; prints one JSON line."""
     import epkd_tf  # noqa: F401  (Keras 2 first)
+    import tensorflow as tf
     import tf_keras
     from epkd_tf import training
     from epkd_tf.config import DataConfig
@@ -238,8 +235,6 @@ def plain_fit(args) -> None:
     run = Path(args._plain_fit)
     flags = dict(line.split("=", 1) for line in (run / "flags.txt").read_text().splitlines()
                  if line.startswith("--") and "=" in line)
-    if args.keras_policy:
-        tf_keras.mixed_precision.set_global_policy(args.keras_policy)
     tf_keras.utils.set_random_seed(int(flags.get("--seed", 0)))
     data = load_data(DataConfig(dataset="imagenet", data_dir=flags["--data_dir"],
                                 image_size=int(flags["--image_size"]),
@@ -273,13 +268,28 @@ def plain_fit(args) -> None:
                         jit_compile=args.jit_compile)
         return time.perf_counter() - start
 
-    # Interleaved rounds, so that both see the same load of a shared machine.
-    fits, distils = [], []
+    def teacher_once() -> float:
+        # What distillation adds to a fit by construction: the teacher's forward pass
+        # (inference mode) on every augmented training batch of the same epochs.
+        with strategy.scope():
+            teacher = load_user_model(str(run / "checkpoints" / "teacher.keras"), None)
+        forward = tf.function(lambda x: teacher(x, training=False),
+                              jit_compile=args.jit_compile or None)
+        start = time.perf_counter()
+        for _ in range(epochs):
+            for x, _ in data.train():
+                forward(x)
+        return time.perf_counter() - start
+
+    # Interleaved rounds, so that all three see the same load of a shared machine.
+    fits, distils, teachers = [], [], []
     for _ in range(args.rounds):
         fits.append(fit_once())
         distils.append(distil_once())
+        teachers.append(teacher_once())
     print(json.dumps({"seconds": float(np.median(fits)), "distil_seconds":
-                      float(np.median(distils)), "fit_rounds": fits, "distil_rounds": distils,
+                      float(np.median(distils)), "teacher_seconds": float(np.median(teachers)),
+                      "fit_rounds": fits, "distil_rounds": distils, "teacher_rounds": teachers,
                       "images": data.spec.num_train * epochs, "epochs": epochs}))
 
 
@@ -391,13 +401,28 @@ def network_report(name: str, args, images: int, result: Dict, fit: Dict, run: P
               f"{images_per_second(fit['images'], fit['distil_seconds']):.2f} |",
               f"| plain `fit` of the first student, side by side ({fit['epochs']} epochs, "
               f"median of {len(fit['fit_rounds'])}) | "
-              f"{images_per_second(fit['images'], fit['seconds']):.2f} |", "",
-              "Side by side: one process trains the run's first student from its checkpoint "
-              "by plain `fit` and by distillation (as the run does it: teacher on every "
-              "batch, per-epoch validation) in interleaved rounds, so that both see the "
-              "same load; rounds (s): fit "
-              + ", ".join(f"{x:.1f}" for x in fit["fit_rounds"]) + "; distillation "
-              + ", ".join(f"{x:.1f}" for x in fit["distil_rounds"]) + ".", ""]
+              f"{images_per_second(fit['images'], fit['seconds']):.2f} |"]
+    if "teacher_seconds" in fit:        # samples of earlier script versions have none
+        lines.append(f"| the teacher's forward pass alone on the same batches, side by side "
+                     f"(median of {len(fit['teacher_rounds'])}) | "
+                     f"{images_per_second(fit['images'], fit['teacher_seconds']):.2f} |")
+    lines += ["", "Side by side: one process trains the run's first student from its "
+              "checkpoint by plain `fit` and by distillation (as the run does it: teacher on "
+              "every batch, per-epoch validation) and runs the teacher alone over the same "
+              "augmented batches, in interleaved rounds, so that all see the same load; "
+              "rounds (s): fit " + ", ".join(f"{x:.1f}" for x in fit["fit_rounds"])
+              + "; distillation " + ", ".join(f"{x:.1f}" for x in fit["distil_rounds"])
+              + ("; teacher forward " + ", ".join(f"{x:.1f}" for x in fit["teacher_rounds"])
+                 if "teacher_rounds" in fit else "") + "."]
+    if "teacher_seconds" in fit:
+        bound = fit["seconds"] / (fit["seconds"] + fit["teacher_seconds"])
+        lines.append(f"Distillation cannot beat a fit plus the teacher's forward pass "
+                     f"({fit['seconds']:.0f} + {fit['teacher_seconds']:.0f} s: "
+                     f"{bound:.2f}x the fit's images/s, the ratio the cached logits would "
+                     f"avoid without augmentation); it ran at {ratio:.2f}x, i.e. "
+                     f"{fit['distil_seconds'] - fit['seconds'] - fit['teacher_seconds']:+.0f} s "
+                     f"beyond fit + teacher.")
+    lines.append("")
     targets = {"peak resident memory <= 8 GB": (peak <= TARGET_RSS_MB, f"{peak:,.0f} MB"),
                "exports + scoring <= 25% of the run": (
                    share <= TARGET_EXPORT_SHARE,
@@ -421,7 +446,7 @@ def main() -> None:
     parser.add_argument("--eval_images", type=int, default=200,
                         help="validation images of every evaluation (--test_split)")
     parser.add_argument("--pruners", default=PRUNERS)
-    parser.add_argument("--rounds", type=int, default=2,
+    parser.add_argument("--rounds", type=int, default=3,
                         help="interleaved rounds of plain fit vs distillation (medians)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work_dir", default=str(Path(tempfile.gettempdir()) / "epkd_scale"))
@@ -429,8 +454,8 @@ def main() -> None:
     parser.add_argument("--section", default=SECTION)
     parser.add_argument("--jit_compile", action="store_true")
     parser.add_argument("--distribution", default="default")
-    parser.add_argument("--keras_policy", default="",
-                        help="e.g. mixed_float16 (set before the CLI starts)")
+    parser.add_argument("--precision", default="float32",
+                        help="epkd_tf's --precision for every run, e.g. mixed_float16")
     parser.add_argument("--extra_flags", type=lambda s: shlex.split(s), default=[],
                         help="more epkd_tf.main flags for every run, e.g. "
                              "'--export_every_student'")
@@ -476,7 +501,7 @@ def main() -> None:
         saved = work / f"{name}_samples.json"
         if not (args.reuse_runs and (run / "final.csv").exists() and saved.exists()):
             shutil.rmtree(run, ignore_errors=True)
-        command = python_with_policy(args) + [
+        command = run_command(args) + [
             "--dataset=imagenet", f"--data_dir={tfds_dir}", "--nodownload",
             f"--image_size={args.image_size}", f"--train_split=train[:{images}]",
             f"--test_split=validation[:{args.eval_images}]", f"--teacher={name}",
@@ -500,8 +525,7 @@ def main() -> None:
             continue
         fit_command = [sys.executable, __file__, f"--_plain_fit={run}", f"--rounds={args.rounds}",
                        f"--distribution={args.distribution}"] + (
-            ["--jit_compile"] if args.jit_compile else []) + (
-            [f"--keras_policy={args.keras_policy}"] if args.keras_policy else [])
+            ["--jit_compile"] if args.jit_compile else [])
         fitted = run_sampled(fit_command, work / f"{name}_fit.log", env)
         fit = json.loads([text for _, text in fitted["sampler"].lines
                           if text.startswith("{")][-1])
@@ -554,7 +578,7 @@ def write_page(args, count, imported, write_s, sections, targets_all, commands, 
                          for n, i in zip(args.networks, args.images))
     settings = ["`--jit_compile`" if args.jit_compile else "",
                 f"`--distribution={args.distribution}`" if args.distribution != "default"
-                else "", f"Keras policy `{args.keras_policy}`" if args.keras_policy else ""]
+                else "", f"`--precision={args.precision}`" if args.precision != "float32" else ""]
     settings = ", ".join(s for s in settings if s) or "float32, no XLA, one device"
     body = [f"## ImageNet-shaped runs: {', '.join(args.networks)}"
             + (f" ({settings})" if settings != "float32, no XLA, one device" else ""), "",
@@ -570,7 +594,7 @@ def write_page(args, count, imported, write_s, sections, targets_all, commands, 
             + (f" --pruners={args.pruners}" if args.pruners != PRUNERS else "")
             + (" --jit_compile" if args.jit_compile else "")
             + (f" --distribution={args.distribution}" if args.distribution != "default" else "")
-            + (f" --keras_policy={args.keras_policy}" if args.keras_policy else "")
+            + (f" --precision={args.precision}" if args.precision != "float32" else "")
             + (f" --extra_flags={shlex.quote(shlex.join(args.extra_flags))}"
                if args.extra_flags else "") + "`", "",
             f"Data: {count:,} synthetic JPEGs ({args.classes:,} classes; training images "

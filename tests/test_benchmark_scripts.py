@@ -253,7 +253,7 @@ def test_scale_runs_end_to_end_at_a_tiny_size(tmp_path):
     before = [path.read_text() if path.exists() else None for path in real]
     command = [sys.executable, str(BENCHMARKS / "scale.py"), "--networks=lenet5",
                "--images=8", "--classes=4", "--image_size=28", "--teacher_width=0.5",
-               "--batch_size=4", "--eval_images=4", "--pruners=l1_filter",
+               "--batch_size=4", "--eval_images=4", "--pruners=l1_filter", "--rounds=2",
                f"--work_dir={tmp_path / 'work'}", f"--page={out}", "--section=tiny",
                "--extra_flags=--export_formats=tflite --latency_runs=1"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
@@ -272,10 +272,31 @@ def test_scale_runs_end_to_end_at_a_tiny_size(tmp_path):
     for how in ("distillation of the first student", "plain `fit` of the first student"):
         assert re.search(rf"\| {re.escape(how)}, side by side \(2 epochs, median of 2\) \| "
                          r"[\d.]+ \|", body), (how, body)
-    assert re.search(r"rounds \(s\): fit [\d.]+, [\d.]+; distillation [\d.]+, [\d.]+\.", body)
+    assert re.search(r"\| the teacher's forward pass alone on the same batches, side by side "
+                     r"\(median of 2\) \| [\d.]+ \|", body), body
+    assert re.search(r"rounds \(s\): fit [\d.]+, [\d.]+; distillation [\d.]+, [\d.]+; "
+                     r"teacher forward [\d.]+, [\d.]+\.", body), body
+    assert re.search(r"Distillation cannot beat a fit plus the teacher's forward pass "
+                     r"\([\d]+ \+ [\d]+ s: [\d.]+x the fit's images/s", body), body
     assert re.search(r"Peak resident memory: \*\*[\d,]+ MB\*\*", body)
     assert not list(REPO.glob("scratch*"))
     assert [path.read_text() if path.exists() else None for path in real] == before
+
+
+def test_scale_passes_epkd_tf_s_own_precision_flag(monkeypatch):
+    """Mixed precision is epkd_tf's --precision (no global policy set from outside), and
+    the GPU script asks for it with XLA."""
+    import argparse
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location("scale_benchmark", BENCHMARKS / "scale.py")
+    scale = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scale)
+    assert scale.run_command(argparse.Namespace(precision="float32"))[1:] == [
+        "-m", "epkd_tf.main"]
+    assert scale.run_command(argparse.Namespace(precision="mixed_float16"))[1:] == [
+        "-m", "epkd_tf.main", "--precision=mixed_float16"]
+    script = (BENCHMARKS / "gpu_check.sh").read_text()
+    assert script.count("--precision=mixed_float16 --jit_compile") == 2
 
 
 def test_gpu_check_refuses_a_machine_without_a_gpu(tmp_path):
