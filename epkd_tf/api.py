@@ -342,6 +342,7 @@ def compress(teacher, train, test=None, *, output_dir: Optional[str] = None, con
         student = result.final                        # a smaller tf_keras model
     """
     from epkd_tf.console import api_console
+    from epkd_tf.seeds import xla_determinism
     from epkd_tf.settings import with_flags
     base = config if config is not None else RunConfig(export_formats=())
     if not isinstance(base, RunConfig):
@@ -366,8 +367,9 @@ def compress(teacher, train, test=None, *, output_dir: Optional[str] = None, con
             data = as_data(train, test, cfg.data)
             _check_teacher(model, data, cfg.pruning)
             notes = _fingerprints(model, train, test)
-            result = _run(cfg, data, model, root, verbose, keep=not temporary,
-                          overwrite=overwrite, notes=notes)
+            with xla_determinism(cfg.jit_compile):
+                result = _run(cfg, data, model, root, verbose, keep=not temporary,
+                              overwrite=overwrite, notes=notes)
             # Keras 3 in, Keras 3 out: the user gets models of the Keras they work with.
             return _in_keras3(result) if _is_keras3_source(teacher) else result
     finally:

@@ -2,6 +2,8 @@
 from the run's --seed for nested loops (study cells, their rounds)."""
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 
@@ -27,3 +29,20 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     from epkd_tf import compat
     compat.set_op_determinism(deterministic)
     tf_keras.utils.set_random_seed(seed)
+
+
+@contextlib.contextmanager
+def xla_determinism(jit_compile: bool):
+    """Inside: TensorFlow's op determinism off when ``jit_compile`` (XLA has no
+    deterministic max-pooling gradient and refuses to compile one while it is on), as
+    the command line runs; on exit the process's setting as it was (the Python API
+    changes nothing of its caller's process)."""
+    from epkd_tf import compat
+    was = compat.op_determinism_enabled()
+    if jit_compile and was:
+        compat.set_op_determinism(False)
+    try:
+        yield
+    finally:
+        if compat.op_determinism_enabled() != was:
+            compat.set_op_determinism(was)

@@ -195,3 +195,28 @@ def test_a_mixed_float16_run_trains_prunes_distils_and_exports_float32(tiny_dir,
     assert np.float16 not in tensor_types
     assert "--precision=mixed_float16\n" in (out / "flags.txt").read_text()
     assert os.path.isdir(out / "serving")
+
+
+@pytest.mark.integration
+def test_the_api_compiles_max_pooling_with_xla_and_restores_determinism(determinism_restored):
+    """compress(jit_compile=True) in a process with op determinism on (a user's choice)
+    trains a network with max pooling (XLA refuses its gradient under determinism) and
+    leaves the process's determinism on afterwards; precision="mixed_bfloat16" gives a
+    mixed final student."""
+    from epkd_tf import compat
+    tf_keras.utils.set_random_seed(0)
+    x = images(96)
+    # Four classes: which quadrant is the brightest.
+    quadrants = [x[:, :6, :6], x[:, :6, 6:], x[:, 6:, :6], x[:, 6:, 6:]]
+    y = np.argmax([q.mean(axis=(1, 2, 3)) for q in quadrants], axis=0)
+    teacher = conv_net()
+    teacher.compile("adam", tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    teacher.fit(x, y, epochs=1, verbose=0)
+    compat.set_op_determinism(True)
+    result = epkd_tf.compress(teacher, (x[:64], y[:64]), (x[64:], y[64:]), iterations=1,
+                              keep_ratio=0.6, pruners=("l1_filter",), finetune_epochs=1,
+                              batch_size=32, latency_runs=2, jit_compile=True,
+                              precision="mixed_bfloat16", progress=False)
+    assert compat.op_determinism_enabled()
+    assert precision.model_precision(result.final) == "mixed_bfloat16"
+    assert precision.model_precision(teacher) == "float32"          # the caller's model
