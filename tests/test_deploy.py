@@ -174,6 +174,39 @@ def test_float_tflite_matches_keras_and_int8_has_int8_io(tiny):
         metrics.to_tflite(model, "tflite_int8")
 
 
+@pytest.mark.integration
+def test_int8_calibration_batches_fit_the_memory_bound(tiny, monkeypatch):
+    """The calibrator keeps every intermediate tensor of its batch: batches are cut to
+    what fits CALIBRATION_MEMORY (here three examples), and quantise as batches of 32
+    do."""
+    from epkd_tf.activations import activation_values
+    data, model = tiny
+    x, _ = data.numpy_test()
+    whole = metrics.to_tflite(model, "tflite_int8", x[:64])
+    seen = []
+    converter_class = metrics.tf.lite.TFLiteConverter
+
+    class Spy(converter_class):
+        def convert(self):
+            feed = self.representative_dataset
+            self.representative_dataset = lambda: (seen.append(len(b[0])) or b
+                                                   for b in feed())
+            return super().convert()
+    monkeypatch.setattr(metrics.tf.lite, "TFLiteConverter", Spy)
+    monkeypatch.setattr(metrics, "CALIBRATION_MEMORY", 4 * activation_values(model) * 3)
+    small = metrics.to_tflite(model, "tflite_int8", x[:64])
+    assert seen == [3] * 21 + [1]
+    # The ranges are min/max over all values: the same scales (a float rounding apart;
+    # the files differ in a few bytes).
+    scales = [[float(t["quantization"][0]) for t in metrics.make_interpreter(f)
+               .get_tensor_details() if t["dtype"] == np.int8] for f in (whole, small)]
+    assert len(scales[0]) == len(scales[1])
+    np.testing.assert_allclose(scales[1], scales[0], rtol=1e-4)
+    int8 = metrics.make_interpreter(small)
+    agree = (metrics.tflite_predict(int8, x).argmax(-1) == model(x).numpy().argmax(-1)).mean()
+    assert agree >= 0.95
+
+
 def dense_weight_zero_points(flatbuffer: bytes) -> list:
     """How many zero points each int8 Dense weight stores (1 = per tensor, units = per
     channel) and whether its scales take a single value."""

@@ -22,9 +22,9 @@ Every refusal is a :class:`epkd_tf.errors.UsageError` naming the flags to change
 """
 from __future__ import annotations
 
-import os
 from typing import Optional
 
+from epkd_tf.activations import activation_values  # noqa: F401  (re-exported)
 from epkd_tf.errors import UsageError
 
 BYTES_PER_PARAM = 16         # float32 weight + gradient + Adam's m and v
@@ -49,19 +49,6 @@ def available_memory() -> Optional[int]:
             continue
         available = limit if available is None else min(available, limit)
     return available
-
-
-def activation_values(model) -> int:
-    """Float values of every layer's output for one example."""
-    total = 0
-    for layer in model.layers:
-        shapes = layer.output_shape
-        for shape in shapes if isinstance(shapes, list) else [shapes]:
-            count = 1
-            for dim in tuple(shape)[1:]:
-                count *= int(dim or 1)
-            total += count
-    return total
 
 
 def check_memory(model, batch_size: int, flags: str, gpus: bool = False,

@@ -29,6 +29,7 @@ import epkd_tf  # noqa: F401
 import tf_keras
 
 from epkd_tf import compat, precision
+from epkd_tf.activations import chunk_examples
 from epkd_tf.graph import dense_params, nonzero_params
 
 # gzip's own default level (``gzip FILE``, ``tar czf``; zlib's default, which TF-MOT's
@@ -36,6 +37,11 @@ from epkd_tf.graph import dense_params, nonzero_params
 # files ~9% smaller (dense ones <1%) but takes ~14x longer on them (long runs of zeros),
 # which made compressing the exports a visible share of a run.
 GZIP_LEVEL = 6
+
+
+#: Examples per int8 calibration batch, and the most their intermediate tensors may take.
+CALIBRATION_BATCH = 32
+CALIBRATION_MEMORY = 512 * 2 ** 20
 
 
 def gzip_bytes(data: bytes) -> int:
@@ -103,12 +109,15 @@ def to_tflite(model: tf_keras.Model, fmt: str = "tflite", representative=None,
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif fmt == "tflite_int8":
         examples = np.asarray(representative, dtype=np.float32)
+        # Batches calibrate like single examples (min/max are taken over all values) at a
+        # fraction of the interpreter calls; the calibrator keeps every intermediate
+        # tensor of its batch, so a batch holds at most CALIBRATION_MEMORY of them (a
+        # 224 px ResNet-50's batch of 32 would hold 4.6 GB).
+        batch = min(CALIBRATION_BATCH, chunk_examples(model, CALIBRATION_MEMORY))
 
         def calibration_batches():
-            # Batches of 32 calibrate like single examples (min/max are taken over all
-            # values) at a fraction of the interpreter calls.
-            for start in range(0, len(examples), 32):
-                yield [examples[start:start + 32]]
+            for start in range(0, len(examples), batch):
+                yield [examples[start:start + batch]]
 
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = calibration_batches

@@ -7,7 +7,7 @@ from typing import Optional
 import numpy as np
 
 from epkd_tf.pruning.base import StructuredPruner
-from epkd_tf.pruning.chunks import chunk_examples
+from epkd_tf.activations import chunk_examples
 from epkd_tf.pruning.registry import register_pruner
 from epkd_tf.settings import at_least, default_of, setting
 

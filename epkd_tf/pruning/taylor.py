@@ -5,7 +5,7 @@ from typing import Optional
 import numpy as np
 
 from epkd_tf.pruning.base import StructuredPruner, normalise_per_block
-from epkd_tf.pruning.chunks import chunk_examples
+from epkd_tf.activations import chunk_examples
 from epkd_tf.pruning.registry import register_pruner
 from epkd_tf.settings import at_least, one_of, setting
 

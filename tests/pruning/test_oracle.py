@@ -68,7 +68,7 @@ def _chunk_memory(graph, n):
     """memory_bytes whose halves each hold the layer outputs of ``n`` examples (4 bytes a
     value): oracle_scores then runs min(n, len(x)) examples a pass, with n // that many
     groups stacked in each re-evaluation."""
-    from epkd_tf.budget.feasibility import activation_values
+    from epkd_tf.activations import activation_values
     return 2 * 4 * activation_values(graph.model) * n
 
 

@@ -133,7 +133,7 @@ def test_taylor_chunks_do_not_change_scores(model, chunk, monkeypatch):
     """A memory bound splits each batch into chunks of examples (seen by the forward
     pass) whose sums add up to the whole batch's: same scores as unbounded."""
     import epkd_tf.graph.executor as executor_mod
-    from epkd_tf.budget.feasibility import activation_values
+    from epkd_tf.activations import activation_values
     data = _data()
     x, y = data.x[:20], data.y[:20]
     graph = analyze(model)

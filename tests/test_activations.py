@@ -1,4 +1,5 @@
-"""Tests for the example chunks of the data-driven criteria (epkd_tf.pruning.chunks)."""
+"""Layer outputs per example and the example chunks that fit a memory bound
+(epkd_tf.activations): the criteria's and the int8 calibration's."""
 import epkd_tf  # noqa: F401  (before TensorFlow)
 
 import sys
@@ -7,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers_models import lenet5, residual_model  # noqa: E402
 
 from epkd_tf.config import PruningConfig  # noqa: E402
-from epkd_tf.pruning.chunks import chunk_examples  # noqa: E402
+from epkd_tf.activations import activation_values, chunk_examples  # noqa: E402
 from epkd_tf.settings import default_of  # noqa: E402
 
 pytestmark = pytest.mark.unit
@@ -25,6 +26,12 @@ def _values_per_example(model):
         for shape in shapes if isinstance(shapes, list) else [shapes]:
             total += int(np.prod([d for d in shape[1:]]))
     return total
+
+
+@pytest.mark.parametrize("builder", [lenet5, residual_model], ids=["lenet5", "residual"])
+def test_activation_values_count_every_layer_output(builder):
+    model = builder()
+    assert activation_values(model) == _values_per_example(model) > 0
 
 
 @pytest.mark.parametrize("builder", [lenet5, residual_model], ids=["lenet5", "residual"])
@@ -74,7 +81,7 @@ def test_criteria_pass_the_setting(name, monkeypatch):
         return original(self, xb)
     monkeypatch.setattr(executor_mod.GraphExecutor, "forward", forward)
     # The toy network has far less than 8 MB per example: fake a large one.
-    monkeypatch.setattr("epkd_tf.budget.feasibility.activation_values",
+    monkeypatch.setattr("epkd_tf.activations.activation_values",
                         lambda model: 2 * 2 ** 20)
     config = with_flags(PruningConfig(), scoring_memory_mb=16)
     got = pruner.score(graph, PruningContext(data, config, seed=1, batch_size=6))
