@@ -244,6 +244,7 @@ def test_scale_refuses_a_work_dir_inside_the_repository():
     assert not (REPO / "scratch_images").exists()
 
 
+@pytest.mark.slow
 def test_scale_runs_end_to_end_at_a_tiny_size(tmp_path):
     """benchmarks/scale.py on 4 classes of 28 px images with LeNet-5 (every step: images
     written, the folder import, an EPKD run sampled for memory, the plain fit, the page):

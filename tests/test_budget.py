@@ -303,6 +303,7 @@ def test_the_final_student_is_exported_and_headlined(macs_run):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_latency_budget_chains_side_by_side_costs_and_times_the_final_student(tiny_dir,
                                                                                tmp_path):
     """--budget=latency: every iteration's target is keep_ratio × the previous student's
@@ -332,6 +333,7 @@ def test_latency_budget_chains_side_by_side_costs_and_times_the_final_student(ti
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_a_pruner_at_its_floors_is_left_out_and_the_run_stops_when_none_can_go_on(
         tiny_dir, tmp_path):
     """With a stop rule --iterations is an upper bound: the pre-check lets 0.5^12 pass,
@@ -451,6 +453,7 @@ def _weights(out, iteration):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_with_a_validation_split_no_test_label_influences_any_choice(tmp_path):
     """The same run on data whose test labels are permuted: with --validation_split every
     candidate's score, every winner and every student are identical; without it (ranking

@@ -52,7 +52,8 @@ def _run_dir(cwd):
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("signum, status, name", [(signal.SIGINT, 130, "Ctrl-C"),
-                                                  (signal.SIGTERM, 143, "SIGTERM")])
+                                                  pytest.param(signal.SIGTERM, 143, "SIGTERM",
+                                                               marks=pytest.mark.slow)])
 def test_an_interrupted_run_says_so_in_one_line_and_the_same_command_resumes_it(
         tiny_dir, tmp_path, reference_run, signum, status, name):
     cwd = tmp_path

@@ -87,6 +87,7 @@ def test_cli_run_mirrored_over_two_cpus_matches_one_device(tiny_dir, tmp_path):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_multi_worker_mirrored_two_workers_complete_a_run(tiny_dir, tmp_path):
     cluster = {"worker": [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]}
     out = tmp_path / "run"
