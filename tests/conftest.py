@@ -89,6 +89,21 @@ def shared_once(tmp_path_factory, name: str, make) -> Path:
     return path
 
 
+@pytest.fixture
+def forward_passes(monkeypatch):
+    """The number of examples of every pass the criteria's GraphExecutor makes (the
+    list fills as ``GraphExecutor.forward`` runs; the passes themselves are unchanged)."""
+    import epkd_tf.graph.executor as executor_mod
+    seen = []
+    original = executor_mod.GraphExecutor.forward
+
+    def forward(self, xb):
+        seen.append(len(xb))
+        return original(self, xb)
+    monkeypatch.setattr(executor_mod.GraphExecutor, "forward", forward)
+    return seen
+
+
 @pytest.fixture(scope="session")
 def mnist_dir(tmp_path_factory):
     """A TFDS data_dir holding the real MNIST (from ../shared/data/mnist.npz) as `mnist`."""

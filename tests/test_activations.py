@@ -59,12 +59,11 @@ def test_scoring_memory_is_a_validated_setting():
 
 
 @pytest.mark.parametrize("name", ["taylor", "oracle"])
-def test_criteria_pass_the_setting(name, monkeypatch):
+def test_criteria_pass_the_setting(name, monkeypatch, forward_passes):
     """--scoring_memory_mb reaches the criterion: a 16 MB bound on a network of 8 MB of
     layer outputs per example makes passes of one example (16 MB holds 2 copies for
     Taylor; the oracle gives each half 8 MB), with the same scores."""
     from helpers_models import FakeData
-    import epkd_tf.graph.executor as executor_mod
     from epkd_tf.graph import analyze
     from epkd_tf.pruning import PruningContext, make_pruner
     from epkd_tf.settings import with_flags
@@ -73,17 +72,11 @@ def test_criteria_pass_the_setting(name, monkeypatch):
     data = FakeData(model.input_shape[1:], model.output_shape[-1], num_train=12, seed=0)
     pruner = make_pruner(name, **({"batches": 1} if name == "taylor" else {"examples": 6}))
     whole = pruner.score(graph, PruningContext(data, PruningConfig(), seed=1, batch_size=6))
-    seen = []
-    original = executor_mod.GraphExecutor.forward
-
-    def forward(self, xb):
-        seen.append(len(xb))
-        return original(self, xb)
-    monkeypatch.setattr(executor_mod.GraphExecutor, "forward", forward)
+    forward_passes.clear()
     # The toy network has far less than 8 MB per example: fake a large one.
     monkeypatch.setattr("epkd_tf.activations.activation_values",
                         lambda model: 2 * 2 ** 20)
     config = with_flags(PruningConfig(), scoring_memory_mb=16)
     got = pruner.score(graph, PruningContext(data, config, seed=1, batch_size=6))
-    assert seen == [1] * 6
+    assert forward_passes == [1] * 6
     np.testing.assert_allclose(got, whole, rtol=1e-5, atol=1e-7)

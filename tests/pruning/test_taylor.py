@@ -129,22 +129,15 @@ def test_taylor_normalization_defaults_to_mean():
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 8])
-def test_taylor_chunks_do_not_change_scores(model, chunk, monkeypatch):
+def test_taylor_chunks_do_not_change_scores(model, chunk, forward_passes):
     """A memory bound splits each batch into chunks of examples (seen by the forward
     pass) whose sums add up to the whole batch's: same scores as unbounded."""
-    import epkd_tf.graph.executor as executor_mod
     from epkd_tf.activations import activation_values
     data = _data()
     x, y = data.x[:20], data.y[:20]
     graph = analyze(model)
     whole = taylor_scores(graph, x, y, 8)
-    seen = []
-    original = executor_mod.GraphExecutor.forward
-
-    def forward(self, xb):
-        seen.append(len(xb))
-        return original(self, xb)
-    monkeypatch.setattr(executor_mod.GraphExecutor, "forward", forward)
+    forward_passes.clear()
     # Two copies (outputs and gradients) of 4-byte values for `chunk` examples.
     memory = 2 * 4 * activation_values(model) * chunk
     got = taylor_scores(graph, x, y, 8, memory_bytes=memory)
@@ -152,5 +145,5 @@ def test_taylor_chunks_do_not_change_scores(model, chunk, monkeypatch):
     for start in range(0, 20, 8):
         size = min(8, 20 - start)
         expected_passes += [min(chunk, size - first) for first in range(0, size, chunk)]
-    assert seen == expected_passes
+    assert forward_passes == expected_passes
     np.testing.assert_allclose(got, whole, rtol=1e-5, atol=1e-8)
