@@ -219,20 +219,22 @@ def apply_dataset_defaults() -> None:
     """Sets the flags that ``--dataset`` gives a default and the command line leaves out:
     ``--test_split`` (the dataset's labelled evaluation split, e.g. validation for
     ImageNet, whose test split has no labels), ``--teacher`` (resnet50 for ImageNet,
-    unless --teacher_path is given) and ``--pruners`` (no oracle on ImageNet). The flags then hold the values the run uses, so
-    flags.txt records them and a resume compares them; :data:`_DATASET_NOTES` keeps a line
-    for each choice that differs from the general default."""
+    unless --teacher_path is given) and ``--pruners`` (no oracle on ImageNet). The flags
+    then hold the values the run uses, so flags.txt records them and a resume compares
+    them; :data:`_DATASET_NOTES` keeps a line for each choice that differs from the
+    general default."""
     from epkd_tf.cli.common import apply_test_split_default
     from epkd_tf.config import DATASET_PRUNERS, DATASET_TEACHERS, canonical_dataset
     _DATASET_NOTES.clear()
     given = FLAGS.dataset.strip()
+    dataset = canonical_dataset(given)
     _DATASET_NOTES.extend(filter(None, [apply_test_split_default(FLAGS)]))
-    teacher = DATASET_TEACHERS.get(canonical_dataset(given))
+    teacher = DATASET_TEACHERS.get(dataset)
     if teacher and not FLAGS["teacher"].present and not FLAGS.teacher_path:
         FLAGS.teacher = teacher
         _DATASET_NOTES.append(f"--dataset={given}: teacher {teacher}, trained here (give "
                               f"--teacher or --teacher_path to choose)")
-    pruners = DATASET_PRUNERS.get(canonical_dataset(given))
+    pruners = DATASET_PRUNERS.get(dataset)
     if pruners and not FLAGS["pruners"].present:
         FLAGS.pruners = list(pruners)
         _DATASET_NOTES.append(f"--dataset={given}: pruners {','.join(pruners)} (the oracle "

@@ -55,9 +55,9 @@ def oracle_scores(graph, x: np.ndarray, y: np.ndarray, progress: str = None,
     positions = mixing_input_positions(graph)
     # Half the memory for a chunk's intact outputs, half for its stacked re-evaluations,
     # each copy of which holds at most one more set of the chunk's layer outputs.
-    examples = min(len(x), chunk_examples(graph.model, memory_bytes / 2))
-    copies = max(1, min(graph.num_groups,
-                        chunk_examples(graph.model, memory_bytes / 2) // examples))
+    fit = chunk_examples(graph.model, memory_bytes / 2)     # examples' outputs per half
+    examples = min(len(x), fit)
+    copies = max(1, min(graph.num_groups, fit // examples))
     changes = np.zeros(graph.num_groups)
     started = last = time.perf_counter()
     steps = -(-len(x) // examples) * -(-graph.num_groups // copies)
