@@ -9,7 +9,7 @@ import pandas as pd
 import epkd_tf  # noqa: F401
 import tf_keras
 
-from epkd_tf import precision
+from epkd_tf import optimizers
 from epkd_tf.errors import NonFiniteLossError  # noqa: F401
 
 HISTORY_COLUMNS = ["epoch", "loss", "train_accuracy", "test_accuracy"]
@@ -19,8 +19,7 @@ def compile_classifier(model: tf_keras.Model, learning_rate,
                        jit_compile: bool = False) -> tf_keras.Model:
     """Compiles ``model`` with Adam (a float or a schedule), cross-entropy on logits and an
     accuracy metric; ``jit_compile``: XLA-compiled train step."""
-    model.compile(optimizer=precision.optimizer_for(model,
-                                                    tf_keras.optimizers.Adam(learning_rate)),
+    model.compile(optimizer=optimizers.adam(learning_rate, model),
                   loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=[tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
                   jit_compile=jit_compile)

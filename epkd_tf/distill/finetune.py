@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 import tf_keras
 
-from epkd_tf import precision, training
+from epkd_tf import optimizers, training
 from epkd_tf.distill.distiller import Distiller
 
 
@@ -68,7 +68,7 @@ def distil(student: tf_keras.Model, teacher: tf_keras.Model, data, *, epochs: in
             [tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
             if track_accuracy else None)
         extra = {} if jit_compile is None else {"jit_compile": jit_compile}
-        distiller.compile(optimizer=precision.optimizer_for(student, tf_keras.optimizers.Adam(rate)),
+        distiller.compile(optimizer=optimizers.adam(rate, student),
                           metrics=metrics,
                           alpha=alpha, temperature=temperature, **extra)
         # Each epoch's order from (seed, epoch) alone, so that a resumed epoch replays it.

@@ -120,6 +120,7 @@ class PolyMagnitudePruner(Pruner):
         """A copy of ``model`` wrapped by TF-MOT with the schedule to ``target_nonzero``,
         compiled; and its prunable kernels."""
         import tf_keras
+        from epkd_tf import optimizers
         from epkd_tf.graph import nonzero_params
         sparsity = _sparsity()
         # prune_low_magnitude wraps the model's own layer objects: work on a copy so the
@@ -157,6 +158,6 @@ class PolyMagnitudePruner(Pruner):
             return layer
 
         wrapped = tf_keras.models.clone_model(model, clone_function=wrap)
-        wrapped.compile(optimizer=tf_keras.optimizers.Adam(ctx.learning_rate),
+        wrapped.compile(optimizer=optimizers.adam(ctx.learning_rate, wrapped),
                         loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         return wrapped, kernels

@@ -14,6 +14,7 @@ strategy = distribute.make_strategy("mirrored", logical_cpus=2)
 import tensorflow as tf  # noqa: E402
 import tf_keras  # noqa: E402
 
+from epkd_tf import optimizers  # noqa: E402
 from epkd_tf.distill import Distiller  # noqa: E402
 
 rng = np.random.default_rng(0)
@@ -36,7 +37,8 @@ def train(scope):
         distiller = Distiller(student=student, teacher=teacher)
         distiller.compile(optimizer=tf_keras.optimizers.SGD(0.1), alpha=0.3, temperature=4.0,
                           metrics=[tf_keras.metrics.SparseCategoricalAccuracy(name="acc")])
-        classifier.compile(optimizer=tf_keras.optimizers.SGD(0.1),
+        # The run's own optimizer: it must still sum the replicas' gradients.
+        classifier.compile(optimizer=optimizers.adam(0.01, classifier),
                            loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     d = distiller.fit(data, epochs=2, verbose=0).history
     c = classifier.fit(data, epochs=2, verbose=0).history
