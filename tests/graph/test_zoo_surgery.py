@@ -113,13 +113,41 @@ def _check_exports(pruned, x, tmp_path):
                                rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(expected).max())))
 
 
+# Zoo models that between them hold every layer class of the zoo (the applications are
+# covered by the zoo's classes); the others repeat those classes deeper and export in the
+# slow tier.
+EXPORT_COVERING = ["alexnet", "inception", "lenet300_100", "lenet5", "mobilenet_v2",
+                   "plain_convnet", "resnet18"]
+EXPORT_DEEPER = [name for name in model_names() if name not in EXPORT_COVERING]
+
+
+@pytest.mark.parametrize("case", EXPORT_COVERING, indirect=True)
 def test_pruned_model_exports(half, tmp_path):
-    """SavedModel round trip and TFLite conversion of the half-pruned model, for every
-    zoo model (the applications are covered by the zoo's layer classes)."""
+    """SavedModel round trip and TFLite conversion of the half-pruned model."""
     name, model, plan, pruned = half
-    if name.startswith("applications."):
-        pytest.skip("the zoo's own models cover the applications' layer classes")
     _check_exports(pruned, random_inputs(model, n=2, seed=4), tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", EXPORT_DEEPER, indirect=True)
+def test_deeper_pruned_models_export(half, tmp_path):
+    """The same for the zoo models whose layer classes the covering ones already hold."""
+    name, model, plan, pruned = half
+    _check_exports(pruned, random_inputs(model, n=2, seed=4), tmp_path)
+
+
+def test_export_cases_cover_the_zoo():
+    """Every zoo model exports in one tier or the other, and the default tier's models
+    hold every layer class the zoo's models use."""
+    assert sorted(EXPORT_COVERING + EXPORT_DEEPER) == sorted(model_names())
+    classes = {}
+    for name in model_names():
+        model = build_model(name, SHAPES.get(name, (32, 32, 3)), 10,
+                            width=WIDTHS.get(name, 1.0))
+        classes[name] = {type(layer).__name__ for layer in model.layers}
+    covered = set().union(*(classes[name] for name in EXPORT_COVERING))
+    missing = set().union(*classes.values()) - covered
+    assert not missing, f"layer classes only the slow tier exports: {sorted(missing)}"
 
 
 def test_pruned_inverted_residuals_export(tmp_path):
