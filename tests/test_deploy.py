@@ -340,3 +340,36 @@ def test_tflite_file_names():
     assert run.tflite_path("student_3", "tflite_sparse") == "/r/tflite/student_3_sparse.tflite"
     with pytest.raises(ValueError):
         run.tflite_path("teacher", "saved_model")
+
+
+@pytest.mark.integration
+def test_tflite_accuracy_batches_fit_the_memory_bound(tiny, monkeypatch, tmp_path):
+    """Each interpreter allocates its whole batch's tensors and every format is measured
+    in the same pass: the batch is cut so that one set of layer outputs per interpreter
+    fits EVAL_MEMORY, with the same accuracies as at the full batch."""
+    from epkd_tf.activations import activation_values
+    data, model = tiny
+    per_example = 4 * activation_values(model)          # float32 layer outputs
+    assert deploy.accuracy_batch(model, 2) == deploy.EVAL_BATCH    # tiny: the full batch
+    monkeypatch.setattr(deploy, "EVAL_MEMORY", per_example * 2 * 5)
+    assert deploy.accuracy_batch(model, 2) == 5
+    assert deploy.accuracy_batch(model, 1) == 10
+    monkeypatch.setattr(deploy, "EVAL_MEMORY", per_example // 2)
+    assert deploy.accuracy_batch(model, 3) == 1          # one example, whatever it costs
+    flatbuffers = {fmt: metrics.to_tflite(model, fmt) for fmt in ("tflite", "tflite_sparse")}
+    x, y = data.numpy_test()
+    expected = float((model(x).numpy().argmax(-1) == y).mean())
+    for batch in (deploy.EVAL_BATCH, 7):
+        accuracies = deploy.tflite_accuracies(flatbuffers, data, batch)
+        assert accuracies == pytest.approx({"tflite": expected, "tflite_sparse": expected},
+                                           abs=1.5 / len(y))
+    # export_model measures at the bounded batch.
+    seen = []
+    measure = deploy.tflite_accuracies
+    monkeypatch.setattr(deploy, "tflite_accuracies",
+                        lambda fbs, d, batch: seen.append(batch) or measure(fbs, d, batch))
+    monkeypatch.setattr(deploy, "EVAL_MEMORY", per_example * 2 * 5)
+    run = RunDir(str(tmp_path / "run"))
+    deploy.export_model(run, model, "student_1", ("tflite", "tflite_int8_dynamic"),
+                        serving_name="student", version=1, data=data, latency_runs=2)
+    assert seen == [5]

@@ -34,6 +34,7 @@ from epkd_tf import precision
 from epkd_tf.deploy import tflite as metrics
 from epkd_tf.deploy.saved_model import (export_saved_model, raw_image_shape,
                                         write_models_config)
+from epkd_tf.activations import chunk_examples
 from epkd_tf.config import EXPORT_FORMATS
 from epkd_tf.graph import dense_params, nonzero_params
 
@@ -47,8 +48,12 @@ FORMATS = EXPORT_FORMATS
 SPARSE_MIN_ZEROS = 0.30
 # Training examples (Data.sample, the run's seed) the tflite_int8 ranges are calibrated on.
 CALIBRATION_EXAMPLES = 256
-# Batch of the TFLite interpreters that measure test accuracy.
+# Batch of the TFLite interpreters that measure test accuracy, at most; and what their
+# intermediate tensors may take together. Each interpreter allocates its whole batch's
+# tensors: at batch 256 one float interpreter of a 224 px ResNet-50 would take gigabytes,
+# and the formats are measured side by side in one pass.
 EVAL_BATCH = 256
+EVAL_MEMORY = 512 * 2 ** 20
 
 
 # -- sizes --------------------------------------------------------------------------------
@@ -79,14 +84,23 @@ def calibration_examples(data, seed: Optional[int] = None) -> np.ndarray:
     return data.sample(min(CALIBRATION_EXAMPLES, data.spec.num_train), seed=seed)[0]
 
 
-def tflite_accuracies(flatbuffers: Dict[str, bytes], data) -> Dict[str, float]:
-    """Top-1 test accuracy of each flatbuffer, in one pass over the test split at batch
-    ``EVAL_BATCH`` (interpreters on every CPU core: accuracy does not depend on threads)."""
+def accuracy_batch(model: tf_keras.Model, interpreters: int) -> int:
+    """The batch :func:`tflite_accuracies` runs ``interpreters`` flatbuffers of ``model``
+    at: ``EVAL_BATCH``, or fewer examples where their layer outputs, one set per
+    interpreter, would exceed ``EVAL_MEMORY`` (at least 1)."""
+    return min(EVAL_BATCH, chunk_examples(model, EVAL_MEMORY, copies=max(1, interpreters)))
+
+
+def tflite_accuracies(flatbuffers: Dict[str, bytes], data,
+                      batch: int = EVAL_BATCH) -> Dict[str, float]:
+    """Top-1 test accuracy of each flatbuffer, in one pass over the test split at ``batch``
+    examples per call (interpreters on every CPU core: accuracy does not depend on
+    threads); :func:`accuracy_batch` bounds it by memory."""
     threads = os.cpu_count() or 1
     interpreters = {f: metrics.make_interpreter(b, threads) for f, b in flatbuffers.items()}
     correct = dict.fromkeys(flatbuffers, 0)
     seen = 0
-    for x, y in data.test().unbatch().batch(EVAL_BATCH).as_numpy_iterator():
+    for x, y in data.test().unbatch().batch(batch).as_numpy_iterator():
         for fmt, interpreter in interpreters.items():
             correct[fmt] += int(np.sum(metrics.tflite_predict(interpreter, x).argmax(-1) == y))
         seen += len(y)
@@ -160,8 +174,9 @@ def export_model(run, model: tf_keras.Model, name: str, formats: Sequence[str], 
                                              dense_per_channel=int8_dense_per_channel)
         run.write_bytes(os.path.relpath(run.tflite_path(name, fmt), run.root), flatbuffers[fmt])
     with measuring():
-        accuracies = (tflite_accuracies(flatbuffers, data) if data is not None and flatbuffers
-                      else {})
+        accuracies = (tflite_accuracies(flatbuffers, data,
+                                        accuracy_batch(model, len(flatbuffers)))
+                      if data is not None and flatbuffers else {})
         latencies = {fmt: metrics.tflite_latency(flatbuffer, runs=latency_runs, threads=threads)
                      for fmt, flatbuffer in flatbuffers.items()}
     for fmt, flatbuffer in flatbuffers.items():
