@@ -14,8 +14,6 @@ customise the aggregation) and keeps it wherever there are several replicas.
 """
 from __future__ import annotations
 
-import types
-
 import epkd_tf  # noqa: F401  (selects tf_keras before TensorFlow loads)
 import tensorflow as tf
 import tf_keras
@@ -56,11 +54,11 @@ def single_replica_aggregation(optimizer: tf_keras.optimizers.Optimizer
     """
     keras_aggregation = optimizer.aggregate_gradients
 
-    def aggregate_gradients(self, grads_and_vars):
+    def aggregate_gradients(grads_and_vars):
         context = tf.distribute.get_replica_context()
         if context is not None and context.num_replicas_in_sync == 1:
             return list(grads_and_vars)        # a sum over one replica
         return keras_aggregation(grads_and_vars)
 
-    optimizer.aggregate_gradients = types.MethodType(aggregate_gradients, optimizer)
+    optimizer.aggregate_gradients = aggregate_gradients
     return optimizer
