@@ -10,6 +10,26 @@ dependency of epkd_tf, made by ``peers.py:peer_python()``), started by residual.
 (without ``--targets`` it only checks the port; ``--self_test`` checks the BatchNorm
 re-estimation on a small model and needs no other argument).
 
+``benchmarks/frontier.py`` runs it in its *frontier mode* instead (the contract that
+``peer_torch_mobilenet.py`` shares):
+
+    python peer_torch_resnet.py --teacher=weights.npz --data=data.npz --target_macs=N \
+        --steps=K --epochs=E --seed=S --keras_test_accuracy=A --keras_macs=M \
+        --bn_recalibration_batches=B --out=result.json
+
+The port check then also compares the port's MACs of the unpruned teacher, counted the way
+epkd_tf counts them (``epkd_macs``: every Conv2d and Linear, output positions x kernel
+positions x input channels x output channels / groups; BatchNorm, pooling and additions
+count 0, as in ``epkd_tf/graph/count.py:model_macs``), with ``M``; then K pruning steps to
+MACs geometrically spaced from M to N (step k: ``round(M / (M / N) ** (k / K))``, each
+reached by bisection on the global channel ratio, in epkd_tf's count), each followed by
+BatchNorm re-estimation, E epochs of distillation at T = max(1, 50 - 5 (k - 1)) and
+BatchNorm re-estimation again. Its JSON: ``port_ok``, ``keras_test_accuracy``,
+``torch_teacher_test_accuracy``, ``teacher_macs``, ``macs`` (epkd_tf's count),
+``params``, ``test_accuracy``, ``widths`` ({Keras layer name: output channels} of every
+conv and dense layer), ``steps``, ``epochs``, ``seed``, ``seconds``, ``torch``,
+``torch_pruning`` (plus the port's figures and a per-step ``step_log``).
+
 * The model: a PyTorch port of epkd_tf's basic-block ResNet (``epkd_tf/models/resnet.py``,
   CIFAR stem): conv-BN-ReLU stem, stages of basic blocks (conv-BN-ReLU, conv-BN, a 1x1
   conv-BN projection shortcut where the stride or the width changes, add, ReLU), global
@@ -330,6 +350,36 @@ def keras_params(model: nn.Module) -> int:
     return count
 
 
+def epkd_macs(model: nn.Module, example: torch.Tensor) -> int:
+    """Multiply-accumulates of one example as epkd_tf counts them
+    (``epkd_tf.graph.count.model_macs``): every Conv2d counts its output positions x kernel
+    positions x input channels x output channels / groups (a depthwise conv: positions x
+    kernel x output channels), every Linear its inputs x outputs; nothing else counts.
+    The output positions are read off one forward pass of ``example`` (one image)."""
+    total = []
+
+    def count(module, inputs, output):
+        if isinstance(module, nn.Conv2d):
+            kernel = module.kernel_size[0] * module.kernel_size[1]
+            total.append(output.shape[2] * output.shape[3] * kernel * module.in_channels
+                         * module.out_channels // module.groups)
+        else:
+            total.append(module.in_features * module.out_features)
+
+    hooks = [m.register_forward_hook(count) for m in model.modules()
+             if isinstance(m, (nn.Conv2d, nn.Linear))]
+    training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(example[:1])
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(training)
+    return int(sum(total))
+
+
 def logits_of(model, x, batch: int = 500) -> torch.Tensor:
     model.eval()
     with torch.no_grad():
@@ -351,10 +401,12 @@ def taylor_gradients(model, x, y, seed: int) -> None:
         F.cross_entropy(model(x[idx]), y[idx]).backward()
 
 
-def prune_to(model, target: int, example, seed: int, x, y):
+def prune_to(model, target: int, example, seed: int, x, y, measure=None):
     """A pruned copy of ``model`` whose global channel ratio (one MetaPruner step, Taylor
-    importance) lands closest to ``target`` parameters from below (bisection on copies;
-    the gradients are computed once and given to every copy)."""
+    importance) lands closest to ``target`` in ``measure`` (default: parameters, as
+    ``keras_params`` counts them) from below (bisection on copies; the gradients are
+    computed once and given to every copy)."""
+    measure = measure or keras_params
     taylor_gradients(model, x, y, seed)
 
     def pruned(ratio):
@@ -373,7 +425,7 @@ def prune_to(model, target: int, example, seed: int, x, y):
     for _ in range(24):
         mid = (lo + hi) / 2
         candidate = pruned(mid)
-        count = keras_params(candidate)
+        count = measure(candidate)
         if count > target:
             lo = mid
         else:
@@ -381,7 +433,8 @@ def prune_to(model, target: int, example, seed: int, x, y):
             if (target - count) / target < 0.002:
                 break
     if best is None:
-        raise RuntimeError(f"no channel ratio reaches {target} parameters")
+        raise RuntimeError(f"no channel ratio reaches {target} "
+                           f"({'parameters' if measure is keras_params else measure.__name__})")
     best.zero_grad(set_to_none=True)
     return best
 
@@ -394,6 +447,52 @@ def widths(model: ResNet) -> str:
     return " ".join(parts)
 
 
+def keras_widths(model: ResNet) -> dict:
+    """{Keras layer name: output channels} of every conv and dense layer of ``model``."""
+    result = {}
+    for path, module in model.named_modules():
+        if isinstance(module, ConvBN):
+            result[keras_name_of(model, path)] = int(module.conv.out_channels)
+    result["logits"] = int(model.logits.out_features)
+    return result
+
+
+def frontier(args, teacher, result, x, y, x_test, y_test) -> dict:
+    """The frontier mode: ``args.steps`` global-Taylor steps to ``args.target_macs``
+    (epkd_tf's MAC count, geometric targets), each followed by BatchNorm re-estimation,
+    ``args.epochs`` of distillation and BatchNorm re-estimation again; ``result`` updated
+    with the contract's keys."""
+    example = torch.zeros(1, *x.shape[1:])
+    macs = lambda model: epkd_macs(model, example)  # noqa: E731
+    macs.__name__ = "MACs"
+    teacher_logits = logits_of(teacher, x)
+    bn_batches = recalibration_batches(x, args.bn_recalibration_batches, args.seed)
+    start = time.perf_counter()
+    student = copy.deepcopy(teacher)
+    total, log = result["teacher_macs"], []
+    for step in range(1, args.steps + 1):
+        target = int(round(total / (total / args.target_macs) ** (step / args.steps)))
+        student = prune_to(student, target, example, args.seed * 1000 + step, x, y, macs)
+        recalibrate_batchnorm(student, bn_batches)
+        temperature = max(T_MIN, T0 - T_STEP * (step - 1))
+        distil(student, x, y, teacher_logits, temperature, args.seed * 100 + step,
+               epochs=args.epochs)
+        recalibrate_batchnorm(student, bn_batches)
+        log.append({"step": step, "target_macs": target, "macs": macs(student),
+                    "params": keras_params(student), "temperature": temperature,
+                    "test_accuracy": accuracy(student, x_test, y_test)})
+        print(f"step {step}/{args.steps}: {log[-1]['macs']:,} MACs (target {target:,}), "
+              f"T={temperature:g}, test {100 * log[-1]['test_accuracy']:.2f}%", flush=True)
+    result.update({"macs": macs(student), "params": keras_params(student),
+                   "test_accuracy": log[-1]["test_accuracy"] if log else
+                   accuracy(student, x_test, y_test),
+                   "widths": keras_widths(student), "steps": args.steps,
+                   "epochs": args.epochs, "seed": args.seed,
+                   "bn_recalibration_examples": sum(len(b) for b in bn_batches),
+                   "step_log": log, "seconds": time.perf_counter() - start})
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", help=".npz of the Keras teacher's weights")
@@ -402,6 +501,15 @@ def main() -> int:
     parser.add_argument("--targets", default="", help="parameter count of every step "
                         "(none: check the port and stop)")
     parser.add_argument("--keras_test_accuracy", type=float)
+    parser.add_argument("--target_macs", type=int, default=None,
+                        help="frontier mode: prune to this many MACs (epkd_tf's count) in "
+                        "--steps steps of --epochs distillation each (instead of --targets)")
+    parser.add_argument("--steps", type=int, default=1, help="frontier mode: pruning steps")
+    parser.add_argument("--epochs", type=int, default=EPOCHS,
+                        help="frontier mode: distillation epochs after each step")
+    parser.add_argument("--keras_macs", type=int, default=None,
+                        help="frontier mode: the Keras teacher's MACs (epkd_tf's count); "
+                        "the port's must be equal")
     parser.add_argument("--bn_recalibration_batches", type=int, default=20,
                         help="batches of training examples whose average statistics "
                         "replace every BatchNorm layer's after each pruning step and each "
@@ -420,6 +528,14 @@ def main() -> int:
         parser.error("the following arguments are required: " + ", ".join(missing))
     if args.bn_recalibration_batches < 0:
         parser.error("--bn_recalibration_batches must be 0 or more")
+    if args.target_macs is not None:
+        if args.targets:
+            parser.error("give --targets or --target_macs, not both")
+        if args.keras_macs is None:
+            parser.error("--target_macs needs --keras_macs (the port's MACs are checked)")
+        if args.steps < 1 or args.epochs < 0 or args.target_macs < 1:
+            parser.error("--steps must be 1 or more, --epochs 0 or more, --target_macs "
+                         "positive")
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     data = np.load(args.data)
@@ -434,16 +550,32 @@ def main() -> int:
                        - torch.tensor(keras_logits)).abs().max())
     port_ok = (abs(torch_accuracy - args.keras_test_accuracy) <= PORT_TOLERANCE
                and logit_gap <= LOGIT_TOLERANCE)
+    port_macs = epkd_macs(teacher, x_test[:1])
+    if args.keras_macs is not None:
+        port_ok = port_ok and port_macs == args.keras_macs
     print(f"teacher test accuracy: Keras {100 * args.keras_test_accuracy:.2f}%, PyTorch port "
           f"{100 * torch_accuracy:.2f}% (largest logit difference {logit_gap:.2e} on "
-          f"{len(keras_logits)} test images); port {'ok' if port_ok else 'DIFFERS'}",
-          flush=True)
+          f"{len(keras_logits)} test images); MACs (epkd_tf's count): port {port_macs:,}"
+          + (f", Keras {args.keras_macs:,}" if args.keras_macs is not None else "")
+          + f"; port {'ok' if port_ok else 'DIFFERS'}", flush=True)
     result = {"teacher_params": total, "keras_test_accuracy": args.keras_test_accuracy,
               "teacher_test_accuracy": torch_accuracy, "port_max_logit_diff": logit_gap,
               "port_ok": port_ok, "torch": torch.__version__,
               "torch_pruning": getattr(tp, "__version__", "?"),
               # The setting (residual.py re-runs a cached result made with another one).
               "bn_recalibration_batches": args.bn_recalibration_batches}
+    if args.target_macs is not None:
+        # The frontier contract's names (teacher_test_accuracy stays for residual.py's).
+        result.update({"torch_teacher_test_accuracy": torch_accuracy,
+                       "teacher_macs": port_macs, "keras_macs": args.keras_macs,
+                       "port_tolerances": {"accuracy_points": 100 * PORT_TOLERANCE,
+                                           "logits": LOGIT_TOLERANCE, "macs": 0}})
+        if port_ok:
+            frontier(args, teacher, result, x, y, x_test, y_test)
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+        print(json.dumps({k: v for k, v in result.items() if k != "step_log"}))
+        return 0 if port_ok else 3
     if not port_ok or not args.targets:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)
