@@ -23,8 +23,18 @@ the spread), MACs, parameters, and the float and int8 TFLite batch-1 latency of 
 student, each timed side by side with its teacher by this script.
 
 Targets (issue #23), on Fashion-MNIST within 0.5 points of the teacher: ResNet-18 >= 3x,
-MobileNetV2 >= 2.5x, LeNet-5 >= 8x faster (float TFLite). The Torch-Pruning side of the
-issue's frontier is not run here (see the page).
+MobileNetV2 >= 2.5x, LeNet-5 >= 8x faster (float TFLite).
+
+``--peer_drops`` adds the issue's Torch-Pruning side for every network with a PyTorch port
+(``PEERS``: LeNet-5, ``peer_torch_pruning.py``; ResNet-18, ``peer_torch_resnet.py``;
+MobileNetV2, ``peer_torch_mobilenet.py``, skipped with its reason while that file does not
+exist): global Taylor pruning + distillation in the peer's own virtual environment, on the
+run's teacher, to each epkd_tf student's MACs at those rungs, in as many steps as its
+iterations. The ResNet and MobileNetV2 peers train on the very examples the run trained on
+(exported from the run's flags.txt) and refuse a port that does not compute the Keras
+teacher's function (its point is then reported missing). The peer's widths are rebuilt
+from the run's teacher with epkd_tf's own surgery, converted to float and int8 TFLite like
+the students, and timed side by side with the teacher's files.
 """
 from __future__ import annotations
 
@@ -40,6 +50,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -209,6 +220,56 @@ def points(network: str, dataset: str, budget: str, allocation: str, seed: int, 
 
 
 PEER = "Torch-Pruning Taylor + KD"
+HERE = Path(__file__).resolve().parent
+
+
+class Peer(NamedTuple):
+    """The Torch-Pruning side of one network: its script (run in the peer's virtual
+    environment) and the protocol it runs, as the page states it."""
+
+    script: str
+    protocol: str
+
+    @property
+    def path(self) -> Path:
+        return HERE / self.script
+
+
+# The networks with a PyTorch port. LeNet-5's script has its own command line (the MNIST
+# npz as it is stored, 2 epochs per step); the ResNet and MobileNetV2 ports share one
+# contract (``peer_command``) and train on exactly the examples the epkd_tf run trained on.
+_EXPORTED = ("the epkd_tf run's own training examples (its `--train_split` less the "
+             "`--validation_split` carved from it, preprocessed by epkd_tf and exported) and "
+             "`--finetune_epochs` epochs of distillation after each step; the port is checked "
+             "first (test accuracy within 0.1 points of the Keras teacher's, logits within "
+             "1e-2, MACs in epkd_tf's count equal), BatchNorm statistics re-estimated on the "
+             "run's `--bn_recalibration_batches` after each step and each distillation")
+PEERS = {
+    "lenet5": Peer("peer_torch_pruning.py",
+                   "the first 54,000 training examples of the stored split and 2 epochs of "
+                   "distillation after each step"),
+    "resnet18": Peer("peer_torch_resnet.py", _EXPORTED),
+    "mobilenet_v2": Peer("peer_torch_mobilenet.py", _EXPORTED),
+}
+
+
+def peer_command(network: str, row: dict, inputs: dict, result: str) -> list:
+    """The peer's command line for the epkd_tf point ``row`` (its script and flags; the
+    interpreter is the peer's): to the student's MACs in as many steps as its iterations.
+    ``inputs``: ``teacher`` and ``data`` (files), and for the shared contract
+    ``keras_test_accuracy``, ``keras_macs``, ``bn_recalibration_batches``, ``epochs``."""
+    script = str(PEERS[network].path)
+    if network == "lenet5":
+        return [script, f"--teacher={inputs['teacher']}", f"--mnist={inputs['data']}",
+                f"--target_macs={int(row['macs'])}", f"--steps={int(row['iteration'])}",
+                f"--seed={int(row['seed'])}", f"--out={result}"]
+    return [script, f"--teacher={inputs['teacher']}", f"--data={inputs['data']}",
+            f"--target_macs={int(row['macs'])}", f"--steps={int(row['iteration'])}",
+            f"--epochs={int(inputs['epochs'])}", f"--seed={int(row['seed'])}",
+            f"--keras_test_accuracy={float(inputs['keras_test_accuracy']):.6f}",
+            f"--keras_macs={int(inputs['keras_macs'])}",
+            f"--bn_recalibration_batches={int(inputs['bn_recalibration_batches'])}",
+            f"--out={result}"]
 
 
 def teacher_weights(out: str) -> str:
@@ -218,51 +279,201 @@ def teacher_weights(out: str) -> str:
                                os.path.join(out, "teacher_weights.npz"))
 
 
-def lenet5_tflite(widths) -> bytes:
-    """A float TFLite LeNet-5 at the peer's widths (conv1, conv2, fc1; random weights:
-    latency does not depend on their values), converted like epkd_tf's students."""
+def run_data_config(out: str, data_dir: str = None):
+    """The DataConfig of the epkd_tf run in ``out``, read off its flags.txt (a setting
+    missing there has its default, as epkd_tf assumes); ``data_dir`` replaces the
+    recorded one when given."""
     sys.path.insert(0, str(REPO))
-    import epkd_tf  # noqa: F401
-    import tf_keras
+    from epkd_tf.config import DataConfig
+    from epkd_tf.records.settings_record import _value_of, flag_lines
+    from epkd_tf.settings import leaves
+    cfg = DataConfig()
+    by_flag = {leaf.flag: leaf for leaf in leaves(cfg)}
+    lines = flag_lines(Path(out, "flags.txt").read_text(), by_flag)
+    values = {leaf.path[0]: _value_of(lines[flag], leaf) for flag, leaf in by_flag.items()
+              if flag in lines}
+    if data_dir:
+        values["data_dir"] = data_dir
+    return cfg.replace(**values)
+
+
+def export_for_peer(out: str, data_dir: str, cache: str) -> tuple:
+    """(weights, data) npz files of the run in ``out`` for the ResNet / MobileNetV2 peer,
+    written once into ``cache``: the run's teacher (epkd_tf's safe loader) as
+    ``residual.keras_weights``, and the very examples the run trained its students on (the
+    run's training split less its validation split, as epkd_tf preprocessed them, training
+    order), the whole test split and the teacher's logits on the first 512 test images."""
+    weights_path = os.path.join(cache, "teacher_weights.npz")
+    data_path = os.path.join(cache, "data.npz")
+    if os.path.exists(weights_path) and os.path.exists(data_path):
+        return weights_path, data_path
+    os.makedirs(cache, exist_ok=True)
+    sys.path.insert(0, str(REPO))
+    import epkd_tf
+    from epkd_tf.data import load_data
+    from residual import keras_weights
+    model = epkd_tf.load_model(os.path.join(out, "checkpoints", "teacher.keras"))
+    data = load_data(run_data_config(out, data_dir))
+    x_train, y_train = data.numpy_train()
+    x_test, y_test = data.numpy_test()
+    if len(x_train) != data.spec.num_train:
+        raise RuntimeError(f"exported {len(x_train)} training examples, the run has "
+                           f"{data.spec.num_train}")
+    logits = model.predict(x_test[:512], batch_size=256, verbose=0)
+    np.savez(data_path + ".tmp.npz", x_train=x_train, y_train=y_train, x_test=x_test,
+             y_test=y_test, keras_test_logits=logits)
+    np.savez(weights_path + ".tmp.npz", **keras_weights(model))
+    os.replace(data_path + ".tmp.npz", data_path)
+    os.replace(weights_path + ".tmp.npz", weights_path)
+    return weights_path, data_path
+
+
+def peer_inputs(network: str, dataset: str, out: str, work: str, args, data_dir: str) -> dict:
+    """What ``peer_command`` needs for the run in ``out`` (files made once)."""
+    if network == "lenet5":
+        npz = args.npz if dataset == "mnist" else os.path.join(work, "fashion_mnist.npz")
+        return {"teacher": teacher_weights(out), "data": npz}
+    from residual import bn_recalibration_batches
+    weights, data = export_for_peer(out, data_dir,
+                                    os.path.join(work, "peer", os.path.basename(out)))
+    teacher = pd.read_csv(os.path.join(out, "teacher.csv")).iloc[0]
+    return {"teacher": weights, "data": data,
+            "keras_test_accuracy": float(teacher.test_accuracy),
+            "keras_macs": int(teacher.macs),
+            "bn_recalibration_batches": bn_recalibration_batches(out),
+            "epochs": args.finetune_epochs}
+
+
+def rebuild_at_widths(model, widths: dict):
+    """``model`` with each layer named in ``widths`` cut to that many output channels (the
+    first ones: latency does not depend on which), by epkd_tf's own channel graph and
+    surgery (``epkd_tf.graph.analyze``, ``remove_groups``); layers not named keep theirs.
+    A group of coupled channels (a residual addition) is kept or removed whole, so the
+    layers it couples must be given one width: a ValueError names them otherwise (and a
+    layer whose width cannot be cut, or whose rebuilt width differs from the one asked,
+    e.g. a depthwise conv whose input was cut to another width)."""
+    sys.path.insert(0, str(REPO))
+    from epkd_tf.graph import analyze, remove_groups
+    names = {layer.name for layer in model.layers}
+    unknown = sorted(set(widths) - names)
+    if unknown:
+        raise ValueError(f"the model has no layer named {', '.join(unknown)}")
+    graph = analyze(model)
+    full = {name: int(model.get_layer(name).output_shape[-1]) for name in graph.producer_names}
+    bad = sorted(name for name, width in widths.items()
+                 if name in full and not 1 <= int(width) <= full[name])
+    if bad:
+        raise ValueError("widths out of range (1..the layer's own): " + ", ".join(
+            f"{name} {widths[name]} of {full[name]}" for name in bad))
+    asked = np.array([int(widths.get(name, full[name])) for name in graph.producer_names])
+    keep = graph.unit_channel < asked[graph.unit_layer]
+    fixed = sorted({graph.producer_names[graph.unit_layer[u]]
+                    for u in np.flatnonzero((graph.group_of_unit < 0) & ~keep)})
+    if fixed:
+        raise ValueError(f"layers whose channels are fixed (they reach the output) cannot be "
+                         f"cut: {', '.join(fixed)}")
+    removed, clashes = [], set()
+    for group, units in enumerate(graph.group_units):
+        kept = keep[units]
+        if not kept.all():
+            removed.append(group)
+            if kept.any():
+                clashes.add(tuple(sorted(
+                    f"{graph.producer_names[graph.unit_layer[u]]} "
+                    f"{asked[graph.unit_layer[u]]}" for u in units)))
+    if clashes:
+        raise ValueError("coupled layers (their channels are added together) were given "
+                         "different widths: " + "; ".join(", ".join(c) for c in
+                                                           sorted(clashes)))
+    rebuilt = remove_groups(graph, removed)
+    wrong = [f"{name} {int(rebuilt.get_layer(name).output_shape[-1])} (asked {width})"
+             for name, width in widths.items()
+             if int(rebuilt.get_layer(name).output_shape[-1]) != int(width)]
+    if wrong:
+        raise ValueError("rebuilt widths differ from those asked: " + ", ".join(wrong))
+    return rebuilt
+
+
+def peer_widths(network: str, peer: dict) -> dict:
+    """The peer's widths by Keras layer name (LeNet-5's script gives "conv1, conv2, fc1")."""
+    if isinstance(peer["widths"], dict):
+        return {name: int(width) for name, width in peer["widths"].items()}
+    return dict(zip(("conv1", "conv2", "fc1"), (int(w) for w in peer["widths"].split(","))))
+
+
+def peer_tflite(out: str, widths: dict, data_dir: str) -> tuple:
+    """(float, int8 TFLite bytes, epkd_tf MACs) of the run's teacher rebuilt at the peer's
+    widths, converted by epkd_tf's converter; int8 calibrated on the first test batch (the
+    run's preprocessing) with the run's per-tensor dense scales."""
+    sys.path.insert(0, str(REPO))
+    import epkd_tf
+    from epkd_tf.data import load_data
     from epkd_tf.deploy import tflite as metrics
-    c1, c2, f1 = widths
-    layers = tf_keras.layers
-    x = tf_keras.Input((28, 28, 1))
-    y = layers.MaxPooling2D(2)(layers.Conv2D(c1, 5, activation="relu")(x))
-    y = layers.MaxPooling2D(2)(layers.Conv2D(c2, 5, activation="relu")(y))
-    y = layers.Dense(f1, activation="relu")(layers.Flatten()(y))
-    return metrics.to_tflite(tf_keras.Model(x, layers.Dense(10)(y)))
+    from epkd_tf.graph.count import model_macs
+    rebuilt = rebuild_at_widths(
+        epkd_tf.load_model(os.path.join(out, "checkpoints", "teacher.keras")), widths)
+    calibration = next(load_data(run_data_config(out, data_dir)).test().as_numpy_iterator())[0]
+    return (metrics.to_tflite(rebuilt), metrics.to_tflite(rebuilt, "tflite_int8", calibration),
+            model_macs(rebuilt))
 
 
-def peer_point(row: dict, out: str, npz: str, work: str) -> dict:
+def peer_point(row: dict, out: str, work: str, args, data_dir: str) -> dict:
     """Torch-Pruning (global Taylor, in its own virtual environment) on the same teacher
     to the epkd_tf student's MACs, in as many pruning steps as the student's iterations,
-    each followed by the same 2 epochs of distillation; its widths timed side by side with
-    the teacher's file."""
+    each followed by distillation (``PEERS``' protocol); its widths rebuilt from the
+    run's teacher by epkd_tf's surgery, float and int8 files timed side by side with the
+    teacher's. A point the peer could not make (no port, a port that fails its check) has
+    ``peer_missing``: the reason."""
     from peers import peer_python
     sys.path.insert(0, str(REPO))
     from epkd_tf.deploy import tflite as metrics
-    name = (f"{row['network']}_{row['dataset']}_{row['budget']}_{row['allocation']}_s"
+    network = row["network"]
+    base = {**row, "allocation": f"{PEER} at the MACs of {row['allocation']}", "peer": True,
+            "of_allocation": row["allocation"]}
+    if not PEERS[network].path.exists():
+        reason = f"no PyTorch port (benchmarks/{PEERS[network].script} is not written)"
+        print(f"{network}: peer skipped: {reason}", flush=True)
+        return {**base, "peer_missing": reason}
+    name = (f"{network}_{row['dataset']}_{row['budget']}_{row['allocation']}_s"
             f"{row['seed']}_it{row['iteration']}.json")
     result = os.path.join(work, "peer", name)
     if not os.path.exists(result):
         os.makedirs(os.path.dirname(result), exist_ok=True)
-        subprocess.run([peer_python(), str(REPO / "benchmarks" / "peer_torch_pruning.py"),
-                        f"--teacher={teacher_weights(out)}", f"--mnist={npz}",
-                        f"--target_macs={row['macs']}", f"--steps={row['iteration']}",
-                        f"--seed={row['seed']}", f"--out={result}"], check=True)
+        inputs = peer_inputs(network, row["dataset"], out, work, args, data_dir)
+        status = subprocess.run(
+            [peer_python(), *peer_command(network, row, inputs, result)]).returncode
+        if status not in (0, 3):      # 3: the port check failed (recorded in the JSON)
+            raise SystemExit(f"error: the {network} peer failed with exit status {status}")
     peer = json.loads(Path(result).read_text())
-    widths = [int(w) for w in peer["widths"].split(",")]
+    if not peer.get("port_ok", True):
+        reason = (f"port check failed: PyTorch teacher "
+                  f"{100 * peer['torch_teacher_test_accuracy']:.2f}% vs Keras "
+                  f"{100 * peer['keras_test_accuracy']:.2f}%, logits differ by "
+                  f"{peer['port_max_logit_diff']:.1e}, MACs {peer['teacher_macs']:,} vs "
+                  f"{peer['keras_macs']:,}")
+        print(f"{network}: peer point missing: {reason}", flush=True)
+        return {**base, "peer_missing": reason}
+    widths = peer_widths(network, peer)
+    float_bytes, int8_bytes, rebuilt_macs = peer_tflite(out, widths, data_dir)
+    macs = int(peer.get("lenet_macs", peer["macs"]))
+    if rebuilt_macs != macs:
+        print(f"warning: {network}: the rebuilt peer model counts {rebuilt_macs:,} MACs, the "
+              f"peer {macs:,}", flush=True)
     (teacher_ms, _), (peer_ms, _) = metrics.tflite_latency_side_by_side(
-        [Path(out, "tflite", "teacher.tflite").read_bytes(), lenet5_tflite(widths)],
+        [Path(out, "tflite", "teacher.tflite").read_bytes(), float_bytes],
         runs=SIDE_BY_SIDE_RUNS, rounds=SIDE_BY_SIDE_ROUNDS)
-    return {**row, "allocation": f"{PEER} at the MACs of {row['allocation']}",
-            "peer": True, "of_allocation": row["allocation"],
-            "test_accuracy": peer["test_accuracy"], "macs": peer["lenet_macs"],
+    teacher_int8 = Path(out, "tflite", "teacher_int8.tflite")
+    teacher_int8_ms = peer_int8_ms = np.nan
+    if teacher_int8.exists():
+        (teacher_int8_ms, _), (peer_int8_ms, _) = metrics.tflite_latency_side_by_side(
+            [teacher_int8.read_bytes(), int8_bytes], runs=SIDE_BY_SIDE_RUNS,
+            rounds=SIDE_BY_SIDE_ROUNDS)
+    return {**base, "test_accuracy": peer["test_accuracy"], "macs": macs,
             "params": peer["params"], "float_speedup": teacher_ms / peer_ms,
-            "int8_speedup": np.nan, "float_ms": peer_ms, "int8_ms": np.nan,
-            "teacher_float_ms": teacher_ms, "teacher_int8_ms": np.nan,
-            "model_error": np.nan, "seconds": peer["seconds"]}
+            "int8_speedup": teacher_int8_ms / peer_int8_ms, "float_ms": peer_ms,
+            "int8_ms": peer_int8_ms, "teacher_float_ms": teacher_ms,
+            "teacher_int8_ms": teacher_int8_ms, "model_error": np.nan,
+            "seconds": peer["seconds"], "peer_widths": json.dumps(widths)}
 
 
 def plot(frame: pd.DataFrame, path: Path) -> None:
@@ -302,7 +513,8 @@ def speedup(values: pd.Series) -> str:
     return "-" if values.isna().all() else f"{values.mean():.2f}x"
 
 
-def markdown(frame: pd.DataFrame, args, runs: pd.DataFrame) -> str:
+def markdown(frame: pd.DataFrame, args, runs: pd.DataFrame,
+             missing: pd.DataFrame = None) -> str:
     lines = [f"## Accuracy against measured speed, {', '.join(args.datasets)} "
              "(`benchmarks/frontier.py`)", "",
              f"Measured {datetime.date.today()} on {platform.machine()}, {os.cpu_count()} "
@@ -349,15 +561,21 @@ def markdown(frame: pd.DataFrame, args, runs: pd.DataFrame) -> str:
         lines.append(f"| {NETWORKS[network][0]} | >= {TARGETS[network]:g}x | {what} | "
                      f"{'yes' if met else '**no**'} |")
     peers = frame[frame.peer]
-    if not peers.empty:
+    missing = pd.DataFrame() if missing is None else missing
+    if not peers.empty or not missing.empty:
+        shown = [n for n in args.networks if n in PEERS
+                 and (n in set(peers.network) or n in set(missing.get("network", [])))]
+        protocols = "; ".join(f"{NETWORKS[n][0]}: {PEERS[n].protocol}" for n in shown)
         lines += ["", f"At equal MACs, {PEER} (its own virtual environment, the same teacher "
-                  "weights, the first 54,000 training examples, as many global-Taylor "
-                  "pruning steps as the epkd_tf student had iterations, each followed by "
-                  "the same 2 epochs of distillation; its widths rebuilt in tf_keras and "
-                  "timed side by side with the teacher):", "",
+                  "weights, as many global-Taylor pruning steps as the epkd_tf student had "
+                  f"iterations, each followed by distillation; {protocols}. Its widths are "
+                  "cut from the teacher by epkd_tf's own surgery, converted to float and int8 "
+                  "TFLite like the students and timed side by side with the teacher's "
+                  "files):", "",
                   "| network | dataset | epkd_tf run | drop allowed | MACs | epkd_tf test "
-                  "change | peer test change | epkd_tf float speed-up | peer float speed-up |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "change | peer test change | epkd_tf float speed-up | peer float speed-up "
+                  "| epkd_tf int8 speed-up | peer int8 speed-up |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         keys = ["network", "dataset", "budget", "of_allocation", "drop_allowed"]
         for key, group in peers.groupby(keys, sort=False):
             network, dataset, of_budget, of_allocation, drop = key
@@ -372,7 +590,15 @@ def markdown(frame: pd.DataFrame, args, runs: pd.DataFrame) -> str:
                 f"| {NETWORKS[network][0]} | {dataset} | --budget={of_budget} "
                 f"--allocation={of_allocation} | {drop:g} | {group.macs.mean():,.0f} | "
                 f"{spread(mine.change)} | {spread(group.change)} | "
-                f"{mine.float_speedup.mean():.2f}x | {group.float_speedup.mean():.2f}x |")
+                f"{mine.float_speedup.mean():.2f}x | {group.float_speedup.mean():.2f}x | "
+                f"{speedup(mine.int8_speedup)} | {speedup(group.int8_speedup)} |")
+        for r in missing.itertuples():
+            lines.append(f"| {NETWORKS[r.network][0]} | {r.dataset} | --budget={r.budget} "
+                         f"--allocation={r.of_allocation} | {r.drop_allowed:g} | "
+                         f"{int(r.macs):,} (epkd_tf's) | "
+                         f"{100 * (r.test_accuracy - r.teacher_accuracy):+.2f} | "
+                         f"missing: {r.peer_missing} | {r.float_speedup:.2f}x | - | "
+                         f"{speedup(pd.Series([r.int8_speedup]))} | - |")
     lines += ["", "Runs (latency model error: the plan's predicted latency of every candidate "
               "against its measurement, median):", "",
               "| network | dataset | budget | allocation | seed | iterations run | "
@@ -401,8 +627,10 @@ def main() -> int:
     parser.add_argument("--teacher_epochs", type=int, default=None,
                         help="the teacher's epochs (default: the network's recipe)")
     parser.add_argument("--peer_drops", type=listed(float), default=[],
-                        help="LeNet-5 only: run Torch-Pruning to the MACs of the epkd_tf "
-                        "students at these rungs of the drop ladder")
+                        help="every network with a PyTorch port (LeNet-5, ResNet-18, "
+                        "MobileNetV2 once benchmarks/peer_torch_mobilenet.py exists): run "
+                        "Torch-Pruning to the MACs of the epkd_tf students at these rungs "
+                        "of the drop ladder")
     parser.add_argument("--keep_runs", default=None, help="keep run directories here")
     parser.add_argument("--fashion_dir", default="/usr/share/datasets/fashion-mnist")
     parser.add_argument("--npz", default=str(REPO.parent / "shared" / "data" / "mnist.npz"))
@@ -438,10 +666,8 @@ def main() -> int:
                         got = points(network, dataset, budget, allocation, seed, out,
                                      args.drops, wall)
                         rows += got
-                        if network == "lenet5":
-                            npz = args.npz if dataset == "mnist" else os.path.join(
-                                work, "fashion_mnist.npz")
-                            rows += [peer_point(p, out, npz, work) for p in got
+                        if network in PEERS:
+                            rows += [peer_point(p, out, work, args, data_dir) for p in got
                                      if p["drop_allowed"] in args.peer_drops
                                      and p["iteration"] > 0]
                         runs.append({**got[0], "iterations_run": got[0]["iterations_run"]})
@@ -455,8 +681,11 @@ def main() -> int:
     frame["change"] = 100 * (frame.test_accuracy - frame.teacher_accuracy)
     name = section_name(args.networks, args.datasets)
     frame.to_csv(os.path.join(work, f"{name}.csv"), index=False)
+    # Peer points that could not be made are named on the page, not plotted.
+    gone = frame.get("peer_missing", pd.Series(np.nan, index=frame.index)).notna()
+    missing, frame = frame[gone], frame[~gone]
     plot(frame, REPO / "plots" / f"{name}.png")
-    replace_section(name, markdown(frame, args, pd.DataFrame(runs)), page(__file__))
+    replace_section(name, markdown(frame, args, pd.DataFrame(runs), missing), page(__file__))
     print(f"wrote section {name} of {page(__file__)} and plots/{name}.png; runs in {work}")
     return 0
 

@@ -63,3 +63,88 @@ def test_the_ladder_is_what_each_max_accuracy_drop_would_have_chosen(frontier, t
                   "goal_met": [False] * 4}).to_csv(tmp_path / "students.csv", index=False)
     rungs = frontier.ladder(str(tmp_path), [0.05, 0.25, 0.5, 1.0, 2.0], "latency")
     assert rungs == [(0.05, 0), (0.25, 1), (0.5, 2), (1.0, 3), (2.0, 4)]
+
+
+def _residual_model():
+    """conv -> two convs added -> dense layers: ``a`` and ``b`` are coupled by the Add."""
+    import tf_keras
+    from tf_keras import layers
+    x = tf_keras.Input((8, 8, 3))
+    stem = layers.Conv2D(8, 3, padding="same", activation="relu", name="stem")(x)
+    a = layers.Conv2D(6, 3, padding="same", name="a")(stem)
+    b = layers.Conv2D(6, 1, padding="same", name="b")(stem)
+    y = layers.ReLU(name="out")(layers.Add(name="add")([a, b]))
+    y = layers.Dense(7, activation="relu", name="fc")(layers.GlobalAveragePooling2D()(y))
+    return tf_keras.Model(x, layers.Dense(4, name="logits")(y))
+
+
+def test_the_rebuilt_model_has_the_peers_widths(frontier):
+    asked = {"stem": 5, "a": 3, "b": 3, "fc": 2, "logits": 4}
+    rebuilt = frontier.rebuild_at_widths(_residual_model(), asked)
+    assert {name: int(rebuilt.get_layer(name).output_shape[-1]) for name in asked} == asked
+    assert tuple(rebuilt(np.zeros((2, 8, 8, 3), np.float32)).shape) == (2, 4)
+    # Layers left out keep their width.
+    rebuilt = frontier.rebuild_at_widths(_residual_model(), {"fc": 3})
+    assert [int(rebuilt.get_layer(n).output_shape[-1]) for n in ("stem", "a", "b", "fc")] \
+        == [8, 6, 6, 3]
+
+
+def test_coupled_layers_given_different_widths_are_refused_by_name(frontier):
+    with pytest.raises(ValueError, match=r"different widths: a 3, b 4"):
+        frontier.rebuild_at_widths(_residual_model(), {"a": 3, "b": 4})
+    with pytest.raises(ValueError, match="fixed.*logits"):
+        frontier.rebuild_at_widths(_residual_model(), {"logits": 2})
+    with pytest.raises(ValueError, match="no layer named nope"):
+        frontier.rebuild_at_widths(_residual_model(), {"nope": 2})
+    with pytest.raises(ValueError, match="out of range.*stem 9 of 8"):
+        frontier.rebuild_at_widths(_residual_model(), {"stem": 9})
+
+
+def test_the_lenet5_peers_widths_rebuild_the_zoo_lenet5(frontier):
+    from epkd_tf.graph.count import model_macs
+    from epkd_tf.models import build_model
+    widths = frontier.peer_widths("lenet5", {"widths": "3, 7, 20"})
+    assert widths == {"conv1": 3, "conv2": 7, "fc1": 20}
+    rebuilt = frontier.rebuild_at_widths(build_model("lenet5", (28, 28, 1), 10), widths)
+    assert {n: int(rebuilt.get_layer(n).output_shape[-1]) for n in widths} == widths
+    # The count peer_torch_pruning.py's lenet_macs gives for these widths.
+    assert model_macs(rebuilt) == 24 * 24 * 25 * 3 + 8 * 8 * 25 * 3 * 7 + 16 * 7 * 20 + 20 * 10
+
+
+CONTRACT = {"teacher", "data", "target_macs", "steps", "epochs", "seed", "keras_test_accuracy",
+            "keras_macs", "bn_recalibration_batches", "out"}
+
+
+def test_every_network_has_a_peer_and_its_command_carries_the_contract(frontier):
+    import re
+    assert set(frontier.NETWORKS) == set(frontier.PEERS)
+    row = {"network": "x", "macs": 1234, "iteration": 3, "seed": 1}
+    inputs = {"teacher": "w.npz", "data": "d.npz", "keras_test_accuracy": 0.8755,
+              "keras_macs": 34751744, "bn_recalibration_batches": 20, "epochs": 2}
+    for network, peer in frontier.PEERS.items():
+        assert peer.path.parent == BENCHMARKS and peer.protocol
+        command = frontier.peer_command(network, row, inputs, "r.json")
+        assert command[0] == str(peer.path)
+        flags = dict(f[2:].split("=", 1) for f in command[1:])
+        if network == "lenet5":       # peer_torch_pruning.py's own command line
+            assert flags == {"teacher": "w.npz", "mnist": "d.npz", "target_macs": "1234",
+                             "steps": "3", "seed": "1", "out": "r.json"}
+        else:
+            assert set(flags) == CONTRACT
+            assert (flags["target_macs"], flags["steps"], flags["epochs"], flags["seed"],
+                    flags["keras_macs"], flags["bn_recalibration_batches"]) \
+                == ("1234", "3", "2", "1", "34751744", "20")
+            assert float(flags["keras_test_accuracy"]) == 0.8755
+        if peer.path.exists():        # the script accepts every flag it is given
+            defined = set(re.findall(r'add_argument\(\s*"--(\w+)"', peer.path.read_text()))
+            assert set(flags) <= defined, (network, set(flags) - defined)
+
+
+def test_the_runs_data_settings_are_read_off_its_flags(frontier, tmp_path):
+    (tmp_path / "flags.txt").write_text(
+        "--dataset=fashion_mnist\n--data_dir=/elsewhere\n--train_split=train[:20%]\n"
+        "--validation_split=0.1\n--seed=3\n--image_size=32\n--nodownload\n--teacher=resnet18\n")
+    cfg = frontier.run_data_config(str(tmp_path), "tfds_here")
+    assert (cfg.dataset, cfg.data_dir, cfg.train_split, cfg.validation_split, cfg.seed,
+            cfg.image_size, cfg.download, cfg.batch_size) == (
+        "fashion_mnist", "tfds_here", "train[:20%]", "0.1", 3, 32, False, 128)
