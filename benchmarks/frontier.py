@@ -242,7 +242,7 @@ _EXPORTED = ("the epkd_tf run's own training examples (its `--train_split` less 
              "`--validation_split` carved from it, preprocessed by epkd_tf and exported) and "
              "`--finetune_epochs` epochs of distillation after each step; the port is checked "
              "first (test accuracy within 0.1 points of the Keras teacher's, logits within "
-             "1e-2, MACs in epkd_tf's count equal), BatchNorm statistics re-estimated on the "
+             "1e-2, the same MACs in epkd_tf's count), BatchNorm statistics re-estimated on the "
              "run's `--bn_recalibration_batches` after each step and each distillation")
 PEERS = {
     "lenet5": Peer("peer_torch_pruning.py",
@@ -404,7 +404,8 @@ def peer_widths(network: str, peer: dict) -> dict:
 def peer_tflite(out: str, widths: dict, data_dir: str) -> tuple:
     """(float, int8 TFLite bytes, epkd_tf MACs) of the run's teacher rebuilt at the peer's
     widths, converted by epkd_tf's converter; int8 calibrated on the first test batch (the
-    run's preprocessing) with the run's per-tensor dense scales."""
+    run's preprocessing) with the run's dense scales (per tensor unless its flags say
+    ``--int8_dense_per_channel``)."""
     sys.path.insert(0, str(REPO))
     import epkd_tf
     from epkd_tf.data import load_data
@@ -413,7 +414,11 @@ def peer_tflite(out: str, widths: dict, data_dir: str) -> tuple:
     rebuilt = rebuild_at_widths(
         epkd_tf.load_model(os.path.join(out, "checkpoints", "teacher.keras")), widths)
     calibration = next(load_data(run_data_config(out, data_dir)).test().as_numpy_iterator())[0]
-    return (metrics.to_tflite(rebuilt), metrics.to_tflite(rebuilt, "tflite_int8", calibration),
+    # The run's int8 setting (flags.txt says --int8_dense_per_channel or --no...).
+    per_channel = "--int8_dense_per_channel" in Path(out, "flags.txt").read_text().split()
+    return (metrics.to_tflite(rebuilt),
+            metrics.to_tflite(rebuilt, "tflite_int8", calibration,
+                              dense_per_channel=per_channel),
             model_macs(rebuilt))
 
 
@@ -446,11 +451,13 @@ def peer_point(row: dict, out: str, work: str, args, data_dir: str) -> dict:
             raise SystemExit(f"error: the {network} peer failed with exit status {status}")
     peer = json.loads(Path(result).read_text())
     if not peer.get("port_ok", True):
-        reason = (f"port check failed: PyTorch teacher "
-                  f"{100 * peer['torch_teacher_test_accuracy']:.2f}% vs Keras "
-                  f"{100 * peer['keras_test_accuracy']:.2f}%, logits differ by "
-                  f"{peer['port_max_logit_diff']:.1e}, MACs {peer['teacher_macs']:,} vs "
-                  f"{peer['keras_macs']:,}")
+        reason = "port check failed: " + ", ".join(
+            f"{what} {peer[key]:{form}}" for what, key, form in (
+                ("PyTorch teacher test accuracy", "torch_teacher_test_accuracy", ".4f"),
+                ("Keras", "keras_test_accuracy", ".4f"),
+                ("largest logit difference", "port_max_logit_diff", ".1e"),
+                ("PyTorch MACs", "teacher_macs", ","), ("Keras MACs", "keras_macs", ","))
+            if isinstance(peer.get(key), (int, float)))
         print(f"{network}: peer point missing: {reason}", flush=True)
         return {**base, "peer_missing": reason}
     widths = peer_widths(network, peer)
@@ -565,7 +572,11 @@ def markdown(frame: pd.DataFrame, args, runs: pd.DataFrame,
     if not peers.empty or not missing.empty:
         shown = [n for n in args.networks if n in PEERS
                  and (n in set(peers.network) or n in set(missing.get("network", [])))]
-        protocols = "; ".join(f"{NETWORKS[n][0]}: {PEERS[n].protocol}" for n in shown)
+        by_protocol = {}
+        for n in shown:              # networks sharing a protocol are named together
+            by_protocol.setdefault(PEERS[n].protocol, []).append(NETWORKS[n][0])
+        protocols = "; ".join(f"{', '.join(names)}: {protocol}"
+                              for protocol, names in by_protocol.items())
         lines += ["", f"At equal MACs, {PEER} (its own virtual environment, the same teacher "
                   "weights, as many global-Taylor pruning steps as the epkd_tf student had "
                   f"iterations, each followed by distillation; {protocols}. Its widths are "
@@ -597,7 +608,8 @@ def markdown(frame: pd.DataFrame, args, runs: pd.DataFrame,
                          f"--allocation={r.of_allocation} | {r.drop_allowed:g} | "
                          f"{int(r.macs):,} (epkd_tf's) | "
                          f"{100 * (r.test_accuracy - r.teacher_accuracy):+.2f} | "
-                         f"missing: {r.peer_missing} | {r.float_speedup:.2f}x | - | "
+                         f"missing: {r.peer_missing} | "
+                         f"{speedup(pd.Series([r.float_speedup]))} | - | "
                          f"{speedup(pd.Series([r.int8_speedup]))} | - |")
     lines += ["", "Runs (latency model error: the plan's predicted latency of every candidate "
               "against its measurement, median):", "",
