@@ -7,6 +7,7 @@ own section and plot, ``frontier_<datasets>``, so both stay side by side).
         [--budgets=latency,macs] [--allocations=importance,cost] [--seeds=0]
         [--drops=0.25,0.5,1.0] [--finetune_epochs=2] [--keep_runs=DIR]
         [--fashion_dir=/usr/share/datasets/fashion-mnist] [--npz=../shared/data/mnist.npz]
+        [--peer_drops=0.5]
 
 Networks: ``lenet5`` (28x28), ``resnet18`` (width 0.25) and ``mobilenet_v2`` (width 0.35),
 both at 32x32. Datasets: Fashion-MNIST (Debian's ``dataset-fashion-mnist`` package, IDX
@@ -246,8 +247,10 @@ _EXPORTED = ("the epkd_tf run's own training examples (its `--train_split` less 
              "run's `--bn_recalibration_batches` after each step and each distillation")
 PEERS = {
     "lenet5": Peer("peer_torch_pruning.py",
-                   "the first 54,000 training examples of the stored split and 2 epochs of "
-                   "distillation after each step"),
+                   "the first 54,000 examples of the stored training split, whatever the "
+                   "run's `--train_split` (not exactly the run's own: it carves its "
+                   "validation examples at random) and 2 epochs of distillation after each "
+                   "step"),
     "resnet18": Peer("peer_torch_resnet.py", _EXPORTED),
     "mobilenet_v2": Peer("peer_torch_mobilenet.py", _EXPORTED),
 }

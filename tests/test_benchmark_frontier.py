@@ -148,3 +148,29 @@ def test_the_runs_data_settings_are_read_off_its_flags(frontier, tmp_path):
     assert (cfg.dataset, cfg.data_dir, cfg.train_split, cfg.validation_split, cfg.seed,
             cfg.image_size, cfg.download, cfg.batch_size) == (
         "fashion_mnist", "tfds_here", "train[:20%]", "0.1", 3, 32, False, 128)
+
+
+def test_the_page_gives_the_peers_int8_speedup_and_names_missing_points(frontier):
+    import types
+    row = {"network": "resnet18", "dataset": "fashion_mnist", "budget": "latency",
+           "allocation": "importance", "seed": 0, "drop_allowed": 0.5, "iteration": 3,
+           "iterations_run": 9, "test_accuracy": 0.87, "teacher_accuracy": 0.875,
+           "macs": 1000, "teacher_macs": 4000, "params": 10, "teacher_params": 40,
+           "float_speedup": 2.0, "int8_speedup": 1.5, "model_error": 0.05, "seconds": 1.0,
+           "peer": False}
+    peer = {**row, "allocation": "peer", "of_allocation": "importance", "peer": True,
+            "test_accuracy": 0.86, "float_speedup": 1.8, "int8_speedup": 1.25}
+    missing = {**row, "network": "mobilenet_v2", "of_allocation": "importance", "peer": True,
+               "peer_missing": "no PyTorch port"}
+    frame = pd.DataFrame([row, peer])
+    frame["change"] = 100 * (frame.test_accuracy - frame.teacher_accuracy)
+    args = types.SimpleNamespace(networks=["resnet18", "mobilenet_v2"],
+                                 datasets=["fashion_mnist"], budgets=["latency"],
+                                 allocations=["importance"], seeds=[0], drops=[0.5],
+                                 finetune_epochs=2, train_split=None, teacher_epochs=None,
+                                 peer_drops=[0.5])
+    text = frontier.markdown(frame, args, pd.DataFrame([row]), pd.DataFrame([missing]))
+    assert "| 2.00x | 1.80x | 1.50x | 1.25x |" in text
+    assert "missing: no PyTorch port" in text
+    assert "ResNet-18 (0.25), MobileNetV2 (0.35): the epkd_tf run's own training" in text
+    assert "54,000" not in text           # LeNet-5's protocol only where LeNet-5 is shown
