@@ -76,6 +76,8 @@ def invocation(args) -> str:
                                                                     "teacher_epochs")
                     if getattr(args, name) is not None)
     peer = f" --peer_drops={','.join(f'{d:g}' for d in args.peer_drops)}" if args.peer_drops else ""
+    if args.peer_drops and getattr(args, "peer_seeds", None) is not None:
+        peer += f" --peer_seeds={','.join(map(str, args.peer_seeds))}"
     return (f"python benchmarks/frontier.py --networks={','.join(args.networks)} "
             f"--datasets={','.join(args.datasets)} --budgets={','.join(args.budgets)} "
             f"--allocations={','.join(args.allocations)} "
@@ -595,7 +597,8 @@ def markdown(frame: pd.DataFrame, args, runs: pd.DataFrame,
             network, dataset, of_budget, of_allocation, drop = key
             mine = ours[(ours.network == network) & (ours.dataset == dataset)
                         & (ours.budget == of_budget) & (ours.allocation == of_allocation)
-                        & (ours.drop_allowed == drop)]
+                        & (ours.drop_allowed == drop)
+                        & ours.seed.isin(group.seed)]      # the seeds the peer ran (--peer_seeds)
 
             def spread(values):
                 return (f"{values.mean():+.2f}" + (f" ({values.min():+.2f}..{values.max():+.2f})"
@@ -646,6 +649,9 @@ def main() -> int:
                         "MobileNetV2 once benchmarks/peer_torch_mobilenet.py exists): run "
                         "Torch-Pruning to the MACs of the epkd_tf students at these rungs "
                         "of the drop ladder")
+    parser.add_argument("--peer_seeds", type=listed(int), default=None,
+                        help="run the peer for these of --seeds only (default: every seed; "
+                        "a ResNet or MobileNetV2 peer takes about as long as its epkd_tf run)")
     parser.add_argument("--keep_runs", default=None, help="keep run directories here")
     parser.add_argument("--fashion_dir", default="/usr/share/datasets/fashion-mnist")
     parser.add_argument("--npz", default=str(REPO.parent / "shared" / "data" / "mnist.npz"))
@@ -684,7 +690,8 @@ def main() -> int:
                         if network in PEERS:
                             rows += [peer_point(p, out, work, args, data_dir) for p in got
                                      if p["drop_allowed"] in args.peer_drops
-                                     and p["iteration"] > 0]
+                                     and p["iteration"] > 0
+                                     and (args.peer_seeds is None or seed in args.peer_seeds)]
                         runs.append({**got[0], "iterations_run": got[0]["iterations_run"]})
                         print(got, flush=True)
                         # Every later run distils from this first run's teacher.

@@ -174,3 +174,26 @@ def test_the_page_gives_the_peers_int8_speedup_and_names_missing_points(frontier
     assert "missing: no PyTorch port" in text
     assert "ResNet-18 (0.25), MobileNetV2 (0.35): the epkd_tf run's own training" in text
     assert "54,000" not in text           # LeNet-5's protocol only where LeNet-5 is shown
+
+
+def test_the_peer_is_compared_with_the_epkd_tf_students_of_the_seeds_it_ran(frontier):
+    import types
+    base = {"network": "resnet18", "dataset": "fashion_mnist", "budget": "latency",
+            "allocation": "importance", "drop_allowed": 0.5, "iteration": 3,
+            "iterations_run": 9, "teacher_accuracy": 0.9, "macs": 1000, "teacher_macs": 4000,
+            "params": 10, "teacher_params": 40, "int8_speedup": 1.0, "model_error": 0.05,
+            "seconds": 1.0, "peer": False}
+    ours = [{**base, "seed": 0, "test_accuracy": 0.899, "float_speedup": 3.0},
+            {**base, "seed": 1, "test_accuracy": 0.88, "float_speedup": 5.0}]
+    peer = {**base, "seed": 0, "allocation": "peer", "of_allocation": "importance",
+            "peer": True, "test_accuracy": 0.895, "float_speedup": 2.5}
+    frame = pd.DataFrame([*ours, peer])
+    frame["change"] = 100 * (frame.test_accuracy - frame.teacher_accuracy)
+    args = types.SimpleNamespace(networks=["resnet18"], datasets=["fashion_mnist"],
+                                 budgets=["latency"], allocations=["importance"], seeds=[0, 1],
+                                 drops=[0.5], finetune_epochs=2, train_split=None,
+                                 teacher_epochs=None, peer_drops=[0.5], peer_seeds=[0])
+    text = frontier.markdown(frame, args, pd.DataFrame(ours), pd.DataFrame())
+    # seed 0 alone on the epkd_tf side: -0.10 points and 3.00x, not the two seeds' mean
+    assert "| -0.10 | -0.50 | 3.00x | 2.50x |" in text
+    assert "--peer_seeds=0" in text
