@@ -65,7 +65,9 @@ and ``keras_test_logits``, the Keras teacher's logits on the first test images.
 
 Parameters are counted as epkd_tf counts them (``peer_torch_resnet.keras_params``: every
 stored weight, BatchNorm moving mean and variance included). The JSON holds the port check
-(``port_ok``, both accuracies, ``max_logit_error``, ``teacher_macs``) and, after pruning,
+(``port_ok``, both accuracies, ``max_logit_error``, ``teacher_macs``; the PyTorch accuracy
+and the logit error also under the ResNet port's names, ``teacher_test_accuracy`` and
+``port_max_logit_diff``) and, after pruning,
 the student's ``macs`` (epkd_tf's count), ``params``, ``test_accuracy``, ``widths`` (output
 channels of every Conv2D, DepthwiseConv2D and Dense, by Keras layer name), the settings,
 the wall time and the library versions.
@@ -363,6 +365,8 @@ def main() -> int:
     result = {"port_ok": port_ok, "keras_test_accuracy": args.keras_test_accuracy,
               "torch_teacher_test_accuracy": torch_accuracy, "max_logit_error": logit_gap,
               "keras_macs": args.keras_macs, "teacher_macs": teacher_macs,
+              # The ResNet port's names of the same two figures (frontier.py reads them).
+              "teacher_test_accuracy": torch_accuracy, "port_max_logit_diff": logit_gap,
               "teacher_params": keras_params(teacher), "steps": args.steps,
               "epochs": args.epochs, "seed": args.seed,
               "bn_recalibration_batches": args.bn_recalibration_batches,
