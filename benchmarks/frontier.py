@@ -75,6 +75,8 @@ def invocation(args) -> str:
     extra = "".join(f" --{name}={getattr(args, name)}" for name in ("train_split",
                                                                     "teacher_epochs")
                     if getattr(args, name) is not None)
+    if getattr(args, "iterations", ITERATIONS) != ITERATIONS:
+        extra += f" --iterations={args.iterations}"
     peer = f" --peer_drops={','.join(f'{d:g}' for d in args.peer_drops)}" if args.peer_drops else ""
     if args.peer_drops and getattr(args, "peer_seeds", None) is not None:
         peer += f" --peer_seeds={','.join(map(str, args.peer_seeds))}"
@@ -92,12 +94,13 @@ NETWORKS = {
                                             "--image_size=32", "--teacher_epochs=10"]),
 }
 DATASETS = ("fashion_mnist", "mnist")
-COMMON = ["--keep_ratio=0.8", "--iterations=20", "--validation_split=0.1",
+COMMON = ["--keep_ratio=0.8", "--validation_split=0.1",
           "--pruners=l1_filter,taylor", "--export_formats=tflite,tflite_int8",
           "--export_every_student",   # every student's and the teacher's TFLite files are read
           "--latency_runs=100", "--alpha=0.1", "--temperature_schedule=linear",
           "--temperature_start=50", "--temperature_step=5", "--temperature_min=1",
           "--batch_size=128"]
+ITERATIONS = 20
 SIDE_BY_SIDE_RUNS, SIDE_BY_SIDE_ROUNDS = 1000, 5
 TARGETS = {"lenet5": 8.0, "resnet18": 3.0, "mobilenet_v2": 2.5}
 TARGET_DROP = 0.5
@@ -531,6 +534,7 @@ def markdown(frame: pd.DataFrame, args, runs: pd.DataFrame,
              "(`benchmarks/frontier.py`)", "",
              f"Measured {datetime.date.today()} on {platform.machine()}, {os.cpu_count()} "
              f"cores, CPU only. Invocation: `{invocation(args)}`. Every run: `{' '.join(COMMON)} "
+             f"--iterations={getattr(args, 'iterations', ITERATIONS)} "
              f"--finetune_epochs={args.finetune_epochs}` plus its row's flags; one teacher per "
              "network and dataset, shared. A rung of the drop ladder is the final student "
              "a run with that `--max_accuracy_drop` (judged on the validation split) "
@@ -640,6 +644,9 @@ def main() -> int:
     parser.add_argument("--seeds", type=listed(int), default=[0])
     parser.add_argument("--drops", type=listed(float), default=[0.25, 0.5, 1.0])
     parser.add_argument("--finetune_epochs", type=int, default=2)
+    parser.add_argument("--iterations", type=int, default=ITERATIONS,
+                        help="the runs' --iterations (at most this many; a run also stops at "
+                        "the largest --drops)")
     parser.add_argument("--train_split", default=None,
                         help="the runs' --train_split (default: the whole training split)")
     parser.add_argument("--teacher_epochs", type=int, default=None,
@@ -662,7 +669,8 @@ def main() -> int:
         if bad:
             parser.error(f"--{name}: {bad[0]!r} is not one of {', '.join(allowed)}")
     work = args.keep_runs or tempfile.mkdtemp(prefix="epkd_frontier_")
-    common = [*COMMON, f"--finetune_epochs={args.finetune_epochs}",
+    common = [*COMMON, f"--iterations={args.iterations}",
+              f"--finetune_epochs={args.finetune_epochs}",
               f"--max_accuracy_drop={max(args.drops):g}"]
     if args.train_split:
         common.append(f"--train_split={args.train_split}")
