@@ -4,6 +4,7 @@ stop rules."""
 import epkd_tf  # noqa: F401  (before TensorFlow)
 
 import gzip
+import os
 import importlib.util
 import sys
 from pathlib import Path
@@ -197,3 +198,46 @@ def test_the_peer_is_compared_with_the_epkd_tf_students_of_the_seeds_it_ran(fron
     # seed 0 alone on the epkd_tf side: -0.10 points and 3.00x, not the two seeds' mean
     assert "| -0.10 | -0.50 | 3.00x | 2.50x |" in text
     assert "--peer_seeds=0" in text
+
+
+def test_each_seed_trains_its_own_teacher_and_shares_it_with_its_other_runs(frontier):
+    # A teacher shared across seeds has trained on the other seeds' validation examples.
+    recipe = ["--teacher=resnet18", "--teacher_width=0.25", "--image_size=32",
+              "--teacher_epochs=4"]
+    assert frontier.teacher_flags(recipe) == recipe
+    assert frontier.teacher_flags(recipe, "runs/seed1/checkpoints/teacher.keras") == [
+        "--image_size=32", "--teacher_path=runs/seed1/checkpoints/teacher.keras"]
+
+
+def test_the_runs_of_a_seed_share_its_teacher_and_no_other_seed_does(frontier, monkeypatch,
+                                                                       tmp_path):
+    calls = []
+
+    def fake_run(flags, out):
+        calls.append((os.path.basename(out), [f for f in flags if f.startswith("--teacher")]))
+        return 1.0
+
+    def fake_points(network, dataset, budget, allocation, seed, out, drops, wall):
+        return [{"network": network, "dataset": dataset, "budget": budget,
+                 "allocation": allocation, "seed": seed, "drop_allowed": drops[0],
+                 "iteration": 0, "iterations_run": 0, "test_accuracy": 0.9,
+                 "teacher_accuracy": 0.9}]
+    monkeypatch.setattr(frontier, "run", fake_run)
+    monkeypatch.setattr(frontier, "points", fake_points)
+    monkeypatch.setattr(frontier, "data_dir_for", lambda dataset, args, work: "tfds")
+    monkeypatch.setattr(frontier, "plot", lambda frame, path: None)
+    monkeypatch.setattr(frontier, "markdown", lambda *a, **k: "")
+    monkeypatch.setattr(frontier, "replace_section", lambda *a, **k: None)
+    monkeypatch.setattr(sys, "argv", ["frontier.py", "--networks=lenet5",
+                                      "--budgets=latency,macs", "--allocations=importance",
+                                      "--seeds=0,1", f"--keep_runs={tmp_path}"])
+    assert frontier.main() == 0
+    flags = dict(calls)
+    own = ["--teacher=lenet5", "--teacher_epochs=8"]
+    assert flags["lenet5_fashion_mnist_latency_importance_seed0"] == own
+    assert flags["lenet5_fashion_mnist_latency_importance_seed1"] == own
+    for seed in (0, 1):
+        assert flags[f"lenet5_fashion_mnist_macs_importance_seed{seed}"] == [
+            "--teacher_path=" + os.path.join(str(tmp_path), f"lenet5_fashion_mnist_latency_"
+                                             f"importance_seed{seed}", "checkpoints",
+                                             "teacher.keras")]
