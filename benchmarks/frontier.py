@@ -462,8 +462,8 @@ def peer_point(row: dict, out: str, work: str, args, data_dir: str) -> dict:
         reason = f"no PyTorch port (benchmarks/{PEERS[network].script} is not written)"
         print(f"{network}: peer skipped: {reason}", flush=True)
         return {**base, "peer_missing": reason}
-    name = (f"{network}_{row['dataset']}_{row['budget']}_{row['allocation']}_s"
-            f"{row['seed']}_it{row['iteration']}.json")
+    # Named after the run (its subset included), so a run on other data never reuses it.
+    name = f"{os.path.basename(os.path.normpath(out))}_it{row['iteration']}.json"
     result = os.path.join(work, "peer", name)
     if not os.path.exists(result):
         os.makedirs(os.path.dirname(result), exist_ok=True)
