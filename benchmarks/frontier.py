@@ -545,7 +545,8 @@ def speedup(values: pd.Series) -> str:
 
 def markdown(frame: pd.DataFrame, args, runs: pd.DataFrame,
              missing: pd.DataFrame = None) -> str:
-    lines = [f"## Accuracy against measured speed, {', '.join(args.datasets)} "
+    names = ", ".join(NETWORKS[n][0] for n in args.networks)
+    lines = [f"## Accuracy against measured speed, {names} on {', '.join(args.datasets)} "
              "(`benchmarks/frontier.py`)", "",
              f"Measured {datetime.date.today()} on {platform.machine()}, {os.cpu_count()} "
              f"cores, CPU only. Invocation: `{invocation(args)}`. Every run: `{' '.join(COMMON)} "

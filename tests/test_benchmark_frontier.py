@@ -197,6 +197,7 @@ def test_the_peer_is_compared_with_the_epkd_tf_students_of_the_seeds_it_ran(fron
     text = frontier.markdown(frame, args, pd.DataFrame(ours), pd.DataFrame())
     # seed 0 alone on the epkd_tf side: -0.10 points and 3.00x, not the two seeds' mean
     assert "| -0.10 | -0.50 | 3.00x | 2.50x |" in text
+    assert text.startswith("## Accuracy against measured speed, ResNet-18 (0.25) on fashion_mnist")
     assert "--peer_seeds=0" in text
 
 
