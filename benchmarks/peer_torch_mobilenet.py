@@ -93,7 +93,7 @@ from peer_torch_pruning import distil
 from peer_torch_resnet import (BN_EPS, BN_MOMENTUM, LOGIT_TOLERANCE, PORT_TOLERANCE, T0,
                                T_MIN, T_STEP, accuracy, keras_params, logits_of,
                                recalibrate_batchnorm, recalibration_batches, same_padding,
-                               taylor_gradients)
+                               prune_to)
 
 # The zoo's stages (epkd_tf/models/mobilenet.py, the paper's table): (blocks, first stride).
 # Widths and expansions come from the weights; only the strides are not in them.
@@ -270,38 +270,11 @@ def epkd_macs(model: nn.Module, example: torch.Tensor) -> int:
 
 def prune_to_macs(model, target: int, example, seed: int, x, y):
     """A pruned copy of ``model`` whose global channel ratio (one MetaPruner step, Taylor
-    importance from ``peer_torch_resnet.taylor_gradients``) lands closest to ``target``
-    MACs (epkd_tf's count) from below, found by bisection on copies that all get the same
-    gradients."""
-    taylor_gradients(model, x, y, seed)
-
-    def pruned(ratio):
-        candidate = copy.deepcopy(model)
-        for copied, original in zip(candidate.parameters(), model.parameters()):
-            copied.grad = None if original.grad is None else original.grad.clone()
-        pruner = tp.pruner.MetaPruner(candidate, example,
-                                      importance=tp.importance.TaylorImportance(),
-                                      global_pruning=True, pruning_ratio=ratio,
-                                      max_pruning_ratio=1.0, ignored_layers=[candidate.logits])
-        pruner.step()
-        return candidate
-
-    lo, hi, best = 0.0, 0.99, None
-    for _ in range(24):
-        mid = (lo + hi) / 2
-        candidate = pruned(mid)
-        count = epkd_macs(candidate, example)
-        if count > target:
-            lo = mid
-        else:
-            hi, best = mid, candidate
-            if (target - count) / target < 0.002:
-                break
-    if best is None:
-        raise RuntimeError(f"no channel ratio reaches {target} MACs")
-    model.zero_grad(set_to_none=True)
-    best.zero_grad(set_to_none=True)
-    return best
+    importance) lands closest to ``target`` MACs (epkd_tf's count) from below: the ResNet
+    port's bisection (``peer_torch_resnet.prune_to``) measured in MACs."""
+    def macs(candidate):
+        return epkd_macs(candidate, example)
+    return prune_to(model, target, example, seed, x, y, measure=macs)
 
 
 def widths(model: MobileNetV2) -> dict:
