@@ -93,7 +93,7 @@ from peer_torch_pruning import distil
 from peer_torch_resnet import (BN_EPS, BN_MOMENTUM, LOGIT_TOLERANCE, PORT_TOLERANCE, T0,
                                T_MIN, T_STEP, accuracy, keras_params, logits_of,
                                recalibrate_batchnorm, recalibration_batches, same_padding,
-                               prune_to)
+                               prune_to, epkd_macs)
 
 # The zoo's stages (epkd_tf/models/mobilenet.py, the paper's table): (blocks, first stride).
 # Widths and expansions come from the weights; only the strides are not in them.
@@ -236,36 +236,6 @@ def load_teacher(path: str, image_px: int) -> MobileNetV2:
     if unused:       # a weight the port does not know would make it another function
         raise ValueError(f"teacher weights the port does not use: {unused[:5]}")
     return model
-
-
-def epkd_macs(model: nn.Module, example: torch.Tensor) -> int:
-    """Multiply-accumulates of one example as epkd_tf counts them (``model_macs``): every
-    conv at its output positions × kernel area × input channels per group × output
-    channels (a depthwise conv: positions × kernel area × channels × multiplier), every
-    dense layer at inputs × outputs; nothing else counts."""
-    total = []
-
-    def conv_hook(module, args, out):
-        positions = int(out.shape[2] * out.shape[3])
-        kernel = module.kernel_size[0] * module.kernel_size[1]
-        total.append(positions * kernel * (module.in_channels // module.groups)
-                     * module.out_channels)
-
-    def dense_hook(module, args, out):
-        total.append(module.in_features * module.out_features)
-
-    hooks = [m.register_forward_hook(conv_hook if isinstance(m, nn.Conv2d) else dense_hook)
-             for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(example[:1])
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(training)
-    return int(sum(total))
 
 
 def prune_to_macs(model, target: int, example, seed: int, x, y):
