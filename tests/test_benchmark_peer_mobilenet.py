@@ -7,30 +7,20 @@ without it rather than installing PyTorch from a test.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from test_benchmark_scripts import load_residual
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"
 PEER_PYTHON = BENCHMARKS / ".peer-venv" / "bin" / "python"
-
-
-def keras_weights(monkeypatch):
-    """residual.py's exporter (``layer/weight`` keys), the one the frontier's export uses."""
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location("residual_benchmark", BENCHMARKS / "residual.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
-    return module.keras_weights
 
 
 @pytest.mark.skipif(not PEER_PYTHON.exists(),
@@ -44,7 +34,7 @@ def test_mobilenet_port_computes_the_keras_function(tmp_path, monkeypatch):
     not reproduce is refused (exit 3, no pruning). (On this model a port padding the
     strided convs symmetrically differs by ~3e-3 in its logits, against ~6e-6 for the right
     one: the test's bound of 1e-3 catches it.)"""
-    export = keras_weights(monkeypatch)
+    export = load_residual(monkeypatch).keras_weights   # the frontier's exporter
     import tf_keras
     from epkd_tf.graph.count import model_macs
     from epkd_tf.models import build_model
