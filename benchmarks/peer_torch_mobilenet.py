@@ -93,7 +93,7 @@ from peer_torch_pruning import distil
 from peer_torch_resnet import (BN_EPS, BN_MOMENTUM, LOGIT_TOLERANCE, PORT_TOLERANCE, T0,
                                T_MIN, T_STEP, accuracy, keras_params, logits_of,
                                recalibrate_batchnorm, recalibration_batches, same_padding,
-                               prune_to, epkd_macs)
+                               prune_to, epkd_macs, load_data, port_figures)
 
 # The zoo's stages (epkd_tf/models/mobilenet.py, the paper's table): (blocks, first stride).
 # Widths and expansions come from the weights; only the strides are not in them.
@@ -288,17 +288,11 @@ def main() -> int:
                      "0 or more")
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    data = np.load(args.data)
-    nchw = lambda a: torch.tensor(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))  # noqa: E731
-    x, y = nchw(data["x_train"]), torch.tensor(data["y_train"], dtype=torch.long)
-    x_test, y_test = nchw(data["x_test"]), torch.tensor(data["y_test"], dtype=torch.long)
+    x, y, x_test, y_test, keras_logits = load_data(args.data)
     teacher = load_teacher(args.teacher, min(x.shape[2], x.shape[3])).eval()
     example = torch.zeros(1, *x.shape[1:])
     teacher_macs = epkd_macs(teacher, example)
-    torch_accuracy = accuracy(teacher, x_test, y_test)
-    keras_logits = data["keras_test_logits"]
-    logit_gap = float((logits_of(teacher, x_test[:len(keras_logits)])
-                       - torch.tensor(keras_logits)).abs().max())
+    torch_accuracy, logit_gap = port_figures(teacher, x_test, y_test, keras_logits)
     port_ok = (abs(torch_accuracy - args.keras_test_accuracy) <= PORT_TOLERANCE
                and logit_gap <= LOGIT_TOLERANCE and teacher_macs == args.keras_macs)
     print(f"teacher: test accuracy Keras {100 * args.keras_test_accuracy:.2f}%, PyTorch port "

@@ -390,6 +390,25 @@ def accuracy(model, x, y) -> float:
     return float((logits_of(model, x).argmax(1) == y).float().mean())
 
 
+def load_data(path: str) -> tuple:
+    """(x_train, y_train, x_test, y_test, keras_test_logits) of a peer data npz
+    (residual.py's / frontier.py's export: NHWC arrays as epkd_tf preprocessed them), the
+    images as NCHW tensors."""
+    data = np.load(path)
+    nchw = lambda a: torch.tensor(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))  # noqa: E731
+    return (nchw(data["x_train"]), torch.tensor(data["y_train"], dtype=torch.long),
+            nchw(data["x_test"]), torch.tensor(data["y_test"], dtype=torch.long),
+            data["keras_test_logits"])
+
+
+def port_figures(teacher, x_test, y_test, keras_logits) -> tuple:
+    """(test accuracy, largest logit difference on the images ``keras_logits`` covers) of
+    a ported teacher: what the port check compares with the Keras teacher's."""
+    gap = float((logits_of(teacher, x_test[:len(keras_logits)])
+                 - torch.tensor(keras_logits)).abs().max())
+    return accuracy(teacher, x_test, y_test), gap
+
+
 def taylor_gradients(model, x, y, seed: int) -> None:
     """Accumulates the cross-entropy gradients of ``TAYLOR_BATCHES`` random training batches
     in ``model``'s parameters (evaluation mode: BatchNorm statistics untouched)."""
@@ -538,16 +557,10 @@ def main() -> int:
                          "positive")
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    data = np.load(args.data)
-    nchw = lambda a: torch.tensor(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))  # noqa: E731
-    x, y = nchw(data["x_train"]), torch.tensor(data["y_train"], dtype=torch.long)
-    x_test, y_test = nchw(data["x_test"]), torch.tensor(data["y_test"], dtype=torch.long)
+    x, y, x_test, y_test, keras_logits = load_data(args.data)
     teacher = load_teacher(args.teacher).eval()
     total = keras_params(teacher)
-    torch_accuracy = accuracy(teacher, x_test, y_test)
-    keras_logits = data["keras_test_logits"]
-    logit_gap = float((logits_of(teacher, x_test[:len(keras_logits)])
-                       - torch.tensor(keras_logits)).abs().max())
+    torch_accuracy, logit_gap = port_figures(teacher, x_test, y_test, keras_logits)
     port_ok = (abs(torch_accuracy - args.keras_test_accuracy) <= PORT_TOLERANCE
                and logit_gap <= LOGIT_TOLERANCE)
     port_macs = epkd_macs(teacher, x_test[:1])
