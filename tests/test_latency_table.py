@@ -154,19 +154,24 @@ def test_predictions_never_rise_when_a_width_falls(monkeypatch, tmp_path, make_l
     assert model.layer_ms(layer, rule, width_in, width_out) == first
 
 
-@pytest.mark.unit
-def test_latency_cost_and_its_group_costs_use_the_tables(monkeypatch, tmp_path):
-    """LayerwiseCost over the model's tables: falls along any removal order; group costs
-    are the exact differences of the cost."""
-    FakeTimer(monkeypatch, sawtooth)
+def _two_layer_graph():
     inputs = tf_keras.Input((20,))
     x = tf_keras.layers.Dense(40, activation="relu")(inputs)
     x = tf_keras.layers.Dense(24, activation="relu")(x)
-    graph = analyze(tf_keras.Model(inputs, tf_keras.layers.Dense(3)(x)))
+    return analyze(tf_keras.Model(inputs, tf_keras.layers.Dense(3)(x)))
+
+
+@pytest.mark.unit
+def test_latency_cost_and_its_group_costs_use_the_tables(monkeypatch, tmp_path):
+    """LayerwiseCost over the model's tables: falls along any removal order; a unit saves
+    its share of its tile's time (amortised over the units down to the tile boundary
+    below) plus its exact share of the layer reading it."""
+    FakeTimer(monkeypatch, sawtooth)
+    graph = _two_layer_graph()
     model = LatencyModel(cache_dir=tmp_path)
     cost = latency_cost(graph, model, measured_ms=1.0)
     full = np.ones(graph.num_units, bool)
-    assert cost(full) == pytest.approx(1.0)
+    assert cost(full) == pytest.approx(1.0) and cost.exact_cost(full) == pytest.approx(1.0)
     order = np.random.default_rng(0).permutation(graph.num_groups)
     previous = cost(full)
     for k in range(1, len(order)):
@@ -174,9 +179,60 @@ def test_latency_cost_and_its_group_costs_use_the_tables(monkeypatch, tmp_path):
         assert now <= previous + 1e-12
         previous = now
     keep = graph.unit_keep(order[:5])
+    # The reference, per layer from the model's own per-layer times.
+    dense1, dense2, head = [layer for layer in graph.model.layers if layer.weights]
+    rule = find_rule(dense1)
+    k1 = int(keep[graph.unit_layer == 0].sum())
+    k2 = int(keep[graph.unit_layer == 1].sum())
+    ms = model.layer_ms
+    tile = latency_table.TILE
+
+    def share(kin, kout, layer):                   # amortised down to the tile below
+        s = kout - (kout - 1) // tile * tile
+        return (ms(layer, rule, kin, kout) - ms(layer, rule, kin, kout - s)) / s
+
+    per_unit = np.where(graph.unit_layer == 0,
+                        share(20, k1, dense1) + ms(dense2, rule, k1, k2)
+                        - ms(dense2, rule, k1 - 1, k2),
+                        share(k1, k2, dense2) + ms(head, rule, k2, 3) - ms(head, rule, k2 - 1, 3))
+    expected = [per_unit[graph.group_units[g]].sum() if keep[graph.group_units[g]].any()
+                else 0.0 for g in range(graph.num_groups)]
+    np.testing.assert_allclose(cost.group_costs(keep), expected, atol=1e-12)
+    # A tile's units together save what emptying the tile saves.
+    assert share(20, 40, dense1) * 8 == pytest.approx(ms(dense1, rule, 20, 40)
+                                                      - ms(dense1, rule, 20, 32))
+
+
+@pytest.mark.unit
+def test_step_one_group_costs_are_the_exact_differences_of_the_cost(monkeypatch, tmp_path):
+    from epkd_tf.graph.count import LayerwiseCost
+    FakeTimer(monkeypatch, sawtooth)
+    graph = _two_layer_graph()
+    cost = LayerwiseCost(graph, LatencyModel(cache_dir=tmp_path).layer_ms)
+    keep = graph.unit_keep(np.random.default_rng(1).permutation(graph.num_groups)[:5])
     expected = [cost(keep) - cost(keep & (graph.group_of_unit != g))
                 if keep[graph.group_units[g]].any() else 0.0 for g in range(graph.num_groups)]
     np.testing.assert_allclose(cost.group_costs(keep), expected, atol=1e-12)
+
+
+@pytest.mark.unit
+def test_the_exact_prediction_keeps_the_sawtooth_the_envelope_flattens(monkeypatch, tmp_path):
+    """At timed widths the exact prediction is the measured time, an odd number of
+    16-wide tiles slower than the next even one; the envelope predicts the even width at
+    its slower neighbour's time."""
+    FakeTimer(monkeypatch, lambda kin, kout: 1e-3 * kin * math.ceil(kout / 16)
+              * (1.5 if math.ceil(kout / 16) % 2 else 1.0))
+    layer, rule = dense_layer(64, 300)
+    model = LatencyModel(cache_dir=tmp_path)
+    timed = model.table(layer, rule).outs
+    assert all(w in timed for w in (288, 272, 256, 240, 224))      # the dense run
+    for kout in (288, 272, 256, 240):
+        tiles = math.ceil(kout / 16)
+        truth = 1e-3 * 64 * tiles * (1.5 if tiles % 2 else 1.0)
+        assert model.exact_ms(layer, rule, 64, kout) == pytest.approx(truth)
+    assert model.exact_ms(layer, rule, 64, 288) < model.exact_ms(layer, rule, 64, 272)
+    assert model.layer_ms(layer, rule, 64, 288) == pytest.approx(
+        model.exact_ms(layer, rule, 64, 272))
 
 
 # -- the disk cache ------------------------------------------------------------------

@@ -77,7 +77,8 @@ class LatencyModel:
         return {"schema": latency_table.SCHEMA, "layer": _signature(layer, rule),
                 "format": self.fmt, "threads": int(self.threads), "runtime": self._runtime}
 
-    def layer_ms(self, layer, rule, kept_in: int, kept_out: int) -> float:
+    def layer_ms(self, layer, rule, kept_in: int, kept_out: int,
+                 exact: bool = False) -> float:
         """Predicted milliseconds of ``layer`` with ``kept_in`` input channels and
         ``kept_out`` output units (producers) or channels.
 
@@ -86,19 +87,27 @@ class LatencyModel:
             rule: its channel rule.
             kept_in: input channels kept.
             kept_out: output units kept (per-channel layers: ``kept_in``).
+            exact: the times as measured, where a narrower width can be slower (LiteRT's
+                odd/even tiles), instead of their non-decreasing envelope.
 
         Returns:
-            Milliseconds, non-decreasing in both widths; 0 when either is 0.
+            Milliseconds, non-decreasing in both widths unless ``exact``; 0 when either
+            is 0.
         """
         if kept_in <= 0 or kept_out <= 0:
             return 0.0
         table, key = self._table(layer, rule)
-        ms, inside = table.predict(kept_in, kept_out, self._lookup_for(key[0], layer, rule))
+        ms, inside = table.predict(kept_in, kept_out, self._lookup_for(key[0], layer, rule),
+                                   exact)
         if inside:
             return ms
         # Narrower than the table reaches: the smooth fit, capped by the table's time at
         # the nearest timed widths (the minimum of two non-decreasing functions is one).
         return min(ms, self._smooth(layer, rule, table, key, kept_in, kept_out))
+
+    def exact_ms(self, layer, rule, kept_in: int, kept_out: int) -> float:
+        """:meth:`layer_ms` with ``exact=True``: what the plan picks its prefix by."""
+        return self.layer_ms(layer, rule, kept_in, kept_out, exact=True)
 
     def table(self, layer, rule) -> LayerTable:
         """``layer``'s table at its current widths (nothing is timed until it is asked).
@@ -254,10 +263,15 @@ def single_layer_model(layer, rule, kept_in: int, kept_out: int):
 
 def latency_cost(graph, model: LatencyModel, measured_ms: Optional[float] = None):
     """A :class:`~epkd_tf.graph.count.LayerwiseCost` predicting ``graph.model``'s pruned
-    versions' latency in ms; ``measured_ms`` (the model's measured latency) calibrates the
-    offset so that the full model is predicted exactly."""
+    versions' latency in ms: non-decreasing in every width when called (the plan's
+    search), as measured by its ``exact_cost`` (odd/even tiles included, what the plan
+    picks by and reports), with savings amortised over :data:`TILE` units (a unit's
+    removal saves a share of its tile's time). ``measured_ms`` (the model's measured
+    latency) calibrates both offsets so that the full model is predicted exactly."""
     from epkd_tf.graph.count import LayerwiseCost
-    cost = LayerwiseCost(graph, model.layer_ms)
+    cost = LayerwiseCost(graph, model.layer_ms, step=latency_table.TILE)
+    cost.exact_cost = LayerwiseCost(graph, model.exact_ms)
     if measured_ms is not None:
         cost.offset = float(measured_ms) - cost.full()
+        cost.exact_cost.offset = float(measured_ms) - cost.exact_cost.full()
     return cost

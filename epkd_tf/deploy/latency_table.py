@@ -20,15 +20,16 @@ for k = 8, 16, 24 ...). Hence:
 
 * the widths timed below the current width are **multiples of** :data:`TILE` **(8)**:
   every tile boundary seen here (16, 32, 64) is one, and a multiple of 8 that is not one
-  of 16 samples the slow remainder path of its tile. They are densest just below the
-  current width (where a plan mostly looks) and reach down to about a quarter of it;
-  input widths get two or three columns, linearly interpolated;
+  of 16 samples the slow remainder path of its tile. :data:`MAX_DENSE` of them are the
+  consecutive multiples right below the current width (where one or two iterations go:
+  the odd/even-tile sawtooth is only seen at this resolution), :data:`MAX_SPREAD` more
+  reach down to about a quarter of it; input widths get two columns (the current one and
+  about a quarter), linearly interpolated;
 * a query's output width is **rounded up to a multiple of 8** and read off the table
-  made non-decreasing (at each width, the largest time at or below it): exact wherever
-  latency does not fall as the width grows and every multiple of 8 up to the query is
-  timed; where the runtime makes a narrower width slower (the sawtooth), the prediction
-  is that slower width's time, never less: the plan's binary search needs the cost to
-  fall with every removal;
+  either as measured (``exact``: the sawtooth included, what a plan picks its prefix by)
+  or made non-decreasing (at each width, the largest time at or below it, never less: the
+  plan's binary search needs a cost that falls with every removal to bound where it
+  looks);
 * at most :data:`MAX_POINTS` points per layer (a conversion and timing takes 0.2-0.5 s),
   timed only when a plan asks about the layer, one column of input width at a time.
 
@@ -61,14 +62,22 @@ log = logging.getLogger("epkd_tf")
 #: below the current one are multiples of it (the module docstring says why 8: every tile
 #: boundary measured on LiteRT here, 16, 32 and 64 channels, is a multiple of it).
 TILE = 8
-#: Output widths timed per input width (producers: Dense, convolutions).
-MAX_OUT = 6
-#: Input widths timed (each a column of ``MAX_OUT`` output widths).
-MAX_IN = 3
+#: Output widths timed right below the current one, every multiple of :data:`TILE` (the
+#: widths a plan of one or two iterations chooses; LiteRT's odd/even-tile sawtooth is
+#: only seen at this resolution).
+MAX_DENSE = 12
+#: Output widths timed further down, spread evenly to :data:`LOWEST_FRACTION` of the width.
+MAX_SPREAD = 4
+#: Output widths timed per input width (producers: Dense, convolutions): the current one,
+#: the dense run and the spread ones.
+MAX_OUT = 1 + MAX_DENSE + MAX_SPREAD
+#: Input widths timed (each a column of ``MAX_OUT`` output widths). Float kernels do not
+#: tile their input channels (time is linear in them), so two columns interpolate them.
+MAX_IN = 2
 #: Channel counts timed for a per-channel layer (depthwise, normalisation).
-MAX_CHANNELS = 12
+MAX_CHANNELS = MAX_OUT
 #: The grid of one layer (input widths x output widths) has at most this many points.
-MAX_POINTS = 16
+MAX_POINTS = MAX_IN * MAX_OUT
 #: The timed widths reach down to this fraction of the current width; narrower queries
 #: fall back to the smooth fit (see ``epkd_tf.deploy.latency``).
 LOWEST_FRACTION = 0.25
@@ -86,31 +95,35 @@ def ceil_to(width: int, tile: int = TILE) -> int:
     return int(-(-int(width) // tile) * tile)
 
 
-def axis_widths(width: int, max_points: int, tile: int = TILE) -> List[int]:
+def axis_widths(width: int, max_points: int, tile: int = TILE,
+                dense: Optional[int] = None) -> List[int]:
     """The widths timed on one axis of a layer whose current width is ``width``.
 
     Args:
         width: the current width (timed as it is, whether or not a multiple of ``tile``).
         max_points: how many widths at most.
         tile: the widths below ``width`` are multiples of it.
+        dense: how many of them are the consecutive multiples right below ``width`` (a
+            plan mostly asks about widths near the current one); default: half.
 
     Returns:
         Descending widths: ``width``, then the multiples of ``tile`` below it down to the
         largest one at or below ``LOWEST_FRACTION * width`` (``tile`` itself for narrow
-        layers). When there are more than ``max_points``, the first half are the
-        multiples right below ``width`` (a plan mostly asks about widths near the
-        current one) and the rest are spread evenly (on multiples of ``tile``) down to
-        the lowest.
+        layers). When there are more than ``max_points``, the first ``dense`` are the
+        multiples right below ``width`` and the rest are spread evenly (on multiples of
+        ``tile``) down to the lowest, which is always timed.
     """
     width = int(width)
     lowest = max(tile, int(LOWEST_FRACTION * width) // tile * tile)
     below = list(range((width - 1) // tile * tile, lowest - 1, -tile))
     if len(below) + 1 <= max_points:
         return [width] + below
-    dense = below[:max(1, (max_points - 1) // 2)]
-    rest = max_points - 1 - len(dense)
-    spread = np.linspace(dense[-1], lowest, rest + 1)[1:]
-    picked = dense + [int(round(w / tile)) * tile for w in spread]
+    if dense is None:
+        dense = (max_points - 1) // 2
+    near = below[:max(0, min(dense, max_points - 2))]
+    rest = max_points - 1 - len(near)
+    spread = np.linspace(near[-1] if near else width, lowest, rest + 1)[1:]
+    picked = near + [int(round(w / tile)) * tile for w in spread]
     return [width] + sorted(set(picked), reverse=True)
 
 
@@ -141,7 +154,9 @@ class LayerTable:
     when a unit is removed). Columns are timed lazily from the current input width down,
     and each column is capped by the one above it, so timing a lower column later never
     changes a prediction already made. Bilinear interpolation of such a grid is
-    non-decreasing in both widths.
+    non-decreasing in both widths. The measured times are kept too: the *exact*
+    prediction interpolates them, sawtooth and all, for the plan to choose among the
+    prefixes its monotone search bounds (``epkd_tf.pruning.plan``).
     """
 
     def __init__(self, width_in: int, width_out: int, per_channel: bool, tile: int = TILE):
@@ -156,12 +171,13 @@ class LayerTable:
         self.per_channel, self.tile = per_channel, tile
         if per_channel:
             self.ins = [int(width_in)]
-            self.outs = axis_widths(width_in, MAX_CHANNELS, tile)
+            self.outs = axis_widths(width_in, MAX_CHANNELS, tile, MAX_DENSE)
         else:
-            self.outs = axis_widths(width_out, MAX_OUT, tile)
+            self.outs = axis_widths(width_out, MAX_OUT, tile, MAX_DENSE)
             self.ins = axis_widths(width_in, max(1, min(MAX_IN, MAX_POINTS // len(self.outs))),
                                    tile)
-        self._columns: List[np.ndarray] = []
+        self._columns: List[np.ndarray] = []      # monotone envelopes
+        self._raw: List[np.ndarray] = []          # the times as measured
 
     def points(self) -> List[Point]:
         """Every (kept_in, kept_out) point of the grid."""
@@ -172,20 +188,22 @@ class LayerTable:
             return [(w, w) for w in self.outs]
         return [(self.ins[index], w) for w in self.outs]
 
-    def column(self, index: int, lookup: Lookup) -> np.ndarray:
-        """The monotone times of column ``index``, timing it (and those above it) with
-        ``lookup`` if they are not known yet."""
+    def column(self, index: int, lookup: Lookup, exact: bool = False) -> np.ndarray:
+        """The monotone times of column ``index`` (``exact``: the measured ones), timing
+        it (and those above it) with ``lookup`` if they are not known yet."""
         while len(self._columns) <= index:
             i = len(self._columns)
             raw = np.asarray(lookup(self._column_points(i)), dtype=np.float64)
+            self._raw.append(raw)
             # outs descend: the largest time at or below each width is a suffix maximum.
             envelope = np.maximum.accumulate(raw[::-1])[::-1]
             if i:
                 envelope = np.minimum(envelope, self._columns[i - 1])
             self._columns.append(envelope)
-        return self._columns[index]
+        return (self._raw if exact else self._columns)[index]
 
-    def predict(self, kept_in: int, kept_out: int, lookup: Lookup) -> Tuple[float, bool]:
+    def predict(self, kept_in: int, kept_out: int, lookup: Lookup,
+                exact: bool = False) -> Tuple[float, bool]:
         """Milliseconds at these widths, clamped into the timed range.
 
         Args:
@@ -193,6 +211,8 @@ class LayerTable:
             kept_out: output units (ignored for per-channel layers).
             lookup: milliseconds of a list of (kept_in, kept_out) points, timing those
                 not known yet (called only for columns not yet in the table).
+            exact: interpolate the times as measured (a narrower width may be predicted
+                slower, as LiteRT runs it) instead of their monotone envelope.
 
         Returns:
             (ms, inside): the table's time at the query clamped into the grid (output
@@ -206,7 +226,7 @@ class LayerTable:
         out = max(out, self.outs[-1])
         total = 0.0
         for i, a in ([(0, 1.0)] if self.per_channel else _locate(self.ins, kept_in)):
-            column = self.column(i, lookup)
+            column = self.column(i, lookup, exact)
             for j, b in _locate(self.outs, out):
                 total += a * b * column[j]
         return float(total), bool(inside)

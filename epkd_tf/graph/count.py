@@ -129,10 +129,20 @@ class LayerCounts:
 class LayerwiseCost:
     """A cost that is a sum over layers of ``per_layer(layer, rule, kept_in, kept_out)``
     plus ``offset``: MACs, the dense size of a file, a latency model. ``__call__(unit_keep)``
-    is what the pruning plan searches over."""
+    is what the pruning plan searches over.
 
-    def __init__(self, graph: ChannelGraph, per_layer, offset: float = 0.0):
+    ``step``: the runtime computes a layer's output channels in tiles of this many, so one
+    removed channel saves nothing until its tile empties; the marginal costs spread a
+    tile's saving over its channels instead (1: every channel saves its own share, as
+    parameters and MACs do). ``exact_cost``: a cost of the same model that may rise when
+    a unit is removed (a latency model's measured sawtooth), which the plan picks its
+    prefix by, or None.
+    """
+
+    def __init__(self, graph: ChannelGraph, per_layer, offset: float = 0.0, step: int = 1):
         self.graph, self.per_layer, self.offset = graph, per_layer, float(offset)
+        self.step = max(1, int(step))
+        self.exact_cost: Optional["LayerwiseCost"] = None
         self.layers = LayerCounts(graph)
 
     def __call__(self, unit_keep: np.ndarray) -> float:
@@ -146,7 +156,9 @@ class LayerwiseCost:
         """What removing each group alone saves from the model that keeps ``unit_keep``
         (default: every unit): its units' share of every layer that produces or reads them
         — the marginal cost the cost-aware and FLOPs-regularised rankings weigh (exact for
-        one group; two groups removed from one layer interact). Removed groups cost 0."""
+        one group with ``step`` 1; two groups removed from one layer interact). With a
+        ``step`` > 1 a layer's channels each save the mean saving of removing them down to
+        the tile boundary below (a multiple of ``step``). Removed groups cost 0."""
         graph = self.graph
         keep = _full_keep(graph, unit_keep)
         unit_cost = np.zeros(graph.num_units)
@@ -156,13 +168,20 @@ class LayerwiseCost:
             kout = int(keep[units].sum()) if len(units) else kin
             here = self.per_layer(layer, rule, kin, kout)
             if len(units):                                     # producing its units
-                unit_cost[units] += here - self.per_layer(layer, rule, kin, kout - 1)
+                s = self._to_tile(kout)
+                unit_cost[units] += (here - self.per_layer(layer, rule, kin, kout - s)) / s
                 per_input = here - self.per_layer(layer, rule, kin - 1, kout)
             else:                                              # per-channel layers
-                per_input = here - self.per_layer(layer, rule, kin - 1, kin - 1)
+                s = self._to_tile(kin)
+                per_input = (here - self.per_layer(layer, rule, kin - s, kin - s)) / s
             live = in_pos >= 0                                 # reading prunable units
             np.add.at(unit_cost, in_pos[live], per_input)
         return units_to_groups(graph, unit_cost * keep)
+
+    def _to_tile(self, width: int) -> int:
+        """How many channels a layer of ``width`` loses down to the tile boundary below
+        (1..step; 1 for an empty layer)."""
+        return max(1, width - (width - 1) // self.step * self.step)
 
 
 class AffineCost:

@@ -136,12 +136,19 @@ def plan_removal(graph: "ChannelGraph", scores: np.ndarray, target: float,
     ``cost(unit_keep)`` is the budget's measure of the model that keeps those units
     (default: its nonzero parameters, ``counter``). Every measure falls monotonically
     along the order (removing a unit never adds parameters, MACs, bytes or - in the
-    fitted latency model - time), so a binary search finds the first prefix at or below
-    the target; that prefix or the one before it (whichever is closer, but never the empty
-    one: a target below the model's cost always removes something) is the plan. Any
+    latency model's envelope - time), so a binary search finds the first prefix at or
+    below the target; that prefix or the one before it (whichever is closer, but never the
+    empty one: a target below the model's cost always removes something) is the plan. Any
     two criteria therefore land within one group's cost of the target, and so of each
     other. ``channel_multiple`` > 1 rounds every block's kept groups up to a multiple of
     it (see :func:`round_to_multiple`) before costing a prefix.
+
+    A cost with an ``exact_cost`` (the latency model: LiteRT runs an odd number of 16-wide
+    tiles slower than the next even one, so removing a unit can make a layer slower) is
+    searched on that instead: the shortest prefix whose exact cost is at or below the
+    target (or the one before it, if closer), found by a scan, since the exact cost does
+    not fall monotonically. Its plan often removes less than the envelope's would (it
+    stops at a width where the sawtooth is fast) and reports the exact prediction.
     """
     if cost is None:
         from epkd_tf.graph import ParamCounter
@@ -155,7 +162,9 @@ def plan_removal(graph: "ChannelGraph", scores: np.ndarray, target: float,
     def count(k: int) -> float:
         return cost(graph.unit_keep(removed(k)))
 
-    full = count(0)
+    exact = getattr(cost, "exact_cost", None)
+    measure = count if exact is None else (lambda k: exact(graph.unit_keep(removed(k))))
+    full = measure(0)
     if target >= full:
         return Plan(removed(0), full, target)
     if count(len(order)) > target:
@@ -170,7 +179,12 @@ def plan_removal(graph: "ChannelGraph", scores: np.ndarray, target: float,
             lo = mid
         else:
             hi = mid
-    k = hi if abs(count(hi) - target) <= abs(count(lo) - target) else lo
+    if exact is not None:
+        # Not monotone: scan up from the first removal (the envelope's hi is no bound,
+        # the two are calibrated with different offsets); hi if none gets there.
+        first = next((k for k in range(1, len(order) + 1) if measure(k) <= target), hi)
+        hi, lo = first, first - 1
+    k = hi if abs(measure(hi) - target) <= abs(measure(lo) - target) else lo
     if len(removed(k)) == 0:
         # Removing nothing is no candidate for a smaller target: it would hand the
         # iteration the student unchanged (seen with --channel_multiple=8: rounding up to
@@ -178,7 +192,7 @@ def plan_removal(graph: "ChannelGraph", scores: np.ndarray, target: float,
         # overshot the target further than the whole model missed it, and the unchanged
         # "candidate" won iteration after iteration).
         k = hi
-    return Plan(removed(k), count(k), target)
+    return Plan(removed(k), measure(k), target)
 
 
 def minimum_nonzero(graph: "ChannelGraph", layer_floor: float,

@@ -154,3 +154,41 @@ def test_unreachable_target_raises(mlp_graph):
     with pytest.raises(PruningError, match="--layer_floor"):
         plan_removal(mlp_graph, scores, int(0.3 * full), 0.9)
     assert issubclass(PruningError, ValueError)
+
+
+class _SawtoothCost:
+    """A monotone cost (kept units) with an ``exact_cost`` below it that is not: every
+    other run of 16 removed units is 10 faster, so leaving it is slower (as LiteRT's
+    odd/even tiles make some narrower widths slower)."""
+
+    def __init__(self, graph):
+        self.graph = graph
+
+    def __call__(self, unit_keep):
+        return float(np.sum(unit_keep))
+
+    def exact_cost(self, unit_keep):
+        gone = len(unit_keep) - int(np.sum(unit_keep))
+        return float(len(unit_keep) - gone - (10 if (gone // 16) % 2 else 0))
+
+
+def test_a_plan_with_an_exact_cost_takes_the_shortest_prefix_at_or_below_the_target(
+        mlp_graph):
+    """The exact cost does not fall along the order; the plan is the first prefix whose
+    exact cost is within the target (checked against a scan of every prefix), removes no
+    more groups than the monotone cost's plan, and reports the exact cost."""
+    cost = _SawtoothCost(mlp_graph)
+    scores = np.random.default_rng(2).random(mlp_graph.num_groups)
+    order = removal_order(mlp_graph, scores, 0.1)
+    n = mlp_graph.num_units
+    exact = [cost.exact_cost(mlp_graph.unit_keep(order[:k])) for k in range(len(order) + 1)]
+    assert any(b > a for a, b in zip(exact, exact[1:]))          # really not monotone
+    for target in (n - 20.0, n - 40.0, n - 70.0, n - 100.0):
+        plan = plan_removal(mlp_graph, scores, target, 0.1, cost=cost)
+        first = next(k for k in range(1, len(exact)) if exact[k] <= target)
+        closer = first if abs(exact[first] - target) <= abs(exact[first - 1] - target) \
+            else first - 1
+        assert len(plan.removed_groups) == max(closer, 1)
+        assert plan.cost == exact[len(plan.removed_groups)]
+        monotone = plan_removal(mlp_graph, scores, target, 0.1, cost=cost.__call__)
+        assert len(plan.removed_groups) <= len(monotone.removed_groups)
