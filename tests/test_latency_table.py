@@ -81,6 +81,46 @@ def test_timed_widths_are_the_width_and_multiples_of_the_tile_down_to_a_quarter(
 
 
 @pytest.mark.unit
+@pytest.mark.parametrize("width", [20, 64, 300, 500, 1280, 2048])
+def test_output_widths_are_dense_below_the_width_then_whole_periods(width):
+    """Every multiple of 8 right below the width, then whole periods of the sawtooth (one
+    width of every residue modulo 32), down to about a quarter of the width."""
+    tile, period = latency_table.TILE, latency_table.PERIOD
+    widths = latency_table.output_widths(width)
+    assert widths[0] == width and widths == sorted(set(widths), reverse=True)
+    assert len(widths) <= latency_table.MAX_OUT
+    assert all(w % tile == 0 for w in widths[1:])
+    assert widths[-1] <= max(tile, width / 4 + period)
+    dense = [w for w in range((width - 1) // tile * tile, 0, -tile)][:latency_table.MAX_DENSE]
+    assert widths[1:1 + len(dense)] == dense[:len(widths) - 1]
+    spread = widths[1 + latency_table.MAX_DENSE:]
+    for w in spread:                    # every spread width has its whole period timed
+        top = -(-w // period) * period
+        assert all(v in widths for v in range(top, top - period, -tile) if v >= tile)
+
+
+@pytest.mark.unit
+def test_the_exact_prediction_between_spread_widths_keeps_the_tile_parity(monkeypatch,
+                                                                          tmp_path):
+    """Far below the width (the spread periods), an untimed width is interpolated between
+    timed widths of its own residue modulo 32: an even-tile width is predicted fast, an
+    odd-tile one slow, as measured."""
+    def cost(kin, kout):
+        tiles = math.ceil(kout / 16)
+        return 1e-3 * kin * tiles * (1.5 if tiles % 2 else 1.0)
+
+    FakeTimer(monkeypatch, cost)
+    layer, rule = dense_layer(64, 500)
+    model = LatencyModel(cache_dir=tmp_path)
+    timed = set(model.table(layer, rule).outs)
+    untimed = [w for w in range(136, 400, 8) if w not in timed]
+    assert len(untimed) > 10
+    for kout in untimed:
+        assert model.exact_ms(layer, rule, 64, kout) == pytest.approx(cost(64, kout),
+                                                                      rel=0.1), kout
+
+
+@pytest.mark.unit
 def test_a_layer_is_timed_at_a_few_points_and_only_when_asked(monkeypatch, tmp_path):
     timer = FakeTimer(monkeypatch)
     layer, rule = dense_layer(64, 40)
@@ -409,3 +449,29 @@ def test_tables_measured_on_litert_round_trip_through_the_disk_cache(tmp_path):
     assert second.layer_ms(layer, rule, 16, 2) == narrow
     assert second.points_measured == 0 and second.points_reused == 2
     assert [n for n in os.listdir(tmp_path) if not n.endswith(".json")] == []
+
+
+@pytest.mark.unit
+def test_a_layer_beyond_half_the_l2_cache_is_predicted_without_its_fast_widths(
+        monkeypatch, tmp_path):
+    """Inside a model a layer whose weights take more than half a core's L2 cache loses
+    its fast even-tile widths (LeNet-5's 1.6 MB Dense layer): its exact prediction is the
+    envelope's. Under the limit, or with the cache size unknown, it keeps the sawtooth."""
+    FakeTimer(monkeypatch, lambda kin, kout: 1e-3 * kin * math.ceil(kout / 16)
+              * (1.5 if math.ceil(kout / 16) % 2 else 1.0))
+    layer, rule = dense_layer(64, 300)                 # 64 x 288 float weights: 73.7 kB
+    model = LatencyModel(cache_dir=tmp_path)
+    model.cache_bytes = None
+    sawtooth = model.exact_ms(layer, rule, 64, 288)
+    assert sawtooth < model.layer_ms(layer, rule, 64, 288)
+    model.cache_bytes = 2 * 64 * 288 * 4 + 8               # exactly fits: the sawtooth
+    assert model.exact_ms(layer, rule, 64, 288) == sawtooth
+    model.cache_bytes = 2 * 64 * 288 * 4 - 8               # beyond half: the envelope
+    assert model.exact_ms(layer, rule, 64, 288) == model.layer_ms(layer, rule, 64, 288)
+    assert model.exact_ms(layer, rule, 64, 256) == pytest.approx(1e-3 * 64 * 16)  # fits
+
+
+@pytest.mark.unit
+def test_the_l2_cache_size_is_read_or_unknown():
+    size = latency_table.l2_cache_bytes()
+    assert size is None or (isinstance(size, int) and size >= 64 * 1024)

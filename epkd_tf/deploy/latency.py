@@ -37,6 +37,13 @@ from epkd_tf.deploy import latency_table
 from epkd_tf.deploy.latency_table import LayerTable, Point, TableCache
 
 
+#: A layer whose weights take more than this fraction of a core's L2 cache is predicted
+#: without its sawtooth's fast widths (see ``LatencyModel._beyond_cache``). Measured on
+#: the benchmark machine (2 MB L2): 0.25 loses LeNet-300-100's real sawtooth, 0.75 keeps
+#: LeNet-5's vanished one; 0.5 predicts both (docs/benchmarks/latency_model.md).
+CACHE_FRACTION = 0.5
+
+
 class LatencyModel:
     """Per-layer latency tables on LiteRT for one TFLite ``fmt`` (``tflite`` or
     ``tflite_int8``) and number of ``threads``; ``runs`` timed invokes per point.
@@ -53,6 +60,8 @@ class LatencyModel:
         self.cache_dir = latency_table.resolve_cache_dir(cache_dir)
         self._cache = TableCache(self.cache_dir) if self.cache_dir else None
         self._runtime = latency_table.runtime()
+        #: Bytes of one core's L2 cache (None: unknown; see :meth:`_beyond_cache`).
+        self.cache_bytes = latency_table.l2_cache_bytes()
         #: signature key -> {(kept_in, kept_out): ms}, measured here or read from disk.
         self._points: Dict[str, Dict[Point, float]] = {}
         self._from_disk: Dict[str, set] = {}
@@ -96,6 +105,8 @@ class LatencyModel:
         """
         if kept_in <= 0 or kept_out <= 0:
             return 0.0
+        if exact and self._beyond_cache(layer, rule, kept_in, kept_out):
+            exact = False
         table, key = self._table(layer, rule)
         ms, inside = table.predict(kept_in, kept_out, self._lookup_for(key[0], layer, rule),
                                    exact)
@@ -108,6 +119,21 @@ class LatencyModel:
     def exact_ms(self, layer, rule, kept_in: int, kept_out: int) -> float:
         """:meth:`layer_ms` with ``exact=True``: what the plan picks its prefix by."""
         return self.layer_ms(layer, rule, kept_in, kept_out, exact=True)
+
+    def _beyond_cache(self, layer, rule, kept_in: int, kept_out: int) -> bool:
+        """Whether the layer's weights at these widths take more than
+        :data:`CACHE_FRACTION` of the core's L2 cache: timed alone, such a layer keeps
+        them cached and its fast (even-tile) widths run fast; inside a model the other
+        layers evict them and the fast widths lose their gain (measured: LeNet-5's
+        800 x 500 Dense layer, 1.6 MB, is as slow at 500 units as its envelope predicts,
+        while LeNet-300-100's 784 x 300, 0.94 MB, keeps its sawtooth in the model). Its
+        exact prediction is then the envelope's."""
+        if not self.cache_bytes:
+            return False
+        spatial = int(np.prod(layer.output_shape[1:-1])) if len(layer.output_shape) > 2 else 1
+        per_weight = 1 if self.fmt == "tflite_int8" else 4
+        weights = rule.macs(layer, kept_in, kept_out) / max(spatial, 1)
+        return per_weight * weights > CACHE_FRACTION * self.cache_bytes
 
     def table(self, layer, rule) -> LayerTable:
         """``layer``'s table at its current widths (nothing is timed until it is asked).

@@ -22,9 +22,12 @@ for k = 8, 16, 24 ...). Hence:
   every tile boundary seen here (16, 32, 64) is one, and a multiple of 8 that is not one
   of 16 samples the slow remainder path of its tile. :data:`MAX_DENSE` of them are the
   consecutive multiples right below the current width (where one or two iterations go:
-  the odd/even-tile sawtooth is only seen at this resolution), :data:`MAX_SPREAD` more
-  reach down to about a quarter of it; input widths get two columns (the current one and
-  about a quarter), linearly interpolated;
+  the odd/even-tile sawtooth is only seen at this resolution); further down,
+  :data:`MAX_SPREAD` whole periods of the sawtooth (:data:`PERIOD`, 32: four multiples of
+  8) reach down to about a quarter of it, so that a width between timed ones is
+  interpolated between timed widths of its own residue modulo 32 (its own tile parity);
+  input widths get two columns (the current one and about a quarter), linearly
+  interpolated;
 * a query's output width is **rounded up to a multiple of 8** and read off the table
   either as measured (``exact``: the sawtooth included, what a plan picks its prefix by)
   or made non-decreasing (at each width, the largest time at or below it, never less: the
@@ -62,15 +65,19 @@ log = logging.getLogger("epkd_tf")
 #: below the current one are multiples of it (the module docstring says why 8: every tile
 #: boundary measured on LiteRT here, 16, 32 and 64 channels, is a multiple of it).
 TILE = 8
+#: The period of the sawtooth: two 16-wide tiles (an odd number of them runs slower than
+#: the next even one). Widths are compared with timed widths of their own residue modulo
+#: it; a period of 8 or 16 on another CPU divides it.
+PERIOD = 32
 #: Output widths timed right below the current one, every multiple of :data:`TILE` (the
-#: widths a plan of one or two iterations chooses; LiteRT's odd/even-tile sawtooth is
-#: only seen at this resolution).
+#: widths a plan of one or two iterations chooses).
 MAX_DENSE = 12
-#: Output widths timed further down, spread evenly to :data:`LOWEST_FRACTION` of the width.
+#: Further down, this many whole periods (every multiple of :data:`TILE` in them, one of
+#: each residue) spread evenly to :data:`LOWEST_FRACTION` of the width.
 MAX_SPREAD = 4
 #: Output widths timed per input width (producers: Dense, convolutions): the current one,
-#: the dense run and the spread ones.
-MAX_OUT = 1 + MAX_DENSE + MAX_SPREAD
+#: the dense run and the spread periods.
+MAX_OUT = 1 + MAX_DENSE + MAX_SPREAD * PERIOD // TILE
 #: Input widths timed (each a column of ``MAX_OUT`` output widths). Float kernels do not
 #: tile their input channels (time is linear in them), so two columns interpolate them.
 MAX_IN = 2
@@ -114,8 +121,7 @@ def axis_widths(width: int, max_points: int, tile: int = TILE,
         ``tile``) down to the lowest, which is always timed.
     """
     width = int(width)
-    lowest = max(tile, int(LOWEST_FRACTION * width) // tile * tile)
-    below = list(range((width - 1) // tile * tile, lowest - 1, -tile))
+    lowest, below = _below(width, tile)
     if len(below) + 1 <= max_points:
         return [width] + below
     if dense is None:
@@ -125,6 +131,42 @@ def axis_widths(width: int, max_points: int, tile: int = TILE,
     spread = np.linspace(near[-1] if near else width, lowest, rest + 1)[1:]
     picked = near + [int(round(w / tile)) * tile for w in spread]
     return [width] + sorted(set(picked), reverse=True)
+
+
+def output_widths(width: int, tile: int = TILE) -> List[int]:
+    """The output (or channel) widths timed for a layer whose current width is ``width``.
+
+    Args:
+        width: the current width.
+        tile: the widths below ``width`` are multiples of it.
+
+    Returns:
+        Descending widths: ``width``; every multiple of ``tile`` below it if there are at
+        most ``MAX_OUT - 1`` down to about a quarter of it; else the ``MAX_DENSE`` right
+        below ``width``, then ``MAX_SPREAD`` whole periods (the ``PERIOD // tile``
+        multiples of ``tile`` ending at a multiple of ``PERIOD``) spread evenly down to
+        the lowest, so that a width between timed ones has timed neighbours of its own
+        residue modulo ``PERIOD`` (see :meth:`LayerTable.predict`).
+    """
+    width = int(width)
+    lowest, below = _below(width, tile)
+    if len(below) + 1 <= MAX_OUT:
+        return [width] + below
+    near = below[:MAX_DENSE]
+    per = max(1, PERIOD // tile)
+    anchors = np.linspace(near[-1], lowest + (per - 1) * tile, MAX_SPREAD + 1)[1:]
+    picked = set(near)
+    for anchor in anchors:
+        top = int(round(anchor / PERIOD)) * PERIOD
+        top = min(top, near[-1] - tile)
+        picked.update(w for w in range(top, top - per * tile, -tile) if w >= tile)
+    return [width] + sorted(picked, reverse=True)
+
+
+def _below(width: int, tile: int) -> Tuple[int, List[int]]:
+    """The lowest width timed and the multiples of ``tile`` below ``width`` down to it."""
+    lowest = max(tile, int(LOWEST_FRACTION * width) // tile * tile)
+    return lowest, list(range((width - 1) // tile * tile, lowest - 1, -tile))
 
 
 def _locate(axis: Sequence[int], x: float) -> List[Tuple[int, float]]:
@@ -140,6 +182,23 @@ def _locate(axis: Sequence[int], x: float) -> List[Tuple[int, float]]:
             w = (x - lo) / (hi - lo)
             return [(j, w), (j + 1, 1.0 - w)]
     return [(len(axis) - 1, 1.0)]
+
+
+def _locate_periodic(axis: Sequence[int], x: int) -> List[Tuple[int, float]]:
+    """Like :func:`_locate`, but between the nearest timed widths of ``x``'s own residue
+    modulo :data:`PERIOD` (the sawtooth repeats with it: interpolating an even-tile width
+    between an odd and an even one predicts a time neither has); :func:`_locate` where
+    ``x`` is timed or has no such neighbour on both sides."""
+    if x in axis:
+        return [(list(axis).index(x), 1.0)]
+    same = [i for i, w in enumerate(axis) if (w - x) % PERIOD == 0]
+    above = [i for i in same if axis[i] > x]
+    below = [i for i in same if axis[i] < x]
+    if not (above and below):
+        return _locate(axis, x)
+    hi, lo = above[-1], below[0]
+    w = (x - axis[lo]) / (axis[hi] - axis[lo])
+    return [(hi, w), (lo, 1.0 - w)]
 
 
 class LayerTable:
@@ -171,9 +230,9 @@ class LayerTable:
         self.per_channel, self.tile = per_channel, tile
         if per_channel:
             self.ins = [int(width_in)]
-            self.outs = axis_widths(width_in, MAX_CHANNELS, tile, MAX_DENSE)
+            self.outs = output_widths(width_in, tile)
         else:
-            self.outs = axis_widths(width_out, MAX_OUT, tile, MAX_DENSE)
+            self.outs = output_widths(width_out, tile)
             self.ins = axis_widths(width_in, max(1, min(MAX_IN, MAX_POINTS // len(self.outs))),
                                    tile)
         self._columns: List[np.ndarray] = []      # monotone envelopes
@@ -227,7 +286,7 @@ class LayerTable:
         total = 0.0
         for i, a in ([(0, 1.0)] if self.per_channel else _locate(self.ins, kept_in)):
             column = self.column(i, lookup, exact)
-            for j, b in _locate(self.outs, out):
+            for j, b in (_locate_periodic if exact else _locate)(self.outs, out):
                 total += a * b * column[j]
         return float(total), bool(inside)
 
@@ -260,6 +319,32 @@ def runtime() -> Dict[str, str]:
     import tensorflow as tf
     return {"litert": litert, "tensorflow": tf.__version__, "machine": platform.machine(),
             "cpu": _cpu_model()}
+
+
+@functools.lru_cache(maxsize=1)
+def l2_cache_bytes() -> Optional[int]:
+    """Bytes of the first CPU's level-2 cache (Linux sysfs), or None where unknown."""
+    root = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        entries = sorted(os.listdir(root))
+    except OSError:
+        return None
+    for entry in entries:
+        try:
+            level = files.read_text(os.path.join(root, entry, "level")).strip()
+            kind = files.read_text(os.path.join(root, entry, "type")).strip()
+            size = files.read_text(os.path.join(root, entry, "size")).strip()
+        except (OSError, ValueError):
+            continue
+        if level == "2" and kind in ("Unified", "Data"):
+            units = {"K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}
+            try:
+                if size[-1:].upper() in units:
+                    return int(size[:-1]) * units[size[-1:].upper()]
+                return int(size)
+            except ValueError:
+                return None
+    return None
 
 
 def _cpu_model() -> str:
