@@ -293,10 +293,40 @@ def tfmot_prunable_weights(layer) -> list:
     """The weights of ``layer`` (a layer :func:`tfmot_supports`) that TF-MOT prunes (the
     kernel of Dense and Conv layers; biases are left whole), as variables of ``layer``.
 
-    Reads ``PruneRegistry._weight_names(layer)``, the attribute names TF-MOT prunes for
-    the layer's class; the public API exposes them only on a wrapped, built copy. Raises
-    KeyError for a recurrent layer (TF-MOT prunes its cells' weights, named elsewhere)."""
-    return [getattr(layer, name) for name in _prune_registry()._weight_names(layer)]
+    Reads the attribute names TF-MOT's ``PruneRegistry`` prunes for the layer's class
+    (``_weight_names``; the public API exposes them only on a wrapped, built copy, and
+    ``make_prunable`` would modify the layer): for a recurrent layer (LSTM, GRU,
+    SimpleRNN, RNN) its cells' kernels and recurrent kernels
+    (``_RNN_CELLS_WEIGHTS_MAP``), for MultiHeadAttention its projections' kernels (dotted
+    names), for a ``PrunableLayer`` what it says.
+
+    Raises:
+        ValueError: naming the layer, where TF-MOT cannot say (a recurrent layer whose
+            cell it does not know).
+    """
+    from tensorflow_model_optimization.python.core.sparsity.keras import prunable_layer
+    registry = _prune_registry()
+    if isinstance(layer, prunable_layer.PrunableLayer):
+        return list(layer.get_prunable_weights())
+    if registry._is_rnn_layer(layer):
+        weights = []
+        for cell in registry._get_rnn_cells(layer):
+            names = registry._RNN_CELLS_WEIGHTS_MAP.get(cell.__class__)
+            if names is not None:
+                weights += [getattr(cell, name) for name in names]
+            elif isinstance(cell, prunable_layer.PrunableLayer):
+                weights += list(cell.get_prunable_weights())
+            else:
+                raise ValueError(f"Layer {layer.name!r} ({type(layer).__name__}): TF-MOT "
+                                 f"cannot prune its cell {type(cell).__name__}.")
+        return weights
+
+    def attribute(name):                     # MultiHeadAttention: "_query_dense.kernel"
+        owner = layer
+        for part in name.split("."):
+            owner = getattr(owner, part)
+        return owner
+    return [attribute(name) for name in registry._weight_names(layer)]
 
 
 # -- TensorFlow Lite ------------------------------------------------------------------------

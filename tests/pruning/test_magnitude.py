@@ -199,3 +199,40 @@ def test_poly_magnitude_fine_tune_leaves_nothing_behind(monkeypatch):
     alive = [ref for ref in handles if ref() is not None]
     assert wrapped_models[-1]() is None
     assert not alive, f"{len(alive)} of {len(handles)} variables of the fine-tune outlived it"
+
+
+def _recurrent_model(kind):
+    if kind == "MultiHeadAttention":
+        inputs = tf_keras.Input((6, 8))
+        h = tf_keras.layers.MultiHeadAttention(2, 4, name="attention")(inputs, inputs)
+        return tf_keras.Model(inputs, tf_keras.layers.Dense(3)(tf_keras.layers.Flatten()(h)))
+    layer = getattr(tf_keras.layers, kind)(16, name="recurrent")
+    return tf_keras.Sequential([tf_keras.Input((6, 8)), layer, tf_keras.layers.Dense(3)])
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "SimpleRNN", "MultiHeadAttention"])
+def test_the_kernels_of_recurrent_and_attention_layers_are_found(kind):
+    """TF-MOT prunes a recurrent layer's cell kernels (input and recurrent) and an
+    attention layer's projection kernels: those, and no bias, are what poly_magnitude
+    prunes (it raised KeyError on LSTM/GRU/SimpleRNN)."""
+    model = _recurrent_model(kind)
+    found = {model.get_layer(name).weights[i].name for name, i in _prunable_kernels(model)}
+    kernels = {w.name for w in model.weights if "kernel" in w.name.split("/")[-1]}
+    assert found == kernels
+    if kind != "MultiHeadAttention":
+        assert any("recurrent_kernel" in name for name in found)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_poly_magnitude_prunes_a_recurrent_model_to_its_target(kind):
+    from epkd_tf import api
+    model = randomize(_recurrent_model(kind))
+    x = np.random.default_rng(0).random((64, 6, 8)).astype("float32")
+    y = np.arange(64) % 3
+    target = nonzero_params(model) // 2
+    pruned = api.prune(model, target, criterion="poly_magnitude", data=(x, y))
+    assert nonzero_params(pruned) <= target
+    recurrent = pruned.get_layer("recurrent").cell.recurrent_kernel.numpy()
+    assert 0 < np.mean(recurrent == 0) < 1
