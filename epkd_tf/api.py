@@ -24,7 +24,8 @@ from typing import Dict, List, Optional, Sequence
 
 import epkd_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 from epkd_tf.config import BudgetConfig, DataConfig, DistillConfig, PruningConfig, RunConfig
-from epkd_tf.errors import ApiError  # noqa: F401
+from epkd_tf.errors import (RESUME_API, ApiError, RunFailure,  # noqa: F401
+                            failure_message, is_environment_failure)
 from epkd_tf.settings import default_of
 
 __all__ = ["compress", "prune", "analyze", "load_model", "CompressionResult", "as_data",
@@ -318,6 +319,10 @@ def compress(teacher, train, test=None, *, output_dir: Optional[str] = None, con
       NoCandidateError: no pruner can reach an iteration's target (all at their floors).
       NonFiniteLossError: a distillation loss became NaN or Inf with
         ``fail_on_nan=True``.
+      RunFailure: the machine failed the run on the way (a full or read-only disk,
+        memory, a TensorFlow runtime error): one line, as the command line prints it;
+        the finished stages are kept and the same call resumes. The original error is
+        its ``__cause__``.
 
     Example::
 
@@ -368,8 +373,18 @@ def compress(teacher, train, test=None, *, output_dir: Optional[str] = None, con
             _check_teacher(model, data, cfg.pruning)
             notes = _fingerprints(model, train, test)
             with xla_determinism(cfg.jit_compile):
-                result = _run(cfg, data, model, root, verbose, keep=not temporary,
-                              overwrite=overwrite, notes=notes)
+                try:
+                    result = _run(cfg, data, model, root, verbose, keep=not temporary,
+                                  overwrite=overwrite, notes=notes)
+                except Exception as err:
+                    # A full disk, a vanished directory, memory: one line under the
+                    # package's error base, as the command line prints it.
+                    if not is_environment_failure(err):
+                        raise
+                    resume = ("call again with an output_dir to keep what finishes"
+                              if temporary else RESUME_API)
+                    where = "a temporary directory" if temporary else f"output_dir={root}"
+                    raise RunFailure(failure_message(err, where, resume)) from err
             # Keras 3 in, Keras 3 out: the user gets models of the Keras they work with.
             return _in_keras3(result) if _is_keras3_source(teacher) else result
     finally:

@@ -150,3 +150,47 @@ def exit_status(err: BaseException) -> int:
     if isinstance(err, Terminated):
         return EXIT_TERMINATED
     return EXIT_FAILED
+
+
+#: How a user resumes after a failure on the way, for the command line and the API.
+RESUME_CLI = "rerun the same command to resume"
+RESUME_API = "call again with the same output_dir to resume"
+
+
+def failure_message(err: BaseException, where: str = "", resume: str = RESUME_CLI) -> str:
+    """One line for a failure on the way (exit status 1): a full disk, a read-only or
+    vanished directory, memory running out, a TensorFlow runtime error.
+
+    Args:
+        err: the exception.
+        where: the directory being written (e.g. ``--output_dir=runs/a``), named when the
+            error does not name a file.
+        resume: how to resume (:data:`RESUME_CLI` or :data:`RESUME_API`).
+
+    Returns:
+        The line, without a trailing newline.
+    """
+    import errno
+    text = " ".join(str(getattr(err, "message", None) or err).split())[:300]
+    if isinstance(err, OSError):
+        where = f" ({err.filename or where})" if err.filename or where else ""
+        if err.errno == errno.ENOSPC:
+            return (f"no space left on the device{where}; the completed stages are kept: "
+                    f"free some space and {resume}.")
+        if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            return (f"cannot write{where}: {err.strerror}; the completed stages are kept: "
+                    f"make the directory writable and {resume}.")
+        return f"{err.strerror or text}{where}; {resume}."
+    if isinstance(err, MemoryError) or type(err).__name__ == "ResourceExhaustedError":
+        return (f"out of memory ({text or 'MemoryError'}); lower --batch_size, "
+                f"--teacher_width or --image_size.")
+    return f"{type(err).__name__}: {text}"
+
+
+def is_environment_failure(err: BaseException) -> bool:
+    """Whether ``err`` is the machine failing the work (a file system error, memory, a
+    TensorFlow runtime error) rather than a bug or a refusal of the package's own."""
+    if isinstance(err, EpkdError):
+        return False
+    return isinstance(err, (OSError, MemoryError)) or \
+        type(err).__module__.startswith("tensorflow")

@@ -135,8 +135,12 @@ def test_an_unfinished_run_resumes_with_the_same_settings(teacher, arrays, tmp_p
     from epkd_tf.records import RunDir
     out = str(tmp_path / "run")
     monkeypatch.setenv(faults.FAIL_ENV, "ENOSPC@iteration_1_done")
-    with pytest.raises(OSError):
+    with pytest.raises(epkd_tf.RunFailure) as failed:          # one line, the package's
         compress(teacher, arrays, out)
+    message = str(failed.value)
+    assert "\n" not in message and message.startswith("no space left on the device")
+    assert "call again with the same output_dir to resume" in message
+    assert isinstance(failed.value.__cause__, OSError)
     monkeypatch.delenv(faults.FAIL_ENV)
     kept = RunDir(out).tables.read_completed("timings")
     with pytest.raises(epkd_tf.ConfigError, match=r"different settings \(keep_ratio\)"):

@@ -6,7 +6,7 @@ import sys
 from typing import Optional
 
 from absl import flags
-from epkd_tf.errors import (EXIT_BAD_INPUT, Terminated, UsageError,  # noqa: F401
+from epkd_tf.errors import (EXIT_BAD_INPUT, Terminated, UsageError, failure_message,  # noqa: F401,E501
                             exit_status)
 # The console's plumbing lives in the library (the Python API uses it too); re-exported.
 from epkd_tf.records.settings_record import flag_lines  # noqa: F401
@@ -270,27 +270,6 @@ def differing_flags(old_text: str, new_text: str, flag_values: flags.FlagValues,
     return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)
                   and k != "output_dir"
                   and not (k not in old and flag_values[k].value == flag_values[k].default))
-
-
-def failure_message(err: BaseException, where: str = "") -> str:
-    """One line for a failure on the way (exit status 1): a full disk, a read-only or
-    vanished directory, memory running out, a TensorFlow runtime error. ``where`` names
-    the directory being written (e.g. ``--output_dir=runs/a``) when the error does not."""
-    import errno
-    text = " ".join(str(getattr(err, "message", None) or err).split())[:300]
-    if isinstance(err, OSError):
-        where = f" ({err.filename or where})" if err.filename or where else ""
-        if err.errno == errno.ENOSPC:
-            return (f"no space left on the device{where}; the completed stages are kept: "
-                    f"free some space and rerun the same command to resume.")
-        if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-            return (f"cannot write{where}: {err.strerror}; the completed stages are kept: "
-                    f"make the directory writable and rerun the same command to resume.")
-        return f"{err.strerror or text}{where}; rerun the same command to resume."
-    if isinstance(err, MemoryError) or type(err).__name__ == "ResourceExhaustedError":
-        return (f"out of memory ({text or 'MemoryError'}); lower --batch_size, "
-                f"--teacher_width or --image_size.")
-    return f"{type(err).__name__}: {text}"
 
 
 def prepare_output_dir(path: str, flags_text: str, flag_values: flags.FlagValues, names,
