@@ -308,16 +308,9 @@ def run_data_config(out: str, data_dir: str = None):
     recorded one when given."""
     sys.path.insert(0, str(REPO))
     from epkd_tf.config import DataConfig
-    from epkd_tf.records.settings_record import _value_of, flag_lines
-    from epkd_tf.settings import leaves
-    cfg = DataConfig()
-    by_flag = {leaf.flag: leaf for leaf in leaves(cfg)}
-    lines = flag_lines(Path(out, "flags.txt").read_text(), by_flag)
-    values = {leaf.path[0]: _value_of(lines[flag], leaf) for flag, leaf in by_flag.items()
-              if flag in lines}
-    if data_dir:
-        values["data_dir"] = data_dir
-    return cfg.replace(**values)
+    from epkd_tf.records.settings_record import recorded_settings
+    cfg = recorded_settings(Path(out, "flags.txt").read_text(), DataConfig())
+    return cfg.replace(data_dir=data_dir) if data_dir else cfg
 
 
 def export_for_peer(out: str, data_dir: str, cache: str) -> tuple:

@@ -367,3 +367,18 @@ def test_a_timings_table_of_an_older_run_stays_readable_and_resumable(tmp_path):
     open(run.tables.path("timings"), "w").write("phase,seconds\na,1\n")
     with pytest.raises(DamagedRunError, match="timings.csv is damaged: its first line"):
         run.tables.read("timings")
+
+
+@pytest.mark.unit
+def test_recorded_settings_reads_back_what_flags_txt_records():
+    """A RunConfig written as flags.txt reads back as its DataConfig (tuples, booleans,
+    numbers, strings); a setting the text does not name keeps its default."""
+    from epkd_tf.config import DataConfig, RunConfig
+    from epkd_tf.records.settings_record import recorded_settings, settings_text
+    data = DataConfig(dataset="fashion_mnist", batch_size=7, seed=3, validation_split="0.25",
+                      train_split="train[:20%]", download=False)
+    text = settings_text(RunConfig(data=data))
+    assert recorded_settings(text, DataConfig()) == data
+    without = "".join(line + "\n" for line in text.splitlines()
+                      if not line.startswith("--batch_size="))
+    assert recorded_settings(without, DataConfig()).batch_size == DataConfig().batch_size

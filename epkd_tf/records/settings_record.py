@@ -77,6 +77,25 @@ def settings_text(cfg, notes: Optional[Dict[str, str]] = None) -> str:
     return "".join(line + "\n" for line in lines)
 
 
+def recorded_settings(text: str, cfg):
+    """``cfg`` (a settings dataclass, e.g. ``DataConfig()``) with the values a flags.txt
+    ``text`` records for its own fields; a field the text does not name keeps its value
+    in ``cfg`` (its default: what epkd_tf assumes for a missing line).
+
+    Args:
+        text: the content of a run's flags.txt.
+        cfg: the dataclass whose fields to read (only its top-level leaves).
+
+    Returns:
+        A copy of ``cfg`` (``cfg.replace``).
+    """
+    from epkd_tf.settings import leaves
+    by_flag = {leaf.flag: leaf for leaf in leaves(cfg) if len(leaf.path) == 1}
+    lines = flag_lines(text, by_flag)
+    return cfg.replace(**{leaf.path[0]: _value_of(lines[flag], leaf)
+                          for flag, leaf in by_flag.items() if flag in lines})
+
+
 def _value_of(line: str, leaf):
     """The value a flags.txt line gives the setting ``leaf`` (as its field holds it);
     the line's own text when it cannot be read as one."""
