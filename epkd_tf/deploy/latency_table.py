@@ -81,8 +81,6 @@ MAX_OUT = 1 + MAX_DENSE + MAX_SPREAD * PERIOD // TILE
 #: Input widths timed (each a column of ``MAX_OUT`` output widths). Float kernels do not
 #: tile their input channels (time is linear in them), so two columns interpolate them.
 MAX_IN = 2
-#: Channel counts timed for a per-channel layer (depthwise, normalisation).
-MAX_CHANNELS = MAX_OUT
 #: The grid of one layer (input widths x output widths) has at most this many points.
 MAX_POINTS = MAX_IN * MAX_OUT
 #: The timed widths reach down to this fraction of the current width; narrower queries
@@ -102,31 +100,28 @@ def ceil_to(width: int, tile: int = TILE) -> int:
     return int(-(-int(width) // tile) * tile)
 
 
-def axis_widths(width: int, max_points: int, tile: int = TILE,
-                dense: Optional[int] = None) -> List[int]:
+def axis_widths(width: int, max_points: int, tile: int = TILE) -> List[int]:
     """The widths timed on one axis of a layer whose current width is ``width``.
 
     Args:
         width: the current width (timed as it is, whether or not a multiple of ``tile``).
         max_points: how many widths at most.
         tile: the widths below ``width`` are multiples of it.
-        dense: how many of them are the consecutive multiples right below ``width`` (a
-            plan mostly asks about widths near the current one); default: half.
 
     Returns:
         Descending widths: ``width``, then the multiples of ``tile`` below it down to the
         largest one at or below ``LOWEST_FRACTION * width`` (``tile`` itself for narrow
-        layers). When there are more than ``max_points``, the first ``dense`` are the
-        multiples right below ``width`` and the rest are spread evenly (on multiples of
-        ``tile``) down to the lowest, which is always timed.
+        layers). When there are more than ``max_points``, the first ``(max_points - 1)
+        // 2`` are the multiples right below ``width`` (a plan mostly asks about widths
+        near the current one) and the rest are spread evenly (on multiples of ``tile``)
+        down to the lowest, which is always timed (with two points: ``width`` and the
+        lowest, the input columns of :class:`LayerTable`).
     """
     width = int(width)
     lowest, below = _below(width, tile)
     if len(below) + 1 <= max_points:
         return [width] + below
-    if dense is None:
-        dense = (max_points - 1) // 2
-    near = below[:max(0, min(dense, max_points - 2))]
+    near = below[:(max_points - 1) // 2]
     rest = max_points - 1 - len(near)
     spread = np.linspace(near[-1] if near else width, lowest, rest + 1)[1:]
     picked = near + [int(round(w / tile)) * tile for w in spread]
@@ -233,8 +228,7 @@ class LayerTable:
             self.outs = output_widths(width_in, tile)
         else:
             self.outs = output_widths(width_out, tile)
-            self.ins = axis_widths(width_in, max(1, min(MAX_IN, MAX_POINTS // len(self.outs))),
-                                   tile)
+            self.ins = axis_widths(width_in, MAX_IN, tile)
         self._columns: List[np.ndarray] = []      # monotone envelopes
         self._raw: List[np.ndarray] = []          # the times as measured
 
