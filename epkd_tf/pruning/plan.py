@@ -172,18 +172,27 @@ def plan_removal(graph: "ChannelGraph", scores: np.ndarray, target: float,
             f"Cannot reach {target:g} (the budget's measure): removing every unit the "
             f"per-layer floor allows leaves {count(len(order)):g}. Lower --layer_floor or "
             "use fewer iterations / a larger --keep_ratio.")
-    lo, hi = 0, len(order)          # count(lo) > target >= count(hi)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if count(mid) > target:
-            lo = mid
-        else:
-            hi = mid
-    if exact is not None:
-        # Not monotone: scan up from the first removal (the envelope's hi is no bound,
-        # the two are calibrated with different offsets); hi if none gets there.
-        first = next((k for k in range(1, len(order) + 1) if measure(k) <= target), hi)
-        hi, lo = first, first - 1
+
+    def first_at_or_below() -> int:
+        """The first prefix whose cost is at or below the target: a binary search on the
+        monotone cost; with an exact one, a scan up from the first removal (it is not
+        monotone, and its offset is calibrated apart from the envelope's, so the
+        envelope's answer bounds nothing), the envelope's answer if none gets there."""
+        if exact is not None:
+            found = next((k for k in range(1, len(order) + 1) if measure(k) <= target), None)
+            if found is not None:
+                return found
+        lo, hi = 0, len(order)          # count(lo) > target >= count(hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if count(mid) > target:
+                lo = mid
+            else:
+                hi = mid
+        return hi
+
+    hi = first_at_or_below()
+    lo = hi - 1
     k = hi if abs(measure(hi) - target) <= abs(measure(lo) - target) else lo
     if len(removed(k)) == 0:
         # Removing nothing is no candidate for a smaller target: it would hand the
