@@ -38,7 +38,7 @@ from epkd_tf.cli.common import (Terminated, UsageError, fail,
                                 native_log_filter, parse_or_exit, prepare_output_dir,
                                 print_help_and_exit, quiet_libraries, settings_topics,
                                 setup_logging, take_lock, verbosity)
-from epkd_tf.errors import EXIT_FAILED
+from epkd_tf.errors import EXIT_FAILED, is_environment_failure
 
 FLAGS = flags.FLAGS
 
@@ -453,14 +453,11 @@ def _run(cfg, data, run, strategy, verbose: int = 0) -> int:
         return fail(err)
     except RunDirError as err:      # a checkpoint that cannot be trusted
         return fail(err)
-    except (OSError, MemoryError) as err:
+    except Exception as err:        # the machine: a full disk, memory, a TensorFlow runtime
+        if not is_environment_failure(err):
+            raise
         return fail(failure_message(err, f"--output_dir={cfg.output_dir}"),
-                        status=EXIT_FAILED)
-    except Exception as err:        # a TensorFlow runtime failure (out of memory, I/O...)
-        if type(err).__module__.startswith("tensorflow"):
-            return fail(failure_message(err, f"--output_dir={cfg.output_dir}"),
-                        status=EXIT_FAILED)
-        raise
+                    status=EXIT_FAILED)
     from epkd_tf.records.report import console_path, headline_text
     log.info("Done: %d students in %s (report: %s)", len(students), console_path(run, ""),
              console_path(run, "report.md"))

@@ -28,7 +28,7 @@ from epkd_tf.cli.common import (Terminated, UsageError, fail, failure_message,
                                 interrupted_message, interruptible, native_log_filter,
                                 parse_module_flags, prepare_output_dir, quiet_libraries,
                                 settings_topics, setup_logging, take_lock, verbosity)
-from epkd_tf.errors import EXIT_FAILED
+from epkd_tf.errors import EXIT_FAILED, is_environment_failure
 
 FLAGS = flags.FlagValues()
 
@@ -137,7 +137,9 @@ def _study(verbose: int) -> int:
             Study(cfg, data, d, verbose=verbose)()
         except RunDirError as err:     # a model file of the study that cannot be trusted
             return fail(err)
-        except (OSError, MemoryError) as err:
+        except Exception as err:       # the machine: a full disk, memory, TensorFlow runtime
+            if not is_environment_failure(err):
+                raise
             return fail(failure_message(err, f"--output_dir={cfg.output_dir}"),
                         status=EXIT_FAILED)
     logging.getLogger("epkd_tf").info("Done: %s", d.path("study.md"))
