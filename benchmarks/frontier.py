@@ -5,7 +5,7 @@ own section and plot, ``frontier_<datasets>``, so both stay side by side).
 
     python benchmarks/frontier.py [--networks=lenet5] [--datasets=fashion_mnist]
         [--budgets=latency,macs] [--allocations=importance,cost] [--seeds=0]
-        [--drops=0.25,0.5,1.0] [--finetune_epochs=2] [--keep_runs=DIR]
+        [--drops=0.25,0.5,1.0] [--finetune_epochs=2] [--validation_split=0.1] [--keep_runs=DIR]
         [--fashion_dir=/usr/share/datasets/fashion-mnist] [--npz=../shared/data/mnist.npz]
         [--peer_drops=0.5]
 
@@ -20,7 +20,7 @@ training examples of this seed's teacher, and its validation accuracy there is i
 (measured: LeNet-5 on Fashion-MNIST 93.3% against 91.5% on its own seed's split, 90.9% on
 test; ResNet-18 on 20% of it 96.3% against 88.7%, 87.6% on test), so the stop rules, which
 compare students with it, would stop that seed's runs early. For every budget,
-allocation and seed one CLI run: ``--keep_ratio=0.8 --validation_split=0.1 --max_accuracy_drop=<largest drop>``.
+allocation and seed one CLI run: ``--keep_ratio=0.8 --validation_split=0.1 --max_accuracy_drop=<largest drop>`` (``--validation_split`` to judge the drop on more examples).
 The runs are deterministic, so a run with a smaller ``--max_accuracy_drop`` would make the
 same students and stop at the first one that loses more than it on the validation split:
 every rung of the drop ladder is read off the one run (``budget.stop``'s rule: the
@@ -82,6 +82,8 @@ def invocation(args) -> str:
                     if getattr(args, name) is not None)
     if getattr(args, "iterations", ITERATIONS) != ITERATIONS:
         extra += f" --iterations={args.iterations}"
+    if getattr(args, "validation_split", VALIDATION_SPLIT) != VALIDATION_SPLIT:
+        extra += f" --validation_split={args.validation_split:g}"
     peer = f" --peer_drops={','.join(f'{d:g}' for d in args.peer_drops)}" if args.peer_drops else ""
     if args.peer_drops and getattr(args, "peer_seeds", None) is not None:
         peer += f" --peer_seeds={','.join(map(str, args.peer_seeds))}"
@@ -99,7 +101,9 @@ NETWORKS = {
                                             "--image_size=32", "--teacher_epochs=10"]),
 }
 DATASETS = ("fashion_mnist", "mnist")
-COMMON = ["--keep_ratio=0.8", "--validation_split=0.1",
+#: Every run's --validation_split unless --validation_split says otherwise.
+VALIDATION_SPLIT = 0.1
+COMMON = ["--keep_ratio=0.8",
           "--pruners=l1_filter,taylor", "--export_formats=tflite,tflite_int8",
           "--export_every_student",   # every student's and the teacher's TFLite files are read
           "--latency_runs=100", "--alpha=0.1", "--temperature_schedule=linear",
@@ -543,6 +547,7 @@ def markdown(frame: pd.DataFrame, args, runs: pd.DataFrame,
              "(`benchmarks/frontier.py`)", "",
              f"Measured {datetime.date.today()} on {platform.machine()}, {os.cpu_count()} "
              f"cores, CPU only. Invocation: `{invocation(args)}`. Every run: `{' '.join(COMMON)} "
+             f"--validation_split={getattr(args, 'validation_split', VALIDATION_SPLIT):g} "
              f"--iterations={getattr(args, 'iterations', ITERATIONS)} "
              f"--finetune_epochs={args.finetune_epochs}` plus its row's flags; one teacher per "
              "network, dataset and seed, shared by that seed's runs (a seed draws its own "
@@ -659,6 +664,10 @@ def main() -> int:
                         "the largest --drops)")
     parser.add_argument("--train_split", default=None,
                         help="the runs' --train_split (default: the whole training split)")
+    parser.add_argument("--validation_split", type=float, default=VALIDATION_SPLIT,
+                        help="the runs' --validation_split (more validation examples judge "
+                        "--max_accuracy_drop more firmly; the run directories of another "
+                        "value are named after it)")
     parser.add_argument("--teacher_epochs", type=int, default=None,
                         help="the teacher's epochs (default: the network's recipe)")
     parser.add_argument("--peer_drops", type=listed(float), default=[],
@@ -679,12 +688,15 @@ def main() -> int:
         if bad:
             parser.error(f"--{name}: {bad[0]!r} is not one of {', '.join(allowed)}")
     work = args.keep_runs or tempfile.mkdtemp(prefix="epkd_frontier_")
-    common = [*COMMON, f"--iterations={args.iterations}",
+    common = [*COMMON, f"--validation_split={args.validation_split:g}",
+              f"--iterations={args.iterations}",
               f"--finetune_epochs={args.finetune_epochs}",
               f"--max_accuracy_drop={max(args.drops):g}"]
     if args.train_split:
         common.append(f"--train_split={args.train_split}")
     subset = "" if args.train_split is None else "_" + re.sub(r"\W+", "", args.train_split)
+    if args.validation_split != VALIDATION_SPLIT:
+        subset += f"_val{args.validation_split:g}".replace(".", "")
     rows, runs = [], []
     for network in args.networks:
         for dataset in args.datasets:

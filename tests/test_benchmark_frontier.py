@@ -242,3 +242,33 @@ def test_the_runs_of_a_seed_share_its_teacher_and_no_other_seed_does(frontier, m
             "--teacher_path=" + os.path.join(str(tmp_path), f"lenet5_fashion_mnist_latency_"
                                              f"importance_seed{seed}", "checkpoints",
                                              "teacher.keras")]
+
+
+@pytest.mark.parametrize("split, suffix", [(None, ""), ("0.25", "_val025")])
+def test_the_validation_split_reaches_every_run_and_names_its_directories(
+        frontier, monkeypatch, tmp_path, split, suffix):
+    """--validation_split (default 0.1) is every run's, and runs of another value are
+    named after it, so a cached run of the default is never reused for it."""
+    seen = {}
+
+    def fake_run(flags, out):
+        seen[os.path.basename(out)] = [f for f in flags if f.startswith("--validation_split")]
+        return 1.0
+
+    def fake_points(network, dataset, budget, allocation, seed, out, drops, wall):
+        return [{"network": network, "dataset": dataset, "budget": budget,
+                 "allocation": allocation, "seed": seed, "drop_allowed": drops[0],
+                 "iteration": 0, "iterations_run": 0, "test_accuracy": 0.9,
+                 "teacher_accuracy": 0.9}]
+    monkeypatch.setattr(frontier, "run", fake_run)
+    monkeypatch.setattr(frontier, "points", fake_points)
+    monkeypatch.setattr(frontier, "data_dir_for", lambda dataset, args, work: "tfds")
+    monkeypatch.setattr(frontier, "plot", lambda frame, path: None)
+    monkeypatch.setattr(frontier, "markdown", lambda *a, **k: "")
+    monkeypatch.setattr(frontier, "replace_section", lambda *a, **k: None)
+    argv = ["frontier.py", "--networks=lenet5", "--budgets=latency",
+            "--allocations=importance", f"--keep_runs={tmp_path}"]
+    monkeypatch.setattr(sys, "argv", argv + ([f"--validation_split={split}"] if split else []))
+    assert frontier.main() == 0
+    assert seen == {f"lenet5_fashion_mnist{suffix}_latency_importance_seed0":
+                    [f"--validation_split={split or '0.1'}"]}
