@@ -210,14 +210,9 @@ def test_each_seed_trains_its_own_teacher_and_shares_it_with_its_other_runs(fron
         "--image_size=32", "--teacher_path=runs/seed1/checkpoints/teacher.keras"]
 
 
-def test_the_runs_of_a_seed_share_its_teacher_and_no_other_seed_does(frontier, monkeypatch,
-                                                                       tmp_path):
-    calls = []
-
-    def fake_run(flags, out):
-        calls.append((os.path.basename(out), [f for f in flags if f.startswith("--teacher")]))
-        return 1.0
-
+def _stub_runs(frontier, monkeypatch, fake_run):
+    """frontier.main() without work: ``fake_run(flags, out)`` stands for each CLI run,
+    every run yields one point, and nothing is plotted or written."""
     def fake_points(network, dataset, budget, allocation, seed, out, drops, wall):
         return [{"network": network, "dataset": dataset, "budget": budget,
                  "allocation": allocation, "seed": seed, "drop_allowed": drops[0],
@@ -229,6 +224,17 @@ def test_the_runs_of_a_seed_share_its_teacher_and_no_other_seed_does(frontier, m
     monkeypatch.setattr(frontier, "plot", lambda frame, path: None)
     monkeypatch.setattr(frontier, "markdown", lambda *a, **k: "")
     monkeypatch.setattr(frontier, "replace_section", lambda *a, **k: None)
+
+
+def test_the_runs_of_a_seed_share_its_teacher_and_no_other_seed_does(frontier, monkeypatch,
+                                                                       tmp_path):
+    calls = []
+
+    def fake_run(flags, out):
+        calls.append((os.path.basename(out), [f for f in flags if f.startswith("--teacher")]))
+        return 1.0
+
+    _stub_runs(frontier, monkeypatch, fake_run)
     monkeypatch.setattr(sys, "argv", ["frontier.py", "--networks=lenet5",
                                       "--budgets=latency,macs", "--allocations=importance",
                                       "--seeds=0,1", f"--keep_runs={tmp_path}"])
@@ -255,17 +261,7 @@ def test_the_validation_split_reaches_every_run_and_names_its_directories(
         seen[os.path.basename(out)] = [f for f in flags if f.startswith("--validation_split")]
         return 1.0
 
-    def fake_points(network, dataset, budget, allocation, seed, out, drops, wall):
-        return [{"network": network, "dataset": dataset, "budget": budget,
-                 "allocation": allocation, "seed": seed, "drop_allowed": drops[0],
-                 "iteration": 0, "iterations_run": 0, "test_accuracy": 0.9,
-                 "teacher_accuracy": 0.9}]
-    monkeypatch.setattr(frontier, "run", fake_run)
-    monkeypatch.setattr(frontier, "points", fake_points)
-    monkeypatch.setattr(frontier, "data_dir_for", lambda dataset, args, work: "tfds")
-    monkeypatch.setattr(frontier, "plot", lambda frame, path: None)
-    monkeypatch.setattr(frontier, "markdown", lambda *a, **k: "")
-    monkeypatch.setattr(frontier, "replace_section", lambda *a, **k: None)
+    _stub_runs(frontier, monkeypatch, fake_run)
     argv = ["frontier.py", "--networks=lenet5", "--budgets=latency",
             "--allocations=importance", f"--keep_runs={tmp_path}"]
     monkeypatch.setattr(sys, "argv", argv + ([f"--validation_split={split}"] if split else []))
