@@ -11,8 +11,8 @@ as arbitrary to the runtime). Every version's float TFLite latency (batch 1, one
 is predicted as the plan predicts it (``epkd_tf.deploy.latency.latency_cost``: per-layer
 costs plus one offset calibrated on the unpruned network's measured latency), with the
 tables as measured (``exact_cost``: what a plan picks and reports), with their monotone
-envelope (what its search is bounded by) and with the smooth fit alone, and measured side by side with the unpruned
-network (interleaved rounds; a version's latency is the ratio of the medians × the
+envelope (the plan's fallback) and with the smooth fit alone, and measured side by side
+with the unpruned network (interleaved rounds; a version's latency is the ratio of the medians × the
 unpruned network's). Reported: median and worst relative error, over all versions and
 over those within one EPKD iteration of the network (>= 70% of its MACs, where the tables
 are timed). Target (issue #23): median error at most 10% on each network.
@@ -103,7 +103,7 @@ def main() -> int:
              f"with the unpruned network ({RUNS:,} invokes each in {ROUNDS} interleaved "
              f"rounds). Near: versions keeping >= {NEAR:.0%} of the MACs (one EPKD "
              "iteration, where the tables are timed). Tables: the timed points as measured "
-             "(the plan's prediction); envelope: made non-decreasing (the plan's search). "
+             "(the plan's prediction); envelope: made non-decreasing (the plan's fallback). "
              "Relative error |predicted − measured| / measured, median / worst.", "",
              "| network | unpruned ms | tables: all | tables: near | envelope: all | "
              "smooth fit: all | smooth fit: near | points timed | seconds | "

@@ -9,9 +9,11 @@ threads. The timings form a **lookup table** per layer (``epkd_tf.deploy.latency
 the current widths and multiples of 8 below them down to about a quarter, because LiteRT's
 kernels compute output channels in tiles and a layer's latency is a staircase of its
 width that no smooth function follows. A width between timed ones costs what its width
-rounded up to the tile costs, interpolated between timed neighbours; the table is made
-non-decreasing in both widths (the plan's binary search needs a narrower model never to
-be predicted slower). Narrower than the table reaches, a non-negative least-squares fit
+rounded up to the tile costs, interpolated between timed neighbours. The plan picks its
+prefix by the times as measured (sawtooth included); a copy made non-decreasing in both
+widths tells it whether the target is reachable at all and answers when no prefix's
+exact time gets there (a binary search needs a narrower model never predicted slower).
+Narrower than the table reaches, a non-negative least-squares fit
 
     t(kept_in, kept_out) = a + b · MACs(kept_in, kept_out) + c · kept_in + d · kept_out
 
@@ -289,8 +291,9 @@ def single_layer_model(layer, rule, kept_in: int, kept_out: int):
 
 def latency_cost(graph, model: LatencyModel, measured_ms: Optional[float] = None):
     """A :class:`~epkd_tf.graph.count.LayerwiseCost` predicting ``graph.model``'s pruned
-    versions' latency in ms: non-decreasing in every width when called (the plan's
-    search), as measured by its ``exact_cost`` (odd/even tiles included, what the plan
+    versions' latency in ms: non-decreasing in every width when called (whether a target
+    is reachable, the plan's fallback search, the allocations' marginal savings), as
+    measured by its ``exact_cost`` (odd/even tiles included, what the plan
     picks by and reports), with savings amortised over :data:`TILE` units (a unit's
     removal saves a share of its tile's time). ``measured_ms`` (the model's measured
     latency) calibrates both offsets so that the full model is predicted exactly."""

@@ -30,9 +30,9 @@ for k = 8, 16, 24 ...). Hence:
   interpolated;
 * a query's output width is **rounded up to a multiple of 8** and read off the table
   either as measured (``exact``: the sawtooth included, what a plan picks its prefix by)
-  or made non-decreasing (at each width, the largest time at or below it, never less: the
-  plan's binary search needs a cost that falls with every removal to bound where it
-  looks);
+  or made non-decreasing (at each width, the largest time at or below it, never less:
+  what tells the plan whether a target is reachable, and its binary search when no
+  prefix's exact time reaches it, which needs a cost that falls with every removal);
 * at most :data:`MAX_POINTS` points per layer (a conversion and timing takes 0.2-0.5 s),
   timed only when a plan asks about the layer, one column of input width at a time.
 
