@@ -13,6 +13,11 @@ fine-tune (mean over seeds), the layer widths, parameters, and the float TFLite 
 speed-up, every student of a fraction timed side by side with the teacher. A controlled
 comparison at equal MACs: no iteration, no distillation, no stop rule (the frontier
 benchmark, ``benchmarks/frontier.py``, runs the whole EPKD).
+
+A third allocation, ``cost_ranks``, is registered by this script alone: the ``cost``
+allocation as it was before 2026-12-07 (importance *ranks* divided by the saving relative
+to the mean saving of the kept groups), measured beside the knapsack on raw scores that
+replaced it.
 """
 from __future__ import annotations
 
@@ -32,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 SECTION = "allocation"
 FRACTIONS = (0.5, 0.25)
 CRITERIA = ("l1_filter", "taylor")
-ALLOCATIONS = ("importance", "cost")
+ALLOCATIONS = ("importance", "cost", "cost_ranks")
 
 
 def fashion_mnist(directory: str):
@@ -40,6 +45,27 @@ def fashion_mnist(directory: str):
     scale = lambda x: (x[..., None] / 255.0).astype("float32")  # noqa: E731
     return ((scale(arrays["x_train"]), arrays["y_train"].astype("int64")),
             (scale(arrays["x_test"]), arrays["y_test"].astype("int64")))
+
+
+def register_cost_ranks() -> None:
+    """Registers ``cost_ranks``, the former cost allocation, for this benchmark only."""
+    from epkd_tf.pruning import allocation as registry
+
+    if "cost_ranks" in registry.allocation_names():
+        return
+
+    @registry.register_allocation("cost_ranks")
+    class CostOfRanks(registry.Allocation):
+        dynamic = True
+
+        def key(self, graph, scores, unit_keep, cost):
+            saving = np.maximum(registry.marginal_costs(graph, cost, unit_keep), 0.0)
+            positive = saving[saving > 0]
+            relative = saving / (positive.mean() if len(positive) else 1.0)
+            key = np.full(graph.num_groups, np.inf)
+            np.divide(registry.importance_ranks(scores), relative, out=key,
+                      where=relative > 0)
+            return key
 
 
 def train_teacher(train):
@@ -95,6 +121,7 @@ def main() -> int:
     from epkd_tf.budget import multiply_accumulates
     from epkd_tf.deploy import tflite as metrics
     from epkd_tf.graph import nonzero_params
+    register_cost_ranks()
     train, test = fashion_mnist(args.fashion_dir)
     teacher = epkd_tf.load_model(args.teacher) if args.teacher else train_teacher(train)
     teacher_acc, teacher_macs = accuracy(teacher, test), multiply_accumulates(teacher)
@@ -128,7 +155,8 @@ def main() -> int:
              f"cores, CPU only. LeNet-5 on Fashion-MNIST, teacher {100 * teacher_acc:.2f}% "
              f"test, {teacher_macs:,} MACs, {nonzero_params(teacher):,} parameters. Each row: "
              "`epkd_tf.prune(teacher, fraction x MACs, budget=\"macs\", criterion, "
-             "allocation)`, then one fine-tune epoch (Adam 5e-4, batch 128) per seed "
+             "allocation)` (`cost_ranks`: the `cost` allocation before 2026-12-07, importance "
+             "ranks per relative saving, registered by the script), then one fine-tune epoch (Adam 5e-4, batch 128) per seed "
              f"({', '.join(map(str, seeds))}; mean, min..max). Speed-up: float TFLite, batch "
              "1, one thread, every student of a fraction timed side by side with the "
              "teacher (1,000 invokes each, 5 interleaved rounds, medians).", "",
