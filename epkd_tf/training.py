@@ -196,21 +196,42 @@ def train_teacher(model: tf_keras.Model, data, epochs: int, learning_rate: float
     training batches of ``data``; [] leaves them as trained). ``checkpoint``: the
     training's :class:`epkd_tf.epochs.TrainingCheckpoint` (a killed training resumes from
     it), or None."""
-    guard = LossGuard("teacher")
-    history = train_classifier(model, data, epochs, learning_rate,
-                               callbacks=list(callbacks or []) + [guard], verbose=verbose,
-                               jit_compile=jit_compile, checkpoint=checkpoint,
-                               name="teacher", what="Teacher")
-    if guard.problem:
-        raise NonFiniteLossError(f"teacher training hit a non-finite {guard.problem}; "
-                                 f"lower {flag} (now {learning_rate:g}).")
     from epkd_tf.config import default_bn_batches
     from epkd_tf.distill import batchnorm
     if bn_batches is None and batchnorm.batchnorm_layers(model):
         bn_batches = batchnorm.sample_batches(data, default_bn_batches(),
                                               seed=data.cfg.seed)
+    guard = LossGuard("teacher")
+    history = train_classifier(model, data, epochs, learning_rate,
+                               callbacks=list(callbacks or []) + [
+                                   guard, RecalibrateBeforeTest(bn_batches or [])],
+                               verbose=verbose, jit_compile=jit_compile,
+                               checkpoint=checkpoint, name="teacher", what="Teacher")
+    if guard.problem:
+        raise NonFiniteLossError(f"teacher training hit a non-finite {guard.problem}; "
+                                 f"lower {flag} (now {learning_rate:g}).")
     batchnorm.recalibrate(model, bn_batches or [], len(bn_batches or []))
     return history
+
+
+class RecalibrateBeforeTest(tf_keras.callbacks.Callback):
+    """Re-estimates the model's BatchNormalization statistics on ``batches`` before each
+    epoch's test evaluation, so that the per-epoch test accuracy is the one the teacher
+    would have if training stopped there (it is recalibrated then too).
+
+    Without it the moving averages lag weights that move fast: a MobileNetV2 (0.35)
+    trained 8 epochs on 10,800 Fashion-MNIST images logged 10% test accuracy for six
+    epochs and 66% at the last, and scored 83.5% once recalibrated. Training itself
+    normalises with batch statistics, so the weights it learns do not change."""
+
+    def __init__(self, batches):
+        super().__init__()
+        self.batches = list(batches)
+
+    def on_test_begin(self, logs=None):
+        if self.batches:
+            from epkd_tf.distill import batchnorm
+            batchnorm.recalibrate(self.model, self.batches, len(self.batches))
 
 
 def accuracy(model: tf_keras.Model, dataset) -> float:

@@ -140,6 +140,29 @@ def test_a_trained_teacher_is_recalibrated(tiny_dir):
                                conv(batch).numpy().mean((0, 1, 2)), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.integration
+def test_a_teachers_last_epoch_test_accuracy_is_the_recalibrated_teachers(tiny_dir):
+    """Each epoch's test accuracy is measured with statistics re-estimated on the
+    recalibration batches: after the last epoch that is the final teacher's accuracy,
+    whatever the moving averages were."""
+    from epkd_tf import training
+    data = load_data(DataConfig(dataset="tiny_digits", data_dir=tiny_dir, batch_size=32))
+    teacher = _conv_bn_teacher(data.spec.num_classes)
+    norm = teacher.get_layer("bn")
+    norm.momentum = 1.0                  # moving averages that never move, far off:
+    gamma, beta, mean, variance = norm.get_weights()   # every channel saturated
+    norm.set_weights([gamma, beta, mean - 50.0, variance * 1e-4])
+    batches = batchnorm.sample_batches(data, 2, seed=5)
+    history = training.train_teacher(teacher, data, 2, 3e-3, bn_batches=batches)
+    assert len(history) == 2
+    assert history["test_accuracy"].iloc[-1] == pytest.approx(
+        training.accuracy(teacher, data.test()), abs=1e-9)
+    conv = tf_keras.Model(teacher.inputs, teacher.get_layer("conv").output)
+    expected = np.mean([conv(b).numpy().mean((0, 1, 2)) for b in batches], axis=0)
+    np.testing.assert_allclose(teacher.get_layer("bn").moving_mean.numpy(), expected,
+                               rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.unit
 @pytest.mark.parametrize("batches", [None, 0])
 def test_prune_recalibrates_with_data_unless_told_not_to(batches):
