@@ -156,13 +156,6 @@ class Rule:
         magnitude criterion such as L1 reads), or None."""
         return None
 
-    def channel_scale(self, layer):
-        """The factor by which the layer multiplies each channel of its input, as a NumPy
-        vector (a per-channel affine layer such as BatchNormalization at inference), or
-        None when the layer is not one. A magnitude criterion folds it into the kernel of
-        the producer right before it, as the deployed file does."""
-        return None
-
 
 def _positions(layer) -> int:
     """Output positions per example (spatial size; 1 for a Dense layer on vectors)."""
@@ -308,18 +301,6 @@ class PerChannel(Rule):
 
     def count_tables(self, layer, weights):
         return CountTables(in_vec=sum((w != 0).astype(np.int64) for w in weights))
-
-
-class BatchNormRule(PerChannel):
-    """BatchNormalization: at inference channel c is scaled by gamma_c / sqrt(var_c + eps)
-    (then shifted)."""
-
-    def channel_scale(self, layer):
-        variance = np.asarray(layer.moving_variance.numpy(), dtype=np.float64)
-        scale = 1.0 / np.sqrt(variance + float(layer.epsilon))
-        if getattr(layer, "gamma", None) is not None:
-            scale = scale * np.asarray(layer.gamma.numpy(), dtype=np.float64)
-        return scale
 
 
 class Depthwise(Rule):
@@ -564,9 +545,6 @@ class LayerScaleRule(PerChannel):
     def adapt_config(self, layer, config, in_keep):
         return {**config, "projection_dim": int(np.count_nonzero(in_keep[0]))}
 
-    def channel_scale(self, layer):
-        return np.asarray(layer.get_weights()[0], dtype=np.float64).reshape(-1)
-
 
 _PASSTHROUGH = [
     "Activation", "ReLU", "LeakyReLU", "ELU", "ThresholdedReLU",
@@ -596,7 +574,7 @@ _BUILTIN.update({
     "Conv1D": ConvProducer(),
     "Conv2D": ConvProducer(),
     "Conv3D": ConvProducer(),
-    "BatchNormalization": BatchNormRule(),
+    "BatchNormalization": PerChannel(),
     "DepthwiseConv2D": Depthwise(),
     "Flatten": Flatten(),
     "Add": Elementwise(), "Subtract": Elementwise(), "Multiply": Elementwise(),

@@ -3,7 +3,6 @@ import dataclasses
 
 import numpy as np
 
-from epkd_tf import compat
 from epkd_tf.pruning.base import StructuredPruner, unit_to_group_mean
 from epkd_tf.pruning.registry import register_pruner
 
@@ -17,18 +16,6 @@ def mean_abs_weight_per_unit(graph) -> np.ndarray:
     collapses to about 13% accuracy. Dividing by the fan-in (the mean) makes the score a
     per-weight magnitude that is comparable between layers, which is what a global ranking
     needs; within a layer the ranking is unchanged.
-
-    A producer followed directly by a per-channel scale (BatchNormalization, whose
-    ``gamma / sqrt(moving_variance + eps)`` TFLite folds into the kernel) is scored by its
-    folded kernel. The raw kernel of a convolution before BatchNormalization says nothing
-    about its output's size, since the normalisation undoes any scale: ranked raw across
-    the layers of a MobileNetV2, whole expansions go first and the candidate collapses.
-
-    Args:
-      graph: the analysed model (``epkd_tf.graph.analyze``).
-
-    Returns:
-      One score per unit of ``graph`` (float64).
     """
     model = graph.model
     scores = np.zeros(graph.num_units)
@@ -39,22 +26,6 @@ def mean_abs_weight_per_unit(graph) -> np.ndarray:
         kernel = info.rule.scored_kernel(layer).numpy()   # last axis: the layer's units
         per_unit = np.abs(kernel.reshape(-1, kernel.shape[-1])).mean(axis=0)
         scores[info.units] = per_unit
-    folded = set()
-    for info in graph.layers:
-        scale = info.rule.channel_scale(model.get_layer(info.name))
-        if scale is None:
-            continue
-        producer, _ = compat.tensor_origin(compat.node_inputs(info.node)[0])
-        # Fold only into the producer right before, once (a scale after an Add or a
-        # depthwise convolution multiplies a sum or a nonlinearity of units' outputs).
-        if producer.name not in graph.producer_names or producer.name in folded:
-            continue
-        made = graph.layer(producer.name)
-        if not np.array_equal(info.in_positions[0], made.out_positions):
-            continue
-        live = made.out_positions >= 0
-        scores[made.out_positions[live]] *= np.abs(scale[live])
-        folded.add(producer.name)
     return scores
 
 

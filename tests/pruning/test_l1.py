@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers_models import (FakeData, depthwise_model, lenet300_100, random_inputs,  # noqa: E402
-                           randomize, residual_model)
+from helpers_models import FakeData, lenet300_100, randomize  # noqa: E402
 
 from epkd_tf.config import PruningConfig  # noqa: E402
 from epkd_tf.graph import ParamCounter, analyze, nonzero_params  # noqa: E402
@@ -101,63 +100,3 @@ def test_mean_abs_weight_per_unit():
     np.testing.assert_allclose(group_scores[graph.group_of_unit[graph.layer("fc1").units]],
                                scores[graph.layer("fc1").units])
     assert ParamCounter(graph).count_all() == nonzero_params(model)
-
-
-def _folded(model, conv, bn):
-    """NumPy reference: mean |kernel| per filter of ``conv`` times |gamma| / sqrt(var + eps)
-    of the BatchNormalization ``bn`` after it."""
-    kernel = model.get_layer(conv).get_weights()[0]
-    norm = model.get_layer(bn)
-    gamma, _, _, variance = norm.get_weights()
-    raw = np.abs(kernel.reshape(-1, kernel.shape[-1])).mean(axis=0)
-    return raw * np.abs(gamma) / np.sqrt(variance + norm.epsilon)
-
-
-@pytest.mark.parametrize("make,folded,raw", [
-    # conv_a feeds bn_a directly; stem and conv_b meet in an Add with no BatchNorm.
-    (residual_model, {"conv_a": "bn_a"}, ("stem", "conv_b", "logits")),
-    # bn2 follows the depthwise convolution, not conv1's units: it is not folded.
-    (depthwise_model, {"conv1": "bn1"}, ("conv2", "logits")),
-])
-def test_mean_abs_weight_folds_the_batchnorm_after_a_producer(make, folded, raw):
-    model = randomize(make(seed=4), seed=4)
-    for name in folded.values():   # gammas of both signs, variances far from 1
-        norm = model.get_layer(name)
-        gamma, beta, mean, variance = norm.get_weights()
-        rng = np.random.default_rng(1)
-        norm.set_weights([gamma * rng.choice([-3.0, 0.2], gamma.shape), beta, mean,
-                          variance * rng.uniform(0.01, 50.0, variance.shape)])
-    graph = analyze(model)
-    scores = mean_abs_weight_per_unit(graph)
-    for conv, bn in folded.items():
-        np.testing.assert_allclose(scores[graph.layer(conv).units], _folded(model, conv, bn),
-                                   rtol=1e-5)
-    for name in raw:
-        kernel = model.get_layer(name).get_weights()[0]
-        np.testing.assert_allclose(scores[graph.layer(name).units],
-                                   np.abs(kernel.reshape(-1, kernel.shape[-1])).mean(axis=0),
-                                   rtol=1e-5)
-
-
-def test_l1_scores_ignore_a_scale_that_batchnorm_undoes():
-    """Scaling a convolution by c and its BatchNorm statistics by c and c**2 leaves the
-    network's function unchanged; the scores must not change either (raw magnitudes
-    would fall by c, and a global ranking would remove that layer first)."""
-    model = randomize(depthwise_model(seed=2), seed=2)
-    graph = analyze(model)
-    before = mean_abs_weight_per_unit(graph)
-    x = random_inputs(model, n=3, seed=0)
-    out_before = model(x, training=False).numpy()
-
-    c = 0.01
-    conv, norm = model.get_layer("conv1"), model.get_layer("bn1")
-    kernel, bias = conv.get_weights()
-    conv.set_weights([kernel * c, bias * c])
-    gamma, beta, mean, variance = norm.get_weights()
-    eps = norm.epsilon
-    # (c*z - c*m) / sqrt(c^2 (v + eps)) == (z - m) / sqrt(v + eps)
-    norm.set_weights([gamma, beta, mean * c, variance * c * c + eps * (c * c - 1)])
-    np.testing.assert_allclose(model(x, training=False).numpy(), out_before,
-                               rtol=1e-3, atol=1e-4)
-    after = mean_abs_weight_per_unit(analyze(model))
-    np.testing.assert_allclose(after, before, rtol=1e-3)
