@@ -500,7 +500,8 @@ class RunConfig(Settings):
         "whole splits.", checks=[NON_NEGATIVE])
     bn_recalibration_batches: int = setting(
         20, "Training batches whose statistics replace every BatchNormalization layer's "
-        "moving mean and variance after the teacher is trained (a given teacher: when that "
+        "moving mean and variance after the teacher is trained and before each of its "
+        "epochs' test evaluation (a given teacher: when that "
         "makes it more accurate on the selection split by more than one standard error), "
         "after each candidate is made and after each student is distilled with "
         "--distill_batchnorm=batch (short training and the removal of upstream units "
