@@ -156,7 +156,8 @@ def main() -> int:
              f"test, {teacher_macs:,} MACs, {nonzero_params(teacher):,} parameters. Each row: "
              "`epkd_tf.prune(teacher, fraction x MACs, budget=\"macs\", criterion, "
              "allocation)` (`cost_ranks`: the `cost` allocation before 2026-12-07, importance "
-             "ranks per relative saving, registered by the script), then one fine-tune epoch (Adam 5e-4, batch 128) per seed "
+             "ranks per relative saving, registered by the script), then one fine-tune "
+             "epoch (Adam 5e-4, batch 128) per seed "
              f"({', '.join(map(str, seeds))}; mean, min..max). Speed-up: float TFLite, batch "
              "1, one thread, every student of a fraction timed side by side with the "
              "teacher (1,000 invokes each, 5 interleaved rounds, medians).", "",
