@@ -20,9 +20,11 @@ training examples of this seed's teacher, and its validation accuracy there is i
 (measured: LeNet-5 on Fashion-MNIST 93.3% against 91.5% on its own seed's split, 90.9% on
 test; ResNet-18 on 20% of it 96.3% against 88.7%, 87.6% on test), so the stop rules, which
 compare students with it, would stop that seed's runs early. For every budget,
-allocation and seed one CLI run: ``--keep_ratio=0.8 --validation_split=0.1 --max_accuracy_drop=<largest drop>`` (``--validation_split`` to judge the drop on more examples).
-The runs are deterministic, so a run with a smaller ``--max_accuracy_drop`` would make the
-same students and stop at the first one that loses more than it on the validation split:
+allocation and seed one CLI run: ``--keep_ratio=0.8 --validation_split=0.1
+--max_accuracy_drop=<largest drop>`` (``--validation_split`` to judge the drop on more
+examples). The runs are deterministic, so a run with a smaller ``--max_accuracy_drop``
+would make the same students and stop at the first one that loses more than it on the
+validation split:
 every rung of the drop ladder is read off the one run (``budget.stop``'s rule: the
 cheapest student before that one). Each rung reports test accuracy (mean over seeds, and
 the spread), MACs, parameters, and the float and int8 TFLite batch-1 latency of the

@@ -12,8 +12,8 @@ is predicted as the plan predicts it (``epkd_tf.deploy.latency.latency_cost``: p
 costs plus one offset calibrated on the unpruned network's measured latency), with the
 tables as measured (``exact_cost``: what a plan picks and reports), with their monotone
 envelope (the plan's fallback) and with the smooth fit alone, and measured side by side
-with the unpruned network (interleaved rounds; a version's latency is the ratio of the medians × the
-unpruned network's). Reported: median and worst relative error, over all versions and
+with the unpruned network (interleaved rounds; a version's latency is the ratio of the
+medians × the unpruned network's). Reported: median and worst relative error, over all versions and
 over those within one EPKD iteration of the network (>= 70% of its MACs, where the tables
 are timed). Target (issue #23): median error at most 10% on each network.
 """
