@@ -22,7 +22,8 @@ test; ResNet-18 on 20% of it 96.3% against 88.7%, 87.6% on test), so the stop ru
 compare students with it, would stop that seed's runs early. For every budget,
 allocation and seed one CLI run: ``--keep_ratio=0.8 --validation_split=0.1
 --max_accuracy_drop=<largest drop>`` (``--validation_split`` to judge the drop on more
-examples). The runs are deterministic, so a run with a smaller ``--max_accuracy_drop``
+examples: a larger fraction, or a TFDS split string such as ``train[20%:40%]`` beside
+``--train_split=train[:20%]``). The runs are deterministic, so a run with a smaller ``--max_accuracy_drop``
 would make the same students and stop at the first one that loses more than it on the
 validation split:
 every rung of the drop ladder is read off the one run (``budget.stop``'s rule: the
@@ -53,6 +54,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -77,15 +79,25 @@ def section_name(networks, datasets) -> str:
     return "_".join([SECTION, *networks, *datasets])
 
 
+def run_suffix(train_split, validation_split) -> str:
+    """What the run directories of an invocation add to ``<network>_<dataset>``: its
+    ``--train_split`` and non-default ``--validation_split``, letters and digits only (so
+    runs on other examples never resume one another)."""
+    suffix = "" if train_split is None else "_" + re.sub(r"\W+", "", train_split)
+    if validation_split != VALIDATION_SPLIT:
+        suffix += "_val" + re.sub(r"\W+", "", validation_split)
+    return suffix
+
+
 def invocation(args) -> str:
     """The command line that reproduces an invocation's section."""
-    extra = "".join(f" --{name}={getattr(args, name)}" for name in ("train_split",
-                                                                    "teacher_epochs")
+    extra = "".join(f" --{name}={shlex.quote(str(getattr(args, name)))}"
+                    for name in ("train_split", "teacher_epochs")
                     if getattr(args, name) is not None)
     if getattr(args, "iterations", ITERATIONS) != ITERATIONS:
         extra += f" --iterations={args.iterations}"
     if getattr(args, "validation_split", VALIDATION_SPLIT) != VALIDATION_SPLIT:
-        extra += f" --validation_split={args.validation_split:g}"
+        extra += f" --validation_split={shlex.quote(args.validation_split)}"
     peer = f" --peer_drops={','.join(f'{d:g}' for d in args.peer_drops)}" if args.peer_drops else ""
     if args.peer_drops and getattr(args, "peer_seeds", None) is not None:
         peer += f" --peer_seeds={','.join(map(str, args.peer_seeds))}"
@@ -103,8 +115,9 @@ NETWORKS = {
                                             "--image_size=32", "--teacher_epochs=10"]),
 }
 DATASETS = ("fashion_mnist", "mnist")
-#: Every run's --validation_split unless --validation_split says otherwise.
-VALIDATION_SPLIT = 0.1
+#: Every run's --validation_split unless --validation_split says otherwise (a fraction
+#: carved by seed from --train_split, or a TFDS split string such as train[20%:40%]).
+VALIDATION_SPLIT = "0.1"
 COMMON = ["--keep_ratio=0.8",
           "--pruners=l1_filter,taylor", "--export_formats=tflite,tflite_int8",
           "--export_every_student",   # every student's and the teacher's TFLite files are read
@@ -265,8 +278,8 @@ class Peer(NamedTuple):
 # The networks with a PyTorch port. LeNet-5's script has its own command line (the MNIST
 # npz as it is stored, 2 epochs per step); the ResNet and MobileNetV2 ports share one
 # contract (``peer_command``) and train on exactly the examples the epkd_tf run trained on.
-_EXPORTED = ("the epkd_tf run's own training examples (its `--train_split` less the "
-             "`--validation_split` carved from it, preprocessed by epkd_tf and exported) and "
+_EXPORTED = ("the epkd_tf run's own training examples (its `--train_split`, less the "
+             "`--validation_split` where that is carved from it, preprocessed by epkd_tf and exported) and "
              "`--finetune_epochs` epochs of distillation after each step; the port is checked "
              "first (test accuracy within 0.1 points of the Keras teacher's, logits within "
              "1e-2, the same MACs in epkd_tf's count), BatchNorm statistics re-estimated on the "
@@ -549,7 +562,7 @@ def markdown(frame: pd.DataFrame, args, runs: pd.DataFrame,
              "(`benchmarks/frontier.py`)", "",
              f"Measured {datetime.date.today()} on {platform.machine()}, {os.cpu_count()} "
              f"cores, CPU only. Invocation: `{invocation(args)}`. Every run: `{' '.join(COMMON)} "
-             f"--validation_split={getattr(args, 'validation_split', VALIDATION_SPLIT):g} "
+             f"--validation_split={getattr(args, 'validation_split', VALIDATION_SPLIT)} "
              f"--iterations={getattr(args, 'iterations', ITERATIONS)} "
              f"--finetune_epochs={args.finetune_epochs}` plus its row's flags; one teacher per "
              "network, dataset and seed, shared by that seed's runs (a seed draws its own "
@@ -666,8 +679,10 @@ def main() -> int:
                         "the largest --drops)")
     parser.add_argument("--train_split", default=None,
                         help="the runs' --train_split (default: the whole training split)")
-    parser.add_argument("--validation_split", type=float, default=VALIDATION_SPLIT,
-                        help="the runs' --validation_split (more validation examples judge "
+    parser.add_argument("--validation_split", default=VALIDATION_SPLIT,
+                        help="the runs' --validation_split, a fraction of --train_split or a "
+                        "TFDS split string such as 'train[20%%:40%%]' beside "
+                        "--train_split='train[:20%%]' (more validation examples judge "
                         "--max_accuracy_drop more firmly; the run directories of another "
                         "value are named after it)")
     parser.add_argument("--teacher_epochs", type=int, default=None,
@@ -690,15 +705,13 @@ def main() -> int:
         if bad:
             parser.error(f"--{name}: {bad[0]!r} is not one of {', '.join(allowed)}")
     work = args.keep_runs or tempfile.mkdtemp(prefix="epkd_frontier_")
-    common = [*COMMON, f"--validation_split={args.validation_split:g}",
+    common = [*COMMON, f"--validation_split={args.validation_split}",
               f"--iterations={args.iterations}",
               f"--finetune_epochs={args.finetune_epochs}",
               f"--max_accuracy_drop={max(args.drops):g}"]
     if args.train_split:
         common.append(f"--train_split={args.train_split}")
-    subset = "" if args.train_split is None else "_" + re.sub(r"\W+", "", args.train_split)
-    if args.validation_split != VALIDATION_SPLIT:
-        subset += f"_val{args.validation_split:g}".replace(".", "")
+    subset = run_suffix(args.train_split, args.validation_split)
     rows, runs = [], []
     for network in args.networks:
         for dataset in args.datasets:

@@ -3,9 +3,11 @@ imports Fashion-MNIST with, and the drop ladder it reads off one run with the pa
 stop rules."""
 import epkd_tf  # noqa: F401  (before TensorFlow)
 
+import argparse
 import gzip
 import os
 import importlib.util
+import shlex
 import sys
 from pathlib import Path
 
@@ -268,3 +270,22 @@ def test_the_validation_split_reaches_every_run_and_names_its_directories(
     assert frontier.main() == 0
     assert seen == {f"lenet5_fashion_mnist{suffix}_latency_importance_seed0":
                     [f"--validation_split={split or '0.1'}"]}
+
+
+def test_a_validation_split_string_reaches_the_runs_their_names_and_the_invocation(frontier):
+    # The default fraction keeps the run directories of earlier invocations resumable.
+    assert frontier.run_suffix("train[:20%]", frontier.VALIDATION_SPLIT) == "_train20"
+    assert frontier.run_suffix(None, frontier.VALIDATION_SPLIT) == ""
+    # Another validation split never resumes (or is resumed by) a run on other examples.
+    assert frontier.run_suffix("train[:20%]", "train[20%:40%]") == "_train20_valtrain2040"
+    assert frontier.run_suffix("train[:20%]", "0.25") == "_train20_val025"
+    args = argparse.Namespace(
+        networks=["mobilenet_v2"], datasets=["fashion_mnist"], budgets=["latency"],
+        allocations=["importance"], seeds=[0], drops=[0.5], finetune_epochs=2,
+        train_split="train[:20%]", teacher_epochs=8, iterations=8,
+        validation_split="train[20%:40%]", peer_drops=[], peer_seeds=None)
+    command = frontier.invocation(args)
+    # Split strings are quoted, so the page's command pastes into a shell as it is.
+    assert "--train_split='train[:20%]'" in command
+    assert "--validation_split='train[20%:40%]'" in command
+    assert shlex.split(command)[-1] == "--validation_split=train[20%:40%]"
