@@ -7,7 +7,6 @@ convnets (4 conv + 2 dense). Any other teacher's family is its own architecture.
 """
 from __future__ import annotations
 
-import functools
 from typing import Tuple
 
 import epkd_tf  # noqa: F401
@@ -41,33 +40,10 @@ def sized_student(teacher: str, input_shape, num_classes: int,
     """The widest student of ``teacher``'s family with at most ``budget`` parameters, and
     its width multiplier (bisection on the width; counts grow with the width).
 
-    Args:
-        teacher: the teacher's registered model name.
-        input_shape: the input shape without the batch dimension.
-        num_classes: the number of classes.
-        budget: the most parameters the student may have.
-
-    Returns:
-        A freshly built (untrained) student and its width multiplier.
-
-    Raises:
-        ValueError: if even the narrowest (one unit per hidden layer) is over budget.
+    Raises ValueError if even the narrowest (one unit per hidden layer) is over budget.
     """
     family = student_family(teacher)
-    width = _widest(family, tuple(input_shape), num_classes, int(budget))
-    return build_model(family, input_shape, num_classes, width=width), width
 
-
-#: Bisection steps on the width: the interval starts at most 1 wide, so 24 halvings leave
-#: under 1e-7, finer than one unit of any layer narrower than ten million units.
-_BISECTION_STEPS = 24
-
-
-@functools.lru_cache(maxsize=64)
-def _widest(family: str, input_shape: tuple, num_classes: int, budget: int) -> float:
-    """The largest width multiplier whose ``family`` model has at most ``budget``
-    parameters. Cached: a study asks for the same budget once per seed and method, and each
-    bisection builds a few dozen models."""
     def count(width: float) -> int:
         return build_model(family, input_shape, num_classes, width=width).count_params()
 
@@ -77,10 +53,10 @@ def _widest(family: str, input_shape: tuple, num_classes: int, budget: int) -> f
                          f"has {count(low)}.")
     while count(high) <= budget:
         low, high = high, high * 2
-    for _ in range(_BISECTION_STEPS):
+    for _ in range(40):
         middle = (low + high) / 2
         if count(middle) <= budget:
             low = middle
         else:
             high = middle
-    return low
+    return build_model(family, input_shape, num_classes, width=low), low

@@ -20,10 +20,6 @@ def test_widest_student_within_budget(teacher, shape, budget):
     wider = build_model(student_family(teacher), shape, 10, width=width * 1.02)
     assert wider.count_params() > budget
     assert model.count_params() >= 0.9 * budget
-    # Asked again (the next seed or method): the same width, a new untrained model.
-    again, same = sized_student(teacher, shape, 10, budget)
-    assert same == width and again is not model
-    assert again.count_params() == model.count_params()
 
 
 @pytest.mark.unit
