@@ -141,9 +141,9 @@ def test_candidates_of_one_target_have_equal_cost(model, graph, budget, allocati
                                                   measure_context):
     """Every structured criterion lands on the same target in the budget's measure,
     within one group's cost (the plan's tolerance), whichever allocation orders them."""
+    from epkd_tf.pruning.plan import removal_order
     measure = make_measure(budget)
     current = measure.of(model, measure_context)
-    target = 0.6 * current
     data = FakeData(INPUT, 4, num_train=64, batch_size=32)
     config = with_flags(PruningConfig(allocation=allocation), taylor_batches=1,
                         oracle_examples=32)
@@ -151,6 +151,13 @@ def test_candidates_of_one_target_have_equal_cost(model, graph, budget, allocati
                          batch_size=32, measure=measure, measure_context=measure_context,
                          current_cost=current)
     planner = measure.planner(graph, measure_context, current)
+    # 60% of the model, unless the per-layer floor cannot get there: latency is timed, and
+    # on a loaded machine the interpreter's fixed cost per invoke can keep even the floor
+    # above 60% (seen: 0.61 of 0.62 ms). The target then sits 30% of the way down to it.
+    floor = planner(graph.unit_keep(removal_order(graph, np.ones(graph.num_groups),
+                                                  config.layer_floor,
+                                                  reference_widths=ctx.floor_widths())))
+    target = max(0.6 * current, floor + 0.3 * (current - floor))
     full = planner(np.ones(graph.num_units, bool))
     # the largest cost one group can change in the full model
     step = max(full - planner(graph.unit_keep([g])) for g in range(graph.num_groups))
