@@ -72,6 +72,7 @@ def _main(args, env=None):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow   # two CLI runs (30 s); the same training is checked in the default suite
 def test_cli_run_mirrored_over_two_cpus_matches_one_device(tiny_dir, tmp_path):
     import pandas as pd
     runs = {}

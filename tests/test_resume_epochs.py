@@ -91,7 +91,9 @@ def test_runs_killed_inside_teacher_and_distillation_epochs_resume_to_the_same_r
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("point", ["teacher_epoch_1", "teacher_epoch_2_step_5"])
+@pytest.mark.parametrize("point", [
+    # Killed as epoch 2 begins: the same resume as in its middle, in the slow tier (20 s).
+    pytest.param("teacher_epoch_1", marks=pytest.mark.slow), "teacher_epoch_2_step_5"])
 def test_a_teacher_killed_in_epoch_2_of_3_resumes_at_epoch_2(uninterrupted, tiny_dir,
                                                               tmp_path, point):
     # Checkpoints after every epoch only (the default): killed as epoch 2 begins or in its
