@@ -11,6 +11,29 @@ INDEX = REPO / "BENCHMARKS.md"
 INDEX_MARKERS = ("<!-- pages:start -->", "<!-- pages:end -->")
 
 
+#: CPU features LiteRT's int8 kernels run differently with (integer dot products; the
+#: int8_speed page measured a fixed cost per int8 convolution on a CPU without them that
+#: a CPU with ``avx512_vnni`` does not have).
+INT8_FEATURES = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU a benchmark ran on, for its page: the model name and which of
+    :data:`INT8_FEATURES` it has ("Intel(R) Xeon(R) Processor (no avx512_vnni, ...)"), or
+    the platform's processor name where ``cpuinfo`` cannot be read."""
+    import platform
+    try:
+        lines = cpuinfo.read_text().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine() or "unknown CPU"
+    field = lambda name: next((line.split(":", 1)[1].strip() for line in lines  # noqa: E731
+                               if line.split(":", 1)[0].strip() == name), "")
+    model = field("model name") or platform.machine() or "unknown CPU"
+    flags = set(field("flags").split())
+    found = [f for f in INT8_FEATURES if f in flags]
+    return f"{model} ({', '.join(found) if found else 'no ' + ', '.join(INT8_FEATURES)})"
+
+
 def page(script: str) -> Path:
     """The page of the benchmark script ``script`` (a path or a name): its stem + ``.md``."""
     return PAGES / f"{Path(script).stem}.md"

@@ -52,7 +52,6 @@ import datetime
 import gzip
 import json
 import os
-import platform
 import re
 import shlex
 import subprocess
@@ -65,7 +64,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from benchmarks_md import page, replace_section
+from benchmarks_md import cpu, page, replace_section
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "frontier"
@@ -560,7 +559,7 @@ def markdown(frame: pd.DataFrame, args, runs: pd.DataFrame,
     names = ", ".join(NETWORKS[n][0] for n in args.networks)
     lines = [f"## Accuracy against measured speed, {names} on {', '.join(args.datasets)} "
              "(`benchmarks/frontier.py`)", "",
-             f"Measured {datetime.date.today()} on {platform.machine()}, {os.cpu_count()} "
+             f"Measured {datetime.date.today()} on {cpu()}, {os.cpu_count()} "
              f"cores, CPU only. Invocation: `{invocation(args)}`. Every run: `{' '.join(COMMON)} "
              f"--validation_split={getattr(args, 'validation_split', VALIDATION_SPLIT)} "
              f"--iterations={getattr(args, 'iterations', ITERATIONS)} "

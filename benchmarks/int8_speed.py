@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import datetime
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks_md import page, replace_section
+from benchmarks_md import cpu, page, replace_section
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "int8_speed"
@@ -118,7 +117,7 @@ def main() -> int:
     int8s = side_by_side([metrics.to_tflite(m, "tflite_int8", rep) for m in models])
     macs = [multiply_accumulates(m) for m in models]
     lines = ["## Full-integer int8 latency of pruned networks (`benchmarks/int8_speed.py`)", "",
-             f"Measured {datetime.date.today()} on {platform.machine()}, {os.cpu_count()} "
+             f"Measured {datetime.date.today()} on {cpu()}, {os.cpu_count()} "
              f"cores, LiteRT, one thread, batch 1; {RUNS:,} invokes per file in {ROUNDS} "
              "interleaved rounds (medians, microseconds). Random weights (latency does not "
              "depend on their values), calibration on uniform random inputs.", "",

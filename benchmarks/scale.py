@@ -56,7 +56,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import re
 import shlex
 import shutil
@@ -70,7 +69,7 @@ from typing import Dict, List, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmarks_md import page, replace_section  # noqa: E402
+from benchmarks_md import cpu, page, replace_section  # noqa: E402
 
 SECTION = "scale"
 PRUNERS = "l1_filter,taylor,poly_magnitude"
@@ -544,12 +543,7 @@ def main() -> None:
 
 def machine() -> str:
     cpus = os.cpu_count()
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in
-                     Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = platform.processor() or "unknown CPU"
+    model = cpu()
     memory = ""
     try:
         kb = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text()
