@@ -125,3 +125,37 @@ def test_a_perfect_teacher_on_a_small_split_is_not_read_as_noise_free():
     from epkd_tf.budget.stop import noise_warning
     assert noise_warning(1.0, 100, 1.0, "validation") is not None
     assert "validation split" in noise_warning(0.5, 1200, float("nan"), "validation")
+
+
+@pytest.mark.parametrize("n, agree, p", [(1200, 0.9, 0.85), (12000, 0.88, 0.84), (300, 0.5, 0.5)])
+def test_the_paired_standard_error_is_the_spread_of_paired_differences(n, agree, p):
+    """Teacher and student right on the same examples except a disagreeing fraction: the
+    paired standard error equals the standard deviation of the difference over many
+    redrawn splits of n examples (NumPy resampling, independent of the formula), and is
+    below the cautious figure of independent errors."""
+    from epkd_tf.budget.stop import accuracy_difference_se, paired_difference_se
+    rng = np.random.default_rng(0)
+    population = 200_000
+    teacher = rng.random(population) < p
+    # The student copies the teacher except on a random (1 - agree) of the examples,
+    # where it is right with probability p.
+    differs = rng.random(population) > agree
+    student = np.where(differs, rng.random(population) < p, teacher)
+    splits = rng.integers(0, population, size=(4000, n))
+    spread = np.std(100 * (student[splits].mean(1) - teacher[splits].mean(1)))
+    ses = [paired_difference_se(teacher[s], student[s]) for s in splits[:200]]
+    assert np.median(ses) == pytest.approx(spread, rel=0.06)
+    assert np.median(ses) < accuracy_difference_se(p, n)
+
+
+def test_the_paired_standard_error_of_identical_or_mismatched_records():
+    from epkd_tf.budget.stop import paired_difference_se
+    same = np.array([True, False, True])
+    assert paired_difference_se(same, same) == 0.0
+    # One example of four the student alone gets right: b=1, c=0, n=4.
+    assert paired_difference_se([1, 0, 1, 0], [1, 1, 1, 0]) == pytest.approx(
+        100 * np.sqrt(1 - 1 / 4) / 4)
+    with pytest.raises(ValueError, match="equally long, non-empty"):
+        paired_difference_se([True], [True, False])
+    with pytest.raises(ValueError, match="equally long, non-empty"):
+        paired_difference_se([], [])
