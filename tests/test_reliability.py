@@ -333,6 +333,7 @@ def test_damage_to_the_last_stage_is_redone(case, stopped, reference, copy_of, t
 
 
 @pytest.mark.e2e
+@pytest.mark.slow   # three CLI runs (28 s); the end commit's kill is checked by the next test
 def test_timings_rows_are_those_of_an_uninterrupted_run(reference, tiny_dir, tmp_path):
     out = str(tmp_path / "run")
     # Killed after iteration 1 (the resume recomputes the teacher's logits), then killed
