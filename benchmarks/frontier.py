@@ -23,9 +23,9 @@ compare students with it, would stop that seed's runs early. For every budget,
 allocation and seed one CLI run: ``--keep_ratio=0.8 --validation_split=0.1
 --max_accuracy_drop=<largest drop>`` (``--validation_split`` to judge the drop on more
 examples: a larger fraction, or a TFDS split string such as ``train[20%:40%]`` beside
-``--train_split=train[:20%]``). The runs are deterministic, so a run with a smaller ``--max_accuracy_drop``
-would make the same students and stop at the first one that loses more than it on the
-validation split:
+``--train_split=train[:20%]``). The runs are deterministic, so a run with a smaller
+``--max_accuracy_drop`` would make the same students and stop at the first one that loses
+more than it on the validation split:
 every rung of the drop ladder is read off the one run (``budget.stop``'s rule: the
 cheapest student before that one). Each rung reports test accuracy (mean over seeds, and
 the spread), MACs, parameters, and the float and int8 TFLite batch-1 latency of the
@@ -278,11 +278,12 @@ class Peer(NamedTuple):
 # npz as it is stored, 2 epochs per step); the ResNet and MobileNetV2 ports share one
 # contract (``peer_command``) and train on exactly the examples the epkd_tf run trained on.
 _EXPORTED = ("the epkd_tf run's own training examples (its `--train_split`, less the "
-             "`--validation_split` where that is carved from it, preprocessed by epkd_tf and exported) and "
-             "`--finetune_epochs` epochs of distillation after each step; the port is checked "
-             "first (test accuracy within 0.1 points of the Keras teacher's, logits within "
-             "1e-2, the same MACs in epkd_tf's count), BatchNorm statistics re-estimated on the "
-             "run's `--bn_recalibration_batches` after each step and each distillation")
+             "`--validation_split` where that is carved from it, preprocessed by epkd_tf "
+             "and exported) and `--finetune_epochs` epochs of distillation after each step; "
+             "the port is checked first (test accuracy within 0.1 points of the Keras "
+             "teacher's, logits within 1e-2, the same MACs in epkd_tf's count), BatchNorm "
+             "statistics re-estimated on the run's `--bn_recalibration_batches` after each "
+             "step and each distillation")
 PEERS = {
     "lenet5": Peer("peer_torch_pruning.py",
                    "the first 54,000 examples of the stored training split, whatever the "
