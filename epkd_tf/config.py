@@ -410,6 +410,21 @@ class BudgetConfig(Settings):
         "below the teacher on the selection split (--validation_split, else the test "
         "split) and keep the last student within it as the final one.",
         checks=[between(0, 100)])
+    drop_patience: int = setting(
+        0, "With --max_accuracy_drop: how many students in a row may lose more than it "
+        "before the run stops; 0 stops at the first. Each next student is pruned from the "
+        "last and distilled from the teacher, so one beyond the drop can recover (on few "
+        "validation examples it may be there by noise alone); the final student is still "
+        "the cheapest within the drop.", checks=[at_least(0)])
+
+    def validate(self):
+        if self.drop_patience and self.max_accuracy_drop is None:
+            raise self.invalid("drop_patience", "needs --max_accuracy_drop (the drop it "
+                                                "waits on)")
+
+    def inactive(self):
+        # Without the drop rule patience means nothing: it is not recorded in flags.txt.
+        return ("drop_patience",) if self.max_accuracy_drop is None else ()
 
     def goals(self):
         """The --target_* stop rules given, as budget.Goal objects (all must be met)."""

@@ -278,6 +278,12 @@ def test_the_command_line_and_the_api_read_each_others_settings_record():
     old = "".join(line + "\n" for line in cli.splitlines() if "latency_runs" not in line)
     assert differing_settings(old, cfg) == []
     assert differing_settings(old, with_flags(cfg, latency_runs=7)) == ["latency_runs"]
+    # A setting the new settings leave unused (--drop_patience without the drop rule)
+    # differs only when the record gave it another value than its default.
+    patient = settings_text(with_flags(cfg, drop_patience=2), {})
+    assert "--drop_patience=2" in patient.splitlines()
+    assert differing_settings(patient, with_flags(cfg, max_accuracy_drop=None)) == \
+        ["drop_patience", "max_accuracy_drop"]
 
 
 @pytest.mark.unit

@@ -72,6 +72,57 @@ def test_a_loss_of_exactly_the_allowed_points_neither_stops_nor_is_refused():
     assert checker.choose_final(teacher, worse) == 1
 
 
+def stops_after(lost, drop, patience):
+    """The number of students a run makes before its drop rule stops it (all of them when
+    it never does), from the points each lost: a reference written from the rule's words,
+    "stop once patience + 1 students in a row lost more than the drop"."""
+    streak = 0
+    for made, points in enumerate(lost, start=1):
+        streak = streak + 1 if points > drop else 0
+        if streak > patience:
+            return made
+    return len(lost)
+
+
+@pytest.mark.parametrize("patience", [0, 1, 2, 3])
+def test_drop_patience_stops_after_that_many_more_students_beyond_the_drop(patience):
+    """Random runs of students that cross the drop and recover: the rule stops where the
+    reference does, and the final student is still the cheapest within the drop."""
+    rng = np.random.default_rng(patience)
+    for _ in range(40):
+        count = int(rng.integers(1, 12))
+        lost = np.round(rng.uniform(-0.5, 2.0, count), 2)          # points, on 10,000
+        teacher = pd.DataFrame([{"test_accuracy": 0.9, "validation_accuracy": np.nan}])
+        students = pd.DataFrame({"iteration": np.arange(1, count + 1),
+                                 "test_accuracy": 0.9 - lost / 100, "goal_met": False,
+                                 "cost": 100.0 * 0.8 ** np.arange(1, count + 1)})
+        checker = rules(max_accuracy_drop=1.0, drop_patience=patience)
+        made = next((k for k in range(1, count + 1)
+                     if checker.stop_reason(teacher, students.iloc[:k])), count)
+        assert made == stops_after(lost, 1.0, patience)
+        within = [i + 1 for i, points in enumerate(lost[:made]) if points <= 1.0]
+        assert checker.choose_final(teacher, students.iloc[:made]) == max(within, default=0)
+
+
+def test_drop_patience_names_itself_when_it_stops_and_needs_the_drop_rule():
+    from epkd_tf.errors import ConfigError
+    teacher = pd.DataFrame([{"test_accuracy": 0.99, "validation_accuracy": np.nan}])
+    students = pd.DataFrame({"iteration": [1, 2, 3], "test_accuracy": [0.95, 0.97, 0.96],
+                             "goal_met": False})
+    reason = rules(max_accuracy_drop=1.0, drop_patience=2).stop_reason(teacher, students)
+    assert reason == ("iteration 3's student is 3.00 points below the teacher on the test "
+                      "split (--max_accuracy_drop=1), the 3 last students in a row lost "
+                      "more (--drop_patience=2)")
+    assert rules(max_accuracy_drop=1.0, drop_patience=3).stop_reason(teacher, students) is None
+    with pytest.raises(ConfigError, match="--drop_patience=2 .*needs --max_accuracy_drop"):
+        BudgetConfig(drop_patience=2)
+    with pytest.raises(ConfigError, match="--drop_patience=-1"):
+        BudgetConfig(max_accuracy_drop=1.0, drop_patience=-1)
+    # Without the drop rule it is not one of the run's settings (flags.txt leaves it out).
+    assert BudgetConfig().inactive() == ("drop_patience",)
+    assert BudgetConfig(max_accuracy_drop=0.5).inactive() == ()
+
+
 @pytest.mark.parametrize("name, expected", [("params", 1234.0), ("size", 5e5),
                                             ("macs", 77.0), ("latency", None)])
 def test_each_measure_reads_its_cost_off_the_standard_measurements(name, expected):

@@ -6,7 +6,8 @@ memory), so a resumed run decides exactly as the uninterrupted one would have:
 * the next target is ``keep_ratio`` × the current student's cost, never below a
   ``--target_*`` goal in the same measure (the last iteration lands on the goal);
 * a run stops when its last student meets every ``--target_*`` goal, or lost more than
-  ``--max_accuracy_drop`` points against the teacher on the selection split;
+  ``--max_accuracy_drop`` points against the teacher on the selection split (with
+  ``--drop_patience=k``: its last k + 1 students in a row did);
 * the final student is the cheapest whose selection accuracy is within
   ``--max_accuracy_drop`` of the teacher's (any student without that rule), else the
   teacher itself.
@@ -197,20 +198,32 @@ class StopRules:
     def stop_reason(self, teacher: pd.DataFrame, students: pd.DataFrame) -> Optional[str]:
         """Why no further iteration should run (None: go on): every --target_* goal met
         by the last student, or the last student more than --max_accuracy_drop points
-        below the teacher on the selection split."""
+        below the teacher on the selection split, and the --drop_patience students before
+        it too."""
         if students.empty:
             return None
         last = students.iloc[-1]
         if self.budget.goals() and bool(last["goal_met"]):
             return f"iteration {int(last['iteration'])}'s student meets every --target_* goal"
         drop = self.budget.max_accuracy_drop
-        if drop is not None:
-            lost = self._points_lost(teacher, last)
-            if not self._within(lost, drop):
-                return (f"iteration {int(last['iteration'])}'s student is {lost:.2f} points "
-                        f"below the teacher on the {self.split} split "
-                        f"(--max_accuracy_drop={drop:g})")
-        return None
+        if drop is None:
+            return None
+        patience = self.budget.drop_patience
+        beyond = []     # the trailing students that lost more than the drop, newest first
+        for _, row in students.iloc[::-1].iterrows():
+            lost = self._points_lost(teacher, row)
+            if self._within(lost, drop) or len(beyond) > patience:
+                break
+            beyond.append((int(row["iteration"]), lost))
+        if len(beyond) <= patience:
+            return None
+        iteration, lost = beyond[0]
+        reason = (f"iteration {iteration}'s student is {lost:.2f} points below the teacher "
+                  f"on the {self.split} split (--max_accuracy_drop={drop:g})")
+        if patience:
+            reason += (f", the {patience + 1} last students in a row lost more "
+                       f"(--drop_patience={patience})")
+        return reason
 
     def choose_final(self, teacher: pd.DataFrame, students: pd.DataFrame) -> int:
         """The iteration of the final student: the cheapest in the budget's measure (the

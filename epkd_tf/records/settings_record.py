@@ -121,7 +121,8 @@ def _value_of(line: str, leaf):
 def differing_settings(old_text: str, cfg) -> List[str]:
     """Names of the settings whose value differs between a run's flags.txt (``old_text``,
     written by the command line or the API) and ``cfg``, compared as values (``1`` and
-    ``1.0`` are the same float). A setting absent from the record counts as its default.
+    ``1.0`` are the same float). A setting absent from the record, or unused by ``cfg``,
+    counts as its default.
 
     Args:
       old_text: the run's flags.txt.
@@ -142,7 +143,14 @@ def differing_settings(old_text: str, cfg) -> List[str]:
         if name not in old:
             if new[name] != leaf.default:
                 differing.append(name)
-        elif name not in new or leaf is None or _value_of(old[name], leaf) != new[name]:
+        elif leaf is None:
+            differing.append(name)
+        elif name not in new:
+            # Not used by the new settings (inactive, e.g. --drop_patience without
+            # --max_accuracy_drop): only a recorded value other than its default differs.
+            if _value_of(old[name], leaf) != leaf.default:
+                differing.append(name)
+        elif _value_of(old[name], leaf) != new[name]:
             differing.append(name)
     return sorted(differing)
 
