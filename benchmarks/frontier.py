@@ -7,7 +7,7 @@ own section and plot, ``frontier_<datasets>``, so both stay side by side).
         [--budgets=latency,macs] [--allocations=importance,cost] [--seeds=0]
         [--drops=0.25,0.5,1.0] [--finetune_epochs=2] [--validation_split=0.1] [--keep_runs=DIR]
         [--fashion_dir=/usr/share/datasets/fashion-mnist] [--npz=../shared/data/mnist.npz]
-        [--peer_drops=0.5]
+        [--peer_drops=0.5] [--drop_patience=0]
 
 Networks: ``lenet5`` (28x28), ``resnet18`` (width 0.25) and ``mobilenet_v2`` (width 0.35),
 both at 32x32. Datasets: Fashion-MNIST (Debian's ``dataset-fashion-mnist`` package, IDX
@@ -23,13 +23,14 @@ compare students with it, would stop that seed's runs early. For every budget,
 allocation and seed one CLI run: ``--keep_ratio=0.8 --validation_split=0.1
 --max_accuracy_drop=<largest drop>`` (``--validation_split`` to judge the drop on more
 examples: a larger fraction, or a TFDS split string such as ``train[20%:40%]`` beside
-``--train_split=train[:20%]``). The runs are deterministic, so a run with a smaller
-``--max_accuracy_drop`` would make the same students and stop at the first one that loses
-more than it on the validation split:
-every rung of the drop ladder is read off the one run (``budget.stop``'s rule: the
-cheapest student before that one). Each rung reports test accuracy (mean over seeds, and
-the spread), MACs, parameters, and the float and int8 TFLite batch-1 latency of the
-student, each timed side by side with its teacher by this script.
+``--train_split=train[:20%]``; ``--drop_patience=K`` for runs that stop only once K + 1
+students in a row lose more than the drop). The runs are deterministic, so a run with a
+smaller ``--max_accuracy_drop`` would make the same students and stop earlier, where
+``budget.stop``'s rule stops it: every rung of the drop ladder is read off the one run
+(the cheapest student within the drop among those made). Each rung reports test
+accuracy (mean over seeds, and the spread), MACs, parameters, and the float and int8
+TFLite batch-1 latency of the student, each timed side by side with its teacher by this
+script.
 
 Targets (issue #23), on Fashion-MNIST within 0.5 points of the teacher: ResNet-18 >= 3x,
 MobileNetV2 >= 2.5x, LeNet-5 >= 8x faster (float TFLite).
@@ -70,22 +71,44 @@ REPO = Path(__file__).resolve().parents[1]
 SECTION = "frontier"
 
 
-def section_name(networks, datasets) -> str:
+def section_name(networks, datasets, patience: int = 0) -> str:
     """The page section and plot name of an invocation on ``networks`` and ``datasets``:
-    ``frontier`` for LeNet-5 on Fashion-MNIST, else ``frontier_<networks>_<datasets>``."""
-    if list(networks) == ["lenet5"] and list(datasets) == ["fashion_mnist"]:
+    ``frontier`` for LeNet-5 on Fashion-MNIST, else ``frontier_<networks>_<datasets>``;
+    ``_patience<K>`` after it for runs with ``--drop_patience=K`` (beside, not over, the
+    section of the default rule)."""
+    if list(networks) == ["lenet5"] and list(datasets) == ["fashion_mnist"] and not patience:
         return SECTION
-    return "_".join([SECTION, *networks, *datasets])
+    return "_".join([SECTION, *networks, *datasets]) + (f"_patience{patience}"
+                                                        if patience else "")
 
 
-def run_suffix(train_split, validation_split) -> str:
+def run_suffix(train_split, validation_split, patience: int = 0) -> str:
     """What the run directories of an invocation add to ``<network>_<dataset>``: its
-    ``--train_split`` and non-default ``--validation_split``, letters and digits only (so
-    runs on other examples never resume one another)."""
+    ``--train_split``, non-default ``--validation_split`` (letters and digits only) and
+    ``--drop_patience``, so runs on other examples or with another stop rule never resume
+    one another."""
     suffix = "" if train_split is None else "_" + re.sub(r"\W+", "", train_split)
     if validation_split != VALIDATION_SPLIT:
         suffix += "_val" + re.sub(r"\W+", "", validation_split)
+    if patience:
+        suffix += f"_patience{patience}"
     return suffix
+
+
+def validation_words(validation_split: str) -> str:
+    """How the page says where a run's validation examples come from: a fraction is carved
+    from the training split by the seed, a split string is the same examples for every seed."""
+    try:
+        float(validation_split)
+    except ValueError:
+        return f"every seed judges on the same validation examples, `{validation_split}`"
+    return "a seed draws its own validation split"
+
+
+def patience_words(patience: int) -> str:
+    """The page's words for the runs' --drop_patience (none for the default 0)."""
+    return (f"and `--drop_patience={patience}` (it stops once {patience + 1} students in a "
+            "row lose more) " if patience else "")
 
 
 def invocation(args) -> str:
@@ -97,6 +120,8 @@ def invocation(args) -> str:
         extra += f" --iterations={args.iterations}"
     if getattr(args, "validation_split", VALIDATION_SPLIT) != VALIDATION_SPLIT:
         extra += f" --validation_split={shlex.quote(args.validation_split)}"
+    if getattr(args, "drop_patience", 0):
+        extra += f" --drop_patience={args.drop_patience}"
     peer = f" --peer_drops={','.join(f'{d:g}' for d in args.peer_drops)}" if args.peer_drops else ""
     if args.peer_drops and getattr(args, "peer_seeds", None) is not None:
         peer += f" --peer_seeds={','.join(map(str, args.peer_seeds))}"
@@ -186,11 +211,13 @@ def run(flags, out: str) -> float:
     return float(Path(wall).read_text())
 
 
-def ladder(out: str, drops, budget: str = "params") -> list:
-    """[(drop, iteration)]: the final student a run with ``--max_accuracy_drop=drop`` would
-    have chosen (0: the teacher), read off this run's tables with the package's own stop
-    rules (``epkd_tf.budget.stop``): the run stops after the first student that loses more
-    than ``drop`` on the validation split, and the final one is chosen among those made."""
+def ladder(out: str, drops, budget: str = "params", patience: int = 0) -> list:
+    """[(drop, iteration)]: the final student a run with ``--max_accuracy_drop=drop`` (and
+    ``--drop_patience=patience``) would have chosen (0: the teacher), read off this run's
+    tables with the package's own stop rules (``epkd_tf.budget.stop``): the run stops once
+    ``patience + 1`` students in a row lose more than ``drop`` on the validation split,
+    and the final one is chosen among those made. This run's own drop is the largest, and
+    it ran with the same patience, so it made every student a smaller drop's run makes."""
     sys.path.insert(0, str(REPO))
     from epkd_tf.budget import make_measure
     from epkd_tf.budget.stop import StopRules
@@ -199,7 +226,8 @@ def ladder(out: str, drops, budget: str = "params") -> list:
     students = pd.read_csv(os.path.join(out, "students.csv"))
     rungs = []
     for drop in drops:
-        rules = StopRules(BudgetConfig(max_accuracy_drop=drop), make_measure(budget),
+        rules = StopRules(BudgetConfig(max_accuracy_drop=drop, drop_patience=patience),
+                          make_measure(budget),
                           keep_ratio=0.8, validation=True)
         made = students
         for k in range(1, len(students) + 1):
@@ -231,14 +259,14 @@ def timed_side_by_side(out: str, iteration: int) -> dict:
 
 
 def points(network: str, dataset: str, budget: str, allocation: str, seed: int, out: str,
-           drops, wall: float) -> list:
+           drops, wall: float, patience: int = 0) -> list:
     teacher = pd.read_csv(os.path.join(out, "teacher.csv")).iloc[0]
     students = pd.read_csv(os.path.join(out, "students.csv")).set_index("iteration")
     candidates = pd.read_csv(os.path.join(out, "candidates.csv"))
     made = candidates[candidates.skipped.isna()]          # read_csv makes "" NaN
     error = ((made.predicted_cost - made.cost).abs() / made.cost).median()
     rows = []
-    for drop, iteration in ladder(out, drops, budget):
+    for drop, iteration in ladder(out, drops, budget, patience):
         row = teacher if iteration == 0 else students.loc[iteration]
         times = timed_side_by_side(out, iteration)
         rows.append({
@@ -558,6 +586,7 @@ def speedup(values: pd.Series) -> str:
 def markdown(frame: pd.DataFrame, args, runs: pd.DataFrame,
              missing: pd.DataFrame = None) -> str:
     names = ", ".join(NETWORKS[n][0] for n in args.networks)
+    plot_name = section_name(args.networks, args.datasets, getattr(args, "drop_patience", 0))
     lines = [f"## Accuracy against measured speed, {names} on {', '.join(args.datasets)} "
              "(`benchmarks/frontier.py`)", "",
              f"Measured {datetime.date.today()} on {cpu()}, {os.cpu_count()} "
@@ -565,15 +594,17 @@ def markdown(frame: pd.DataFrame, args, runs: pd.DataFrame,
              f"--validation_split={getattr(args, 'validation_split', VALIDATION_SPLIT)} "
              f"--iterations={getattr(args, 'iterations', ITERATIONS)} "
              f"--finetune_epochs={args.finetune_epochs}` plus its row's flags; one teacher per "
-             "network, dataset and seed, shared by that seed's runs (a seed draws its own "
-             "validation split). A rung of the drop ladder is the final student "
+             "network, dataset and seed, shared by that seed's runs ("
+             f"{validation_words(getattr(args, 'validation_split', VALIDATION_SPLIT))}). "
+             "A rung of the drop ladder is the final student "
              "a run with that `--max_accuracy_drop` (judged on the validation split) "
-             "chooses. Speed-up: the teacher's and the student's TFLite files timed side by "
+             f"{patience_words(getattr(args, 'drop_patience', 0))}chooses. "
+             "Speed-up: the teacher's and the student's TFLite files timed side by "
              f"side by this script ({SIDE_BY_SIDE_RUNS:,} invokes each in "
              f"{SIDE_BY_SIDE_ROUNDS} interleaved rounds, batch 1, one thread, medians). "
              "Test accuracy change: the full test split, mean over seeds (min..max in "
              "brackets when several). "
-             f"![frontier](../../plots/{section_name(args.networks, args.datasets)}.png)", "",
+             f"![frontier](../../plots/{plot_name}.png)", "",
              "| network | dataset | budget | allocation | drop allowed | iteration | test acc "
              "change (points) | MACs (x fewer) | params (x fewer) | float speed-up | int8 "
              "speed-up |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -687,6 +718,9 @@ def main() -> int:
                         "value are named after it)")
     parser.add_argument("--teacher_epochs", type=int, default=None,
                         help="the teacher's epochs (default: the network's recipe)")
+    parser.add_argument("--drop_patience", type=int, default=0,
+                        help="the runs' --drop_patience (students in a row beyond the drop "
+                        "before a run stops), also used to read the ladder's rungs")
     parser.add_argument("--peer_drops", type=listed(float), default=[],
                         help="every network with a PyTorch port (LeNet-5, ResNet-18, "
                         "MobileNetV2 once benchmarks/peer_torch_mobilenet.py exists): run "
@@ -709,9 +743,11 @@ def main() -> int:
               f"--iterations={args.iterations}",
               f"--finetune_epochs={args.finetune_epochs}",
               f"--max_accuracy_drop={max(args.drops):g}"]
+    if args.drop_patience:
+        common.append(f"--drop_patience={args.drop_patience}")
     if args.train_split:
         common.append(f"--train_split={args.train_split}")
-    subset = run_suffix(args.train_split, args.validation_split)
+    subset = run_suffix(args.train_split, args.validation_split, args.drop_patience)
     rows, runs = [], []
     for network in args.networks:
         for dataset in args.datasets:
@@ -732,7 +768,7 @@ def main() -> int:
                                  f"--seed={seed}"]
                         wall = run(flags, out)
                         got = points(network, dataset, budget, allocation, seed, out,
-                                     args.drops, wall)
+                                     args.drops, wall, args.drop_patience)
                         rows += got
                         if network in PEERS:
                             rows += [peer_point(p, out, work, args, data_dir) for p in got
@@ -747,7 +783,7 @@ def main() -> int:
     frame["peer"] = frame.get("peer", pd.Series(False, index=frame.index)).fillna(False) \
         .astype(bool)
     frame["change"] = 100 * (frame.test_accuracy - frame.teacher_accuracy)
-    name = section_name(args.networks, args.datasets)
+    name = section_name(args.networks, args.datasets, args.drop_patience)
     frame.to_csv(os.path.join(work, f"{name}.csv"), index=False)
     # Peer points that could not be made are named on the page, not plotted.
     gone = frame.get("peer_missing", pd.Series(np.nan, index=frame.index)).notna()

@@ -68,6 +68,31 @@ def test_the_ladder_is_what_each_max_accuracy_drop_would_have_chosen(frontier, t
     assert rungs == [(0.05, 0), (0.25, 1), (0.5, 2), (1.0, 3), (2.0, 4)]
 
 
+def test_drop_patience_reads_each_rung_as_a_run_with_that_patience_would(frontier,
+                                                                          tmp_path):
+    """Validation 90.0% for the teacher; students lose 0.1, 0.6, 0.3, 0.7, 0.8 and 0.2
+    points. With --drop_patience=1 a 0.5 run goes on after student 2 (one beyond), stops
+    after 5 (4 and 5 beyond) and keeps 3; with 2 it never stops and keeps 6; without
+    patience it stops after 2 and keeps 1."""
+    pd.DataFrame({"iteration": [0], "validation_accuracy": [0.900], "test_accuracy": [0.9],
+                  "cost": [100.0], "goal_met": [False]}).to_csv(tmp_path / "teacher.csv",
+                                                                index=False)
+    lost = np.array([0.1, 0.6, 0.3, 0.7, 0.8, 0.2])
+    pd.DataFrame({"iteration": np.arange(1, 7), "validation_accuracy": 0.9 - lost / 100,
+                  "test_accuracy": 0.9, "cost": 100 * 0.8 ** np.arange(1, 7),
+                  "goal_met": False}).to_csv(tmp_path / "students.csv", index=False)
+    read = [frontier.ladder(str(tmp_path), [0.5, 1.0], "macs", patience) for patience in
+            (0, 1, 2)]
+    assert read == [[(0.5, 1), (1.0, 6)], [(0.5, 3), (1.0, 6)], [(0.5, 6), (1.0, 6)]]
+    # Runs with patience go to directories and a page section of their own.
+    assert frontier.run_suffix(None, frontier.VALIDATION_SPLIT, 3) == "_patience3"
+    assert frontier.section_name(["lenet5"], ["fashion_mnist"], 0) == "frontier"
+    assert frontier.section_name(["resnet18"], ["fashion_mnist"], 3) == \
+        "frontier_resnet18_fashion_mnist_patience3"
+    assert frontier.patience_words(0) == "" and "--drop_patience=3" in \
+        frontier.patience_words(3)
+
+
 def _residual_model():
     """conv -> two convs added -> dense layers: ``a`` and ``b`` are coupled by the Add."""
     import tf_keras
@@ -215,7 +240,8 @@ def test_each_seed_trains_its_own_teacher_and_shares_it_with_its_other_runs(fron
 def _stub_runs(frontier, monkeypatch, fake_run):
     """frontier.main() without work: ``fake_run(flags, out)`` stands for each CLI run,
     every run yields one point, and nothing is plotted or written."""
-    def fake_points(network, dataset, budget, allocation, seed, out, drops, wall):
+    def fake_points(network, dataset, budget, allocation, seed, out, drops, wall,
+                    patience=0):
         return [{"network": network, "dataset": dataset, "budget": budget,
                  "allocation": allocation, "seed": seed, "drop_allowed": drops[0],
                  "iteration": 0, "iterations_run": 0, "test_accuracy": 0.9,
@@ -272,6 +298,23 @@ def test_the_validation_split_reaches_every_run_and_names_its_directories(
                     [f"--validation_split={split or '0.1'}"]}
 
 
+def test_drop_patience_reaches_every_run_and_names_its_directories(frontier, monkeypatch,
+                                                                   tmp_path):
+    seen = {}
+
+    def fake_run(flags, out):
+        seen[os.path.basename(out)] = [f for f in flags if f.startswith("--drop_patience")]
+        return 1.0
+
+    _stub_runs(frontier, monkeypatch, fake_run)
+    monkeypatch.setattr(sys, "argv", ["frontier.py", "--networks=lenet5", "--budgets=macs",
+                                      "--allocations=importance", "--drop_patience=2",
+                                      f"--keep_runs={tmp_path}"])
+    assert frontier.main() == 0
+    assert seen == {"lenet5_fashion_mnist_patience2_macs_importance_seed0":
+                    ["--drop_patience=2"]}
+
+
 def test_a_validation_split_string_reaches_the_runs_their_names_and_the_invocation(frontier):
     # The default fraction keeps the run directories of earlier invocations resumable.
     assert frontier.run_suffix("train[:20%]", frontier.VALIDATION_SPLIT) == "_train20"
@@ -289,3 +332,11 @@ def test_a_validation_split_string_reaches_the_runs_their_names_and_the_invocati
     assert "--train_split='train[:20%]'" in command
     assert "--validation_split='train[20%:40%]'" in command
     assert shlex.split(command)[-1] == "--validation_split=train[20%:40%]"
+
+
+def test_the_page_says_whether_seeds_share_their_validation_examples(frontier):
+    """A fraction is carved by each seed; a split string is one set of examples for all."""
+    assert "draws its own" in frontier.validation_words(frontier.VALIDATION_SPLIT)
+    words = frontier.validation_words("train[20%:40%]")
+    assert "same validation examples" in words and "train[20%:40%]" in words
+    assert "draws its own" not in words
