@@ -44,12 +44,30 @@ def pytest_pycollect_makeitem(collector, name, obj):
 
 def pytest_collection_modifyitems(config, items):
     """Slow tests run only when the -m expression names them: ``-m e2e`` leaves them out,
-    as the default ``-m "not slow"`` does."""
+    as the default ``-m "not slow"`` does. Then the modules run heaviest tier first."""
     if "slow" not in (config.option.markexpr or ""):
         slow = [item for item in items if item.get_closest_marker("slow")]
         if slow:
             config.hook.pytest_deselected(items=slow)
             items[:] = [item for item in items if not item.get_closest_marker("slow")]
+    items[:] = heaviest_modules_first(items)
+
+
+def heaviest_modules_first(items):
+    """``items`` with whole modules reordered by their heaviest tier (e2e, integration, then
+    unit; the collection order otherwise), each module's own order kept.
+
+    The xdist workers take a module at a time in this order (pytest.ini turns off xdist's
+    own reordering, by number of tests, which queued the few long e2e tests last): the
+    long modules start first, and the many short unit modules even out the end, where one
+    worker would otherwise run a long module alone."""
+    rank = {}
+    for item in items:
+        heavier = [len(TIERS) - 1 - TIERS.index(mark.name) for mark in item.iter_markers()
+                   if mark.name in TIERS]          # e2e 0, integration 1, unit 2
+        module = item.nodeid.split("::", 1)[0]
+        rank[module] = min([rank.get(module, len(TIERS)), *heavier])
+    return sorted(items, key=lambda item: rank[item.nodeid.split("::", 1)[0]])
 
 
 @pytest.fixture(scope="session", autouse=True)
