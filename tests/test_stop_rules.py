@@ -168,6 +168,8 @@ def test_the_start_up_warning_comes_when_two_standard_errors_exceed_the_drop(p, 
         shown = float(re.search(r"accuracies near [\d.]+% is ([\d.]+) points", line).group(1))
         assert shown == pytest.approx(se, rel=0.03, abs=0.01)
         assert "test split" in line and "\n" not in line
+        # Both remedies are named: more examples, or going on past a noisy failure.
+        assert "--validation_split" in line and "--drop_patience" in line
     assert noise_warning(None, n, p, "test") is None          # no accuracy rule
     assert rules().noise_warning(teacher, n) is None
 

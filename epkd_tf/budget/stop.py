@@ -114,7 +114,8 @@ def noise_warning(max_accuracy_drop: Optional[float], n: int, accuracy: float,
             f"the standard error of a difference of two accuracies{near} is {se:.2f} points "
             f"({NOISE_STANDARD_ERRORS:g} standard errors: {NOISE_STANDARD_ERRORS * se:.2f} > "
             f"{max_accuracy_drop:g}): students can pass or fail the rule by noise; a larger "
-            f"--validation_split judges it more firmly (docs/budgets.md, stop rules).")
+            f"--validation_split judges it more firmly, and --drop_patience goes on past a "
+            f"student that failed it (docs/budgets.md, stop rules).")
 
 
 @dataclasses.dataclass(frozen=True)
