@@ -586,8 +586,9 @@ def speedup(values: pd.Series) -> str:
 def markdown(frame: pd.DataFrame, args, runs: pd.DataFrame,
              missing: pd.DataFrame = None) -> str:
     names = ", ".join(NETWORKS[n][0] for n in args.networks)
-    plot_name = section_name(args.networks, args.datasets, getattr(args, "drop_patience", 0))
-    lines = [f"## Accuracy against measured speed, {names} on {', '.join(args.datasets)} "
+    patience = getattr(args, "drop_patience", 0)
+    lines = [f"## Accuracy against measured speed, {names} on {', '.join(args.datasets)}"
+             f"{f', `--drop_patience={patience}`' if patience else ''} "
              "(`benchmarks/frontier.py`)", "",
              f"Measured {datetime.date.today()} on {cpu()}, {os.cpu_count()} "
              f"cores, CPU only. Invocation: `{invocation(args)}`. Every run: `{' '.join(COMMON)} "
@@ -598,13 +599,14 @@ def markdown(frame: pd.DataFrame, args, runs: pd.DataFrame,
              f"{validation_words(getattr(args, 'validation_split', VALIDATION_SPLIT))}). "
              "A rung of the drop ladder is the final student "
              "a run with that `--max_accuracy_drop` (judged on the validation split) "
-             f"{patience_words(getattr(args, 'drop_patience', 0))}chooses. "
+             f"{patience_words(patience)}chooses. "
              "Speed-up: the teacher's and the student's TFLite files timed side by "
              f"side by this script ({SIDE_BY_SIDE_RUNS:,} invokes each in "
              f"{SIDE_BY_SIDE_ROUNDS} interleaved rounds, batch 1, one thread, medians). "
              "Test accuracy change: the full test split, mean over seeds (min..max in "
              "brackets when several). "
-             f"![frontier](../../plots/{plot_name}.png)", "",
+             f"![frontier](../../plots/{section_name(args.networks, args.datasets, patience)}"
+             ".png)", "",
              "| network | dataset | budget | allocation | drop allowed | iteration | test acc "
              "change (points) | MACs (x fewer) | params (x fewer) | float speed-up | int8 "
              "speed-up |", "|---|---|---|---|---|---|---|---|---|---|---|"]

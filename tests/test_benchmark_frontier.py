@@ -226,6 +226,13 @@ def test_the_peer_is_compared_with_the_epkd_tf_students_of_the_seeds_it_ran(fron
     assert "| -0.10 | -0.50 | 3.00x | 2.50x |" in text
     assert text.startswith("## Accuracy against measured speed, ResNet-18 (0.25) on fashion_mnist")
     assert "--peer_seeds=0" in text
+    # A section of runs with patience says so in its heading, its rungs and its plot.
+    args.drop_patience = 3
+    text = frontier.markdown(frame, args, pd.DataFrame(ours), pd.DataFrame())
+    assert text.startswith("## Accuracy against measured speed, ResNet-18 (0.25) on "
+                           "fashion_mnist, `--drop_patience=3`")
+    assert "stops once 4 students in a row lose more" in text
+    assert "plots/frontier_resnet18_fashion_mnist_patience3.png" in text
 
 
 def test_each_seed_trains_its_own_teacher_and_shares_it_with_its_other_runs(frontier):
