@@ -408,7 +408,8 @@ class BudgetConfig(Settings):
     max_accuracy_drop: Optional[float] = setting(
         None, "Stop when a student falls more than this many accuracy points (percent) "
         "below the teacher on the selection split (--validation_split, else the test "
-        "split) and keep the last student within it as the final one.",
+        "split; with --drop_patience=K, once K more students in a row do too) and keep the "
+        "cheapest student within it as the final one.",
         checks=[between(0, 100)])
     drop_patience: int = setting(
         0, "With --max_accuracy_drop: how many students in a row may lose more than it "
