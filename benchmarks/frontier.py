@@ -24,8 +24,9 @@ allocation and seed one CLI run: ``--keep_ratio=0.8 --validation_split=0.1
 --max_accuracy_drop=<largest drop>`` (``--validation_split`` to judge the drop on more
 examples: a larger fraction, or a TFDS split string such as ``train[20%:40%]`` beside
 ``--train_split=train[:20%]``; ``--drop_patience=K`` for runs that stop only once K + 1
-students in a row lose more than the drop). The runs are deterministic, so a run with a
-smaller ``--max_accuracy_drop`` would make the same students and stop earlier, where
+students in a row lose more than the drop; ``--keep_ratio`` for other steps). The runs are
+deterministic, so a run with a smaller ``--max_accuracy_drop`` would make the same
+students and stop earlier, where
 ``budget.stop``'s rule stops it: every rung of the drop ladder is read off the one run
 (the cheapest student within the drop among those made). Each rung reports test
 accuracy (mean over seeds, and the spread), MACs, parameters, and the float and int8
@@ -69,30 +70,41 @@ from benchmarks_md import cpu, page, replace_section
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "frontier"
+#: Every run's --keep_ratio unless --keep_ratio says otherwise.
+KEEP_RATIO = 0.8
 
 
-def section_name(networks, datasets, patience: int = 0) -> str:
+def variant(patience: int = 0, keep_ratio: float = KEEP_RATIO) -> str:
+    """What the runs' non-default ``--drop_patience`` and ``--keep_ratio`` add to the names
+    of their directories, page section and plot: ``_patience<K>``, ``_keep<digits>``
+    (``_keep09`` for 0.9), so they sit beside, not over, the runs of the defaults."""
+    suffix = f"_patience{patience}" if patience else ""
+    if keep_ratio != KEEP_RATIO:
+        suffix += "_keep" + re.sub(r"\W+", "", f"{keep_ratio:g}")
+    return suffix
+
+
+def section_name(networks, datasets, patience: int = 0,
+                 keep_ratio: float = KEEP_RATIO) -> str:
     """The page section and plot name of an invocation on ``networks`` and ``datasets``:
     ``frontier`` for LeNet-5 on Fashion-MNIST, else ``frontier_<networks>_<datasets>``;
-    ``_patience<K>`` after it for runs with ``--drop_patience=K`` (beside, not over, the
-    section of the default rule)."""
-    if list(networks) == ["lenet5"] and list(datasets) == ["fashion_mnist"] and not patience:
+    then its :func:`variant` (runs with another ``--drop_patience`` or ``--keep_ratio``)."""
+    extra = variant(patience, keep_ratio)
+    if list(networks) == ["lenet5"] and list(datasets) == ["fashion_mnist"] and not extra:
         return SECTION
-    return "_".join([SECTION, *networks, *datasets]) + (f"_patience{patience}"
-                                                        if patience else "")
+    return "_".join([SECTION, *networks, *datasets]) + extra
 
 
-def run_suffix(train_split, validation_split, patience: int = 0) -> str:
+def run_suffix(train_split, validation_split, patience: int = 0,
+               keep_ratio: float = KEEP_RATIO) -> str:
     """What the run directories of an invocation add to ``<network>_<dataset>``: its
-    ``--train_split``, non-default ``--validation_split`` (letters and digits only) and
-    ``--drop_patience``, so runs on other examples or with another stop rule never resume
-    one another."""
+    ``--train_split``, non-default ``--validation_split`` (letters and digits only), then
+    its :func:`variant`, so runs on other examples, with another stop rule or other steps
+    never resume one another."""
     suffix = "" if train_split is None else "_" + re.sub(r"\W+", "", train_split)
     if validation_split != VALIDATION_SPLIT:
         suffix += "_val" + re.sub(r"\W+", "", validation_split)
-    if patience:
-        suffix += f"_patience{patience}"
-    return suffix
+    return suffix + variant(patience, keep_ratio)
 
 
 def validation_words(validation_split: str) -> str:
@@ -122,6 +134,8 @@ def invocation(args) -> str:
         extra += f" --validation_split={shlex.quote(args.validation_split)}"
     if getattr(args, "drop_patience", 0):
         extra += f" --drop_patience={args.drop_patience}"
+    if getattr(args, "keep_ratio", KEEP_RATIO) != KEEP_RATIO:
+        extra += f" --keep_ratio={args.keep_ratio:g}"
     peer = f" --peer_drops={','.join(f'{d:g}' for d in args.peer_drops)}" if args.peer_drops else ""
     if args.peer_drops and getattr(args, "peer_seeds", None) is not None:
         peer += f" --peer_seeds={','.join(map(str, args.peer_seeds))}"
@@ -142,8 +156,7 @@ DATASETS = ("fashion_mnist", "mnist")
 #: Every run's --validation_split unless --validation_split says otherwise (a fraction
 #: carved by seed from --train_split, or a TFDS split string such as train[20%:40%]).
 VALIDATION_SPLIT = "0.1"
-COMMON = ["--keep_ratio=0.8",
-          "--pruners=l1_filter,taylor", "--export_formats=tflite,tflite_int8",
+COMMON = ["--pruners=l1_filter,taylor", "--export_formats=tflite,tflite_int8",
           "--export_every_student",   # every student's and the teacher's TFLite files are read
           "--latency_runs=100", "--alpha=0.1", "--temperature_schedule=linear",
           "--temperature_start=50", "--temperature_step=5", "--temperature_min=1",
@@ -228,7 +241,7 @@ def ladder(out: str, drops, budget: str = "params", patience: int = 0) -> list:
     for drop in drops:
         rules = StopRules(BudgetConfig(max_accuracy_drop=drop, drop_patience=patience),
                           make_measure(budget),
-                          keep_ratio=0.8, validation=True)
+                          keep_ratio=KEEP_RATIO, validation=True)
         made = students
         for k in range(1, len(students) + 1):
             if rules.stop_reason(teacher, students.iloc[:k]):
@@ -587,11 +600,15 @@ def markdown(frame: pd.DataFrame, args, runs: pd.DataFrame,
              missing: pd.DataFrame = None) -> str:
     names = ", ".join(NETWORKS[n][0] for n in args.networks)
     patience = getattr(args, "drop_patience", 0)
+    keep = getattr(args, "keep_ratio", KEEP_RATIO)
+    flags = "".join(f", `{flag}`" for flag, on in (
+        (f"--drop_patience={patience}", patience), (f"--keep_ratio={keep:g}",
+                                                    keep != KEEP_RATIO)) if on)
     lines = [f"## Accuracy against measured speed, {names} on {', '.join(args.datasets)}"
-             f"{f', `--drop_patience={patience}`' if patience else ''} "
-             "(`benchmarks/frontier.py`)", "",
+             f"{flags} (`benchmarks/frontier.py`)", "",
              f"Measured {datetime.date.today()} on {cpu()}, {os.cpu_count()} "
-             f"cores, CPU only. Invocation: `{invocation(args)}`. Every run: `{' '.join(COMMON)} "
+             f"cores, CPU only. Invocation: `{invocation(args)}`. Every run: "
+             f"`--keep_ratio={keep:g} {' '.join(COMMON)} "
              f"--validation_split={getattr(args, 'validation_split', VALIDATION_SPLIT)} "
              f"--iterations={getattr(args, 'iterations', ITERATIONS)} "
              f"--finetune_epochs={args.finetune_epochs}` plus its row's flags; one teacher per "
@@ -605,8 +622,8 @@ def markdown(frame: pd.DataFrame, args, runs: pd.DataFrame,
              f"{SIDE_BY_SIDE_ROUNDS} interleaved rounds, batch 1, one thread, medians). "
              "Test accuracy change: the full test split, mean over seeds (min..max in "
              "brackets when several). "
-             f"![frontier](../../plots/{section_name(args.networks, args.datasets, patience)}"
-             ".png)", "",
+             f"![frontier](../../plots/"
+             f"{section_name(args.networks, args.datasets, patience, keep)}.png)", "",
              "| network | dataset | budget | allocation | drop allowed | iteration | test acc "
              "change (points) | MACs (x fewer) | params (x fewer) | float speed-up | int8 "
              "speed-up |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -723,6 +740,10 @@ def main() -> int:
     parser.add_argument("--drop_patience", type=int, default=0,
                         help="the runs' --drop_patience (students in a row beyond the drop "
                         "before a run stops), also used to read the ladder's rungs")
+    parser.add_argument("--keep_ratio", type=float, default=KEEP_RATIO,
+                        help="the runs' --keep_ratio (each student's cost in the --budget "
+                        "measure as a fraction of the last; the run directories and page "
+                        "section of another value are named after it)")
     parser.add_argument("--peer_drops", type=listed(float), default=[],
                         help="every network with a PyTorch port (LeNet-5, ResNet-18, "
                         "MobileNetV2 once benchmarks/peer_torch_mobilenet.py exists): run "
@@ -740,8 +761,11 @@ def main() -> int:
         bad = [v for v in values if v not in allowed]
         if bad:
             parser.error(f"--{name}: {bad[0]!r} is not one of {', '.join(allowed)}")
+    if not 0 < args.keep_ratio < 1:
+        parser.error(f"--keep_ratio={args.keep_ratio:g} must lie in (0, 1)")
     work = args.keep_runs or tempfile.mkdtemp(prefix="epkd_frontier_")
-    common = [*COMMON, f"--validation_split={args.validation_split}",
+    common = [f"--keep_ratio={args.keep_ratio:g}", *COMMON,
+              f"--validation_split={args.validation_split}",
               f"--iterations={args.iterations}",
               f"--finetune_epochs={args.finetune_epochs}",
               f"--max_accuracy_drop={max(args.drops):g}"]
@@ -749,7 +773,8 @@ def main() -> int:
         common.append(f"--drop_patience={args.drop_patience}")
     if args.train_split:
         common.append(f"--train_split={args.train_split}")
-    subset = run_suffix(args.train_split, args.validation_split, args.drop_patience)
+    subset = run_suffix(args.train_split, args.validation_split, args.drop_patience,
+                        args.keep_ratio)
     rows, runs = [], []
     for network in args.networks:
         for dataset in args.datasets:
@@ -785,7 +810,7 @@ def main() -> int:
     frame["peer"] = frame.get("peer", pd.Series(False, index=frame.index)).fillna(False) \
         .astype(bool)
     frame["change"] = 100 * (frame.test_accuracy - frame.teacher_accuracy)
-    name = section_name(args.networks, args.datasets, args.drop_patience)
+    name = section_name(args.networks, args.datasets, args.drop_patience, args.keep_ratio)
     frame.to_csv(os.path.join(work, f"{name}.csv"), index=False)
     # Peer points that could not be made are named on the page, not plotted.
     gone = frame.get("peer_missing", pd.Series(np.nan, index=frame.index)).notna()

@@ -322,6 +322,55 @@ def test_drop_patience_reaches_every_run_and_names_its_directories(frontier, mon
                     ["--drop_patience=2"]}
 
 
+def test_keep_ratio_reaches_every_run_and_names_its_directories_and_section(
+        frontier, monkeypatch, tmp_path):
+    """Runs with other steps sit beside the default's: their own directories, section and
+    plot, and the page's heading, invocation and every-run flags give the value."""
+    seen = {}
+
+    def fake_run(flags, out):
+        seen[os.path.basename(out)] = [f for f in flags if f.startswith("--keep_ratio")]
+        return 1.0
+
+    _stub_runs(frontier, monkeypatch, fake_run)
+    monkeypatch.setattr(sys, "argv", ["frontier.py", "--networks=lenet5", "--budgets=latency",
+                                      "--allocations=importance", "--keep_ratio=0.9",
+                                      "--drop_patience=3", f"--keep_runs={tmp_path}"])
+    assert frontier.main() == 0
+    assert seen == {"lenet5_fashion_mnist_patience3_keep09_latency_importance_seed0":
+                    ["--keep_ratio=0.9"]}
+    # The default keeps every earlier directory and section name.
+    assert frontier.run_suffix(None, frontier.VALIDATION_SPLIT, 0, frontier.KEEP_RATIO) == ""
+    assert frontier.section_name(["lenet5"], ["fashion_mnist"], 0, 0.8) == "frontier"
+    assert frontier.section_name(["lenet5"], ["fashion_mnist"], 0, 0.9) == \
+        "frontier_lenet5_fashion_mnist_keep09"
+    with pytest.raises(SystemExit):
+        monkeypatch.setattr(sys, "argv", ["frontier.py", "--keep_ratio=1"])
+        frontier.main()
+
+
+def test_a_section_of_runs_with_another_keep_ratio_gives_it(frontier):
+    args = argparse.Namespace(
+        networks=["resnet18"], datasets=["fashion_mnist"], budgets=["latency"],
+        allocations=["importance"], seeds=[0], drops=[0.5], finetune_epochs=2,
+        train_split=None, teacher_epochs=None, iterations=20, validation_split="0.1",
+        peer_drops=[], peer_seeds=None, drop_patience=3, keep_ratio=0.87)
+    assert frontier.invocation(args).endswith("--drop_patience=3 --keep_ratio=0.87")
+    row = {"network": "resnet18", "dataset": "fashion_mnist", "budget": "latency",
+           "allocation": "importance", "drop_allowed": 0.5, "iteration": 3, "seed": 0,
+           "iterations_run": 9, "teacher_accuracy": 0.9, "test_accuracy": 0.899,
+           "macs": 1000, "teacher_macs": 4000, "params": 10, "teacher_params": 40,
+           "float_speedup": 3.0, "int8_speedup": 1.0, "model_error": 0.05, "seconds": 1.0,
+           "peer": False}
+    frame = pd.DataFrame([row])
+    frame["change"] = 100 * (frame.test_accuracy - frame.teacher_accuracy)
+    text = frontier.markdown(frame, args, pd.DataFrame([row]), pd.DataFrame())
+    assert text.splitlines()[0].endswith(
+        "`--drop_patience=3`, `--keep_ratio=0.87` (`benchmarks/frontier.py`)")
+    assert "Every run: `--keep_ratio=0.87 --pruners=" in text
+    assert "plots/frontier_resnet18_fashion_mnist_patience3_keep087.png" in text
+
+
 def test_a_validation_split_string_reaches_the_runs_their_names_and_the_invocation(frontier):
     # The default fraction keeps the run directories of earlier invocations resumable.
     assert frontier.run_suffix("train[:20%]", frontier.VALIDATION_SPLIT) == "_train20"
