@@ -178,14 +178,23 @@ def test_the_runs_data_settings_are_read_off_its_flags(frontier, tmp_path):
         "fashion_mnist", "tfds_here", "train[:20%]", "0.1", 3, 32, False, 128)
 
 
-def test_the_page_gives_the_peers_int8_speedup_and_names_missing_points(frontier):
-    import types
+def _point(**changes) -> dict:
+    """One epkd_tf point of the page's tables (a ResNet-18 student, seed 0), with
+    ``changes``."""
     row = {"network": "resnet18", "dataset": "fashion_mnist", "budget": "latency",
            "allocation": "importance", "seed": 0, "drop_allowed": 0.5, "iteration": 3,
            "iterations_run": 9, "test_accuracy": 0.87, "teacher_accuracy": 0.875,
            "macs": 1000, "teacher_macs": 4000, "params": 10, "teacher_params": 40,
            "float_speedup": 2.0, "int8_speedup": 1.5, "model_error": 0.05, "seconds": 1.0,
            "peer": False}
+    row.update(changes)
+    return row
+
+
+def test_the_page_gives_the_peers_int8_speedup_and_names_missing_points(frontier):
+    import types
+    row = _point(test_accuracy=0.87, teacher_accuracy=0.875, float_speedup=2.0,
+                 int8_speedup=1.5)
     peer = {**row, "allocation": "peer", "of_allocation": "importance", "peer": True,
             "test_accuracy": 0.86, "float_speedup": 1.8, "int8_speedup": 1.25}
     missing = {**row, "network": "mobilenet_v2", "of_allocation": "importance", "peer": True,
@@ -305,40 +314,33 @@ def test_the_validation_split_reaches_every_run_and_names_its_directories(
                     [f"--validation_split={split or '0.1'}"]}
 
 
-def test_drop_patience_reaches_every_run_and_names_its_directories(frontier, monkeypatch,
-                                                                   tmp_path):
+@pytest.mark.parametrize("flags, directory, passed", [
+    (["--drop_patience=2"], "lenet5_fashion_mnist_patience2_macs_importance_seed0",
+     ["--drop_patience=2"]),
+    (["--keep_ratio=0.9", "--drop_patience=3"],
+     "lenet5_fashion_mnist_patience3_keep09_macs_importance_seed0",
+     ["--keep_ratio=0.9", "--drop_patience=3"]),
+])
+def test_the_runs_settings_reach_every_run_and_name_its_directories(
+        frontier, monkeypatch, tmp_path, flags, directory, passed):
+    """Runs with another stop rule or other steps sit beside the default's."""
     seen = {}
 
-    def fake_run(flags, out):
-        seen[os.path.basename(out)] = [f for f in flags if f.startswith("--drop_patience")]
+    def fake_run(run_flags, out):
+        seen[os.path.basename(out)] = [f for f in run_flags
+                                       if f.startswith(("--drop_patience", "--keep_ratio="))
+                                       and f != "--keep_ratio=0.8"]
         return 1.0
 
     _stub_runs(frontier, monkeypatch, fake_run)
     monkeypatch.setattr(sys, "argv", ["frontier.py", "--networks=lenet5", "--budgets=macs",
-                                      "--allocations=importance", "--drop_patience=2",
+                                      "--allocations=importance", *flags,
                                       f"--keep_runs={tmp_path}"])
     assert frontier.main() == 0
-    assert seen == {"lenet5_fashion_mnist_patience2_macs_importance_seed0":
-                    ["--drop_patience=2"]}
+    assert seen == {directory: passed}
 
 
-def test_keep_ratio_reaches_every_run_and_names_its_directories_and_section(
-        frontier, monkeypatch, tmp_path):
-    """Runs with other steps sit beside the default's: their own directories, section and
-    plot, and the page's heading, invocation and every-run flags give the value."""
-    seen = {}
-
-    def fake_run(flags, out):
-        seen[os.path.basename(out)] = [f for f in flags if f.startswith("--keep_ratio")]
-        return 1.0
-
-    _stub_runs(frontier, monkeypatch, fake_run)
-    monkeypatch.setattr(sys, "argv", ["frontier.py", "--networks=lenet5", "--budgets=latency",
-                                      "--allocations=importance", "--keep_ratio=0.9",
-                                      "--drop_patience=3", f"--keep_runs={tmp_path}"])
-    assert frontier.main() == 0
-    assert seen == {"lenet5_fashion_mnist_patience3_keep09_latency_importance_seed0":
-                    ["--keep_ratio=0.9"]}
+def test_the_default_keep_ratio_keeps_the_names_and_another_is_named(frontier, monkeypatch):
     # The default keeps every earlier directory and section name.
     assert frontier.run_suffix(None, frontier.VALIDATION_SPLIT, 0, frontier.KEEP_RATIO) == ""
     assert frontier.section_name(["lenet5"], ["fashion_mnist"], 0, 0.8) == "frontier"
@@ -356,12 +358,8 @@ def test_a_section_of_runs_with_another_keep_ratio_gives_it(frontier):
         train_split=None, teacher_epochs=None, iterations=20, validation_split="0.1",
         peer_drops=[], peer_seeds=None, drop_patience=3, keep_ratio=0.87)
     assert frontier.invocation(args).endswith("--drop_patience=3 --keep_ratio=0.87")
-    row = {"network": "resnet18", "dataset": "fashion_mnist", "budget": "latency",
-           "allocation": "importance", "drop_allowed": 0.5, "iteration": 3, "seed": 0,
-           "iterations_run": 9, "teacher_accuracy": 0.9, "test_accuracy": 0.899,
-           "macs": 1000, "teacher_macs": 4000, "params": 10, "teacher_params": 40,
-           "float_speedup": 3.0, "int8_speedup": 1.0, "model_error": 0.05, "seconds": 1.0,
-           "peer": False}
+    row = _point(teacher_accuracy=0.9, test_accuracy=0.899, float_speedup=3.0,
+                 int8_speedup=1.0)
     frame = pd.DataFrame([row])
     frame["change"] = 100 * (frame.test_accuracy - frame.teacher_accuracy)
     text = frontier.markdown(frame, args, pd.DataFrame([row]), pd.DataFrame())
