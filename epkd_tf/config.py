@@ -472,7 +472,10 @@ class RunConfig(Settings):
                               checks=[at_least(1)])
     keep_ratio: float = setting(0.9, "Fraction of the current student's cost in the --budget "
                                 "measure (nonzero parameters by default) each iteration's "
-                                "candidates keep, in (0, 1).",
+                                "candidates keep, in (0, 1). Under --budget=latency stay near "
+                                "the default: a TFLite invoke's fixed costs do not shrink, so "
+                                "a latency step removes a larger share of the network the "
+                                "smaller it gets (docs/budgets.md).",
                                 checks=[between(0, 1, open_lower=True, open_upper=True)])
     rank_weights: Tuple[float, ...] = setting(
         (1.0, 3.0), "Weights train,selection of the candidates' ranking score "
