@@ -26,12 +26,11 @@ examples: a larger fraction, or a TFDS split string such as ``train[20%:40%]`` b
 ``--train_split=train[:20%]``; ``--drop_patience=K`` for runs that stop only once K + 1
 students in a row lose more than the drop; ``--keep_ratio`` for other steps). The runs are
 deterministic, so a run with a smaller ``--max_accuracy_drop`` would make the same
-students and stop earlier, where
-``budget.stop``'s rule stops it: every rung of the drop ladder is read off the one run
-(the cheapest student within the drop among those made). Each rung reports test
-accuracy (mean over seeds, and the spread), MACs, parameters, and the float and int8
-TFLite batch-1 latency of the student, each timed side by side with its teacher by this
-script.
+students and stop earlier, where ``budget.stop``'s rule stops it: every rung of the drop
+ladder is read off the one run (the cheapest student within the drop among those made).
+Each rung reports test accuracy (mean over seeds, and the spread), MACs, parameters, and
+the float and int8 TFLite batch-1 latency of the student, each timed side by side with its
+teacher by this script.
 
 Targets (issue #23), on Fashion-MNIST within 0.5 points of the teacher: ResNet-18 >= 3x,
 MobileNetV2 >= 2.5x, LeNet-5 >= 8x faster (float TFLite).
@@ -72,6 +71,16 @@ REPO = Path(__file__).resolve().parents[1]
 SECTION = "frontier"
 #: Every run's --keep_ratio unless --keep_ratio says otherwise.
 KEEP_RATIO = 0.8
+
+
+def variant_flags(args) -> list:
+    """The runs' settings that set an invocation's runs apart from the defaults'
+    (``--drop_patience``, ``--keep_ratio``), as flags: what its command line and its
+    section's heading add."""
+    patience = getattr(args, "drop_patience", 0)
+    keep = getattr(args, "keep_ratio", KEEP_RATIO)
+    return ([f"--drop_patience={patience}"] if patience else []) + (
+        [f"--keep_ratio={keep:g}"] if keep != KEEP_RATIO else [])
 
 
 def variant(patience: int = 0, keep_ratio: float = KEEP_RATIO) -> str:
@@ -132,10 +141,7 @@ def invocation(args) -> str:
         extra += f" --iterations={args.iterations}"
     if getattr(args, "validation_split", VALIDATION_SPLIT) != VALIDATION_SPLIT:
         extra += f" --validation_split={shlex.quote(args.validation_split)}"
-    if getattr(args, "drop_patience", 0):
-        extra += f" --drop_patience={args.drop_patience}"
-    if getattr(args, "keep_ratio", KEEP_RATIO) != KEEP_RATIO:
-        extra += f" --keep_ratio={args.keep_ratio:g}"
+    extra += "".join(f" {flag}" for flag in variant_flags(args))
     peer = f" --peer_drops={','.join(f'{d:g}' for d in args.peer_drops)}" if args.peer_drops else ""
     if args.peer_drops and getattr(args, "peer_seeds", None) is not None:
         peer += f" --peer_seeds={','.join(map(str, args.peer_seeds))}"
@@ -601,9 +607,7 @@ def markdown(frame: pd.DataFrame, args, runs: pd.DataFrame,
     names = ", ".join(NETWORKS[n][0] for n in args.networks)
     patience = getattr(args, "drop_patience", 0)
     keep = getattr(args, "keep_ratio", KEEP_RATIO)
-    flags = "".join(f", `{flag}`" for flag, on in (
-        (f"--drop_patience={patience}", patience), (f"--keep_ratio={keep:g}",
-                                                    keep != KEEP_RATIO)) if on)
+    flags = "".join(f", `{flag}`" for flag in variant_flags(args))
     lines = [f"## Accuracy against measured speed, {names} on {', '.join(args.datasets)}"
              f"{flags} (`benchmarks/frontier.py`)", "",
              f"Measured {datetime.date.today()} on {cpu()}, {os.cpu_count()} "
