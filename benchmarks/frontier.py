@@ -8,6 +8,15 @@ own section and plot, ``frontier_<datasets>``, so both stay side by side).
         [--drops=0.25,0.5,1.0] [--finetune_epochs=2] [--validation_split=0.1] [--keep_runs=DIR]
         [--fashion_dir=/usr/share/datasets/fashion-mnist] [--npz=../shared/data/mnist.npz]
         [--peer_drops=0.5] [--drop_patience=0]
+    python benchmarks/frontier.py --whole [--keep_runs=DIR]
+
+``--whole`` is the issue's frontier in one invocation: every network on every dataset,
+both budgets, two seeds and the peer at the 0.5 rung of seed 0 (``WHOLE``), each network
+under its own protocol (``PROTOCOLS``: the training and validation splits, teacher epochs,
+iterations, ``--drop_patience`` and ``--keep_ratio`` of its earlier sections, whose runs it
+reuses), in its own section and plot, ``frontier_whole``. A finished run in
+``--keep_runs`` is reused only if it ran with every flag this invocation gives it (the
+teacher's and the data's location aside); one with other settings is refused by name.
 
 Networks: ``lenet5`` (28x28), ``resnet18`` (width 0.25) and ``mobilenet_v2`` (width 0.35),
 both at 32x32. Datasets: Fashion-MNIST (Debian's ``dataset-fashion-mnist`` package, IDX
@@ -60,7 +69,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import numpy as np
 import pandas as pd
@@ -104,6 +113,15 @@ def section_name(networks, datasets, patience: int = 0,
     return "_".join([SECTION, *networks, *datasets]) + extra
 
 
+def section_of(args) -> str:
+    """The page section and plot name of an invocation: ``frontier_whole`` for
+    ``--whole``, else its :func:`section_name`."""
+    if getattr(args, "whole", False):
+        return WHOLE_SECTION
+    return section_name(args.networks, args.datasets, getattr(args, "drop_patience", 0),
+                        getattr(args, "keep_ratio", KEEP_RATIO))
+
+
 def run_suffix(train_split, validation_split, patience: int = 0,
                keep_ratio: float = KEEP_RATIO) -> str:
     """What the run directories of an invocation add to ``<network>_<dataset>``: its
@@ -134,6 +152,8 @@ def patience_words(patience: int) -> str:
 
 def invocation(args) -> str:
     """The command line that reproduces an invocation's section."""
+    if getattr(args, "whole", False):
+        return "python benchmarks/frontier.py --whole"
     extra = "".join(f" --{name}={shlex.quote(str(getattr(args, name)))}"
                     for name in ("train_split", "teacher_epochs")
                     if getattr(args, name) is not None)
@@ -169,6 +189,44 @@ COMMON = ["--pruners=l1_filter,taylor", "--export_formats=tflite,tflite_int8",
           "--batch_size=128"]
 ITERATIONS = 20
 SIDE_BY_SIDE_RUNS, SIDE_BY_SIDE_ROUNDS = 1000, 5
+
+
+class Protocol(NamedTuple):
+    """How one network's runs are made in the whole frontier (``--whole``): the run
+    settings an invocation otherwise sets for all its networks, and why they are these."""
+
+    train_split: Optional[str] = None
+    validation_split: str = VALIDATION_SPLIT
+    teacher_epochs: Optional[int] = None       # None: the network's recipe
+    iterations: int = ITERATIONS
+    drop_patience: int = 0
+    keep_ratio: float = KEEP_RATIO
+    why: str = ""
+
+
+#: Each network's protocol in the whole frontier: the settings of its sections measured
+#: before it (their runs are reused), since one protocol for all three does not fit in a
+#: benchmark that has to run on 2 cores: a ResNet-18 run on the whole training split
+#: takes about five times as long as on a fifth, a MobileNetV2 run longer still.
+PROTOCOLS = {
+    "lenet5": Protocol(why="the whole training split; a run takes about 10 minutes"),
+    "resnet18": Protocol(
+        "train[:20%]", "train[20%:40%]", 4, 12, 3,
+        why="a fifth of the training split and 12,000 validation images to judge the drop "
+            "on; `--drop_patience=3`, since single students beyond the drop were mostly "
+            "noise of the split (a run takes about 25 minutes)"),
+    "mobilenet_v2": Protocol(
+        "train[:20%]", "train[20%:40%]", 8, 8,
+        why="a fifth of the training split and 12,000 validation images; 8 iterations "
+            "(a run takes about 47 minutes)"),
+}
+#: The rest of the whole frontier's settings (issue #23): both budgets, two seeds, the
+#: peer at the 0.5 rung of seed 0 (a ResNet or MobileNetV2 peer takes about as long as
+#: its epkd_tf run).
+WHOLE = {"budgets": ["latency", "macs"], "allocations": ["importance"], "seeds": [0, 1],
+         "drops": [0.25, 0.5, 1.0], "finetune_epochs": 2, "peer_drops": [0.5],
+         "peer_seeds": [0]}
+WHOLE_SECTION = SECTION + "_whole"
 TARGETS = {"lenet5": 8.0, "resnet18": 3.0, "mobilenet_v2": 2.5}
 TARGET_DROP = 0.5
 IDX = {"x_train": "train-images-idx3-ubyte.gz", "y_train": "train-labels-idx1-ubyte.gz",
@@ -219,10 +277,45 @@ def teacher_flags(recipe, trained=None) -> list:
     return [f for f in recipe if f.startswith("--image_size")] + [f"--teacher_path={trained}"]
 
 
+def _same_value(mine: str, theirs: str) -> bool:
+    """Whether two flag values are the same setting (``50`` and ``50.0`` are)."""
+    try:
+        return float(mine) == float(theirs)
+    except ValueError:
+        return mine == theirs
+
+
+def stale_flag(flags, out: str) -> Optional[str]:
+    """The first of ``flags`` that the finished run in ``out`` did not run with (its
+    ``flags.txt``), as ``--name=wanted (the run: --name=had)``; None when it ran with
+    every one. The teacher's flags are left out (a seed's later runs name its first run's
+    teacher by path) and so is ``--data_dir`` (where the data sits, not which)."""
+    recorded = {}
+    for line in Path(out, "flags.txt").read_text().splitlines():
+        name, _, value = line.partition("=")
+        recorded[name] = value
+    for flag in flags:
+        name, _, value = flag.partition("=")
+        if name.startswith("--teacher") or name == "--data_dir":
+            continue
+        if name not in recorded:
+            return f"{flag} (the run: not set)"
+        if not _same_value(value, recorded[name]):
+            return f"{flag} (the run: {name}={recorded[name]})"
+    return None
+
+
 def run(flags, out: str) -> float:
-    """One CLI run (skipped when ``out`` holds a finished one); its wall seconds."""
+    """One CLI run (skipped when ``out`` holds a finished one that ran with ``flags``; one
+    that ran with other settings is refused, since its students are not this run's); its
+    wall seconds."""
     wall = os.path.join(out, "wall_seconds.txt")
-    if not os.path.exists(os.path.join(out, "final.csv")):
+    if os.path.exists(os.path.join(out, "final.csv")):
+        stale = stale_flag(flags, out)
+        if stale:
+            raise SystemExit(f"error: {out} holds a finished run with other settings: "
+                             f"{stale}; move it away or use another --keep_runs")
+    else:
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "epkd_tf.main", *flags, f"--output_dir={out}"],
                        cwd=REPO, check=True)
@@ -573,8 +666,14 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     groups = list(frame.groupby(["network", "dataset"], sort=False))
-    fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 6.0), squeeze=False)
-    for ax, ((network, dataset), group) in zip(axes[0], groups):
+    # Up to three panels in a row; more (the whole frontier) a row per network.
+    columns = len(groups) if len(groups) <= 3 else frame.dataset.nunique()
+    rows = -(-len(groups) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(6.5 * columns, 6.0 * rows),
+                             squeeze=False)
+    for ax in axes.flat[len(groups):]:
+        ax.set_visible(False)
+    for ax, ((network, dataset), group) in zip(axes.flat, groups):
         for (budget, allocation, peer), line in group.groupby(
                 ["budget", "allocation", "peer"], sort=False):
             mean = line.groupby("drop_allowed").agg(
@@ -602,35 +701,76 @@ def speedup(values: pd.Series) -> str:
     return "-" if values.isna().all() else f"{values.mean():.2f}x"
 
 
-def markdown(frame: pd.DataFrame, args, runs: pd.DataFrame,
-             missing: pd.DataFrame = None) -> str:
+def reading_words(patience_words_: str) -> str:
+    """The page's sentences on how a row is read: its rung, its speed-up, its change."""
+    return ("A rung of the drop ladder is the final student a run with that "
+            "`--max_accuracy_drop` (judged on the validation split) "
+            f"{patience_words_}chooses. Speed-up: the teacher's and the student's TFLite "
+            f"files timed side by side by this script ({SIDE_BY_SIDE_RUNS:,} invokes each in "
+            f"{SIDE_BY_SIDE_ROUNDS} interleaved rounds, batch 1, one thread, medians). "
+            "Test accuracy change: the full test split, mean over seeds (min..max in "
+            "brackets when several).")
+
+
+def header(args) -> list:
+    """The section's heading and the paragraph saying how its runs were made."""
     names = ", ".join(NETWORKS[n][0] for n in args.networks)
     patience = getattr(args, "drop_patience", 0)
     keep = getattr(args, "keep_ratio", KEEP_RATIO)
     flags = "".join(f", `{flag}`" for flag in variant_flags(args))
-    lines = [f"## Accuracy against measured speed, {names} on {', '.join(args.datasets)}"
-             f"{flags} (`benchmarks/frontier.py`)", "",
+    return [f"## Accuracy against measured speed, {names} on {', '.join(args.datasets)}"
+            f"{flags} (`benchmarks/frontier.py`)", "",
+            f"Measured {datetime.date.today()} on {cpu()}, {os.cpu_count()} "
+            f"cores, CPU only. Invocation: `{invocation(args)}`. Every run: "
+            f"`--keep_ratio={keep:g} {' '.join(COMMON)} "
+            f"--validation_split={getattr(args, 'validation_split', VALIDATION_SPLIT)} "
+            f"--iterations={getattr(args, 'iterations', ITERATIONS)} "
+            f"--finetune_epochs={args.finetune_epochs}` plus its row's flags; one teacher per "
+            "network, dataset and seed, shared by that seed's runs ("
+            f"{validation_words(getattr(args, 'validation_split', VALIDATION_SPLIT))}). "
+            f"{reading_words(patience_words(patience))} "
+            f"![frontier](../../plots/{section_of(args)}.png)", ""]
+
+
+WHOLE_PATIENCE = "and its network's `--drop_patience` "
+
+
+def whole_header(args) -> list:
+    """``--whole``'s heading and paragraph, with a table of each network's protocol."""
+    names = ", ".join(NETWORKS[n][0] for n in args.networks)
+    peer = (f"{PEER} at the {', '.join(f'{d:g}' for d in args.peer_drops)} rung of seed "
+            f"{', '.join(map(str, args.peer_seeds))}")
+    lines = [f"## The whole frontier: {names} on {', '.join(args.datasets)} "
+             "(`benchmarks/frontier.py --whole`)", "",
              f"Measured {datetime.date.today()} on {cpu()}, {os.cpu_count()} "
-             f"cores, CPU only. Invocation: `{invocation(args)}`. Every run: "
-             f"`--keep_ratio={keep:g} {' '.join(COMMON)} "
-             f"--validation_split={getattr(args, 'validation_split', VALIDATION_SPLIT)} "
-             f"--iterations={getattr(args, 'iterations', ITERATIONS)} "
-             f"--finetune_epochs={args.finetune_epochs}` plus its row's flags; one teacher per "
-             "network, dataset and seed, shared by that seed's runs ("
-             f"{validation_words(getattr(args, 'validation_split', VALIDATION_SPLIT))}). "
-             "A rung of the drop ladder is the final student "
-             "a run with that `--max_accuracy_drop` (judged on the validation split) "
-             f"{patience_words(patience)}chooses. "
-             "Speed-up: the teacher's and the student's TFLite files timed side by "
-             f"side by this script ({SIDE_BY_SIDE_RUNS:,} invokes each in "
-             f"{SIDE_BY_SIDE_ROUNDS} interleaved rounds, batch 1, one thread, medians). "
-             "Test accuracy change: the full test split, mean over seeds (min..max in "
-             "brackets when several). "
-             f"![frontier](../../plots/"
-             f"{section_name(args.networks, args.datasets, patience, keep)}.png)", "",
-             "| network | dataset | budget | allocation | drop allowed | iteration | test acc "
-             "change (points) | MACs (x fewer) | params (x fewer) | float speed-up | int8 "
-             "speed-up |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"cores, CPU only. Invocation: `{invocation(args)}`: budgets "
+             f"{', '.join(args.budgets)}, allocation {', '.join(args.allocations)}, seeds "
+             f"{', '.join(map(str, args.seeds))}, {peer}. Every run: `{' '.join(COMMON)} "
+             f"--finetune_epochs={args.finetune_epochs} "
+             f"--max_accuracy_drop={max(args.drops):g}` plus its network's protocol "
+             "(below) and its row's flags; one teacher per network, dataset and seed, "
+             "shared by that seed's runs. "
+             f"{reading_words(WHOLE_PATIENCE)} "
+             f"![frontier](../../plots/{section_of(args)}.png)", "",
+             "| network | `--train_split` | `--validation_split` | teacher epochs | "
+             "`--iterations` (at most) | `--drop_patience` | `--keep_ratio` | why |",
+             "|---|---|---|---|---|---|---|---|"]
+    for network in args.networks:
+        p = PROTOCOLS[network]
+        epochs = p.teacher_epochs or next(
+            int(f.split("=")[1]) for f in NETWORKS[network][1] if f.startswith("--teacher_epochs"))
+        lines.append(f"| {NETWORKS[network][0]} | {p.train_split or 'train (all)'} | "
+                     f"{p.validation_split} | {epochs} | {p.iterations} | {p.drop_patience} | "
+                     f"{p.keep_ratio:g} | {p.why} |")
+    return lines + [""]
+
+
+def markdown(frame: pd.DataFrame, args, runs: pd.DataFrame,
+             missing: pd.DataFrame = None) -> str:
+    lines = (whole_header if getattr(args, "whole", False) else header)(args) + [
+        "| network | dataset | budget | allocation | drop allowed | iteration | test acc "
+        "change (points) | MACs (x fewer) | params (x fewer) | float speed-up | int8 "
+        "speed-up |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     keys = ["network", "dataset", "budget", "allocation", "drop_allowed"]
     for key, group in frame.groupby(keys, sort=False):
         network, dataset, budget, allocation, drop = key
@@ -718,7 +858,70 @@ def markdown(frame: pd.DataFrame, args, runs: pd.DataFrame,
     return "\n".join(lines)
 
 
-def main() -> int:
+def network_settings(args, network: str) -> argparse.Namespace:
+    """The settings of ``network``'s runs: the invocation's, or under ``--whole`` the
+    invocation's with the network's protocol (``PROTOCOLS``) in place of its run flags."""
+    if not getattr(args, "whole", False):
+        return args
+    protocol = PROTOCOLS[network]._asdict()
+    protocol.pop("why")
+    return argparse.Namespace(**{**vars(args), **protocol})
+
+
+def run_flags(settings) -> list:
+    """The flags every run of ``settings`` shares (its network, data and seed aside)."""
+    common = [f"--keep_ratio={settings.keep_ratio:g}", *COMMON,
+              f"--validation_split={settings.validation_split}",
+              f"--iterations={settings.iterations}",
+              f"--finetune_epochs={settings.finetune_epochs}",
+              f"--max_accuracy_drop={max(settings.drops):g}"]
+    if settings.drop_patience:
+        common.append(f"--drop_patience={settings.drop_patience}")
+    if settings.train_split:
+        common.append(f"--train_split={settings.train_split}")
+    return common
+
+
+def network_runs(network: str, dataset: str, settings, work: str) -> tuple:
+    """Every run of ``network`` on ``dataset`` under ``settings`` (its budgets,
+    allocations and seeds; each seed's first run trains the teacher its other runs share),
+    with the peer's points where asked: (points, one row per run)."""
+    data_dir = data_dir_for(dataset, settings, work)
+    recipe = [f for f in NETWORKS[network][1]
+              if settings.teacher_epochs is None or not f.startswith("--teacher_epochs")]
+    if settings.teacher_epochs is not None:
+        recipe.append(f"--teacher_epochs={settings.teacher_epochs}")
+    subset = run_suffix(settings.train_split, settings.validation_split,
+                        settings.drop_patience, settings.keep_ratio)
+    common = run_flags(settings)
+    rows, runs = [], []
+    teachers = {}           # seed -> the teacher its first run trained
+    for budget in settings.budgets:
+        for allocation in settings.allocations:
+            for seed in settings.seeds:
+                out = os.path.join(work, f"{network}_{dataset}{subset}_{budget}_"
+                                         f"{allocation}_seed{seed}")
+                teacher = teacher_flags(recipe, teachers.get(seed))
+                flags = [f"--dataset={dataset}", f"--data_dir={data_dir}", *teacher,
+                         *common, f"--budget={budget}", f"--allocation={allocation}",
+                         f"--seed={seed}"]
+                wall = run(flags, out)
+                got = points(network, dataset, budget, allocation, seed, out,
+                             settings.drops, wall, settings.drop_patience)
+                rows += got
+                if network in PEERS:
+                    rows += [peer_point(p, out, work, settings, data_dir) for p in got
+                             if p["drop_allowed"] in settings.peer_drops
+                             and p["iteration"] > 0
+                             and (settings.peer_seeds is None or seed in settings.peer_seeds)]
+                runs.append({**got[0], "iterations_run": got[0]["iterations_run"]})
+                print(got, flush=True)
+                teachers.setdefault(seed, os.path.join(out, "checkpoints", "teacher.keras"))
+    return rows, runs
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """The command line's parser."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     listed = lambda kind: (lambda text: [kind(v) for v in text.split(",") if v])  # noqa: E731
     parser.add_argument("--networks", type=listed(str), default=["lenet5"])
@@ -756,10 +959,35 @@ def main() -> int:
     parser.add_argument("--peer_seeds", type=listed(int), default=None,
                         help="run the peer for these of --seeds only (default: every seed; "
                         "a ResNet or MobileNetV2 peer takes about as long as its epkd_tf run)")
+    parser.add_argument("--whole", action="store_true",
+                        help="the issue's whole frontier in one invocation: every network on "
+                        "every dataset under its own protocol (PROTOCOLS), both budgets, "
+                        "seeds 0 and 1, the peer at the 0.5 rung of seed 0 (WHOLE); finished "
+                        "runs in --keep_runs are reused, once their flags are checked; "
+                        f"section {WHOLE_SECTION}")
     parser.add_argument("--keep_runs", default=None, help="keep run directories here")
     parser.add_argument("--fashion_dir", default="/usr/share/datasets/fashion-mnist")
     parser.add_argument("--npz", default=str(REPO.parent / "shared" / "data" / "mnist.npz"))
-    args = parser.parse_args()
+    return parser
+
+
+#: The flags ``--whole`` sets itself (its ``WHOLE`` and ``PROTOCOLS``).
+WHOLE_SETS = (*WHOLE, *Protocol._fields[:-1], "networks", "datasets")
+
+
+def given(argv, names) -> list:
+    """Which of ``names`` (flag destinations) the command line ``argv`` sets, in the
+    order of ``names``; a flag given with its default value counts."""
+    unset = object()
+    probe = make_parser()
+    probe.set_defaults(**{name: unset for name in names})
+    parsed = probe.parse_args(argv)
+    return [name for name in names if getattr(parsed, name) is not unset]
+
+
+def main(argv=None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
     for name, values, allowed in (("networks", args.networks, NETWORKS),
                                   ("datasets", args.datasets, DATASETS)):
         bad = [v for v in values if v not in allowed]
@@ -767,54 +995,27 @@ def main() -> int:
             parser.error(f"--{name}: {bad[0]!r} is not one of {', '.join(allowed)}")
     if not 0 < args.keep_ratio < 1:
         parser.error(f"--keep_ratio={args.keep_ratio:g} must lie in (0, 1)")
+    if args.whole:
+        clash = given(argv, WHOLE_SETS)
+        if clash:
+            parser.error(f"--{clash[0]} cannot be combined with --whole: it runs every "
+                         "network under its own protocol (PROTOCOLS) and the issue's "
+                         "settings (WHOLE); leave it out")
+        args.networks, args.datasets = list(NETWORKS), list(DATASETS)
+        vars(args).update(WHOLE)
     work = args.keep_runs or tempfile.mkdtemp(prefix="epkd_frontier_")
-    common = [f"--keep_ratio={args.keep_ratio:g}", *COMMON,
-              f"--validation_split={args.validation_split}",
-              f"--iterations={args.iterations}",
-              f"--finetune_epochs={args.finetune_epochs}",
-              f"--max_accuracy_drop={max(args.drops):g}"]
-    if args.drop_patience:
-        common.append(f"--drop_patience={args.drop_patience}")
-    if args.train_split:
-        common.append(f"--train_split={args.train_split}")
-    subset = run_suffix(args.train_split, args.validation_split, args.drop_patience,
-                        args.keep_ratio)
     rows, runs = [], []
     for network in args.networks:
+        settings = network_settings(args, network)
         for dataset in args.datasets:
-            data_dir = data_dir_for(dataset, args, work)
-            recipe = [f for f in NETWORKS[network][1]
-                      if args.teacher_epochs is None or not f.startswith("--teacher_epochs")]
-            if args.teacher_epochs is not None:
-                recipe.append(f"--teacher_epochs={args.teacher_epochs}")
-            teachers = {}           # seed -> the teacher its first run trained
-            for budget in args.budgets:
-                for allocation in args.allocations:
-                    for seed in args.seeds:
-                        out = os.path.join(work, f"{network}_{dataset}{subset}_{budget}_"
-                                                 f"{allocation}_seed{seed}")
-                        teacher = teacher_flags(recipe, teachers.get(seed))
-                        flags = [f"--dataset={dataset}", f"--data_dir={data_dir}", *teacher,
-                                 *common, f"--budget={budget}", f"--allocation={allocation}",
-                                 f"--seed={seed}"]
-                        wall = run(flags, out)
-                        got = points(network, dataset, budget, allocation, seed, out,
-                                     args.drops, wall, args.drop_patience)
-                        rows += got
-                        if network in PEERS:
-                            rows += [peer_point(p, out, work, args, data_dir) for p in got
-                                     if p["drop_allowed"] in args.peer_drops
-                                     and p["iteration"] > 0
-                                     and (args.peer_seeds is None or seed in args.peer_seeds)]
-                        runs.append({**got[0], "iterations_run": got[0]["iterations_run"]})
-                        print(got, flush=True)
-                        teachers.setdefault(seed, os.path.join(out, "checkpoints",
-                                                               "teacher.keras"))
+            got, made = network_runs(network, dataset, settings, work)
+            rows += got
+            runs += made
     frame = pd.DataFrame(rows)
     frame["peer"] = frame.get("peer", pd.Series(False, index=frame.index)).fillna(False) \
         .astype(bool)
     frame["change"] = 100 * (frame.test_accuracy - frame.teacher_accuracy)
-    name = section_name(args.networks, args.datasets, args.drop_patience, args.keep_ratio)
+    name = section_of(args)
     frame.to_csv(os.path.join(work, f"{name}.csv"), index=False)
     # Peer points that could not be made are named on the page, not plotted.
     gone = frame.get("peer_missing", pd.Series(np.nan, index=frame.index)).notna()

@@ -6,6 +6,7 @@ import epkd_tf  # noqa: F401  (before TensorFlow)
 import argparse
 import gzip
 import os
+import re
 import importlib.util
 import shlex
 import sys
@@ -394,3 +395,141 @@ def test_the_page_says_whether_seeds_share_their_validation_examples(frontier):
     words = frontier.validation_words("train[20%:40%]")
     assert "same validation examples" in words and "train[20%:40%]" in words
     assert "draws its own" not in words
+
+
+def _whole_runs(frontier, monkeypatch, tmp_path, argv=()):
+    """``frontier.main()`` with ``--whole`` and stubbed runs: {run directory: its flags}
+    and the (run directory, seed, rung) of every peer point asked for."""
+    runs, peers = {}, []
+
+    def fake_run(flags, out):
+        runs[os.path.basename(out)] = flags
+        return 1.0
+
+    _stub_runs(frontier, monkeypatch, fake_run)
+
+    def fake_points(network, dataset, budget, allocation, seed, out, drops, wall,
+                    patience=0):
+        runs[os.path.basename(out)].append(f"patience read={patience}")
+        return [{"network": network, "dataset": dataset, "budget": budget,
+                 "allocation": allocation, "seed": seed, "drop_allowed": drop,
+                 "iteration": 1, "iterations_run": 1, "test_accuracy": 0.9,
+                 "teacher_accuracy": 0.9} for drop in drops]
+
+    def fake_peer(row, out, work, settings, data_dir):
+        peers.append((os.path.basename(out), row["seed"], row["drop_allowed"]))
+        return {**row, "peer": True}
+
+    monkeypatch.setattr(frontier, "points", fake_points)
+    monkeypatch.setattr(frontier, "peer_point", fake_peer)
+    monkeypatch.setattr(sys, "argv", ["frontier.py", "--whole", f"--keep_runs={tmp_path}",
+                                      *argv])
+    assert frontier.main() == 0
+    return runs, peers
+
+
+def test_whole_runs_every_network_on_every_dataset_under_its_own_protocol(
+        frontier, monkeypatch, tmp_path):
+    runs, peers = _whole_runs(frontier, monkeypatch, tmp_path)
+    networks, datasets = list(frontier.NETWORKS), list(frontier.DATASETS)
+    assert len(runs) == len(networks) * len(datasets) * 2 * 2      # 2 budgets, 2 seeds
+    for network in networks:
+        protocol = frontier.PROTOCOLS[network]
+        suffix = frontier.run_suffix(protocol.train_split, protocol.validation_split,
+                                     protocol.drop_patience, protocol.keep_ratio)
+        for dataset in datasets:
+            for budget in ("latency", "macs"):
+                for seed in (0, 1):
+                    flags = runs[f"{network}_{dataset}{suffix}_{budget}_importance_seed{seed}"]
+                    assert f"--iterations={protocol.iterations}" in flags
+                    assert f"--keep_ratio={protocol.keep_ratio:g}" in flags
+                    assert f"--validation_split={protocol.validation_split}" in flags
+                    assert (f"--train_split={protocol.train_split}" in flags) == \
+                        bool(protocol.train_split)
+                    assert (f"--drop_patience={protocol.drop_patience}" in flags) == \
+                        bool(protocol.drop_patience)
+                    # The ladder is read with the patience the run ran with.
+                    assert f"patience read={protocol.drop_patience}" in flags
+                    if seed == 0 and budget == "latency" and protocol.teacher_epochs:
+                        assert f"--teacher_epochs={protocol.teacher_epochs}" in flags
+    # The protocols differ where the networks' sections did.
+    assert runs["resnet18_mnist_train20_valtrain2040_patience3_macs_importance_seed1"] != \
+        runs["lenet5_mnist_macs_importance_seed1"]
+    # The peer: at the 0.5 rung of seed 0, for every network, dataset and budget.
+    assert sorted(peers) == sorted(
+        (name, 0, 0.5) for name in runs if name.endswith("seed0"))
+
+
+def test_whole_refuses_a_run_flag_by_name(frontier, monkeypatch, tmp_path, capsys):
+    for flag in ("--iterations=3", "--networks=lenet5", "--seeds=0", "--keep_ratio=0.9"):
+        with pytest.raises(SystemExit) as raised:
+            _whole_runs(frontier, monkeypatch, tmp_path, [flag])
+        assert raised.value.code == 2
+        assert f"{flag.split('=')[0]} cannot be combined with --whole" in \
+            capsys.readouterr().err
+
+
+def _finished_run(out: Path, flags) -> Path:
+    """A finished run directory whose flags.txt records ``flags``."""
+    out.mkdir()
+    (out / "flags.txt").write_text("\n".join(flags) + "\n")
+    (out / "final.csv").write_text("iteration\n1\n")
+    (out / "wall_seconds.txt").write_text("12.5\n")
+    return out
+
+
+def test_a_finished_run_is_reused_only_with_the_flags_it_ran_with(frontier, tmp_path,
+                                                                  monkeypatch):
+    recorded = ["--dataset=mnist", "--data_dir=/elsewhere/tfds", "--iterations=12",
+                "--temperature_start=50.0", "--validation_split=train[20%:40%]",
+                "--teacher_path=/a/teacher.keras", "--export_every_student"]
+    out = _finished_run(tmp_path / "run", recorded)
+    monkeypatch.setattr(frontier.subprocess, "run",
+                        lambda *a, **k: pytest.fail("a finished run was run again"))
+    same = ["--dataset=mnist", "--data_dir=tfds", "--iterations=12",
+            "--temperature_start=50", "--validation_split=train[20%:40%]",
+            "--teacher=resnet18", "--teacher_epochs=4", "--export_every_student"]
+    assert frontier.stale_flag(same, str(out)) is None
+    assert frontier.run(same, str(out)) == 12.5
+    for changed, named in ((["--iterations=16"], "--iterations=16 (the run: --iterations=12)"),
+                           (["--drop_patience=3"], "--drop_patience=3 (the run: not set)"),
+                           (["--validation_split=0.1"], "--validation_split=0.1")):
+        assert frontier.stale_flag(same + changed, str(out)).startswith(named)
+        with pytest.raises(SystemExit, match=re.escape(named)):
+            frontier.run(same + changed, str(out))
+
+
+def test_the_whole_section_gives_each_networks_protocol(frontier):
+    args = argparse.Namespace(whole=True, networks=list(frontier.NETWORKS),
+                              datasets=list(frontier.DATASETS), **frontier.WHOLE)
+    assert frontier.invocation(args) == "python benchmarks/frontier.py --whole"
+    assert frontier.section_of(args) == "frontier_whole"
+    row = _point()
+    frame = pd.DataFrame([row])
+    frame["change"] = 100 * (frame.test_accuracy - frame.teacher_accuracy)
+    text = frontier.markdown(frame, args, pd.DataFrame([row]), pd.DataFrame())
+    lines = text.splitlines()
+    assert lines[0].startswith("## The whole frontier: LeNet-5, ResNet-18 (0.25), "
+                               "MobileNetV2 (0.35) on fashion_mnist, mnist")
+    assert "plots/frontier_whole.png" in text
+    assert "seeds 0, 1, Torch-Pruning Taylor + KD at the 0.5 rung of seed 0" in text
+    assert "and its network's `--drop_patience` chooses" in text
+    protocol = {line.split(" | ")[0][2:]: line.split(" | ")[1:7] for line in lines
+                if line.startswith("| ") and line.count(" | ") == 7}
+    assert protocol["ResNet-18 (0.25)"] == ["train[:20%]", "train[20%:40%]", "4", "12", "3",
+                                            "0.8"]
+    # A network's recipe gives its teacher epochs where its protocol does not.
+    assert protocol["LeNet-5"] == ["train (all)", "0.1", "8", "20", "0", "0.8"]
+
+
+def test_the_whole_plot_has_a_row_per_network_and_a_column_per_dataset(frontier, tmp_path):
+    rows = [_point(network=n, dataset=d) for n in frontier.NETWORKS for d in frontier.DATASETS]
+    frame = pd.DataFrame(rows)
+    frame["change"] = 100 * (frame.test_accuracy - frame.teacher_accuracy)
+    path = tmp_path / "whole.png"
+    frontier.plot(frame, path)
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = (int.from_bytes(header[16 + 4 * i: 20 + 4 * i], "big") for i in (0, 1))
+    # 2 panels of 6.5 in across, 3 of 6 in down, at 110 dpi.
+    assert (width, height) == (round(2 * 6.5 * 110), round(3 * 6.0 * 110))
