@@ -34,6 +34,27 @@ def frontier():
         sys.path.remove(str(BENCHMARKS))
 
 
+@pytest.fixture(scope="module")
+def protocol(frontier):
+    """benchmarks/frontier_protocol.py: what runs and how it is named."""
+    import frontier_protocol
+    return frontier_protocol
+
+
+@pytest.fixture(scope="module")
+def page(frontier):
+    """benchmarks/frontier_page.py: the page section and plot."""
+    import frontier_page
+    return frontier_page
+
+
+@pytest.fixture(scope="module")
+def peer(frontier):
+    """benchmarks/frontier_peer.py: the Torch-Pruning side."""
+    import frontier_peer
+    return frontier_peer
+
+
 def _idx(array: np.ndarray) -> bytes:
     """An unsigned-byte IDX file, written independently of the reader."""
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
@@ -69,8 +90,8 @@ def test_the_ladder_is_what_each_max_accuracy_drop_would_have_chosen(frontier, t
     assert rungs == [(0.05, 0), (0.25, 1), (0.5, 2), (1.0, 3), (2.0, 4)]
 
 
-def test_drop_patience_reads_each_rung_as_a_run_with_that_patience_would(frontier,
-                                                                          tmp_path):
+def test_drop_patience_reads_each_rung_as_a_run_with_that_patience_would(
+        frontier, protocol, page, tmp_path):
     """Validation 90.0% for the teacher; students lose 0.1, 0.6, 0.3, 0.7, 0.8 and 0.2
     points. With --drop_patience=1 a 0.5 run goes on after student 2 (one beyond), stops
     after 5 (4 and 5 beyond) and keeps 3; with 2 it never stops and keeps 6; without
@@ -87,11 +108,11 @@ def test_drop_patience_reads_each_rung_as_a_run_with_that_patience_would(frontie
     assert read == [[(0.5, 1), (1.0, 6)], [(0.5, 3), (1.0, 6)], [(0.5, 6), (1.0, 6)]]
     # Runs with patience go to directories and a page section of their own.
     assert frontier.run_suffix(None, frontier.VALIDATION_SPLIT, 3) == "_patience3"
-    assert frontier.section_name(["lenet5"], ["fashion_mnist"], 0) == "frontier"
-    assert frontier.section_name(["resnet18"], ["fashion_mnist"], 3) == \
+    assert protocol.section_name(["lenet5"], ["fashion_mnist"], 0) == "frontier"
+    assert protocol.section_name(["resnet18"], ["fashion_mnist"], 3) == \
         "frontier_resnet18_fashion_mnist_patience3"
-    assert frontier.patience_words(0) == "" and "--drop_patience=3" in \
-        frontier.patience_words(3)
+    assert page.patience_words(0) == "" and "--drop_patience=3" in \
+        page.patience_words(3)
 
 
 def _residual_model():
@@ -107,34 +128,34 @@ def _residual_model():
     return tf_keras.Model(x, layers.Dense(4, name="logits")(y))
 
 
-def test_the_rebuilt_model_has_the_peers_widths(frontier):
+def test_the_rebuilt_model_has_the_peers_widths(frontier, peer):
     asked = {"stem": 5, "a": 3, "b": 3, "fc": 2, "logits": 4}
-    rebuilt = frontier.rebuild_at_widths(_residual_model(), asked)
+    rebuilt = peer.rebuild_at_widths(_residual_model(), asked)
     assert {name: int(rebuilt.get_layer(name).output_shape[-1]) for name in asked} == asked
     assert tuple(rebuilt(np.zeros((2, 8, 8, 3), np.float32)).shape) == (2, 4)
     # Layers left out keep their width.
-    rebuilt = frontier.rebuild_at_widths(_residual_model(), {"fc": 3})
+    rebuilt = peer.rebuild_at_widths(_residual_model(), {"fc": 3})
     assert [int(rebuilt.get_layer(n).output_shape[-1]) for n in ("stem", "a", "b", "fc")] \
         == [8, 6, 6, 3]
 
 
-def test_coupled_layers_given_different_widths_are_refused_by_name(frontier):
+def test_coupled_layers_given_different_widths_are_refused_by_name(frontier, peer):
     with pytest.raises(ValueError, match=r"different widths: a 3, b 4"):
-        frontier.rebuild_at_widths(_residual_model(), {"a": 3, "b": 4})
+        peer.rebuild_at_widths(_residual_model(), {"a": 3, "b": 4})
     with pytest.raises(ValueError, match="fixed.*logits"):
-        frontier.rebuild_at_widths(_residual_model(), {"logits": 2})
+        peer.rebuild_at_widths(_residual_model(), {"logits": 2})
     with pytest.raises(ValueError, match="no layer named nope"):
-        frontier.rebuild_at_widths(_residual_model(), {"nope": 2})
+        peer.rebuild_at_widths(_residual_model(), {"nope": 2})
     with pytest.raises(ValueError, match="out of range.*stem 9 of 8"):
-        frontier.rebuild_at_widths(_residual_model(), {"stem": 9})
+        peer.rebuild_at_widths(_residual_model(), {"stem": 9})
 
 
-def test_the_lenet5_peers_widths_rebuild_the_zoo_lenet5(frontier):
+def test_the_lenet5_peers_widths_rebuild_the_zoo_lenet5(frontier, peer):
     from epkd_tf.graph.count import model_macs
     from epkd_tf.models import build_model
-    widths = frontier.peer_widths("lenet5", {"widths": "3, 7, 20"})
+    widths = peer.peer_widths("lenet5", {"widths": "3, 7, 20"})
     assert widths == {"conv1": 3, "conv2": 7, "fc1": 20}
-    rebuilt = frontier.rebuild_at_widths(build_model("lenet5", (28, 28, 1), 10), widths)
+    rebuilt = peer.rebuild_at_widths(build_model("lenet5", (28, 28, 1), 10), widths)
     assert {n: int(rebuilt.get_layer(n).output_shape[-1]) for n in widths} == widths
     # The count peer_torch_pruning.py's lenet_macs gives for these widths.
     assert model_macs(rebuilt) == 24 * 24 * 25 * 3 + 8 * 8 * 25 * 3 * 7 + 16 * 7 * 20 + 20 * 10
@@ -144,16 +165,16 @@ CONTRACT = {"teacher", "data", "target_macs", "steps", "epochs", "seed", "keras_
             "keras_macs", "bn_recalibration_batches", "out"}
 
 
-def test_every_network_has_a_peer_and_its_command_carries_the_contract(frontier):
+def test_every_network_has_a_peer_and_its_command_carries_the_contract(frontier, peer):
     import re
     assert set(frontier.NETWORKS) == set(frontier.PEERS)
     row = {"network": "x", "macs": 1234, "iteration": 3, "seed": 1}
     inputs = {"teacher": "w.npz", "data": "d.npz", "keras_test_accuracy": 0.8755,
               "keras_macs": 34751744, "bn_recalibration_batches": 20, "epochs": 2}
-    for network, peer in frontier.PEERS.items():
-        assert peer.path.parent == BENCHMARKS and peer.protocol
-        command = frontier.peer_command(network, row, inputs, "r.json")
-        assert command[0] == str(peer.path)
+    for network, port in frontier.PEERS.items():
+        assert port.path.parent == BENCHMARKS and port.protocol
+        command = peer.peer_command(network, row, inputs, "r.json")
+        assert command[0] == str(port.path)
         flags = dict(f[2:].split("=", 1) for f in command[1:])
         if network == "lenet5":       # peer_torch_pruning.py's own command line
             assert flags == {"teacher": "w.npz", "mnist": "d.npz", "target_macs": "1234",
@@ -164,16 +185,16 @@ def test_every_network_has_a_peer_and_its_command_carries_the_contract(frontier)
                     flags["keras_macs"], flags["bn_recalibration_batches"]) \
                 == ("1234", "3", "2", "1", "34751744", "20")
             assert float(flags["keras_test_accuracy"]) == 0.8755
-        if peer.path.exists():        # the script accepts every flag it is given
-            defined = set(re.findall(r'add_argument\(\s*"--(\w+)"', peer.path.read_text()))
+        if port.path.exists():        # the script accepts every flag it is given
+            defined = set(re.findall(r'add_argument\(\s*"--(\w+)"', port.path.read_text()))
             assert set(flags) <= defined, (network, set(flags) - defined)
 
 
-def test_the_runs_data_settings_are_read_off_its_flags(frontier, tmp_path):
+def test_the_runs_data_settings_are_read_off_its_flags(frontier, peer, tmp_path):
     (tmp_path / "flags.txt").write_text(
         "--dataset=fashion_mnist\n--data_dir=/elsewhere\n--train_split=train[:20%]\n"
         "--validation_split=0.1\n--seed=3\n--image_size=32\n--nodownload\n--teacher=resnet18\n")
-    cfg = frontier.run_data_config(str(tmp_path), "tfds_here")
+    cfg = peer.run_data_config(str(tmp_path), "tfds_here")
     assert (cfg.dataset, cfg.data_dir, cfg.train_split, cfg.validation_split, cfg.seed,
             cfg.image_size, cfg.download, cfg.batch_size) == (
         "fashion_mnist", "tfds_here", "train[:20%]", "0.1", 3, 32, False, 128)
@@ -341,24 +362,25 @@ def test_the_runs_settings_reach_every_run_and_name_its_directories(
     assert seen == {directory: passed}
 
 
-def test_the_default_keep_ratio_keeps_the_names_and_another_is_named(frontier, monkeypatch):
+def test_the_default_keep_ratio_keeps_the_names_and_another_is_named(frontier, protocol,
+                                                                      monkeypatch):
     # The default keeps every earlier directory and section name.
     assert frontier.run_suffix(None, frontier.VALIDATION_SPLIT, 0, frontier.KEEP_RATIO) == ""
-    assert frontier.section_name(["lenet5"], ["fashion_mnist"], 0, 0.8) == "frontier"
-    assert frontier.section_name(["lenet5"], ["fashion_mnist"], 0, 0.9) == \
+    assert protocol.section_name(["lenet5"], ["fashion_mnist"], 0, 0.8) == "frontier"
+    assert protocol.section_name(["lenet5"], ["fashion_mnist"], 0, 0.9) == \
         "frontier_lenet5_fashion_mnist_keep09"
     with pytest.raises(SystemExit):
         monkeypatch.setattr(sys, "argv", ["frontier.py", "--keep_ratio=1"])
         frontier.main()
 
 
-def test_a_section_of_runs_with_another_keep_ratio_gives_it(frontier):
+def test_a_section_of_runs_with_another_keep_ratio_gives_it(frontier, protocol):
     args = argparse.Namespace(
         networks=["resnet18"], datasets=["fashion_mnist"], budgets=["latency"],
         allocations=["importance"], seeds=[0], drops=[0.5], finetune_epochs=2,
         train_split=None, teacher_epochs=None, iterations=20, validation_split="0.1",
         peer_drops=[], peer_seeds=None, drop_patience=3, keep_ratio=0.87)
-    assert frontier.invocation(args).endswith("--drop_patience=3 --keep_ratio=0.87")
+    assert protocol.invocation(args).endswith("--drop_patience=3 --keep_ratio=0.87")
     row = _point(teacher_accuracy=0.9, test_accuracy=0.899, float_speedup=3.0,
                  int8_speedup=1.0)
     frame = pd.DataFrame([row])
@@ -370,7 +392,8 @@ def test_a_section_of_runs_with_another_keep_ratio_gives_it(frontier):
     assert "plots/frontier_resnet18_fashion_mnist_patience3_keep087.png" in text
 
 
-def test_a_validation_split_string_reaches_the_runs_their_names_and_the_invocation(frontier):
+def test_a_validation_split_string_reaches_the_runs_their_names_and_the_invocation(
+        frontier, protocol):
     # The default fraction keeps the run directories of earlier invocations resumable.
     assert frontier.run_suffix("train[:20%]", frontier.VALIDATION_SPLIT) == "_train20"
     assert frontier.run_suffix(None, frontier.VALIDATION_SPLIT) == ""
@@ -382,17 +405,17 @@ def test_a_validation_split_string_reaches_the_runs_their_names_and_the_invocati
         allocations=["importance"], seeds=[0], drops=[0.5], finetune_epochs=2,
         train_split="train[:20%]", teacher_epochs=8, iterations=8,
         validation_split="train[20%:40%]", peer_drops=[], peer_seeds=None)
-    command = frontier.invocation(args)
+    command = protocol.invocation(args)
     # Split strings are quoted, so the page's command pastes into a shell as it is.
     assert "--train_split='train[:20%]'" in command
     assert "--validation_split='train[20%:40%]'" in command
     assert shlex.split(command)[-1] == "--validation_split=train[20%:40%]"
 
 
-def test_the_page_says_whether_seeds_share_their_validation_examples(frontier):
+def test_the_page_says_whether_seeds_share_their_validation_examples(frontier, page):
     """A fraction is carved by each seed; a split string is one set of examples for all."""
-    assert "draws its own" in frontier.validation_words(frontier.VALIDATION_SPLIT)
-    words = frontier.validation_words("train[20%:40%]")
+    assert "draws its own" in page.validation_words(frontier.VALIDATION_SPLIT)
+    words = page.validation_words("train[20%:40%]")
     assert "same validation examples" in words and "train[20%:40%]" in words
     assert "draws its own" not in words
 
@@ -499,10 +522,10 @@ def test_a_finished_run_is_reused_only_with_the_flags_it_ran_with(frontier, tmp_
             frontier.run(same + changed, str(out))
 
 
-def test_the_whole_section_gives_each_networks_protocol(frontier):
+def test_the_whole_section_gives_each_networks_protocol(frontier, protocol):
     args = argparse.Namespace(whole=True, networks=list(frontier.NETWORKS),
                               datasets=list(frontier.DATASETS), **frontier.WHOLE)
-    assert frontier.invocation(args) == "python benchmarks/frontier.py --whole"
+    assert protocol.invocation(args) == "python benchmarks/frontier.py --whole"
     assert frontier.section_of(args) == "frontier_whole"
     row = _point()
     frame = pd.DataFrame([row])
