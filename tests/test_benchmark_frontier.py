@@ -253,8 +253,9 @@ def test_the_peer_is_compared_with_the_epkd_tf_students_of_the_seeds_it_ran(fron
                                  drops=[0.5], finetune_epochs=2, train_split=None,
                                  teacher_epochs=None, peer_drops=[0.5], peer_seeds=[0])
     text = frontier.markdown(frame, args, pd.DataFrame(ours), pd.DataFrame())
-    # seed 0 alone on the epkd_tf side: -0.10 points and 3.00x, not the two seeds' mean
-    assert "| -0.10 | -0.50 | 3.00x | 2.50x |" in text
+    # seed 0 alone on the epkd_tf side: -0.10 points and 3.00x, not the two seeds' mean;
+    # as accurate as the peer (-0.10 against -0.50), its seeds 1.90 points apart
+    assert "| -0.10 | -0.50 | 3.00x | 2.50x | 1.00x | 1.00x | yes (spread 1.90) |" in text
     assert text.startswith("## Accuracy against measured speed, ResNet-18 (0.25) on fashion_mnist")
     assert "--peer_seeds=0" in text
     # A section of runs with patience says so in its heading, its rungs and its plot.
@@ -556,3 +557,14 @@ def test_the_whole_plot_has_a_row_per_network_and_a_column_per_dataset(frontier,
     width, height = (int.from_bytes(header[16 + 4 * i: 20 + 4 * i], "big") for i in (0, 1))
     # 2 panels of 6.5 in across, 3 of 6 in down, at 110 dpi.
     assert (width, height) == (round(2 * 6.5 * 110), round(3 * 6.0 * 110))
+
+
+@pytest.mark.parametrize("mine, peer, seeds, verdict", [
+    ([-0.30], [-0.10], [-0.30, -0.70], "yes (spread 0.40)"),     # behind, within the spread
+    ([-0.30], [+0.20], [-0.30, -0.70], "**no** (spread 0.40)"),  # behind by more
+    ([-0.30], [-0.30], [-0.30], "yes (spread 0.00)"),            # one seed: no worse
+    ([-0.30], [-0.20], [-0.30], "**no** (spread 0.00)"),
+    ([-0.30], [-0.10, -0.80], [-0.30], "yes (spread 0.70)"),     # the peer's seeds' range
+])
+def test_as_accurate_as_the_peer_within_the_seed_spread(page, mine, peer, seeds, verdict):
+    assert page.as_accurate(pd.Series(mine), pd.Series(peer), pd.Series(seeds)) == verdict
