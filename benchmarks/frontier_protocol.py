@@ -131,7 +131,7 @@ PROTOCOLS = {
         "train[:20%]", "train[20%:40%]", 4, 12, 3,
         why="a fifth of the training split and 12,000 validation images to judge the drop "
             "on; `--drop_patience=3`, since single students beyond the drop were mostly "
-            "noise of the split (a run takes about 25 minutes)"),
+            "noise of the split (a run takes about 20 minutes)"),
     "mobilenet_v2": Protocol(
         "train[:20%]", "train[20%:40%]", 8, 8,
         why="a fifth of the training split and 12,000 validation images; 8 iterations "
