@@ -41,6 +41,8 @@ BATCHNORM_MODES: Tuple[str, ...] = ("frozen", "batch")
 # Seeds go to NumPy's legacy seeding (< 2**32) and are offset per iteration and per study
 # cell (see epkd_tf.seeds), so they are kept well inside it.
 MAX_SEED = 2 ** 31 - 1
+#: What --keep_ratio is a fraction of (RunConfig.keep_of).
+KEEP_OF = ("cost", "removable")
 
 _INTEGER_PIXELS = Check(lambda v: 8 <= v <= 4096, "must be an integer from 8 to 4096 (pixels "
                                                   "per side), or unset for the dataset's own "
@@ -477,6 +479,14 @@ class RunConfig(Settings):
                                 "a latency step removes a larger share of the network the "
                                 "smaller it gets (docs/budgets.md).",
                                 checks=[between(0, 1, open_lower=True, open_upper=True)])
+    keep_of: str = setting("cost", "What --keep_ratio is a fraction of: cost (the current "
+                           "student's whole cost in the --budget measure) or removable (the "
+                           "part pruning can still remove: its cost above that of the same "
+                           "network with every layer at its --layer_floor, as the plan "
+                           "predicts it). Under --budget=latency the floor is the runtime's "
+                           "fixed cost, so removable steps keep a steady share of the work "
+                           "where cost steps remove a growing one (docs/budgets.md).",
+                           checks=[one_of(lambda: KEEP_OF, "keep_of")])
     rank_weights: Tuple[float, ...] = setting(
         (1.0, 3.0), "Weights train,selection of the candidates' ranking score "
         "(w_train*train_acc + w_sel*selection_acc) / (w_train + w_sel); the selection split "

@@ -162,8 +162,10 @@ class EPKD:
             # The previous iteration's candidates are not needed any more (its student is).
             result = self.last_result = None
             try:
+                target = self.rules.next_target(
+                    cost, self.removable_floor(student, iteration, cost))
                 result = self.last_result = self.step(
-                    student, iteration, self.rules.next_target(cost), current_cost=cost,
+                    student, iteration, target, current_cost=cost,
                     keep_candidates=self.cfg.export_candidates)
             except NoCandidateError as err:
                 # The per-layer floors are reached: the natural end of a run whose
@@ -190,6 +192,24 @@ class EPKD:
     def cost_of(self, model) -> float:
         """``model``'s cost in the budget's measure (measured on the runtime for latency)."""
         return self.measure.of(model, self.measure_context)
+
+    def removable_floor(self, student, iteration: int, cost: float) -> float:
+        """What ``--keep_ratio`` steps above: 0 (``--keep_of=cost``), or with
+        ``--keep_of=removable`` the cost of ``student`` (measured: ``cost``) with every
+        layer at its floor, as the plan predicts it (0 without a structured pruner:
+        sparsity can zero all of it)."""
+        if self.cfg.keep_of != "removable" or not any(p.structured for p in self.pruners):
+            return 0.0
+        from epkd_tf.graph import analyze
+        from epkd_tf.pruning.plan import floor_cost
+        ctx = dataclasses.replace(self.pruning_context(iteration), current_cost=cost)
+        with self.clock.phase("surgery", iteration):        # the plan's own work
+            graph = analyze(student)
+            floor = floor_cost(graph, ctx.config.layer_floor, ctx.cost_of(graph),
+                               ctx.config.channel_multiple, ctx.floor_widths())
+        log.info("--keep_of=removable: the floor network costs %s of the student's %s",
+                 self.measure.format(floor), self.measure.format(cost))
+        return floor
 
     def recorded_cost(self, iteration: int) -> float:
         """The budget cost of the teacher (0) or of iteration ``iteration``'s student, as

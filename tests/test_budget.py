@@ -310,6 +310,29 @@ def test_the_final_student_is_exported_and_headlined(macs_run):
 
 
 @pytest.mark.e2e
+def test_keep_of_removable_steps_on_the_cost_above_the_floor_network(tiny_dir, tmp_path):
+    """--keep_of=removable: each iteration's target is the floor network's MACs (every
+    layer at --layer_floor of the teacher's width) plus --keep_ratio of the rest."""
+    import math
+    import epkd_tf
+    out = tmp_path / "removable"
+    _run(tiny_dir, out, "--budget=macs", "--keep_ratio=0.5", "--iterations=2",
+         "--keep_of=removable", "--pruners=l1_filter,taylor", "--export_formats=tflite")
+    teacher = epkd_tf.load_model(str(out / "checkpoints" / "teacher.keras"))
+    dense = [layer for layer in teacher.layers if layer.__class__.__name__ == "Dense"]
+    widths = [int(np.prod(teacher.input_shape[1:]))] + [
+        math.ceil(0.1 * layer.units) for layer in dense[:-1]] + [dense[-1].units]
+    floor = sum(a * b for a, b in zip(widths[:-1], widths[1:]))     # MACs, bias aside
+    teacher_row = pd.read_csv(out / "teacher.csv").iloc[0]
+    students = pd.read_csv(out / "students.csv")
+    candidates = pd.read_csv(out / "candidates.csv")
+    previous = [teacher_row.macs, *students.macs.iloc[:-1]]
+    for (iteration, group), macs in zip(candidates.groupby("iteration"), previous):
+        assert np.allclose(group.target_cost, floor + 0.5 * (macs - floor)), iteration
+    assert len(students) == 2
+
+
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_latency_budget_chains_side_by_side_costs_and_times_the_final_student(tiny_dir,
                                                                                tmp_path):

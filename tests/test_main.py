@@ -298,6 +298,10 @@ BAD_FLAGS = [
      "fewer than one in the end"),
     (["--keep_ratio=0.5", "--iterations=12", "--pruners=l1_filter"],
      "structured pruning cannot leave fewer than"),
+    # Without a structured pruner nothing floors a removable step: still refused.
+    (["--keep_ratio=0.5", "--iterations=30", "--pruners=poly_magnitude",
+      "--keep_of=removable"], "fewer than one in the end"),
+    (["--keep_of=all"], "unknown keep_of 'all'; choose from cost, removable"),
     (["--seed=4294967295"], "--seed=4294967295"),
     (["--seed=99999999999"], "--seed=99999999999"),
     (["--teacher_width=100000"], "--teacher_width"),

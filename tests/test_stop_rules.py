@@ -30,6 +30,19 @@ def test_next_target_is_the_keep_ratio_of_the_cost_and_never_below_a_goal():
     assert rules("size", target_size_mb=0.6).next_target(1e6) == pytest.approx(6e5)
 
 
+def test_next_target_keeps_the_keep_ratio_of_the_cost_above_a_floor():
+    # --keep_of=removable: half of what lies above the floor network's cost is kept.
+    assert rules("macs").next_target(1000.0, floor=200.0) == 600.0
+    assert rules().next_target(1001, floor=201) == 601      # whole parameters
+    assert rules("macs").next_target(1000.0, floor=0.0) == rules("macs").next_target(1000.0)
+    # A floor at or above the cost leaves nothing to remove; one below 0 is none.
+    assert rules("macs").next_target(1000.0, floor=1000.0) == 1000.0
+    assert rules("macs").next_target(1000.0, floor=1500.0) == 1000.0
+    assert rules("macs").next_target(1000.0, floor=-5.0) == 500.0
+    # A --target_* goal in the same measure still bounds it from below.
+    assert rules("macs", target_macs=700).next_target(1000.0, floor=200.0) == 700.0
+
+
 def test_goals_met_measures_only_the_goals_not_known():
     asked = []
     checker = rules(target_params=100, target_macs=50)

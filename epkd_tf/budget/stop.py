@@ -3,7 +3,8 @@
 Every rule reads ``teacher.csv`` and ``students.csv`` rows only (never a model held in
 memory), so a resumed run decides exactly as the uninterrupted one would have:
 
-* the next target is ``keep_ratio`` × the current student's cost, never below a
+* the next target is ``keep_ratio`` × the current student's cost (with
+  ``--keep_of=removable``, of its cost above the floor network's), never below a
   ``--target_*`` goal in the same measure (the last iteration lands on the goal);
 * a run stops when its last student meets every ``--target_*`` goal, or lost more than
   ``--max_accuracy_drop`` points against the teacher on the selection split (with
@@ -149,10 +150,14 @@ class StopRules:
     def split(self) -> str:
         return selection.split_name(self.validation)
 
-    def next_target(self, cost: float) -> float:
-        """``keep_ratio`` × ``cost``, but never below a --target_* goal in the same
-        measure (the last iteration lands on it instead of overshooting)."""
-        target = self.keep_ratio * cost
+    def next_target(self, cost: float, floor: float = 0.0) -> float:
+        """``floor + keep_ratio × (cost − floor)``: ``keep_ratio`` of the cost above
+        ``floor`` (0: of the whole cost; with ``--keep_of=removable``, the cost of the
+        network with every layer at its floor), but never below a --target_* goal in the
+        same measure (the last iteration lands on it instead of overshooting). A floor at
+        or above the cost asks for the cost itself: nothing is left to remove."""
+        floor = min(max(float(floor), 0.0), float(cost))
+        target = floor + self.keep_ratio * (cost - floor)
         for goal in self.budget.goals():
             if goal.measure == self.measure.name:
                 target = max(target, goal.value)

@@ -297,7 +297,9 @@ def check_teacher(cfg, spec) -> None:
     graph = check_prunable(model, flag, cfg.pruning.make_pruners())
     from epkd_tf.deploy.tflite import check_tflite_convertible
     check_tflite_convertible(model, flag)
-    if cfg.budget.budget == "params":      # other measures are checked as they are met
+    # Other measures are checked as they are met. With --keep_of=removable and a
+    # structured pruner (``graph``) no target is below the floor network's cost.
+    if cfg.budget.budget == "params" and (cfg.keep_of == "cost" or graph is None):
         feasibility.check_targets(cfg.keep_ratio, cfg.iterations, cfg.pruning.layer_floor,
                                   model, graph, width_flag,
                                   goal=float(cfg.budget.target_params or 0),

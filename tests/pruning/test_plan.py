@@ -13,6 +13,7 @@ from helpers_models import lenet300_100, randomize, residual_model  # noqa: E402
 
 from epkd_tf.graph import ParamCounter, analyze  # noqa: E402
 from epkd_tf.pruning import PruningError, plan_removal, removal_order  # noqa: E402
+from epkd_tf.pruning.plan import floor_cost  # noqa: E402
 
 pytestmark = pytest.mark.unit
 
@@ -192,3 +193,38 @@ def test_a_plan_with_an_exact_cost_takes_the_shortest_prefix_at_or_below_the_tar
         assert plan.cost == exact[len(plan.removed_groups)]
         monotone = plan_removal(mlp_graph, scores, target, 0.1, cost=cost.__call__)
         assert len(plan.removed_groups) <= len(monotone.removed_groups)
+
+
+def _dense_chain(widths, inputs=8, classes=2):
+    import tf_keras
+    x = inputs_layer = tf_keras.Input((inputs,))
+    for i, width in enumerate(widths):
+        x = tf_keras.layers.Dense(width, activation="relu", name=f"hidden{i}")(x)
+    return tf_keras.Model(inputs_layer, tf_keras.layers.Dense(classes, name="logits")(x))
+
+
+def _chain_params(widths, inputs=8, classes=2) -> int:
+    """Parameters of a Dense chain, counted independently: (fan-in + 1) x width."""
+    sizes = [inputs, *widths, classes]
+    return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+@pytest.mark.parametrize("layer_floor, multiple, reference, kept", [
+    (0.25, 1, None, [2, 1]),                              # ceil(0.25 x 8), ceil(0.25 x 4)
+    (0.25, 2, None, [2, 2]),                              # 1 rounded up to a multiple of 2
+    (0.25, 1, {"hidden0": 16, "hidden1": 8}, [4, 2]),     # fractions of the teacher's widths
+    (1.0, 1, None, [8, 4]),                               # nothing removable
+])
+def test_floor_cost_is_the_cost_of_every_layer_at_its_floor(layer_floor, multiple, reference,
+                                                            kept):
+    graph = analyze(randomize(_dense_chain([8, 4])))
+    cost = floor_cost(graph, layer_floor, ParamCounter(graph).count, multiple, reference)
+    assert cost == _chain_params(kept)
+    # No plan reaches below it: asking for less is refused, asking for it is met.
+    plan = plan_removal(graph, np.arange(graph.num_groups, dtype=float), cost, layer_floor,
+                        channel_multiple=multiple, reference_widths=reference)
+    assert plan.cost == cost
+    if cost > 1:
+        with pytest.raises(PruningError):
+            plan_removal(graph, np.arange(graph.num_groups, dtype=float), cost - 1,
+                         layer_floor, channel_multiple=multiple, reference_widths=reference)
