@@ -77,7 +77,7 @@ import pandas as pd
 from benchmarks_md import page, replace_section
 from frontier_page import markdown, plot
 from frontier_peer import PEERS, peer_point
-from frontier_protocol import (COMMON, DATASETS, ITERATIONS, KEEP_RATIO, NETWORKS,
+from frontier_protocol import (COMMON, DATASETS, ITERATIONS, KEEP_OF, KEEP_RATIO, NETWORKS,
                                PROTOCOLS, REPO, SIDE_BY_SIDE_ROUNDS, SIDE_BY_SIDE_RUNS,
                                VALIDATION_SPLIT, WHOLE, WHOLE_SECTION, Protocol, run_suffix,
                                section_of)
@@ -270,6 +270,8 @@ def run_flags(settings) -> list:
               f"--max_accuracy_drop={max(settings.drops):g}"]
     if settings.drop_patience:
         common.append(f"--drop_patience={settings.drop_patience}")
+    if getattr(settings, "keep_of", KEEP_OF) != KEEP_OF:
+        common.append(f"--keep_of={settings.keep_of}")
     if settings.train_split:
         common.append(f"--train_split={settings.train_split}")
     return common
@@ -285,7 +287,8 @@ def network_runs(network: str, dataset: str, settings, work: str) -> tuple:
     if settings.teacher_epochs is not None:
         recipe.append(f"--teacher_epochs={settings.teacher_epochs}")
     subset = run_suffix(settings.train_split, settings.validation_split,
-                        settings.drop_patience, settings.keep_ratio)
+                        settings.drop_patience, settings.keep_ratio,
+                        getattr(settings, "keep_of", KEEP_OF))
     common = run_flags(settings)
     rows, runs = [], []
     teachers = {}           # seed -> the teacher its first run trained
@@ -344,6 +347,9 @@ def make_parser() -> argparse.ArgumentParser:
                         help="the runs' --keep_ratio (each student's cost in the --budget "
                         "measure as a fraction of the last; the run directories and page "
                         "section of another value are named after it)")
+    parser.add_argument("--keep_of", choices=("cost", "removable"), default=KEEP_OF,
+                        help="the runs' --keep_of (what --keep_ratio is a fraction of; the "
+                        "run directories and page section of removable are named after it)")
     parser.add_argument("--peer_drops", type=listed(float), default=[],
                         help="every network with a PyTorch port (LeNet-5, ResNet-18, "
                         "MobileNetV2 once benchmarks/peer_torch_mobilenet.py exists): run "
@@ -365,7 +371,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 #: The flags ``--whole`` sets itself (its ``WHOLE`` and ``PROTOCOLS``).
-WHOLE_SETS = (*WHOLE, *Protocol._fields[:-1], "networks", "datasets")
+WHOLE_SETS = (*WHOLE, *Protocol._fields[:-1], "keep_of", "networks", "datasets")
 
 
 def given(argv, names) -> list:

@@ -106,12 +106,13 @@ def header(args) -> list:
     names = ", ".join(NETWORKS[n][0] for n in args.networks)
     patience = getattr(args, "drop_patience", 0)
     keep = getattr(args, "keep_ratio", KEEP_RATIO)
+    keep_of = "".join(f"{flag} " for flag in variant_flags(args) if flag.startswith("--keep_of"))
     flags = "".join(f", `{flag}`" for flag in variant_flags(args))
     return [f"## Accuracy against measured speed, {names} on {', '.join(args.datasets)}"
             f"{flags} (`benchmarks/frontier.py`)", "",
             f"Measured {datetime.date.today()} on {cpu()}, {os.cpu_count()} "
             f"cores, CPU only. Invocation: `{invocation(args)}`. Every run: "
-            f"`--keep_ratio={keep:g} {' '.join(COMMON)} "
+            f"`--keep_ratio={keep:g} {keep_of}{' '.join(COMMON)} "
             f"--validation_split={getattr(args, 'validation_split', VALIDATION_SPLIT)} "
             f"--iterations={getattr(args, 'iterations', ITERATIONS)} "
             f"--finetune_epochs={args.finetune_epochs}` plus its row's flags; one teacher per "

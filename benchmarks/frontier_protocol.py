@@ -13,34 +13,43 @@ REPO = Path(__file__).resolve().parents[1]
 SECTION = "frontier"
 #: Every run's --keep_ratio unless --keep_ratio says otherwise.
 KEEP_RATIO = 0.8
+#: What the runs' --keep_ratio is a fraction of unless --keep_of says otherwise (the
+#: package's default).
+KEEP_OF = "cost"
 
 
 def variant_flags(args) -> list:
     """The runs' settings that set an invocation's runs apart from the defaults'
-    (``--drop_patience``, ``--keep_ratio``), as flags: what its command line and its
-    section's heading add."""
+    (``--drop_patience``, ``--keep_ratio``, ``--keep_of``), as flags: what its command
+    line and its section's heading add."""
     patience = getattr(args, "drop_patience", 0)
     keep = getattr(args, "keep_ratio", KEEP_RATIO)
+    keep_of = getattr(args, "keep_of", KEEP_OF)
     return ([f"--drop_patience={patience}"] if patience else []) + (
-        [f"--keep_ratio={keep:g}"] if keep != KEEP_RATIO else [])
+        [f"--keep_ratio={keep:g}"] if keep != KEEP_RATIO else []) + (
+        [f"--keep_of={keep_of}"] if keep_of != KEEP_OF else [])
 
 
-def variant(patience: int = 0, keep_ratio: float = KEEP_RATIO) -> str:
-    """What the runs' non-default ``--drop_patience`` and ``--keep_ratio`` add to the names
-    of their directories, page section and plot: ``_patience<K>``, ``_keep<digits>``
-    (``_keep09`` for 0.9), so they sit beside, not over, the runs of the defaults."""
+def variant(patience: int = 0, keep_ratio: float = KEEP_RATIO, keep_of: str = KEEP_OF) -> str:
+    """What the runs' non-default ``--drop_patience``, ``--keep_ratio`` and ``--keep_of``
+    add to the names of their directories, page section and plot: ``_patience<K>``,
+    ``_keep<digits>`` (``_keep09`` for 0.9), ``_<keep_of>`` (``_removable``), so they sit
+    beside, not over, the runs of the defaults."""
     suffix = f"_patience{patience}" if patience else ""
     if keep_ratio != KEEP_RATIO:
         suffix += "_keep" + re.sub(r"\W+", "", f"{keep_ratio:g}")
+    if keep_of != KEEP_OF:
+        suffix += f"_{keep_of}"
     return suffix
 
 
 def section_name(networks, datasets, patience: int = 0,
-                 keep_ratio: float = KEEP_RATIO) -> str:
+                 keep_ratio: float = KEEP_RATIO, keep_of: str = KEEP_OF) -> str:
     """The page section and plot name of an invocation on ``networks`` and ``datasets``:
     ``frontier`` for LeNet-5 on Fashion-MNIST, else ``frontier_<networks>_<datasets>``;
-    then its :func:`variant` (runs with another ``--drop_patience`` or ``--keep_ratio``)."""
-    extra = variant(patience, keep_ratio)
+    then its :func:`variant` (runs with another ``--drop_patience``, ``--keep_ratio`` or
+    ``--keep_of``)."""
+    extra = variant(patience, keep_ratio, keep_of)
     if list(networks) == ["lenet5"] and list(datasets) == ["fashion_mnist"] and not extra:
         return SECTION
     return "_".join([SECTION, *networks, *datasets]) + extra
@@ -52,11 +61,12 @@ def section_of(args) -> str:
     if getattr(args, "whole", False):
         return WHOLE_SECTION
     return section_name(args.networks, args.datasets, getattr(args, "drop_patience", 0),
-                        getattr(args, "keep_ratio", KEEP_RATIO))
+                        getattr(args, "keep_ratio", KEEP_RATIO),
+                        getattr(args, "keep_of", KEEP_OF))
 
 
 def run_suffix(train_split, validation_split, patience: int = 0,
-               keep_ratio: float = KEEP_RATIO) -> str:
+               keep_ratio: float = KEEP_RATIO, keep_of: str = KEEP_OF) -> str:
     """What the run directories of an invocation add to ``<network>_<dataset>``: its
     ``--train_split``, non-default ``--validation_split`` (letters and digits only), then
     its :func:`variant`, so runs on other examples, with another stop rule or other steps
@@ -64,7 +74,7 @@ def run_suffix(train_split, validation_split, patience: int = 0,
     suffix = "" if train_split is None else "_" + re.sub(r"\W+", "", train_split)
     if validation_split != VALIDATION_SPLIT:
         suffix += "_val" + re.sub(r"\W+", "", validation_split)
-    return suffix + variant(patience, keep_ratio)
+    return suffix + variant(patience, keep_ratio, keep_of)
 
 
 def invocation(args) -> str:

@@ -343,6 +343,9 @@ def test_the_validation_split_reaches_every_run_and_names_its_directories(
     (["--keep_ratio=0.9", "--drop_patience=3"],
      "lenet5_fashion_mnist_patience3_keep09_macs_importance_seed0",
      ["--keep_ratio=0.9", "--drop_patience=3"]),
+    (["--keep_of=removable", "--keep_ratio=0.9"],
+     "lenet5_fashion_mnist_keep09_removable_macs_importance_seed0",
+     ["--keep_ratio=0.9", "--keep_of=removable"]),
 ])
 def test_the_runs_settings_reach_every_run_and_name_its_directories(
         frontier, monkeypatch, tmp_path, flags, directory, passed):
@@ -351,7 +354,8 @@ def test_the_runs_settings_reach_every_run_and_name_its_directories(
 
     def fake_run(run_flags, out):
         seen[os.path.basename(out)] = [f for f in run_flags
-                                       if f.startswith(("--drop_patience", "--keep_ratio="))
+                                       if f.startswith(("--drop_patience", "--keep_ratio=",
+                                                        "--keep_of"))
                                        and f != "--keep_ratio=0.8"]
         return 1.0
 
@@ -391,6 +395,14 @@ def test_a_section_of_runs_with_another_keep_ratio_gives_it(frontier, protocol):
         "`--drop_patience=3`, `--keep_ratio=0.87` (`benchmarks/frontier.py`)")
     assert "Every run: `--keep_ratio=0.87 --pruners=" in text
     assert "plots/frontier_resnet18_fashion_mnist_patience3_keep087.png" in text
+    # Steps on the removable cost: named in the heading, every run's flags and the plot.
+    args.keep_of = "removable"
+    assert protocol.invocation(args).endswith("--keep_ratio=0.87 --keep_of=removable")
+    text = frontier.markdown(frame, args, pd.DataFrame([row]), pd.DataFrame())
+    assert text.splitlines()[0].endswith("`--keep_ratio=0.87`, `--keep_of=removable` "
+                                         "(`benchmarks/frontier.py`)")
+    assert "Every run: `--keep_ratio=0.87 --keep_of=removable --pruners=" in text
+    assert "plots/frontier_resnet18_fashion_mnist_patience3_keep087_removable.png" in text
 
 
 def test_a_validation_split_string_reaches_the_runs_their_names_and_the_invocation(
