@@ -482,8 +482,8 @@ class RunConfig(Settings):
     keep_of: str = setting("cost", "What --keep_ratio is a fraction of: cost (the current "
                            "student's whole cost in the --budget measure) or removable (the "
                            "part pruning can still remove: its cost above that of the same "
-                           "network with every layer at its --layer_floor, as the plan "
-                           "predicts it). Under --budget=latency the floor is the runtime's "
+                           "network with every layer at its --layer_floor, measured as the "
+                           "students are). Under --budget=latency the floor is the runtime's "
                            "fixed cost, so removable steps keep a steady share of the work "
                            "where cost steps remove a growing one (docs/budgets.md).",
                            checks=[one_of(lambda: KEEP_OF, "keep_of")])

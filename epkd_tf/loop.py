@@ -195,18 +195,22 @@ class EPKD:
 
     def removable_floor(self, student, iteration: int, cost: float) -> float:
         """What ``--keep_ratio`` steps above: 0 (``--keep_of=cost``), or with
-        ``--keep_of=removable`` the cost of ``student`` (measured: ``cost``) with every
-        layer at its floor, as the plan predicts it (0 without a structured pruner:
-        sparsity can zero all of it)."""
+        ``--keep_of=removable`` the cost of the floor network, ``student`` with every
+        layer at its floor, measured as the students are (0 without a structured pruner:
+        sparsity can zero all of it). Measured, not predicted: the latency model is
+        calibrated on the current widths, and far below them its offset can even make a
+        prediction negative."""
         if self.cfg.keep_of != "removable" or not any(p.structured for p in self.pruners):
             return 0.0
-        from epkd_tf.graph import analyze
-        from epkd_tf.pruning.plan import floor_cost
-        ctx = dataclasses.replace(self.pruning_context(iteration), current_cost=cost)
+        from epkd_tf.graph import analyze, remove_groups
+        from epkd_tf.pruning.plan import floor_groups
+        ctx = self.pruning_context(iteration)
         with self.clock.phase("surgery", iteration):        # the plan's own work
             graph = analyze(student)
-            floor = floor_cost(graph, ctx.config.layer_floor, ctx.cost_of(graph),
-                               ctx.config.channel_multiple, ctx.floor_widths())
+            floor_model = remove_groups(graph, floor_groups(
+                graph, ctx.config.layer_floor, ctx.config.channel_multiple,
+                ctx.floor_widths()))
+            floor = self.cost_of(floor_model)
         log.info("--keep_of=removable: the floor network costs %s of the student's %s",
                  self.measure.format(floor), self.measure.format(cost))
         return floor

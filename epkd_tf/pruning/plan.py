@@ -122,29 +122,26 @@ def round_to_multiple(graph: "ChannelGraph", removed: np.ndarray,
     return removed[~keep_back]
 
 
-def floor_cost(graph: "ChannelGraph", layer_floor: float, cost: Callable,
-               channel_multiple: int = 1,
-               reference_widths: Optional[Dict[str, int]] = None) -> float:
-    """The cost (``cost(unit_keep)``, the budget's measure) of ``graph.model`` with every
-    group its per-layer floors allow removed, rounded as plans round
-    (``channel_multiple``): about the least any plan reaches, what
-    ``--keep_of=removable`` steps above. The floors fix each layer's width there, so the
-    groups are taken in id order (the parameters, MACs and predicted latency of a width do
-    not depend on which units make it up).
+def floor_groups(graph: "ChannelGraph", layer_floor: float, channel_multiple: int = 1,
+                 reference_widths: Optional[Dict[str, int]] = None) -> np.ndarray:
+    """Every group of ``graph`` its per-layer floors allow removed, rounded as plans round
+    (``channel_multiple``): what leaves the floor network, about the least any plan
+    reaches and what ``--keep_of=removable`` steps above. The floors fix each layer's
+    width there, so the groups are taken in id order (the parameters, MACs and latency of
+    a width do not depend on which units make it up).
 
     Args:
         graph: the channel graph of the model to be pruned.
         layer_floor: ``--layer_floor``, the fraction of each layer's width kept.
-        cost: the budget's planner cost of a ``unit_keep`` mask.
         channel_multiple: ``--channel_multiple``.
         reference_widths: the widths the floors are fractions of (None: the model's own).
 
     Returns:
-        The floor network's cost.
+        The ids of the groups to remove.
     """
     order = removal_order(graph, np.zeros(graph.num_groups), layer_floor,
                           reference_widths=reference_widths)
-    return float(cost(graph.unit_keep(round_to_multiple(graph, order, channel_multiple))))
+    return round_to_multiple(graph, order, channel_multiple)
 
 
 def plan_removal(graph: "ChannelGraph", scores: np.ndarray, target: float,

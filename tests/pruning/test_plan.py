@@ -13,7 +13,7 @@ from helpers_models import lenet300_100, randomize, residual_model  # noqa: E402
 
 from epkd_tf.graph import ParamCounter, analyze  # noqa: E402
 from epkd_tf.pruning import PruningError, plan_removal, removal_order  # noqa: E402
-from epkd_tf.pruning.plan import floor_cost  # noqa: E402
+from epkd_tf.pruning.plan import floor_groups  # noqa: E402
 
 pytestmark = pytest.mark.unit
 
@@ -215,11 +215,15 @@ def _chain_params(widths, inputs=8, classes=2) -> int:
     (0.25, 1, {"hidden0": 16, "hidden1": 8}, [4, 2]),     # fractions of the teacher's widths
     (1.0, 1, None, [8, 4]),                               # nothing removable
 ])
-def test_floor_cost_is_the_cost_of_every_layer_at_its_floor(layer_floor, multiple, reference,
-                                                            kept):
+def test_the_floor_network_keeps_every_layer_at_its_floor(layer_floor, multiple, reference,
+                                                          kept):
+    from epkd_tf.graph import nonzero_params, remove_groups
     graph = analyze(randomize(_dense_chain([8, 4])))
-    cost = floor_cost(graph, layer_floor, ParamCounter(graph).count, multiple, reference)
-    assert cost == _chain_params(kept)
+    removed = floor_groups(graph, layer_floor, multiple, reference)
+    floor = remove_groups(graph, removed)
+    assert [floor.get_layer(f"hidden{i}").units for i in range(2)] == kept
+    cost = ParamCounter(graph).count(graph.unit_keep(removed))
+    assert cost == nonzero_params(floor) == _chain_params(kept)
     # No plan reaches below it: asking for less is refused, asking for it is met.
     plan = plan_removal(graph, np.arange(graph.num_groups, dtype=float), cost, layer_floor,
                         channel_multiple=multiple, reference_widths=reference)
