@@ -270,7 +270,7 @@ def run_flags(settings) -> list:
               f"--max_accuracy_drop={max(settings.drops):g}"]
     if settings.drop_patience:
         common.append(f"--drop_patience={settings.drop_patience}")
-    if getattr(settings, "keep_of", KEEP_OF) != KEEP_OF:
+    if settings.keep_of != KEEP_OF:
         common.append(f"--keep_of={settings.keep_of}")
     if settings.train_split:
         common.append(f"--train_split={settings.train_split}")
@@ -288,7 +288,7 @@ def network_runs(network: str, dataset: str, settings, work: str) -> tuple:
         recipe.append(f"--teacher_epochs={settings.teacher_epochs}")
     subset = run_suffix(settings.train_split, settings.validation_split,
                         settings.drop_patience, settings.keep_ratio,
-                        getattr(settings, "keep_of", KEEP_OF))
+                        settings.keep_of)
     common = run_flags(settings)
     rows, runs = [], []
     teachers = {}           # seed -> the teacher its first run trained
